@@ -1,0 +1,155 @@
+//! Arrow schemas of the Iceberg tables the pipeline writes, with stable Iceberg field ids.
+//!
+//! Field ids are assigned once and never renumbered; a new column gets the next unused id.
+//! The ids live in Arrow field metadata under [`FIELD_ID_KEY`], which is how Iceberg and
+//! Parquet readers (iceberg-rust, pyiceberg, Spark) map columns.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+
+/// The Arrow metadata key Iceberg uses for field ids (`PARQUET:field_id`).
+pub const FIELD_ID_KEY: &str = "PARQUET:field_id";
+
+/// The Iceberg namespace that holds every Custody table.
+pub const NAMESPACE: &str = "custody";
+
+/// Accepted, tokenized, hash-chained events.
+pub const EVENTS: &str = "events";
+/// Rejected input with the reason.
+pub const QUARANTINE: &str = "quarantine";
+/// Per-tenant chain head at the close of each epoch that touched the tenant.
+pub const CHAIN_HEADS: &str = "chain_heads";
+/// Changelog of the per-tenant event counts view.
+pub const VIEW_EVENT_COUNTS: &str = "view_event_counts";
+/// Changelog of the per-tenant HITL review latency view.
+pub const VIEW_HITL_LATENCY: &str = "view_hitl_latency";
+
+/// Every table, in creation order.
+pub const ALL_TABLES: [&str; 5] = [
+    EVENTS,
+    QUARANTINE,
+    CHAIN_HEADS,
+    VIEW_EVENT_COUNTS,
+    VIEW_HITL_LATENCY,
+];
+
+fn field(id: i32, name: &str, data_type: DataType, nullable: bool) -> Field {
+    Field::new(name, data_type, nullable).with_metadata(HashMap::from([(
+        FIELD_ID_KEY.to_string(),
+        id.to_string(),
+    )]))
+}
+
+fn utc_micros() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into()))
+}
+
+/// The Arrow schema of a table by name.
+pub fn table_schema(name: &str) -> Option<SchemaRef> {
+    match name {
+        EVENTS => Some(events_schema()),
+        QUARANTINE => Some(quarantine_schema()),
+        CHAIN_HEADS => Some(chain_heads_schema()),
+        VIEW_EVENT_COUNTS => Some(view_event_counts_schema()),
+        VIEW_HITL_LATENCY => Some(view_hitl_latency_schema()),
+        _ => None,
+    }
+}
+
+/// `custody.events`.
+pub fn events_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        field(1, "tenant_id", DataType::Utf8, false),
+        field(2, "seq", DataType::Int64, false),
+        field(3, "event_id", DataType::Utf8, false),
+        field(4, "schema_version", DataType::Utf8, false),
+        field(5, "event_type", DataType::Utf8, false),
+        field(6, "session_id", DataType::Utf8, false),
+        field(7, "agent_id", DataType::Utf8, false),
+        field(8, "user_id", DataType::Utf8, true),
+        field(9, "event_time", utc_micros(), false),
+        field(10, "parent_event_id", DataType::Utf8, true),
+        field(11, "payload", DataType::Utf8, false),
+        field(12, "prev_hash", DataType::Utf8, false),
+        field(13, "hash", DataType::Utf8, false),
+        field(14, "source", DataType::Utf8, false),
+        field(15, "source_offset", DataType::Int64, false),
+        field(16, "epoch", DataType::Int64, false),
+    ]))
+}
+
+/// `custody.quarantine`.
+pub fn quarantine_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        field(1, "source", DataType::Utf8, false),
+        field(2, "source_offset", DataType::Int64, false),
+        field(3, "epoch", DataType::Int64, false),
+        field(4, "reason_kind", DataType::Utf8, false),
+        field(5, "reason", DataType::Utf8, false),
+        field(6, "tenant_id", DataType::Utf8, true),
+        field(7, "raw_len", DataType::Int64, false),
+        field(8, "raw_sha256", DataType::Utf8, false),
+        field(9, "raw_redacted", DataType::Utf8, false),
+    ]))
+}
+
+/// `custody.chain_heads`.
+pub fn chain_heads_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        field(1, "tenant_id", DataType::Utf8, false),
+        field(2, "seq", DataType::Int64, false),
+        field(3, "head_hash", DataType::Utf8, false),
+        field(4, "epoch_events", DataType::Int64, false),
+        field(5, "epoch", DataType::Int64, false),
+    ]))
+}
+
+/// `custody.view_event_counts`: a changelog (`diff` is +1 or -1) of `(tenant, type) -> count`.
+pub fn view_event_counts_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        field(1, "tenant_id", DataType::Utf8, false),
+        field(2, "event_type", DataType::Utf8, false),
+        field(3, "count", DataType::Int64, false),
+        field(4, "epoch", DataType::Int64, false),
+        field(5, "diff", DataType::Int64, false),
+    ]))
+}
+
+/// `custody.view_hitl_latency`: a changelog of per-tenant review latency statistics.
+pub fn view_hitl_latency_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        field(1, "tenant_id", DataType::Utf8, false),
+        field(2, "reviews", DataType::Int64, false),
+        field(3, "p50_ms", DataType::Int64, false),
+        field(4, "p95_ms", DataType::Int64, false),
+        field(5, "max_ms", DataType::Int64, false),
+        field(6, "rubber_stamps", DataType::Int64, false),
+        field(7, "over_sla", DataType::Int64, false),
+        field(8, "epoch", DataType::Int64, false),
+        field(9, "diff", DataType::Int64, false),
+    ]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_field_has_a_unique_id() {
+        for name in ALL_TABLES {
+            let schema = table_schema(name).unwrap();
+            let mut ids: Vec<i32> = schema
+                .fields()
+                .iter()
+                .map(|f| f.metadata()[FIELD_ID_KEY].parse().unwrap())
+                .collect();
+            let n = ids.len();
+            ids.sort();
+            ids.dedup();
+            assert_eq!(ids.len(), n, "duplicate field id in {name}");
+            assert_eq!(ids, (1..=n as i32).collect::<Vec<_>>(), "{name}");
+        }
+    }
+}
