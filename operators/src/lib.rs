@@ -1,1 +1,23 @@
-//! placeholder
+//! Custody's dataflow building blocks: sources, transforms and sinks.
+//!
+//! The pipeline is `source → decode → tokenize_pii → hash_chain → views → sink`; see the
+//! top-level README for the diagram. Every operator file opens with its contract (inputs,
+//! outputs, state, progress, metrics, failure modes).
+#![deny(missing_docs)]
+
+pub mod error;
+pub mod hashing;
+pub mod metrics;
+pub mod pii;
+pub mod record;
+pub mod sinks;
+pub mod sources;
+pub mod test_util;
+pub mod transforms;
+
+pub use error::{Error, Result};
+pub use metrics::Metrics;
+pub use sinks::forward::ForwardToSink;
+pub use transforms::decode::Decode;
+pub use transforms::hash_chain::HashChain;
+pub use transforms::tokenize_pii::TokenizePii;

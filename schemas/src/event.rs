@@ -174,7 +174,11 @@ pub fn decode_value(value: Value) -> Result<AuditEvent, SchemaError> {
         return Err(SchemaError::NotAnObject);
     };
     match map.get("schema_version") {
-        None => return Err(SchemaError::Envelope("missing field `schema_version`".into())),
+        None => {
+            return Err(SchemaError::Envelope(
+                "missing field `schema_version`".into(),
+            ));
+        }
         Some(Value::String(v)) => check_version(v)?,
         Some(other) => {
             return Err(SchemaError::Envelope(format!(
@@ -217,7 +221,8 @@ pub fn decode_value(value: Value) -> Result<AuditEvent, SchemaError> {
 fn check_version(v: &str) -> Result<(), SchemaError> {
     let major = v.split('.').next().and_then(|m| m.parse::<u32>().ok());
     let well_formed = v.split('.').count() <= 3
-        && v.split('.').all(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit()));
+        && v.split('.')
+            .all(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit()));
     if major == Some(SCHEMA_MAJOR) && well_formed {
         Ok(())
     } else {
@@ -269,7 +274,10 @@ pub fn validate_payload(event_type: EventType, payload: &Value) -> Result<(), Sc
     fn check<T: DeserializeOwned>(t: EventType, v: &Value) -> Result<(), SchemaError> {
         from_value::<T>(v.clone())
             .map(drop)
-            .map_err(|reason| SchemaError::Payload { event_type: t, reason })
+            .map_err(|reason| SchemaError::Payload {
+                event_type: t,
+                reason,
+            })
     }
     if !payload.is_object() {
         return Err(SchemaError::Payload {

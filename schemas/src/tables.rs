@@ -36,10 +36,8 @@ pub const ALL_TABLES: [&str; 5] = [
 ];
 
 fn field(id: i32, name: &str, data_type: DataType, nullable: bool) -> Field {
-    Field::new(name, data_type, nullable).with_metadata(HashMap::from([(
-        FIELD_ID_KEY.to_string(),
-        id.to_string(),
-    )]))
+    Field::new(name, data_type, nullable)
+        .with_metadata(HashMap::from([(FIELD_ID_KEY.to_string(), id.to_string())]))
 }
 
 fn utc_micros() -> DataType {

@@ -9,10 +9,9 @@ use custody_schemas::decode_event;
 #[test]
 fn fixtures_decode_or_fail_with_their_reason() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
-    let expected: BTreeMap<String, String> = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("expected_reasons.json")).unwrap(),
-    )
-    .unwrap();
+    let expected: BTreeMap<String, String> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected_reasons.json")).unwrap())
+            .unwrap();
     let mut seen = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
@@ -40,7 +39,10 @@ fn malformed_bytes_have_precise_reasons() {
     let cases: [(&[u8], &str); 4] = [
         (b"{not json", "invalid json: "),
         (b"[1,2,3]", "event must be a json object"),
-        (b"{\"schema_version\": 1}", "invalid envelope: `schema_version` must be a string, got number"),
+        (
+            b"{\"schema_version\": 1}",
+            "invalid envelope: `schema_version` must be a string, got number",
+        ),
         (b"\xff\xfe{}", "invalid utf-8: "),
     ];
     for (bytes, reason) in cases {

@@ -1,0 +1,72 @@
+//! Errors of the operator crate, classified the Arroyo way.
+
+/// Whose fault an error is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorDomain {
+    /// Bad input or configuration from a user.
+    User,
+    /// A dependency (Kafka, storage, catalog) failed.
+    External,
+    /// A bug.
+    Internal,
+}
+
+/// Whether retrying can help.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RetryHint {
+    /// Retrying will fail the same way.
+    NoRetry,
+    /// Retry with backoff.
+    WithBackoff,
+}
+
+/// Errors raised by sources and sinks (errors in data are quarantined, not raised).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading a source failed.
+    #[error("source {source_name:?}: {message}")]
+    Source {
+        /// The source.
+        source_name: String,
+        /// What happened.
+        message: String,
+    },
+    /// Kafka failed.
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// The Iceberg catalog or table IO failed.
+    #[error("iceberg: {0}")]
+    Iceberg(#[from] iceberg::Error),
+    /// Building an Arrow batch failed.
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow_schema::ArrowError),
+    /// Local IO failed.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    /// The sink stopped; the pipeline must stop consuming.
+    #[error("sink stopped: {0}")]
+    SinkStopped(String),
+}
+
+impl Error {
+    /// The error's domain.
+    pub fn domain(&self) -> ErrorDomain {
+        match self {
+            Error::Source { .. } | Error::Kafka(_) | Error::Iceberg(_) | Error::Io(_) => {
+                ErrorDomain::External
+            }
+            Error::Arrow(_) | Error::SinkStopped(_) => ErrorDomain::Internal,
+        }
+    }
+
+    /// Whether retrying can help.
+    pub fn retry_hint(&self) -> RetryHint {
+        match self.domain() {
+            ErrorDomain::External => RetryHint::WithBackoff,
+            ErrorDomain::User | ErrorDomain::Internal => RetryHint::NoRetry,
+        }
+    }
+}
+
+/// Result with the crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,137 @@
+//! The records that travel between operators.
+
+use custody_schemas::AuditEvent;
+use serde::{Deserialize, Serialize};
+
+/// The dataflow timestamp: one epoch per source batch. Every epoch becomes one Iceberg commit.
+pub type Epoch = u64;
+
+/// Raw input as read from a source, before any parsing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RawRecord {
+    /// Source partition (Kafka partition; 0 for files and the generator).
+    pub partition: i32,
+    /// Position within the partition (Kafka offset, or line number).
+    pub offset: i64,
+    /// The bytes exactly as received.
+    pub bytes: Vec<u8>,
+}
+
+/// A decoded, validated event that still remembers where it came from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SourcedEvent {
+    /// Source partition.
+    pub partition: i32,
+    /// Source offset.
+    pub offset: i64,
+    /// The event.
+    pub event: AuditEvent,
+}
+
+/// An event with its place in its tenant's hash chain.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChainedEvent {
+    /// Source partition.
+    pub partition: i32,
+    /// Source offset.
+    pub offset: i64,
+    /// The (tokenized) event.
+    pub event: AuditEvent,
+    /// Canonical JSON of the payload (sorted keys, no whitespace), as stored.
+    pub payload_json: String,
+    /// Position in the tenant's chain, starting at 0.
+    pub seq: u64,
+    /// Hash of the previous event in the chain (zeros for seq 0).
+    pub prev_hash: [u8; 32],
+    /// This event's chain hash.
+    pub hash: [u8; 32],
+}
+
+/// Input that was rejected, with the reason. Never dropped: it is written to `custody.quarantine`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quarantined {
+    /// Source partition.
+    pub partition: i32,
+    /// Source offset.
+    pub offset: i64,
+    /// Stable short label for the reason (bounded cardinality).
+    pub reason_kind: String,
+    /// The precise reason.
+    pub reason: String,
+    /// The tenant the input claimed, if it could be read.
+    pub tenant_id: Option<String>,
+    /// Length of the raw input in bytes.
+    pub raw_len: i64,
+    /// SHA-256 of the raw input, hex.
+    pub raw_sha256: String,
+    /// The raw input as lossy UTF-8, truncated and with PII tokenized.
+    pub raw_redacted: String,
+}
+
+/// A per-tenant chain head at the close of an epoch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainHead {
+    /// The tenant.
+    pub tenant_id: String,
+    /// Sequence number of the last event.
+    pub seq: u64,
+    /// Hash of the last event.
+    pub head_hash: [u8; 32],
+    /// Events appended to this tenant's chain in the epoch.
+    pub epoch_events: u64,
+}
+
+/// One update of a view: `(row, diff)`; rows are view-specific.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ViewUpdate {
+    /// `(tenant, event_type) -> count`.
+    EventCount {
+        /// Tenant.
+        tenant_id: String,
+        /// Event type.
+        event_type: String,
+        /// Count.
+        count: i64,
+        /// +1 or -1.
+        diff: i64,
+    },
+    /// Per-tenant HITL review latency statistics.
+    HitlLatency {
+        /// Tenant.
+        tenant_id: String,
+        /// The statistics.
+        stats: HitlStats,
+        /// +1 or -1.
+        diff: i64,
+    },
+}
+
+/// Review latency statistics for one tenant.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct HitlStats {
+    /// Completed reviews.
+    pub reviews: i64,
+    /// Median presented→decided latency, ms.
+    pub p50_ms: i64,
+    /// 95th percentile latency, ms.
+    pub p95_ms: i64,
+    /// Maximum latency, ms.
+    pub max_ms: i64,
+    /// Approvals faster than the rubber-stamp threshold.
+    pub rubber_stamps: i64,
+    /// Decisions that came after the escalation's SLA.
+    pub over_sla: i64,
+}
+
+/// Everything the sink writes, funnelled into one stream.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum SinkRecord {
+    /// An accepted event.
+    Event(Box<ChainedEvent>),
+    /// A rejected input.
+    Quarantine(Box<Quarantined>),
+    /// A chain head.
+    Head(ChainHead),
+    /// A view update.
+    View(ViewUpdate),
+}

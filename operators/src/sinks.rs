@@ -1,0 +1,4 @@
+//! Sinks: where records leave the dataflow.
+
+pub mod forward;
+pub mod iceberg;

@@ -1,0 +1,598 @@
+//! Write each sealed epoch to the Iceberg tables of the warehouse.
+//!
+//! ```text
+//!   worker 0: SinkForward ──Records(epoch, recs)──┐
+//!   driver:   probe passed epoch ──Seal(epoch)────┤  (bounded channel)
+//!                                                 ▼
+//!                                   IcebergSink thread (own tokio runtime)
+//!                                   buffer per epoch ─► on Seal: Arrow batches
+//!                                   ─► Parquet data files ─► one fast-append per table
+//!                                   (summary: custody.epoch, custody.commit-id,
+//!                                    custody.positions) ─► Committed(epoch) to the driver
+//! ```
+//!
+//! # Inputs
+//! [`SinkMsg`]s: records of an epoch, then the epoch's seal with the source positions it covers.
+//!
+//! # Outputs
+//! Parquet data files and snapshots in `custody.{events, quarantine, chain_heads,
+//! view_event_counts, view_hitl_latency}`; [`Committed`] notices back to the driver.
+//!
+//! # State
+//! The records of unsealed epochs (bounded by the driver's epochs-in-flight limit).
+//!
+//! # Metrics
+//! `custody_sink_rows_total{table}`, `custody_sink_commits_total{table}`,
+//! `custody_sink_commit_seconds`, `custody_sink_last_committed_epoch`,
+//! `custody_events_accepted_total`.
+//!
+//! # Failure modes
+//! Catalog or IO errors stop the sink: it reports the error and exits, the driver stops
+//! consuming, and the source positions of uncommitted epochs are never acknowledged.
+//! Iceberg commit conflicts are retried by iceberg-rust's transaction backoff.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender};
+use std::time::Instant;
+
+use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use futures::TryStreamExt;
+use iceberg::arrow::{arrow_schema_to_schema, schema_to_arrow_schema};
+use iceberg::io::LocalFsStorageFactory;
+use iceberg::spec::DataFileFormat;
+use iceberg::table::Table;
+use iceberg::transaction::{ApplyTransactionAction, Transaction};
+use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
+use iceberg::writer::file_writer::ParquetWriterBuilder;
+use iceberg::writer::file_writer::location_generator::{
+    DefaultFileNameGenerator, DefaultLocationGenerator,
+};
+use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
+use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
+use iceberg::{Catalog, CatalogBuilder, NamespaceIdent, TableCreation, TableIdent};
+use iceberg_catalog_sql::{SqlBindStyle, SqlCatalog, SqlCatalogBuilder};
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use serde::{Deserialize, Serialize};
+
+use custody_schemas::tables::{self, NAMESPACE};
+
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::record::{ChainHead, ChainedEvent, Epoch, Quarantined, SinkRecord, ViewUpdate};
+use crate::transforms::hash_chain::ChainState;
+
+/// Snapshot summary key: the epoch a snapshot commits.
+pub const SUMMARY_EPOCH: &str = "custody.epoch";
+/// Snapshot summary key: idempotency id `sink-id:epoch:table`.
+pub const SUMMARY_COMMIT_ID: &str = "custody.commit-id";
+/// Snapshot summary key: source positions covered, JSON.
+pub const SUMMARY_POSITIONS: &str = "custody.positions";
+
+/// How far a sealed epoch got in each source partition.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourcePositions {
+    /// Source name (topic, file path, `generator`).
+    pub source: String,
+    /// Partition → the highest offset included (inclusive).
+    pub partitions: BTreeMap<i32, i64>,
+}
+
+/// Messages to the sink thread.
+#[derive(Debug)]
+pub enum SinkMsg {
+    /// Records of an epoch; more may follow for the same epoch.
+    Records(Epoch, Vec<SinkRecord>),
+    /// Every record of the epoch has been sent; commit it.
+    Seal(Epoch, SourcePositions),
+}
+
+/// Sent back to the driver once an epoch is durable in every table.
+#[derive(Clone, Debug)]
+pub struct Committed {
+    /// The epoch.
+    pub epoch: Epoch,
+    /// The positions it covered.
+    pub positions: SourcePositions,
+    /// Rows written per table.
+    pub rows: BTreeMap<&'static str, usize>,
+}
+
+/// What a restarted pipeline resumes from.
+#[derive(Clone, Debug, Default)]
+pub struct ResumeState {
+    /// Chain heads: tenant → (next seq, last hash).
+    pub heads: ChainState,
+    /// The last epoch committed by any run, if any.
+    pub last_epoch: Option<Epoch>,
+}
+
+/// The Iceberg warehouse: a SQLite catalog and a local directory of table data.
+pub struct Warehouse {
+    catalog: Arc<SqlCatalog>,
+    root: PathBuf,
+}
+
+impl std::fmt::Debug for Warehouse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Warehouse")
+            .field("root", &self.root)
+            .finish()
+    }
+}
+
+/// The catalog name used in the SQLite catalog (pyiceberg's `SqlCatalog` name).
+pub const CATALOG_NAME: &str = "custody";
+
+impl Warehouse {
+    /// Opens (creating if needed) the warehouse at `root`: `root/catalog.db` and `root/data/`.
+    pub async fn open(root: &Path) -> Result<Self> {
+        std::fs::create_dir_all(root.join("data"))?;
+        let root = std::fs::canonicalize(root)?;
+        let db = root.join("catalog.db");
+        let catalog = SqlCatalogBuilder::default()
+            .uri(format!("sqlite://{}?mode=rwc", db.display()))
+            .warehouse_location(format!("file://{}", root.join("data").display()))
+            .sql_bind_style(SqlBindStyle::QMark)
+            .with_storage_factory(Arc::new(LocalFsStorageFactory))
+            .load(CATALOG_NAME, HashMap::new())
+            .await?;
+        let warehouse = Warehouse {
+            catalog: Arc::new(catalog),
+            root,
+        };
+        warehouse.ensure_tables().await?;
+        Ok(warehouse)
+    }
+
+    /// The warehouse directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    async fn ensure_tables(&self) -> Result<()> {
+        let ns = NamespaceIdent::new(NAMESPACE.to_string());
+        if !self.catalog.namespace_exists(&ns).await? {
+            self.catalog.create_namespace(&ns, HashMap::new()).await?;
+        }
+        for name in tables::ALL_TABLES {
+            let ident = TableIdent::new(ns.clone(), name.to_string());
+            if !self.catalog.table_exists(&ident).await? {
+                // Panic: ALL_TABLES lists exactly the names table_schema knows.
+                let arrow = tables::table_schema(name).expect("known table");
+                let creation = TableCreation::builder()
+                    .name(name.to_string())
+                    .schema(arrow_schema_to_schema(&arrow)?)
+                    .properties(HashMap::from([(
+                        "write.format.default".to_string(),
+                        "parquet".to_string(),
+                    )]))
+                    .build();
+                self.catalog.create_table(&ns, creation).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads a table by name.
+    pub async fn table(&self, name: &str) -> Result<Table> {
+        let ident = TableIdent::new(NamespaceIdent::new(NAMESPACE.to_string()), name.to_string());
+        Ok(self.catalog.load_table(&ident).await?)
+    }
+
+    /// Reads every row of a table (current snapshot) as Arrow batches.
+    pub async fn scan(&self, name: &str) -> Result<Vec<RecordBatch>> {
+        let table = self.table(name).await?;
+        if table.metadata().current_snapshot().is_none() {
+            return Ok(Vec::new());
+        }
+        let stream = table.scan().build()?.to_arrow().await?;
+        Ok(stream.try_collect().await?)
+    }
+
+    /// The chain heads and last epoch committed by earlier runs.
+    pub async fn resume_state(&self) -> Result<ResumeState> {
+        let mut state = ResumeState::default();
+        for name in tables::ALL_TABLES {
+            let table = self.table(name).await?;
+            for snapshot in table.metadata().snapshots() {
+                let epoch = snapshot
+                    .summary()
+                    .additional_properties
+                    .get(SUMMARY_EPOCH)
+                    .and_then(|e| e.parse::<Epoch>().ok());
+                state.last_epoch = state.last_epoch.max(epoch);
+            }
+        }
+        for batch in self.scan(tables::CHAIN_HEADS).await? {
+            let tenants = string_column(&batch, "tenant_id")?;
+            let seqs = int_column(&batch, "seq")?;
+            let hashes = string_column(&batch, "head_hash")?;
+            for i in 0..batch.num_rows() {
+                let seq = seqs.value(i) as u64;
+                let mut hash = [0u8; 32];
+                hex::decode_to_slice(hashes.value(i), &mut hash).map_err(|e| {
+                    Error::SinkStopped(format!("corrupt chain head hash in the lake: {e}"))
+                })?;
+                let entry = state
+                    .heads
+                    .entry(tenants.value(i).to_string())
+                    .or_insert((0, [0; 32]));
+                if seq + 1 > entry.0 {
+                    *entry = (seq + 1, hash);
+                }
+            }
+        }
+        Ok(state)
+    }
+}
+
+fn string_column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a StringArray> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+        .ok_or_else(|| Error::SinkStopped(format!("column {name:?} missing or not a string")))
+}
+
+fn int_column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a Int64Array> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+        .ok_or_else(|| Error::SinkStopped(format!("column {name:?} missing or not an int64")))
+}
+
+/// The writer side of the sink; owned by the sink thread.
+pub struct IcebergSink {
+    warehouse: Warehouse,
+    sink_id: String,
+    metrics: Metrics,
+    pending: BTreeMap<Epoch, Vec<SinkRecord>>,
+}
+
+impl IcebergSink {
+    /// A sink writing into `warehouse`; `sink_id` names this pipeline in commit ids.
+    pub fn new(warehouse: Warehouse, sink_id: impl Into<String>, metrics: Metrics) -> Self {
+        IcebergSink {
+            warehouse,
+            sink_id: sink_id.into(),
+            metrics,
+            pending: BTreeMap::new(),
+        }
+    }
+
+    /// Runs until the channel closes or a commit fails; reports each committed epoch.
+    pub async fn run(mut self, rx: Receiver<SinkMsg>, committed: Sender<Committed>) -> Result<()> {
+        // The receiver is a std channel: hand the blocking receive to the runtime's blocking pool
+        // one message at a time would be overkill here, the thread is dedicated to the sink.
+        while let Ok(msg) = rx.recv() {
+            match msg {
+                SinkMsg::Records(epoch, records) => {
+                    self.pending.entry(epoch).or_default().extend(records);
+                }
+                SinkMsg::Seal(epoch, positions) => {
+                    let records = self.pending.remove(&epoch).unwrap_or_default();
+                    let rows = self.commit_epoch(epoch, records, &positions).await?;
+                    if committed
+                        .send(Committed {
+                            epoch,
+                            positions,
+                            rows,
+                        })
+                        .is_err()
+                    {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes one epoch to every table it touches.
+    pub async fn commit_epoch(
+        &mut self,
+        epoch: Epoch,
+        records: Vec<SinkRecord>,
+        positions: &SourcePositions,
+    ) -> Result<BTreeMap<&'static str, usize>> {
+        let started = Instant::now();
+        let mut events = Vec::new();
+        let mut quarantine = Vec::new();
+        let mut heads = Vec::new();
+        let mut counts = Vec::new();
+        let mut hitl = Vec::new();
+        for record in records {
+            match record {
+                SinkRecord::Event(e) => events.push(*e),
+                SinkRecord::Quarantine(q) => quarantine.push(*q),
+                SinkRecord::Head(h) => heads.push(h),
+                SinkRecord::View(v @ ViewUpdate::EventCount { .. }) => counts.push(v),
+                SinkRecord::View(v @ ViewUpdate::HitlLatency { .. }) => hitl.push(v),
+            }
+        }
+        events.sort_by(|a, b| {
+            (a.event.tenant_id.as_str(), a.seq).cmp(&(b.event.tenant_id.as_str(), b.seq))
+        });
+        if heads.is_empty() {
+            heads = heads_of(&events);
+        }
+        let mut rows = BTreeMap::new();
+        let positions_json = serde_json::to_string(positions).unwrap_or_default();
+        let batches: [(&'static str, usize, Option<RecordBatch>); 5] = [
+            (
+                tables::EVENTS,
+                events.len(),
+                nonempty(&events, |e| events_batch(e, &positions.source, epoch))?,
+            ),
+            (
+                tables::QUARANTINE,
+                quarantine.len(),
+                nonempty(&quarantine, |q| {
+                    quarantine_batch(q, &positions.source, epoch)
+                })?,
+            ),
+            (
+                tables::CHAIN_HEADS,
+                heads.len(),
+                nonempty(&heads, |h| heads_batch(h, epoch))?,
+            ),
+            (
+                tables::VIEW_EVENT_COUNTS,
+                counts.len(),
+                nonempty(&counts, |c| counts_batch(c, epoch))?,
+            ),
+            (
+                tables::VIEW_HITL_LATENCY,
+                hitl.len(),
+                nonempty(&hitl, |h| hitl_batch(h, epoch))?,
+            ),
+        ];
+        for (name, n, batch) in batches {
+            let Some(batch) = batch else { continue };
+            self.append(name, epoch, batch, &positions_json).await?;
+            rows.insert(name, n);
+            self.metrics
+                .sink_rows
+                .with_label_values(&[name])
+                .inc_by(n as u64);
+            self.metrics.sink_commits.with_label_values(&[name]).inc();
+        }
+        self.metrics.events_accepted.inc_by(events.len() as u64);
+        self.metrics.last_committed_epoch.set(epoch as i64);
+        self.metrics
+            .sink_commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        tracing::debug!(epoch, ?rows, "committed epoch");
+        Ok(rows)
+    }
+
+    async fn append(
+        &mut self,
+        name: &'static str,
+        epoch: Epoch,
+        batch: RecordBatch,
+        positions_json: &str,
+    ) -> Result<()> {
+        let table = self.warehouse.table(name).await?;
+        let schema = table.metadata().current_schema().clone();
+        let arrow = Arc::new(schema_to_arrow_schema(&schema)?);
+        let batch = RecordBatch::try_new(arrow, batch.columns().to_vec())?;
+        let location = DefaultLocationGenerator::new(table.metadata())?;
+        let names = DefaultFileNameGenerator::new(
+            format!("epoch-{epoch:012}"),
+            Some(uuid::Uuid::new_v4().to_string()),
+            DataFileFormat::Parquet,
+        );
+        let props = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .build();
+        let rolling = RollingFileWriterBuilder::new_with_default_file_size(
+            ParquetWriterBuilder::new(props, schema),
+            table.file_io().clone(),
+            location,
+            names,
+        );
+        let mut writer = DataFileWriterBuilder::new(rolling).build(None).await?;
+        writer.write(batch).await?;
+        let files = writer.close().await?;
+        let summary = HashMap::from([
+            (SUMMARY_EPOCH.to_string(), epoch.to_string()),
+            (
+                SUMMARY_COMMIT_ID.to_string(),
+                format!("{}:{epoch}:{name}", self.sink_id),
+            ),
+            (SUMMARY_POSITIONS.to_string(), positions_json.to_string()),
+        ]);
+        let tx = Transaction::new(&table);
+        let tx = tx
+            .fast_append()
+            .add_data_files(files)
+            .set_snapshot_properties(summary)
+            .apply(tx)?;
+        tx.commit(self.warehouse.catalog.as_ref()).await?;
+        Ok(())
+    }
+}
+
+fn nonempty<T>(
+    rows: &[T],
+    build: impl FnOnce(&[T]) -> Result<RecordBatch>,
+) -> Result<Option<RecordBatch>> {
+    if rows.is_empty() {
+        Ok(None)
+    } else {
+        build(rows).map(Some)
+    }
+}
+
+/// The chain head of each tenant among `events` (sorted by tenant, seq).
+fn heads_of(events: &[ChainedEvent]) -> Vec<ChainHead> {
+    let mut heads: Vec<ChainHead> = Vec::new();
+    for e in events {
+        match heads.last_mut() {
+            Some(h) if h.tenant_id == e.event.tenant_id.as_str() => {
+                h.seq = e.seq;
+                h.head_hash = e.hash;
+                h.epoch_events += 1;
+            }
+            _ => heads.push(ChainHead {
+                tenant_id: e.event.tenant_id.as_str().to_string(),
+                seq: e.seq,
+                head_hash: e.hash,
+                epoch_events: 1,
+            }),
+        }
+    }
+    heads
+}
+
+fn strings<'a>(it: impl Iterator<Item = &'a str>) -> ArrayRef {
+    Arc::new(StringArray::from_iter_values(it))
+}
+
+fn opt_strings<'a>(it: impl Iterator<Item = Option<&'a str>>) -> ArrayRef {
+    Arc::new(it.collect::<StringArray>())
+}
+
+fn ints(it: impl Iterator<Item = i64>) -> ArrayRef {
+    Arc::new(Int64Array::from_iter_values(it))
+}
+
+fn batch(schema: arrow_schema::SchemaRef, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+fn events_batch(rows: &[ChainedEvent], source: &str, epoch: Epoch) -> Result<RecordBatch> {
+    let sources: Vec<String> = rows
+        .iter()
+        .map(|r| format!("{source}#{}", r.partition))
+        .collect();
+    batch(
+        tables::events_schema(),
+        vec![
+            strings(rows.iter().map(|r| r.event.tenant_id.as_str())),
+            ints(rows.iter().map(|r| r.seq as i64)),
+            strings(rows.iter().map(|r| r.event.event_id.as_str())),
+            strings(rows.iter().map(|r| r.event.schema_version.as_str())),
+            strings(rows.iter().map(|r| r.event.event_type.as_str())),
+            strings(rows.iter().map(|r| r.event.session_id.as_str())),
+            strings(rows.iter().map(|r| r.event.agent_id.as_str())),
+            opt_strings(rows.iter().map(|r| r.event.user_id.as_deref())),
+            Arc::new(
+                TimestampMicrosecondArray::from_iter_values(
+                    rows.iter().map(|r| r.event.timestamp_us),
+                )
+                .with_timezone("+00:00"),
+            ),
+            opt_strings(rows.iter().map(|r| r.event.parent_event_id.as_deref())),
+            strings(rows.iter().map(|r| r.payload_json.as_str())),
+            strings(
+                rows.iter()
+                    .map(|r| hex::encode(r.prev_hash))
+                    .collect::<Vec<_>>()
+                    .iter()
+                    .map(String::as_str),
+            ),
+            strings(
+                rows.iter()
+                    .map(|r| hex::encode(r.hash))
+                    .collect::<Vec<_>>()
+                    .iter()
+                    .map(String::as_str),
+            ),
+            strings(sources.iter().map(String::as_str)),
+            ints(rows.iter().map(|r| r.offset)),
+            ints(rows.iter().map(|_| epoch as i64)),
+        ],
+    )
+}
+
+fn quarantine_batch(rows: &[Quarantined], source: &str, epoch: Epoch) -> Result<RecordBatch> {
+    let sources: Vec<String> = rows
+        .iter()
+        .map(|r| format!("{source}#{}", r.partition))
+        .collect();
+    batch(
+        tables::quarantine_schema(),
+        vec![
+            strings(sources.iter().map(String::as_str)),
+            ints(rows.iter().map(|r| r.offset)),
+            ints(rows.iter().map(|_| epoch as i64)),
+            strings(rows.iter().map(|r| r.reason_kind.as_str())),
+            strings(rows.iter().map(|r| r.reason.as_str())),
+            opt_strings(rows.iter().map(|r| r.tenant_id.as_deref())),
+            ints(rows.iter().map(|r| r.raw_len)),
+            strings(rows.iter().map(|r| r.raw_sha256.as_str())),
+            strings(rows.iter().map(|r| r.raw_redacted.as_str())),
+        ],
+    )
+}
+
+fn heads_batch(rows: &[ChainHead], epoch: Epoch) -> Result<RecordBatch> {
+    let hashes: Vec<String> = rows.iter().map(|h| hex::encode(h.head_hash)).collect();
+    batch(
+        tables::chain_heads_schema(),
+        vec![
+            strings(rows.iter().map(|h| h.tenant_id.as_str())),
+            ints(rows.iter().map(|h| h.seq as i64)),
+            strings(hashes.iter().map(String::as_str)),
+            ints(rows.iter().map(|h| h.epoch_events as i64)),
+            ints(rows.iter().map(|_| epoch as i64)),
+        ],
+    )
+}
+
+fn counts_batch(rows: &[ViewUpdate], epoch: Epoch) -> Result<RecordBatch> {
+    let rows: Vec<(&str, &str, i64, i64)> = rows
+        .iter()
+        .filter_map(|v| match v {
+            ViewUpdate::EventCount {
+                tenant_id,
+                event_type,
+                count,
+                diff,
+            } => Some((tenant_id.as_str(), event_type.as_str(), *count, *diff)),
+            ViewUpdate::HitlLatency { .. } => None,
+        })
+        .collect();
+    batch(
+        tables::view_event_counts_schema(),
+        vec![
+            strings(rows.iter().map(|r| r.0)),
+            strings(rows.iter().map(|r| r.1)),
+            ints(rows.iter().map(|r| r.2)),
+            ints(rows.iter().map(|_| epoch as i64)),
+            ints(rows.iter().map(|r| r.3)),
+        ],
+    )
+}
+
+fn hitl_batch(rows: &[ViewUpdate], epoch: Epoch) -> Result<RecordBatch> {
+    let rows: Vec<(&str, &crate::record::HitlStats, i64)> = rows
+        .iter()
+        .filter_map(|v| match v {
+            ViewUpdate::HitlLatency {
+                tenant_id,
+                stats,
+                diff,
+            } => Some((tenant_id.as_str(), stats, *diff)),
+            ViewUpdate::EventCount { .. } => None,
+        })
+        .collect();
+    batch(
+        tables::view_hitl_latency_schema(),
+        vec![
+            strings(rows.iter().map(|r| r.0)),
+            ints(rows.iter().map(|r| r.1.reviews)),
+            ints(rows.iter().map(|r| r.1.p50_ms)),
+            ints(rows.iter().map(|r| r.1.p95_ms)),
+            ints(rows.iter().map(|r| r.1.max_ms)),
+            ints(rows.iter().map(|r| r.1.rubber_stamps)),
+            ints(rows.iter().map(|r| r.1.over_sla)),
+            ints(rows.iter().map(|_| epoch as i64)),
+            ints(rows.iter().map(|r| r.2)),
+        ],
+    )
+}

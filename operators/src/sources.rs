@@ -1,0 +1,29 @@
+//! Sources: where raw records enter the pipeline.
+//!
+//! A source is pulled by the driver on worker 0, one batch per epoch, so the driver's bound on
+//! epochs in flight is the pipeline's backpressure: nothing is read faster than the sink commits.
+
+pub mod kafka;
+pub mod ndjson;
+
+use std::time::Duration;
+
+use crate::error::Result;
+use crate::record::RawRecord;
+use crate::sinks::iceberg::SourcePositions;
+
+/// A pull-based source of raw records.
+pub trait Source: Send {
+    /// The source's name, recorded with every row and in snapshot summaries.
+    fn name(&self) -> String;
+
+    /// Up to `max` records, waiting at most `wait` for them. `Ok(None)` once the source is
+    /// exhausted (bounded sources only); an empty batch means nothing arrived in time.
+    fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Option<Vec<RawRecord>>>;
+
+    /// Acknowledges that everything up to `positions` is durable in the lake.
+    fn ack(&mut self, positions: &SourcePositions) -> Result<()> {
+        let _ = positions;
+        Ok(())
+    }
+}
