@@ -1,1 +1,448 @@
-fn main() {}
+//! `custody`: the audit-trail pipeline binary.
+//!
+//! - `custody demo`: generate a workload in-process and run the whole pipeline on it, with
+//!   nothing else installed (the embedded default);
+//! - `custody generate`: write a deterministic workload as NDJSON or produce it to Kafka;
+//! - `custody run`: run the pipeline over an NDJSON file or a Kafka topic.
+
+mod config;
+mod dataflow;
+mod generate;
+mod serve;
+
+use std::io::{BufReader, BufWriter, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use custody_operators::Metrics;
+use custody_operators::sources::Source;
+use custody_operators::sources::kafka::{KafkaConfig, KafkaSource, kafka_client_config};
+use custody_operators::sources::ndjson::NdjsonSource;
+use custody_operators::transforms::decode::DecodeConfig;
+use custody_reports::live::LiveViews;
+use custody_reports::views::hitl_latency::HitlConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientContext, Message};
+
+use crate::config::Config;
+use crate::dataflow::{RunOptions, RunSummary, run_pipeline};
+use crate::generate::{Generator, GeneratorConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "custody",
+    version,
+    about = "Tamper-evident, per-tenant audit trails for AI agents"
+)]
+struct Cli {
+    /// Configuration file layered over the embedded defaults.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate a workload in-process and run the pipeline on it.
+    Demo(DemoArgs),
+    /// Write a deterministic workload as NDJSON, or produce it to Kafka.
+    Generate(GenerateArgs),
+    /// Run the pipeline over an NDJSON file or a Kafka topic.
+    Run(RunArgs),
+}
+
+#[derive(Args, Clone)]
+struct WorkloadArgs {
+    /// Events to generate.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Tenants.
+    #[arg(long, default_value_t = 50)]
+    tenants: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+impl WorkloadArgs {
+    fn generator(&self) -> Generator {
+        Generator::new(GeneratorConfig {
+            seed: self.seed,
+            tenants: self.tenants,
+            events: self.events,
+            ..GeneratorConfig::default()
+        })
+    }
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    #[command(flatten)]
+    workload: WorkloadArgs,
+    /// Warehouse directory (default: ./custody-demo).
+    #[arg(long, default_value = "custody-demo")]
+    warehouse: PathBuf,
+    /// Delete an existing demo warehouse first.
+    #[arg(long)]
+    fresh: bool,
+    /// Keep serving the views over HTTP after the run, until interrupted.
+    #[arg(long)]
+    serve: bool,
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    #[command(flatten)]
+    workload: WorkloadArgs,
+    /// Output file (default: stdout).
+    #[arg(long, conflicts_with = "kafka")]
+    out: Option<PathBuf>,
+    /// Produce to these Kafka brokers instead.
+    #[arg(long, requires = "topic")]
+    kafka: Option<String>,
+    /// Topic to produce to (created if missing).
+    #[arg(long)]
+    topic: Option<String>,
+    /// Partitions of a created topic.
+    #[arg(long, default_value_t = 4)]
+    partitions: i32,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// NDJSON input file (`-` for stdin).
+    #[arg(long, conflicts_with = "kafka", required_unless_present = "kafka")]
+    input: Option<PathBuf>,
+    /// Kafka brokers.
+    #[arg(long, requires = "topic")]
+    kafka: Option<String>,
+    /// Kafka topic.
+    #[arg(long)]
+    topic: Option<String>,
+    /// Kafka consumer group (default from config).
+    #[arg(long)]
+    group: Option<String>,
+    /// Warehouse directory (default from config).
+    #[arg(long)]
+    warehouse: Option<PathBuf>,
+    /// Stop after this long without input (e.g. `10s`); default: run until interrupted.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    idle_exit: Option<Duration>,
+    /// HTTP listen address (default from config; `off` to disable).
+    #[arg(long)]
+    listen: Option<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let config = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Demo(args) => demo(&config, args),
+        Command::Generate(args) => generate(args),
+        Command::Run(args) => run(&config, args),
+    }
+}
+
+fn run_options(config: &Config, warehouse: PathBuf, idle_exit: Option<Duration>) -> RunOptions {
+    let p = &config.pipeline;
+    RunOptions {
+        workers: p.workers,
+        batch_size: p.batch_size,
+        max_epochs_in_flight: p.max_epochs_in_flight,
+        poll_interval: p.poll_interval,
+        idle_exit,
+        decode: DecodeConfig {
+            max_event_bytes: p.max_event_bytes,
+            quarantine_keep_bytes: p.quarantine_keep_bytes,
+        },
+        hitl: HitlConfig {
+            rubber_stamp_ms: config.views.rubber_stamp.as_millis() as i64,
+        },
+        master_key: config.pii.master_key(),
+        warehouse,
+        sink_id: config.warehouse.sink_id.clone(),
+    }
+}
+
+/// Serves HTTP on a background runtime; `None` if the address is `off` or cannot be bound.
+fn start_server(
+    listen: &str,
+    metrics: &Metrics,
+    live: &Arc<Mutex<LiveViews>>,
+) -> anyhow::Result<Option<(tokio::runtime::Runtime, SocketAddr)>> {
+    if listen == "off" {
+        return Ok(None);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("custody-http")
+        .enable_all()
+        .build()?;
+    let listener = match runtime.block_on(tokio::net::TcpListener::bind(listen)) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(%listen, error = %e, "cannot serve http; continuing without it");
+            return Ok(None);
+        }
+    };
+    let addr = listener.local_addr()?;
+    let app = serve::router(serve::AppState {
+        metrics: metrics.clone(),
+        live: Arc::clone(live),
+    });
+    runtime.spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "http server stopped");
+        }
+    });
+    tracing::info!(%addr, "serving /metrics and /v1/tenants");
+    Ok(Some((runtime, addr)))
+}
+
+fn stop_on_ctrl_c(runtime: Option<&tokio::runtime::Runtime>) -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    if let Some(rt) = runtime {
+        let flag = Arc::clone(&stop);
+        rt.spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                flag.store(true, Ordering::Relaxed);
+            }
+        });
+    }
+    stop
+}
+
+fn print_summary(label: &str, summary: &RunSummary, live: &LiveViews, warehouse: &Path) -> bool {
+    let balanced = summary.events_in == summary.accepted + summary.quarantined;
+    let secs = summary.elapsed.as_secs_f64();
+    println!(
+        "{label}: {} in = {} accepted + {} quarantined ({})",
+        summary.events_in,
+        summary.accepted,
+        summary.quarantined,
+        if balanced { "balanced" } else { "NOT BALANCED" }
+    );
+    println!(
+        "  tenants: {}, epochs committed: {}, elapsed: {:.2}s, throughput: {:.0} events/s",
+        live.tenants().len(),
+        summary.epochs,
+        secs,
+        summary.events_in as f64 / secs.max(1e-9)
+    );
+    println!(
+        "  warehouse: {} (iceberg catalog: catalog.db, namespace custody)",
+        warehouse.display()
+    );
+    balanced
+}
+
+fn demo(config: &Config, args: DemoArgs) -> anyhow::Result<()> {
+    if args.fresh && args.warehouse.join("catalog.db").exists() {
+        std::fs::remove_dir_all(&args.warehouse)
+            .with_context(|| format!("removing {}", args.warehouse.display()))?;
+    }
+    let metrics = Metrics::new();
+    let live = Arc::new(Mutex::new(LiveViews::default()));
+    let server = start_server(&config.serve.listen, &metrics, &live)?;
+    let stop = stop_on_ctrl_c(server.as_ref().map(|(rt, _)| rt));
+    let source: Box<dyn Source> = Box::new(args.workload.generator());
+    println!(
+        "custody demo: {} events, {} tenants, seed {} -> {}",
+        args.workload.events,
+        args.workload.tenants,
+        args.workload.seed,
+        args.warehouse.display()
+    );
+    let opts = run_options(config, args.warehouse.clone(), None);
+    let summary = run_pipeline(source, opts, metrics, Arc::clone(&live), Arc::clone(&stop))?;
+    let live_now = live.lock().map(|l| l.clone()).unwrap_or_default();
+    let balanced = print_summary("custody demo", &summary, &live_now, &args.warehouse);
+    if let Some((rt, addr)) = &server {
+        let first = live_now.tenants().into_iter().next().unwrap_or_default();
+        println!(
+            "  views: http://{addr}/v1/tenants/{first}/views/event-counts  metrics: http://{addr}/metrics"
+        );
+        if args.serve {
+            println!("  serving until interrupted (ctrl-c)");
+            rt.block_on(async {
+                let _ = tokio::signal::ctrl_c().await;
+            });
+        }
+    }
+    if !balanced {
+        bail!("counts do not balance");
+    }
+    Ok(())
+}
+
+fn run(config: &Config, args: RunArgs) -> anyhow::Result<()> {
+    let warehouse = args
+        .warehouse
+        .clone()
+        .unwrap_or_else(|| config.warehouse.path.clone());
+    let source: Box<dyn Source> = match (&args.input, &args.kafka) {
+        (Some(path), _) if path.as_os_str() == "-" => Box::new(NdjsonSource::new(
+            "stdin",
+            BufReader::new(std::io::stdin()),
+            config.pipeline.max_event_bytes,
+        )),
+        (Some(path), _) => {
+            let file =
+                std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+            Box::new(NdjsonSource::new(
+                format!("file:{}", path.display()),
+                BufReader::with_capacity(1 << 20, file),
+                config.pipeline.max_event_bytes,
+            ))
+        }
+        (None, Some(brokers)) => Box::new(KafkaSource::new(KafkaConfig {
+            brokers: brokers.clone(),
+            // Panic-free: clap enforces --topic with --kafka.
+            topic: args.topic.clone().unwrap_or_default(),
+            group_id: args
+                .group
+                .clone()
+                .unwrap_or_else(|| config.kafka.group_id.clone()),
+        })?),
+        (None, None) => bail!("either --input or --kafka is required"),
+    };
+    let metrics = Metrics::new();
+    let live = Arc::new(Mutex::new(LiveViews::default()));
+    let listen = args.listen.as_deref().unwrap_or(&config.serve.listen);
+    let server = start_server(listen, &metrics, &live)?;
+    let stop = stop_on_ctrl_c(server.as_ref().map(|(rt, _)| rt));
+    let opts = run_options(config, warehouse.clone(), args.idle_exit);
+    let summary = run_pipeline(source, opts, metrics, Arc::clone(&live), stop)?;
+    let live_now = live.lock().map(|l| l.clone()).unwrap_or_default();
+    if !print_summary("custody run", &summary, &live_now, &warehouse) {
+        bail!("counts do not balance");
+    }
+    Ok(())
+}
+
+/// Counts delivery failures of the producer.
+#[derive(Default)]
+struct CountingContext {
+    failed: AtomicU64,
+    delivered: AtomicU64,
+}
+
+impl ClientContext for CountingContext {}
+
+impl ProducerContext for CountingContext {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => self.delivered.fetch_add(1, Ordering::Relaxed),
+            Err((e, msg)) => {
+                tracing::error!(error = %e, partition = msg.partition(), "delivery failed");
+                self.failed.fetch_add(1, Ordering::Relaxed)
+            }
+        };
+    }
+}
+
+fn generate(args: GenerateArgs) -> anyhow::Result<()> {
+    let generator = args.workload.generator();
+    let Some(brokers) = &args.kafka else {
+        let mut out: Box<dyn Write> = match &args.out {
+            Some(path) => Box::new(BufWriter::new(
+                std::fs::File::create(path)
+                    .with_context(|| format!("creating {}", path.display()))?,
+            )),
+            None => Box::new(BufWriter::new(std::io::stdout().lock())),
+        };
+        for event in generator {
+            out.write_all(&event)?;
+            out.write_all(b"\n")?;
+        }
+        out.flush()?;
+        return Ok(());
+    };
+    // Panic-free: clap enforces --topic with --kafka.
+    let topic = args.topic.clone().unwrap_or_default();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let admin: AdminClient<DefaultClientContext> = kafka_client_config(brokers).create()?;
+    let created = runtime.block_on(admin.create_topics(
+        &[NewTopic::new(
+            &topic,
+            args.partitions,
+            TopicReplication::Fixed(1),
+        )],
+        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+    ))?;
+    for result in created {
+        match result {
+            Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, code)) => bail!("creating topic {t:?}: {code}"),
+        }
+    }
+    let producer: ThreadedProducer<CountingContext> = kafka_client_config(brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .create_with_context(CountingContext::default())?;
+    let started = Instant::now();
+    let mut sent = 0u64;
+    for event in generator {
+        let tenant = tenant_of(&event);
+        let mut record = BaseRecord::to(&topic).payload(&event).key(&tenant);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull,
+                    ),
+                    r,
+                )) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+        sent += 1;
+    }
+    producer.flush(Duration::from_secs(60))?;
+    let ctx = producer.context();
+    let (delivered, failed) = (
+        ctx.delivered.load(Ordering::Relaxed),
+        ctx.failed.load(Ordering::Relaxed),
+    );
+    println!(
+        "produced {delivered} of {sent} events to {topic} in {:.2}s ({failed} failed)",
+        started.elapsed().as_secs_f64()
+    );
+    if delivered != sent {
+        bail!("{} events were not delivered", sent - delivered);
+    }
+    Ok(())
+}
+
+fn tenant_of(event: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Claim {
+        tenant_id: String,
+    }
+    serde_json::from_slice::<Claim>(event)
+        .map(|c| c.tenant_id)
+        .unwrap_or_default()
+}

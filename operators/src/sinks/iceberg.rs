@@ -249,7 +249,11 @@ pub struct IcebergSink {
     sink_id: String,
     metrics: Metrics,
     pending: BTreeMap<Epoch, Vec<SinkRecord>>,
+    on_commit: Option<CommitHook>,
 }
+
+/// Called with an epoch's view changes once the epoch is committed.
+pub type CommitHook = Box<dyn FnMut(Epoch, &[ViewUpdate]) + Send>;
 
 impl IcebergSink {
     /// A sink writing into `warehouse`; `sink_id` names this pipeline in commit ids.
@@ -259,7 +263,14 @@ impl IcebergSink {
             sink_id: sink_id.into(),
             metrics,
             pending: BTreeMap::new(),
+            on_commit: None,
         }
+    }
+
+    /// Calls `hook` with the view changes of every committed epoch.
+    pub fn on_commit(mut self, hook: CommitHook) -> Self {
+        self.on_commit = Some(hook);
+        self
     }
 
     /// Runs until the channel closes or a commit fails; reports each committed epoch.
@@ -301,17 +312,19 @@ impl IcebergSink {
         let mut events = Vec::new();
         let mut quarantine = Vec::new();
         let mut heads = Vec::new();
-        let mut counts = Vec::new();
-        let mut hitl = Vec::new();
+        let mut views = Vec::new();
         for record in records {
             match record {
                 SinkRecord::Event(e) => events.push(*e),
                 SinkRecord::Quarantine(q) => quarantine.push(*q),
                 SinkRecord::Head(h) => heads.push(h),
-                SinkRecord::View(v @ ViewUpdate::EventCount { .. }) => counts.push(v),
-                SinkRecord::View(v @ ViewUpdate::HitlLatency { .. }) => hitl.push(v),
+                SinkRecord::View(v) => views.push(v),
             }
         }
+        let (counts, hitl): (Vec<ViewUpdate>, Vec<ViewUpdate>) = views
+            .iter()
+            .cloned()
+            .partition(|v| matches!(v, ViewUpdate::EventCount { .. }));
         events.sort_by(|a, b| {
             (a.event.tenant_id.as_str(), a.seq).cmp(&(b.event.tenant_id.as_str(), b.seq))
         });
@@ -358,6 +371,9 @@ impl IcebergSink {
                 .with_label_values(&[name])
                 .inc_by(n as u64);
             self.metrics.sink_commits.with_label_values(&[name]).inc();
+        }
+        if let Some(hook) = self.on_commit.as_mut() {
+            hook(epoch, &views);
         }
         self.metrics.events_accepted.inc_by(events.len() as u64);
         self.metrics.last_committed_epoch.set(epoch as i64);
@@ -448,7 +464,7 @@ fn heads_of(events: &[ChainedEvent]) -> Vec<ChainHead> {
     heads
 }
 
-fn strings<'a>(it: impl Iterator<Item = &'a str>) -> ArrayRef {
+fn strings<S: AsRef<str>>(it: impl Iterator<Item = S>) -> ArrayRef {
     Arc::new(StringArray::from_iter_values(it))
 }
 
@@ -465,10 +481,6 @@ fn batch(schema: arrow_schema::SchemaRef, columns: Vec<ArrayRef>) -> Result<Reco
 }
 
 fn events_batch(rows: &[ChainedEvent], source: &str, epoch: Epoch) -> Result<RecordBatch> {
-    let sources: Vec<String> = rows
-        .iter()
-        .map(|r| format!("{source}#{}", r.partition))
-        .collect();
     batch(
         tables::events_schema(),
         vec![
@@ -488,21 +500,9 @@ fn events_batch(rows: &[ChainedEvent], source: &str, epoch: Epoch) -> Result<Rec
             ),
             opt_strings(rows.iter().map(|r| r.event.parent_event_id.as_deref())),
             strings(rows.iter().map(|r| r.payload_json.as_str())),
-            strings(
-                rows.iter()
-                    .map(|r| hex::encode(r.prev_hash))
-                    .collect::<Vec<_>>()
-                    .iter()
-                    .map(String::as_str),
-            ),
-            strings(
-                rows.iter()
-                    .map(|r| hex::encode(r.hash))
-                    .collect::<Vec<_>>()
-                    .iter()
-                    .map(String::as_str),
-            ),
-            strings(sources.iter().map(String::as_str)),
+            strings(rows.iter().map(|r| hex::encode(r.prev_hash))),
+            strings(rows.iter().map(|r| hex::encode(r.hash))),
+            strings(rows.iter().map(|r| format!("{source}#{}", r.partition))),
             ints(rows.iter().map(|r| r.offset)),
             ints(rows.iter().map(|_| epoch as i64)),
         ],
@@ -510,14 +510,10 @@ fn events_batch(rows: &[ChainedEvent], source: &str, epoch: Epoch) -> Result<Rec
 }
 
 fn quarantine_batch(rows: &[Quarantined], source: &str, epoch: Epoch) -> Result<RecordBatch> {
-    let sources: Vec<String> = rows
-        .iter()
-        .map(|r| format!("{source}#{}", r.partition))
-        .collect();
     batch(
         tables::quarantine_schema(),
         vec![
-            strings(sources.iter().map(String::as_str)),
+            strings(rows.iter().map(|r| format!("{source}#{}", r.partition))),
             ints(rows.iter().map(|r| r.offset)),
             ints(rows.iter().map(|_| epoch as i64)),
             strings(rows.iter().map(|r| r.reason_kind.as_str())),
@@ -531,13 +527,12 @@ fn quarantine_batch(rows: &[Quarantined], source: &str, epoch: Epoch) -> Result<
 }
 
 fn heads_batch(rows: &[ChainHead], epoch: Epoch) -> Result<RecordBatch> {
-    let hashes: Vec<String> = rows.iter().map(|h| hex::encode(h.head_hash)).collect();
     batch(
         tables::chain_heads_schema(),
         vec![
             strings(rows.iter().map(|h| h.tenant_id.as_str())),
             ints(rows.iter().map(|h| h.seq as i64)),
-            strings(hashes.iter().map(String::as_str)),
+            strings(rows.iter().map(|h| hex::encode(h.head_hash))),
             ints(rows.iter().map(|h| h.epoch_events as i64)),
             ints(rows.iter().map(|_| epoch as i64)),
         ],

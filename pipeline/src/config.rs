@@ -1,0 +1,266 @@
+//! Typed, layered configuration: embedded defaults < config file < `CUSTODY__SECTION__KEY`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The defaults, embedded in the binary.
+pub const DEFAULT_TOML: &str = include_str!("../default.toml");
+
+/// Configuration errors; every problem is reported at once.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A file could not be read.
+    #[error("reading config {path:?}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A layer is not valid TOML or does not match the schema.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Dataflow settings.
+    pub pipeline: PipelineConfig,
+    /// Where the lake lives.
+    pub warehouse: WarehouseConfig,
+    /// HTTP serving.
+    pub serve: ServeConfig,
+    /// PII tokenization.
+    pub pii: PiiConfig,
+    /// View settings.
+    pub views: ViewsConfig,
+    /// Kafka source settings.
+    pub kafka: KafkaSettings,
+}
+
+/// Dataflow settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Timely worker threads.
+    pub workers: usize,
+    /// Raw records per epoch.
+    pub batch_size: usize,
+    /// Epochs read ahead of the last sealed one.
+    pub max_epochs_in_flight: usize,
+    /// Larger inputs are quarantined unparsed.
+    pub max_event_bytes: usize,
+    /// Bytes of a rejected input kept in quarantine.
+    pub quarantine_keep_bytes: usize,
+    /// How long a source poll waits for records.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+}
+
+/// Where the lake lives.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WarehouseConfig {
+    /// Directory with `catalog.db` and `data/`.
+    pub path: PathBuf,
+    /// Names this pipeline in snapshot commit ids.
+    pub sink_id: String,
+}
+
+/// HTTP serving.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    /// Listen address.
+    pub listen: String,
+}
+
+/// PII tokenization.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PiiConfig {
+    /// Environment variable holding the master key.
+    pub master_key_env: String,
+    /// Fallback key for demos.
+    pub dev_master_key: String,
+}
+
+impl std::fmt::Debug for PiiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PiiConfig")
+            .field("master_key_env", &self.master_key_env)
+            .field("dev_master_key", &"<redacted>")
+            .finish()
+    }
+}
+
+impl PiiConfig {
+    /// The master key: from the environment variable, else the dev key (with a warning).
+    pub fn master_key(&self) -> Vec<u8> {
+        match std::env::var(&self.master_key_env) {
+            Ok(key) if !key.is_empty() => hex::decode(&key).unwrap_or_else(|_| key.into_bytes()),
+            _ => {
+                tracing::warn!(
+                    env = %self.master_key_env,
+                    "no pii master key set; using the development key"
+                );
+                self.dev_master_key.clone().into_bytes()
+            }
+        }
+    }
+}
+
+/// View settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ViewsConfig {
+    /// Approvals faster than this are rubber stamps.
+    #[serde(with = "humantime_serde")]
+    pub rubber_stamp: Duration,
+}
+
+/// Kafka source settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSettings {
+    /// Consumer group.
+    pub group_id: String,
+}
+
+fn parse_layer(name: &str, text: &str) -> Result<toml::Table, ConfigError> {
+    text.parse::<toml::Table>()
+        .map_err(|e| ConfigError::Invalid(format!("{name}: {e}")))
+}
+
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+impl Config {
+    /// Loads defaults, then `file` if given, then `CUSTODY__SECTION__KEY` variables.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_with_env(file, std::env::vars())
+    }
+
+    /// As [`Config::load`] with explicit environment variables.
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table = parse_layer("defaults", DEFAULT_TOML)?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            merge(&mut table, parse_layer(&path.display().to_string(), &text)?);
+        }
+        let mut errors = Vec::new();
+        for (key, value) in env {
+            let Some(rest) = key.strip_prefix("CUSTODY__") else {
+                continue;
+            };
+            let parts: Vec<String> = rest.split("__").map(str::to_lowercase).collect();
+            let [section, field] = parts.as_slice() else {
+                errors.push(format!("{key}: expected CUSTODY__SECTION__KEY"));
+                continue;
+            };
+            let parsed = format!("v = {value}")
+                .parse::<toml::Table>()
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or(toml::Value::String(value));
+            let mut layer = toml::Table::new();
+            let mut inner = toml::Table::new();
+            inner.insert(field.clone(), parsed);
+            layer.insert(section.clone(), toml::Value::Table(inner));
+            merge(&mut table, layer);
+        }
+        let result = Config::deserialize(toml::Value::Table(table));
+        match result {
+            Ok(config) if errors.is_empty() => config.validate(),
+            Ok(_) => Err(ConfigError::Invalid(errors.join("; "))),
+            Err(e) => {
+                errors.push(e.to_string().trim().to_string());
+                Err(ConfigError::Invalid(errors.join("; ")))
+            }
+        }
+    }
+
+    fn validate(self) -> Result<Config, ConfigError> {
+        let mut errors = Vec::new();
+        let p = &self.pipeline;
+        if p.workers == 0 {
+            errors.push("pipeline.workers must be at least 1".to_string());
+        }
+        if p.batch_size == 0 {
+            errors.push("pipeline.batch_size must be at least 1".to_string());
+        }
+        if p.max_epochs_in_flight == 0 {
+            errors.push("pipeline.max_epochs_in_flight must be at least 1".to_string());
+        }
+        if errors.is_empty() {
+            Ok(self)
+        } else {
+            Err(ConfigError::Invalid(errors.join("; ")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse() {
+        let c = Config::load_with_env(None, []).unwrap();
+        assert_eq!(c.pipeline.workers, 2);
+        assert_eq!(c.views.rubber_stamp, Duration::from_secs(5));
+        assert!(!format!("{c:?}").contains("custody-dev-only-master-key"));
+    }
+
+    #[test]
+    fn docker_example_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docker/custody.toml");
+        let c = Config::load_with_env(Some(&path), []).unwrap();
+        assert_eq!(c.serve.listen, "0.0.0.0:9464");
+    }
+
+    #[test]
+    fn env_overrides_and_all_errors_reported() {
+        let c = Config::load_with_env(
+            None,
+            [("CUSTODY__PIPELINE__BATCH_SIZE".to_string(), "7".to_string())],
+        )
+        .unwrap();
+        assert_eq!(c.pipeline.batch_size, 7);
+        let e = Config::load_with_env(
+            None,
+            [
+                ("CUSTODY__PIPELINE__WORKERS".to_string(), "0".to_string()),
+                ("CUSTODY__PIPELINE__BATCH_SIZE".to_string(), "0".to_string()),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("workers") && e.contains("batch_size"), "{e}");
+        let e = Config::load_with_env(
+            None,
+            [("CUSTODY__PIPELINE__BOGUS".to_string(), "1".to_string())],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("bogus"), "{e}");
+    }
+}

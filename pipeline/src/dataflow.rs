@@ -1,0 +1,356 @@
+//! Assembles sources → transforms → views → sink, and drives it.
+//!
+//! ```text
+//!  source (worker 0) ─► decode ─┬─ oks ─► tokenize_pii ─► hash_chain (by tenant) ─┬─► views ─┐
+//!                               └─ errs (quarantine) ───────────────────────────────┼──────────┤
+//!                                                                                   └──────────┴─► sink_forward (worker 0)
+//!                                                                                                  ─► IcebergSink thread
+//! ```
+//!
+//! Worker 0 pulls one source batch per epoch. An epoch is sealed once the probe after the sink
+//! forwarder passes it; the sink thread then commits it and reports back, and only then is the
+//! source acknowledged. At most `max_epochs_in_flight` epochs are read ahead of the last sealed
+//! one: that bound, and the bounded channel to the sink, are the pipeline's backpressure.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use custody_operators::pii::Tokenizer;
+use custody_operators::record::{Epoch, RawRecord, SinkRecord};
+use custody_operators::sinks::iceberg::{
+    Committed, IcebergSink, SinkMsg, SourcePositions, Warehouse,
+};
+use custody_operators::sources::Source;
+use custody_operators::sources::kafka::positions_of;
+use custody_operators::transforms::decode::DecodeConfig;
+use custody_operators::{Decode, ForwardToSink, HashChain, Metrics, TokenizePii};
+use custody_reports::live::LiveViews;
+use custody_reports::render_views;
+use custody_reports::views::hitl_latency::HitlConfig;
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::{Concat, Input, Probe};
+
+/// Errors that stop a pipeline run.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// A source or sink failed.
+    #[error(transparent)]
+    Operator(#[from] custody_operators::Error),
+    /// The sink stopped before every epoch was committed.
+    #[error("sink stopped: {0}")]
+    SinkStopped(String),
+    /// Timely failed to start or a worker panicked.
+    #[error("dataflow: {0}")]
+    Dataflow(String),
+}
+
+/// How to run.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Timely worker threads.
+    pub workers: usize,
+    /// Records per epoch.
+    pub batch_size: usize,
+    /// Epochs in flight.
+    pub max_epochs_in_flight: usize,
+    /// Source poll wait.
+    pub poll_interval: Duration,
+    /// Stop after this long without input (unbounded sources).
+    pub idle_exit: Option<Duration>,
+    /// Decode limits.
+    pub decode: DecodeConfig,
+    /// View settings.
+    pub hitl: HitlConfig,
+    /// PII token master key.
+    pub master_key: Vec<u8>,
+    /// Warehouse directory.
+    pub warehouse: PathBuf,
+    /// Sink id for commit ids.
+    pub sink_id: String,
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default)]
+pub struct RunSummary {
+    /// Raw records read.
+    pub events_in: u64,
+    /// Events committed to `custody.events`.
+    pub accepted: u64,
+    /// Records committed to `custody.quarantine`.
+    pub quarantined: u64,
+    /// Epochs committed.
+    pub epochs: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// Runs the pipeline over `source` until it is exhausted, idle for `idle_exit`, or `stop` is set.
+pub fn run_pipeline(
+    source: Box<dyn Source>,
+    opts: RunOptions,
+    metrics: Metrics,
+    live: Arc<Mutex<LiveViews>>,
+    stop: Arc<AtomicBool>,
+) -> Result<RunSummary, PipelineError> {
+    let started = Instant::now();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(custody_operators::Error::Io)?;
+    let warehouse = runtime.block_on(Warehouse::open(&opts.warehouse))?;
+    let resume = runtime.block_on(warehouse.resume_state())?;
+    let first_epoch = resume.last_epoch.map_or(0, |e| e + 1);
+    tracing::info!(
+        warehouse = %warehouse.root().display(),
+        tenants = resume.heads.len(),
+        first_epoch,
+        "resuming"
+    );
+    let heads = Arc::new(resume.heads);
+
+    let (sink_tx, sink_rx) = mpsc::sync_channel::<SinkMsg>(1024);
+    let (committed_tx, committed_rx) = mpsc::channel::<Committed>();
+    let hook_live = Arc::clone(&live);
+    let sink = IcebergSink::new(warehouse, opts.sink_id.clone(), metrics.clone()).on_commit(
+        Box::new(move |epoch, updates| {
+            if let Ok(mut live) = hook_live.lock() {
+                live.apply(epoch, updates);
+            }
+        }),
+    );
+    let sink_thread = std::thread::Builder::new()
+        .name("custody-sink".into())
+        .spawn(move || runtime.block_on(sink.run(sink_rx, committed_tx)))
+        .map_err(custody_operators::Error::Io)?;
+
+    let shared = Arc::new(Mutex::new(Some(DriverParts {
+        source,
+        sink_tx: sink_tx.clone(),
+        committed_rx,
+    })));
+    let summary = Arc::new(Mutex::new(RunSummary::default()));
+    let failure = Arc::new(Mutex::new(None::<String>));
+    let config = timely::Config::process(opts.workers.max(1));
+    let worker_metrics = metrics.clone();
+    let (worker_summary, worker_failure) = (Arc::clone(&summary), Arc::clone(&failure));
+    let guards = timely::execute(config, move |worker| {
+        let metrics = worker_metrics.clone();
+        let tokenizer = Tokenizer::new(&opts.master_key);
+        let index = worker.index();
+        let parts = if index == 0 {
+            shared.lock().ok().and_then(|mut p| p.take())
+        } else {
+            None
+        };
+        let tx = parts.as_ref().map(|p| p.sink_tx.clone());
+        let decode = opts.decode.clone();
+        let hitl = opts.hitl;
+        let heads = Arc::clone(&heads);
+        let (mut input, probe) = worker.dataflow::<Epoch, _, _>(|scope| {
+            let (input, raw) = scope.new_input::<Vec<RawRecord>>();
+            let (oks, errs) = raw.decode(decode, tokenizer.clone(), &metrics);
+            let chained = oks
+                .tokenize_pii(tokenizer, &metrics)
+                .hash_chain(heads, &metrics);
+            let views = render_views(chained.clone(), hitl);
+            let (probe, _) = chained
+                .map(|c| SinkRecord::Event(Box::new(c)))
+                .concat(errs.map(|q| SinkRecord::Quarantine(Box::new(q))))
+                .concat(views.map(SinkRecord::View))
+                .forward_to_sink(tx, &metrics)
+                .probe();
+            (input, probe)
+        });
+        let Some(parts) = parts else {
+            // Other workers only execute; worker 0 owns the input.
+            drop(input);
+            return;
+        };
+        input.advance_to(first_epoch);
+        let mut driver = Driver {
+            parts,
+            opts: &opts,
+            metrics: &metrics,
+            in_flight: VecDeque::new(),
+            sealed: VecDeque::new(),
+            summary: RunSummary::default(),
+        };
+        let result = driver.drive(worker, &mut input, &probe, &stop, first_epoch);
+        drop(input);
+        let result = result.and_then(|()| driver.finish(worker, &probe));
+        if let Ok(mut s) = worker_summary.lock() {
+            *s = driver.summary.clone();
+        }
+        if let Err(e) = result {
+            if let Ok(mut f) = worker_failure.lock() {
+                *f = Some(e);
+            }
+        }
+    })
+    .map_err(PipelineError::Dataflow)?;
+    for result in guards.join() {
+        result.map_err(PipelineError::Dataflow)?;
+    }
+    drop(sink_tx);
+    let sink_result = sink_thread
+        .join()
+        .map_err(|_| PipelineError::Dataflow("sink thread panicked".into()))?;
+    sink_result?;
+    if let Some(e) = failure.lock().ok().and_then(|mut f| f.take()) {
+        return Err(PipelineError::SinkStopped(e));
+    }
+    let mut summary = summary.lock().map(|s| s.clone()).unwrap_or_default();
+    summary.elapsed = started.elapsed();
+    Ok(summary)
+}
+
+struct DriverParts {
+    source: Box<dyn Source>,
+    sink_tx: SyncSender<SinkMsg>,
+    committed_rx: Receiver<Committed>,
+}
+
+struct Driver<'a> {
+    parts: DriverParts,
+    opts: &'a RunOptions,
+    metrics: &'a Metrics,
+    /// Epochs sent to the dataflow, not yet sealed.
+    in_flight: VecDeque<(Epoch, SourcePositions)>,
+    /// Epochs sealed, not yet committed.
+    sealed: VecDeque<Epoch>,
+    summary: RunSummary,
+}
+
+type InputHandle = timely::dataflow::InputHandle<
+    Epoch,
+    timely::container::CapacityContainerBuilder<Vec<RawRecord>>,
+>;
+
+impl Driver<'_> {
+    fn drive(
+        &mut self,
+        worker: &mut timely::worker::Worker,
+        input: &mut InputHandle,
+        probe: &timely::dataflow::ProbeHandle<Epoch>,
+        stop: &AtomicBool,
+        first_epoch: Epoch,
+    ) -> Result<(), String> {
+        let mut epoch = first_epoch;
+        let mut last_input = Instant::now();
+        loop {
+            self.seal_ready(probe)?;
+            self.collect_commits(false)?;
+            if stop.load(Ordering::Relaxed) {
+                tracing::info!("stop requested");
+                return Ok(());
+            }
+            if self.in_flight.len() + self.sealed.len() >= self.opts.max_epochs_in_flight {
+                worker.step_or_park(Some(Duration::from_millis(1)));
+                continue;
+            }
+            let batch = self
+                .parts
+                .source
+                .next_batch(self.opts.batch_size, self.opts.poll_interval)
+                .map_err(|e| e.to_string())?;
+            let Some(batch) = batch else {
+                return Ok(());
+            };
+            if batch.is_empty() {
+                if let Some(idle) = self.opts.idle_exit {
+                    if last_input.elapsed() >= idle
+                        && self.in_flight.is_empty()
+                        && self.sealed.is_empty()
+                    {
+                        tracing::info!(idle = ?idle, "source idle; stopping");
+                        return Ok(());
+                    }
+                }
+                worker.step();
+                continue;
+            }
+            last_input = Instant::now();
+            self.metrics.events_in.inc_by(batch.len() as u64);
+            self.summary.events_in += batch.len() as u64;
+            let positions = positions_of(self.parts.source.name(), &batch);
+            for record in batch {
+                input.send(record);
+            }
+            self.in_flight.push_back((epoch, positions));
+            epoch += 1;
+            input.advance_to(epoch);
+            worker.step();
+        }
+    }
+
+    /// Seals every epoch the probe has passed.
+    fn seal_ready(&mut self, probe: &timely::dataflow::ProbeHandle<Epoch>) -> Result<(), String> {
+        while let Some((epoch, _)) = self.in_flight.front() {
+            if probe.less_equal(epoch) {
+                break;
+            }
+            let Some((epoch, positions)) = self.in_flight.pop_front() else {
+                break;
+            };
+            self.parts
+                .sink_tx
+                .send(SinkMsg::Seal(epoch, positions))
+                .map_err(|_| "the sink thread stopped".to_string())?;
+            self.sealed.push_back(epoch);
+        }
+        Ok(())
+    }
+
+    /// Takes commit notices; acknowledges the source. Blocks for one if `wait`.
+    fn collect_commits(&mut self, wait: bool) -> Result<(), String> {
+        loop {
+            let committed = if wait && !self.sealed.is_empty() {
+                self.parts.committed_rx.recv().map_err(|_| {
+                    "the sink thread stopped before committing every epoch".to_string()
+                })?
+            } else {
+                match self.parts.committed_rx.try_recv() {
+                    Ok(c) => c,
+                    Err(TryRecvError::Empty) => return Ok(()),
+                    Err(TryRecvError::Disconnected) if self.sealed.is_empty() => return Ok(()),
+                    Err(TryRecvError::Disconnected) => {
+                        return Err("the sink thread stopped before committing every epoch".into());
+                    }
+                }
+            };
+            self.sealed.retain(|e| *e != committed.epoch);
+            self.summary.epochs += 1;
+            self.summary.accepted += *committed.rows.get("events").unwrap_or(&0) as u64;
+            self.summary.quarantined += *committed.rows.get("quarantine").unwrap_or(&0) as u64;
+            self.parts
+                .source
+                .ack(&committed.positions)
+                .map_err(|e| e.to_string())?;
+            if wait {
+                return Ok(());
+            }
+        }
+    }
+
+    /// After the input closed: run the dataflow dry, seal and commit everything.
+    fn finish(
+        &mut self,
+        worker: &mut timely::worker::Worker,
+        probe: &timely::dataflow::ProbeHandle<Epoch>,
+    ) -> Result<(), String> {
+        while !probe.done() {
+            worker.step_or_park(Some(Duration::from_millis(1)));
+            self.seal_ready(probe)?;
+            self.collect_commits(false)?;
+        }
+        self.seal_ready(probe)?;
+        while !self.sealed.is_empty() {
+            self.collect_commits(true)?;
+        }
+        Ok(())
+    }
+}

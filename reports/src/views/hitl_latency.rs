@@ -1,0 +1,243 @@
+//! Human-in-the-loop review latency per tenant.
+//!
+//! # Inputs
+//! - escalations: `((tenant_id, escalation_event_id), (presented_at_us, sla_seconds))`;
+//! - decisions: `((tenant_id, escalation_event_id), (decided_at_us, approved))`.
+//!
+//! # Outputs
+//! `(tenant_id, HitlStats)`: completed reviews, p50/p95/max presented→decided latency
+//! (nearest-rank percentiles, milliseconds), approvals faster than the rubber-stamp threshold,
+//! and decisions later than the escalation's SLA.
+//!
+//! # State
+//! Arrangements of escalations and decisions keyed by `(tenant, escalation id)` (one entry per
+//! escalation and decision, kept for the life of the pipeline), and of latencies by tenant.
+
+use custody_operators::record::{ChainedEvent, Epoch, HitlStats};
+use custody_schemas::EventType;
+use custody_schemas::time::parse_rfc3339;
+use differential_dataflow::VecCollection;
+
+/// View settings.
+#[derive(Clone, Copy, Debug)]
+pub struct HitlConfig {
+    /// Approvals faster than this are rubber stamps.
+    pub rubber_stamp_ms: i64,
+}
+
+impl Default for HitlConfig {
+    fn default() -> Self {
+        HitlConfig {
+            rubber_stamp_ms: 5_000,
+        }
+    }
+}
+
+/// An escalation keyed for the join.
+pub type Escalation = ((String, String), (i64, i64));
+/// A decision keyed for the join.
+pub type Decision = ((String, String), (i64, bool));
+
+/// Extraction from chained events.
+pub trait FromEvent: Sized {
+    /// The view input carried by `event`, if any.
+    fn from_event(event: &ChainedEvent) -> Option<Self>;
+}
+
+impl FromEvent for Escalation {
+    fn from_event(e: &ChainedEvent) -> Option<Self> {
+        if e.event.event_type != EventType::HumanEscalationTriggered {
+            return None;
+        }
+        let p = &e.event.payload;
+        let presented = parse_rfc3339(p["presented_at"].as_str()?).ok()?;
+        let sla = p["sla_seconds"].as_i64()?;
+        Some((
+            (
+                e.event.tenant_id.as_str().to_string(),
+                e.event.event_id.clone(),
+            ),
+            (presented, sla),
+        ))
+    }
+}
+
+impl FromEvent for Decision {
+    fn from_event(e: &ChainedEvent) -> Option<Self> {
+        if e.event.event_type != EventType::HumanReviewDecision {
+            return None;
+        }
+        let p = &e.event.payload;
+        let decided = parse_rfc3339(p["decided_at"].as_str()?).ok()?;
+        let approved = p["decision"].as_str()? == "approve";
+        let escalation = p["escalation_event_id"].as_str()?.to_string();
+        Some((
+            (e.event.tenant_id.as_str().to_string(), escalation),
+            (decided, approved),
+        ))
+    }
+}
+
+/// One completed review: `(latency_ms, rubber_stamp, over_sla)`.
+pub type Review = (i64, bool, bool);
+
+/// Classifies a joined escalation/decision pair.
+pub fn review(
+    presented_us: i64,
+    sla_s: i64,
+    decided_us: i64,
+    approved: bool,
+    cfg: HitlConfig,
+) -> Review {
+    let latency_ms = (decided_us - presented_us) / 1000;
+    (
+        latency_ms,
+        approved && latency_ms < cfg.rubber_stamp_ms,
+        latency_ms > sla_s * 1000,
+    )
+}
+
+/// Statistics over reviews sorted by latency, each with its multiplicity.
+pub fn stats(sorted: &[(Review, isize)]) -> HitlStats {
+    let n: isize = sorted.iter().map(|(_, c)| c).sum();
+    let rank = |p: i64| -> i64 {
+        // Nearest rank: the smallest value with at least p% of reviews at or below it.
+        let target = ((p as isize * n) + 99) / 100;
+        let mut seen = 0;
+        for ((latency, _, _), c) in sorted {
+            seen += c;
+            if seen >= target.max(1) {
+                return *latency;
+            }
+        }
+        0
+    };
+    HitlStats {
+        reviews: n as i64,
+        p50_ms: rank(50),
+        p95_ms: rank(95),
+        max_ms: sorted.last().map_or(0, |((l, _, _), _)| *l),
+        rubber_stamps: sorted
+            .iter()
+            .filter(|((_, r, _), _)| *r)
+            .map(|(_, c)| *c as i64)
+            .sum(),
+        over_sla: sorted
+            .iter()
+            .filter(|((_, _, o), _)| *o)
+            .map(|(_, c)| *c as i64)
+            .sum(),
+    }
+}
+
+/// Joins escalations with their decisions and summarizes per tenant.
+pub fn hitl_latency<'scope>(
+    escalations: VecCollection<'scope, Epoch, Escalation>,
+    decisions: VecCollection<'scope, Epoch, Decision>,
+    cfg: HitlConfig,
+) -> VecCollection<'scope, Epoch, (String, HitlStats)> {
+    escalations
+        .join(decisions)
+        .map(
+            move |((tenant, _id), ((presented, sla), (decided, approved)))| {
+                (tenant, review(presented, sla, decided, approved, cfg))
+            },
+        )
+        .reduce_named("HitlLatency", |_tenant, input, output| {
+            let sorted: Vec<(Review, isize)> = input.iter().map(|(r, c)| (**r, *c)).collect();
+            output.push((stats(&sorted), 1));
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use differential_dataflow::input::Input;
+    use timely::dataflow::operators::Capture;
+
+    use super::*;
+    use crate::views::oracle::{accumulate_by_epoch, lcg};
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let reviews: Vec<(Review, isize)> =
+            (1..=20).map(|l| ((l * 100, false, false), 1)).collect();
+        let s = stats(&reviews);
+        assert_eq!(
+            (s.reviews, s.p50_ms, s.p95_ms, s.max_ms),
+            (20, 1000, 1900, 2000)
+        );
+        let one = stats(&[((7, true, true), 3)]);
+        assert_eq!(
+            (one.reviews, one.p50_ms, one.rubber_stamps, one.over_sla),
+            (3, 7, 3, 3)
+        );
+    }
+
+    /// The incremental view equals recomputation from all events so far, at every epoch,
+    /// whatever the order escalations and decisions arrive in.
+    #[test]
+    fn oracle_matches_recomputation() {
+        let cfg = HitlConfig::default();
+        for seed in 1..=5u64 {
+            let mut rng = lcg(seed);
+            let mut escalations: Vec<(u64, Escalation)> = Vec::new();
+            let mut decisions: Vec<(u64, Decision)> = Vec::new();
+            for i in 0..60 {
+                let key = (format!("t{}", rng() % 3), format!("esc-{i}"));
+                let presented = 1_000_000_000 + (rng() % 1000) as i64 * 1_000_000;
+                let sla = [60, 300, 900][(rng() % 3) as usize];
+                escalations.push((rng() % 6, (key.clone(), (presented, sla))));
+                if rng() % 4 != 0 {
+                    let decided = presented + (rng() % 1_200_000) as i64 * 1000;
+                    decisions.push((rng() % 6, (key, (decided, rng() % 2 == 0))));
+                }
+            }
+            let (esc_in, dec_in) = (escalations.clone(), decisions.clone());
+            let rx = timely::example(move |scope| {
+                let (mut eh, ec) = scope.new_collection::<Escalation, isize>();
+                let (mut dh, dc) = scope.new_collection::<Decision, isize>();
+                let rx = hitl_latency(ec, dc, cfg).inner.capture();
+                for epoch in 0..6u64 {
+                    eh.advance_to(epoch);
+                    dh.advance_to(epoch);
+                    esc_in
+                        .iter()
+                        .filter(|(t, _)| *t == epoch)
+                        .for_each(|(_, e)| eh.insert(e.clone()));
+                    dec_in
+                        .iter()
+                        .filter(|(t, _)| *t == epoch)
+                        .for_each(|(_, d)| dh.insert(d.clone()));
+                }
+                rx
+            });
+            let states = accumulate_by_epoch(rx, 6);
+            for epoch in 0..6u64 {
+                let mut per_tenant: BTreeMap<String, Vec<(Review, isize)>> = BTreeMap::new();
+                for (_, ((tenant, id), (decided, approved))) in
+                    decisions.iter().filter(|(t, _)| *t <= epoch)
+                {
+                    let esc = escalations
+                        .iter()
+                        .find(|(t, ((et, eid), _))| *t <= epoch && et == tenant && eid == id);
+                    if let Some((_, (_, (presented, sla)))) = esc {
+                        per_tenant
+                            .entry(tenant.clone())
+                            .or_default()
+                            .push((review(*presented, *sla, *decided, *approved, cfg), 1));
+                    }
+                }
+                let want: BTreeMap<(String, HitlStats), isize> = per_tenant
+                    .into_iter()
+                    .map(|(t, mut reviews)| {
+                        reviews.sort();
+                        ((t, stats(&reviews)), 1)
+                    })
+                    .collect();
+                assert_eq!(states[&epoch], want, "seed {seed} epoch {epoch}");
+            }
+        }
+    }
+}
