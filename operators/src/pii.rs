@@ -145,11 +145,12 @@ pub fn scan(text: &str) -> Vec<PiiSpan> {
     spans
 }
 
-/// Cheap pre-filter: every pattern needs a digit, an `@`, or a secret prefix.
+/// Cheap pre-filter: every pattern needs a digit, an `@`, a `-` or `_`, or an AWS key prefix.
 fn may_contain_pii(bytes: &[u8]) -> bool {
     bytes
         .iter()
         .any(|&b| b.is_ascii_digit() || b == b'@' || b == b'-' || b == b'_')
+        || bytes.windows(4).any(|w| w == b"AKIA" || w == b"ASIA")
 }
 
 fn digits(bytes: &[u8]) -> impl Iterator<Item = u32> + '_ {
@@ -360,6 +361,10 @@ mod tests {
             ),
             ("iban DE89 3704 0044 0532 0130 01", &[]),
             ("ip 192.168.10.254", &[(PiiKind::Ip, "192.168.10.254")]),
+            (
+                "AKIAQKTKMXIFRGVGAOFZ",
+                &[(PiiKind::Secret, "AKIAQKTKMXIFRGVGAOFZ")],
+            ),
             (
                 "call +44 20 7946 0958",
                 &[(PiiKind::Phone, "+44 20 7946 0958")],

@@ -13,8 +13,23 @@ pub struct RawRecord {
     pub partition: i32,
     /// Position within the partition (Kafka offset, or line number).
     pub offset: i64,
-    /// The bytes exactly as received.
+    /// The bytes exactly as received (possibly cut short; see `len`).
     pub bytes: Vec<u8>,
+    /// The length of the input as received; more than `bytes.len()` if the source cut it.
+    pub len: u64,
+}
+
+impl RawRecord {
+    /// A record holding all of its bytes.
+    pub fn new(partition: i32, offset: i64, bytes: Vec<u8>) -> Self {
+        let len = bytes.len() as u64;
+        RawRecord {
+            partition,
+            offset,
+            bytes,
+            len,
+        }
+    }
 }
 
 /// A decoded, validated event that still remembers where it came from.

@@ -617,11 +617,7 @@ impl Source for Generator {
             .by_ref()
             .take(max)
             .enumerate()
-            .map(|(i, bytes)| RawRecord {
-                partition: 0,
-                offset: start + i as i64,
-                bytes,
-            })
+            .map(|(i, bytes)| RawRecord::new(0, start + i as i64, bytes))
             .collect();
         Ok(if batch.is_empty() { None } else { Some(batch) })
     }

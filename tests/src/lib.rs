@@ -1,1 +1,190 @@
-//! placeholder
+//! Fixtures for the end-to-end tests: the `custody` binary, a tansu broker on loopback, and a
+//! pyiceberg reader of the warehouse.
+//!
+//! Paths come from the environment that `tests/run.sh` sets up (`CUSTODY_BIN`, `TANSU_BIN`,
+//! `CUSTODY_PYTHON`), with defaults matching its cache layout.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn cache_dir() -> PathBuf {
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    PathBuf::from(home).join(".cache/custody")
+}
+
+/// The `custody` binary built in this target directory.
+pub fn custody_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("CUSTODY_BIN") {
+        return PathBuf::from(p);
+    }
+    // target/debug/deps/<test> -> target/debug/custody
+    let exe = std::env::current_exe().expect("current exe");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("custody");
+    assert!(
+        bin.exists(),
+        "{} missing: run `cargo build -p custody-pipeline` first (tests/run.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+/// Runs `custody` with `args`, asserting success; returns stdout.
+pub fn custody(args: &[&str]) -> String {
+    let out = custody_output(args);
+    assert!(
+        out.status.success(),
+        "custody {args:?} failed: {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        tail(&String::from_utf8_lossy(&out.stderr), 4000)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `custody` with `args`.
+pub fn custody_output(args: &[&str]) -> Output {
+    Command::new(custody_bin())
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env("CUSTODY__SERVE__LISTEN", "off")
+        .output()
+        .expect("spawn custody")
+}
+
+fn tail(s: &str, n: usize) -> &str {
+    let start = s.len().saturating_sub(n);
+    let start = (start..=s.len())
+        .find(|i| s.is_char_boundary(*i))
+        .unwrap_or(s.len());
+    &s[start..]
+}
+
+/// Every table of the warehouse, read with pyiceberg: `{"events": [row, ...], ...}`.
+pub fn read_tables(warehouse: &Path) -> Value {
+    let python = std::env::var("CUSTODY_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| cache_dir().join("venv/bin/python"));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("py/dump_tables.py");
+    let out = Command::new(&python)
+        .arg(script)
+        .arg(warehouse)
+        .output()
+        .unwrap_or_else(|e| panic!("spawn {}: {e} (tests/run.sh installs it)", python.display()));
+    assert!(
+        out.status.success(),
+        "pyiceberg read failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json from dump_tables.py")
+}
+
+/// The rows of `table`.
+pub fn rows<'a>(tables: &'a Value, table: &str) -> &'a Vec<Value> {
+    tables[table].as_array().expect("table rows")
+}
+
+/// A tansu broker on a free loopback port, killed on drop.
+pub struct Tansu {
+    child: Child,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+}
+
+impl Tansu {
+    /// Starts a broker with in-memory storage and waits until it accepts connections.
+    pub fn start() -> Tansu {
+        let bin = std::env::var("TANSU_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| cache_dir().join("tansu/bin/tansu"));
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let url = format!("tcp://{addr}");
+        let child = Command::new(&bin)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e} (tests/run.sh installs it)", bin.display()));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(&addr).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not start on {addr}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Tansu { child, addr }
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every regular file under `dir`.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("read dir") {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+/// Checks each tenant's chain in the `events` rows: seq 0.. without gaps, each `prev_hash`
+/// equal to the previous row's `hash`. Returns the number of tenants.
+pub fn assert_chains_link(events: &[Value]) -> usize {
+    let mut by_tenant: std::collections::BTreeMap<&str, Vec<(i64, &str, &str)>> =
+        Default::default();
+    for e in events {
+        by_tenant
+            .entry(e["tenant_id"].as_str().expect("tenant"))
+            .or_default()
+            .push((
+                e["seq"].as_i64().expect("seq"),
+                e["prev_hash"].as_str().expect("prev"),
+                e["hash"].as_str().expect("hash"),
+            ));
+    }
+    for (tenant, chain) in &mut by_tenant {
+        chain.sort();
+        let mut prev = "0".repeat(64);
+        for (i, (seq, prev_hash, hash)) in chain.iter().enumerate() {
+            assert_eq!(
+                *seq, i as i64,
+                "tenant {tenant}: gap or duplicate at seq {seq}"
+            );
+            assert_eq!(
+                *prev_hash, prev,
+                "tenant {tenant}: broken link at seq {seq}"
+            );
+            prev = hash.to_string();
+        }
+    }
+    by_tenant.len()
+}

@@ -80,11 +80,11 @@ impl Source for KafkaSource {
                     }
                     break;
                 }
-                Some(Ok(msg)) => batch.push(RawRecord {
-                    partition: msg.partition(),
-                    offset: msg.offset(),
-                    bytes: msg.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-                }),
+                Some(Ok(msg)) => batch.push(RawRecord::new(
+                    msg.partition(),
+                    msg.offset(),
+                    msg.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                )),
                 Some(Err(e)) => {
                     return Err(Error::Source {
                         source_name: self.name(),

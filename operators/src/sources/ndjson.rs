@@ -33,9 +33,11 @@ impl<R: BufRead + Send> NdjsonSource<R> {
         }
     }
 
-    /// Reads one line (without its terminator); `None` at end of input.
-    fn read_line(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+    /// Reads one line (without its terminator, cut at `max_line_bytes + 1`) and its full
+    /// length; `None` at end of input.
+    fn read_line(&mut self) -> std::io::Result<Option<(Vec<u8>, u64)>> {
         let mut line = Vec::new();
+        let mut len = 0u64;
         let mut seen_any = false;
         loop {
             let buf = self.reader.fill_buf()?;
@@ -47,6 +49,7 @@ impl<R: BufRead + Send> NdjsonSource<R> {
                 Some(i) => (&buf[..i], Some(i)),
                 None => (buf, None),
             };
+            len += chunk.len() as u64;
             let room = (self.max_line_bytes + 1).saturating_sub(line.len());
             line.extend_from_slice(&chunk[..chunk.len().min(room)]);
             let used = found_newline.map_or(buf.len(), |i| i + 1);
@@ -58,10 +61,11 @@ impl<R: BufRead + Send> NdjsonSource<R> {
         if !seen_any {
             return Ok(None);
         }
-        if line.last() == Some(&b'\r') {
+        if line.last() == Some(&b'\r') && line.len() as u64 == len {
             line.pop();
+            len -= 1;
         }
-        Ok(Some(line))
+        Ok(Some((line, len)))
     }
 }
 
@@ -80,7 +84,7 @@ impl<R: BufRead + Send> Source for NdjsonSource<R> {
                 source_name: self.name.clone(),
                 message: e.to_string(),
             })?;
-            let Some(bytes) = line else {
+            let Some((bytes, len)) = line else {
                 self.done = true;
                 break;
             };
@@ -88,6 +92,7 @@ impl<R: BufRead + Send> Source for NdjsonSource<R> {
                 partition: 0,
                 offset: self.next_offset,
                 bytes,
+                len,
             });
             self.next_offset += 1;
         }

@@ -101,13 +101,12 @@ fn decode_one(
     raw: &RawRecord,
     config: &DecodeConfig,
 ) -> Result<custody_schemas::AuditEvent, (&'static str, String)> {
-    if raw.bytes.len() > config.max_event_bytes {
+    if raw.len > config.max_event_bytes as u64 || raw.bytes.len() > config.max_event_bytes {
         return Err((
             "too_large",
             format!(
                 "event of {} bytes exceeds the {} byte limit",
-                raw.bytes.len(),
-                config.max_event_bytes
+                raw.len, config.max_event_bytes
             ),
         ));
     }
@@ -136,7 +135,7 @@ pub fn quarantine(
         reason_kind: kind.to_string(),
         reason,
         tenant_id,
-        raw_len: raw.bytes.len() as i64,
+        raw_len: raw.len as i64,
         raw_sha256,
         raw_redacted,
     }
@@ -182,11 +181,7 @@ mod tests {
         ]
         .into_iter()
         .enumerate()
-        .map(|(i, bytes)| RawRecord {
-            partition: 0,
-            offset: i as i64,
-            bytes,
-        })
+        .map(|(i, bytes)| RawRecord::new(0, i as i64, bytes))
         .collect();
         let metrics = Metrics::new();
         let (oks, errs) = timely::example(move |scope| {
