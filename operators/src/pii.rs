@@ -179,7 +179,7 @@ pub fn luhn_valid(bytes: &[u8]) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// IBAN mod-97 check (ISO 13616), spaces ignored.

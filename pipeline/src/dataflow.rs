@@ -185,10 +185,8 @@ pub fn run_pipeline(
         if let Ok(mut s) = worker_summary.lock() {
             *s = driver.summary.clone();
         }
-        if let Err(e) = result {
-            if let Ok(mut f) = worker_failure.lock() {
-                *f = Some(e);
-            }
+        if let (Err(e), Ok(mut f)) = (result, worker_failure.lock()) {
+            *f = Some(e);
         }
     })
     .map_err(PipelineError::Dataflow)?;
@@ -261,14 +259,13 @@ impl Driver<'_> {
                 return Ok(());
             };
             if batch.is_empty() {
-                if let Some(idle) = self.opts.idle_exit {
-                    if last_input.elapsed() >= idle
-                        && self.in_flight.is_empty()
-                        && self.sealed.is_empty()
-                    {
-                        tracing::info!(idle = ?idle, "source idle; stopping");
-                        return Ok(());
-                    }
+                if let Some(idle) = self.opts.idle_exit
+                    && last_input.elapsed() >= idle
+                    && self.in_flight.is_empty()
+                    && self.sealed.is_empty()
+                {
+                    tracing::info!(idle = ?idle, "source idle; stopping");
+                    return Ok(());
                 }
                 worker.step();
                 continue;

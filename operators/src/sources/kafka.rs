@@ -28,6 +28,7 @@ pub struct KafkaConfig {
 }
 
 /// The client configuration every Custody Kafka client starts from.
+#[allow(clippy::disallowed_methods)] // the one place allowed to create a client config
 pub fn kafka_client_config(brokers: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config

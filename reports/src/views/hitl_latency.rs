@@ -189,9 +189,9 @@ mod tests {
                 let presented = 1_000_000_000 + (rng() % 1000) as i64 * 1_000_000;
                 let sla = [60, 300, 900][(rng() % 3) as usize];
                 escalations.push((rng() % 6, (key.clone(), (presented, sla))));
-                if rng() % 4 != 0 {
+                if !rng().is_multiple_of(4) {
                     let decided = presented + (rng() % 1_200_000) as i64 * 1000;
-                    decisions.push((rng() % 6, (key, (decided, rng() % 2 == 0))));
+                    decisions.push((rng() % 6, (key, (decided, rng().is_multiple_of(2)))));
                 }
             }
             let (esc_in, dec_in) = (escalations.clone(), decisions.clone());

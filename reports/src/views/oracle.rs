@@ -18,9 +18,12 @@ pub fn lcg(seed: u64) -> impl FnMut() -> u64 {
     }
 }
 
+/// Captured differential updates.
+pub type Captured<D> = Receiver<Event<u64, Vec<(D, u64, isize)>>>;
+
 /// The accumulated output collection at each epoch `0..epochs`.
 pub fn accumulate_by_epoch<D: Ord + Clone>(
-    rx: Receiver<Event<u64, Vec<(D, u64, isize)>>>,
+    rx: Captured<D>,
     epochs: u64,
 ) -> BTreeMap<u64, BTreeMap<D, isize>> {
     let updates: Vec<(D, u64, isize)> = rx

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace on a fresh machine: installs what the end-to-end tests need
+# (the tansu Kafka broker, a Python venv with pyiceberg + pyarrow), builds the custody binary,
+# then runs `cargo test`. Installs are cached under ~/.cache/custody and reused.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CACHE="${CUSTODY_CACHE:-$HOME/.cache/custody}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
+mkdir -p "$CACHE"
+
+TANSU_VERSION=0.6.0
+export TANSU_BIN="$CACHE/tansu/bin/tansu"
+if ! "$TANSU_BIN" --version 2>/dev/null | grep -q "$TANSU_VERSION" \
+   || [ ! -f "$CACHE/tansu/.dynostore" ]; then
+  echo "==> installing tansu $TANSU_VERSION (Kafka-compatible broker; first time only)"
+  cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore \
+    --root "$CACHE/tansu" --target-dir "$CACHE/tansu-target"
+  touch "$CACHE/tansu/.dynostore"
+fi
+
+export CUSTODY_PYTHON="$CACHE/venv/bin/python"
+if ! "$CUSTODY_PYTHON" -c "import pyiceberg, pyarrow, sqlalchemy" 2>/dev/null; then
+  echo "==> creating the python venv for interop tests (pyiceberg, pyarrow)"
+  python3 -m venv "$CACHE/venv"
+  "$CACHE/venv/bin/pip" install --quiet --disable-pip-version-check \
+    "pyiceberg[sql-sqlite,pyarrow]==0.12.0"
+fi
+
+echo "==> building"
+cargo build --workspace --all-targets
+export CUSTODY_BIN="$CARGO_TARGET_DIR/debug/custody"
+
+echo "==> testing"
+cargo test --workspace "$@"
