@@ -7,6 +7,7 @@
 
 pub mod error;
 pub mod hashing;
+pub mod merkle;
 pub mod metrics;
 pub mod pii;
 pub mod record;
