@@ -2,12 +2,15 @@
 //!
 //! Canonical JSON: an object with keys sorted by their UTF-8 bytes, no insignificant whitespace,
 //! strings escaped as `serde_json` does (only `"`, `\` and control characters), integers in
-//! decimal. Leaf: `SHA-256(0x00 || canonical)`. Chain: `hash = SHA-256(0x01 || prev_hash || leaf)`
-//! with `prev_hash` = 32 zero bytes for `seq` 0. The canonical object is
-//! `{agent_id, event_id, event_type, parent_event_id, payload, schema_version, seq, session_id,
-//! tenant_id, timestamp, user_id}` where `payload` is the tokenized payload.
+//! decimal. Leaf: `SHA-256(0x00 || canonical)`. Chain: `hash = SHA-256(0x02 || prev_hash || leaf)`
+//! with `prev_hash` = 32 zero bytes for `seq` 0 (0x01 is the Merkle node prefix). The canonical
+//! object is `{agent_id, event_id, event_type, parent_event_id, payload, schema_version, seq,
+//! session_id, tenant_id, timestamp, user_id}` where `payload` is the tokenized payload and
+//! `timestamp` the event time normalized to `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
+//! The full specification is `docs/chain-format.md`.
 
 use custody_schemas::AuditEvent;
+use custody_schemas::time::format_rfc3339;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -38,7 +41,10 @@ pub fn canonical_event(event: &AuditEvent, seq: u64) -> Vec<u8> {
     map.insert("seq".into(), Value::from(seq));
     map.insert("session_id".into(), Value::from(event.session_id.as_str()));
     map.insert("tenant_id".into(), Value::from(event.tenant_id.as_str()));
-    map.insert("timestamp".into(), Value::from(event.timestamp.as_str()));
+    map.insert(
+        "timestamp".into(),
+        Value::from(format_rfc3339(event.timestamp_us)),
+    );
     map.insert(
         "user_id".into(),
         event.user_id.clone().map_or(Value::Null, Value::from),
@@ -54,10 +60,10 @@ pub fn leaf_hash(canonical: &[u8]) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// `SHA-256(0x01 || prev || leaf)`.
+/// `SHA-256(0x02 || prev || leaf)`.
 pub fn chain_hash(prev: &[u8; 32], leaf: &[u8; 32]) -> [u8; 32] {
     let mut h = Sha256::new();
-    h.update([1u8]);
+    h.update([2u8]);
     h.update(prev);
     h.update(leaf);
     h.finalize().into()

@@ -5,6 +5,7 @@
 //! outputs, state, progress, metrics, failure modes).
 #![deny(missing_docs)]
 
+pub mod checkpoint;
 pub mod error;
 pub mod hashing;
 pub mod merkle;

@@ -275,13 +275,28 @@ mod tests {
             let r = root(&all);
             for i in 0..n {
                 let proof = inclusion_proof(&all, i).unwrap();
-                assert!(verify_inclusion(&all[i], i as u64, n as u64, &proof, &r), "{i}/{n}");
+                assert!(
+                    verify_inclusion(&all[i], i as u64, n as u64, &proof, &r),
+                    "{i}/{n}"
+                );
                 let other = (i + 1) % n;
                 if other != i {
-                    assert!(!verify_inclusion(&all[other], i as u64, n as u64, &proof, &r));
+                    assert!(!verify_inclusion(
+                        &all[other],
+                        i as u64,
+                        n as u64,
+                        &proof,
+                        &r
+                    ));
                 }
                 let wrong_root = node(&r, &r);
-                assert!(!verify_inclusion(&all[i], i as u64, n as u64, &proof, &wrong_root));
+                assert!(!verify_inclusion(
+                    &all[i],
+                    i as u64,
+                    n as u64,
+                    &proof,
+                    &wrong_root
+                ));
             }
         }
     }
@@ -294,7 +309,10 @@ mod tests {
             for m in 1..=n {
                 let rm = root(&all[..m]);
                 let proof = consistency_proof(&all[..n], m).unwrap();
-                assert!(verify_consistency(m as u64, n as u64, &rm, &rn, &proof), "{m}->{n}");
+                assert!(
+                    verify_consistency(m as u64, n as u64, &rm, &rn, &proof),
+                    "{m}->{n}"
+                );
                 if m < n {
                     let wrong = root(&leaves(m + 1)[1..]);
                     assert!(!verify_consistency(m as u64, n as u64, &wrong, &rn, &proof));

@@ -33,6 +33,10 @@ pub struct Metrics {
     pub last_committed_epoch: IntGauge,
     /// Tenants with a chain.
     pub tenants: IntGauge,
+    /// Checkpoints signed.
+    pub checkpoints_signed: IntCounter,
+    /// Continuous verifier alerts, by kind (gap, fork, bad_link, bad_signature).
+    pub verifier_alerts: IntCounterVec,
 }
 
 /// The three counters of one operator.
@@ -79,12 +83,16 @@ impl Metrics {
         .expect("valid metric");
         let tenants =
             IntGauge::new("custody_tenants", "tenants with a chain").expect("valid metric");
+        let checkpoints_signed =
+            IntCounter::new("custody_checkpoints_signed_total", "checkpoints signed")
+                .expect("valid metric");
         for m in [
             Box::new(events_in.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(events_accepted.clone()),
             Box::new(sink_commit_seconds.clone()),
             Box::new(last_committed_epoch.clone()),
             Box::new(tenants.clone()),
+            Box::new(checkpoints_signed.clone()),
         ] {
             registry.register(m).expect("metric registered once");
         }
@@ -131,7 +139,14 @@ impl Metrics {
                 "iceberg commits per table",
                 &["table"],
             ),
+            verifier_alerts: counter_vec(
+                &registry,
+                "custody_verifier_alerts_total",
+                "integrity problems found by the continuous verifier",
+                &["kind"],
+            ),
             registry,
+            checkpoints_signed,
             events_in,
             events_accepted,
             sink_commit_seconds,

@@ -60,6 +60,8 @@ pub struct ChainedEvent {
     pub prev_hash: [u8; 32],
     /// This event's chain hash.
     pub hash: [u8; 32],
+    /// `SHA-256(0x00 || canonical event)`: the event's Merkle leaf.
+    pub leaf_hash: [u8; 32],
 }
 
 /// Input that was rejected, with the reason. Never dropped: it is written to `custody.quarantine`.
@@ -94,6 +96,8 @@ pub struct ChainHead {
     pub head_hash: [u8; 32],
     /// Events appended to this tenant's chain in the epoch.
     pub epoch_events: u64,
+    /// The tenant's Merkle compact range after the epoch ([`crate::merkle::CompactRange`]).
+    pub merkle_range: String,
 }
 
 /// One update of a view: `(row, diff)`; rows are view-specific.
@@ -147,6 +151,8 @@ pub enum SinkRecord {
     Quarantine(Box<Quarantined>),
     /// A chain head.
     Head(ChainHead),
+    /// A signed checkpoint.
+    Checkpoint(Box<crate::checkpoint::Checkpoint>),
     /// A view update.
     View(ViewUpdate),
 }

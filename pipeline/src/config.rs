@@ -36,6 +36,8 @@ pub struct Config {
     pub serve: ServeConfig,
     /// PII tokenization.
     pub pii: PiiConfig,
+    /// Checkpoint signing.
+    pub checkpoints: CheckpointsConfig,
     /// View settings.
     pub views: ViewsConfig,
     /// Kafka source settings.
@@ -111,6 +113,64 @@ impl PiiConfig {
                 self.dev_master_key.clone().into_bytes()
             }
         }
+    }
+}
+
+/// Checkpoint signing.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointsConfig {
+    /// Environment variable holding the signing key seed (hex).
+    pub signing_key_env: String,
+    /// Seed file used when the variable is unset (relative to the warehouse).
+    pub signing_key_file: PathBuf,
+}
+
+impl CheckpointsConfig {
+    /// The signing key seed: from the environment, else from the key file (created if
+    /// missing, readable by the owner only).
+    pub fn signing_seed(&self, warehouse: &Path) -> Result<[u8; 32], ConfigError> {
+        let invalid = |what: &str| {
+            ConfigError::Invalid(format!("signing key {what}: expected 64 hex digits"))
+        };
+        if let Ok(hex_seed) = std::env::var(&self.signing_key_env)
+            && !hex_seed.is_empty()
+        {
+            let mut seed = [0u8; 32];
+            hex::decode_to_slice(hex_seed.trim(), &mut seed)
+                .map_err(|_| invalid(&self.signing_key_env))?;
+            return Ok(seed);
+        }
+        let path = warehouse.join(&self.signing_key_file);
+        let read_err = |source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        };
+        if !path.exists() {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(read_err)?;
+            }
+            let mut seed = [0u8; 32];
+            use std::io::Read;
+            std::fs::File::open("/dev/urandom")
+                .and_then(|mut f| f.read_exact(&mut seed))
+                .map_err(read_err)?;
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            use std::io::Write;
+            options
+                .open(&path)
+                .and_then(|mut f| f.write_all(hex::encode(seed).as_bytes()))
+                .map_err(read_err)?;
+            tracing::warn!(path = %path.display(), "generated a new checkpoint signing key");
+        }
+        let text = std::fs::read_to_string(&path).map_err(read_err)?;
+        let mut seed = [0u8; 32];
+        hex::decode_to_slice(text.trim(), &mut seed)
+            .map_err(|_| invalid(&path.display().to_string()))?;
+        Ok(seed)
     }
 }
 

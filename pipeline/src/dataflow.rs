@@ -19,6 +19,7 @@ use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use custody_operators::checkpoint::Signer;
 use custody_operators::pii::Tokenizer;
 use custody_operators::record::{Epoch, RawRecord, SinkRecord};
 use custody_operators::sinks::iceberg::{
@@ -67,6 +68,8 @@ pub struct RunOptions {
     pub hitl: HitlConfig,
     /// PII token master key.
     pub master_key: Vec<u8>,
+    /// Checkpoint signing key seed.
+    pub signing_seed: [u8; 32],
     /// Warehouse directory.
     pub warehouse: PathBuf,
     /// Sink id for commit ids.
@@ -111,6 +114,8 @@ pub fn run_pipeline(
         "resuming"
     );
     let heads = Arc::new(resume.heads);
+    let signer = Signer::from_seed(&opts.signing_seed);
+    publish_key(warehouse.root(), &signer)?;
 
     let (sink_tx, sink_rx) = mpsc::sync_channel::<SinkMsg>(1024);
     let (committed_tx, committed_rx) = mpsc::channel::<Committed>();
@@ -150,15 +155,18 @@ pub fn run_pipeline(
         let decode = opts.decode.clone();
         let hitl = opts.hitl;
         let heads = Arc::clone(&heads);
+        let signer = signer.clone();
         let (mut input, probe) = worker.dataflow::<Epoch, _, _>(|scope| {
             let (input, raw) = scope.new_input::<Vec<RawRecord>>();
             let (oks, errs) = raw.decode(decode, tokenizer.clone(), &metrics);
-            let chained = oks
-                .tokenize_pii(tokenizer, &metrics)
-                .hash_chain(heads, &metrics);
+            let chained = oks.tokenize_pii(tokenizer, &metrics).hash_chain(
+                heads,
+                signer,
+                first_epoch,
+                &metrics,
+            );
             let views = render_views(chained.clone(), hitl);
             let (probe, _) = chained
-                .map(|c| SinkRecord::Event(Box::new(c)))
                 .concat(errs.map(|q| SinkRecord::Quarantine(Box::new(q))))
                 .concat(views.map(SinkRecord::View))
                 .forward_to_sink(tx, &metrics)
@@ -204,6 +212,16 @@ pub fn run_pipeline(
     let mut summary = summary.lock().map(|s| s.clone()).unwrap_or_default();
     summary.elapsed = started.elapsed();
     Ok(summary)
+}
+
+/// Writes the public key as `keys/<key_id>.pub` (hex) in the warehouse.
+fn publish_key(root: &std::path::Path, signer: &Signer) -> Result<(), PipelineError> {
+    let dir = root.join("keys");
+    std::fs::create_dir_all(&dir).map_err(custody_operators::Error::Io)?;
+    let path = dir.join(format!("{}.pub", signer.key_id()));
+    std::fs::write(&path, hex::encode(signer.public_key().as_bytes()))
+        .map_err(custody_operators::Error::Io)?;
+    Ok(())
 }
 
 struct DriverParts {

@@ -158,9 +158,16 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn run_options(config: &Config, warehouse: PathBuf, idle_exit: Option<Duration>) -> RunOptions {
+fn run_options(
+    config: &Config,
+    warehouse: PathBuf,
+    idle_exit: Option<Duration>,
+) -> anyhow::Result<RunOptions> {
     let p = &config.pipeline;
-    RunOptions {
+    std::fs::create_dir_all(&warehouse)
+        .with_context(|| format!("creating {}", warehouse.display()))?;
+    Ok(RunOptions {
+        signing_seed: config.checkpoints.signing_seed(&warehouse)?,
         workers: p.workers,
         batch_size: p.batch_size,
         max_epochs_in_flight: p.max_epochs_in_flight,
@@ -176,7 +183,7 @@ fn run_options(config: &Config, warehouse: PathBuf, idle_exit: Option<Duration>)
         master_key: config.pii.master_key(),
         warehouse,
         sink_id: config.warehouse.sink_id.clone(),
-    }
+    })
 }
 
 /// Serves HTTP on a background runtime; `None` if the address is `off` or cannot be bound.
@@ -268,7 +275,7 @@ fn demo(config: &Config, args: DemoArgs) -> anyhow::Result<()> {
         args.workload.seed,
         args.warehouse.display()
     );
-    let opts = run_options(config, args.warehouse.clone(), None);
+    let opts = run_options(config, args.warehouse.clone(), None)?;
     let summary = run_pipeline(source, opts, metrics, Arc::clone(&live), Arc::clone(&stop))?;
     let live_now = live.lock().map(|l| l.clone()).unwrap_or_default();
     let balanced = print_summary("custody demo", &summary, &live_now, &args.warehouse);
@@ -326,7 +333,7 @@ fn run(config: &Config, args: RunArgs) -> anyhow::Result<()> {
     let listen = args.listen.as_deref().unwrap_or(&config.serve.listen);
     let server = start_server(listen, &metrics, &live)?;
     let stop = stop_on_ctrl_c(server.as_ref().map(|(rt, _)| rt));
-    let opts = run_options(config, warehouse.clone(), args.idle_exit);
+    let opts = run_options(config, warehouse.clone(), args.idle_exit)?;
     let summary = run_pipeline(source, opts, metrics, Arc::clone(&live), stop)?;
     let live_now = live.lock().map(|l| l.clone()).unwrap_or_default();
     if !print_summary("custody run", &summary, &live_now, &warehouse) {

@@ -9,7 +9,7 @@
 pub mod live;
 pub mod views;
 
-use custody_operators::record::{ChainedEvent, Epoch, ViewUpdate};
+use custody_operators::record::{ChainedEvent, Epoch, SinkRecord, ViewUpdate};
 use differential_dataflow::{AsCollection, VecCollection};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
@@ -21,7 +21,7 @@ use views::hitl_latency::{Decision, Escalation, FromEvent, HitlConfig};
 
 /// Turns each event `f` maps to `Some(d)` into an insertion of `d` at the event's epoch.
 pub fn inserts<'scope, D, F>(
-    stream: StreamVec<'scope, Epoch, ChainedEvent>,
+    stream: StreamVec<'scope, Epoch, SinkRecord>,
     name: &str,
     mut f: F,
 ) -> VecCollection<'scope, Epoch, D>
@@ -39,8 +39,10 @@ where
                         // Panic: epochs are totally ordered, so every message has a least time.
                         let time = *cap.least().expect("a message has a time");
                         let mut session = output.session(&cap);
-                        for event in data.iter() {
-                            if let Some(d) = f(event) {
+                        for record in data.iter() {
+                            if let SinkRecord::Event(event) = record
+                                && let Some(d) = f(event)
+                            {
                                 session.give((d, time, 1));
                             }
                         }
@@ -51,9 +53,10 @@ where
         .as_collection()
 }
 
-/// Builds every view over the chained events; returns their changes.
+/// Builds every view over the chained events (the `Event` records of the hash chain's
+/// output); returns their changes.
 pub fn render_views<'scope>(
-    events: StreamVec<'scope, Epoch, ChainedEvent>,
+    events: StreamVec<'scope, Epoch, SinkRecord>,
     hitl: HitlConfig,
 ) -> StreamVec<'scope, Epoch, ViewUpdate> {
     let typed = inserts(events.clone(), "EventTypes", |e| {

@@ -21,16 +21,19 @@ pub const EVENTS: &str = "events";
 pub const QUARANTINE: &str = "quarantine";
 /// Per-tenant chain head at the close of each epoch that touched the tenant.
 pub const CHAIN_HEADS: &str = "chain_heads";
+/// Signed per-tenant checkpoints, one per tenant per epoch.
+pub const CHECKPOINTS: &str = "checkpoints";
 /// Changelog of the per-tenant event counts view.
 pub const VIEW_EVENT_COUNTS: &str = "view_event_counts";
 /// Changelog of the per-tenant HITL review latency view.
 pub const VIEW_HITL_LATENCY: &str = "view_hitl_latency";
 
 /// Every table, in creation order.
-pub const ALL_TABLES: [&str; 5] = [
+pub const ALL_TABLES: [&str; 6] = [
     EVENTS,
     QUARANTINE,
     CHAIN_HEADS,
+    CHECKPOINTS,
     VIEW_EVENT_COUNTS,
     VIEW_HITL_LATENCY,
 ];
@@ -50,6 +53,7 @@ pub fn table_schema(name: &str) -> Option<SchemaRef> {
         EVENTS => Some(events_schema()),
         QUARANTINE => Some(quarantine_schema()),
         CHAIN_HEADS => Some(chain_heads_schema()),
+        CHECKPOINTS => Some(checkpoints_schema()),
         VIEW_EVENT_COUNTS => Some(view_event_counts_schema()),
         VIEW_HITL_LATENCY => Some(view_hitl_latency_schema()),
         _ => None,
@@ -75,6 +79,7 @@ pub fn events_schema() -> SchemaRef {
         field(14, "source", DataType::Utf8, false),
         field(15, "source_offset", DataType::Int64, false),
         field(16, "epoch", DataType::Int64, false),
+        field(17, "leaf_hash", DataType::Utf8, false),
     ]))
 }
 
@@ -101,6 +106,21 @@ pub fn chain_heads_schema() -> SchemaRef {
         field(3, "head_hash", DataType::Utf8, false),
         field(4, "epoch_events", DataType::Int64, false),
         field(5, "epoch", DataType::Int64, false),
+        field(6, "merkle_range", DataType::Utf8, false),
+    ]))
+}
+
+/// `custody.checkpoints`.
+pub fn checkpoints_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        field(1, "tenant_id", DataType::Utf8, false),
+        field(2, "tree_size", DataType::Int64, false),
+        field(3, "root", DataType::Utf8, false),
+        field(4, "chain_head", DataType::Utf8, false),
+        field(5, "epoch", DataType::Int64, false),
+        field(6, "signed_at", DataType::Utf8, false),
+        field(7, "key_id", DataType::Utf8, false),
+        field(8, "signature", DataType::Utf8, false),
     ]))
 }
 

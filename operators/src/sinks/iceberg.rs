@@ -59,10 +59,12 @@ use serde::{Deserialize, Serialize};
 
 use custody_schemas::tables::{self, NAMESPACE};
 
+use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
+use crate::merkle::CompactRange;
 use crate::metrics::Metrics;
 use crate::record::{ChainHead, ChainedEvent, Epoch, Quarantined, SinkRecord, ViewUpdate};
-use crate::transforms::hash_chain::ChainState;
+use crate::transforms::hash_chain::{ChainState, TenantLog};
 
 /// Snapshot summary key: the epoch a snapshot commits.
 pub const SUMMARY_EPOCH: &str = "custody.epoch";
@@ -103,7 +105,7 @@ pub struct Committed {
 /// What a restarted pipeline resumes from.
 #[derive(Clone, Debug, Default)]
 pub struct ResumeState {
-    /// Chain heads: tenant → (next seq, last hash).
+    /// Every tenant's log: chain head and Merkle compact range.
     pub heads: ChainState,
     /// The last epoch committed by any run, if any.
     pub last_epoch: Option<Epoch>,
@@ -206,24 +208,33 @@ impl Warehouse {
                 state.last_epoch = state.last_epoch.max(epoch);
             }
         }
+        let mut latest: HashMap<String, (u64, [u8; 32], String)> = HashMap::new();
         for batch in self.scan(tables::CHAIN_HEADS).await? {
             let tenants = string_column(&batch, "tenant_id")?;
             let seqs = int_column(&batch, "seq")?;
             let hashes = string_column(&batch, "head_hash")?;
+            let ranges = string_column(&batch, "merkle_range")?;
             for i in 0..batch.num_rows() {
                 let seq = seqs.value(i) as u64;
                 let mut hash = [0u8; 32];
                 hex::decode_to_slice(hashes.value(i), &mut hash).map_err(|e| {
                     Error::SinkStopped(format!("corrupt chain head hash in the lake: {e}"))
                 })?;
-                let entry = state
-                    .heads
-                    .entry(tenants.value(i).to_string())
-                    .or_insert((0, [0; 32]));
-                if seq + 1 > entry.0 {
-                    *entry = (seq + 1, hash);
+                let tenant = tenants.value(i);
+                if latest.get(tenant).is_none_or(|(s, _, _)| seq > *s) {
+                    latest.insert(tenant.to_string(), (seq, hash, ranges.value(i).to_string()));
                 }
             }
+        }
+        for (tenant, (seq, head, range)) in latest {
+            let merkle = CompactRange::decode(&range)
+                .filter(|m| m.size() == seq + 1)
+                .ok_or_else(|| {
+                    Error::SinkStopped(format!(
+                        "corrupt merkle range for tenant {tenant:?} in the lake"
+                    ))
+                })?;
+            state.heads.insert(tenant, TenantLog { head, merkle });
         }
         Ok(state)
     }
@@ -312,15 +323,18 @@ impl IcebergSink {
         let mut events = Vec::new();
         let mut quarantine = Vec::new();
         let mut heads = Vec::new();
+        let mut checkpoints = Vec::new();
         let mut views = Vec::new();
         for record in records {
             match record {
                 SinkRecord::Event(e) => events.push(*e),
                 SinkRecord::Quarantine(q) => quarantine.push(*q),
                 SinkRecord::Head(h) => heads.push(h),
+                SinkRecord::Checkpoint(c) => checkpoints.push(*c),
                 SinkRecord::View(v) => views.push(v),
             }
         }
+        checkpoints.sort_by(|a, b| a.tenant_id.cmp(&b.tenant_id));
         let (counts, hitl): (Vec<ViewUpdate>, Vec<ViewUpdate>) = views
             .iter()
             .cloned()
@@ -328,12 +342,10 @@ impl IcebergSink {
         events.sort_by(|a, b| {
             (a.event.tenant_id.as_str(), a.seq).cmp(&(b.event.tenant_id.as_str(), b.seq))
         });
-        if heads.is_empty() {
-            heads = heads_of(&events);
-        }
+        heads.sort_by(|a, b| a.tenant_id.cmp(&b.tenant_id));
         let mut rows = BTreeMap::new();
         let positions_json = serde_json::to_string(positions).unwrap_or_default();
-        let batches: [(&'static str, usize, Option<RecordBatch>); 5] = [
+        let batches: [(&'static str, usize, Option<RecordBatch>); 6] = [
             (
                 tables::EVENTS,
                 events.len(),
@@ -350,6 +362,11 @@ impl IcebergSink {
                 tables::CHAIN_HEADS,
                 heads.len(),
                 nonempty(&heads, |h| heads_batch(h, epoch))?,
+            ),
+            (
+                tables::CHECKPOINTS,
+                checkpoints.len(),
+                nonempty(&checkpoints, checkpoints_batch)?,
             ),
             (
                 tables::VIEW_EVENT_COUNTS,
@@ -443,27 +460,6 @@ fn nonempty<T>(
     }
 }
 
-/// The chain head of each tenant among `events` (sorted by tenant, seq).
-fn heads_of(events: &[ChainedEvent]) -> Vec<ChainHead> {
-    let mut heads: Vec<ChainHead> = Vec::new();
-    for e in events {
-        match heads.last_mut() {
-            Some(h) if h.tenant_id == e.event.tenant_id.as_str() => {
-                h.seq = e.seq;
-                h.head_hash = e.hash;
-                h.epoch_events += 1;
-            }
-            _ => heads.push(ChainHead {
-                tenant_id: e.event.tenant_id.as_str().to_string(),
-                seq: e.seq,
-                head_hash: e.hash,
-                epoch_events: 1,
-            }),
-        }
-    }
-    heads
-}
-
 fn strings<S: AsRef<str>>(it: impl Iterator<Item = S>) -> ArrayRef {
     Arc::new(StringArray::from_iter_values(it))
 }
@@ -505,6 +501,7 @@ fn events_batch(rows: &[ChainedEvent], source: &str, epoch: Epoch) -> Result<Rec
             strings(rows.iter().map(|r| format!("{source}#{}", r.partition))),
             ints(rows.iter().map(|r| r.offset)),
             ints(rows.iter().map(|_| epoch as i64)),
+            strings(rows.iter().map(|r| hex::encode(r.leaf_hash))),
         ],
     )
 }
@@ -535,6 +532,23 @@ fn heads_batch(rows: &[ChainHead], epoch: Epoch) -> Result<RecordBatch> {
             strings(rows.iter().map(|h| hex::encode(h.head_hash))),
             ints(rows.iter().map(|h| h.epoch_events as i64)),
             ints(rows.iter().map(|_| epoch as i64)),
+            strings(rows.iter().map(|h| h.merkle_range.as_str())),
+        ],
+    )
+}
+
+fn checkpoints_batch(rows: &[Checkpoint]) -> Result<RecordBatch> {
+    batch(
+        tables::checkpoints_schema(),
+        vec![
+            strings(rows.iter().map(|c| c.tenant_id.as_str())),
+            ints(rows.iter().map(|c| c.tree_size as i64)),
+            strings(rows.iter().map(|c| c.root.as_str())),
+            strings(rows.iter().map(|c| c.chain_head.as_str())),
+            ints(rows.iter().map(|c| c.epoch as i64)),
+            strings(rows.iter().map(|c| c.signed_at.as_str())),
+            strings(rows.iter().map(|c| c.key_id.as_str())),
+            strings(rows.iter().map(|c| c.signature.as_str())),
         ],
     )
 }

@@ -1,43 +1,60 @@
-//! Assign each event its place in its tenant's append-only hash chain.
+//! Append each event to its tenant's hash chain and Merkle log; sign a checkpoint per tenant
+//! at every epoch close.
 //!
 //! # Inputs
 //! Tokenized [`SourcedEvent`]s at [`Epoch`] timestamps, exchanged by `tenant_id`, so one worker
-//! owns each tenant's chain.
+//! owns each tenant's log.
 //!
 //! # Outputs
-//! [`ChainedEvent`]s: `seq` (0-based, gap-free per tenant), `prev_hash`, `hash`
-//! (see [`crate::hashing`]) and the canonical payload JSON.
+//! [`SinkRecord`]s:
+//! - `Event`: the [`ChainedEvent`] with `seq` (0-based, gap-free per tenant), `leaf_hash`,
+//!   `prev_hash`, `hash` (see [`crate::hashing`]) and the canonical payload;
+//! - `Head`: per tenant touched in the epoch, its last seq, hash and Merkle compact range;
+//! - `Checkpoint`: per tenant owned by the worker, touched or not, a signed checkpoint
+//!   ([`crate::checkpoint`]) of its tree size, Merkle root and chain head at the epoch close.
 //!
 //! # State
-//! One `(next_seq, head_hash)` per tenant owned by this worker (grows with the tenant count,
-//! never compacted: chains are forever), plus the events of epochs not yet complete.
+//! One [`TenantLog`] per tenant owned by this worker (head hash and ≤ 64 subtree roots; grows
+//! with the tenant count, never compacted), plus the events of epochs not yet complete.
 //!
 //! # Progress
-//! Holds a capability per buffered epoch until the input frontier passes it; within an epoch
-//! events are chained in `(partition, offset)` order, so the result is deterministic however
-//! the input was batched or exchanged.
+//! Holds a capability per buffered epoch until the input frontier passes it, and one at the
+//! oldest epoch not yet checkpointed. Within an epoch events are chained in
+//! `(partition, offset)` order, so the result is deterministic however the input was batched.
 //!
 //! # Metrics
-//! `custody_operator_events_{received,sent}_total{operator="hash_chain"}`, `custody_tenants`.
+//! `custody_operator_events_{received,sent}_total{operator="hash_chain"}`, `custody_tenants`,
+//! `custody_checkpoints_signed_total`.
 //!
 //! # Failure modes
-//! None at run time. Chains resume from the heads committed to the lake
-//! ([`ChainState`] passed in at start-up).
+//! None at run time. Logs resume from the heads committed to the lake ([`ChainState`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::{Capability, Operator};
 
+use crate::checkpoint::Signer;
 use crate::hashing::{canonical_event, canonical_json, chain_hash, leaf_hash};
+use crate::merkle::CompactRange;
 use crate::metrics::Metrics;
-use crate::record::{ChainedEvent, Epoch, SourcedEvent};
+use crate::record::{ChainHead, ChainedEvent, Epoch, SinkRecord, SourcedEvent};
 
-/// The head of every tenant's chain: `tenant -> (next seq, hash of the last event)`.
-pub type ChainState = HashMap<String, (u64, [u8; 32])>;
+/// One tenant's log: the chain head and the Merkle compact range (its size is the next seq).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TenantLog {
+    /// Hash of the last event (zeros when empty).
+    pub head: [u8; 32],
+    /// Merkle compact range over every leaf.
+    pub merkle: CompactRange,
+}
+
+/// Every tenant's log.
+pub type ChainState = HashMap<String, TenantLog>;
 
 /// A stable hash of a tenant id, used to route a tenant to its worker.
 pub fn tenant_route(tenant: &str) -> u64 {
@@ -48,84 +65,153 @@ pub fn tenant_route(tenant: &str) -> u64 {
 
 /// Hash-chains events per tenant; see the module docs.
 pub trait HashChain<'scope> {
-    /// Appends each event to its tenant's chain, starting from `heads`.
+    /// Appends each event to its tenant's log, starting from `logs`; the first epoch is
+    /// `first_epoch`.
     fn hash_chain(
         self,
-        heads: Arc<ChainState>,
+        logs: Arc<ChainState>,
+        signer: Signer,
+        first_epoch: Epoch,
         metrics: &Metrics,
-    ) -> StreamVec<'scope, Epoch, ChainedEvent>;
+    ) -> StreamVec<'scope, Epoch, SinkRecord>;
 }
 
 impl<'scope> HashChain<'scope> for StreamVec<'scope, Epoch, SourcedEvent> {
     fn hash_chain(
         self,
-        heads: Arc<ChainState>,
+        logs: Arc<ChainState>,
+        signer: Signer,
+        first_epoch: Epoch,
         metrics: &Metrics,
-    ) -> StreamVec<'scope, Epoch, ChainedEvent> {
+    ) -> StreamVec<'scope, Epoch, SinkRecord> {
         let op = metrics.operator("hash_chain");
         let tenants_gauge = metrics.tenants.clone();
-        let pact = Exchange::new(|e: &SourcedEvent| tenant_route(e.event.tenant_id.as_str()));
+        let signed = metrics.checkpoints_signed.clone();
         let peers = self.scope().peers() as u64;
         let index = self.scope().index() as u64;
-        self.unary_frontier(pact, "HashChain", move |_cap, _info| {
-            // Only the chains this worker owns.
-            let mut chains: ChainState = heads
+        let pact = Exchange::new(|e: &SourcedEvent| tenant_route(e.event.tenant_id.as_str()));
+        self.unary_frontier(pact, "HashChain", move |cap, _info| {
+            // Only the logs this worker owns.
+            let mut chains: ChainState = logs
                 .iter()
                 .filter(|(t, _)| tenant_route(t) % peers == index)
-                .map(|(t, h)| (t.clone(), *h))
+                .map(|(t, h)| (t.clone(), h.clone()))
                 .collect();
+            tenants_gauge.add(chains.len() as i64);
             let mut pending: BTreeMap<Epoch, (Capability<Epoch>, Vec<SourcedEvent>)> =
                 BTreeMap::new();
+            // The oldest epoch not yet checkpointed.
+            let mut checkpoint_cap = Some(cap.delayed(&first_epoch));
+            drop(cap);
+            let mut last_data_epoch: Option<Epoch> = None;
             move |(input, frontier), output| {
                 input.for_each_stamp(|cap, data| {
                     let Some(cap) = cap.retain_least(output.output_index()) else {
                         return;
                     };
-                    let entry = pending
-                        .entry(*cap.time())
-                        .or_insert_with(|| (cap.clone(), Vec::new()));
+                    let time = *cap.time();
+                    last_data_epoch = last_data_epoch.max(Some(time));
+                    let entry = pending.entry(time).or_insert_with(|| (cap, Vec::new()));
                     for batch in data {
                         op.received.inc_by(batch.len() as u64);
                         entry.1.append(batch);
                     }
                 });
+                let done_below = frontier.frontier().first().copied();
                 while let Some(entry) = pending.first_entry() {
-                    if frontier.less_equal(entry.key()) {
+                    if done_below.is_some_and(|f| f <= *entry.key()) {
                         break;
                     }
                     let (cap, mut events) = entry.remove();
                     events.sort_by_key(|e| (e.partition, e.offset));
                     let before = chains.len();
-                    let mut session = output.session(&cap);
                     op.sent.inc_by(events.len() as u64);
+                    let mut session = output.session(&cap);
+                    let mut heads: BTreeMap<String, ChainHead> = BTreeMap::new();
                     for sourced in events {
-                        session.give(append(&mut chains, sourced));
+                        let chained = append(&mut chains, sourced);
+                        let tenant = chained.event.tenant_id.as_str();
+                        let head = heads.entry(tenant.to_string()).or_insert(ChainHead {
+                            tenant_id: tenant.to_string(),
+                            seq: 0,
+                            head_hash: [0; 32],
+                            epoch_events: 0,
+                            merkle_range: String::new(),
+                        });
+                        head.seq = chained.seq;
+                        head.head_hash = chained.hash;
+                        head.epoch_events += 1;
+                        session.give(SinkRecord::Event(Box::new(chained)));
+                    }
+                    for (tenant, mut head) in heads {
+                        head.merkle_range = chains[&tenant].merkle.encode();
+                        session.give(SinkRecord::Head(head));
                     }
                     let added = (chains.len() - before) as i64;
                     if added > 0 {
                         tenants_gauge.add(added);
                     }
                 }
+                // Sign a checkpoint for every owned tenant at each epoch that closed.
+                while let Some(cap) = checkpoint_cap.as_mut() {
+                    let epoch = *cap.time();
+                    let closed = match done_below {
+                        Some(f) => epoch < f,
+                        None => last_data_epoch.is_some_and(|last| epoch <= last),
+                    };
+                    if !closed {
+                        if done_below.is_none() {
+                            checkpoint_cap = None;
+                        }
+                        break;
+                    }
+                    let now = now_us();
+                    let mut session = output.session(&*cap);
+                    let mut tenants: Vec<&String> = chains.keys().collect();
+                    tenants.sort();
+                    for tenant in tenants {
+                        let log = &chains[tenant];
+                        let cp = signer.checkpoint(
+                            tenant,
+                            log.merkle.size(),
+                            &log.merkle.root(),
+                            &log.head,
+                            epoch,
+                            now,
+                        );
+                        signed.inc();
+                        session.give(SinkRecord::Checkpoint(Box::new(cp)));
+                    }
+                    drop(session);
+                    cap.downgrade(&(epoch + 1));
+                }
             }
         })
     }
 }
 
-/// Appends one event to its tenant's chain.
+fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// Appends one event to its tenant's log.
 pub fn append(chains: &mut ChainState, sourced: SourcedEvent) -> ChainedEvent {
     let SourcedEvent {
         partition,
         offset,
         event,
     } = sourced;
-    let (next_seq, head) = chains
+    let log = chains
         .entry(event.tenant_id.as_str().to_string())
-        .or_insert((0, [0u8; 32]));
-    let seq = *next_seq;
-    let prev_hash = *head;
-    let hash = chain_hash(&prev_hash, &leaf_hash(&canonical_event(&event, seq)));
-    *next_seq += 1;
-    *head = hash;
+        .or_default();
+    let seq = log.merkle.size();
+    let prev_hash = log.head;
+    let leaf = leaf_hash(&canonical_event(&event, seq));
+    let hash = chain_hash(&prev_hash, &leaf);
+    log.merkle.append(leaf);
+    log.head = hash;
     ChainedEvent {
         partition,
         offset,
@@ -134,6 +220,7 @@ pub fn append(chains: &mut ChainState, sourced: SourcedEvent) -> ChainedEvent {
         seq,
         prev_hash,
         hash,
+        leaf_hash: leaf,
     }
 }
 
@@ -142,6 +229,7 @@ mod tests {
     use timely::dataflow::operators::{Capture, ToStream};
 
     use super::*;
+    use crate::merkle;
     use crate::test_util::captured;
 
     fn event(tenant: &str, offset: i64) -> SourcedEvent {
@@ -171,13 +259,24 @@ mod tests {
             event("a", 4),
         ];
         let metrics = Metrics::new();
+        let signer = Signer::from_seed(&[1; 32]);
+        let public = signer.public_key();
         let out = timely::example(move |scope| {
             input
                 .to_stream(scope)
-                .hash_chain(Arc::new(ChainState::new()), &metrics)
+                .hash_chain(Arc::new(ChainState::new()), signer, 0, &metrics)
                 .capture()
         });
-        let mut out: Vec<ChainedEvent> = captured(out);
+        let records = captured(out);
+        let mut out: Vec<ChainedEvent> = Vec::new();
+        let mut checkpoints = Vec::new();
+        for r in records {
+            match r {
+                SinkRecord::Event(e) => out.push(*e),
+                SinkRecord::Checkpoint(c) => checkpoints.push(*c),
+                _ => {}
+            }
+        }
         out.sort_by_key(|c| (c.event.tenant_id.clone(), c.seq));
         let summary: Vec<(&str, u64, i64)> = out
             .iter()
@@ -199,14 +298,33 @@ mod tests {
             }
         }
         assert_eq!(out[0].prev_hash, [0; 32]);
+        // One checkpoint per tenant for the one epoch, with the right root and size.
+        checkpoints.sort_by(|x, y| x.tenant_id.cmp(&y.tenant_id));
+        assert_eq!(checkpoints.len(), 2);
+        let a_leaves: Vec<[u8; 32]> = out[..3].iter().map(|c| c.leaf_hash).collect();
+        assert_eq!(checkpoints[0].tree_size, 3);
+        assert_eq!(checkpoints[0].root, hex::encode(merkle::root(&a_leaves)));
+        assert_eq!(checkpoints[0].chain_head, hex::encode(out[2].hash));
+        assert!(checkpoints.iter().all(|c| c.verify(&public)));
     }
 
     #[test]
-    fn resumes_from_given_heads() {
+    fn resumes_from_given_logs() {
         let mut chains = ChainState::new();
-        chains.insert("a".into(), (7, [9; 32]));
+        let mut merkle = CompactRange::new();
+        for i in 0..7u8 {
+            merkle.append([i; 32]);
+        }
+        chains.insert(
+            "a".into(),
+            TenantLog {
+                head: [9; 32],
+                merkle,
+            },
+        );
         let c = append(&mut chains, event("a", 0));
         assert_eq!((c.seq, c.prev_hash), (7, [9; 32]));
-        assert_eq!(chains["a"], (8, c.hash));
+        assert_eq!(chains["a"].merkle.size(), 8);
+        assert_eq!(chains["a"].head, c.hash);
     }
 }
