@@ -16,6 +16,7 @@ pub mod sinks;
 pub mod sources;
 pub mod test_util;
 pub mod transforms;
+pub mod verify;
 
 pub use error::{Error, Result};
 pub use metrics::Metrics;

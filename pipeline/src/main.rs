@@ -9,8 +9,9 @@ mod config;
 mod dataflow;
 mod generate;
 mod serve;
+mod verify;
 
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufReader, BufWriter, IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -57,6 +58,43 @@ enum Command {
     Generate(GenerateArgs),
     /// Run the pipeline over an NDJSON file or a Kafka topic.
     Run(RunArgs),
+    /// Export tenant logs, checkpoints and public keys as a verifiable bundle.
+    Export(ExportArgs),
+    /// Verify tenant logs: leaves, chains, Merkle roots and checkpoint signatures.
+    Verify(VerifyArgs),
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// Warehouse to export from (default from config).
+    #[arg(long)]
+    warehouse: Option<PathBuf>,
+    /// Output directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Only this tenant.
+    #[arg(long)]
+    tenant: Option<String>,
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    /// Warehouse to verify (default from config unless --export is given).
+    #[arg(long, conflicts_with = "export")]
+    warehouse: Option<PathBuf>,
+    /// Export bundle to verify.
+    #[arg(long)]
+    export: Option<PathBuf>,
+    /// Trusted public key (hex, or a file holding it); repeatable. Without one, the keys
+    /// shipped with the data are trusted, with a warning.
+    #[arg(long = "trusted-key")]
+    trusted_keys: Vec<String>,
+    /// Checkpoints held outside the lake (JSON lines); the log must still match them.
+    #[arg(long = "checkpoint")]
+    checkpoints: Vec<PathBuf>,
+    /// Print the reports as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Clone)]
@@ -155,7 +193,82 @@ fn main() -> anyhow::Result<()> {
         Command::Demo(args) => demo(&config, args),
         Command::Generate(args) => generate(args),
         Command::Run(args) => run(&config, args),
+        Command::Export(args) => export(&config, args),
+        Command::Verify(args) => verify_cmd(&config, args),
     }
+}
+
+fn export(config: &Config, args: ExportArgs) -> anyhow::Result<()> {
+    let warehouse = args
+        .warehouse
+        .unwrap_or_else(|| config.warehouse.path.clone());
+    let bundle = verify::Bundle::from_warehouse(&warehouse)?;
+    let (events, checkpoints) = bundle.export(&args.out, args.tenant.as_deref())?;
+    println!(
+        "exported {events} events and {checkpoints} checkpoints to {}",
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn verify_cmd(config: &Config, args: VerifyArgs) -> anyhow::Result<()> {
+    let bundle = match &args.export {
+        Some(dir) => verify::Bundle::from_export(dir)?,
+        None => verify::Bundle::from_warehouse(
+            args.warehouse.as_ref().unwrap_or(&config.warehouse.path),
+        )?,
+    };
+    let mut trusted = verify::trusted_keys(&args.trusted_keys)?;
+    if trusted.is_empty() {
+        eprintln!(
+            "warning: no --trusted-key given; trusting the {} public key(s) shipped with the data",
+            bundle.keys.len()
+        );
+        trusted = bundle.keys.clone();
+    }
+    let held = verify::held_checkpoints(&args.checkpoints)?;
+    let (reports, bytes, secs) = verify::verify_bundle(
+        bundle,
+        trusted,
+        held,
+        !args.json && std::io::stderr().is_terminal(),
+    );
+    let bad: Vec<_> = reports.iter().filter(|r| !r.ok()).collect();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    } else {
+        for r in &reports {
+            match r.first_bad_seq {
+                _ if r.ok() => println!(
+                    "{}: ok ({} events, {} checkpoints)",
+                    r.tenant_id, r.verified_events, r.checkpoints
+                ),
+                first => {
+                    let first = first.map_or("-".to_string(), |s| s.to_string());
+                    println!("{}: FAILED, first bad seq {first}", r.tenant_id);
+                    for p in &r.problems {
+                        println!("  {}: {}", p.kind, p.detail);
+                    }
+                }
+            }
+        }
+        let events: u64 = reports.iter().map(|r| r.verified_events).sum();
+        println!(
+            "verified {events} events ({:.1} MB) of {} tenants in {secs:.2}s ({:.0} MB/s): {}",
+            bytes as f64 / 1e6,
+            reports.len(),
+            bytes as f64 / 1e6 / secs.max(1e-9),
+            if bad.is_empty() {
+                "all ok".to_string()
+            } else {
+                format!("{} tenant(s) FAILED", bad.len())
+            }
+        );
+    }
+    if !bad.is_empty() {
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 fn run_options(

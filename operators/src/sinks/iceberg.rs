@@ -37,7 +37,9 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender};
 use std::time::Instant;
 
-use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow_array::{
+    Array, ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
 use futures::TryStreamExt;
 use iceberg::arrow::{arrow_schema_to_schema, schema_to_arrow_schema};
 use iceberg::io::LocalFsStorageFactory;
@@ -65,6 +67,8 @@ use crate::merkle::CompactRange;
 use crate::metrics::Metrics;
 use crate::record::{ChainHead, ChainedEvent, Epoch, Quarantined, SinkRecord, ViewUpdate};
 use crate::transforms::hash_chain::{ChainState, TenantLog};
+use crate::verify::EventRow;
+use custody_schemas::time::format_rfc3339;
 
 /// Snapshot summary key: the epoch a snapshot commits.
 pub const SUMMARY_EPOCH: &str = "custody.epoch";
@@ -237,6 +241,88 @@ impl Warehouse {
             state.heads.insert(tenant, TenantLog { head, merkle });
         }
         Ok(state)
+    }
+}
+
+impl Warehouse {
+    /// Every row of `custody.events`, for verification and export.
+    pub async fn event_rows(&self) -> Result<Vec<EventRow>> {
+        let mut rows = Vec::new();
+        for batch in self.scan(tables::EVENTS).await? {
+            let s = |name| string_column(&batch, name);
+            let (tenant, event_id, version, event_type) = (
+                s("tenant_id")?,
+                s("event_id")?,
+                s("schema_version")?,
+                s("event_type")?,
+            );
+            let (session, agent, user, parent) = (
+                s("session_id")?,
+                s("agent_id")?,
+                s("user_id")?,
+                s("parent_event_id")?,
+            );
+            let (payload, prev, hash, leaf) =
+                (s("payload")?, s("prev_hash")?, s("hash")?, s("leaf_hash")?);
+            let seq = int_column(&batch, "seq")?;
+            let time = batch
+                .column_by_name("event_time")
+                .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
+                .ok_or_else(|| Error::SinkStopped("column \"event_time\" missing".into()))?;
+            let opt = |a: &StringArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_string());
+            for i in 0..batch.num_rows() {
+                rows.push(EventRow {
+                    tenant_id: tenant.value(i).to_string(),
+                    seq: seq.value(i),
+                    event_id: event_id.value(i).to_string(),
+                    schema_version: version.value(i).to_string(),
+                    event_type: event_type.value(i).to_string(),
+                    session_id: session.value(i).to_string(),
+                    agent_id: agent.value(i).to_string(),
+                    user_id: opt(user, i),
+                    event_time: format_rfc3339(time.value(i)),
+                    parent_event_id: opt(parent, i),
+                    payload: payload.value(i).to_string(),
+                    prev_hash: prev.value(i).to_string(),
+                    hash: hash.value(i).to_string(),
+                    leaf_hash: leaf.value(i).to_string(),
+                });
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Every row of `custody.checkpoints`.
+    pub async fn checkpoint_rows(&self) -> Result<Vec<Checkpoint>> {
+        let mut rows = Vec::new();
+        for batch in self.scan(tables::CHECKPOINTS).await? {
+            let s = |name| string_column(&batch, name);
+            let (tenant, root, head, signed_at, key_id, signature) = (
+                s("tenant_id")?,
+                s("root")?,
+                s("chain_head")?,
+                s("signed_at")?,
+                s("key_id")?,
+                s("signature")?,
+            );
+            let (size, epoch) = (
+                int_column(&batch, "tree_size")?,
+                int_column(&batch, "epoch")?,
+            );
+            for i in 0..batch.num_rows() {
+                rows.push(Checkpoint {
+                    tenant_id: tenant.value(i).to_string(),
+                    tree_size: size.value(i) as u64,
+                    root: root.value(i).to_string(),
+                    chain_head: head.value(i).to_string(),
+                    epoch: epoch.value(i) as u64,
+                    signed_at: signed_at.value(i).to_string(),
+                    key_id: key_id.value(i).to_string(),
+                    signature: signature.value(i).to_string(),
+                });
+            }
+        }
+        Ok(rows)
     }
 }
 

@@ -1,0 +1,218 @@
+//! `custody export` and `custody verify`: bundles of a tenant's log that anyone can check.
+//!
+//! An export bundle is a directory with `events.ndjson` (one [`EventRow`] per line),
+//! `checkpoints.ndjson` (one [`Checkpoint`] per line) and `keys/<key_id>.pub` (hex Ed25519
+//! public keys). `docs/chain-format.md` specifies the format and the checks.
+
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use custody_operators::checkpoint::{Checkpoint, parse_public_key};
+use custody_operators::sinks::iceberg::Warehouse;
+use custody_operators::verify::{EventRow, TenantReport, Verifier};
+use ed25519_dalek::VerifyingKey;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::de::DeserializeOwned;
+
+/// Everything needed to verify logs.
+#[derive(Debug, Default)]
+pub struct Bundle {
+    /// Event rows.
+    pub events: Vec<EventRow>,
+    /// Stored checkpoints.
+    pub checkpoints: Vec<Checkpoint>,
+    /// Public keys shipped with the data (not trusted by default).
+    pub keys: Vec<VerifyingKey>,
+}
+
+fn read_keys(dir: &Path) -> anyhow::Result<Vec<VerifyingKey>> {
+    let mut keys = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(keys);
+    };
+    for entry in entries {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "pub") {
+            let text = std::fs::read_to_string(&path)?;
+            keys.push(
+                parse_public_key(&text)
+                    .with_context(|| format!("{} is not a hex ed25519 key", path.display()))?,
+            );
+        }
+    }
+    Ok(keys)
+}
+
+fn read_ndjson<T: DeserializeOwned>(path: &Path) -> anyhow::Result<Vec<T>> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in BufReader::new(file).lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        out.push(
+            serde_json::from_str(&line)
+                .with_context(|| format!("{}:{}: invalid row", path.display(), i + 1))?,
+        );
+    }
+    Ok(out)
+}
+
+fn write_ndjson<T: serde::Serialize>(path: &Path, rows: &[T]) -> anyhow::Result<()> {
+    let mut out = BufWriter::new(std::fs::File::create(path)?);
+    for row in rows {
+        serde_json::to_writer(&mut out, row)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+impl Bundle {
+    /// Reads the events, checkpoints and published keys of a warehouse.
+    pub fn from_warehouse(path: &Path) -> anyhow::Result<Bundle> {
+        if !path.join("catalog.db").exists() {
+            bail!(
+                "{} is not a custody warehouse (no catalog.db)",
+                path.display()
+            );
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async {
+            let warehouse = Warehouse::open(path).await?;
+            Ok(Bundle {
+                events: warehouse.event_rows().await?,
+                checkpoints: warehouse.checkpoint_rows().await?,
+                keys: read_keys(&path.join("keys"))?,
+            })
+        })
+    }
+
+    /// Reads an export bundle.
+    pub fn from_export(dir: &Path) -> anyhow::Result<Bundle> {
+        Ok(Bundle {
+            events: read_ndjson(&dir.join("events.ndjson"))?,
+            checkpoints: read_ndjson(&dir.join("checkpoints.ndjson"))?,
+            keys: read_keys(&dir.join("keys"))?,
+        })
+    }
+
+    /// Writes the bundle (optionally one tenant's part) to `dir`.
+    pub fn export(&self, dir: &Path, tenant: Option<&str>) -> anyhow::Result<(usize, usize)> {
+        std::fs::create_dir_all(dir.join("keys"))?;
+        let keep = |t: &str| tenant.is_none_or(|want| want == t);
+        let mut events: Vec<&EventRow> =
+            self.events.iter().filter(|e| keep(&e.tenant_id)).collect();
+        events.sort_by(|a, b| (&a.tenant_id, a.seq).cmp(&(&b.tenant_id, b.seq)));
+        let mut checkpoints: Vec<&Checkpoint> = self
+            .checkpoints
+            .iter()
+            .filter(|c| keep(&c.tenant_id))
+            .collect();
+        checkpoints.sort_by(|a, b| (&a.tenant_id, a.epoch).cmp(&(&b.tenant_id, b.epoch)));
+        write_ndjson(&dir.join("events.ndjson"), &events)?;
+        write_ndjson(&dir.join("checkpoints.ndjson"), &checkpoints)?;
+        for key in &self.keys {
+            let id = custody_operators::checkpoint::key_id(key);
+            std::fs::write(
+                dir.join("keys").join(format!("{id}.pub")),
+                hex::encode(key.as_bytes()),
+            )?;
+        }
+        Ok((events.len(), checkpoints.len()))
+    }
+}
+
+/// The bytes of content a row carries (every field as stored).
+fn row_bytes(e: &EventRow) -> u64 {
+    let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    (e.tenant_id.len()
+        + 8
+        + e.event_id.len()
+        + e.schema_version.len()
+        + e.event_type.len()
+        + e.session_id.len()
+        + e.agent_id.len()
+        + opt(&e.user_id)
+        + e.event_time.len()
+        + opt(&e.parent_event_id)
+        + e.payload.len()
+        + e.prev_hash.len()
+        + e.hash.len()
+        + e.leaf_hash.len()) as u64
+}
+
+/// Parses `--trusted-key` values: a hex key or a file holding one.
+pub fn trusted_keys(values: &[String]) -> anyhow::Result<Vec<VerifyingKey>> {
+    values
+        .iter()
+        .map(|v| {
+            let text = if Path::new(v).exists() {
+                std::fs::read_to_string(v)?
+            } else {
+                v.clone()
+            };
+            parse_public_key(&text)
+                .with_context(|| format!("{v:?} is not a hex ed25519 public key"))
+        })
+        .collect()
+}
+
+/// Reads held checkpoints from JSON-lines files.
+pub fn held_checkpoints(files: &[PathBuf]) -> anyhow::Result<Vec<Checkpoint>> {
+    let mut out = Vec::new();
+    for f in files {
+        out.extend(read_ndjson::<Checkpoint>(f)?);
+    }
+    Ok(out)
+}
+
+/// Verifies every tenant of `bundle`, with a progress bar on stderr; returns the reports and
+/// the bytes of event content verified.
+pub fn verify_bundle(
+    bundle: Bundle,
+    trusted: Vec<VerifyingKey>,
+    held: Vec<Checkpoint>,
+    show_progress: bool,
+) -> (Vec<TenantReport>, u64, f64) {
+    let verifier = Verifier::new(trusted);
+    let bytes: u64 = bundle.events.iter().map(row_bytes).sum();
+    let progress = if show_progress {
+        ProgressBar::new(bundle.events.len() as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    progress.set_style(
+        ProgressStyle::with_template(
+            "verifying {bar:40} {pos}/{len} events ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let started = Instant::now();
+    let mut by_tenant: std::collections::BTreeMap<
+        String,
+        (Vec<EventRow>, Vec<Checkpoint>, Vec<Checkpoint>),
+    > = Default::default();
+    for e in bundle.events {
+        by_tenant.entry(e.tenant_id.clone()).or_default().0.push(e);
+    }
+    for c in bundle.checkpoints {
+        by_tenant.entry(c.tenant_id.clone()).or_default().1.push(c);
+    }
+    for c in held {
+        by_tenant.entry(c.tenant_id.clone()).or_default().2.push(c);
+    }
+    let mut reports = Vec::new();
+    for (tenant, (mut events, cps, held)) in by_tenant {
+        let n = events.len() as u64;
+        reports.push(verifier.verify_tenant(&tenant, &mut events, &cps, &held));
+        progress.inc(n);
+    }
+    progress.finish_and_clear();
+    (reports, bytes, started.elapsed().as_secs_f64())
+}
