@@ -11,7 +11,7 @@
 
 use custody_schemas::AuditEvent;
 use custody_schemas::time::format_rfc3339;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 /// Canonical JSON of a value: sorted keys, compact. (`serde_json`'s map is a `BTreeMap`.)
@@ -20,36 +20,90 @@ pub fn canonical_json(value: &Value) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }
 
-/// The canonical bytes of an event at position `seq` of its tenant's chain.
-pub fn canonical_event(event: &AuditEvent, seq: u64) -> Vec<u8> {
-    let mut map = Map::new();
-    map.insert("agent_id".into(), Value::from(event.agent_id.as_str()));
-    map.insert("event_id".into(), Value::from(event.event_id.as_str()));
-    map.insert("event_type".into(), Value::from(event.event_type.as_str()));
-    map.insert(
-        "parent_event_id".into(),
-        event
-            .parent_event_id
-            .clone()
-            .map_or(Value::Null, Value::from),
-    );
-    map.insert("payload".into(), event.payload.clone());
-    map.insert(
-        "schema_version".into(),
-        Value::from(event.schema_version.as_str()),
-    );
-    map.insert("seq".into(), Value::from(seq));
-    map.insert("session_id".into(), Value::from(event.session_id.as_str()));
-    map.insert("tenant_id".into(), Value::from(event.tenant_id.as_str()));
-    map.insert(
-        "timestamp".into(),
-        Value::from(format_rfc3339(event.timestamp_us)),
-    );
-    map.insert(
-        "user_id".into(),
-        event.user_id.clone().map_or(Value::Null, Value::from),
-    );
-    canonical_json(&Value::Object(map)).into_bytes()
+/// The fields of an event that its canonical encoding covers.
+#[derive(Clone, Copy, Debug)]
+pub struct CanonicalFields<'a> {
+    /// Agent.
+    pub agent_id: &'a str,
+    /// Event id.
+    pub event_id: &'a str,
+    /// Event type wire name.
+    pub event_type: &'a str,
+    /// Causal parent.
+    pub parent_event_id: Option<&'a str>,
+    /// The stored payload text (canonical JSON), embedded verbatim.
+    pub payload_json: &'a str,
+    /// Schema version.
+    pub schema_version: &'a str,
+    /// Position in the tenant's log.
+    pub seq: u64,
+    /// Session.
+    pub session_id: &'a str,
+    /// Tenant.
+    pub tenant_id: &'a str,
+    /// Event time, `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
+    pub timestamp: &'a str,
+    /// End user.
+    pub user_id: Option<&'a str>,
+}
+
+fn push_str(out: &mut String, s: &str) {
+    // Serializing a string cannot fail.
+    out.push_str(&serde_json::to_string(s).unwrap_or_default());
+}
+
+fn push_opt(out: &mut String, s: Option<&str>) {
+    match s {
+        Some(s) => push_str(out, s),
+        None => out.push_str("null"),
+    }
+}
+
+/// The canonical bytes: members in key order, the payload text embedded as is.
+pub fn canonical_bytes(f: &CanonicalFields<'_>) -> Vec<u8> {
+    let mut out = String::with_capacity(f.payload_json.len() + 384);
+    out.push_str("{\"agent_id\":");
+    push_str(&mut out, f.agent_id);
+    out.push_str(",\"event_id\":");
+    push_str(&mut out, f.event_id);
+    out.push_str(",\"event_type\":");
+    push_str(&mut out, f.event_type);
+    out.push_str(",\"parent_event_id\":");
+    push_opt(&mut out, f.parent_event_id);
+    out.push_str(",\"payload\":");
+    out.push_str(f.payload_json);
+    out.push_str(",\"schema_version\":");
+    push_str(&mut out, f.schema_version);
+    out.push_str(",\"seq\":");
+    out.push_str(&f.seq.to_string());
+    out.push_str(",\"session_id\":");
+    push_str(&mut out, f.session_id);
+    out.push_str(",\"tenant_id\":");
+    push_str(&mut out, f.tenant_id);
+    out.push_str(",\"timestamp\":");
+    push_str(&mut out, f.timestamp);
+    out.push_str(",\"user_id\":");
+    push_opt(&mut out, f.user_id);
+    out.push('}');
+    out.into_bytes()
+}
+
+/// The canonical bytes of an event at position `seq`, given its canonical payload text.
+pub fn canonical_event(event: &AuditEvent, payload_json: &str, seq: u64) -> Vec<u8> {
+    let timestamp = format_rfc3339(event.timestamp_us);
+    canonical_bytes(&CanonicalFields {
+        agent_id: &event.agent_id,
+        event_id: &event.event_id,
+        event_type: event.event_type.as_str(),
+        parent_event_id: event.parent_event_id.as_deref(),
+        payload_json,
+        schema_version: &event.schema_version,
+        seq,
+        session_id: &event.session_id,
+        tenant_id: event.tenant_id.as_str(),
+        timestamp: &timestamp,
+        user_id: event.user_id.as_deref(),
+    })
 }
 
 /// `SHA-256(0x00 || canonical)`.
@@ -77,6 +131,21 @@ mod tests {
     fn canonical_json_sorts_keys_and_is_compact() {
         let v: Value = serde_json::from_str(r#"{ "b": 1, "a": {"d": [1, 2], "c": "x"} }"#).unwrap();
         assert_eq!(canonical_json(&v), r#"{"a":{"c":"x","d":[1,2]},"b":1}"#);
+    }
+
+    #[test]
+    fn canonical_bytes_equal_sorted_json_of_the_whole_event() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../schemas/testdata/event_v1_human_review.json"
+        ))
+        .unwrap();
+        let event = custody_schemas::decode_event(text.as_bytes()).unwrap();
+        let bytes = canonical_event(&event, &canonical_json(&event.payload), 5);
+        let mut v: Value = serde_json::from_str(&text).unwrap();
+        v["seq"] = Value::from(5);
+        v["timestamp"] = Value::from("2026-03-08T14:47:00.000000Z");
+        assert_eq!(String::from_utf8(bytes).unwrap(), canonical_json(&v));
     }
 
     #[test]

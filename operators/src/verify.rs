@@ -7,14 +7,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
-use custody_schemas::time::{format_rfc3339, parse_rfc3339};
-use custody_schemas::{AuditEvent, EventType, TenantId};
+use custody_schemas::time::format_rfc3339;
 use ed25519_dalek::VerifyingKey;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::checkpoint::Checkpoint;
-use crate::hashing::{canonical_event, chain_hash, leaf_hash};
+use crate::hashing::{CanonicalFields, canonical_bytes, chain_hash, leaf_hash};
 use crate::merkle::{CompactRange, Hash, empty_root};
 
 /// One row of `custody.events`, as exported (`events.ndjson`).
@@ -73,26 +71,20 @@ impl EventRow {
 
     /// Recomputes the leaf hash from the row's content.
     pub fn recompute_leaf(&self) -> Result<Hash, String> {
-        let payload: Value =
-            serde_json::from_str(&self.payload).map_err(|e| format!("payload is not json: {e}"))?;
-        let event_type = EventType::parse(&self.event_type)
-            .ok_or_else(|| format!("unknown event_type {:?}", self.event_type))?;
-        let timestamp_us = parse_rfc3339(&self.event_time).map_err(|e| e.to_string())?;
         let seq = u64::try_from(self.seq).map_err(|_| format!("negative seq {}", self.seq))?;
-        let event = AuditEvent {
-            event_id: self.event_id.clone(),
-            schema_version: self.schema_version.clone(),
-            tenant_id: TenantId::new(self.tenant_id.clone()),
-            session_id: self.session_id.clone(),
-            agent_id: self.agent_id.clone(),
-            user_id: self.user_id.clone(),
-            event_type,
-            timestamp: self.event_time.clone(),
-            timestamp_us,
-            parent_event_id: self.parent_event_id.clone(),
-            payload,
-        };
-        Ok(leaf_hash(&canonical_event(&event, seq)))
+        Ok(leaf_hash(&canonical_bytes(&CanonicalFields {
+            agent_id: &self.agent_id,
+            event_id: &self.event_id,
+            event_type: &self.event_type,
+            parent_event_id: self.parent_event_id.as_deref(),
+            payload_json: &self.payload,
+            schema_version: &self.schema_version,
+            seq,
+            session_id: &self.session_id,
+            tenant_id: &self.tenant_id,
+            timestamp: &self.event_time,
+            user_id: self.user_id.as_deref(),
+        })))
     }
 }
 

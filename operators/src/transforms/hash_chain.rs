@@ -208,14 +208,15 @@ pub fn append(chains: &mut ChainState, sourced: SourcedEvent) -> ChainedEvent {
         .or_default();
     let seq = log.merkle.size();
     let prev_hash = log.head;
-    let leaf = leaf_hash(&canonical_event(&event, seq));
+    let payload_json = canonical_json(&event.payload);
+    let leaf = leaf_hash(&canonical_event(&event, &payload_json, seq));
     let hash = chain_hash(&prev_hash, &leaf);
     log.merkle.append(leaf);
     log.head = hash;
     ChainedEvent {
         partition,
         offset,
-        payload_json: canonical_json(&event.payload),
+        payload_json,
         event,
         seq,
         prev_hash,

@@ -1,0 +1,214 @@
+"""An independent verifier for Custody export bundles, written from docs/chain-format.md.
+
+Usage: verify_bundle.py BUNDLE_DIR --trusted-key HEX [--trusted-key HEX ...] [--checkpoint FILE]
+
+Prints a JSON object {tenant_id: {"ok": bool, "first_bad_seq": int|null, "problems": [...]}}
+and exits 1 if any tenant fails. Standard library plus PyNaCl (Ed25519).
+"""
+
+import argparse
+import hashlib
+import json
+import sys
+from collections import defaultdict
+
+from nacl.exceptions import BadSignatureError
+from nacl.signing import VerifyKey
+
+ZERO = bytes(32)
+
+
+def sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def js(value) -> str:
+    """A JSON string or null, escaped as the spec says (json.dumps with ensure_ascii=False)."""
+    return "null" if value is None else json.dumps(value, ensure_ascii=False)
+
+
+def canonical(row: dict) -> bytes:
+    text = (
+        '{"agent_id":' + js(row["agent_id"])
+        + ',"event_id":' + js(row["event_id"])
+        + ',"event_type":' + js(row["event_type"])
+        + ',"parent_event_id":' + js(row["parent_event_id"])
+        + ',"payload":' + row["payload"]
+        + ',"schema_version":' + js(row["schema_version"])
+        + ',"seq":' + str(row["seq"])
+        + ',"session_id":' + js(row["session_id"])
+        + ',"tenant_id":' + js(row["tenant_id"])
+        + ',"timestamp":' + js(row["event_time"])
+        + ',"user_id":' + js(row["user_id"])
+        + "}"
+    )
+    return text.encode("utf-8")
+
+
+def leaf_hash(row: dict) -> bytes:
+    return sha256(b"\x00" + canonical(row))
+
+
+def node(left: bytes, right: bytes) -> bytes:
+    return sha256(b"\x01" + left + right)
+
+
+def mth(leaves: list) -> bytes:
+    """RFC 6962 Merkle tree hash."""
+    n = len(leaves)
+    if n == 0:
+        return sha256(b"")
+    if n == 1:
+        return leaves[0]
+    k = 1
+    while k * 2 < n:
+        k *= 2
+    return node(mth(leaves[:k]), mth(leaves[k:]))
+
+
+def roots_at(leaves: list, sizes: set) -> dict:
+    """MTH of every prefix size in `sizes`, using a compact range (O(n log n))."""
+    out = {}
+    stack = []  # (height, hash) of perfect subtrees, left to right
+    for i, leaf in enumerate(leaves):
+        height, h = 0, leaf
+        while stack and stack[-1][0] == height:
+            _, left = stack.pop()
+            h = node(left, h)
+            height += 1
+        stack.append((height, h))
+        size = i + 1
+        if size in sizes:
+            acc = stack[-1][1]
+            for _, left in reversed(stack[:-1]):
+                acc = node(left, acc)
+            out[size] = acc
+    return out
+
+
+def key_id(public: bytes) -> str:
+    return hashlib.sha256(public).hexdigest()[:16]
+
+
+def checkpoint_message(cp: dict) -> bytes:
+    body = (
+        '{"chain_head":' + js(cp["chain_head"])
+        + ',"epoch":' + str(cp["epoch"])
+        + ',"key_id":' + js(cp["key_id"])
+        + ',"root":' + js(cp["root"])
+        + ',"signed_at":' + js(cp["signed_at"])
+        + ',"tenant_id":' + js(cp["tenant_id"])
+        + ',"tree_size":' + str(cp["tree_size"])
+        + "}"
+    )
+    return b"custody-checkpoint/v1\n" + body.encode("utf-8")
+
+
+def read_ndjson(path: str) -> list:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def verify_tenant(tenant, events, checkpoints, trusted):
+    problems = []
+
+    def problem(kind, seq, detail):
+        problems.append({"kind": kind, "seq": seq, "detail": detail})
+
+    valid = defaultdict(list)
+    for cp in checkpoints:
+        key = trusted.get(cp["key_id"])
+        if key is None:
+            problem("unknown_key", None, f"epoch {cp['epoch']}: untrusted key {cp['key_id']}")
+            continue
+        try:
+            key.verify(checkpoint_message(cp), bytes.fromhex(cp["signature"]))
+        except (BadSignatureError, ValueError):
+            problem("bad_signature", None, f"epoch {cp['epoch']}: bad signature")
+            continue
+        valid[cp["tree_size"]].append(cp)
+    for cp in valid.get(0, []):
+        if cp["root"] != sha256(b"").hex():
+            problem("root_mismatch", 0, "empty checkpoint with a non-empty root")
+
+    events = sorted(events, key=lambda e: e["seq"])
+    leaves, prev, broken, last_seq = [], ZERO, False, None
+    heads = []
+    for row in events:
+        seq = row["seq"]
+        if seq == last_seq:
+            problem("fork", seq, f"two events at seq {seq}")
+            continue
+        last_seq = seq
+        if broken:
+            continue
+        expected = len(leaves)
+        if seq != expected:
+            problem("gap", expected, f"seq {expected} missing")
+            broken = True
+            continue
+        leaf = leaf_hash(row)
+        if row["prev_hash"] != prev.hex():
+            problem("broken_link", seq, "prev_hash is not the previous hash")
+            broken = True
+            continue
+        h = sha256(b"\x02" + prev + leaf)
+        if row["leaf_hash"] != leaf.hex() or row["hash"] != h.hex():
+            problem("modified", seq, "content does not match its hashes")
+            broken = True
+            continue
+        leaves.append(leaf)
+        heads.append(h)
+        prev = h
+
+    roots = roots_at(leaves, set(valid))
+    for size, cps in valid.items():
+        if 0 < size <= len(leaves):
+            for cp in cps:
+                if cp["root"] != roots[size].hex() or cp["chain_head"] != heads[size - 1].hex():
+                    problem("root_mismatch", size - 1, f"epoch {cp['epoch']} disagrees at size {size}")
+    if not broken:
+        largest = max(valid) if valid else None
+        if largest is not None and largest > len(leaves):
+            problem("truncated", len(leaves), f"checkpoint covers {largest}, log has {len(leaves)}")
+        elif (largest or 0) < len(leaves):
+            problem("unattested", largest or 0, "events past the last checkpoint")
+
+    seqs = [p["seq"] for p in problems if p["seq"] is not None]
+    return {
+        "ok": not problems,
+        "first_bad_seq": min(seqs) if seqs else None,
+        "verified_events": len(leaves),
+        "problems": problems,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("bundle")
+    parser.add_argument("--trusted-key", action="append", default=[])
+    parser.add_argument("--checkpoint", action="append", default=[])
+    args = parser.parse_args()
+    trusted = {}
+    for k in args.trusted_key:
+        public = bytes.fromhex(open(k).read().strip() if not all(c in "0123456789abcdef" for c in k) else k)
+        trusted[key_id(public)] = VerifyKey(public)
+    events = defaultdict(list)
+    for row in read_ndjson(f"{args.bundle}/events.ndjson"):
+        events[row["tenant_id"]].append(row)
+    cps = defaultdict(list)
+    for cp in read_ndjson(f"{args.bundle}/checkpoints.ndjson"):
+        cps[cp["tenant_id"]].append(cp)
+    for path in args.checkpoint:
+        for cp in read_ndjson(path):
+            cps[cp["tenant_id"]].append(cp)
+    report = {
+        t: verify_tenant(t, events.get(t, []), cps.get(t, []), trusted)
+        for t in sorted(set(events) | set(cps))
+    }
+    json.dump(report, sys.stdout, indent=1)
+    return 0 if all(r["ok"] for r in report.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
