@@ -63,6 +63,12 @@ fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> 
 impl Metrics {
     /// Defines every metric in a fresh registry.
     pub fn new() -> Self {
+        let metrics = Self::define();
+        metrics.touch_alert_kinds();
+        metrics
+    }
+
+    fn define() -> Self {
         let registry = Registry::new();
         let events_in = IntCounter::new("custody_events_in_total", "raw records read from sources")
             .expect("valid metric");
@@ -152,6 +158,21 @@ impl Metrics {
             sink_commit_seconds,
             last_committed_epoch,
             tenants,
+        }
+    }
+
+    /// Creates the alert series at zero so dashboards see them before the first alert.
+    fn touch_alert_kinds(&self) {
+        for kind in [
+            "gap",
+            "fork",
+            "modified",
+            "broken_link",
+            "root_mismatch",
+            "bad_signature",
+            "emitter_chain_break",
+        ] {
+            self.verifier_alerts.with_label_values(&[kind]);
         }
     }
 

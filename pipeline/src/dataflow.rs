@@ -28,8 +28,10 @@ use custody_operators::sinks::iceberg::{
 use custody_operators::sources::Source;
 use custody_operators::sources::kafka::positions_of;
 use custody_operators::transforms::decode::DecodeConfig;
+use custody_operators::verify::ContinuousVerifier;
 use custody_operators::{Decode, ForwardToSink, HashChain, Metrics, TokenizePii};
 use custody_reports::live::LiveViews;
+use custody_reports::proofs::LiveLogs;
 use custody_reports::render_views;
 use custody_reports::views::hitl_latency::HitlConfig;
 use timely::dataflow::operators::vec::Map;
@@ -97,6 +99,7 @@ pub fn run_pipeline(
     opts: RunOptions,
     metrics: Metrics,
     live: Arc<Mutex<LiveViews>>,
+    logs: Arc<Mutex<LiveLogs>>,
     stop: Arc<AtomicBool>,
 ) -> Result<RunSummary, PipelineError> {
     let started = Instant::now();
@@ -114,19 +117,31 @@ pub fn run_pipeline(
         "resuming"
     );
     let heads = Arc::new(resume.heads);
+    let loaded = LiveLogs::load(
+        runtime.block_on(warehouse.leaf_index())?,
+        runtime.block_on(warehouse.checkpoint_rows())?,
+    );
+    if let Ok(mut l) = logs.lock() {
+        *l = loaded;
+    }
     let signer = Signer::from_seed(&opts.signing_seed);
     publish_key(warehouse.root(), &signer)?;
 
     let (sink_tx, sink_rx) = mpsc::sync_channel::<SinkMsg>(1024);
     let (committed_tx, committed_rx) = mpsc::channel::<Committed>();
     let hook_live = Arc::clone(&live);
-    let sink = IcebergSink::new(warehouse, opts.sink_id.clone(), metrics.clone()).on_commit(
-        Box::new(move |epoch, updates| {
+    let hook_logs = Arc::clone(&logs);
+    let verifier = ContinuousVerifier::new(signer.public_key(), &heads);
+    let sink = IcebergSink::new(warehouse, opts.sink_id.clone(), metrics.clone())
+        .with_verifier(verifier)
+        .on_commit(Box::new(move |notice| {
             if let Ok(mut live) = hook_live.lock() {
-                live.apply(epoch, updates);
+                live.apply(notice.epoch, notice.views);
             }
-        }),
-    );
+            if let Ok(mut logs) = hook_logs.lock() {
+                logs.apply(notice.events, notice.checkpoints);
+            }
+        }));
     let sink_thread = std::thread::Builder::new()
         .name("custody-sink".into())
         .spawn(move || runtime.block_on(sink.run(sink_rx, committed_tx)))

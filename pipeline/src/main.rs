@@ -26,6 +26,7 @@ use custody_operators::sources::kafka::{KafkaConfig, KafkaSource, kafka_client_c
 use custody_operators::sources::ndjson::NdjsonSource;
 use custody_operators::transforms::decode::DecodeConfig;
 use custody_reports::live::LiveViews;
+use custody_reports::proofs::LiveLogs;
 use custody_reports::views::hitl_latency::HitlConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -304,6 +305,7 @@ fn start_server(
     listen: &str,
     metrics: &Metrics,
     live: &Arc<Mutex<LiveViews>>,
+    logs: &Arc<Mutex<LiveLogs>>,
 ) -> anyhow::Result<Option<(tokio::runtime::Runtime, SocketAddr)>> {
     if listen == "off" {
         return Ok(None);
@@ -324,6 +326,7 @@ fn start_server(
     let app = serve::router(serve::AppState {
         metrics: metrics.clone(),
         live: Arc::clone(live),
+        logs: Arc::clone(logs),
     });
     runtime.spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -378,7 +381,8 @@ fn demo(config: &Config, args: DemoArgs) -> anyhow::Result<()> {
     }
     let metrics = Metrics::new();
     let live = Arc::new(Mutex::new(LiveViews::default()));
-    let server = start_server(&config.serve.listen, &metrics, &live)?;
+    let logs = Arc::new(Mutex::new(LiveLogs::default()));
+    let server = start_server(&config.serve.listen, &metrics, &live, &logs)?;
     let stop = stop_on_ctrl_c(server.as_ref().map(|(rt, _)| rt));
     let source: Box<dyn Source> = Box::new(args.workload.generator());
     println!(
@@ -389,7 +393,14 @@ fn demo(config: &Config, args: DemoArgs) -> anyhow::Result<()> {
         args.warehouse.display()
     );
     let opts = run_options(config, args.warehouse.clone(), None)?;
-    let summary = run_pipeline(source, opts, metrics, Arc::clone(&live), Arc::clone(&stop))?;
+    let summary = run_pipeline(
+        source,
+        opts,
+        metrics,
+        Arc::clone(&live),
+        logs,
+        Arc::clone(&stop),
+    )?;
     let live_now = live.lock().map(|l| l.clone()).unwrap_or_default();
     let balanced = print_summary("custody demo", &summary, &live_now, &args.warehouse);
     if let Some((rt, addr)) = &server {
@@ -443,11 +454,12 @@ fn run(config: &Config, args: RunArgs) -> anyhow::Result<()> {
     };
     let metrics = Metrics::new();
     let live = Arc::new(Mutex::new(LiveViews::default()));
+    let logs = Arc::new(Mutex::new(LiveLogs::default()));
     let listen = args.listen.as_deref().unwrap_or(&config.serve.listen);
-    let server = start_server(listen, &metrics, &live)?;
+    let server = start_server(listen, &metrics, &live, &logs)?;
     let stop = stop_on_ctrl_c(server.as_ref().map(|(rt, _)| rt));
     let opts = run_options(config, warehouse.clone(), args.idle_exit)?;
-    let summary = run_pipeline(source, opts, metrics, Arc::clone(&live), stop)?;
+    let summary = run_pipeline(source, opts, metrics, Arc::clone(&live), logs, stop)?;
     let live_now = live.lock().map(|l| l.clone()).unwrap_or_default();
     if !print_summary("custody run", &summary, &live_now, &warehouse) {
         bail!("counts do not balance");

@@ -2,13 +2,14 @@
 
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use custody_operators::Metrics;
 use custody_reports::live::LiveViews;
+use custody_reports::proofs::{LiveLogs, ProofError};
 use serde_json::json;
 
 /// Shared state of the HTTP handlers.
@@ -18,6 +19,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Live views.
     pub live: Arc<Mutex<LiveViews>>,
+    /// Live tenant logs (checkpoints and proofs).
+    pub logs: Arc<Mutex<LiveLogs>>,
 }
 
 /// The router.
@@ -28,6 +31,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tenants", get(tenants))
         .route("/v1/tenants/{tenant}/views/event-counts", get(event_counts))
         .route("/v1/tenants/{tenant}/views/hitl-latency", get(hitl_latency))
+        .route(
+            "/v1/tenants/{tenant}/checkpoints/latest",
+            get(latest_checkpoint),
+        )
+        .route("/v1/tenants/{tenant}/proofs/inclusion", get(inclusion))
+        .route("/v1/tenants/{tenant}/proofs/consistency", get(consistency))
         .with_state(state)
 }
 
@@ -79,5 +88,64 @@ async fn hitl_latency(State(state): State<AppState>, Path(tenant): Path<String>)
     match live.hitl_latency(&tenant) {
         Some(view) => Json(view).into_response(),
         None => not_found(&tenant),
+    }
+}
+
+fn proof_error(e: ProofError) -> Response {
+    let status = match e {
+        ProofError::NotFound => StatusCode::NOT_FOUND,
+        ProofError::Invalid(_) => StatusCode::BAD_REQUEST,
+    };
+    (status, Json(json!({"error": e.to_string()}))).into_response()
+}
+
+async fn latest_checkpoint(State(state): State<AppState>, Path(tenant): Path<String>) -> Response {
+    let Ok(logs) = state.logs.lock() else {
+        return unavailable();
+    };
+    match logs.latest_checkpoint(&tenant) {
+        Some(cp) => Json(cp.clone()).into_response(),
+        None => not_found(&tenant),
+    }
+}
+
+/// `?event_id=`.
+#[derive(serde::Deserialize)]
+struct InclusionQuery {
+    event_id: String,
+}
+
+async fn inclusion(
+    State(state): State<AppState>,
+    Path(tenant): Path<String>,
+    Query(q): Query<InclusionQuery>,
+) -> Response {
+    let Ok(logs) = state.logs.lock() else {
+        return unavailable();
+    };
+    match logs.inclusion(&tenant, &q.event_id) {
+        Ok(p) => Json(p).into_response(),
+        Err(e) => proof_error(e),
+    }
+}
+
+/// `?from=&to=`.
+#[derive(serde::Deserialize)]
+struct ConsistencyQuery {
+    from: u64,
+    to: u64,
+}
+
+async fn consistency(
+    State(state): State<AppState>,
+    Path(tenant): Path<String>,
+    Query(q): Query<ConsistencyQuery>,
+) -> Response {
+    let Ok(logs) = state.logs.lock() else {
+        return unavailable();
+    };
+    match logs.consistency(&tenant, q.from, q.to) {
+        Ok(p) => Json(p).into_response(),
+        Err(e) => proof_error(e),
     }
 }

@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 
 pub mod live;
+pub mod proofs;
 pub mod views;
 
 use custody_operators::record::{ChainedEvent, Epoch, SinkRecord, ViewUpdate};

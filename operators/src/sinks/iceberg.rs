@@ -58,6 +58,7 @@ use iceberg_catalog_sql::{SqlBindStyle, SqlCatalog, SqlCatalogBuilder};
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use custody_schemas::tables::{self, NAMESPACE};
 
@@ -67,7 +68,7 @@ use crate::merkle::CompactRange;
 use crate::metrics::Metrics;
 use crate::record::{ChainHead, ChainedEvent, Epoch, Quarantined, SinkRecord, ViewUpdate};
 use crate::transforms::hash_chain::{ChainState, TenantLog};
-use crate::verify::EventRow;
+use crate::verify::{ContinuousVerifier, EventRow};
 use custody_schemas::time::format_rfc3339;
 
 /// Snapshot summary key: the epoch a snapshot commits.
@@ -76,6 +77,11 @@ pub const SUMMARY_EPOCH: &str = "custody.epoch";
 pub const SUMMARY_COMMIT_ID: &str = "custody.commit-id";
 /// Snapshot summary key: source positions covered, JSON.
 pub const SUMMARY_POSITIONS: &str = "custody.positions";
+/// Snapshot summary key: checkpoints signed at this epoch's close.
+pub const SUMMARY_CHECKPOINTS: &str = "custody.checkpoints";
+/// Snapshot summary key: SHA-256 over those checkpoints' signatures (hex), in tenant order,
+/// so that a snapshot and the checkpoints table cross-check.
+pub const SUMMARY_CHECKPOINT_DIGEST: &str = "custody.checkpoint-digest";
 
 /// How far a sealed epoch got in each source partition.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -292,6 +298,43 @@ impl Warehouse {
         Ok(rows)
     }
 
+    /// `(tenant, seq, event_id, leaf_hash)` of every event, for the proof API.
+    pub async fn leaf_index(&self) -> Result<Vec<(String, u64, String, [u8; 32])>> {
+        let table = self.table(tables::EVENTS).await?;
+        if table.metadata().current_snapshot().is_none() {
+            return Ok(Vec::new());
+        }
+        let stream = table
+            .scan()
+            .select(["tenant_id", "seq", "event_id", "leaf_hash"])
+            .build()?
+            .to_arrow()
+            .await?;
+        let batches: Vec<RecordBatch> = stream.try_collect().await?;
+        let mut out = Vec::new();
+        for batch in batches {
+            let (tenant, id, leaf) = (
+                string_column(&batch, "tenant_id")?,
+                string_column(&batch, "event_id")?,
+                string_column(&batch, "leaf_hash")?,
+            );
+            let seq = int_column(&batch, "seq")?;
+            for i in 0..batch.num_rows() {
+                let mut hash = [0u8; 32];
+                hex::decode_to_slice(leaf.value(i), &mut hash).map_err(|e| {
+                    Error::SinkStopped(format!("corrupt leaf hash in the lake: {e}"))
+                })?;
+                out.push((
+                    tenant.value(i).to_string(),
+                    seq.value(i) as u64,
+                    id.value(i).to_string(),
+                    hash,
+                ));
+            }
+        }
+        Ok(out)
+    }
+
     /// Every row of `custody.checkpoints`.
     pub async fn checkpoint_rows(&self) -> Result<Vec<Checkpoint>> {
         let mut rows = Vec::new();
@@ -347,10 +390,24 @@ pub struct IcebergSink {
     metrics: Metrics,
     pending: BTreeMap<Epoch, Vec<SinkRecord>>,
     on_commit: Option<CommitHook>,
+    verifier: Option<ContinuousVerifier>,
 }
 
-/// Called with an epoch's view changes once the epoch is committed.
-pub type CommitHook = Box<dyn FnMut(Epoch, &[ViewUpdate]) + Send>;
+/// What one committed epoch contained, for live serving.
+#[derive(Debug)]
+pub struct CommitNotice<'a> {
+    /// The epoch.
+    pub epoch: Epoch,
+    /// Its events, sorted by tenant and seq.
+    pub events: &'a [ChainedEvent],
+    /// Its checkpoints.
+    pub checkpoints: &'a [Checkpoint],
+    /// Its view changes.
+    pub views: &'a [ViewUpdate],
+}
+
+/// Called once an epoch is committed.
+pub type CommitHook = Box<dyn FnMut(&CommitNotice<'_>) + Send>;
 
 impl IcebergSink {
     /// A sink writing into `warehouse`; `sink_id` names this pipeline in commit ids.
@@ -361,7 +418,15 @@ impl IcebergSink {
             metrics,
             pending: BTreeMap::new(),
             on_commit: None,
+            verifier: None,
         }
+    }
+
+    /// Checks every epoch with `verifier` before writing it; problems raise alerts
+    /// (`custody_verifier_alerts_total{kind}` and an error log), the data is still written.
+    pub fn with_verifier(mut self, verifier: ContinuousVerifier) -> Self {
+        self.verifier = Some(verifier);
+        self
     }
 
     /// Calls `hook` with the view changes of every committed epoch.
@@ -429,8 +494,34 @@ impl IcebergSink {
             (a.event.tenant_id.as_str(), a.seq).cmp(&(b.event.tenant_id.as_str(), b.seq))
         });
         heads.sort_by(|a, b| a.tenant_id.cmp(&b.tenant_id));
+        if let Some(verifier) = self.verifier.as_mut() {
+            for (tenant, problem) in verifier.observe(&events, &checkpoints) {
+                self.metrics
+                    .verifier_alerts
+                    .with_label_values(&[&problem.kind.to_string()])
+                    .inc();
+                tracing::error!(
+                    tenant_id = %tenant,
+                    kind = %problem.kind,
+                    seq = ?problem.seq,
+                    detail = %problem.detail,
+                    "integrity alert"
+                );
+            }
+        }
         let mut rows = BTreeMap::new();
-        let positions_json = serde_json::to_string(positions).unwrap_or_default();
+        let mut digest = Sha256::new();
+        for cp in &checkpoints {
+            digest.update(cp.signature.as_bytes());
+        }
+        let summary = vec![
+            (
+                SUMMARY_POSITIONS,
+                serde_json::to_string(positions).unwrap_or_default(),
+            ),
+            (SUMMARY_CHECKPOINTS, checkpoints.len().to_string()),
+            (SUMMARY_CHECKPOINT_DIGEST, hex::encode(digest.finalize())),
+        ];
         let batches: [(&'static str, usize, Option<RecordBatch>); 6] = [
             (
                 tables::EVENTS,
@@ -467,7 +558,7 @@ impl IcebergSink {
         ];
         for (name, n, batch) in batches {
             let Some(batch) = batch else { continue };
-            self.append(name, epoch, batch, &positions_json).await?;
+            self.append(name, epoch, batch, &summary).await?;
             rows.insert(name, n);
             self.metrics
                 .sink_rows
@@ -476,7 +567,12 @@ impl IcebergSink {
             self.metrics.sink_commits.with_label_values(&[name]).inc();
         }
         if let Some(hook) = self.on_commit.as_mut() {
-            hook(epoch, &views);
+            hook(&CommitNotice {
+                epoch,
+                events: &events,
+                checkpoints: &checkpoints,
+                views: &views,
+            });
         }
         self.metrics.events_accepted.inc_by(events.len() as u64);
         self.metrics.last_committed_epoch.set(epoch as i64);
@@ -492,7 +588,7 @@ impl IcebergSink {
         name: &'static str,
         epoch: Epoch,
         batch: RecordBatch,
-        positions_json: &str,
+        extra_summary: &[(&str, String)],
     ) -> Result<()> {
         let table = self.warehouse.table(name).await?;
         let schema = table.metadata().current_schema().clone();
@@ -516,14 +612,18 @@ impl IcebergSink {
         let mut writer = DataFileWriterBuilder::new(rolling).build(None).await?;
         writer.write(batch).await?;
         let files = writer.close().await?;
-        let summary = HashMap::from([
+        let mut summary = HashMap::from([
             (SUMMARY_EPOCH.to_string(), epoch.to_string()),
             (
                 SUMMARY_COMMIT_ID.to_string(),
                 format!("{}:{epoch}:{name}", self.sink_id),
             ),
-            (SUMMARY_POSITIONS.to_string(), positions_json.to_string()),
         ]);
+        summary.extend(
+            extra_summary
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone())),
+        );
         let tx = Transaction::new(&table);
         let tx = tx
             .fast_append()
