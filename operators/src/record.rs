@@ -41,6 +41,8 @@ pub struct SourcedEvent {
     pub offset: i64,
     /// The event.
     pub event: AuditEvent,
+    /// SHA-256 of the raw bytes, for the emitter-side chain.
+    pub raw_sha256: [u8; 32],
 }
 
 /// An event with its place in its tenant's hash chain.

@@ -507,6 +507,7 @@ mod tests {
                         partition: 0,
                         offset: i,
                         event,
+                        raw_sha256: [0; 32],
                     },
                 )
             })

@@ -7,7 +7,7 @@
 //! Prompts, tool inputs and reviewer rationales carry PII: emails, phones, card numbers, SSNs,
 //! IBANs, IPs and API keys.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use custody_operators::Result;
@@ -16,6 +16,7 @@ use custody_operators::sources::Source;
 use custody_schemas::SCHEMA_VERSION;
 use custody_schemas::time::format_rfc3339;
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 /// Generator settings.
 #[derive(Clone, Debug)]
@@ -107,6 +108,8 @@ pub struct Generator {
     emitted: u64,
     next_session: u64,
     zipf: Vec<f64>,
+    /// Emitter-side chain: SHA-256 of the last event bytes per (tenant, agent).
+    emitted_hashes: HashMap<(usize, String), [u8; 32]>,
 }
 
 const TOOLS: [&str; 8] = [
@@ -159,6 +162,7 @@ impl Generator {
             emitted: 0,
             next_session: 0,
             zipf,
+            emitted_hashes: HashMap::new(),
         }
     }
 
@@ -578,24 +582,31 @@ impl Generator {
         self.emitted += 1;
         self.clock_us += self.rng.range(1_000, 400_000) as i64;
         let want = self.config.concurrent_sessions.max(1);
-        let event =
+        let (mut event, key) =
             if self.sessions.len() < want && (self.sessions.is_empty() || self.rng.chance(30)) {
                 let mut s = self.new_session();
                 let ev = self.step(&mut s, None);
+                let key = (s.tenant, s.agent_id.clone());
                 self.sessions.push(s);
-                ev
+                (ev, key)
             } else {
                 let i = self.rng.below(self.sessions.len() as u64) as usize;
                 let mut s = self.sessions.swap_remove(i);
                 let step = s.steps.pop_front();
                 let ev = self.step(&mut s, step);
+                let key = (s.tenant, s.agent_id.clone());
                 if !s.steps.is_empty() {
                     self.sessions.push(s);
                 }
-                ev
+                (ev, key)
             };
+        let previous = self.emitted_hashes.get(&key).copied().unwrap_or([0; 32]);
+        event["previous_event_hash"] = Value::from(hex::encode(previous));
         // Serializing a `Value` cannot fail.
-        serde_json::to_vec(&event).ok()
+        let bytes = serde_json::to_vec(&event).ok()?;
+        self.emitted_hashes
+            .insert(key, Sha256::digest(&bytes).into());
+        Some(bytes)
     }
 }
 

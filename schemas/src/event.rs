@@ -142,6 +142,10 @@ pub struct AuditEvent {
     pub parent_event_id: Option<String>,
     /// The type-specific payload.
     pub payload: Value,
+    /// The emitter-side chain: SHA-256 (hex) of the exact bytes of the previous event the same
+    /// agent emitted for this tenant, if the producer keeps one.
+    #[serde(default)]
+    pub previous_event_hash: Option<String>,
 }
 
 /// The envelope as it appears on the wire.
@@ -159,6 +163,8 @@ struct WireEnvelope {
     timestamp: String,
     parent_event_id: Option<String>,
     payload: Value,
+    #[serde(default)]
+    previous_event_hash: Option<String>,
 }
 
 /// Decodes and validates one event from raw bytes.
@@ -199,6 +205,16 @@ pub fn decode_value(value: Value) -> Result<AuditEvent, SchemaError> {
     if let Some(parent) = &wire.parent_event_id {
         check_id("parent_event_id", parent)?;
     }
+    if let Some(h) = &wire.previous_event_hash
+        && (h.len() != 64
+            || !h
+                .bytes()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()))
+    {
+        return Err(SchemaError::Envelope(
+            "`previous_event_hash` must be 64 lowercase hex digits".into(),
+        ));
+    }
     let event_type = EventType::parse(&wire.event_type)
         .ok_or_else(|| SchemaError::UnknownEventType(wire.event_type.clone()))?;
     let timestamp_us = parse_rfc3339(&wire.timestamp)?;
@@ -215,6 +231,7 @@ pub fn decode_value(value: Value) -> Result<AuditEvent, SchemaError> {
         timestamp_us,
         parent_event_id: wire.parent_event_id,
         payload: wire.payload,
+        previous_event_hash: wire.previous_event_hash,
     })
 }
 

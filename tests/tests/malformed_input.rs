@@ -116,3 +116,50 @@ fn malformed_lines_are_quarantined_with_reasons() {
     assert!(reasons[2].contains("\"9.1\""), "{reasons:?}");
     assert!(reasons[10].contains("byte limit"), "{reasons:?}");
 }
+
+/// The emitter-side chain: an event lost between producer and pipeline makes the agent's next
+/// event point at a predecessor the pipeline never saw; that event is quarantined with the
+/// reason, and the agent's chain continues after it.
+#[test]
+fn emitter_chain_break_is_quarantined() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.ndjson");
+    custody(&[
+        "generate",
+        "--events",
+        "300",
+        "--tenants",
+        "3",
+        "--out",
+        input.to_str().unwrap(),
+    ]);
+    let text = std::fs::read_to_string(&input).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    let lost = lines.remove(150);
+    let lost: serde_json::Value = serde_json::from_str(lost).unwrap();
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+
+    let wh = dir.path().join("wh");
+    let stdout = custody(&[
+        "run",
+        "--input",
+        input.to_str().unwrap(),
+        "--warehouse",
+        wh.to_str().unwrap(),
+    ]);
+    assert!(
+        stdout.contains("299 in = 298 accepted + 1 quarantined (balanced)"),
+        "{stdout}"
+    );
+    let tables = read_tables(&wh);
+    let q = &rows(&tables, "quarantine")[0];
+    assert_eq!(q["reason_kind"], "emitter_chain_break");
+    assert_eq!(q["tenant_id"], lost["tenant_id"]);
+    assert!(
+        q["reason"]
+            .as_str()
+            .unwrap()
+            .contains(lost["agent_id"].as_str().unwrap()),
+        "{q}"
+    );
+}

@@ -88,6 +88,7 @@ impl<'scope> Decode<'scope> for StreamVec<'scope, Epoch, RawRecord> {
                             partition: raw.partition,
                             offset: raw.offset,
                             event,
+                            raw_sha256: Sha256::digest(&raw.bytes).into(),
                         })
                     }
                     Err((kind, reason)) => {

@@ -11,7 +11,10 @@
 //!   `prev_hash`, `hash` (see [`crate::hashing`]) and the canonical payload;
 //! - `Head`: per tenant touched in the epoch, its last seq, hash and Merkle compact range;
 //! - `Checkpoint`: per tenant owned by the worker, touched or not, a signed checkpoint
-//!   ([`crate::checkpoint`]) of its tree size, Merkle root and chain head at the epoch close.
+//!   ([`crate::checkpoint`]) of its tree size, Merkle root and chain head at the epoch close;
+//! - `Quarantine`: events whose `previous_event_hash` (the emitter-side chain) does not match
+//!   the SHA-256 of the previous event the same agent sent for the tenant. They never enter
+//!   the tenant's chain; the emitter chain continues from them, so one break is one record.
 //!
 //! # State
 //! One [`TenantLog`] per tenant owned by this worker (head hash and ≤ 64 subtree roots; grows
@@ -24,7 +27,8 @@
 //!
 //! # Metrics
 //! `custody_operator_events_{received,sent}_total{operator="hash_chain"}`, `custody_tenants`,
-//! `custody_checkpoints_signed_total`.
+//! `custody_checkpoints_signed_total`, `custody_operator_errors_total{operator="hash_chain"}`
+//! and `custody_verifier_alerts_total{kind="emitter_chain_break"}` for emitter chain breaks.
 //!
 //! # Failure modes
 //! None at run time. Logs resume from the heads committed to the lake ([`ChainState`]).
@@ -42,7 +46,7 @@ use crate::checkpoint::Signer;
 use crate::hashing::{canonical_event, canonical_json, chain_hash, leaf_hash};
 use crate::merkle::CompactRange;
 use crate::metrics::Metrics;
-use crate::record::{ChainHead, ChainedEvent, Epoch, SinkRecord, SourcedEvent};
+use crate::record::{ChainHead, ChainedEvent, Epoch, Quarantined, SinkRecord, SourcedEvent};
 
 /// One tenant's log: the chain head and the Merkle compact range (its size is the next seq).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -87,6 +91,14 @@ impl<'scope> HashChain<'scope> for StreamVec<'scope, Epoch, SourcedEvent> {
         let op = metrics.operator("hash_chain");
         let tenants_gauge = metrics.tenants.clone();
         let signed = metrics.checkpoints_signed.clone();
+        let metrics_breaks = (
+            metrics
+                .verifier_alerts
+                .with_label_values(&["emitter_chain_break"]),
+            metrics
+                .events_quarantined
+                .with_label_values(&["emitter_chain_break"]),
+        );
         let peers = self.scope().peers() as u64;
         let index = self.scope().index() as u64;
         let pact = Exchange::new(|e: &SourcedEvent| tenant_route(e.event.tenant_id.as_str()));
@@ -104,6 +116,9 @@ impl<'scope> HashChain<'scope> for StreamVec<'scope, Epoch, SourcedEvent> {
             let mut checkpoint_cap = Some(cap.delayed(&first_epoch));
             drop(cap);
             let mut last_data_epoch: Option<Epoch> = None;
+            // Last raw-event hash per (tenant, agent): the emitter-side chains seen so far.
+            let mut emitters: HashMap<(String, String), [u8; 32]> = HashMap::new();
+            let breaks = metrics_breaks.clone();
             move |(input, frontier), output| {
                 input.for_each_stamp(|cap, data| {
                     let Some(cap) = cap.retain_least(output.output_index()) else {
@@ -125,10 +140,17 @@ impl<'scope> HashChain<'scope> for StreamVec<'scope, Epoch, SourcedEvent> {
                     let (cap, mut events) = entry.remove();
                     events.sort_by_key(|e| (e.partition, e.offset));
                     let before = chains.len();
-                    op.sent.inc_by(events.len() as u64);
                     let mut session = output.session(&cap);
                     let mut heads: BTreeMap<String, ChainHead> = BTreeMap::new();
                     for sourced in events {
+                        if let Some(q) = check_emitter_chain(&mut emitters, &sourced) {
+                            op.errors.inc();
+                            breaks.0.inc();
+                            breaks.1.inc();
+                            session.give(SinkRecord::Quarantine(Box::new(q)));
+                            continue;
+                        }
+                        op.sent.inc();
                         let chained = append(&mut chains, sourced);
                         let tenant = chained.event.tenant_id.as_str();
                         let head = heads.entry(tenant.to_string()).or_insert(ChainHead {
@@ -190,6 +212,37 @@ impl<'scope> HashChain<'scope> for StreamVec<'scope, Epoch, SourcedEvent> {
     }
 }
 
+/// Checks an event against its emitter's chain and records it as the emitter's last event.
+/// Returns the quarantine record on a break.
+pub fn check_emitter_chain(
+    emitters: &mut HashMap<(String, String), [u8; 32]>,
+    sourced: &SourcedEvent,
+) -> Option<Quarantined> {
+    let event = &sourced.event;
+    let key = (event.tenant_id.as_str().to_string(), event.agent_id.clone());
+    let previous = emitters.insert(key, sourced.raw_sha256);
+    let claimed = event.previous_event_hash.as_deref()?;
+    let expected = hex::encode(previous.unwrap_or([0; 32]));
+    // With no earlier event of the agent in this process (its first event, or the first after
+    // a restart) the claimed predecessor cannot be checked: the chain is checked from here on.
+    if claimed == expected || previous.is_none() {
+        return None;
+    }
+    Some(Quarantined {
+        partition: sourced.partition,
+        offset: sourced.offset,
+        reason_kind: "emitter_chain_break".into(),
+        reason: format!(
+            "previous_event_hash {claimed} does not match the last event of agent {:?} ({expected})",
+            event.agent_id
+        ),
+        tenant_id: Some(event.tenant_id.as_str().to_string()),
+        raw_len: 0,
+        raw_sha256: hex::encode(sourced.raw_sha256),
+        raw_redacted: serde_json::to_string(event).unwrap_or_default(),
+    })
+}
+
 fn now_us() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -202,6 +255,7 @@ pub fn append(chains: &mut ChainState, sourced: SourcedEvent) -> ChainedEvent {
         partition,
         offset,
         event,
+        ..
     } = sourced;
     let log = chains
         .entry(event.tenant_id.as_str().to_string())
@@ -246,7 +300,30 @@ mod tests {
             partition: 0,
             offset,
             event,
+            raw_sha256: [offset as u8; 32],
         }
+    }
+
+    #[test]
+    fn emitter_chain_breaks_are_quarantined_once() {
+        let mut emitters = HashMap::new();
+        let mut e0 = event("a", 0);
+        e0.event.previous_event_hash = Some(hex::encode([0u8; 32]));
+        assert!(check_emitter_chain(&mut emitters, &e0).is_none());
+        let mut e1 = event("a", 1);
+        e1.event.previous_event_hash = Some(hex::encode(e0.raw_sha256));
+        assert!(check_emitter_chain(&mut emitters, &e1).is_none());
+        let mut e2 = event("a", 2);
+        e2.event.previous_event_hash = Some(hex::encode([42u8; 32]));
+        let q = check_emitter_chain(&mut emitters, &e2).unwrap();
+        assert_eq!(q.reason_kind, "emitter_chain_break");
+        let mut e3 = event("a", 3);
+        e3.event.previous_event_hash = Some(hex::encode(e2.raw_sha256));
+        assert!(check_emitter_chain(&mut emitters, &e3).is_none());
+        // Another tenant's agent of the same name has its own chain.
+        let mut b0 = event("b", 4);
+        b0.event.previous_event_hash = Some(hex::encode(e3.raw_sha256));
+        assert!(check_emitter_chain(&mut emitters, &b0).is_none());
     }
 
     #[test]
