@@ -371,24 +371,55 @@ impl Verifier {
         checkpoints: Vec<Checkpoint>,
         held: Vec<Checkpoint>,
     ) -> Vec<TenantReport> {
-        let mut by_tenant: BTreeMap<String, (Vec<EventRow>, Vec<Checkpoint>, Vec<Checkpoint>)> =
-            BTreeMap::new();
-        for e in events {
-            by_tenant.entry(e.tenant_id.clone()).or_default().0.push(e);
-        }
-        for c in checkpoints {
-            by_tenant.entry(c.tenant_id.clone()).or_default().1.push(c);
-        }
-        for c in held {
-            by_tenant.entry(c.tenant_id.clone()).or_default().2.push(c);
-        }
-        by_tenant
+        group_by_tenant(events, checkpoints, held)
             .into_iter()
-            .map(|(tenant, (mut events, cps, held))| {
-                self.verify_tenant(&tenant, &mut events, &cps, &held)
+            .map(|(tenant, mut input)| {
+                self.verify_tenant(&tenant, &mut input.events, &input.checkpoints, &input.held)
             })
             .collect()
     }
+}
+
+/// One tenant's share of what is to be verified.
+#[derive(Clone, Debug, Default)]
+pub struct TenantInput {
+    /// Its events.
+    pub events: Vec<EventRow>,
+    /// Its stored checkpoints.
+    pub checkpoints: Vec<Checkpoint>,
+    /// Its checkpoints held elsewhere.
+    pub held: Vec<Checkpoint>,
+}
+
+/// Splits rows by tenant, in tenant order.
+pub fn group_by_tenant(
+    events: Vec<EventRow>,
+    checkpoints: Vec<Checkpoint>,
+    held: Vec<Checkpoint>,
+) -> BTreeMap<String, TenantInput> {
+    let mut by_tenant: BTreeMap<String, TenantInput> = BTreeMap::new();
+    for e in events {
+        by_tenant
+            .entry(e.tenant_id.clone())
+            .or_default()
+            .events
+            .push(e);
+    }
+    for c in checkpoints {
+        by_tenant
+            .entry(c.tenant_id.clone())
+            .or_default()
+            .checkpoints
+            .push(c);
+    }
+    for c in held {
+        by_tenant
+            .entry(c.tenant_id.clone())
+            .or_default()
+            .held
+            .push(c);
+    }
+    by_tenant
 }
 
 /// Watches every committed epoch for gaps, forks, broken links and bad checkpoints: the
@@ -522,7 +553,7 @@ mod tests {
         let cp = signer.checkpoint("acme", 9, &crate::merkle::root(&leaves), &evs[8].hash, 0, 0);
         let mut rows: Vec<EventRow> = evs.iter().map(EventRow::from_chained).collect();
         let verifier = Verifier::new([signer.public_key()]);
-        let report = verifier.verify_tenant("acme", &mut rows, &[cp.clone()], &[]);
+        let report = verifier.verify_tenant("acme", &mut rows, std::slice::from_ref(&cp), &[]);
         assert!(report.ok(), "{report:?}");
         rows[4].payload.push(' ');
         let report = verifier.verify_tenant("acme", &mut rows, &[cp], &[]);

@@ -5,6 +5,7 @@
 //! - `custody generate`: write a deterministic workload as NDJSON or produce it to Kafka;
 //! - `custody run`: run the pipeline over an NDJSON file or a Kafka topic.
 
+mod bench;
 mod config;
 mod dataflow;
 mod generate;
@@ -63,6 +64,12 @@ enum Command {
     Export(ExportArgs),
     /// Verify tenant logs: leaves, chains, Merkle roots and checkpoint signatures.
     Verify(VerifyArgs),
+    /// Single-core benchmarks of the chain and verification stages (build with --release).
+    Bench {
+        /// Events to generate for the benchmark.
+        #[arg(long, default_value_t = 200_000)]
+        events: u64,
+    },
 }
 
 #[derive(Args)]
@@ -196,6 +203,10 @@ fn main() -> anyhow::Result<()> {
         Command::Run(args) => run(&config, args),
         Command::Export(args) => export(&config, args),
         Command::Verify(args) => verify_cmd(&config, args),
+        Command::Bench { events } => {
+            bench::run(events);
+            Ok(())
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use custody_operators::checkpoint::{Checkpoint, parse_public_key};
 use custody_operators::sinks::iceberg::Warehouse;
-use custody_operators::verify::{EventRow, TenantReport, Verifier};
+use custody_operators::verify::{EventRow, TenantReport, Verifier, group_by_tenant};
 use ed25519_dalek::VerifyingKey;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::de::DeserializeOwned;
@@ -194,23 +194,15 @@ pub fn verify_bundle(
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let started = Instant::now();
-    let mut by_tenant: std::collections::BTreeMap<
-        String,
-        (Vec<EventRow>, Vec<Checkpoint>, Vec<Checkpoint>),
-    > = Default::default();
-    for e in bundle.events {
-        by_tenant.entry(e.tenant_id.clone()).or_default().0.push(e);
-    }
-    for c in bundle.checkpoints {
-        by_tenant.entry(c.tenant_id.clone()).or_default().1.push(c);
-    }
-    for c in held {
-        by_tenant.entry(c.tenant_id.clone()).or_default().2.push(c);
-    }
     let mut reports = Vec::new();
-    for (tenant, (mut events, cps, held)) in by_tenant {
-        let n = events.len() as u64;
-        reports.push(verifier.verify_tenant(&tenant, &mut events, &cps, &held));
+    for (tenant, mut input) in group_by_tenant(bundle.events, bundle.checkpoints, held) {
+        let n = input.events.len() as u64;
+        reports.push(verifier.verify_tenant(
+            &tenant,
+            &mut input.events,
+            &input.checkpoints,
+            &input.held,
+        ));
         progress.inc(n);
     }
     progress.finish_and_clear();
