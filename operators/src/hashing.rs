@@ -47,45 +47,45 @@ pub struct CanonicalFields<'a> {
     pub user_id: Option<&'a str>,
 }
 
-fn push_str(out: &mut String, s: &str) {
-    // Serializing a string cannot fail.
-    out.push_str(&serde_json::to_string(s).unwrap_or_default());
+fn push_str(out: &mut Vec<u8>, s: &str) {
+    // Writing a string to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
 }
 
-fn push_opt(out: &mut String, s: Option<&str>) {
+fn push_opt(out: &mut Vec<u8>, s: Option<&str>) {
     match s {
         Some(s) => push_str(out, s),
-        None => out.push_str("null"),
+        None => out.extend_from_slice(b"null"),
     }
 }
 
 /// The canonical bytes: members in key order, the payload text embedded as is.
 pub fn canonical_bytes(f: &CanonicalFields<'_>) -> Vec<u8> {
-    let mut out = String::with_capacity(f.payload_json.len() + 384);
-    out.push_str("{\"agent_id\":");
+    let mut out = Vec::with_capacity(f.payload_json.len() + 384);
+    out.extend_from_slice(b"{\"agent_id\":");
     push_str(&mut out, f.agent_id);
-    out.push_str(",\"event_id\":");
+    out.extend_from_slice(b",\"event_id\":");
     push_str(&mut out, f.event_id);
-    out.push_str(",\"event_type\":");
+    out.extend_from_slice(b",\"event_type\":");
     push_str(&mut out, f.event_type);
-    out.push_str(",\"parent_event_id\":");
+    out.extend_from_slice(b",\"parent_event_id\":");
     push_opt(&mut out, f.parent_event_id);
-    out.push_str(",\"payload\":");
-    out.push_str(f.payload_json);
-    out.push_str(",\"schema_version\":");
+    out.extend_from_slice(b",\"payload\":");
+    out.extend_from_slice(f.payload_json.as_bytes());
+    out.extend_from_slice(b",\"schema_version\":");
     push_str(&mut out, f.schema_version);
-    out.push_str(",\"seq\":");
-    out.push_str(&f.seq.to_string());
-    out.push_str(",\"session_id\":");
+    out.extend_from_slice(b",\"seq\":");
+    out.extend_from_slice(f.seq.to_string().as_bytes());
+    out.extend_from_slice(b",\"session_id\":");
     push_str(&mut out, f.session_id);
-    out.push_str(",\"tenant_id\":");
+    out.extend_from_slice(b",\"tenant_id\":");
     push_str(&mut out, f.tenant_id);
-    out.push_str(",\"timestamp\":");
+    out.extend_from_slice(b",\"timestamp\":");
     push_str(&mut out, f.timestamp);
-    out.push_str(",\"user_id\":");
+    out.extend_from_slice(b",\"user_id\":");
     push_opt(&mut out, f.user_id);
-    out.push('}');
-    out.into_bytes()
+    out.push(b'}');
+    out
 }
 
 /// The canonical bytes of an event at position `seq`, given its canonical payload text.
