@@ -43,6 +43,9 @@ pub struct SourcedEvent {
     pub event: AuditEvent,
     /// SHA-256 of the raw bytes, for the emitter-side chain.
     pub raw_sha256: [u8; 32],
+    /// Canonical JSON of the payload, once the payload is final (set by `tokenize_pii`, the
+    /// last stage that rewrites it); computed by `hash_chain` if absent.
+    pub payload_json: Option<String>,
 }
 
 /// An event with its place in its tenant's hash chain.

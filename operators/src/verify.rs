@@ -539,6 +539,7 @@ mod tests {
                         offset: i,
                         event,
                         raw_sha256: [0; 32],
+                        payload_json: None,
                     },
                 )
             })

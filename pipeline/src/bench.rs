@@ -46,6 +46,7 @@ pub fn run(events: u64) {
             offset: i as i64,
             event,
             raw_sha256: [0; 32],
+            payload_json: None,
         };
         tokenize_event(&mut tokenizer, &mut sourced, &mut [0; 7]);
         sourced

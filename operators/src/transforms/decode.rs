@@ -89,6 +89,7 @@ impl<'scope> Decode<'scope> for StreamVec<'scope, Epoch, RawRecord> {
                             offset: raw.offset,
                             event,
                             raw_sha256: Sha256::digest(&raw.bytes).into(),
+                            payload_json: None,
                         })
                     }
                     Err((kind, reason)) => {

@@ -255,14 +255,19 @@ pub fn append(chains: &mut ChainState, sourced: SourcedEvent) -> ChainedEvent {
         partition,
         offset,
         event,
+        payload_json,
         ..
     } = sourced;
+    if !chains.contains_key(event.tenant_id.as_str()) {
+        chains.insert(event.tenant_id.as_str().to_string(), TenantLog::default());
+    }
+    // Panic-free: inserted just above if it was missing.
     let log = chains
-        .entry(event.tenant_id.as_str().to_string())
-        .or_default();
+        .get_mut(event.tenant_id.as_str())
+        .expect("tenant log present");
     let seq = log.merkle.size();
     let prev_hash = log.head;
-    let payload_json = canonical_json(&event.payload);
+    let payload_json = payload_json.unwrap_or_else(|| canonical_json(&event.payload));
     let leaf = leaf_hash(&canonical_event(&event, &payload_json, seq));
     let hash = chain_hash(&prev_hash, &leaf);
     log.merkle.append(leaf);
@@ -301,6 +306,7 @@ mod tests {
             offset,
             event,
             raw_sha256: [offset as u8; 32],
+            payload_json: None,
         }
     }
 

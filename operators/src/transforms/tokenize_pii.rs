@@ -5,8 +5,9 @@
 //!
 //! # Outputs
 //! The same events with every string inside the event type's text fields
-//! ([`custody_schemas::EventType::text_fields`]) tokenized. There is no error output:
-//! tokenization cannot fail.
+//! ([`custody_schemas::EventType::text_fields`]) tokenized, and the final payload serialized
+//! once as canonical JSON (`payload_json`). There is no error output: tokenization cannot
+//! fail.
 //!
 //! # State
 //! Per-tenant HMAC keys, derived on first use and cached (one entry per tenant seen).
@@ -24,6 +25,7 @@
 use timely::dataflow::StreamVec;
 use timely::dataflow::operators::vec::Map;
 
+use crate::hashing::canonical_json;
 use crate::metrics::Metrics;
 use crate::pii::{PiiKind, Tokenizer};
 use crate::record::{Epoch, SourcedEvent};
@@ -80,4 +82,6 @@ pub fn tokenize_event(
             }
         }
     }
+    // The payload is final: serialize it once, for the chain and for storage.
+    sourced.payload_json = Some(canonical_json(&sourced.event.payload));
 }
