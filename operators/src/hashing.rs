@@ -135,11 +135,7 @@ mod tests {
 
     #[test]
     fn canonical_bytes_equal_sorted_json_of_the_whole_event() {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../schemas/testdata/event_v1_human_review.json"
-        ))
-        .unwrap();
+        let text = include_str!("../../schemas/testdata/event_v1_human_review.json").to_string();
         let event = custody_schemas::decode_event(text.as_bytes()).unwrap();
         let bytes = canonical_event(&event, &canonical_json(&event.payload), 5);
         let mut v: Value = serde_json::from_str(&text).unwrap();

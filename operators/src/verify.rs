@@ -522,11 +522,7 @@ mod tests {
     use crate::transforms::hash_chain::{ChainState, append};
 
     fn events(n: i64) -> Vec<crate::record::ChainedEvent> {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../schemas/testdata/event_v1_model_decision.json"
-        ))
-        .unwrap();
+        let text = include_str!("../../schemas/testdata/event_v1_model_decision.json").to_string();
         let mut chains = ChainState::new();
         (0..n)
             .map(|i| {

@@ -292,7 +292,7 @@ mod tests {
 
     #[test]
     fn docker_example_parses() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docker/custody.toml");
+        let path = manifest_dir().join("../docker/custody.toml");
         let c = Config::load_with_env(Some(&path), []).unwrap();
         assert_eq!(c.serve.listen, "0.0.0.0:9464");
     }
@@ -322,5 +322,12 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("bogus"), "{e}");
+    }
+
+    /// The package directory: taken at run time from cargo (the build may have been made in
+    /// another checkout sharing the target directory), at build time otherwise.
+    fn manifest_dir() -> std::path::PathBuf {
+        std::env::var_os("CARGO_MANIFEST_DIR")
+            .map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), Into::into)
     }
 }

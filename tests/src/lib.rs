@@ -72,7 +72,7 @@ pub fn read_tables(warehouse: &Path) -> Value {
     let python = std::env::var("CUSTODY_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|_| cache_dir().join("venv/bin/python"));
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("py/dump_tables.py");
+    let script = manifest_dir().join("py/dump_tables.py");
     let out = Command::new(&python)
         .arg(script)
         .arg(warehouse)
@@ -187,4 +187,11 @@ pub fn assert_chains_link(events: &[Value]) -> usize {
         }
     }
     by_tenant.len()
+}
+
+/// The package directory: taken at run time from cargo (the build may have been made in
+/// another checkout sharing the target directory), at build time otherwise.
+pub fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), Into::into)
 }

@@ -8,7 +8,7 @@ use std::process::Command;
 use custody_operators::checkpoint::Signer;
 use custody_operators::hashing::chain_hash;
 use custody_operators::verify::EventRow;
-use custody_tests::{custody, custody_output};
+use custody_tests::{custody, custody_output, manifest_dir};
 use serde_json::Value;
 
 const TENANT: &str = "tenant-0001";
@@ -110,7 +110,7 @@ fn verify_both(target: &[&str], key: &str, held: Option<&Path>) -> (Value, Value
                 std::env::var("HOME").unwrap()
             )
         });
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("py/verify_bundle.py");
+        let script = manifest_dir().join("py/verify_bundle.py");
         let mut cmd = Command::new(python);
         cmd.arg(script).arg(target[1]).args(["--trusted-key", key]);
         if let Some(h) = held {

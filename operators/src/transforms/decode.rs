@@ -170,11 +170,8 @@ mod tests {
 
     #[test]
     fn every_record_lands_on_exactly_one_output() {
-        let good = std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../schemas/testdata/event_v1_model_decision.json"
-        ))
-        .unwrap();
+        let good =
+            include_bytes!("../../../schemas/testdata/event_v1_model_decision.json").to_vec();
         let good: serde_json::Value = serde_json::from_slice(&good).unwrap();
         let good = serde_json::to_vec(&good).unwrap();
         let inputs: Vec<RawRecord> = [

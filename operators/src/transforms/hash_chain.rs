@@ -293,11 +293,8 @@ mod tests {
     use crate::test_util::captured;
 
     fn event(tenant: &str, offset: i64) -> SourcedEvent {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../schemas/testdata/event_v1_model_decision.json"
-        ))
-        .unwrap();
+        let text =
+            include_str!("../../../schemas/testdata/event_v1_model_decision.json").to_string();
         let mut event = custody_schemas::decode_event(text.as_bytes()).unwrap();
         event.tenant_id = custody_schemas::TenantId::new(tenant);
         event.event_id = format!("e-{tenant}-{offset}");
