@@ -7,7 +7,9 @@
 
 pub mod checkpoint;
 pub mod error;
+pub mod failpoint;
 pub mod hashing;
+pub mod identity;
 pub mod merkle;
 pub mod metrics;
 pub mod pii;

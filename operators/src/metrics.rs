@@ -5,7 +5,8 @@
 //! `operator` label. Tenant ids are never labels (unbounded cardinality).
 
 use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// All metrics of one pipeline process.
@@ -37,6 +38,25 @@ pub struct Metrics {
     pub checkpoints_signed: IntCounter,
     /// Continuous verifier alerts, by kind (gap, fork, bad_link, bad_signature).
     pub verifier_alerts: IntCounterVec,
+    /// Table commits skipped on replay because the lake already had them.
+    pub sink_commits_skipped: IntCounterVec,
+    /// Records re-read after a restart that the lake already had (not counted as input).
+    pub source_records_skipped: IntCounter,
+    /// Events whose payload tenant disagreed with the producer's bound tenant.
+    pub tenant_spoofs: IntCounter,
+    /// Consumer lag per Kafka partition (records), from librdkafka statistics.
+    pub kafka_lag: IntGaugeVec,
+    /// Quarantined raw records published to the dead-letter topic.
+    pub dead_letters: IntCounter,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    // Panic: names are constants, checked by the unit test.
+    let c = IntCounter::new(name, help).expect("valid metric definition");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("metric registered once");
+    c
 }
 
 /// The three counters of one operator.
@@ -151,13 +171,49 @@ impl Metrics {
                 "integrity problems found by the continuous verifier",
                 &["kind"],
             ),
-            registry,
+            registry: registry.clone(),
             checkpoints_signed,
             events_in,
             events_accepted,
             sink_commit_seconds,
             last_committed_epoch,
             tenants,
+            sink_commits_skipped: counter_vec(
+                &registry,
+                "custody_sink_commits_skipped_total",
+                "table commits already present in the lake, skipped on replay",
+                &["table"],
+            ),
+            source_records_skipped: counter(
+                &registry,
+                "custody_source_records_skipped_total",
+                "records re-read after a restart that were already durable in the lake",
+            ),
+            tenant_spoofs: counter(
+                &registry,
+                "custody_tenant_spoofs_total",
+                "events claiming a tenant other than their producer's",
+            ),
+            kafka_lag: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "custody_kafka_consumer_lag",
+                        "records behind the high watermark per partition",
+                    ),
+                    &["topic", "partition"],
+                )
+                // Panic: constant definition.
+                .expect("valid metric definition");
+                registry
+                    .register(Box::new(g.clone()))
+                    .expect("metric registered once");
+                g
+            },
+            dead_letters: counter(
+                &registry,
+                "custody_dead_letters_total",
+                "quarantined raw records published to the dead-letter topic",
+            ),
         }
     }
 

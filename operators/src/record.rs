@@ -17,6 +17,17 @@ pub struct RawRecord {
     pub bytes: Vec<u8>,
     /// The length of the input as received; more than `bytes.len()` if the source cut it.
     pub len: u64,
+    /// Who says they produced it (Kafka headers), checked against the producer registry.
+    pub producer: Option<ProducerClaim>,
+}
+
+/// A producer's claim of authorship: its id and a MAC over the exact record bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProducerClaim {
+    /// The producer id (`custody-producer` header).
+    pub producer_id: String,
+    /// HMAC-SHA256 of the record bytes under the producer's key (`custody-signature`, hex).
+    pub signature: Vec<u8>,
 }
 
 impl RawRecord {
@@ -28,6 +39,7 @@ impl RawRecord {
             offset,
             bytes,
             len,
+            producer: None,
         }
     }
 }
@@ -88,6 +100,9 @@ pub struct Quarantined {
     pub raw_sha256: String,
     /// The raw input as lossy UTF-8, truncated and with PII tokenized.
     pub raw_redacted: String,
+    /// The bytes as received (or, for an event rejected after decoding, the decoded event),
+    /// for the dead-letter topic; never written to the lake.
+    pub raw: Vec<u8>,
 }
 
 /// A per-tenant chain head at the close of an epoch.

@@ -1,4 +1,5 @@
 //! Sinks: where records leave the dataflow.
 
+pub mod dead_letter;
 pub mod forward;
 pub mod iceberg;

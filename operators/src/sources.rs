@@ -5,7 +5,9 @@
 
 pub mod kafka;
 pub mod ndjson;
+pub mod resume;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::error::Result;
@@ -20,6 +22,13 @@ pub trait Source: Send {
     /// Up to `max` records, waiting at most `wait` for them. `Ok(None)` once the source is
     /// exhausted (bounded sources only); an empty batch means nothing arrived in time.
     fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Option<Vec<RawRecord>>>;
+
+    /// Starts reading after `durable` (partition → last offset durable in the lake). Sources
+    /// that cannot seek may ignore it: [`resume::ResumingSource`] drops what is re-read.
+    fn seek(&mut self, durable: &BTreeMap<i32, i64>) -> Result<()> {
+        let _ = durable;
+        Ok(())
+    }
 
     /// Acknowledges that everything up to `positions` is durable in the lake.
     fn ack(&mut self, positions: &SourcePositions) -> Result<()> {

@@ -42,6 +42,8 @@ pub struct Config {
     pub views: ViewsConfig,
     /// Kafka source settings.
     pub kafka: KafkaSettings,
+    /// Producer identity.
+    pub identity: IdentityConfig,
 }
 
 /// Dataflow settings.
@@ -189,6 +191,84 @@ pub struct ViewsConfig {
 pub struct KafkaSettings {
     /// Consumer group.
     pub group_id: String,
+    /// Cap on librdkafka's prefetch queue, KiB.
+    pub fetch_queue_kbytes: u32,
+    /// How often to look for new partitions.
+    #[serde(with = "humantime_serde")]
+    pub metadata_refresh: Duration,
+    /// Dead-letter topic; empty for none.
+    pub dead_letter_topic: String,
+}
+
+/// Producer identity.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// `none` or `signed-header`.
+    pub mode: IdentityMode,
+    /// Producer id → binding.
+    pub producers: std::collections::BTreeMap<String, ProducerSettings>,
+}
+
+/// How tenants are bound to producers.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum IdentityMode {
+    /// Trust the payload's tenant.
+    None,
+    /// Require a registered producer's signature; its tenant must be the payload's.
+    SignedHeader,
+}
+
+/// One registered producer.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProducerSettings {
+    /// The tenant it writes for.
+    pub tenant: String,
+    /// Environment variable holding its key (hex or raw text).
+    pub key_env: Option<String>,
+    /// The key in hex (tests and demos).
+    pub key_hex: Option<String>,
+}
+
+impl std::fmt::Debug for ProducerSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProducerSettings")
+            .field("tenant", &self.tenant)
+            .field("key_env", &self.key_env)
+            .finish_non_exhaustive()
+    }
+}
+
+impl IdentityConfig {
+    /// `(producer id, tenant, key)` of every producer; an error names each one without a
+    /// usable key.
+    pub fn producers(&self) -> Result<Vec<(String, String, Vec<u8>)>, ConfigError> {
+        let mut out = Vec::new();
+        let mut errors = Vec::new();
+        for (id, p) in &self.producers {
+            let key = match (&p.key_env, &p.key_hex) {
+                (Some(var), _) => std::env::var(var)
+                    .ok()
+                    .filter(|k| !k.is_empty())
+                    .map(|k| hex::decode(&k).unwrap_or_else(|_| k.into_bytes())),
+                (None, Some(h)) => hex::decode(h).ok(),
+                (None, None) => None,
+            };
+            match key {
+                Some(key) if !key.is_empty() => out.push((id.clone(), p.tenant.clone(), key)),
+                _ => errors.push(format!(
+                    "identity.producers.{id}: no key (set key_env to a variable that holds it, or key_hex)"
+                )),
+            }
+        }
+        if errors.is_empty() {
+            Ok(out)
+        } else {
+            Err(ConfigError::Invalid(errors.join("; ")))
+        }
+    }
 }
 
 fn parse_layer(name: &str, text: &str) -> Result<toml::Table, ConfigError> {
@@ -269,6 +349,12 @@ impl Config {
         }
         if p.max_epochs_in_flight == 0 {
             errors.push("pipeline.max_epochs_in_flight must be at least 1".to_string());
+        }
+        if self.identity.mode == IdentityMode::SignedHeader && self.identity.producers.is_empty() {
+            errors.push(
+                "identity.mode = \"signed-header\" needs at least one identity.producers entry"
+                    .to_string(),
+            );
         }
         if errors.is_empty() {
             Ok(self)

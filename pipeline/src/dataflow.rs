@@ -22,11 +22,13 @@ use std::time::{Duration, Instant};
 use custody_operators::checkpoint::Signer;
 use custody_operators::pii::Tokenizer;
 use custody_operators::record::{Epoch, RawRecord, SinkRecord};
+use custody_operators::sinks::dead_letter::DeadLetter;
 use custody_operators::sinks::iceberg::{
     Committed, IcebergSink, SinkMsg, SourcePositions, Warehouse,
 };
 use custody_operators::sources::Source;
 use custody_operators::sources::kafka::positions_of;
+use custody_operators::sources::resume::ResumingSource;
 use custody_operators::transforms::decode::DecodeConfig;
 use custody_operators::verify::ContinuousVerifier;
 use custody_operators::{Decode, ForwardToSink, HashChain, Metrics, TokenizePii};
@@ -76,6 +78,8 @@ pub struct RunOptions {
     pub warehouse: PathBuf,
     /// Sink id for commit ids.
     pub sink_id: String,
+    /// Kafka brokers and topic for quarantined raw records.
+    pub dead_letter: Option<(String, String)>,
 }
 
 /// What a run did.
@@ -116,6 +120,40 @@ pub fn run_pipeline(
         first_epoch,
         "resuming"
     );
+    let source_name = source.name();
+    if let Some(p) = &resume.partial
+        && p.positions.source != source_name
+    {
+        return Err(PipelineError::SinkStopped(format!(
+            "epoch {} was half-committed from source {:?}; run again over that source to \
+             complete it (this run reads {source_name:?})",
+            p.epoch, p.positions.source
+        )));
+    }
+    if let Some(p) = &resume.partial {
+        tracing::warn!(
+            epoch = p.epoch,
+            tables = ?p.tables.keys().collect::<Vec<_>>(),
+            "the last run stopped inside a commit; re-reading that epoch and skipping the \
+             tables that already hold it"
+        );
+    }
+    let durable = resume
+        .positions
+        .get(&source_name)
+        .cloned()
+        .unwrap_or_default();
+    let source: Box<dyn Source> = Box::new(ResumingSource::new(
+        source,
+        durable,
+        resume.partial.as_ref().map(|p| &p.positions),
+        metrics.clone(),
+    )?);
+    let dead_letter = opts
+        .dead_letter
+        .as_ref()
+        .map(|(brokers, topic)| DeadLetter::new(brokers, topic.clone(), metrics.clone()))
+        .transpose()?;
     let heads = Arc::new(resume.heads);
     let loaded = LiveLogs::load(
         runtime.block_on(warehouse.leaf_index())?,
@@ -134,6 +172,8 @@ pub fn run_pipeline(
     let verifier = ContinuousVerifier::new(signer.public_key(), &heads);
     let sink = IcebergSink::new(warehouse, opts.sink_id.clone(), metrics.clone())
         .with_verifier(verifier)
+        .with_partial(resume.partial)
+        .with_dead_letter(dead_letter)
         .on_commit(Box::new(move |notice| {
             if let Ok(mut live) = hook_live.lock() {
                 live.apply(notice.epoch, notice.views);
@@ -356,6 +396,7 @@ impl Driver<'_> {
             self.summary.epochs += 1;
             self.summary.accepted += *committed.rows.get("events").unwrap_or(&0) as u64;
             self.summary.quarantined += *committed.rows.get("quarantine").unwrap_or(&0) as u64;
+            custody_operators::failpoint::hit("before-ack", committed.epoch);
             self.parts
                 .source
                 .ack(&committed.positions)

@@ -22,8 +22,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use custody_operators::Metrics;
+use custody_operators::identity::ProducerRegistry;
 use custody_operators::sources::Source;
-use custody_operators::sources::kafka::{KafkaConfig, KafkaSource, kafka_client_config};
+use custody_operators::sources::kafka::{
+    KafkaConfig, KafkaSource, PRODUCER_HEADER, SIGNATURE_HEADER, kafka_client_config,
+};
 use custody_operators::sources::ndjson::NdjsonSource;
 use custody_operators::transforms::decode::DecodeConfig;
 use custody_reports::live::LiveViews;
@@ -31,10 +34,11 @@ use custody_reports::proofs::LiveLogs;
 use custody_reports::views::hitl_latency::HitlConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Message};
 
-use crate::config::Config;
+use crate::config::{Config, IdentityMode};
 use crate::dataflow::{RunOptions, RunSummary, run_pipeline};
 use crate::generate::{Generator, GeneratorConfig};
 
@@ -160,6 +164,10 @@ struct GenerateArgs {
     /// Partitions of a created topic.
     #[arg(long, default_value_t = 4)]
     partitions: i32,
+    /// With identity mode signed-header: every Nth event is signed by another tenant's
+    /// producer (a spoofing attempt the pipeline must quarantine). 0: none.
+    #[arg(long, default_value_t = 0)]
+    spoof_every: u64,
 }
 
 #[derive(Args)]
@@ -199,7 +207,7 @@ fn main() -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
         Command::Demo(args) => demo(&config, args),
-        Command::Generate(args) => generate(args),
+        Command::Generate(args) => generate(&config, args),
         Command::Run(args) => run(&config, args),
         Command::Export(args) => export(&config, args),
         Command::Verify(args) => verify_cmd(&config, args),
@@ -301,6 +309,12 @@ fn run_options(
         decode: DecodeConfig {
             max_event_bytes: p.max_event_bytes,
             quarantine_keep_bytes: p.quarantine_keep_bytes,
+            producers: match config.identity.mode {
+                IdentityMode::None => None,
+                IdentityMode::SignedHeader => {
+                    Some(ProducerRegistry::new(config.identity.producers()?))
+                }
+            },
         },
         hitl: HitlConfig {
             rubber_stamp_ms: config.views.rubber_stamp.as_millis() as i64,
@@ -308,6 +322,7 @@ fn run_options(
         master_key: config.pii.master_key(),
         warehouse,
         sink_id: config.warehouse.sink_id.clone(),
+        dead_letter: None,
     })
 }
 
@@ -437,6 +452,7 @@ fn run(config: &Config, args: RunArgs) -> anyhow::Result<()> {
         .warehouse
         .clone()
         .unwrap_or_else(|| config.warehouse.path.clone());
+    let metrics = Metrics::new();
     let source: Box<dyn Source> = match (&args.input, &args.kafka) {
         (Some(path), _) if path.as_os_str() == "-" => Box::new(NdjsonSource::new(
             "stdin",
@@ -452,24 +468,33 @@ fn run(config: &Config, args: RunArgs) -> anyhow::Result<()> {
                 config.pipeline.max_event_bytes,
             ))
         }
-        (None, Some(brokers)) => Box::new(KafkaSource::new(KafkaConfig {
-            brokers: brokers.clone(),
-            // Panic-free: clap enforces --topic with --kafka.
-            topic: args.topic.clone().unwrap_or_default(),
-            group_id: args
-                .group
-                .clone()
-                .unwrap_or_else(|| config.kafka.group_id.clone()),
-        })?),
+        (None, Some(brokers)) => Box::new(KafkaSource::new(
+            KafkaConfig {
+                brokers: brokers.clone(),
+                // Panic-free: clap enforces --topic with --kafka.
+                topic: args.topic.clone().unwrap_or_default(),
+                group_id: args
+                    .group
+                    .clone()
+                    .unwrap_or_else(|| config.kafka.group_id.clone()),
+                fetch_queue_kbytes: config.kafka.fetch_queue_kbytes,
+                metadata_refresh: config.kafka.metadata_refresh,
+            },
+            &metrics,
+        )?),
         (None, None) => bail!("either --input or --kafka is required"),
     };
-    let metrics = Metrics::new();
     let live = Arc::new(Mutex::new(LiveViews::default()));
     let logs = Arc::new(Mutex::new(LiveLogs::default()));
     let listen = args.listen.as_deref().unwrap_or(&config.serve.listen);
     let server = start_server(listen, &metrics, &live, &logs)?;
     let stop = stop_on_ctrl_c(server.as_ref().map(|(rt, _)| rt));
-    let opts = run_options(config, warehouse.clone(), args.idle_exit)?;
+    let mut opts = run_options(config, warehouse.clone(), args.idle_exit)?;
+    if let Some(brokers) = &args.kafka
+        && !config.kafka.dead_letter_topic.is_empty()
+    {
+        opts.dead_letter = Some((brokers.clone(), config.kafka.dead_letter_topic.clone()));
+    }
     let summary = run_pipeline(source, opts, metrics, Arc::clone(&live), logs, stop)?;
     let live_now = live.lock().map(|l| l.clone()).unwrap_or_default();
     if !print_summary("custody run", &summary, &live_now, &warehouse) {
@@ -500,7 +525,7 @@ impl ProducerContext for CountingContext {
     }
 }
 
-fn generate(args: GenerateArgs) -> anyhow::Result<()> {
+fn generate(config: &Config, args: GenerateArgs) -> anyhow::Result<()> {
     let generator = args.workload.generator();
     let Some(brokers) = &args.kafka else {
         let mut out: Box<dyn Write> = match &args.out {
@@ -542,11 +567,43 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
         .set("acks", "all")
         .set("linger.ms", "5")
         .create_with_context(CountingContext::default())?;
+    // tenant → (producer id, key) of the producers that sign its events.
+    let producers: Vec<(String, String, Vec<u8>)> = match config.identity.mode {
+        IdentityMode::None => Vec::new(),
+        IdentityMode::SignedHeader => config.identity.producers()?,
+    };
+    let by_tenant: std::collections::HashMap<&str, (&str, &[u8])> = producers
+        .iter()
+        .map(|(id, tenant, key)| (tenant.as_str(), (id.as_str(), key.as_slice())))
+        .collect();
     let started = Instant::now();
     let mut sent = 0u64;
+    let mut spoofed = 0u64;
     for event in generator {
         let tenant = tenant_of(&event);
+        let mut signer = by_tenant.get(tenant.as_str()).copied();
+        if args.spoof_every > 0 && sent % args.spoof_every == args.spoof_every - 1 {
+            signer = producers
+                .iter()
+                .find(|(_, t, _)| *t != tenant)
+                .map(|(id, _, key)| (id.as_str(), key.as_slice()));
+            spoofed += u64::from(signer.is_some());
+        }
         let mut record = BaseRecord::to(&topic).payload(&event).key(&tenant);
+        if let Some((id, key)) = signer {
+            let signature = custody_operators::identity::sign(key, &event);
+            record = record.headers(
+                OwnedHeaders::new()
+                    .insert(Header {
+                        key: PRODUCER_HEADER,
+                        value: Some(id),
+                    })
+                    .insert(Header {
+                        key: SIGNATURE_HEADER,
+                        value: Some(signature.as_str()),
+                    }),
+            );
+        }
         loop {
             match producer.send(record) {
                 Ok(()) => break,
@@ -571,7 +628,8 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
         ctx.failed.load(Ordering::Relaxed),
     );
     println!(
-        "produced {delivered} of {sent} events to {topic} in {:.2}s ({failed} failed)",
+        "produced {delivered} of {sent} events to {topic} in {:.2}s ({failed} failed, {spoofed} \
+         signed by another tenant's producer)",
         started.elapsed().as_secs_f64()
     );
     if delivered != sent {

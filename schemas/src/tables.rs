@@ -28,14 +28,19 @@ pub const VIEW_EVENT_COUNTS: &str = "view_event_counts";
 /// Changelog of the per-tenant HITL review latency view.
 pub const VIEW_HITL_LATENCY: &str = "view_hitl_latency";
 
-/// Every table, in creation order.
-pub const ALL_TABLES: [&str; 6] = [
+/// The commit log: one row per committed epoch, appended after every other table of the epoch.
+/// An epoch is durable exactly when its row is here.
+pub const EPOCHS: &str = "epochs";
+
+/// Every table, in creation order; also the order an epoch is committed in (`epochs` last).
+pub const ALL_TABLES: [&str; 7] = [
     EVENTS,
     QUARANTINE,
     CHAIN_HEADS,
     CHECKPOINTS,
     VIEW_EVENT_COUNTS,
     VIEW_HITL_LATENCY,
+    EPOCHS,
 ];
 
 fn field(id: i32, name: &str, data_type: DataType, nullable: bool) -> Field {
@@ -56,6 +61,7 @@ pub fn table_schema(name: &str) -> Option<SchemaRef> {
         CHECKPOINTS => Some(checkpoints_schema()),
         VIEW_EVENT_COUNTS => Some(view_event_counts_schema()),
         VIEW_HITL_LATENCY => Some(view_hitl_latency_schema()),
+        EPOCHS => Some(epochs_schema()),
         _ => None,
     }
 }
@@ -121,6 +127,21 @@ pub fn checkpoints_schema() -> SchemaRef {
         field(6, "signed_at", DataType::Utf8, false),
         field(7, "key_id", DataType::Utf8, false),
         field(8, "signature", DataType::Utf8, false),
+    ]))
+}
+
+/// `custody.epochs`: the commit log, see [`EPOCHS`].
+pub fn epochs_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        field(1, "epoch", DataType::Int64, false),
+        field(2, "sink_id", DataType::Utf8, false),
+        field(3, "source", DataType::Utf8, false),
+        field(4, "positions", DataType::Utf8, false),
+        field(5, "events", DataType::Int64, false),
+        field(6, "quarantined", DataType::Int64, false),
+        field(7, "checkpoints", DataType::Int64, false),
+        field(8, "checkpoint_digest", DataType::Utf8, false),
+        field(9, "committed_at", utc_micros(), false),
     ]))
 }
 

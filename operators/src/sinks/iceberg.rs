@@ -67,6 +67,7 @@ use crate::error::{Error, Result};
 use crate::merkle::CompactRange;
 use crate::metrics::Metrics;
 use crate::record::{ChainHead, ChainedEvent, Epoch, Quarantined, SinkRecord, ViewUpdate};
+use crate::sinks::dead_letter::DeadLetter;
 use crate::transforms::hash_chain::{ChainState, TenantLog};
 use crate::verify::{ContinuousVerifier, EventRow};
 use custody_schemas::time::format_rfc3339;
@@ -112,13 +113,74 @@ pub struct Committed {
     pub rows: BTreeMap<&'static str, usize>,
 }
 
-/// What a restarted pipeline resumes from.
+/// What a restarted pipeline resumes from: the state as of the last epoch in
+/// `custody.epochs`, and the epoch a crash left half-committed, if any.
 #[derive(Clone, Debug, Default)]
 pub struct ResumeState {
     /// Every tenant's log: chain head and Merkle compact range.
     pub heads: ChainState,
     /// The last epoch committed by any run, if any.
     pub last_epoch: Option<Epoch>,
+    /// Per source name, partition → the last offset durable in the lake.
+    pub positions: BTreeMap<String, BTreeMap<i32, i64>>,
+    /// An epoch some tables hold but `custody.epochs` does not: the pipeline must re-read
+    /// exactly its positions and skip the tables that already have it.
+    pub partial: Option<PartialEpoch>,
+}
+
+/// An epoch a crash left committed in some tables only.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PartialEpoch {
+    /// The epoch.
+    pub epoch: Epoch,
+    /// The source positions it covered (from the snapshot summaries).
+    pub positions: SourcePositions,
+    /// Tables that already hold it → rows they added (`added-records`), if recorded.
+    pub tables: BTreeMap<String, Option<u64>>,
+}
+
+/// The current snapshot of `table` and its ancestors, newest first (a rolled-back table's
+/// abandoned snapshots are not among them).
+fn lineage(table: &Table) -> Vec<&iceberg::spec::SnapshotRef> {
+    let metadata = table.metadata();
+    let mut out = Vec::new();
+    let mut next = metadata.current_snapshot();
+    while let Some(snapshot) = next {
+        out.push(snapshot);
+        next = snapshot
+            .parent_snapshot_id()
+            .and_then(|id| metadata.snapshot_by_id(id));
+    }
+    out
+}
+
+fn summary_value<'a>(snapshot: &'a iceberg::spec::Snapshot, key: &str) -> Option<&'a str> {
+    snapshot
+        .summary()
+        .additional_properties
+        .get(key)
+        .map(String::as_str)
+}
+
+fn snapshot_epoch(snapshot: &iceberg::spec::Snapshot) -> Option<Epoch> {
+    summary_value(snapshot, SUMMARY_EPOCH)?.parse().ok()
+}
+
+fn snapshot_positions(snapshot: &iceberg::spec::Snapshot) -> Option<SourcePositions> {
+    serde_json::from_str(summary_value(snapshot, SUMMARY_POSITIONS)?).ok()
+}
+
+fn merge_positions(
+    into: &mut BTreeMap<String, BTreeMap<i32, i64>>,
+    positions: Option<SourcePositions>,
+) {
+    if let Some(p) = positions {
+        let source = into.entry(p.source).or_default();
+        for (partition, offset) in p.partitions {
+            let e = source.entry(partition).or_insert(offset);
+            *e = (*e).max(offset);
+        }
+    }
 }
 
 /// The Iceberg warehouse: a SQLite catalog and a local directory of table data.
@@ -204,27 +266,62 @@ impl Warehouse {
         Ok(stream.try_collect().await?)
     }
 
-    /// The chain heads and last epoch committed by earlier runs.
+    /// Where earlier runs stopped; see [`ResumeState`].
     pub async fn resume_state(&self) -> Result<ResumeState> {
         let mut state = ResumeState::default();
+        let marker = self.table(tables::EPOCHS).await?;
+        for snapshot in lineage(&marker) {
+            state.last_epoch = state.last_epoch.max(snapshot_epoch(snapshot));
+            merge_positions(&mut state.positions, snapshot_positions(snapshot));
+        }
+        // A warehouse written before `custody.epochs` existed: every table's epochs count.
+        let legacy = state.last_epoch.is_none();
+        let mut partial: BTreeMap<Epoch, PartialEpoch> = BTreeMap::new();
         for name in tables::ALL_TABLES {
+            if name == tables::EPOCHS {
+                continue;
+            }
             let table = self.table(name).await?;
-            for snapshot in table.metadata().snapshots() {
-                let epoch = snapshot
-                    .summary()
-                    .additional_properties
-                    .get(SUMMARY_EPOCH)
-                    .and_then(|e| e.parse::<Epoch>().ok());
-                state.last_epoch = state.last_epoch.max(epoch);
+            for snapshot in lineage(&table) {
+                let Some(epoch) = snapshot_epoch(snapshot) else {
+                    continue;
+                };
+                if legacy {
+                    state.last_epoch = state.last_epoch.max(Some(epoch));
+                    merge_positions(&mut state.positions, snapshot_positions(snapshot));
+                } else if Some(epoch) > state.last_epoch {
+                    let p = partial.entry(epoch).or_insert_with(|| PartialEpoch {
+                        epoch,
+                        positions: snapshot_positions(snapshot).unwrap_or_default(),
+                        tables: BTreeMap::new(),
+                    });
+                    let added =
+                        summary_value(snapshot, "added-records").and_then(|n| n.parse().ok());
+                    p.tables.insert(name.to_string(), added);
+                }
             }
         }
+        if partial.len() > 1 {
+            return Err(Error::SinkStopped(format!(
+                "tables hold epochs {:?} past the last committed epoch {:?}; only one epoch can \
+                 be in flight at a crash, so the warehouse was modified outside Custody",
+                partial.keys().collect::<Vec<_>>(),
+                state.last_epoch
+            )));
+        }
+        state.partial = partial.into_values().next();
+        let last = state.last_epoch;
         let mut latest: HashMap<String, (u64, [u8; 32], String)> = HashMap::new();
         for batch in self.scan(tables::CHAIN_HEADS).await? {
             let tenants = string_column(&batch, "tenant_id")?;
             let seqs = int_column(&batch, "seq")?;
             let hashes = string_column(&batch, "head_hash")?;
             let ranges = string_column(&batch, "merkle_range")?;
+            let epochs = int_column(&batch, "epoch")?;
             for i in 0..batch.num_rows() {
+                if Some(epochs.value(i) as Epoch) > last {
+                    continue; // written by the half-committed epoch; it will be replayed
+                }
                 let seq = seqs.value(i) as u64;
                 let mut hash = [0u8; 32];
                 hex::decode_to_slice(hashes.value(i), &mut hash).map_err(|e| {
@@ -391,6 +488,8 @@ pub struct IcebergSink {
     pending: BTreeMap<Epoch, Vec<SinkRecord>>,
     on_commit: Option<CommitHook>,
     verifier: Option<ContinuousVerifier>,
+    partial: Option<PartialEpoch>,
+    dead_letter: Option<DeadLetter>,
 }
 
 /// What one committed epoch contained, for live serving.
@@ -419,7 +518,22 @@ impl IcebergSink {
             pending: BTreeMap::new(),
             on_commit: None,
             verifier: None,
+            partial: None,
+            dead_letter: None,
         }
+    }
+
+    /// Publishes each epoch's quarantined raw records to a dead-letter topic before committing.
+    pub fn with_dead_letter(mut self, dead_letter: Option<DeadLetter>) -> Self {
+        self.dead_letter = dead_letter;
+        self
+    }
+
+    /// The epoch a crash left half-committed: when it is replayed, the tables that already
+    /// hold it are skipped (after checking that the replay produced as many rows).
+    pub fn with_partial(mut self, partial: Option<PartialEpoch>) -> Self {
+        self.partial = partial;
+        self
     }
 
     /// Checks every epoch with `verifier` before writing it; problems raise alerts
@@ -556,16 +670,56 @@ impl IcebergSink {
                 nonempty(&hitl, |h| hitl_batch(h, epoch))?,
             ),
         ];
+        crate::failpoint::hit("commit-start", epoch);
+        if let Some(dead_letter) = &self.dead_letter
+            && !quarantine.is_empty()
+        {
+            dead_letter.publish(&positions.source, &quarantine).await?;
+        }
+        let mut present = match self.partial.take() {
+            Some(p) if p.epoch == epoch => p.tables,
+            Some(p) if p.epoch > epoch => {
+                self.partial = Some(p);
+                BTreeMap::new()
+            }
+            _ => BTreeMap::new(),
+        };
         for (name, n, batch) in batches {
             let Some(batch) = batch else { continue };
-            self.append(name, epoch, batch, &summary).await?;
             rows.insert(name, n);
+            if let Some(lake_rows) = present.remove(name) {
+                self.skip_present(name, epoch, n, lake_rows)?;
+                continue;
+            }
+            self.append(name, epoch, batch, &summary).await?;
             self.metrics
                 .sink_rows
                 .with_label_values(&[name])
                 .inc_by(n as u64);
             self.metrics.sink_commits.with_label_values(&[name]).inc();
+            crate::failpoint::hit(&format!("after-commit:{name}"), epoch);
         }
+        if let Some(name) = present.keys().find(|name| is_evidence(name)) {
+            return Err(Error::SinkStopped(format!(
+                "replay of epoch {epoch} diverged: {name} holds rows for it but the replay \
+                 produced none"
+            )));
+        }
+        let marker = epochs_batch(&EpochRow {
+            epoch,
+            sink_id: &self.sink_id,
+            positions,
+            events: events.len(),
+            quarantined: quarantine.len(),
+            checkpoints: checkpoints.len(),
+            digest: &summary[2].1,
+        })?;
+        self.append(tables::EPOCHS, epoch, marker, &summary).await?;
+        self.metrics
+            .sink_commits
+            .with_label_values(&[tables::EPOCHS])
+            .inc();
+        crate::failpoint::hit("after-commit:epochs", epoch);
         if let Some(hook) = self.on_commit.as_mut() {
             hook(&CommitNotice {
                 epoch,
@@ -581,6 +735,31 @@ impl IcebergSink {
             .observe(started.elapsed().as_secs_f64());
         tracing::debug!(epoch, ?rows, "committed epoch");
         Ok(rows)
+    }
+
+    /// Checks a table commit found in the lake against its replay, then skips it.
+    fn skip_present(
+        &self,
+        name: &str,
+        epoch: Epoch,
+        rows: usize,
+        lake_rows: Option<u64>,
+    ) -> Result<()> {
+        if let Some(lake_rows) = lake_rows
+            && lake_rows != rows as u64
+            && is_evidence(name)
+        {
+            return Err(Error::SinkStopped(format!(
+                "replay of epoch {epoch} diverged: {name} holds {lake_rows} rows for it, the \
+                 replay produced {rows}"
+            )));
+        }
+        tracing::info!(table = name, epoch, rows, "commit already present; skipped");
+        self.metrics
+            .sink_commits_skipped
+            .with_label_values(&[name])
+            .inc();
+        Ok(())
     }
 
     async fn append(
@@ -688,6 +867,47 @@ fn events_batch(rows: &[ChainedEvent], source: &str, epoch: Epoch) -> Result<Rec
             ints(rows.iter().map(|r| r.offset)),
             ints(rows.iter().map(|_| epoch as i64)),
             strings(rows.iter().map(|r| hex::encode(r.leaf_hash))),
+        ],
+    )
+}
+
+/// Tables whose rows are audit evidence and must replay identically; view changelogs are
+/// derived and may be re-derived differently after a restart.
+fn is_evidence(table: &str) -> bool {
+    !matches!(table, tables::VIEW_EVENT_COUNTS | tables::VIEW_HITL_LATENCY)
+}
+
+struct EpochRow<'a> {
+    epoch: Epoch,
+    sink_id: &'a str,
+    positions: &'a SourcePositions,
+    events: usize,
+    quarantined: usize,
+    checkpoints: usize,
+    digest: &'a str,
+}
+
+fn epochs_batch(row: &EpochRow<'_>) -> Result<RecordBatch> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64);
+    batch(
+        tables::epochs_schema(),
+        vec![
+            ints(std::iter::once(row.epoch as i64)),
+            strings(std::iter::once(row.sink_id)),
+            strings(std::iter::once(row.positions.source.as_str())),
+            strings(std::iter::once(
+                serde_json::to_string(&row.positions.partitions).unwrap_or_default(),
+            )),
+            ints(std::iter::once(row.events as i64)),
+            ints(std::iter::once(row.quarantined as i64)),
+            ints(std::iter::once(row.checkpoints as i64)),
+            strings(std::iter::once(row.digest)),
+            Arc::new(
+                TimestampMicrosecondArray::from_iter_values(std::iter::once(now))
+                    .with_timezone("+00:00"),
+            ),
         ],
     )
 }

@@ -1,20 +1,47 @@
-//! A Kafka topic, consumed by a consumer group with manual offset commits.
+//! A Kafka topic, read partition by partition from the positions the lake recorded.
 //!
-//! Offsets are committed to the broker only after the epoch that contains them is durable in
-//! the lake ([`Source::ack`]), so a crash re-reads uncommitted records rather than losing them.
-//! Payloads are taken as raw bytes; a message without a payload becomes an empty record and is
-//! quarantined by the decoder.
+//! Like Arroyo's and Flink's Kafka sources, the pipeline owns its assignment and offsets: every
+//! partition of the topic is assigned explicitly, starting after the last offset durable in
+//! `custody.epochs` ([`Source::seek`]); only for partitions the lake has never seen does the
+//! consumer group's committed offset (or the beginning) apply. Offsets are committed to the
+//! group after the epoch that contains them is durable in the lake ([`Source::ack`]), for lag
+//! tooling, never as the source of truth. New partitions are picked up every
+//! `metadata_refresh`.
+//!
+//! Producers are expected to key messages by tenant, so that a tenant's events share a
+//! partition and keep their order. The `custody-producer` and `custody-signature` headers are
+//! passed on as a [`ProducerClaim`] for the decoder to authenticate.
+//!
+//! # Backpressure
+//! Records are only polled when the driver asks for a batch; librdkafka's prefetch queue is
+//! capped by `fetch_queue_kbytes`.
+//!
+//! # Metrics
+//! `custody_kafka_consumer_lag{topic,partition}` from librdkafka statistics.
+//!
+//! # Failure modes
+//! Broker errors are retried by librdkafka (a broker restart shows up as a pause); a
+//! consumer error returned by poll stops the run with the message.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use prometheus::IntGaugeVec;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::message::Headers;
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 
 use crate::error::{Error, Result};
-use crate::record::RawRecord;
+use crate::metrics::Metrics;
+use crate::record::{ProducerClaim, RawRecord};
 use crate::sinks::iceberg::SourcePositions;
 use crate::sources::Source;
+
+/// Header naming the producer of a record.
+pub const PRODUCER_HEADER: &str = "custody-producer";
+/// Header carrying the producer's HMAC-SHA256 over the record bytes, hex.
+pub const SIGNATURE_HEADER: &str = "custody-signature";
 
 /// Kafka connection settings.
 #[derive(Clone, Debug)]
@@ -23,8 +50,12 @@ pub struct KafkaConfig {
     pub brokers: String,
     /// Topic to consume.
     pub topic: String,
-    /// Consumer group id.
+    /// Consumer group id (offset commits for lag tooling).
     pub group_id: String,
+    /// Cap on librdkafka's prefetch queue, KiB.
+    pub fetch_queue_kbytes: u32,
+    /// How often to look for new partitions.
+    pub metadata_refresh: Duration,
 }
 
 /// The client configuration every Custody Kafka client starts from.
@@ -38,24 +69,134 @@ pub fn kafka_client_config(brokers: &str) -> ClientConfig {
     config
 }
 
+/// Publishes librdkafka statistics as metrics.
+struct LagContext {
+    lag: IntGaugeVec,
+}
+
+impl ClientContext for LagContext {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, t) in statistics.topics {
+            for (partition, p) in t.partitions {
+                if partition >= 0 && p.consumer_lag >= 0 {
+                    self.lag
+                        .with_label_values(&[&topic, &partition.to_string()])
+                        .set(p.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for LagContext {}
+
 /// Consumes a topic; see the module docs.
 pub struct KafkaSource {
     config: KafkaConfig,
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<LagContext>,
+    /// Partition → last offset durable in the lake.
+    durable: BTreeMap<i32, i64>,
+    /// Partitions assigned so far.
+    assigned: BTreeMap<i32, ()>,
+    last_refresh: Option<Instant>,
 }
 
 impl KafkaSource {
-    /// Connects and subscribes.
-    pub fn new(config: KafkaConfig) -> Result<Self> {
-        let consumer: BaseConsumer = kafka_client_config(&config.brokers)
+    /// Connects; partitions are assigned on the first poll (after [`Source::seek`]).
+    pub fn new(config: KafkaConfig, metrics: &Metrics) -> Result<Self> {
+        let consumer: BaseConsumer<LagContext> = kafka_client_config(&config.brokers)
             .set("group.id", &config.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
-            .create()?;
-        consumer.subscribe(&[&config.topic])?;
-        Ok(KafkaSource { config, consumer })
+            .set("statistics.interval.ms", "5000")
+            .set(
+                "queued.max.messages.kbytes",
+                config.fetch_queue_kbytes.to_string(),
+            )
+            .create_with_context(LagContext {
+                lag: metrics.kafka_lag.clone(),
+            })?;
+        Ok(KafkaSource {
+            config,
+            consumer,
+            durable: BTreeMap::new(),
+            assigned: BTreeMap::new(),
+            last_refresh: None,
+        })
+    }
+
+    /// Assigns partitions not assigned yet, at the position the lake (or else the group)
+    /// has for them.
+    fn assign_new_partitions(&mut self) -> Result<()> {
+        if self
+            .last_refresh
+            .is_some_and(|t| t.elapsed() < self.config.metadata_refresh)
+        {
+            return Ok(());
+        }
+        self.last_refresh = Some(Instant::now());
+        let topic = self.config.topic.as_str();
+        let metadata = match self
+            .consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(5))
+        {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(topic, error = %e, "topic metadata unavailable; retrying");
+                return Ok(());
+            }
+        };
+        let new: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic && t.error().is_none())
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .filter(|p| !self.assigned.contains_key(p))
+            .collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        let mut unknown = TopicPartitionList::new();
+        for &p in new.iter().filter(|p| !self.durable.contains_key(p)) {
+            unknown.add_partition(topic, p);
+        }
+        let group: BTreeMap<i32, Offset> = if unknown.count() == 0 {
+            BTreeMap::new()
+        } else {
+            self.consumer
+                .committed_offsets(unknown, Duration::from_secs(10))
+                .map(|tpl| {
+                    tpl.elements()
+                        .iter()
+                        .map(|e| (e.partition(), e.offset()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let mut assignment = self.consumer.assignment()?;
+        for &p in &new {
+            let offset = match self.durable.get(&p) {
+                Some(&last) => Offset::Offset(last + 1),
+                None => match group.get(&p) {
+                    Some(&Offset::Offset(o)) => Offset::Offset(o),
+                    _ => Offset::Beginning,
+                },
+            };
+            tracing::info!(topic, partition = p, ?offset, "assigning partition");
+            assignment.add_partition_offset(topic, p, offset)?;
+            self.assigned.insert(p, ());
+        }
+        // Re-assigning keeps the positions of partitions already assigned: librdkafka resumes
+        // them from where they are when given their current offsets.
+        for e in self.consumer.position()?.elements() {
+            if let Offset::Offset(o) = e.offset() {
+                assignment.set_partition_offset(e.topic(), e.partition(), Offset::Offset(o))?;
+            }
+        }
+        self.consumer.assign(&assignment)?;
+        Ok(())
     }
 }
 
@@ -64,7 +205,16 @@ impl Source for KafkaSource {
         format!("kafka:{}", self.config.topic)
     }
 
+    fn seek(&mut self, durable: &BTreeMap<i32, i64>) -> Result<()> {
+        self.durable = durable.clone();
+        self.assigned.clear();
+        self.last_refresh = None;
+        self.consumer.unassign()?;
+        self.assign_new_partitions()
+    }
+
     fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Option<Vec<RawRecord>>> {
+        self.assign_new_partitions()?;
         let deadline = Instant::now() + wait;
         let mut batch = Vec::new();
         while batch.len() < max {
@@ -81,11 +231,15 @@ impl Source for KafkaSource {
                     }
                     break;
                 }
-                Some(Ok(msg)) => batch.push(RawRecord::new(
-                    msg.partition(),
-                    msg.offset(),
-                    msg.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-                )),
+                Some(Ok(msg)) => {
+                    let mut record = RawRecord::new(
+                        msg.partition(),
+                        msg.offset(),
+                        msg.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                    );
+                    record.producer = msg.headers().and_then(producer_claim);
+                    batch.push(record);
+                }
                 Some(Err(e)) => {
                     return Err(Error::Source {
                         source_name: self.name(),
@@ -108,6 +262,24 @@ impl Source for KafkaSource {
         self.consumer.commit(&list, CommitMode::Async)?;
         Ok(())
     }
+}
+
+/// The producer claim in a message's headers, if it has one. A signature that is not hex is
+/// kept as empty, which fails verification with the reason.
+fn producer_claim<H: Headers>(headers: &H) -> Option<ProducerClaim> {
+    let mut producer_id = None;
+    let mut signature = Vec::new();
+    for h in headers.iter() {
+        match (h.key, h.value) {
+            (PRODUCER_HEADER, Some(v)) => producer_id = Some(String::from_utf8_lossy(v).into()),
+            (SIGNATURE_HEADER, Some(v)) => signature = hex::decode(v).unwrap_or_default(),
+            _ => {}
+        }
+    }
+    Some(ProducerClaim {
+        producer_id: producer_id?,
+        signature,
+    })
 }
 
 /// Highest offset per partition in a batch.

@@ -93,6 +93,7 @@ impl<R: BufRead + Send> Source for NdjsonSource<R> {
                 offset: self.next_offset,
                 bytes,
                 len,
+                producer: None,
             });
             self.next_offset += 1;
         }

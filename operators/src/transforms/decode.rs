@@ -27,6 +27,7 @@ use sha2::{Digest, Sha256};
 use timely::dataflow::StreamVec;
 use timely::dataflow::operators::{Exchange, OkErr};
 
+use crate::identity::ProducerRegistry;
 use crate::metrics::Metrics;
 use crate::pii::{QUARANTINE_SCOPE, Tokenizer};
 use crate::record::{Epoch, Quarantined, RawRecord, SourcedEvent};
@@ -38,6 +39,9 @@ pub struct DecodeConfig {
     pub max_event_bytes: usize,
     /// How much of a rejected input is kept (redacted) in quarantine.
     pub quarantine_keep_bytes: usize,
+    /// If set, every record must be signed by a registered producer bound to the payload's
+    /// tenant ([`crate::identity`]).
+    pub producers: Option<ProducerRegistry>,
 }
 
 impl Default for DecodeConfig {
@@ -45,6 +49,7 @@ impl Default for DecodeConfig {
         DecodeConfig {
             max_event_bytes: 1 << 20,
             quarantine_keep_bytes: 16 << 10,
+            producers: None,
         }
     }
 }
@@ -78,6 +83,7 @@ impl<'scope> Decode<'scope> for StreamVec<'scope, Epoch, RawRecord> {
     ) {
         let op = metrics.operator("decode");
         let quarantined = metrics.events_quarantined.clone();
+        let spoofs = metrics.tenant_spoofs.clone();
         self.exchange(|raw: &RawRecord| raw.offset as u64 ^ ((raw.partition as u64) << 48))
             .ok_err(move |raw: RawRecord| {
                 op.received.inc();
@@ -95,6 +101,10 @@ impl<'scope> Decode<'scope> for StreamVec<'scope, Epoch, RawRecord> {
                     Err((kind, reason)) => {
                         op.errors.inc();
                         quarantined.with_label_values(&[kind]).inc();
+                        if kind == "tenant_mismatch" {
+                            spoofs.inc();
+                            tracing::warn!(%reason, "spoofed tenant quarantined");
+                        }
                         Err(quarantine(raw, kind, reason, &config, &mut tokenizer))
                     }
                 }
@@ -115,7 +125,23 @@ fn decode_one(
             ),
         ));
     }
-    decode_event(&raw.bytes).map_err(|e: SchemaError| (e.kind(), e.to_string()))
+    let bound = match &config.producers {
+        Some(registry) => Some(
+            registry
+                .authenticate(raw.producer.as_ref(), &raw.bytes)
+                .map_err(|e| (e.kind(), e.to_string()))?,
+        ),
+        None => None,
+    };
+    let event = decode_event(&raw.bytes).map_err(|e: SchemaError| (e.kind(), e.to_string()))?;
+    if let (Some(registry), Some(bound), Some(claim)) =
+        (&config.producers, bound, raw.producer.as_ref())
+    {
+        registry
+            .check_tenant(claim, bound, event.tenant_id.as_str())
+            .map_err(|e| (e.kind(), e.to_string()))?;
+    }
+    Ok(event)
 }
 
 /// Builds the quarantine record for a rejected input.
@@ -133,7 +159,14 @@ pub fn quarantine(
     let raw_redacted = tokenizer
         .tokenize_str(QUARANTINE_SCOPE, &text, &mut counts)
         .unwrap_or_else(|| text.into_owned());
-    let tenant_id = claimed_tenant(&raw.bytes);
+    // With producer identity on, a row belongs to the authenticated tenant, never the claimed.
+    let tenant_id = match &config.producers {
+        Some(registry) => registry
+            .authenticate(raw.producer.as_ref(), &raw.bytes)
+            .ok()
+            .map(str::to_string),
+        None => claimed_tenant(&raw.bytes),
+    };
     Quarantined {
         partition: raw.partition,
         offset: raw.offset,
@@ -143,6 +176,7 @@ pub fn quarantine(
         raw_len: raw.len as i64,
         raw_sha256,
         raw_redacted,
+        raw: raw.bytes,
     }
 }
 

@@ -240,6 +240,7 @@ pub fn check_emitter_chain(
         raw_len: 0,
         raw_sha256: hex::encode(sourced.raw_sha256),
         raw_redacted: serde_json::to_string(event).unwrap_or_default(),
+        raw: serde_json::to_vec(event).unwrap_or_default(),
     })
 }
 
