@@ -12,11 +12,11 @@ mkdir -p "$CACHE"
 TANSU_VERSION=0.6.0
 export TANSU_BIN="$CACHE/tansu/bin/tansu"
 if ! "$TANSU_BIN" --version 2>/dev/null | grep -q "$TANSU_VERSION" \
-   || [ ! -f "$CACHE/tansu/.dynostore" ]; then
+   || [ ! -f "$CACHE/tansu/.libsql" ]; then
   echo "==> installing tansu $TANSU_VERSION (Kafka-compatible broker; first time only)"
-  cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore \
+  cargo install tansu --version "$TANSU_VERSION" --locked --force --features dynostore,libsql \
     --root "$CACHE/tansu" --target-dir "$CACHE/tansu-target"
-  touch "$CACHE/tansu/.dynostore"
+  touch "$CACHE/tansu/.libsql"
 fi
 
 export CUSTODY_PYTHON="$CACHE/venv/bin/python"

@@ -69,6 +69,12 @@ fn tail(s: &str, n: usize) -> &str {
 
 /// Every table of the warehouse, read with pyiceberg: `{"events": [row, ...], ...}`.
 pub fn read_tables(warehouse: &Path) -> Value {
+    read_columns(warehouse, &[])
+}
+
+/// Chosen tables and columns (`"events:tenant_id,seq"`), read with pyiceberg; every table if
+/// `specs` is empty.
+pub fn read_columns(warehouse: &Path, specs: &[&str]) -> Value {
     let python = std::env::var("CUSTODY_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|_| cache_dir().join("venv/bin/python"));
@@ -76,6 +82,7 @@ pub fn read_tables(warehouse: &Path) -> Value {
     let out = Command::new(&python)
         .arg(script)
         .arg(warehouse)
+        .args(specs)
         .output()
         .unwrap_or_else(|e| panic!("spawn {}: {e} (tests/run.sh installs it)", python.display()));
     assert!(
@@ -96,40 +103,85 @@ pub struct Tansu {
     child: Child,
     /// `127.0.0.1:PORT`.
     pub addr: String,
+    /// Directory of the SQLite storage, for a broker that survives restarts.
+    storage: Option<PathBuf>,
 }
 
 impl Tansu {
     /// Starts a broker with in-memory storage and waits until it accepts connections.
     pub fn start() -> Tansu {
-        let bin = std::env::var("TANSU_BIN")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| cache_dir().join("tansu/bin/tansu"));
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let url = format!("tcp://{addr}");
-        let child = Command::new(&bin)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e} (tests/run.sh installs it)", bin.display()));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(&addr).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not start on {addr}");
-            std::thread::sleep(Duration::from_millis(100));
+        let addr = free_addr();
+        let child = spawn_tansu(&addr, None);
+        Tansu {
+            child,
+            addr,
+            storage: None,
         }
-        Tansu { child, addr }
     }
+
+    /// Starts a broker storing its log in SQLite under `dir`, so that it can be restarted.
+    pub fn start_persistent(dir: &Path) -> Tansu {
+        let addr = free_addr();
+        let child = spawn_tansu(&addr, Some(dir));
+        Tansu {
+            child,
+            addr,
+            storage: Some(dir.to_path_buf()),
+        }
+    }
+
+    /// Kills the broker (SIGKILL) and returns once it is gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the broker again on the same address and storage.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = spawn_tansu(&self.addr, self.storage.as_deref());
+    }
+}
+
+fn free_addr() -> String {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
+fn spawn_tansu(addr: &str, storage: Option<&Path>) -> Child {
+    let bin = std::env::var("TANSU_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| cache_dir().join("tansu/bin/tansu"));
+    let url = format!("tcp://{addr}");
+    let mut command = Command::new(&bin);
+    command.args([
+        "broker",
+        "--listener-url",
+        &url,
+        "--advertised-listener-url",
+        &url,
+    ]);
+    match storage {
+        // tansu resolves sqlite:// paths against its working directory.
+        Some(dir) => command
+            .current_dir(dir)
+            .args(["--storage-engine", "sqlite://tansu.db"]),
+        None => command.args(["--storage-engine", "memory://tansu/"]),
+    };
+    let child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e} (tests/run.sh installs it)", bin.display()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "tansu did not start on {addr}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child
 }
 
 impl Drop for Tansu {

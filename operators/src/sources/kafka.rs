@@ -20,16 +20,18 @@
 //! `custody_kafka_consumer_lag{topic,partition}` from librdkafka statistics.
 //!
 //! # Failure modes
-//! Broker errors are retried by librdkafka (a broker restart shows up as a pause); a
-//! consumer error returned by poll stops the run with the message.
+//! Broker errors are retried by librdkafka (a broker restart shows up as a pause, with a
+//! warning every 5 s); a fatal or authentication error stops the run with the message.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use prometheus::IntGaugeVec;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Headers;
 use rdkafka::statistics::Statistics;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 
 use crate::error::{Error, Result};
@@ -99,6 +101,7 @@ pub struct KafkaSource {
     /// Partitions assigned so far.
     assigned: BTreeMap<i32, ()>,
     last_refresh: Option<Instant>,
+    last_warning: Option<Instant>,
 }
 
 impl KafkaSource {
@@ -124,6 +127,7 @@ impl KafkaSource {
             durable: BTreeMap::new(),
             assigned: BTreeMap::new(),
             last_refresh: None,
+            last_warning: None,
         })
     }
 
@@ -240,6 +244,22 @@ impl Source for KafkaSource {
                     record.producer = msg.headers().and_then(producer_claim);
                     batch.push(record);
                 }
+                // librdkafka recovers from every consumer error but a fatal one by itself (a
+                // broker restart is a run of transport errors): log and keep polling.
+                Some(Err(e)) if !is_fatal(&e) => {
+                    if self
+                        .last_warning
+                        .is_none_or(|t| t.elapsed() > Duration::from_secs(5))
+                    {
+                        tracing::warn!(error = %e, "kafka consumer error; librdkafka is retrying");
+                        self.last_warning = Some(Instant::now());
+                    }
+                    if batch.is_empty() && Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(50));
+                        continue;
+                    }
+                    break;
+                }
                 Some(Err(e)) => {
                     return Err(Error::Source {
                         source_name: self.name(),
@@ -280,6 +300,14 @@ fn producer_claim<H: Headers>(headers: &H) -> Option<ProducerClaim> {
         producer_id: producer_id?,
         signature,
     })
+}
+
+/// Whether a consumer error cannot be recovered from by librdkafka.
+fn is_fatal(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::Fatal | RDKafkaErrorCode::Authentication)
+    )
 }
 
 /// Highest offset per partition in a batch.
