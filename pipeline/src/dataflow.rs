@@ -152,7 +152,9 @@ pub fn run_pipeline(
     let dead_letter = opts
         .dead_letter
         .as_ref()
-        .map(|(brokers, topic)| DeadLetter::new(brokers, topic.clone(), metrics.clone()))
+        .map(|(brokers, topic)| {
+            runtime.block_on(DeadLetter::connect(brokers, topic.clone(), metrics.clone()))
+        })
         .transpose()?;
     let heads = Arc::new(resume.heads);
     let loaded = LiveLogs::load(

@@ -164,7 +164,7 @@ struct GenerateArgs {
     /// Partitions of a created topic.
     #[arg(long, default_value_t = 4)]
     partitions: i32,
-    /// With identity mode signed-header: every Nth event is signed by another tenant's
+    /// With identity mode signed-header: every Nth event is also sent by another tenant's
     /// producer (a spoofing attempt the pipeline must quarantine). 0: none.
     #[arg(long, default_value_t = 0)]
     spoof_every: u64,
@@ -581,47 +581,20 @@ fn generate(config: &Config, args: GenerateArgs) -> anyhow::Result<()> {
     let mut spoofed = 0u64;
     for event in generator {
         let tenant = tenant_of(&event);
-        let mut signer = by_tenant.get(tenant.as_str()).copied();
-        if args.spoof_every > 0 && sent % args.spoof_every == args.spoof_every - 1 {
-            signer = producers
-                .iter()
-                .find(|(_, t, _)| *t != tenant)
-                .map(|(id, _, key)| (id.as_str(), key.as_slice()));
-            spoofed += u64::from(signer.is_some());
+        // A spoofing attempt: another tenant's producer also sends this tenant's event.
+        if args.spoof_every > 0
+            && sent % args.spoof_every == args.spoof_every - 1
+            && let Some((id, other, key)) = producers.iter().find(|(_, t, _)| *t != tenant)
+        {
+            send_event(&producer, &topic, other, &event, Some((id, key)))?;
+            spoofed += 1;
         }
-        let mut record = BaseRecord::to(&topic).payload(&event).key(&tenant);
-        if let Some((id, key)) = signer {
-            let signature = custody_operators::identity::sign(key, &event);
-            record = record.headers(
-                OwnedHeaders::new()
-                    .insert(Header {
-                        key: PRODUCER_HEADER,
-                        value: Some(id),
-                    })
-                    .insert(Header {
-                        key: SIGNATURE_HEADER,
-                        value: Some(signature.as_str()),
-                    }),
-            );
-        }
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((
-                    rdkafka::error::KafkaError::MessageProduction(
-                        rdkafka::types::RDKafkaErrorCode::QueueFull,
-                    ),
-                    r,
-                )) => {
-                    record = r;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err((e, _)) => return Err(e.into()),
-            }
-        }
+        let signer = by_tenant.get(tenant.as_str()).copied();
+        send_event(&producer, &topic, &tenant, &event, signer)?;
         sent += 1;
     }
     producer.flush(Duration::from_secs(60))?;
+    sent += spoofed;
     let ctx = producer.context();
     let (delivered, failed) = (
         ctx.delivered.load(Ordering::Relaxed),
@@ -629,13 +602,54 @@ fn generate(config: &Config, args: GenerateArgs) -> anyhow::Result<()> {
     );
     println!(
         "produced {delivered} of {sent} events to {topic} in {:.2}s ({failed} failed, {spoofed} \
-         signed by another tenant's producer)",
+         of them spoofed by another tenant's producer)",
         started.elapsed().as_secs_f64()
     );
     if delivered != sent {
         bail!("{} events were not delivered", sent - delivered);
     }
     Ok(())
+}
+
+/// Sends one event keyed by `tenant`, signed by `signer` (producer id, key) if given; waits
+/// while the producer queue is full.
+fn send_event(
+    producer: &ThreadedProducer<CountingContext>,
+    topic: &str,
+    tenant: &str,
+    event: &[u8],
+    signer: Option<(&str, &[u8])>,
+) -> anyhow::Result<()> {
+    let mut record = BaseRecord::to(topic).payload(event).key(tenant);
+    if let Some((id, key)) = signer {
+        let signature = custody_operators::identity::sign(key, event);
+        record = record.headers(
+            OwnedHeaders::new()
+                .insert(Header {
+                    key: PRODUCER_HEADER,
+                    value: Some(id),
+                })
+                .insert(Header {
+                    key: SIGNATURE_HEADER,
+                    value: Some(signature.as_str()),
+                }),
+        );
+    }
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((
+                rdkafka::error::KafkaError::MessageProduction(
+                    rdkafka::types::RDKafkaErrorCode::QueueFull,
+                ),
+                r,
+            )) => {
+                record = r;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err((e, _)) => return Err(e.into()),
+        }
+    }
 }
 
 fn tenant_of(event: &[u8]) -> String {

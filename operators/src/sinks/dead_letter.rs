@@ -23,8 +23,11 @@
 
 use std::time::Duration;
 
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
 
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
@@ -47,8 +50,30 @@ impl std::fmt::Debug for DeadLetter {
 }
 
 impl DeadLetter {
-    /// A producer for `topic` on `brokers`.
-    pub fn new(brokers: &str, topic: impl Into<String>, metrics: Metrics) -> Result<Self> {
+    /// A producer for `topic` on `brokers`; creates the topic (one partition) if missing.
+    pub async fn connect(
+        brokers: &str,
+        topic: impl Into<String>,
+        metrics: Metrics,
+    ) -> Result<Self> {
+        let topic = topic.into();
+        let admin: AdminClient<DefaultClientContext> = kafka_client_config(brokers).create()?;
+        let created = admin
+            .create_topics(
+                &[NewTopic::new(&topic, 1, TopicReplication::Fixed(1))],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+            )
+            .await?;
+        for result in created {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((t, code)) => {
+                    return Err(Error::SinkStopped(format!(
+                        "creating dead-letter topic {t:?}: {code}"
+                    )));
+                }
+            }
+        }
         let producer = kafka_client_config(brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
@@ -56,7 +81,7 @@ impl DeadLetter {
             .create()?;
         Ok(DeadLetter {
             producer,
-            topic: topic.into(),
+            topic,
             metrics,
         })
     }

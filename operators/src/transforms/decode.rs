@@ -103,7 +103,7 @@ impl<'scope> Decode<'scope> for StreamVec<'scope, Epoch, RawRecord> {
                         quarantined.with_label_values(&[kind]).inc();
                         if kind == "tenant_mismatch" {
                             spoofs.inc();
-                            tracing::warn!(%reason, "spoofed tenant quarantined");
+                            tracing::debug!(%reason, "spoofed tenant quarantined");
                         }
                         Err(quarantine(raw, kind, reason, &config, &mut tokenizer))
                     }
