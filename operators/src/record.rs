@@ -19,6 +19,10 @@ pub struct RawRecord {
     pub len: u64,
     /// Who says they produced it (Kafka headers), checked against the producer registry.
     pub producer: Option<ProducerClaim>,
+    /// Set on the marker an operator's forced skip leaves in place of the skipped records:
+    /// why, and the first offset skipped (`offset` is the last). Quarantined as
+    /// `operator_skip`.
+    pub skipped: Option<(i64, String)>,
 }
 
 /// A producer's claim of authorship: its id and a MAC over the exact record bytes.
@@ -40,6 +44,7 @@ impl RawRecord {
             bytes,
             len,
             producer: None,
+            skipped: None,
         }
     }
 }

@@ -28,7 +28,7 @@ use custody_operators::sinks::iceberg::{
 };
 use custody_operators::sources::Source;
 use custody_operators::sources::kafka::positions_of;
-use custody_operators::sources::resume::ResumingSource;
+use custody_operators::sources::resume::{ForcedSkip, ResumingSource};
 use custody_operators::transforms::decode::DecodeConfig;
 use custody_operators::verify::ContinuousVerifier;
 use custody_operators::{Decode, ForwardToSink, HashChain, Metrics, TokenizePii};
@@ -80,6 +80,8 @@ pub struct RunOptions {
     pub sink_id: String,
     /// Kafka brokers and topic for quarantined raw records.
     pub dead_letter: Option<(String, String)>,
+    /// Skips an operator forced (each recorded as a gap marker).
+    pub skips: Vec<ForcedSkip>,
 }
 
 /// What a run did.
@@ -147,6 +149,7 @@ pub fn run_pipeline(
         source,
         durable,
         resume.partial.as_ref().map(|p| &p.positions),
+        &opts.skips,
         metrics.clone(),
     )?);
     let dead_letter = opts

@@ -28,6 +28,7 @@ use custody_operators::sources::kafka::{
     KafkaConfig, KafkaSource, PRODUCER_HEADER, SIGNATURE_HEADER, kafka_client_config,
 };
 use custody_operators::sources::ndjson::NdjsonSource;
+use custody_operators::sources::resume::ForcedSkip;
 use custody_operators::transforms::decode::DecodeConfig;
 use custody_reports::live::LiveViews;
 use custody_reports::proofs::LiveLogs;
@@ -193,6 +194,23 @@ struct RunArgs {
     /// HTTP listen address (default from config; `off` to disable).
     #[arg(long)]
     listen: Option<String>,
+    /// Skip records an operator decided not to ingest: `PARTITION:OFFSET` resumes that
+    /// partition at OFFSET. The skipped range is recorded as a gap marker in quarantine.
+    #[arg(long, value_parser = parse_skip, requires = "skip_reason")]
+    force_skip: Vec<(i32, i64)>,
+    /// Why the records are skipped (recorded with the gap marker).
+    #[arg(long)]
+    skip_reason: Option<String>,
+}
+
+fn parse_skip(s: &str) -> Result<(i32, i64), String> {
+    let (p, o) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?}: expected PARTITION:OFFSET"))?;
+    Ok((
+        p.parse().map_err(|e| format!("partition {p:?}: {e}"))?,
+        o.parse().map_err(|e| format!("offset {o:?}: {e}"))?,
+    ))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -323,6 +341,7 @@ fn run_options(
         warehouse,
         sink_id: config.warehouse.sink_id.clone(),
         dead_letter: None,
+        skips: Vec::new(),
     })
 }
 
@@ -490,6 +509,16 @@ fn run(config: &Config, args: RunArgs) -> anyhow::Result<()> {
     let server = start_server(listen, &metrics, &live, &logs)?;
     let stop = stop_on_ctrl_c(server.as_ref().map(|(rt, _)| rt));
     let mut opts = run_options(config, warehouse.clone(), args.idle_exit)?;
+    let reason = args.skip_reason.clone().unwrap_or_default();
+    opts.skips = args
+        .force_skip
+        .iter()
+        .map(|&(partition, to)| ForcedSkip {
+            partition,
+            to,
+            reason: reason.clone(),
+        })
+        .collect();
     if let Some(brokers) = &args.kafka
         && !config.kafka.dead_letter_topic.is_empty()
     {

@@ -232,3 +232,53 @@ fn broker_restart_during_the_run_loses_and_duplicates_nothing() {
     );
     assert_exactly_once(&wh, n as usize, tenants);
 }
+
+/// Re-running over the same input ingests nothing twice, and an operator's forced skip is
+/// recorded as a gap marker in quarantine, once.
+#[test]
+fn reruns_are_idempotent_and_forced_skips_leave_a_gap_marker() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.ndjson");
+    custody(&[
+        "generate",
+        "--events",
+        "300",
+        "--tenants",
+        "3",
+        "--out",
+        input.to_str().unwrap(),
+    ]);
+    let wh = dir.path().join("wh");
+    let (input, wh_arg) = (input.to_str().unwrap(), wh.to_str().unwrap());
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", "--input", input, "--warehouse", wh_arg];
+        args.extend_from_slice(extra);
+        custody(&args)
+    };
+    let skip = [
+        "--force-skip",
+        "0:100",
+        "--skip-reason",
+        "INC-42 poison records",
+    ];
+    let first = run(&skip);
+    assert!(
+        first.contains("201 in = 200 accepted + 1 quarantined (balanced)"),
+        "{first}"
+    );
+    for again in [run(&[]), run(&skip)] {
+        assert!(
+            again.contains("0 in = 0 accepted + 0 quarantined (balanced)"),
+            "{again}"
+        );
+    }
+    let tables = read_columns(&wh, &["events:event_id", "quarantine:reason_kind,reason"]);
+    assert_eq!(rows(&tables, "events").len(), 200);
+    let quarantine = rows(&tables, "quarantine");
+    assert_eq!(quarantine.len(), 1);
+    assert_eq!(quarantine[0]["reason_kind"], "operator_skip");
+    assert_eq!(
+        quarantine[0]["reason"],
+        "gap: an operator skipped offsets 0..=99 of partition 0: INC-42 poison records"
+    );
+}

@@ -94,6 +94,7 @@ impl<R: BufRead + Send> Source for NdjsonSource<R> {
                 bytes,
                 len,
                 producer: None,
+                skipped: None,
             });
             self.next_offset += 1;
         }

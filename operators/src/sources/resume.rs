@@ -34,14 +34,49 @@ pub struct ResumingSource {
     metrics: Metrics,
 }
 
+/// An operator's decision to skip a partition's records up to (not including) an offset,
+/// with the reason, recorded as a gap marker in quarantine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForcedSkip {
+    /// The partition.
+    pub partition: i32,
+    /// The first offset to read again.
+    pub to: i64,
+    /// Why (recorded).
+    pub reason: String,
+}
+
 impl ResumingSource {
-    /// Seeks `inner` past `durable`; the first batch will be `replay`, if given.
+    /// Seeks `inner` past `durable` and past any forced `skips` (each leaves a gap marker);
+    /// the first batch will be `replay`, if given.
     pub fn new(
         mut inner: Box<dyn Source>,
-        durable: BTreeMap<i32, i64>,
+        mut durable: BTreeMap<i32, i64>,
         replay: Option<&SourcePositions>,
+        skips: &[ForcedSkip],
         metrics: Metrics,
     ) -> Result<Self> {
+        if replay.is_some() && !skips.is_empty() {
+            return Err(Error::Source {
+                source_name: inner.name(),
+                message: "cannot skip while an epoch is half-committed; run once without \
+                          skipping first"
+                    .into(),
+            });
+        }
+        let mut carry = VecDeque::new();
+        for skip in skips {
+            let from = durable.get(&skip.partition).map_or(0, |d| d + 1);
+            if skip.to <= from {
+                tracing::warn!(?skip, from, "nothing to skip: already past that offset");
+                continue;
+            }
+            tracing::warn!(partition = skip.partition, from, to = skip.to, reason = %skip.reason, "operator forced a skip; recording a gap marker");
+            let mut marker = RawRecord::new(skip.partition, skip.to - 1, Vec::new());
+            marker.skipped = Some((from, skip.reason.clone()));
+            carry.push_back(marker);
+            durable.insert(skip.partition, skip.to - 1);
+        }
         inner.seek(&durable)?;
         let replay = replay
             .filter(|p| p.source == inner.name() && !p.partitions.is_empty())
@@ -50,7 +85,7 @@ impl ResumingSource {
             inner,
             durable,
             replay,
-            carry: VecDeque::new(),
+            carry,
             replay_timeout: Duration::from_secs(120),
             metrics,
         })
@@ -187,7 +222,7 @@ mod tests {
             partitions: BTreeMap::from([(0, 4)]),
         };
         let mut src =
-            ResumingSource::new(fixed(8), durable, Some(&partial), Metrics::new()).unwrap();
+            ResumingSource::new(fixed(8), durable, Some(&partial), &[], Metrics::new()).unwrap();
         let first = src.next_batch(100, Duration::ZERO).unwrap().unwrap();
         assert_eq!(keys(&first), [(0, 3), (0, 4)]);
         let mut rest = Vec::new();
@@ -203,13 +238,50 @@ mod tests {
     }
 
     #[test]
+    fn a_forced_skip_leaves_one_gap_marker_and_reads_on_after_it() {
+        let skip = ForcedSkip {
+            partition: 1,
+            to: 5,
+            reason: "poison records".into(),
+        };
+        let mut src = ResumingSource::new(
+            fixed(8),
+            BTreeMap::from([(1, 0)]),
+            None,
+            &[skip],
+            Metrics::new(),
+        )
+        .unwrap();
+        let mut all = Vec::new();
+        while let Some(b) = src.next_batch(100, Duration::ZERO).unwrap() {
+            all.extend(b);
+        }
+        let markers: Vec<_> = all.iter().filter(|r| r.skipped.is_some()).collect();
+        assert_eq!(markers.len(), 1);
+        assert_eq!((markers[0].partition, markers[0].offset), (1, 4));
+        assert_eq!(markers[0].skipped, Some((1, "poison records".into())));
+        let p1: Vec<i64> = all
+            .iter()
+            .filter(|r| r.partition == 1 && r.skipped.is_none())
+            .map(|r| r.offset)
+            .collect();
+        assert_eq!(p1, [5, 6, 7]);
+    }
+
+    #[test]
     fn a_source_that_cannot_replay_fails_the_batch() {
         let partial = SourcePositions {
             source: "fixed".into(),
             partitions: BTreeMap::from([(0, 50)]),
         };
-        let mut src =
-            ResumingSource::new(fixed(8), BTreeMap::new(), Some(&partial), Metrics::new()).unwrap();
+        let mut src = ResumingSource::new(
+            fixed(8),
+            BTreeMap::new(),
+            Some(&partial),
+            &[],
+            Metrics::new(),
+        )
+        .unwrap();
         let e = src.next_batch(100, Duration::ZERO).unwrap_err().to_string();
         assert!(e.contains("no longer has"), "{e}");
     }

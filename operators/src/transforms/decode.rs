@@ -116,6 +116,15 @@ fn decode_one(
     raw: &RawRecord,
     config: &DecodeConfig,
 ) -> Result<custody_schemas::AuditEvent, (&'static str, String)> {
+    if let Some((from, why)) = &raw.skipped {
+        return Err((
+            "operator_skip",
+            format!(
+                "gap: an operator skipped offsets {from}..={} of partition {}: {why}",
+                raw.offset, raw.partition
+            ),
+        ));
+    }
     if raw.len > config.max_event_bytes as u64 || raw.bytes.len() > config.max_event_bytes {
         return Err((
             "too_large",
