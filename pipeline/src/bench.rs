@@ -1,7 +1,20 @@
 //! `custody bench`: single-core throughput of the chain-of-custody stages, each measured
-//! against raw SHA-256 over the same bytes in the same run.
+//! against raw SHA-256 over the same bytes in the same run; `custody bench --kafka`: the whole
+//! pipeline in Kafka mode against a consume-and-drop consumer over the same topic.
 
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use custody_operators::Metrics;
+use custody_operators::sources::kafka::{KafkaConfig, KafkaSource, kafka_client_config};
+use custody_reports::live::LiveViews;
+use custody_reports::proofs::LiveLogs;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::config::Config;
+use crate::dataflow::{RunOptions, run_pipeline};
 
 use custody_operators::checkpoint::Signer;
 use custody_operators::hashing::canonical_json;
@@ -155,4 +168,133 @@ pub fn run(events: u64) {
         n / verify,
         row_bytes as f64 / 1e6 / raw_rows
     );
+}
+
+/// Every record of `topic`: consumed and dropped by a bare rdkafka consumer, then run through
+/// the whole pipeline (decode, PII, chain, views, Iceberg commits) into a fresh warehouse.
+/// Prints both rates and their ratio.
+pub fn kafka(
+    config: &Config,
+    mut opts: RunOptions,
+    brokers: &str,
+    topic: &str,
+) -> anyhow::Result<()> {
+    let nonce = std::process::id();
+    let probe: BaseConsumer = kafka_client_config(brokers)
+        .set("group.id", format!("custody-bench-probe-{nonce}"))
+        .create()?;
+    let metadata = probe.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut total = 0u64;
+    for &p in &partitions {
+        let (low, high) = probe.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+        total += (high - low) as u64;
+    }
+    anyhow::ensure!(
+        total > 0,
+        "topic {topic:?} is empty: fill it with custody generate --kafka"
+    );
+    println!(
+        "kafka bench: {total} records in {} partitions of {topic}",
+        partitions.len()
+    );
+
+    // Consume and drop.
+    let drop_consumer: BaseConsumer = kafka_client_config(brokers)
+        .set("group.id", format!("custody-bench-drop-{nonce}"))
+        .set("enable.auto.commit", "false")
+        .set(
+            "queued.max.messages.kbytes",
+            config.kafka.fetch_queue_kbytes.to_string(),
+        )
+        .create()?;
+    let mut assignment = TopicPartitionList::new();
+    for &p in &partitions {
+        assignment.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    drop_consumer.assign(&assignment)?;
+    let started = Instant::now();
+    let (mut seen, mut bytes) = (0u64, 0u64);
+    while seen < total {
+        match drop_consumer.poll(Duration::from_secs(10)) {
+            Some(Ok(m)) => {
+                seen += 1;
+                bytes += rdkafka::Message::payload_len(&m) as u64;
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, "bench consumer"),
+            None => anyhow::bail!("consume-and-drop stalled at {seen} of {total}"),
+        }
+    }
+    let drop_secs = started.elapsed().as_secs_f64();
+    drop(drop_consumer);
+
+    // The pipeline, into a fresh warehouse.
+    let dir = tempfile::tempdir()?;
+    opts.warehouse = dir.path().join("wh");
+    std::fs::create_dir_all(&opts.warehouse)?;
+    let source = KafkaSource::new(
+        KafkaConfig {
+            brokers: brokers.to_string(),
+            topic: topic.to_string(),
+            group_id: format!("custody-bench-pipeline-{nonce}"),
+            fetch_queue_kbytes: config.kafka.fetch_queue_kbytes,
+            metadata_refresh: config.kafka.metadata_refresh,
+        },
+        &Metrics::new(),
+    )?;
+    let metrics = Metrics::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(Mutex::new(None::<f64>));
+    let watcher = {
+        let (metrics, stop, done) = (metrics.clone(), Arc::clone(&stop), Arc::clone(&done));
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                let committed = metrics.events_accepted.get()
+                    + metrics.sink_rows.with_label_values(&["quarantine"]).get();
+                if committed >= total {
+                    if let Ok(mut d) = done.lock() {
+                        *d = Some(started.elapsed().as_secs_f64());
+                    }
+                    stop.store(true, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    opts.idle_exit = Some(Duration::from_secs(30));
+    let summary = run_pipeline(
+        Box::new(source),
+        opts,
+        metrics,
+        Arc::new(Mutex::new(LiveViews::default())),
+        Arc::new(Mutex::new(LiveLogs::default())),
+        Arc::clone(&stop),
+    )?;
+    stop.store(true, Ordering::Relaxed);
+    let _ = watcher.join();
+    let pipeline_secs = done
+        .lock()
+        .ok()
+        .and_then(|d| *d)
+        .unwrap_or(summary.elapsed.as_secs_f64());
+    let drop_rate = total as f64 / drop_secs;
+    let pipeline_rate = summary.events_in as f64 / pipeline_secs;
+    println!(
+        "  consume-and-drop rdkafka consumer: {drop_rate:>9.0} records/s ({:.0} MB/s)",
+        bytes as f64 / 1e6 / drop_secs
+    );
+    println!(
+        "  custody pipeline (kafka -> iceberg, {} workers): {pipeline_rate:>9.0} events/s, {} accepted + {} quarantined, {} epochs",
+        config.pipeline.workers, summary.accepted, summary.quarantined, summary.epochs
+    );
+    println!(
+        "  pipeline / consume-and-drop: {:.0}%",
+        100.0 * pipeline_rate / drop_rate
+    );
+    Ok(())
 }

@@ -74,6 +74,13 @@ enum Command {
         /// Events to generate for the benchmark.
         #[arg(long, default_value_t = 200_000)]
         events: u64,
+        /// Instead: Kafka mode against a consume-and-drop consumer, over every record of
+        /// `--topic` on these brokers (fill it first with `custody generate --kafka`).
+        #[arg(long, requires = "topic")]
+        kafka: Option<String>,
+        /// Topic for `--kafka`.
+        #[arg(long)]
+        topic: Option<String>,
     },
 }
 
@@ -229,7 +236,16 @@ fn main() -> anyhow::Result<()> {
         Command::Run(args) => run(&config, args),
         Command::Export(args) => export(&config, args),
         Command::Verify(args) => verify_cmd(&config, args),
-        Command::Bench { events } => {
+        Command::Bench {
+            events,
+            kafka: Some(brokers),
+            topic,
+        } => {
+            let _ = events;
+            let opts = run_options(&config, std::env::temp_dir(), None)?;
+            bench::kafka(&config, opts, &brokers, &topic.unwrap_or_default())
+        }
+        Command::Bench { events, .. } => {
             bench::run(events);
             Ok(())
         }
