@@ -11,7 +11,7 @@ use custody_operators::sources::kafka::{KafkaConfig, KafkaSource, kafka_client_c
 use custody_reports::live::LiveViews;
 use custody_reports::proofs::LiveLogs;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::config::Config;
 use crate::dataflow::{RunOptions, run_pipeline};
@@ -223,7 +223,7 @@ pub fn kafka(
         match drop_consumer.poll(Duration::from_secs(10)) {
             Some(Ok(m)) => {
                 seen += 1;
-                bytes += rdkafka::Message::payload_len(&m) as u64;
+                bytes += m.payload().map_or(0, <[u8]>::len) as u64;
             }
             Some(Err(e)) => tracing::warn!(error = %e, "bench consumer"),
             None => anyhow::bail!("consume-and-drop stalled at {seen} of {total}"),
