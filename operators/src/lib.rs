@@ -13,6 +13,7 @@ pub mod identity;
 pub mod merkle;
 pub mod metrics;
 pub mod pii;
+pub mod pii_corpus;
 pub mod record;
 pub mod sinks;
 pub mod sources;
