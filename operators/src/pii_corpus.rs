@@ -369,7 +369,7 @@ pub fn corpus(n: usize, size: usize, seed: u64) -> Vec<Sample> {
                         spans.push((start, text.len(), kind));
                     }
                     1 => text.push_str(&distractor(&mut rng)),
-                    _ => text.push_str(*rng.pick(WORDS)),
+                    _ => text.push_str(rng.pick::<&str>(WORDS)),
                 }
                 text.push_str(*rng.pick(&[" ", " ", " ", ", ", ". ", "\n", " ("]));
             }
