@@ -371,7 +371,7 @@ pub fn corpus(n: usize, size: usize, seed: u64) -> Vec<Sample> {
                     1 => text.push_str(&distractor(&mut rng)),
                     _ => text.push_str(rng.pick::<&str>(WORDS)),
                 }
-                text.push_str(*rng.pick(&[" ", " ", " ", ", ", ". ", "\n", " ("]));
+                text.push_str(rng.pick::<&str>(&[" ", " ", " ", ", ", ". ", "\n", " ("]));
             }
             for kind in pending {
                 let v = value(&mut rng, kind);
