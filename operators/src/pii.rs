@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use hmac::{Hmac, Mac};
 use regex::bytes::{Regex, RegexBuilder};
@@ -37,12 +37,17 @@ pub enum PiiKind {
     Iban,
     /// A phone number.
     Phone,
-    /// An IPv4 address.
+    /// An IPv4 or IPv6 address.
     Ip,
+    /// A tenant's own dictionary word or pattern (the token shows the rule's label).
+    Custom,
 }
 
+/// Number of kinds, built-in and custom: the size of per-kind counters.
+pub const KINDS: usize = 8;
+
 impl PiiKind {
-    /// Every kind.
+    /// Every built-in kind.
     pub const ALL: [PiiKind; 7] = [
         PiiKind::Email,
         PiiKind::Card,
@@ -63,6 +68,7 @@ impl PiiKind {
             PiiKind::Iban => "IBAN",
             PiiKind::Phone => "PHONE",
             PiiKind::Ip => "IP",
+            PiiKind::Custom => "CUSTOM",
         }
     }
 }
@@ -315,11 +321,160 @@ fn ssn_valid(bytes: &[u8]) -> bool {
         && &bytes[7..11] != b"0000"
 }
 
+/// A tenant-specific recognizer from configuration: dictionary words (matched
+/// case-insensitively as whole words) and/or a regular expression.
+#[derive(Clone, Debug, Default)]
+pub struct CustomRule {
+    /// Shown in the token, e.g. `EMPLOYEE_ID` gives `<EMPLOYEE_ID:tok_…>`.
+    pub label: String,
+    /// A regular expression, if any.
+    pub pattern: Option<String>,
+    /// Dictionary words or phrases.
+    pub words: Vec<String>,
+    /// Tenants it applies to; empty for all.
+    pub tenants: Vec<String>,
+}
+
+#[derive(Debug)]
+struct CompiledRule {
+    label: String,
+    regex: Regex,
+    tenants: Option<std::collections::HashSet<String>>,
+}
+
+/// Errors in a PII policy.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// A custom rule does not compile or has nothing to match.
+    #[error("pii rule {label:?}: {message}")]
+    Rule {
+        /// The rule.
+        label: String,
+        /// Why.
+        message: String,
+    },
+    /// A field selector is not `EVENT_TYPE.field` or `EVENT_TYPE.*`.
+    #[error(
+        "pii fields of tenant {tenant:?}: {selector:?} is not EVENT_TYPE.field or EVENT_TYPE.*"
+    )]
+    Field {
+        /// The tenant.
+        tenant: String,
+        /// The selector.
+        selector: String,
+    },
+}
+
+/// Per-tenant additions to the built-in recognizers: custom rules, and which payload fields
+/// are scanned (the event type's text fields unless a tenant names its own).
+#[derive(Debug, Default)]
+pub struct PiiPolicy {
+    rules: Vec<CompiledRule>,
+    fields: HashMap<String, HashMap<custody_schemas::EventType, Vec<String>>>,
+}
+
+impl PiiPolicy {
+    /// Compiles `rules`; `fields` maps a tenant to selectors `EVENT_TYPE.field` (or
+    /// `EVENT_TYPE.*` for every payload field) that replace the defaults for that tenant.
+    pub fn new(
+        rules: Vec<CustomRule>,
+        fields: impl IntoIterator<Item = (String, Vec<String>)>,
+    ) -> Result<Self, PolicyError> {
+        let mut compiled = Vec::new();
+        for rule in rules {
+            let mut alternatives: Vec<String> = Vec::new();
+            if let Some(p) = &rule.pattern {
+                alternatives.push(format!("(?:{p})"));
+            }
+            if !rule.words.is_empty() {
+                let words: Vec<String> = rule.words.iter().map(|w| regex::escape(w)).collect();
+                alternatives.push(format!("(?i:\\b(?:{})\\b)", words.join("|")));
+            }
+            if alternatives.is_empty() {
+                return Err(PolicyError::Rule {
+                    label: rule.label,
+                    message: "needs a pattern or words".into(),
+                });
+            }
+            let regex = RegexBuilder::new(&alternatives.join("|"))
+                .build()
+                .map_err(|e| PolicyError::Rule {
+                    label: rule.label.clone(),
+                    message: e.to_string(),
+                })?;
+            compiled.push(CompiledRule {
+                label: rule.label.to_ascii_uppercase(),
+                regex,
+                tenants: (!rule.tenants.is_empty()).then(|| rule.tenants.into_iter().collect()),
+            });
+        }
+        let mut by_tenant = HashMap::new();
+        for (tenant, selectors) in fields {
+            let mut per_type: HashMap<custody_schemas::EventType, Vec<String>> = HashMap::new();
+            for selector in selectors {
+                let parsed = selector
+                    .split_once('.')
+                    .and_then(|(t, f)| Some((custody_schemas::EventType::parse(t)?, f)));
+                let Some((ty, field)) = parsed else {
+                    return Err(PolicyError::Field { tenant, selector });
+                };
+                per_type.entry(ty).or_default().push(field.to_string());
+            }
+            by_tenant.insert(tenant, per_type);
+        }
+        Ok(PiiPolicy {
+            rules: compiled,
+            fields: by_tenant,
+        })
+    }
+
+    /// The payload fields scanned for `tenant`'s events of type `ty`: `None` for the
+    /// defaults; a list containing `*` means every field.
+    pub fn fields(&self, tenant: &str, ty: custody_schemas::EventType) -> Option<&[String]> {
+        let per_type = self.fields.get(tenant)?;
+        Some(per_type.get(&ty).map_or(&[][..], Vec::as_slice))
+    }
+
+    /// Adds the custom rules' matches in `text` to `spans`, keeping them sorted and
+    /// non-overlapping (an earlier start wins, then the longer span).
+    fn custom_spans(&self, tenant: &str, text: &str, spans: &mut Vec<(PiiSpan, Option<usize>)>) {
+        let before = spans.len();
+        for (i, rule) in self.rules.iter().enumerate() {
+            if rule.tenants.as_ref().is_some_and(|t| !t.contains(tenant)) {
+                continue;
+            }
+            for m in rule.regex.find_iter(text.as_bytes()) {
+                if m.end() > m.start() {
+                    let span = PiiSpan {
+                        start: m.start(),
+                        end: m.end(),
+                        kind: PiiKind::Custom,
+                    };
+                    spans.push((span, Some(i)));
+                }
+            }
+        }
+        if spans.len() == before {
+            return;
+        }
+        spans.sort_by_key(|(s, _)| (s.start, std::cmp::Reverse(s.end)));
+        let mut end = 0;
+        spans.retain(|(s, _)| {
+            let keep = s.start >= end;
+            if keep {
+                end = s.end;
+            }
+            keep
+        });
+    }
+}
+
 /// Replaces sensitive data with tenant-keyed tokens.
 #[derive(Clone)]
 pub struct Tokenizer {
     master: HmacSha256,
     tenant_keys: HashMap<String, HmacSha256>,
+    policy: Arc<PiiPolicy>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -340,7 +495,19 @@ impl Tokenizer {
             // Panic: HMAC accepts keys of any length.
             master: HmacSha256::new_from_slice(master_key).expect("hmac takes any key length"),
             tenant_keys: HashMap::new(),
+            policy: Arc::default(),
         }
+    }
+
+    /// Applies tenants' custom recognizers and field policies.
+    pub fn with_policy(mut self, policy: Arc<PiiPolicy>) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &PiiPolicy {
+        &self.policy
     }
 
     fn tenant_mac(&mut self, tenant: &str) -> &HmacSha256 {
@@ -358,14 +525,19 @@ impl Tokenizer {
 
     /// The token for `value` of `kind` in `tenant`'s scope.
     pub fn token(&mut self, tenant: &str, kind: PiiKind, value: &str) -> String {
+        self.labeled_token(tenant, kind.label(), value)
+    }
+
+    /// The token for `value` under `label` (a kind's label or a custom rule's).
+    pub fn labeled_token(&mut self, tenant: &str, label: &str, value: &str) -> String {
         let mut mac = self.tenant_mac(tenant).clone();
-        mac.update(kind.label().as_bytes());
+        mac.update(label.as_bytes());
         mac.update(b"\0");
         mac.update(value.as_bytes());
         let digest = mac.finalize().into_bytes();
         let mut out = String::with_capacity(32);
         out.push('<');
-        out.push_str(kind.label());
+        out.push_str(label);
         out.push_str(":tok_");
         for b in &digest[..10] {
             // Writing to a String cannot fail.
@@ -380,17 +552,24 @@ impl Tokenizer {
         &mut self,
         tenant: &str,
         text: &str,
-        counts: &mut [u64; 7],
+        counts: &mut [u64; KINDS],
     ) -> Option<String> {
-        let spans = scan(text);
+        let mut spans: Vec<(PiiSpan, Option<usize>)> =
+            scan(text).into_iter().map(|s| (s, None)).collect();
+        let policy = Arc::clone(&self.policy);
+        policy.custom_spans(tenant, text, &mut spans);
         if spans.is_empty() {
             return None;
         }
         let mut out = String::with_capacity(text.len());
         let mut last = 0;
-        for span in spans {
+        for (span, rule) in spans {
             out.push_str(&text[last..span.start]);
-            let token = self.token(tenant, span.kind, &text[span.start..span.end]);
+            let value = &text[span.start..span.end];
+            let token = match rule {
+                Some(i) => self.labeled_token(tenant, &policy.rules[i].label, value),
+                None => self.token(tenant, span.kind, value),
+            };
             out.push_str(&token);
             counts[span.kind as usize] += 1;
             last = span.end;
@@ -400,7 +579,7 @@ impl Tokenizer {
     }
 
     /// Tokenizes every string inside `value` (objects and arrays are walked).
-    pub fn tokenize_value(&mut self, tenant: &str, value: &mut Value, counts: &mut [u64; 7]) {
+    pub fn tokenize_value(&mut self, tenant: &str, value: &mut Value, counts: &mut [u64; KINDS]) {
         match value {
             Value::String(s) => {
                 if let Some(new) = self.tokenize_str(tenant, s, counts) {
@@ -495,6 +674,44 @@ mod tests {
     }
 
     #[test]
+    fn tenant_rules_and_fields_apply_to_their_tenant_only() {
+        let policy = PiiPolicy::new(
+            vec![CustomRule {
+                label: "employee_id".into(),
+                pattern: Some("EMP-[0-9]{6}".into()),
+                words: vec!["Project Falcon".into()],
+                tenants: vec!["acme".into()],
+            }],
+            [("acme".to_string(), vec!["TOOL_CALLED.*".to_string()])],
+        )
+        .unwrap();
+        let mut t = Tokenizer::new(b"k").with_policy(Arc::new(policy));
+        let mut counts = [0; KINDS];
+        let text = "EMP-123456 asked about project falcon, mail a@b.io";
+        let out = t.tokenize_str("acme", text, &mut counts).unwrap();
+        assert!(out.starts_with("<EMPLOYEE_ID:tok_"), "{out}");
+        assert!(!out.contains("EMP-123456") && !out.to_lowercase().contains("falcon"));
+        assert!(out.contains("<EMAIL:tok_"));
+        assert_eq!(counts[PiiKind::Custom as usize], 2);
+        let other = t.tokenize_str("globex", text, &mut counts).unwrap();
+        assert!(
+            other.contains("EMP-123456"),
+            "rules are per tenant: {other}"
+        );
+        let fields = t
+            .policy()
+            .fields("acme", custody_schemas::EventType::ToolCalled)
+            .unwrap();
+        assert_eq!(fields, ["*"]);
+        assert!(
+            t.policy()
+                .fields("globex", custody_schemas::EventType::ToolCalled)
+                .is_none()
+        );
+        assert!(PiiPolicy::new(vec![], [("x".into(), vec!["nope".into()])]).is_err());
+    }
+
+    #[test]
     fn validators() {
         assert!(luhn_valid(b"4242424242424242"));
         assert!(!luhn_valid(b"4242424242424241"));
@@ -511,7 +728,7 @@ mod tests {
         assert_eq!(a1, a2);
         assert_ne!(a1, b);
         assert!(a1.starts_with("<EMAIL:tok_") && a1.ends_with('>'));
-        let mut counts = [0; 7];
+        let mut counts = [0; KINDS];
         let out = t
             .tokenize_str(
                 "acme",

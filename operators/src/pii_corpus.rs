@@ -322,6 +322,7 @@ fn value(rng: &mut Rng, kind: PiiKind) -> String {
                 1 + rng.below(0xffff)
             ),
         },
+        PiiKind::Custom => format!("EMP-{}", rng.digits(6)),
         PiiKind::Secret => match rng.below(6) {
             0 => format!("AKIA{}", rng.chars(16, UPPER_DIGITS)),
             1 => format!("sk_live_{}", rng.chars(24, ALNUM)),

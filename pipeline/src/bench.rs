@@ -60,7 +60,7 @@ fn pii_scanner() {
     });
     let mut tokenizer = Tokenizer::new(b"bench");
     let (tok_secs, _) = best_of(3, || {
-        let mut counts = [0; 7];
+        let mut counts = [0; custody_operators::pii::KINDS];
         samples
             .iter()
             .filter_map(|s| tokenizer.tokenize_str("tenant-0000", &s.text, &mut counts))
@@ -94,7 +94,11 @@ fn chain(events: u64) {
             raw_sha256: [0; 32],
             payload_json: None,
         };
-        tokenize_event(&mut tokenizer, &mut sourced, &mut [0; 7]);
+        tokenize_event(
+            &mut tokenizer,
+            &mut sourced,
+            &mut [0; custody_operators::pii::KINDS],
+        );
         sourced
     })
     .collect();

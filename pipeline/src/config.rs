@@ -91,6 +91,36 @@ pub struct PiiConfig {
     pub master_key_env: String,
     /// Fallback key for demos.
     pub dev_master_key: String,
+    /// Custom recognizers by name.
+    #[serde(default)]
+    pub custom: std::collections::BTreeMap<String, CustomRuleSettings>,
+    /// Per-tenant field policies.
+    #[serde(default)]
+    pub tenants: std::collections::BTreeMap<String, TenantPiiSettings>,
+}
+
+/// A custom recognizer (`[pii.custom.NAME]`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomRuleSettings {
+    /// Token label; defaults to the rule's name in upper case.
+    pub label: Option<String>,
+    /// Regular expression.
+    pub pattern: Option<String>,
+    /// Dictionary words or phrases (case-insensitive, whole words).
+    #[serde(default)]
+    pub words: Vec<String>,
+    /// Tenants it applies to; empty for all.
+    #[serde(default)]
+    pub tenants: Vec<String>,
+}
+
+/// A tenant's PII policy (`[pii.tenants.TENANT]`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantPiiSettings {
+    /// `EVENT_TYPE.field` or `EVENT_TYPE.*` selectors replacing the default text fields.
+    pub fields: Vec<String>,
 }
 
 impl std::fmt::Debug for PiiConfig {
@@ -103,6 +133,27 @@ impl std::fmt::Debug for PiiConfig {
 }
 
 impl PiiConfig {
+    /// The compiled custom rules and field policies.
+    pub fn policy(
+        &self,
+    ) -> Result<custody_operators::pii::PiiPolicy, custody_operators::pii::PolicyError> {
+        let rules = self
+            .custom
+            .iter()
+            .map(|(name, r)| custody_operators::pii::CustomRule {
+                label: r.label.clone().unwrap_or_else(|| name.to_ascii_uppercase()),
+                pattern: r.pattern.clone(),
+                words: r.words.clone(),
+                tenants: r.tenants.clone(),
+            })
+            .collect();
+        let fields = self
+            .tenants
+            .iter()
+            .map(|(t, p)| (t.clone(), p.fields.clone()));
+        custody_operators::pii::PiiPolicy::new(rules, fields)
+    }
+
     /// The master key: from the environment variable, else the dev key (with a warning).
     pub fn master_key(&self) -> Vec<u8> {
         match std::env::var(&self.master_key_env) {
@@ -355,6 +406,9 @@ impl Config {
                 "identity.mode = \"signed-header\" needs at least one identity.producers entry"
                     .to_string(),
             );
+        }
+        if let Err(e) = self.pii.policy() {
+            errors.push(e.to_string());
         }
         if errors.is_empty() {
             Ok(self)

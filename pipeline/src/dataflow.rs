@@ -72,6 +72,8 @@ pub struct RunOptions {
     pub hitl: HitlConfig,
     /// PII token master key.
     pub master_key: Vec<u8>,
+    /// Custom recognizers and per-tenant field policies.
+    pub pii_policy: Arc<custody_operators::pii::PiiPolicy>,
     /// Checkpoint signing key seed.
     pub signing_seed: [u8; 32],
     /// Warehouse directory.
@@ -204,7 +206,7 @@ pub fn run_pipeline(
     let (worker_summary, worker_failure) = (Arc::clone(&summary), Arc::clone(&failure));
     let guards = timely::execute(config, move |worker| {
         let metrics = worker_metrics.clone();
-        let tokenizer = Tokenizer::new(&opts.master_key);
+        let tokenizer = Tokenizer::new(&opts.master_key).with_policy(Arc::clone(&opts.pii_policy));
         let index = worker.index();
         let parts = if index == 0 {
             shared.lock().ok().and_then(|mut p| p.take())

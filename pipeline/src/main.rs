@@ -354,6 +354,7 @@ fn run_options(
             rubber_stamp_ms: config.views.rubber_stamp.as_millis() as i64,
         },
         master_key: config.pii.master_key(),
+        pii_policy: Arc::new(config.pii.policy()?),
         warehouse,
         sink_id: config.warehouse.sink_id.clone(),
         dead_letter: None,

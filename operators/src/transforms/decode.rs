@@ -164,7 +164,7 @@ pub fn quarantine(
     let raw_sha256 = hex::encode(Sha256::digest(&raw.bytes));
     let keep = &raw.bytes[..raw.bytes.len().min(config.quarantine_keep_bytes)];
     let text = String::from_utf8_lossy(keep);
-    let mut counts = [0; 7];
+    let mut counts = [0; crate::pii::KINDS];
     let raw_redacted = tokenizer
         .tokenize_str(QUARANTINE_SCOPE, &text, &mut counts)
         .unwrap_or_else(|| text.into_owned());

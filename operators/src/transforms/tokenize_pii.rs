@@ -4,8 +4,9 @@
 //! [`SourcedEvent`]s, pipelined (no exchange): tokenization runs where decoding ran.
 //!
 //! # Outputs
-//! The same events with every string inside the event type's text fields
-//! ([`custody_schemas::EventType::text_fields`]) tokenized, and the final payload serialized
+//! The same events with every string inside the fields the tenant's policy names (by default
+//! the event type's text fields, [`custody_schemas::EventType::text_fields`]) tokenized by the
+//! built-in recognizers and the tenant's custom rules, and the final payload serialized
 //! once as canonical JSON (`payload_json`). There is no error output: tokenization cannot
 //! fail.
 //!
@@ -27,7 +28,7 @@ use timely::dataflow::operators::vec::Map;
 
 use crate::hashing::canonical_json;
 use crate::metrics::Metrics;
-use crate::pii::{PiiKind, Tokenizer};
+use crate::pii::{KINDS, PiiKind, Tokenizer};
 use crate::record::{Epoch, SourcedEvent};
 
 /// Tokenizes PII; see the module docs.
@@ -49,11 +50,12 @@ impl<'scope> TokenizePii<'scope> for StreamVec<'scope, Epoch, SourcedEvent> {
         let op = metrics.operator("tokenize_pii");
         let per_kind: Vec<_> = PiiKind::ALL
             .iter()
+            .chain([&PiiKind::Custom])
             .map(|k| metrics.pii_tokens.with_label_values(&[k.label()]))
             .collect();
         self.map(move |mut sourced: SourcedEvent| {
             op.received.inc();
-            let mut counts = [0u64; 7];
+            let mut counts = [0u64; KINDS];
             tokenize_event(&mut tokenizer, &mut sourced, &mut counts);
             for (counter, n) in per_kind.iter().zip(counts) {
                 if n > 0 {
@@ -70,15 +72,35 @@ impl<'scope> TokenizePii<'scope> for StreamVec<'scope, Epoch, SourcedEvent> {
 pub fn tokenize_event(
     tokenizer: &mut Tokenizer,
     sourced: &mut SourcedEvent,
-    counts: &mut [u64; 7],
+    counts: &mut [u64; KINDS],
 ) {
     let event = &mut sourced.event;
     let tenant = event.tenant_id.as_str().to_string();
-    let fields = event.event_type.text_fields();
+    let chosen = tokenizer
+        .policy()
+        .fields(&tenant, event.event_type)
+        .map(<[String]>::to_vec);
     if let Some(payload) = event.payload.as_object_mut() {
-        for field in fields {
-            if let Some(value) = payload.get_mut(*field) {
-                tokenizer.tokenize_value(&tenant, value, counts);
+        match chosen {
+            // Every field of the payload.
+            Some(fields) if fields.iter().any(|f| f == "*") => {
+                for (_, value) in payload.iter_mut() {
+                    tokenizer.tokenize_value(&tenant, value, counts);
+                }
+            }
+            Some(fields) => {
+                for field in &fields {
+                    if let Some(value) = payload.get_mut(field) {
+                        tokenizer.tokenize_value(&tenant, value, counts);
+                    }
+                }
+            }
+            None => {
+                for field in event.event_type.text_fields() {
+                    if let Some(value) = payload.get_mut(*field) {
+                        tokenizer.tokenize_value(&tenant, value, counts);
+                    }
+                }
             }
         }
     }
