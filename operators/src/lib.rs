@@ -19,6 +19,7 @@ pub mod sinks;
 pub mod sources;
 pub mod test_util;
 pub mod transforms;
+pub mod vault;
 pub mod verify;
 
 pub use error::{Error, Result};

@@ -475,6 +475,18 @@ pub struct Tokenizer {
     master: HmacSha256,
     tenant_keys: HashMap<String, HmacSha256>,
     policy: Arc<PiiPolicy>,
+    vault: VaultMode,
+    /// `(token, value)` pairs produced since the last [`Tokenizer::take_revealed`].
+    revealed: Vec<(String, String)>,
+}
+
+/// What goes to the vault.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VaultMode {
+    /// Seal each token's value (enables re-identification and per-subject erasure).
+    pub tokens: bool,
+    /// Replace text fields by a commitment and seal their content (enables content erasure).
+    pub content: bool,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -496,7 +508,25 @@ impl Tokenizer {
             master: HmacSha256::new_from_slice(master_key).expect("hmac takes any key length"),
             tenant_keys: HashMap::new(),
             policy: Arc::default(),
+            vault: VaultMode::default(),
+            revealed: Vec::new(),
         }
+    }
+
+    /// Sets what is kept (sealed) in the vault.
+    pub fn with_vault(mut self, vault: VaultMode) -> Self {
+        self.vault = vault;
+        self
+    }
+
+    /// The vault mode.
+    pub fn vault_mode(&self) -> VaultMode {
+        self.vault
+    }
+
+    /// The `(token, value)` pairs produced since the last call (only with `tokens` vaulting).
+    pub fn take_revealed(&mut self) -> Vec<(String, String)> {
+        std::mem::take(&mut self.revealed)
     }
 
     /// Applies tenants' custom recognizers and field policies.
@@ -571,6 +601,9 @@ impl Tokenizer {
                 None => self.token(tenant, span.kind, value),
             };
             out.push_str(&token);
+            if self.vault.tokens {
+                self.revealed.push((token, value.to_string()));
+            }
             counts[span.kind as usize] += 1;
             last = span.end;
         }

@@ -63,6 +63,29 @@ pub struct SourcedEvent {
     /// Canonical JSON of the payload, once the payload is final (set by `tokenize_pii`, the
     /// last stage that rewrites it); computed by `hash_chain` if absent.
     pub payload_json: Option<String>,
+    /// Plaintext for the vault (token values, field content), sealed by the sink; never
+    /// written in clear.
+    pub vault: Vec<VaultItem>,
+}
+
+/// Plaintext the sink seals into `custody.vault`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VaultItem {
+    /// The value behind a token, sealed under the token's own key (one subject).
+    Token {
+        /// The token, e.g. `<EMAIL:tok_…>`.
+        token: String,
+        /// The value it replaced.
+        value: String,
+    },
+    /// A text field's content (already tokenized), replaced in the event by a commitment and
+    /// sealed under the tenant's content key.
+    Content {
+        /// The payload field.
+        field: String,
+        /// Its JSON value.
+        json: String,
+    },
 }
 
 /// An event with its place in its tenant's hash chain.
@@ -84,6 +107,8 @@ pub struct ChainedEvent {
     pub hash: [u8; 32],
     /// `SHA-256(0x00 || canonical event)`: the event's Merkle leaf.
     pub leaf_hash: [u8; 32],
+    /// Plaintext for the vault.
+    pub vault: Vec<VaultItem>,
 }
 
 /// Input that was rejected, with the reason. Never dropped: it is written to `custody.quarantine`.

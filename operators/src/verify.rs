@@ -536,6 +536,7 @@ mod tests {
                         event,
                         raw_sha256: [0; 32],
                         payload_json: None,
+                        vault: Vec::new(),
                     },
                 )
             })

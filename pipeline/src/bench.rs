@@ -93,6 +93,7 @@ fn chain(events: u64) {
             event,
             raw_sha256: [0; 32],
             payload_json: None,
+            vault: Vec::new(),
         };
         tokenize_event(
             &mut tokenizer,

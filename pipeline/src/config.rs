@@ -44,6 +44,8 @@ pub struct Config {
     pub kafka: KafkaSettings,
     /// Producer identity.
     pub identity: IdentityConfig,
+    /// Vault and envelope keys.
+    pub vault: VaultConfig,
 }
 
 /// Dataflow settings.
@@ -183,47 +185,99 @@ impl CheckpointsConfig {
     /// The signing key seed: from the environment, else from the key file (created if
     /// missing, readable by the owner only).
     pub fn signing_seed(&self, warehouse: &Path) -> Result<[u8; 32], ConfigError> {
-        let invalid = |what: &str| {
-            ConfigError::Invalid(format!("signing key {what}: expected 64 hex digits"))
-        };
-        if let Ok(hex_seed) = std::env::var(&self.signing_key_env)
-            && !hex_seed.is_empty()
-        {
-            let mut seed = [0u8; 32];
-            hex::decode_to_slice(hex_seed.trim(), &mut seed)
-                .map_err(|_| invalid(&self.signing_key_env))?;
-            return Ok(seed);
-        }
-        let path = warehouse.join(&self.signing_key_file);
-        let read_err = |source| ConfigError::Read {
-            path: path.clone(),
-            source,
-        };
-        if !path.exists() {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(read_err)?;
-            }
-            let mut seed = [0u8; 32];
-            use std::io::Read;
-            std::fs::File::open("/dev/urandom")
-                .and_then(|mut f| f.read_exact(&mut seed))
-                .map_err(read_err)?;
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            use std::io::Write;
-            options
-                .open(&path)
-                .and_then(|mut f| f.write_all(hex::encode(seed).as_bytes()))
-                .map_err(read_err)?;
-            tracing::warn!(path = %path.display(), "generated a new checkpoint signing key");
-        }
-        let text = std::fs::read_to_string(&path).map_err(read_err)?;
+        secret_32(
+            &self.signing_key_env,
+            &warehouse.join(&self.signing_key_file),
+        )
+    }
+}
+
+/// 32 secret bytes: from the environment variable (64 hex digits), else from `file` (created
+/// with random bytes and mode 0600 if missing).
+pub fn secret_32(env: &str, path: &Path) -> Result<[u8; 32], ConfigError> {
+    let invalid = |what: &str| ConfigError::Invalid(format!("key {what}: expected 64 hex digits"));
+    if let Ok(hex_seed) = std::env::var(env)
+        && !hex_seed.is_empty()
+    {
         let mut seed = [0u8; 32];
-        hex::decode_to_slice(text.trim(), &mut seed)
-            .map_err(|_| invalid(&path.display().to_string()))?;
-        Ok(seed)
+        hex::decode_to_slice(hex_seed.trim(), &mut seed).map_err(|_| invalid(env))?;
+        return Ok(seed);
+    }
+    let read_err = |source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    if !path.exists() {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(read_err)?;
+        }
+        let mut seed = [0u8; 32];
+        use std::io::Read;
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut seed))
+            .map_err(read_err)?;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        use std::io::Write;
+        options
+            .open(path)
+            .and_then(|mut f| f.write_all(hex::encode(seed).as_bytes()))
+            .map_err(read_err)?;
+        tracing::warn!(path = %path.display(), "generated a new key");
+    }
+    let text = std::fs::read_to_string(path).map_err(read_err)?;
+    let mut seed = [0u8; 32];
+    hex::decode_to_slice(text.trim(), &mut seed)
+        .map_err(|_| invalid(&path.display().to_string()))?;
+    Ok(seed)
+}
+
+/// Vault and envelope keys.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultConfig {
+    /// Seal each token's value (re-identification, per-subject erasure).
+    pub tokens: bool,
+    /// Replace text fields by commitments and seal their content.
+    pub content: bool,
+    /// Environment variable holding the KEK (64 hex digits).
+    pub kek_env: String,
+    /// Environment variable holding the previous KEK during a rotation.
+    pub kek_previous_env: String,
+    /// KEK file used when the variable is unset (relative to the warehouse; created if
+    /// missing). For development: keep production KEKs out of the warehouse.
+    pub kek_file: PathBuf,
+}
+
+impl VaultConfig {
+    /// The current KEK and the previous one, if set.
+    pub fn keks(
+        &self,
+        warehouse: &Path,
+    ) -> Result<
+        (
+            custody_operators::vault::Kek,
+            Vec<custody_operators::vault::Kek>,
+        ),
+        ConfigError,
+    > {
+        let current = secret_32(&self.kek_env, &warehouse.join(&self.kek_file))?;
+        let previous = match std::env::var(&self.kek_previous_env) {
+            Ok(v) if !v.is_empty() => {
+                let mut k = [0u8; 32];
+                hex::decode_to_slice(v.trim(), &mut k).map_err(|_| {
+                    ConfigError::Invalid(format!(
+                        "{}: expected 64 hex digits",
+                        self.kek_previous_env
+                    ))
+                })?;
+                vec![custody_operators::vault::Kek::new(&k)]
+            }
+            _ => Vec::new(),
+        };
+        Ok((custody_operators::vault::Kek::new(&current), previous))
     }
 }
 

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use custody_operators::checkpoint::Signer;
-use custody_operators::pii::Tokenizer;
+use custody_operators::pii::{Tokenizer, VaultMode};
 use custody_operators::record::{Epoch, RawRecord, SinkRecord};
 use custody_operators::sinks::dead_letter::DeadLetter;
 use custody_operators::sinks::iceberg::{
@@ -30,6 +30,7 @@ use custody_operators::sources::Source;
 use custody_operators::sources::kafka::positions_of;
 use custody_operators::sources::resume::{ForcedSkip, ResumingSource};
 use custody_operators::transforms::decode::DecodeConfig;
+use custody_operators::vault::{Kek, Keystore};
 use custody_operators::verify::ContinuousVerifier;
 use custody_operators::{Decode, ForwardToSink, HashChain, Metrics, TokenizePii};
 use custody_reports::live::LiveViews;
@@ -74,6 +75,10 @@ pub struct RunOptions {
     pub master_key: Vec<u8>,
     /// Custom recognizers and per-tenant field policies.
     pub pii_policy: Arc<custody_operators::pii::PiiPolicy>,
+    /// What is sealed in the vault.
+    pub vault: VaultMode,
+    /// Current and previous KEKs (used when the vault is on).
+    pub keks: Option<(Kek, Vec<Kek>)>,
     /// Checkpoint signing key seed.
     pub signing_seed: [u8; 32],
     /// Warehouse directory.
@@ -115,7 +120,25 @@ pub fn run_pipeline(
         .enable_all()
         .build()
         .map_err(custody_operators::Error::Io)?;
+    let _lock = lock_warehouse(&opts.warehouse)?;
     let warehouse = runtime.block_on(Warehouse::open(&opts.warehouse))?;
+    let keystore = match (&opts.keks, opts.vault.tokens || opts.vault.content) {
+        (Some((current, previous)), true) => Some(
+            runtime
+                .block_on(Keystore::open(
+                    &warehouse.root().join("keys/keystore.db"),
+                    current.clone(),
+                    previous.clone(),
+                ))
+                .map_err(|e| PipelineError::SinkStopped(e.to_string()))?,
+        ),
+        (None, true) => {
+            return Err(PipelineError::SinkStopped(
+                "the vault is on but no key-encryption key was given".into(),
+            ));
+        }
+        _ => None,
+    };
     let resume = runtime.block_on(warehouse.resume_state())?;
     let first_epoch = resume.last_epoch.map_or(0, |e| e + 1);
     tracing::info!(
@@ -181,6 +204,7 @@ pub fn run_pipeline(
         .with_verifier(verifier)
         .with_partial(resume.partial)
         .with_dead_letter(dead_letter)
+        .with_vault(keystore)
         .on_commit(Box::new(move |notice| {
             if let Ok(mut live) = hook_live.lock() {
                 live.apply(notice.epoch, notice.views);
@@ -206,7 +230,9 @@ pub fn run_pipeline(
     let (worker_summary, worker_failure) = (Arc::clone(&summary), Arc::clone(&failure));
     let guards = timely::execute(config, move |worker| {
         let metrics = worker_metrics.clone();
-        let tokenizer = Tokenizer::new(&opts.master_key).with_policy(Arc::clone(&opts.pii_policy));
+        let tokenizer = Tokenizer::new(&opts.master_key)
+            .with_policy(Arc::clone(&opts.pii_policy))
+            .with_vault(opts.vault);
         let index = worker.index();
         let parts = if index == 0 {
             shared.lock().ok().and_then(|mut p| p.take())
@@ -274,6 +300,26 @@ pub fn run_pipeline(
     let mut summary = summary.lock().map(|s| s.clone()).unwrap_or_default();
     summary.elapsed = started.elapsed();
     Ok(summary)
+}
+
+/// Takes the warehouse's writer lock (`.custody.lock`, an advisory lock the OS releases when
+/// the process dies): two writers would fork tenant chains.
+pub fn lock_warehouse(root: &std::path::Path) -> Result<std::fs::File, PipelineError> {
+    std::fs::create_dir_all(root).map_err(custody_operators::Error::Io)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(root.join(".custody.lock"))
+        .map_err(custody_operators::Error::Io)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(PipelineError::SinkStopped(format!(
+            "another custody process is writing to {}; stop it first",
+            root.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(custody_operators::Error::Io(e).into()),
+    }
 }
 
 /// Writes the public key as `keys/<key_id>.pub` (hex) in the warehouse.

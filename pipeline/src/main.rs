@@ -5,6 +5,7 @@
 //! - `custody generate`: write a deterministic workload as NDJSON or produce it to Kafka;
 //! - `custody run`: run the pipeline over an NDJSON file or a Kafka topic.
 
+mod admin;
 mod bench;
 mod config;
 mod dataflow;
@@ -23,6 +24,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use custody_operators::Metrics;
 use custody_operators::identity::ProducerRegistry;
+use custody_operators::pii::VaultMode;
 use custody_operators::sources::Source;
 use custody_operators::sources::kafka::{
     KafkaConfig, KafkaSource, PRODUCER_HEADER, SIGNATURE_HEADER, kafka_client_config,
@@ -69,6 +71,48 @@ enum Command {
     Export(ExportArgs),
     /// Verify tenant logs: leaves, chains, Merkle roots and checkpoint signatures.
     Verify(VerifyArgs),
+    /// Crypto-shred a tenant (or one data subject): destroy its data keys, record DATA_ERASED.
+    Erase {
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// Only this token's key (one data subject).
+        #[arg(long)]
+        subject: Option<String>,
+        /// Who asked (recorded).
+        #[arg(long)]
+        requested_by: String,
+        /// Why, e.g. the request reference (recorded).
+        #[arg(long)]
+        reason: String,
+        /// Warehouse directory (default from config).
+        #[arg(long)]
+        warehouse: Option<PathBuf>,
+    },
+    /// Reveal the value behind a token; recorded first as DATA_REIDENTIFIED.
+    Reveal {
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// The token, e.g. `<EMAIL:tok_…>`.
+        #[arg(long)]
+        token: String,
+        /// Who asked (recorded).
+        #[arg(long)]
+        requested_by: String,
+        /// Why (recorded).
+        #[arg(long)]
+        reason: String,
+        /// Warehouse directory (default from config).
+        #[arg(long)]
+        warehouse: Option<PathBuf>,
+    },
+    /// Re-wrap every data key under the current key-encryption key (KEK rotation).
+    RewrapKeys {
+        /// Warehouse directory (default from config).
+        #[arg(long)]
+        warehouse: Option<PathBuf>,
+    },
     /// Single-core benchmarks of the chain and verification stages (build with --release).
     Bench {
         /// Events to generate for the benchmark.
@@ -236,6 +280,38 @@ fn main() -> anyhow::Result<()> {
         Command::Run(args) => run(&config, args),
         Command::Export(args) => export(&config, args),
         Command::Verify(args) => verify_cmd(&config, args),
+        Command::Erase {
+            tenant,
+            subject,
+            requested_by,
+            reason,
+            warehouse,
+        } => admin::erase(
+            &config,
+            &warehouse.unwrap_or_else(|| config.warehouse.path.clone()),
+            &tenant,
+            subject.as_deref(),
+            &requested_by,
+            &reason,
+        ),
+        Command::Reveal {
+            tenant,
+            token,
+            requested_by,
+            reason,
+            warehouse,
+        } => admin::reveal(
+            &config,
+            &warehouse.unwrap_or_else(|| config.warehouse.path.clone()),
+            &tenant,
+            &token,
+            &requested_by,
+            &reason,
+        ),
+        Command::RewrapKeys { warehouse } => admin::rewrap(
+            &config,
+            &warehouse.unwrap_or_else(|| config.warehouse.path.clone()),
+        ),
         Command::Bench {
             events,
             kafka: Some(brokers),
@@ -355,6 +431,15 @@ fn run_options(
         },
         master_key: config.pii.master_key(),
         pii_policy: Arc::new(config.pii.policy()?),
+        vault: VaultMode {
+            tokens: config.vault.tokens,
+            content: config.vault.content,
+        },
+        keks: if config.vault.tokens || config.vault.content {
+            Some(config.vault.keks(&warehouse)?)
+        } else {
+            None
+        },
         warehouse,
         sink_id: config.warehouse.sink_id.clone(),
         dead_letter: None,

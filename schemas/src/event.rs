@@ -49,11 +49,16 @@ pub enum EventType {
     TaskCompleted,
     /// The agent hit an unrecoverable error.
     TaskFailed,
+    /// Custody destroyed a tenant's (or one data subject's) keys: its vaulted content and
+    /// token values are irrecoverable. Written by `custody erase`.
+    DataErased,
+    /// An authorized caller revealed the value behind a token. Written by `custody reveal`.
+    DataReidentified,
 }
 
 impl EventType {
     /// Every event type, in taxonomy order.
-    pub const ALL: [EventType; 11] = [
+    pub const ALL: [EventType; 13] = [
         EventType::TaskInitiated,
         EventType::ModelDecision,
         EventType::DecisionPoint,
@@ -65,6 +70,8 @@ impl EventType {
         EventType::PolicyDecision,
         EventType::TaskCompleted,
         EventType::TaskFailed,
+        EventType::DataErased,
+        EventType::DataReidentified,
     ];
 
     /// The wire name, e.g. `TOOL_CALLED`.
@@ -81,6 +88,8 @@ impl EventType {
             EventType::PolicyDecision => "POLICY_DECISION",
             EventType::TaskCompleted => "TASK_COMPLETED",
             EventType::TaskFailed => "TASK_FAILED",
+            EventType::DataErased => "DATA_ERASED",
+            EventType::DataReidentified => "DATA_REIDENTIFIED",
         }
     }
 
@@ -103,6 +112,7 @@ impl EventType {
             EventType::PolicyDecision => &["reason"],
             EventType::TaskCompleted => &["output"],
             EventType::TaskFailed => &["reason", "last_state"],
+            EventType::DataErased | EventType::DataReidentified => &["reason"],
         }
     }
 }
@@ -323,6 +333,8 @@ pub fn validate_payload(event_type: EventType, payload: &Value) -> Result<(), Sc
         EventType::PolicyDecision => check::<PolicyDecision>(event_type, payload),
         EventType::TaskCompleted => check::<TaskCompleted>(event_type, payload),
         EventType::TaskFailed => check::<TaskFailed>(event_type, payload),
+        EventType::DataErased => check::<DataErased>(event_type, payload),
+        EventType::DataReidentified => check::<DataReidentified>(event_type, payload),
     }
 }
 
@@ -570,6 +582,45 @@ pub mod payload {
         pub reason: String,
         /// Last known state.
         pub last_state: String,
+    }
+
+    /// What an erasure covered.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum ErasureScope {
+        /// Every key of the tenant.
+        Tenant,
+        /// One data subject (one token's key).
+        Subject,
+    }
+
+    /// `DATA_ERASED`.
+    #[derive(Clone, Debug, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct DataErased {
+        /// Tenant or subject.
+        pub scope: ErasureScope,
+        /// The token erased, for a subject erasure.
+        #[serde(default)]
+        pub subject: Option<String>,
+        /// Data keys destroyed.
+        pub keys_destroyed: u64,
+        /// Who asked.
+        pub requested_by: String,
+        /// Why (e.g. the GDPR Art. 17 request reference).
+        pub reason: String,
+    }
+
+    /// `DATA_REIDENTIFIED`.
+    #[derive(Clone, Debug, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct DataReidentified {
+        /// The token revealed.
+        pub token: String,
+        /// Who asked.
+        pub requested_by: String,
+        /// Why.
+        pub reason: String,
     }
 }
 

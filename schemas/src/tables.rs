@@ -28,18 +28,21 @@ pub const VIEW_EVENT_COUNTS: &str = "view_event_counts";
 /// Changelog of the per-tenant HITL review latency view.
 pub const VIEW_HITL_LATENCY: &str = "view_hitl_latency";
 
+/// Sealed token values and field content (XChaCha20-Poly1305 under per-tenant data keys).
+pub const VAULT: &str = "vault";
 /// The commit log: one row per committed epoch, appended after every other table of the epoch.
 /// An epoch is durable exactly when its row is here.
 pub const EPOCHS: &str = "epochs";
 
 /// Every table, in creation order; also the order an epoch is committed in (`epochs` last).
-pub const ALL_TABLES: [&str; 7] = [
+pub const ALL_TABLES: [&str; 8] = [
     EVENTS,
     QUARANTINE,
     CHAIN_HEADS,
     CHECKPOINTS,
     VIEW_EVENT_COUNTS,
     VIEW_HITL_LATENCY,
+    VAULT,
     EPOCHS,
 ];
 
@@ -62,6 +65,7 @@ pub fn table_schema(name: &str) -> Option<SchemaRef> {
         VIEW_EVENT_COUNTS => Some(view_event_counts_schema()),
         VIEW_HITL_LATENCY => Some(view_hitl_latency_schema()),
         EPOCHS => Some(epochs_schema()),
+        VAULT => Some(vault_schema()),
         _ => None,
     }
 }
@@ -127,6 +131,19 @@ pub fn checkpoints_schema() -> SchemaRef {
         field(6, "signed_at", DataType::Utf8, false),
         field(7, "key_id", DataType::Utf8, false),
         field(8, "signature", DataType::Utf8, false),
+    ]))
+}
+
+/// `custody.vault`: `kind` is `token` (ref: the token) or `content` (ref: `event_id#field`);
+/// `sealed` is hex `nonce ‖ ciphertext ‖ tag` under data key `key_id`.
+pub fn vault_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        field(1, "tenant_id", DataType::Utf8, false),
+        field(2, "kind", DataType::Utf8, false),
+        field(3, "ref", DataType::Utf8, false),
+        field(4, "key_id", DataType::Utf8, false),
+        field(5, "sealed", DataType::Utf8, false),
+        field(6, "epoch", DataType::Int64, false),
     ]))
 }
 

@@ -17,6 +17,7 @@ TABLES = [
     "checkpoints",
     "view_event_counts",
     "view_hitl_latency",
+    "vault",
     "epochs",
 ]
 

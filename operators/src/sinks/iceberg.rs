@@ -66,9 +66,11 @@ use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::merkle::CompactRange;
 use crate::metrics::Metrics;
+use crate::record::VaultItem;
 use crate::record::{ChainHead, ChainedEvent, Epoch, Quarantined, SinkRecord, ViewUpdate};
 use crate::sinks::dead_letter::DeadLetter;
 use crate::transforms::hash_chain::{ChainState, TenantLog};
+use crate::vault::{Keystore, seal, vault_aad};
 use crate::verify::{ContinuousVerifier, EventRow};
 use custody_schemas::time::format_rfc3339;
 
@@ -432,6 +434,30 @@ impl Warehouse {
         Ok(out)
     }
 
+    /// The sealed vault entry of `reference` (a token, or `event_id#field`) for `tenant`.
+    pub async fn vault_entry(
+        &self,
+        tenant: &str,
+        reference: &str,
+    ) -> Result<Option<(String, Vec<u8>)>> {
+        for batch in self.scan(tables::VAULT).await? {
+            let (tenants, refs, keys, sealed) = (
+                string_column(&batch, "tenant_id")?,
+                string_column(&batch, "ref")?,
+                string_column(&batch, "key_id")?,
+                string_column(&batch, "sealed")?,
+            );
+            for i in 0..batch.num_rows() {
+                if tenants.value(i) == tenant && refs.value(i) == reference {
+                    let bytes = hex::decode(sealed.value(i))
+                        .map_err(|e| Error::SinkStopped(format!("corrupt vault entry: {e}")))?;
+                    return Ok(Some((keys.value(i).to_string(), bytes)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// Every row of `custody.checkpoints`.
     pub async fn checkpoint_rows(&self) -> Result<Vec<Checkpoint>> {
         let mut rows = Vec::new();
@@ -490,6 +516,16 @@ pub struct IcebergSink {
     verifier: Option<ContinuousVerifier>,
     partial: Option<PartialEpoch>,
     dead_letter: Option<DeadLetter>,
+    keystore: Option<Keystore>,
+}
+
+/// One sealed vault row.
+struct VaultRow {
+    tenant_id: String,
+    kind: &'static str,
+    reference: String,
+    key_id: String,
+    sealed: String,
 }
 
 /// What one committed epoch contained, for live serving.
@@ -520,7 +556,14 @@ impl IcebergSink {
             verifier: None,
             partial: None,
             dead_letter: None,
+            keystore: None,
         }
+    }
+
+    /// Seals the events' vault items into `custody.vault` with keys from `keystore`.
+    pub fn with_vault(mut self, keystore: Option<Keystore>) -> Self {
+        self.keystore = keystore;
+        self
     }
 
     /// Publishes each epoch's quarantined raw records to a dead-letter topic before committing.
@@ -623,6 +666,10 @@ impl IcebergSink {
                 );
             }
         }
+        let (vault, subjects) = match self.keystore.as_mut() {
+            Some(keystore) => seal_vault(keystore, &events).await?,
+            None => (Vec::new(), Vec::new()),
+        };
         let mut rows = BTreeMap::new();
         let mut digest = Sha256::new();
         for cp in &checkpoints {
@@ -636,7 +683,7 @@ impl IcebergSink {
             (SUMMARY_CHECKPOINTS, checkpoints.len().to_string()),
             (SUMMARY_CHECKPOINT_DIGEST, hex::encode(digest.finalize())),
         ];
-        let batches: [(&'static str, usize, Option<RecordBatch>); 6] = [
+        let batches: [(&'static str, usize, Option<RecordBatch>); 7] = [
             (
                 tables::EVENTS,
                 events.len(),
@@ -668,6 +715,11 @@ impl IcebergSink {
                 tables::VIEW_HITL_LATENCY,
                 hitl.len(),
                 nonempty(&hitl, |h| hitl_batch(h, epoch))?,
+            ),
+            (
+                tables::VAULT,
+                vault.len(),
+                nonempty(&vault, |v| vault_batch(v, epoch))?,
             ),
         ];
         crate::failpoint::hit("commit-start", epoch);
@@ -704,6 +756,14 @@ impl IcebergSink {
                 "replay of epoch {epoch} diverged: {name} holds rows for it but the replay \
                  produced none"
             )));
+        }
+        if let Some(keystore) = self.keystore.as_mut()
+            && !subjects.is_empty()
+        {
+            keystore
+                .mark_vaulted(&subjects)
+                .await
+                .map_err(|e| Error::SinkStopped(e.to_string()))?;
         }
         let marker = epochs_batch(&EpochRow {
             epoch,
@@ -874,7 +934,85 @@ fn events_batch(rows: &[ChainedEvent], source: &str, epoch: Epoch) -> Result<Rec
 /// Tables whose rows are audit evidence and must replay identically; view changelogs are
 /// derived and may be re-derived differently after a restart.
 fn is_evidence(table: &str) -> bool {
-    !matches!(table, tables::VIEW_EVENT_COUNTS | tables::VIEW_HITL_LATENCY)
+    // Vault rows are sealed with fresh nonces, and token values already vaulted by the
+    // crashed attempt are not sealed again: a replay writes what is still missing.
+    !matches!(
+        table,
+        tables::VIEW_EVENT_COUNTS | tables::VIEW_HITL_LATENCY | tables::VAULT
+    )
+}
+
+/// Seals the vault items of `events`: each token value not vaulted yet under the token's own
+/// key, each field's content under the tenant's content key. Returns the rows and the token
+/// subjects to mark vaulted once the rows are committed.
+async fn seal_vault(
+    keystore: &mut Keystore,
+    events: &[ChainedEvent],
+) -> Result<(Vec<VaultRow>, Vec<(String, String)>)> {
+    let fail = |e: crate::vault::VaultError| Error::SinkStopped(e.to_string());
+    let mut rows = Vec::new();
+    let mut subjects = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut content_keys: HashMap<String, crate::vault::DataKey> = HashMap::new();
+    for e in events {
+        let tenant = e.event.tenant_id.as_str();
+        for item in &e.vault {
+            match item {
+                VaultItem::Token { token, value } => {
+                    if keystore.is_vaulted(tenant, token)
+                        || !seen.insert((tenant.to_string(), token.clone()))
+                    {
+                        continue;
+                    }
+                    let (key, vaulted) =
+                        keystore.get_or_create(tenant, token).await.map_err(fail)?;
+                    if vaulted {
+                        continue;
+                    }
+                    let sealed = seal(&key.key, &vault_aad(tenant, token), value.as_bytes());
+                    rows.push(VaultRow {
+                        tenant_id: tenant.to_string(),
+                        kind: "token",
+                        reference: token.clone(),
+                        key_id: key.id,
+                        sealed: hex::encode(sealed),
+                    });
+                    subjects.push((tenant.to_string(), token.clone()));
+                }
+                VaultItem::Content { field, json } => {
+                    if !content_keys.contains_key(tenant) {
+                        let (key, _) = keystore.get_or_create(tenant, "").await.map_err(fail)?;
+                        content_keys.insert(tenant.to_string(), key);
+                    }
+                    let key = &content_keys[tenant];
+                    let reference = format!("{}#{field}", e.event.event_id);
+                    let sealed = seal(&key.key, &vault_aad(tenant, &reference), json.as_bytes());
+                    rows.push(VaultRow {
+                        tenant_id: tenant.to_string(),
+                        kind: "content",
+                        reference,
+                        key_id: key.id.clone(),
+                        sealed: hex::encode(sealed),
+                    });
+                }
+            }
+        }
+    }
+    Ok((rows, subjects))
+}
+
+fn vault_batch(rows: &[VaultRow], epoch: Epoch) -> Result<RecordBatch> {
+    batch(
+        tables::vault_schema(),
+        vec![
+            strings(rows.iter().map(|r| r.tenant_id.as_str())),
+            strings(rows.iter().map(|r| r.kind)),
+            strings(rows.iter().map(|r| r.reference.as_str())),
+            strings(rows.iter().map(|r| r.key_id.as_str())),
+            strings(rows.iter().map(|r| r.sealed.as_str())),
+            ints(rows.iter().map(|_| epoch as i64)),
+        ],
+    )
 }
 
 struct EpochRow<'a> {

@@ -75,12 +75,14 @@ impl<'scope> Decode<'scope> for StreamVec<'scope, Epoch, RawRecord> {
     fn decode(
         self,
         config: DecodeConfig,
-        mut tokenizer: Tokenizer,
+        tokenizer: Tokenizer,
         metrics: &Metrics,
     ) -> (
         StreamVec<'scope, Epoch, SourcedEvent>,
         StreamVec<'scope, Epoch, Quarantined>,
     ) {
+        // Quarantined input is tokenized but never vaulted.
+        let mut tokenizer = tokenizer.with_vault(crate::pii::VaultMode::default());
         let op = metrics.operator("decode");
         let quarantined = metrics.events_quarantined.clone();
         let spoofs = metrics.tenant_spoofs.clone();
@@ -96,6 +98,7 @@ impl<'scope> Decode<'scope> for StreamVec<'scope, Epoch, RawRecord> {
                             event,
                             raw_sha256: Sha256::digest(&raw.bytes).into(),
                             payload_json: None,
+                            vault: Vec::new(),
                         })
                     }
                     Err((kind, reason)) => {

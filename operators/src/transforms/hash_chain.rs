@@ -257,6 +257,7 @@ pub fn append(chains: &mut ChainState, sourced: SourcedEvent) -> ChainedEvent {
         offset,
         event,
         payload_json,
+        vault,
         ..
     } = sourced;
     if !chains.contains_key(event.tenant_id.as_str()) {
@@ -282,6 +283,7 @@ pub fn append(chains: &mut ChainState, sourced: SourcedEvent) -> ChainedEvent {
         prev_hash,
         hash,
         leaf_hash: leaf,
+        vault,
     }
 }
 
@@ -305,6 +307,7 @@ mod tests {
             event,
             raw_sha256: [offset as u8; 32],
             payload_json: None,
+            vault: Vec::new(),
         }
     }
 

@@ -29,7 +29,7 @@ use timely::dataflow::operators::vec::Map;
 use crate::hashing::canonical_json;
 use crate::metrics::Metrics;
 use crate::pii::{KINDS, PiiKind, Tokenizer};
-use crate::record::{Epoch, SourcedEvent};
+use crate::record::{Epoch, SourcedEvent, VaultItem};
 
 /// Tokenizes PII; see the module docs.
 pub trait TokenizePii<'scope> {
@@ -104,6 +104,43 @@ pub fn tokenize_event(
             }
         }
     }
+    if tokenizer.vault_mode().tokens {
+        sourced.vault.extend(
+            tokenizer
+                .take_revealed()
+                .into_iter()
+                .map(|(token, value)| VaultItem::Token { token, value }),
+        );
+    }
+    if tokenizer.vault_mode().content {
+        commit_content(tokenizer, sourced, &tenant);
+    }
     // The payload is final: serialize it once, for the chain and for storage.
     sourced.payload_json = Some(canonical_json(&sourced.event.payload));
+}
+
+/// Moves the (tokenized) content of the event type's text fields to the vault, leaving in
+/// the payload a commitment `<CONTENT:tok_…>`: a tenant-keyed MAC of the content, which the
+/// chain covers and which reveals nothing once the content is erased.
+fn commit_content(tokenizer: &mut Tokenizer, sourced: &mut SourcedEvent, tenant: &str) {
+    let event = &mut sourced.event;
+    let fields = event.event_type.text_fields();
+    let Some(payload) = event.payload.as_object_mut() else {
+        return;
+    };
+    for field in fields {
+        let Some(value) = payload.get_mut(*field) else {
+            continue;
+        };
+        if value.is_null() {
+            continue;
+        }
+        let json = canonical_json(value);
+        let commitment = tokenizer.labeled_token(tenant, "CONTENT", &json);
+        *value = serde_json::Value::String(commitment);
+        sourced.vault.push(VaultItem::Content {
+            field: (*field).to_string(),
+            json,
+        });
+    }
 }

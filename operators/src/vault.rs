@@ -1,0 +1,395 @@
+//! Envelope encryption and crypto-shredding.
+//!
+//! - The key-encryption key (KEK, 32 bytes) comes from the environment or a key file and never
+//!   touches the lake. Its id is the first 16 hex digits of `SHA-256("custody/kek-id/v1" ‖ KEK)`.
+//! - Data keys (32 random bytes) live in the keystore, `keys/keystore.db` (SQLite, with
+//!   `secure_delete` so deleted keys are overwritten), wrapped by the KEK with
+//!   XChaCha20-Poly1305 (AAD `custody/dek/v1|tenant|subject`). Each tenant has a content key
+//!   (subject `""`) and one key per data subject (per token), so one subject can be erased.
+//! - Vault entries (`custody.vault`) are sealed with XChaCha20-Poly1305 under a data key: a
+//!   token's value under the token's key (AAD `custody/vault/v1|tenant|token`), a field's
+//!   content under the tenant's content key (AAD `…|tenant|event_id#field`).
+//! - Erasure deletes the data keys: the vault entries stay, but nothing can open them. The hash
+//!   chain covers tokens and content commitments, not plaintext, so it still verifies.
+//! - KEK rotation: set the new KEK as current and the old one as previous, run
+//!   `custody keys rewrap` (every data key is re-wrapped under the new KEK), then drop the old.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::str::FromStr;
+
+use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+
+/// Vault and keystore errors.
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    /// The keystore database failed.
+    #[error("keystore: {0}")]
+    Store(#[from] sqlx::Error),
+    /// A key was destroyed by an erasure (or never existed).
+    #[error("no data key for tenant {tenant:?} subject {subject:?}: erased or never created")]
+    KeyDestroyed {
+        /// Tenant.
+        tenant: String,
+        /// Subject (`""` for the tenant's content key).
+        subject: String,
+    },
+    /// A wrapped key or sealed value failed authentication (wrong KEK or tampering).
+    #[error("decryption failed: {0}")]
+    Crypto(String),
+    /// A wrapped key names a KEK this process was not given.
+    #[error("data key wrapped by KEK {0}, which is not configured (set it as the previous KEK)")]
+    UnknownKek(String),
+}
+
+/// A key-encryption key.
+#[derive(Clone)]
+pub struct Kek {
+    id: String,
+    cipher: XChaCha20Poly1305,
+}
+
+impl std::fmt::Debug for Kek {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kek")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Kek {
+    /// A KEK from its 32 bytes.
+    pub fn new(key: &[u8; 32]) -> Self {
+        let mut h = Sha256::new();
+        h.update(b"custody/kek-id/v1");
+        h.update(key);
+        Kek {
+            id: hex::encode(&h.finalize()[..8]),
+            cipher: XChaCha20Poly1305::new(key.into()),
+        }
+    }
+
+    /// Its id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// Seals `plaintext` under `key` with `aad`: `nonce (24 bytes) ‖ ciphertext ‖ tag`.
+pub fn seal(key: &[u8; 32], aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+    seal_with(&XChaCha20Poly1305::new(key.into()), aad, plaintext)
+}
+
+fn seal_with(cipher: &XChaCha20Poly1305, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+    let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+    let mut out = nonce.to_vec();
+    // Panic-free: encryption into a Vec only fails on absurd lengths (> 256 GiB).
+    let ct = cipher
+        .encrypt(
+            &nonce,
+            Payload {
+                msg: plaintext,
+                aad,
+            },
+        )
+        .expect("xchacha20poly1305 encrypts any slice");
+    out.extend_from_slice(&ct);
+    out
+}
+
+/// Opens what [`seal`] sealed.
+pub fn open(key: &[u8; 32], aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, VaultError> {
+    open_with(&XChaCha20Poly1305::new(key.into()), aad, sealed)
+}
+
+fn open_with(cipher: &XChaCha20Poly1305, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, VaultError> {
+    if sealed.len() < 24 {
+        return Err(VaultError::Crypto("sealed value too short".into()));
+    }
+    let (nonce, ct) = sealed.split_at(24);
+    cipher
+        .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad })
+        .map_err(|_| VaultError::Crypto("authentication failed".into()))
+}
+
+fn dek_aad(tenant: &str, subject: &str) -> Vec<u8> {
+    format!("custody/dek/v1|{tenant}|{subject}").into_bytes()
+}
+
+/// The AAD of a vault entry.
+pub fn vault_aad(tenant: &str, reference: &str) -> Vec<u8> {
+    format!("custody/vault/v1|{tenant}|{reference}").into_bytes()
+}
+
+/// A data key.
+#[derive(Clone)]
+pub struct DataKey {
+    /// Its id (random, 16 hex digits), recorded with every vault entry it sealed.
+    pub id: String,
+    /// The key.
+    pub key: [u8; 32],
+}
+
+/// The keystore; see the module docs.
+pub struct Keystore {
+    pool: SqlitePool,
+    current: Kek,
+    previous: Vec<Kek>,
+    /// `(tenant, subject)` whose vault entry is committed: nothing more to do for them.
+    vaulted: HashSet<(String, String)>,
+}
+
+impl std::fmt::Debug for Keystore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keystore")
+            .field("kek", &self.current.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Keystore {
+    /// Opens (creating) the keystore at `path`.
+    pub async fn open(path: &Path, current: Kek, previous: Vec<Kek>) -> Result<Self, VaultError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| VaultError::Store(sqlx::Error::Io(e)))?;
+        }
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
+            .create_if_missing(true)
+            .pragma("secure_delete", "ON");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS data_keys (
+                tenant TEXT NOT NULL, subject TEXT NOT NULL, key_id TEXT NOT NULL,
+                kek_id TEXT NOT NULL, wrapped BLOB NOT NULL, vaulted INTEGER NOT NULL DEFAULT 0,
+                PRIMARY KEY (tenant, subject))",
+        )
+        .execute(&pool)
+        .await?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS erasures (
+                tenant TEXT NOT NULL, subject TEXT, keys_destroyed INTEGER NOT NULL,
+                erased_at TEXT NOT NULL)",
+        )
+        .execute(&pool)
+        .await?;
+        Ok(Keystore {
+            pool,
+            current,
+            previous,
+            vaulted: HashSet::new(),
+        })
+    }
+
+    fn kek(&self, id: &str) -> Result<&Kek, VaultError> {
+        std::iter::once(&self.current)
+            .chain(&self.previous)
+            .find(|k| k.id == id)
+            .ok_or_else(|| VaultError::UnknownKek(id.to_string()))
+    }
+
+    /// The data key of `(tenant, subject)`, if it exists (was not erased).
+    pub async fn get(&self, tenant: &str, subject: &str) -> Result<Option<DataKey>, VaultError> {
+        let row = sqlx::query(
+            "SELECT key_id, kek_id, wrapped FROM data_keys WHERE tenant = ? AND subject = ?",
+        )
+        .bind(tenant)
+        .bind(subject)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let (id, kek_id, wrapped): (String, String, Vec<u8>) =
+            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        let kek = self.kek(&kek_id)?;
+        let key = open_with(&kek.cipher, &dek_aad(tenant, subject), &wrapped)?;
+        let key: [u8; 32] = key
+            .try_into()
+            .map_err(|_| VaultError::Crypto("data key is not 32 bytes".into()))?;
+        Ok(Some(DataKey { id, key }))
+    }
+
+    /// Whether the vault entry of `(tenant, subject)` is already committed.
+    pub fn is_vaulted(&self, tenant: &str, subject: &str) -> bool {
+        self.vaulted
+            .contains(&(tenant.to_string(), subject.to_string()))
+    }
+
+    /// The data key of `(tenant, subject)`, created if missing; and whether its vault entry
+    /// is already committed.
+    pub async fn get_or_create(
+        &mut self,
+        tenant: &str,
+        subject: &str,
+    ) -> Result<(DataKey, bool), VaultError> {
+        let row = sqlx::query("SELECT vaulted FROM data_keys WHERE tenant = ? AND subject = ?")
+            .bind(tenant)
+            .bind(subject)
+            .fetch_optional(&self.pool)
+            .await?;
+        if let Some(row) = row {
+            let vaulted: i64 = row.try_get(0)?;
+            if vaulted != 0 {
+                self.vaulted
+                    .insert((tenant.to_string(), subject.to_string()));
+            }
+            let key = self
+                .get(tenant, subject)
+                .await?
+                .ok_or_else(|| VaultError::KeyDestroyed {
+                    tenant: tenant.into(),
+                    subject: subject.into(),
+                })?;
+            return Ok((key, vaulted != 0));
+        }
+        let key: [u8; 32] = XChaCha20Poly1305::generate_key(&mut OsRng).into();
+        let id = hex::encode(&XChaCha20Poly1305::generate_nonce(&mut OsRng)[..8]);
+        let wrapped = seal_with(&self.current.cipher, &dek_aad(tenant, subject), &key);
+        sqlx::query(
+            "INSERT INTO data_keys (tenant, subject, key_id, kek_id, wrapped) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(tenant)
+        .bind(subject)
+        .bind(&id)
+        .bind(&self.current.id)
+        .bind(wrapped)
+        .execute(&self.pool)
+        .await?;
+        Ok((DataKey { id, key }, false))
+    }
+
+    /// Records that the vault entries of these subjects are committed.
+    pub async fn mark_vaulted(&mut self, subjects: &[(String, String)]) -> Result<(), VaultError> {
+        let mut tx = self.pool.begin().await?;
+        for (tenant, subject) in subjects {
+            sqlx::query("UPDATE data_keys SET vaulted = 1 WHERE tenant = ? AND subject = ?")
+                .bind(tenant)
+                .bind(subject)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        self.vaulted.extend(subjects.iter().cloned());
+        Ok(())
+    }
+
+    /// Destroys every key of `tenant`, or of one `subject`; returns how many. The freed
+    /// pages are overwritten (`secure_delete`) and the file is vacuumed.
+    pub async fn erase(&mut self, tenant: &str, subject: Option<&str>) -> Result<u64, VaultError> {
+        let done = match subject {
+            Some(s) => {
+                sqlx::query("DELETE FROM data_keys WHERE tenant = ? AND subject = ?")
+                    .bind(tenant)
+                    .bind(s)
+                    .execute(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query("DELETE FROM data_keys WHERE tenant = ?")
+                    .bind(tenant)
+                    .execute(&self.pool)
+                    .await?
+            }
+        };
+        let n = done.rows_affected();
+        sqlx::query("INSERT INTO erasures (tenant, subject, keys_destroyed, erased_at) VALUES (?, ?, ?, datetime('now'))")
+            .bind(tenant)
+            .bind(subject)
+            .bind(n as i64)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("VACUUM").execute(&self.pool).await?;
+        self.vaulted
+            .retain(|(t, s)| t != tenant || subject.is_some_and(|x| x != s));
+        Ok(n)
+    }
+
+    /// Re-wraps every data key under the current KEK; returns how many changed.
+    pub async fn rewrap(&mut self) -> Result<u64, VaultError> {
+        let rows =
+            sqlx::query("SELECT tenant, subject, kek_id, wrapped FROM data_keys WHERE kek_id != ?")
+                .bind(&self.current.id)
+                .fetch_all(&self.pool)
+                .await?;
+        let mut n = 0;
+        let mut tx = self.pool.begin().await?;
+        for row in rows {
+            let (tenant, subject, kek_id, wrapped): (String, String, String, Vec<u8>) = (
+                row.try_get(0)?,
+                row.try_get(1)?,
+                row.try_get(2)?,
+                row.try_get(3)?,
+            );
+            let aad = dek_aad(&tenant, &subject);
+            let key = open_with(&self.kek(&kek_id)?.cipher, &aad, &wrapped)?;
+            let rewrapped = seal_with(&self.current.cipher, &aad, &key);
+            sqlx::query(
+                "UPDATE data_keys SET kek_id = ?, wrapped = ? WHERE tenant = ? AND subject = ?",
+            )
+            .bind(&self.current.id)
+            .bind(rewrapped)
+            .bind(&tenant)
+            .bind(&subject)
+            .execute(&mut *tx)
+            .await?;
+            n += 1;
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn keys_wrap_rotate_and_shred() {
+        rt().block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("keystore.db");
+            let (old, new) = (Kek::new(&[1; 32]), Kek::new(&[2; 32]));
+            let mut ks = Keystore::open(&path, old.clone(), vec![]).await.unwrap();
+            let (a, vaulted) = ks.get_or_create("acme", "tok_a").await.unwrap();
+            assert!(!vaulted);
+            let sealed = seal(&a.key, b"aad", b"jane@example.com");
+            assert_eq!(open(&a.key, b"aad", &sealed).unwrap(), b"jane@example.com");
+            assert!(open(&a.key, b"other aad", &sealed).is_err());
+            ks.get_or_create("acme", "").await.unwrap();
+            ks.get_or_create("globex", "tok_g").await.unwrap();
+            drop(ks);
+
+            // Rotation: the new KEK with the old as previous re-wraps everything.
+            let mut ks = Keystore::open(&path, new.clone(), vec![old]).await.unwrap();
+            assert_eq!(ks.rewrap().await.unwrap(), 3);
+            drop(ks);
+            let mut ks = Keystore::open(&path, new, vec![]).await.unwrap();
+            let again = ks.get("acme", "tok_a").await.unwrap().unwrap();
+            assert_eq!(again.key, a.key);
+
+            // Subject erasure, then tenant erasure.
+            assert_eq!(ks.erase("acme", Some("tok_a")).await.unwrap(), 1);
+            assert!(ks.get("acme", "tok_a").await.unwrap().is_none());
+            assert!(ks.get("acme", "").await.unwrap().is_some());
+            assert_eq!(ks.erase("acme", None).await.unwrap(), 1);
+            assert!(ks.get("acme", "").await.unwrap().is_none());
+            assert!(ks.get("globex", "tok_g").await.unwrap().is_some());
+            drop(ks);
+            // The destroyed key bytes are nowhere in the keystore file.
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(!bytes.windows(32).any(|w| w == a.key));
+        });
+    }
+}

@@ -1,0 +1,169 @@
+//! Custody's own audited actions on a tenant: `custody erase` (crypto-shredding) and
+//! `custody reveal` (re-identification). Each is recorded as an event in the tenant's chain,
+//! hashed, checkpointed and signed like any other, by running the pipeline over that one event.
+
+use std::io::Cursor;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, bail};
+use custody_operators::Metrics;
+use custody_operators::pii::VaultMode;
+use custody_operators::sinks::iceberg::Warehouse;
+use custody_operators::sources::ndjson::NdjsonSource;
+use custody_operators::vault::{Keystore, open, vault_aad};
+use custody_reports::live::LiveViews;
+use custody_reports::proofs::LiveLogs;
+use custody_schemas::time::format_rfc3339;
+use serde_json::{Value, json};
+
+use crate::config::Config;
+use crate::dataflow::run_pipeline;
+
+/// Appends one Custody event of `event_type` to `tenant`'s chain.
+fn record(
+    config: &Config,
+    warehouse: &Path,
+    tenant: &str,
+    requested_by: &str,
+    event_type: &str,
+    payload: Value,
+) -> anyhow::Result<String> {
+    let id = format!("custody-{}", uuid::Uuid::new_v4());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64);
+    let event = json!({
+        "event_id": id,
+        "schema_version": custody_schemas::event::SCHEMA_VERSION,
+        "tenant_id": tenant,
+        "session_id": "custody-admin",
+        "agent_id": "custody",
+        "user_id": requested_by,
+        "event_type": event_type,
+        "timestamp": format_rfc3339(now),
+        "parent_event_id": null,
+        "payload": payload,
+    });
+    let line = serde_json::to_vec(&event)?;
+    let source = NdjsonSource::new(
+        format!("admin:{id}"),
+        Cursor::new(line),
+        config.pipeline.max_event_bytes,
+    );
+    let mut opts = crate::run_options(config, warehouse.to_path_buf(), None)?;
+    // Custody's own events: not from a producer, and their fields are not vaulted.
+    opts.decode.producers = None;
+    opts.vault = VaultMode::default();
+    let summary = run_pipeline(
+        Box::new(source),
+        opts,
+        Metrics::new(),
+        Arc::new(Mutex::new(LiveViews::default())),
+        Arc::new(Mutex::new(LiveLogs::default())),
+        Arc::new(AtomicBool::new(false)),
+    )?;
+    if summary.accepted != 1 {
+        bail!("the {event_type} event was not accepted into the chain of {tenant:?}");
+    }
+    Ok(id)
+}
+
+fn keystore(
+    config: &Config,
+    warehouse: &Path,
+    rt: &tokio::runtime::Runtime,
+) -> anyhow::Result<Keystore> {
+    let (current, previous) = config.vault.keks(warehouse)?;
+    let path = warehouse.join("keys/keystore.db");
+    if !path.exists() {
+        bail!(
+            "{} has no keystore: the vault was never enabled",
+            warehouse.display()
+        );
+    }
+    Ok(rt.block_on(Keystore::open(&path, current, previous))?)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Destroys the keys of `tenant` (or of one token), then records `DATA_ERASED`.
+pub fn erase(
+    config: &Config,
+    warehouse: &Path,
+    tenant: &str,
+    subject: Option<&str>,
+    requested_by: &str,
+    reason: &str,
+) -> anyhow::Result<()> {
+    let rt = runtime()?;
+    let destroyed = {
+        let _lock = crate::dataflow::lock_warehouse(warehouse)?;
+        let mut keys = keystore(config, warehouse, &rt)?;
+        rt.block_on(keys.erase(tenant, subject))?
+    };
+    let id = record(
+        config,
+        warehouse,
+        tenant,
+        requested_by,
+        "DATA_ERASED",
+        json!({
+            "scope": if subject.is_some() { "subject" } else { "tenant" },
+            "subject": subject,
+            "keys_destroyed": destroyed,
+            "requested_by": requested_by,
+            "reason": reason,
+        }),
+    )?;
+    println!("erased {destroyed} data key(s) of {tenant:?}; recorded as event {id}");
+    Ok(())
+}
+
+/// Reveals the value behind `token`, after recording `DATA_REIDENTIFIED` (no record, no reveal).
+pub fn reveal(
+    config: &Config,
+    warehouse: &Path,
+    tenant: &str,
+    token: &str,
+    requested_by: &str,
+    reason: &str,
+) -> anyhow::Result<()> {
+    let rt = runtime()?;
+    let value = {
+        let keys = keystore(config, warehouse, &rt)?;
+        let lake = rt.block_on(Warehouse::open(warehouse))?;
+        let (_, sealed) = rt
+            .block_on(lake.vault_entry(tenant, token))?
+            .with_context(|| format!("no vault entry for {token} in tenant {tenant:?}"))?;
+        let key = rt.block_on(keys.get(tenant, token))?.with_context(|| {
+            format!("the key of {token} was erased: its value is irrecoverable")
+        })?;
+        open(&key.key, &vault_aad(tenant, token), &sealed)?
+    };
+    record(
+        config,
+        warehouse,
+        tenant,
+        requested_by,
+        "DATA_REIDENTIFIED",
+        json!({ "token": token, "requested_by": requested_by, "reason": reason }),
+    )?;
+    println!("{}", String::from_utf8_lossy(&value));
+    Ok(())
+}
+
+/// Re-wraps every data key under the current KEK.
+pub fn rewrap(config: &Config, warehouse: &Path) -> anyhow::Result<()> {
+    let rt = runtime()?;
+    let _lock = crate::dataflow::lock_warehouse(warehouse)?;
+    let mut keys = keystore(config, warehouse, &rt)?;
+    let n = rt.block_on(keys.rewrap())?;
+    println!("re-wrapped {n} data key(s) under the current key-encryption key");
+    Ok(())
+}

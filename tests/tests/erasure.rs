@@ -1,0 +1,238 @@
+//! Crypto-shredding: with the vault on, a tenant's token values and text content are sealed
+//! under its data keys and only commitments are chained. `custody reveal` works (and is
+//! recorded) until `custody erase`; afterwards no plaintext of the tenant's PII or content is
+//! anywhere under the warehouse (every file's bytes, and every decoded table value), reveal
+//! fails, the erasure is a chained event, and `custody verify` still passes. The same search
+//! finds the content in a warehouse without the vault, so it can fail.
+
+use std::path::Path;
+
+use custody_schemas::EventType;
+use custody_tests::{custody, custody_output, files_under, read_tables, rows};
+use serde_json::Value;
+
+const TENANT: &str = "tenant-0000";
+
+/// Every string in `v`.
+fn strings<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+    match v {
+        Value::String(s) => out.push(s),
+        Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
+        Value::Object(o) => o.values().for_each(|x| strings(x, out)),
+        _ => {}
+    }
+}
+
+/// Plaintext the tenant sent: PII values and the non-PII fragments of its text fields, less
+/// values that are not the tenant's content (tool names also found in other fields or other
+/// tenants' events).
+fn needles(input: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(input).unwrap();
+    let events: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut public = Vec::new();
+    for event in &events {
+        if event["tenant_id"] != TENANT {
+            strings(event, &mut public);
+            continue;
+        }
+        let ty = EventType::parse(event["event_type"].as_str().unwrap()).unwrap();
+        for (field, value) in event["payload"].as_object().unwrap() {
+            if !ty.text_fields().contains(&field.as_str()) {
+                strings(value, &mut public);
+            }
+        }
+    }
+    let public: std::collections::HashSet<&str> = public.into_iter().collect();
+    let mut out = Vec::new();
+    for event in &events {
+        if event["tenant_id"] != TENANT {
+            continue;
+        }
+        let ty = EventType::parse(event["event_type"].as_str().unwrap()).unwrap();
+        for field in ty.text_fields() {
+            let Some(text) = event["payload"][*field].as_str() else {
+                continue;
+            };
+            let mut last = 0;
+            for span in custody_operators::pii::scan(text) {
+                out.push(text[span.start..span.end].to_string());
+                out.push(text[last..span.start].trim().to_string());
+                last = span.end;
+            }
+            out.push(text[last..].trim().to_string());
+        }
+    }
+    out.retain(|n| n.len() >= 10 && !public.contains(n.as_str()));
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The needles found in the warehouse: in any file's bytes, or in any decoded table value.
+fn found(wh: &Path, needles: &[String]) -> Vec<String> {
+    // Lossy UTF-8 keeps every ASCII byte in place, and the needles are valid UTF-8.
+    let mut haystacks: Vec<String> = files_under(wh)
+        .into_iter()
+        .map(|f| String::from_utf8_lossy(&std::fs::read(f).unwrap()).into_owned())
+        .collect();
+    haystacks.push(read_tables(wh).to_string());
+    needles
+        .iter()
+        .filter(|n| haystacks.iter().any(|h| h.contains(n.as_str())))
+        .cloned()
+        .collect()
+}
+
+fn config(dir: &Path, vault: bool) -> String {
+    let path = dir.join(format!("vault-{vault}.toml"));
+    std::fs::write(
+        &path,
+        format!("[vault]\ntokens = {vault}\ncontent = {vault}\n[serve]\nlisten = \"off\"\n"),
+    )
+    .unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+#[test]
+fn erased_tenants_leave_no_plaintext_and_chains_still_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.ndjson");
+    let input_arg = input.to_str().unwrap();
+    custody(&[
+        "generate",
+        "--events",
+        "600",
+        "--tenants",
+        "3",
+        "--out",
+        input_arg,
+    ]);
+    let needles = needles(&input);
+    assert!(needles.len() > 100, "{}", needles.len());
+
+    // Without the vault, the content is in the lake (the search can find it).
+    let plain = dir.path().join("plain");
+    let cfg = config(dir.path(), false);
+    custody(&[
+        "--config",
+        &cfg,
+        "run",
+        "--input",
+        input_arg,
+        "--warehouse",
+        plain.to_str().unwrap(),
+    ]);
+    assert!(!found(&plain, &needles).is_empty());
+
+    // With the vault.
+    let wh = dir.path().join("wh");
+    let whs = wh.to_str().unwrap();
+    let cfg = config(dir.path(), true);
+    custody(&[
+        "--config",
+        &cfg,
+        "run",
+        "--input",
+        input_arg,
+        "--warehouse",
+        whs,
+    ]);
+    let tables = read_tables(&wh);
+    let token = rows(&tables, "vault")
+        .iter()
+        .find(|v| v["tenant_id"] == TENANT && v["kind"] == "token")
+        .map(|v| v["ref"].as_str().unwrap().to_string())
+        .unwrap();
+    let revealed = custody(&[
+        "--config",
+        &cfg,
+        "reveal",
+        "--warehouse",
+        whs,
+        "--tenant",
+        TENANT,
+        "--token",
+        &token,
+        "--requested-by",
+        "dpo@tenant-0000",
+        "--reason",
+        "DSAR-1",
+    ]);
+    assert!(needles.iter().any(|n| n == revealed.trim()), "{revealed}");
+
+    let erased = custody(&[
+        "--config",
+        &cfg,
+        "erase",
+        "--warehouse",
+        whs,
+        "--tenant",
+        TENANT,
+        "--requested-by",
+        "dpo@tenant-0000",
+        "--reason",
+        "GDPR Art. 17 request 42",
+    ]);
+    assert!(
+        erased.contains("data key(s) of \"tenant-0000\""),
+        "{erased}"
+    );
+
+    assert_eq!(
+        found(&wh, &needles),
+        Vec::<String>::new(),
+        "plaintext left after erasure"
+    );
+    let again = custody_output(&[
+        "--config",
+        &cfg,
+        "reveal",
+        "--warehouse",
+        whs,
+        "--tenant",
+        TENANT,
+        "--token",
+        &token,
+        "--requested-by",
+        "dpo@tenant-0000",
+        "--reason",
+        "DSAR-2",
+    ]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("irrecoverable"));
+
+    let verified = custody(&["verify", "--warehouse", whs]);
+    assert!(verified.contains("all ok"), "{verified}");
+    let tables = read_tables(&wh);
+    let types: Vec<&str> = rows(&tables, "events")
+        .iter()
+        .filter(|e| e["tenant_id"] == TENANT && e["agent_id"] == "custody")
+        .map(|e| e["event_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types.len(), 2);
+    assert!(types.contains(&"DATA_REIDENTIFIED") && types.contains(&"DATA_ERASED"));
+    // Other tenants' keys are intact.
+    let other = rows(&tables, "vault")
+        .iter()
+        .find(|v| v["tenant_id"] == "tenant-0001" && v["kind"] == "token")
+        .map(|v| v["ref"].as_str().unwrap().to_string())
+        .unwrap();
+    custody(&[
+        "--config",
+        &cfg,
+        "reveal",
+        "--warehouse",
+        whs,
+        "--tenant",
+        "tenant-0001",
+        "--token",
+        &other,
+        "--requested-by",
+        "dpo@tenant-0001",
+        "--reason",
+        "DSAR-3",
+    ]);
+}
