@@ -204,7 +204,7 @@ pub fn run_pipeline(
         .with_verifier(verifier)
         .with_partial(resume.partial)
         .with_dead_letter(dead_letter)
-        .with_vault(keystore)
+        .with_vault(keystore, opts.vault.content)
         .on_commit(Box::new(move |notice| {
             if let Ok(mut live) = hook_live.lock() {
                 live.apply(notice.epoch, notice.views);

@@ -110,7 +110,15 @@ fn erased_tenants_leave_no_plaintext_and_chains_still_verify() {
         "--out",
         input_arg,
     ]);
-    let needles = needles(&input);
+    // A rejected record of the tenant: its redacted copy is sealed too.
+    let rejected = "quarantined nightingale dossier";
+    let mut text = std::fs::read_to_string(&input).unwrap();
+    text.push_str(&format!(
+        "{{\"tenant_id\":\"{TENANT}\",\"event_type\":\"TASK_FAILED\",\"payload\":{{\"reason\":\"{rejected}\"}}}}\n"
+    ));
+    std::fs::write(&input, text).unwrap();
+    let mut needles = needles(&input);
+    needles.push(rejected.to_string());
     assert!(needles.len() > 100, "{}", needles.len());
 
     // Without the vault, the content is in the lake (the search can find it).
@@ -125,7 +133,8 @@ fn erased_tenants_leave_no_plaintext_and_chains_still_verify() {
         "--warehouse",
         plain.to_str().unwrap(),
     ]);
-    assert!(!found(&plain, &needles).is_empty());
+    let in_plain = found(&plain, &needles);
+    assert!(in_plain.len() > 50 && in_plain.iter().any(|n| n == rejected));
 
     // With the vault.
     let wh = dir.path().join("wh");
@@ -214,12 +223,45 @@ fn erased_tenants_leave_no_plaintext_and_chains_still_verify() {
         .collect();
     assert_eq!(types.len(), 2);
     assert!(types.contains(&"DATA_REIDENTIFIED") && types.contains(&"DATA_ERASED"));
-    // Other tenants' keys are intact.
-    let other = rows(&tables, "vault")
+    // Other tenants' keys are intact; one data subject can be erased alone.
+    let others: Vec<String> = rows(&tables, "vault")
         .iter()
-        .find(|v| v["tenant_id"] == "tenant-0001" && v["kind"] == "token")
+        .filter(|v| v["tenant_id"] == "tenant-0001" && v["kind"] == "token")
         .map(|v| v["ref"].as_str().unwrap().to_string())
-        .unwrap();
+        .take(2)
+        .collect();
+    let (subject, other) = (&others[0], &others[1]);
+    custody(&[
+        "--config",
+        &cfg,
+        "erase",
+        "--warehouse",
+        whs,
+        "--tenant",
+        "tenant-0001",
+        "--subject",
+        subject,
+        "--requested-by",
+        "dpo@tenant-0001",
+        "--reason",
+        "erase one subject",
+    ]);
+    let gone = custody_output(&[
+        "--config",
+        &cfg,
+        "reveal",
+        "--warehouse",
+        whs,
+        "--tenant",
+        "tenant-0001",
+        "--token",
+        subject,
+        "--requested-by",
+        "dpo@tenant-0001",
+        "--reason",
+        "DSAR-4",
+    ]);
+    assert!(!gone.status.success());
     custody(&[
         "--config",
         &cfg,
@@ -229,7 +271,7 @@ fn erased_tenants_leave_no_plaintext_and_chains_still_verify() {
         "--tenant",
         "tenant-0001",
         "--token",
-        &other,
+        other,
         "--requested-by",
         "dpo@tenant-0001",
         "--reason",

@@ -517,6 +517,7 @@ pub struct IcebergSink {
     partial: Option<PartialEpoch>,
     dead_letter: Option<DeadLetter>,
     keystore: Option<Keystore>,
+    seal_quarantine: bool,
 }
 
 /// One sealed vault row.
@@ -557,12 +558,16 @@ impl IcebergSink {
             partial: None,
             dead_letter: None,
             keystore: None,
+            seal_quarantine: false,
         }
     }
 
-    /// Seals the events' vault items into `custody.vault` with keys from `keystore`.
-    pub fn with_vault(mut self, keystore: Option<Keystore>) -> Self {
+    /// Seals the events' vault items into `custody.vault` with keys from `keystore`; with
+    /// `seal_quarantine`, also the redacted copy of quarantined input attributed to a tenant
+    /// (the quarantine row then says where it went), so erasure covers it too.
+    pub fn with_vault(mut self, keystore: Option<Keystore>, seal_quarantine: bool) -> Self {
         self.keystore = keystore;
+        self.seal_quarantine = seal_quarantine;
         self
     }
 
@@ -667,7 +672,15 @@ impl IcebergSink {
             }
         }
         let (vault, subjects) = match self.keystore.as_mut() {
-            Some(keystore) => seal_vault(keystore, &events).await?,
+            Some(keystore) => {
+                let (mut rows, subjects) = seal_vault(keystore, &events).await?;
+                if self.seal_quarantine {
+                    rows.extend(
+                        seal_quarantined(keystore, &positions.source, &mut quarantine).await?,
+                    );
+                }
+                (rows, subjects)
+            }
             None => (Vec::new(), Vec::new()),
         };
         let mut rows = BTreeMap::new();
@@ -999,6 +1012,40 @@ async fn seal_vault(
         }
     }
     Ok((rows, subjects))
+}
+
+/// Moves the redacted copy of each quarantined record attributed to a tenant into the vault,
+/// under the tenant's content key.
+async fn seal_quarantined(
+    keystore: &mut Keystore,
+    source: &str,
+    quarantine: &mut [Quarantined],
+) -> Result<Vec<VaultRow>> {
+    let mut rows = Vec::new();
+    for q in quarantine.iter_mut() {
+        let Some(tenant) = q.tenant_id.clone() else {
+            continue;
+        };
+        let (key, _) = keystore
+            .get_or_create(&tenant, "")
+            .await
+            .map_err(|e| Error::SinkStopped(e.to_string()))?;
+        let reference = format!("quarantine:{source}#{}:{}", q.partition, q.offset);
+        let sealed = seal(
+            &key.key,
+            &vault_aad(&tenant, &reference),
+            q.raw_redacted.as_bytes(),
+        );
+        q.raw_redacted = format!("<SEALED in custody.vault as {reference}>");
+        rows.push(VaultRow {
+            tenant_id: tenant,
+            kind: "quarantine",
+            reference,
+            key_id: key.id,
+            sealed: hex::encode(sealed),
+        });
+    }
+    Ok(rows)
 }
 
 fn vault_batch(rows: &[VaultRow], epoch: Epoch) -> Result<RecordBatch> {
