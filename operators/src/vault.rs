@@ -227,51 +227,122 @@ impl Keystore {
         tenant: &str,
         subject: &str,
     ) -> Result<(DataKey, bool), VaultError> {
-        let row = sqlx::query("SELECT vaulted FROM data_keys WHERE tenant = ? AND subject = ?")
-            .bind(tenant)
-            .bind(subject)
-            .fetch_optional(&self.pool)
-            .await?;
-        if let Some(row) = row {
-            let vaulted: i64 = row.try_get(0)?;
-            if vaulted != 0 {
-                self.vaulted
-                    .insert((tenant.to_string(), subject.to_string()));
-            }
-            let key = self
-                .get(tenant, subject)
-                .await?
-                .ok_or_else(|| VaultError::KeyDestroyed {
-                    tenant: tenant.into(),
-                    subject: subject.into(),
-                })?;
-            return Ok((key, vaulted != 0));
+        let wanted = [(tenant.to_string(), subject.to_string())];
+        let mut got = self.get_or_create_many(&wanted).await?;
+        // Panic-free: get_or_create_many answers every pair it is given.
+        Ok(got.pop().expect("one key per pair"))
+    }
+
+    /// [`Keystore::get_or_create`] for many pairs, in one transaction (one fsync), in order.
+    /// New keys are inserted many rows per statement: with a key per data subject an epoch can
+    /// create hundreds of thousands.
+    pub async fn get_or_create_many(
+        &mut self,
+        wanted: &[(String, String)],
+    ) -> Result<Vec<(DataKey, bool)>, VaultError> {
+        let mut out: Vec<Option<(DataKey, bool)>> = vec![None; wanted.len()];
+        let mut tx = self.pool.begin().await?;
+        // Existing keys, looked up per tenant in chunks.
+        let mut by_tenant: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
+        for (i, (tenant, _)) in wanted.iter().enumerate() {
+            by_tenant.entry(tenant).or_default().push(i);
         }
-        let key: [u8; 32] = XChaCha20Poly1305::generate_key(&mut OsRng).into();
-        let id = hex::encode(&XChaCha20Poly1305::generate_nonce(&mut OsRng)[..8]);
-        let wrapped = seal_with(&self.current.cipher, &dek_aad(tenant, subject), &key);
-        sqlx::query(
-            "INSERT INTO data_keys (tenant, subject, key_id, kek_id, wrapped) VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(tenant)
-        .bind(subject)
-        .bind(&id)
-        .bind(&self.current.id)
-        .bind(wrapped)
-        .execute(&self.pool)
-        .await?;
-        Ok((DataKey { id, key }, false))
+        for (tenant, idxs) in &by_tenant {
+            for chunk in idxs.chunks(500) {
+                let marks = vec!["?"; chunk.len()].join(",");
+                let sql = format!(
+                    "SELECT subject, key_id, kek_id, wrapped, vaulted FROM data_keys \
+                     WHERE tenant = ? AND subject IN ({marks})"
+                );
+                let mut q = sqlx::query(&sql).bind(*tenant);
+                for &i in chunk {
+                    q = q.bind(&wanted[i].1);
+                }
+                let rows = q.fetch_all(&mut *tx).await?;
+                let pos: std::collections::HashMap<&str, usize> =
+                    chunk.iter().map(|&i| (wanted[i].1.as_str(), i)).collect();
+                for row in rows {
+                    let (subject, id, kek_id, wrapped, vaulted): (
+                        String,
+                        String,
+                        String,
+                        Vec<u8>,
+                        i64,
+                    ) = (
+                        row.try_get(0)?,
+                        row.try_get(1)?,
+                        row.try_get(2)?,
+                        row.try_get(3)?,
+                        row.try_get(4)?,
+                    );
+                    let Some(&i) = pos.get(subject.as_str()) else {
+                        continue;
+                    };
+                    let key = open_with(
+                        &self.kek(&kek_id)?.cipher,
+                        &dek_aad(tenant, &subject),
+                        &wrapped,
+                    )?;
+                    let key: [u8; 32] = key
+                        .try_into()
+                        .map_err(|_| VaultError::Crypto("data key is not 32 bytes".into()))?;
+                    if vaulted != 0 {
+                        self.vaulted.insert((tenant.to_string(), subject.clone()));
+                    }
+                    out[i] = Some((DataKey { id, key }, vaulted != 0));
+                }
+            }
+        }
+        // The rest are new.
+        let missing: Vec<usize> = (0..wanted.len()).filter(|&i| out[i].is_none()).collect();
+        for chunk in missing.chunks(150) {
+            let marks = vec!["(?, ?, ?, ?, ?)"; chunk.len()].join(",");
+            let sql = format!(
+                "INSERT INTO data_keys (tenant, subject, key_id, kek_id, wrapped) VALUES {marks}"
+            );
+            let mut q = sqlx::query(&sql);
+            for &i in chunk {
+                let (tenant, subject) = &wanted[i];
+                let key: [u8; 32] = XChaCha20Poly1305::generate_key(&mut OsRng).into();
+                let id = hex::encode(&XChaCha20Poly1305::generate_nonce(&mut OsRng)[..8]);
+                let wrapped = seal_with(&self.current.cipher, &dek_aad(tenant, subject), &key);
+                q = q
+                    .bind(tenant)
+                    .bind(subject)
+                    .bind(id.clone())
+                    .bind(self.current.id.clone())
+                    .bind(wrapped);
+                out[i] = Some((DataKey { id, key }, false));
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        // Panic-free: every slot was filled by the lookup or the insert.
+        Ok(out
+            .into_iter()
+            .map(|k| k.expect("key found or created"))
+            .collect())
     }
 
     /// Records that the vault entries of these subjects are committed.
     pub async fn mark_vaulted(&mut self, subjects: &[(String, String)]) -> Result<(), VaultError> {
-        let mut tx = self.pool.begin().await?;
+        let mut by_tenant: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
         for (tenant, subject) in subjects {
-            sqlx::query("UPDATE data_keys SET vaulted = 1 WHERE tenant = ? AND subject = ?")
-                .bind(tenant)
-                .bind(subject)
-                .execute(&mut *tx)
-                .await?;
+            by_tenant.entry(tenant).or_default().push(subject);
+        }
+        let mut tx = self.pool.begin().await?;
+        for (tenant, subs) in &by_tenant {
+            for chunk in subs.chunks(500) {
+                let marks = vec!["?"; chunk.len()].join(",");
+                let sql = format!(
+                    "UPDATE data_keys SET vaulted = 1 WHERE tenant = ? AND subject IN ({marks})"
+                );
+                let mut q = sqlx::query(&sql).bind(*tenant);
+                for s in chunk {
+                    q = q.bind(*s);
+                }
+                q.execute(&mut *tx).await?;
+            }
         }
         tx.commit().await?;
         self.vaulted.extend(subjects.iter().cloned());

@@ -963,23 +963,43 @@ async fn seal_vault(
     events: &[ChainedEvent],
 ) -> Result<(Vec<VaultRow>, Vec<(String, String)>)> {
     let fail = |e: crate::vault::VaultError| Error::SinkStopped(e.to_string());
+    // Every key this epoch needs, fetched or created in one keystore transaction.
+    let mut wanted: Vec<(String, String)> = Vec::new();
+    let mut index: HashMap<(String, String), usize> = HashMap::new();
+    for e in events {
+        let tenant = e.event.tenant_id.as_str();
+        for item in &e.vault {
+            let subject = match item {
+                VaultItem::Token { token, .. } if !keystore.is_vaulted(tenant, token) => {
+                    token.as_str()
+                }
+                VaultItem::Token { .. } => continue,
+                VaultItem::Content { .. } => "",
+            };
+            let pair = (tenant.to_string(), subject.to_string());
+            if !index.contains_key(&pair) {
+                index.insert(pair.clone(), wanted.len());
+                wanted.push(pair);
+            }
+        }
+    }
+    if wanted.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let keys = keystore.get_or_create_many(&wanted).await.map_err(fail)?;
     let mut rows = Vec::new();
     let mut subjects = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    let mut content_keys: HashMap<String, crate::vault::DataKey> = HashMap::new();
+    let mut sealed_tokens = std::collections::HashSet::new();
     for e in events {
         let tenant = e.event.tenant_id.as_str();
         for item in &e.vault {
             match item {
                 VaultItem::Token { token, value } => {
-                    if keystore.is_vaulted(tenant, token)
-                        || !seen.insert((tenant.to_string(), token.clone()))
-                    {
+                    let Some(&i) = index.get(&(tenant.to_string(), token.clone())) else {
                         continue;
-                    }
-                    let (key, vaulted) =
-                        keystore.get_or_create(tenant, token).await.map_err(fail)?;
-                    if vaulted {
+                    };
+                    let (key, vaulted) = &keys[i];
+                    if *vaulted || !sealed_tokens.insert(i) {
                         continue;
                     }
                     let sealed = seal(&key.key, &vault_aad(tenant, token), value.as_bytes());
@@ -987,17 +1007,13 @@ async fn seal_vault(
                         tenant_id: tenant.to_string(),
                         kind: "token",
                         reference: token.clone(),
-                        key_id: key.id,
+                        key_id: key.id.clone(),
                         sealed: hex::encode(sealed),
                     });
                     subjects.push((tenant.to_string(), token.clone()));
                 }
                 VaultItem::Content { field, json } => {
-                    if !content_keys.contains_key(tenant) {
-                        let (key, _) = keystore.get_or_create(tenant, "").await.map_err(fail)?;
-                        content_keys.insert(tenant.to_string(), key);
-                    }
-                    let key = &content_keys[tenant];
+                    let (key, _) = &keys[index[&(tenant.to_string(), String::new())]];
                     let reference = format!("{}#{field}", e.event.event_id);
                     let sealed = seal(&key.key, &vault_aad(tenant, &reference), json.as_bytes());
                     rows.push(VaultRow {
