@@ -101,7 +101,7 @@ const PATTERN: &str = r"(?x)
 | (?P<ssn>\b[0-9]{3}-[0-9]{2}-[0-9]{4}\b)
 | (?P<ip>\b(?:(?:25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])\b)
 | (?P<ip6>\b(?:[0-9A-Fa-f]{1,4}:){1,7}(?::[0-9A-Fa-f]{1,4}){1,6}\b|\b(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}\b)
-| (?P<phone>\+[0-9]{1,3}(?:[\ .-]?[0-9]{1,8}){2,6}\b|(?:\([0-9]{3}\)\ ?|\b[0-9]{3}[.-])[0-9]{3}[.-][0-9]{4}\b)
+| (?P<phone>\+[0-9]{1,3}(?:[\ .-]?[0-9]{1,8}){2,6}\b|(?:\([0-9]{3}\)\ ?|\b[0-9]{3}[.-])[0-9]{3}[.-][0-9]{4}\b|\b0[1-9](?:\ [0-9]{2}){4}\b|\b0[1-9][0-9]{1,3}\ [0-9]{3,4}\ [0-9]{4}\b)
 ";
 
 static SCANNER: LazyLock<Regex> = LazyLock::new(|| {
@@ -193,7 +193,10 @@ fn classify(found: &[u8]) -> PiiKind {
         PiiKind::Ip
     } else if found.len() > 2 && found[..2].iter().all(u8::is_ascii_uppercase) {
         PiiKind::Iban
-    } else if starts(b"+") || starts(b"(") {
+    } else if starts(b"+")
+        || starts(b"(")
+        || (starts(b"0") && found.contains(&b' ') && found.len() <= 15)
+    {
         PiiKind::Phone
     } else if found.contains(&b'.') {
         if found.iter().filter(|&&b| b == b'.').count() == 3 {

@@ -246,7 +246,16 @@ fn value(rng: &mut Rng, kind: PiiKind) -> String {
             rng.pick(&["example", "acme-corp", "mail.globex", "uni-berlin"]),
             rng.pick(&["com", "org", "de", "co.uk", "io"])
         ),
-        PiiKind::Phone => match rng.below(7) {
+        PiiKind::Phone => match rng.below(9) {
+            7 => format!(
+                "0{} {} {} {} {}",
+                1 + rng.below(9),
+                rng.digits(2),
+                rng.digits(2),
+                rng.digits(2),
+                rng.digits(2)
+            ),
+            8 => format!("020 {} {}", rng.digits(4), rng.digits(4)),
             0 => format!("+1 {} {} {}", rng.digits(3), rng.digits(3), rng.digits(4)),
             1 => format!("+44 20 {} {}", rng.digits(4), rng.digits(4)),
             2 => format!("+49 30 {}", rng.digits(8)),
