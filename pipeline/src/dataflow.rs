@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use custody_operators::checkpoint::Signer;
 use custody_operators::pii::{Tokenizer, VaultMode};
-use custody_operators::record::{Epoch, RawRecord, SinkRecord};
+use custody_operators::record::{Epoch, RawRecord, SinkRecord, ViewUpdate};
 use custody_operators::sinks::dead_letter::DeadLetter;
 use custody_operators::sinks::iceberg::{
     Committed, IcebergSink, SinkMsg, SourcePositions, Warehouse,
@@ -184,6 +184,15 @@ pub fn run_pipeline(
             runtime.block_on(DeadLetter::connect(brokers, topic.clone(), metrics.clone()))
         })
         .transpose()?;
+    // The views' history: every committed event, fed in at the epoch before this run's first
+    // so that the views resume from their state instead of from nothing.
+    let history = match resume.last_epoch {
+        Some(last) => {
+            runtime.block_on(warehouse.view_inputs(last, custody_reports::view_needs_payload))?
+        }
+        None => Vec::new(),
+    };
+    let history = Arc::new(Mutex::new(Some(history)));
     let heads = Arc::new(resume.heads);
     let loaded = LiveLogs::load(
         runtime.block_on(warehouse.leaf_index())?,
@@ -228,6 +237,8 @@ pub fn run_pipeline(
     let config = timely::Config::process(opts.workers.max(1));
     let worker_metrics = metrics.clone();
     let (worker_summary, worker_failure) = (Arc::clone(&summary), Arc::clone(&failure));
+    let worker_live = Arc::clone(&live);
+    let worker_history = Arc::clone(&history);
     let guards = timely::execute(config, move |worker| {
         let metrics = worker_metrics.clone();
         let tokenizer = Tokenizer::new(&opts.master_key)
@@ -244,8 +255,10 @@ pub fn run_pipeline(
         let hitl = opts.hitl;
         let heads = Arc::clone(&heads);
         let signer = signer.clone();
-        let (mut input, probe) = worker.dataflow::<Epoch, _, _>(|scope| {
+        let worker_live = Arc::clone(&worker_live);
+        let (mut input, mut replayed, probe) = worker.dataflow::<Epoch, _, _>(|scope| {
             let (input, raw) = scope.new_input::<Vec<RawRecord>>();
+            let (replayed, past) = scope.new_input::<Vec<SinkRecord>>();
             let (oks, errs) = raw.decode(decode, tokenizer.clone(), &metrics);
             let chained = oks.tokenize_pii(tokenizer, &metrics).hash_chain(
                 heads,
@@ -253,14 +266,26 @@ pub fn run_pipeline(
                 first_epoch,
                 &metrics,
             );
-            let views = render_views(chained.clone(), hitl);
+            let views = render_views(chained.clone().concat(past), hitl);
+            let views = apply_history(views, first_epoch, worker_live);
             let (probe, _) = chained
                 .concat(errs.map(|q| SinkRecord::Quarantine(Box::new(q))))
                 .concat(views.map(SinkRecord::View))
                 .forward_to_sink(tx, &metrics)
                 .probe();
-            (input, probe)
+            (input, replayed, probe)
         });
+        if index == 0
+            && first_epoch > 0
+            && let Some(events) = worker_history.lock().ok().and_then(|mut h| h.take())
+        {
+            replayed.advance_to(first_epoch - 1);
+            tracing::info!(events = events.len(), "rebuilding the views from the lake");
+            for event in events {
+                replayed.send(SinkRecord::Event(Box::new(event)));
+            }
+        }
+        drop(replayed);
         let Some(parts) = parts else {
             // Other workers only execute; worker 0 owns the input.
             drop(input);
@@ -300,6 +325,39 @@ pub fn run_pipeline(
     let mut summary = summary.lock().map(|s| s.clone()).unwrap_or_default();
     summary.elapsed = started.elapsed();
     Ok(summary)
+}
+
+/// View changes before `first_epoch` are the views' state rebuilt from the lake: applied to
+/// the live state, not written again.
+fn apply_history<'scope>(
+    views: timely::dataflow::StreamVec<'scope, Epoch, ViewUpdate>,
+    first_epoch: Epoch,
+    live: Arc<Mutex<LiveViews>>,
+) -> timely::dataflow::StreamVec<'scope, Epoch, ViewUpdate> {
+    use timely::dataflow::channels::pact::Pipeline;
+    use timely::dataflow::operators::Operator;
+    views.unary::<timely::container::CapacityContainerBuilder<Vec<ViewUpdate>>, _, _, _>(
+        Pipeline,
+        "ApplyHistory",
+        move |_, _| {
+            move |input, output| {
+                input.for_each(|cap, data| {
+                    // Panic: epochs are totally ordered, so every message has a least time.
+                    let time = *cap.least().expect("a message has a time");
+                    if time < first_epoch {
+                        if let Ok(mut live) = live.lock() {
+                            live.apply(time, data);
+                        }
+                    } else {
+                        let mut session = output.session(&cap);
+                        for update in data.drain(..) {
+                            session.give(update);
+                        }
+                    }
+                });
+            }
+        },
+    )
 }
 
 /// Takes the warehouse's writer lock (`.custody.lock`, an advisory lock the OS releases when

@@ -54,6 +54,16 @@ where
         .as_collection()
 }
 
+/// Whether the views read the payload of events of this type (the others only need the
+/// envelope): what a restart must load to rebuild their state.
+pub fn view_needs_payload(event_type: custody_schemas::EventType) -> bool {
+    matches!(
+        event_type,
+        custody_schemas::EventType::HumanEscalationTriggered
+            | custody_schemas::EventType::HumanReviewDecision
+    )
+}
+
 /// Builds every view over the chained events (the `Event` records of the hash chain's
 /// output); returns their changes.
 pub fn render_views<'scope>(
