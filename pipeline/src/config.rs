@@ -46,6 +46,17 @@ pub struct Config {
     pub identity: IdentityConfig,
     /// Vault and envelope keys.
     pub vault: VaultConfig,
+    /// HTTP API access.
+    pub api: ApiConfig,
+}
+
+/// HTTP API access.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Bearer tokens by name.
+    #[serde(default)]
+    pub tokens: std::collections::BTreeMap<String, crate::auth::TokenSettings>,
 }
 
 /// Dataflow settings.
@@ -460,6 +471,9 @@ impl Config {
                 "identity.mode = \"signed-header\" needs at least one identity.producers entry"
                     .to_string(),
             );
+        }
+        if let Err(e) = crate::auth::ApiAuth::new(&self.api.tokens) {
+            errors.push(e);
         }
         if let Err(e) = self.pii.policy() {
             errors.push(e.to_string());

@@ -6,6 +6,7 @@
 //! - `custody run`: run the pipeline over an NDJSON file or a Kafka topic.
 
 mod admin;
+mod auth;
 mod bench;
 mod config;
 mod dataflow;
@@ -449,6 +450,7 @@ fn run_options(
 
 /// Serves HTTP on a background runtime; `None` if the address is `off` or cannot be bound.
 fn start_server(
+    config: &Config,
     listen: &str,
     metrics: &Metrics,
     live: &Arc<Mutex<LiveViews>>,
@@ -470,7 +472,12 @@ fn start_server(
         }
     };
     let addr = listener.local_addr()?;
+    let auth = auth::ApiAuth::new(&config.api.tokens).map_err(|e| anyhow::anyhow!(e))?;
+    if !auth.enabled() {
+        tracing::warn!("no api.tokens configured: the tenant API is open (development only)");
+    }
     let app = serve::router(serve::AppState {
+        auth: Arc::new(auth),
         metrics: metrics.clone(),
         live: Arc::clone(live),
         logs: Arc::clone(logs),
@@ -529,7 +536,7 @@ fn demo(config: &Config, args: DemoArgs) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let live = Arc::new(Mutex::new(LiveViews::default()));
     let logs = Arc::new(Mutex::new(LiveLogs::default()));
-    let server = start_server(&config.serve.listen, &metrics, &live, &logs)?;
+    let server = start_server(config, &config.serve.listen, &metrics, &live, &logs)?;
     let stop = stop_on_ctrl_c(server.as_ref().map(|(rt, _)| rt));
     let source: Box<dyn Source> = Box::new(args.workload.generator());
     println!(
@@ -608,7 +615,7 @@ fn run(config: &Config, args: RunArgs) -> anyhow::Result<()> {
     let live = Arc::new(Mutex::new(LiveViews::default()));
     let logs = Arc::new(Mutex::new(LiveLogs::default()));
     let listen = args.listen.as_deref().unwrap_or(&config.serve.listen);
-    let server = start_server(listen, &metrics, &live, &logs)?;
+    let server = start_server(config, listen, &metrics, &live, &logs)?;
     let stop = stop_on_ctrl_c(server.as_ref().map(|(rt, _)| rt));
     let mut opts = run_options(config, warehouse.clone(), args.idle_exit)?;
     let reason = args.skip_reason.clone().unwrap_or_default();
