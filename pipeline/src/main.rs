@@ -26,6 +26,7 @@ use clap::{Args, Parser, Subcommand};
 use custody_operators::Metrics;
 use custody_operators::identity::ProducerRegistry;
 use custody_operators::pii::VaultMode;
+use custody_operators::sinks::iceberg::Warehouse;
 use custody_operators::sources::Source;
 use custody_operators::sources::kafka::{
     KafkaConfig, KafkaSource, PRODUCER_HEADER, SIGNATURE_HEADER, kafka_client_config,
@@ -451,6 +452,7 @@ fn run_options(
 /// Serves HTTP on a background runtime; `None` if the address is `off` or cannot be bound.
 fn start_server(
     config: &Config,
+    warehouse: &Path,
     listen: &str,
     metrics: &Metrics,
     live: &Arc<Mutex<LiveViews>>,
@@ -476,8 +478,22 @@ fn start_server(
     if !auth.enabled() {
         tracing::warn!("no api.tokens configured: the tenant API is open (development only)");
     }
+    let lake = match runtime.block_on(Warehouse::open(warehouse)) {
+        Ok(w) => Some(Arc::new(w)),
+        Err(e) => {
+            tracing::warn!(error = %e, "event queries unavailable: cannot open the warehouse");
+            None
+        }
+    };
+    let mut cursor_key = [0u8; 32];
+    {
+        use std::io::Read;
+        std::fs::File::open("/dev/urandom")?.read_exact(&mut cursor_key)?;
+    }
     let app = serve::router(serve::AppState {
         auth: Arc::new(auth),
+        lake,
+        cursor_key,
         metrics: metrics.clone(),
         live: Arc::clone(live),
         logs: Arc::clone(logs),
@@ -536,7 +552,14 @@ fn demo(config: &Config, args: DemoArgs) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let live = Arc::new(Mutex::new(LiveViews::default()));
     let logs = Arc::new(Mutex::new(LiveLogs::default()));
-    let server = start_server(config, &config.serve.listen, &metrics, &live, &logs)?;
+    let server = start_server(
+        config,
+        &args.warehouse,
+        &config.serve.listen,
+        &metrics,
+        &live,
+        &logs,
+    )?;
     let stop = stop_on_ctrl_c(server.as_ref().map(|(rt, _)| rt));
     let source: Box<dyn Source> = Box::new(args.workload.generator());
     println!(
@@ -615,7 +638,7 @@ fn run(config: &Config, args: RunArgs) -> anyhow::Result<()> {
     let live = Arc::new(Mutex::new(LiveViews::default()));
     let logs = Arc::new(Mutex::new(LiveLogs::default()));
     let listen = args.listen.as_deref().unwrap_or(&config.serve.listen);
-    let server = start_server(config, listen, &metrics, &live, &logs)?;
+    let server = start_server(config, &warehouse, listen, &metrics, &live, &logs)?;
     let stop = stop_on_ctrl_c(server.as_ref().map(|(rt, _)| rt));
     let mut opts = run_options(config, warehouse.clone(), args.idle_exit)?;
     let reason = args.skip_reason.clone().unwrap_or_default();

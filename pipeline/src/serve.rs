@@ -14,12 +14,17 @@ use custody_reports::proofs::{LiveLogs, ProofError};
 use serde_json::json;
 
 use crate::auth::{ApiAuth, Need, not_found};
+use custody_operators::sinks::iceberg::{EventQuery, Warehouse};
 
 /// Shared state of the HTTP handlers.
 #[derive(Clone)]
 pub struct AppState {
     /// Bearer tokens.
     pub auth: Arc<ApiAuth>,
+    /// The lake, for event queries.
+    pub lake: Option<Arc<Warehouse>>,
+    /// Key binding page cursors to their tenant (per process).
+    pub cursor_key: [u8; 32],
     /// Process metrics.
     pub metrics: Metrics,
     /// Live views.
@@ -42,6 +47,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/tenants/{tenant}/proofs/inclusion", get(inclusion))
         .route("/v1/tenants/{tenant}/proofs/consistency", get(consistency))
+        .route("/v1/tenants/{tenant}/events", get(events))
         .with_state(state)
 }
 
@@ -188,6 +194,119 @@ async fn consistency(
     }
 }
 
+/// `?type=&agent=&user=&from=&to=&limit=&cursor=`.
+#[derive(serde::Deserialize)]
+struct EventsQuery {
+    #[serde(rename = "type")]
+    event_type: Option<String>,
+    agent: Option<String>,
+    user: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+/// Largest page.
+const MAX_PAGE: usize = 1000;
+
+fn bad_request(message: String) -> Response {
+    (StatusCode::BAD_REQUEST, Json(json!({"error": message}))).into_response()
+}
+
+fn cursor_mac(key: &[u8; 32], tenant: &str, seq: u64) -> [u8; 16] {
+    use hmac::{Hmac, Mac};
+    // Panic: HMAC takes keys of any length.
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).expect("hmac takes any key length");
+    mac.update(tenant.as_bytes());
+    mac.update(&[0]);
+    mac.update(&seq.to_be_bytes());
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&mac.finalize().into_bytes()[..16]);
+    out
+}
+
+/// An opaque cursor after `seq`, valid only for `tenant`.
+fn encode_cursor(key: &[u8; 32], tenant: &str, seq: u64) -> String {
+    let mut bytes = seq.to_be_bytes().to_vec();
+    bytes.extend_from_slice(&cursor_mac(key, tenant, seq));
+    hex::encode(bytes)
+}
+
+fn decode_cursor(key: &[u8; 32], tenant: &str, cursor: &str) -> Option<u64> {
+    let bytes = hex::decode(cursor).ok()?;
+    let (seq, mac) = bytes.split_at_checked(8)?;
+    let seq = u64::from_be_bytes(seq.try_into().ok()?);
+    (mac == cursor_mac(key, tenant, seq)).then_some(seq)
+}
+
+async fn events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    Query(q): Query<EventsQuery>,
+) -> Response {
+    if let Err(denied) = state.auth.authorize(&headers, &tenant, Need::Views) {
+        return denied.into_response();
+    }
+    let Some(lake) = state.lake.clone() else {
+        return unavailable();
+    };
+    let time = |name: &str, v: &Option<String>| -> Result<Option<i64>, Response> {
+        v.as_deref()
+            .map(|t| {
+                custody_schemas::time::parse_rfc3339(t)
+                    .map_err(|e| bad_request(format!("{name}: {e}")))
+            })
+            .transpose()
+    };
+    let (from_us, to_us) = match (time("from", &q.from), time("to", &q.to)) {
+        (Ok(f), Ok(t)) => (f, t),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    let after_seq = match &q.cursor {
+        Some(c) => match decode_cursor(&state.cursor_key, &tenant, c) {
+            Some(seq) => Some(seq),
+            None => return bad_request("invalid cursor".into()),
+        },
+        None => None,
+    };
+    let limit = q.limit.unwrap_or(100).clamp(1, MAX_PAGE);
+    let query = EventQuery {
+        after_seq,
+        event_type: q.event_type,
+        agent_id: q.agent,
+        user_id: q.user,
+        from_us,
+        to_us,
+        limit,
+    };
+    let rows = match lake.query_events(&tenant, &query).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::error!(error = %e, "event query failed");
+            return unavailable();
+        }
+    };
+    if rows.is_empty() && after_seq.is_none() {
+        let known = state
+            .live
+            .lock()
+            .map(|l| l.tenants().contains(&tenant))
+            .unwrap_or(false);
+        if !known {
+            return not_found(&tenant);
+        }
+    }
+    let next_cursor = (rows.len() == limit)
+        .then(|| {
+            rows.last()
+                .map(|r| encode_cursor(&state.cursor_key, &tenant, r.seq as u64))
+        })
+        .flatten();
+    Json(json!({ "events": rows, "next_cursor": next_cursor })).into_response()
+}
+
 #[cfg(test)]
 mod tests {
     //! The cross-tenant battery: every tenant endpoint, with foreign ids, path tricks and
@@ -206,7 +325,9 @@ mod tests {
 
     const TENANTS: [&str; 2] = ["tenant-a", "tenant-b"];
 
-    fn app() -> Router {
+    async fn app() -> Router {
+        let dir = tempfile::tempdir().unwrap().keep();
+        let lake = Warehouse::open(&dir).await.unwrap();
         let mut live = LiveViews::default();
         let mut rows = Vec::new();
         let mut checkpoints = Vec::new();
@@ -251,6 +372,8 @@ mod tests {
         .collect();
         router(AppState {
             auth: Arc::new(ApiAuth::new(tokens.iter().map(|(n, t)| (n, t))).unwrap()),
+            lake: Some(Arc::new(lake)),
+            cursor_key: [3; 32],
             metrics: Metrics::new(),
             live: Arc::new(Mutex::new(live)),
             logs: Arc::new(Mutex::new(LiveLogs::load(rows, checkpoints))),
@@ -279,12 +402,13 @@ mod tests {
             format!("/v1/tenants/{tenant}/checkpoints/latest"),
             format!("/v1/tenants/{tenant}/proofs/inclusion?event_id={tenant}-e1"),
             format!("/v1/tenants/{tenant}/proofs/consistency?from=1&to=3"),
+            format!("/v1/tenants/{tenant}/events?limit=5"),
         ]
     }
 
     #[tokio::test]
     async fn no_token_reads_another_tenant() {
-        let app = app();
+        let app = app().await;
         // Own tenant: allowed for the regulator.
         for uri in endpoints("tenant-a") {
             let (status, body) = get(&app, &uri, Some("a-reg")).await;
@@ -339,9 +463,22 @@ mod tests {
         );
     }
 
+    #[test]
+    fn cursors_are_bound_to_their_tenant() {
+        let key = [9; 32];
+        let c = encode_cursor(&key, "tenant-a", 41);
+        assert_eq!(decode_cursor(&key, "tenant-a", &c), Some(41));
+        assert_eq!(decode_cursor(&key, "tenant-b", &c), None);
+        assert_eq!(decode_cursor(&[8; 32], "tenant-a", &c), None);
+        let mut forged = hex::decode(&c).unwrap();
+        forged[7] ^= 1;
+        assert_eq!(decode_cursor(&key, "tenant-a", &hex::encode(forged)), None);
+        assert_eq!(decode_cursor(&key, "tenant-a", "zz"), None);
+    }
+
     #[tokio::test]
     async fn tokens_and_roles_are_enforced() {
-        let app = app();
+        let app = app().await;
         for uri in endpoints("tenant-a") {
             assert_eq!(
                 get(&app, &uri, None).await.0,

@@ -354,46 +354,59 @@ impl Warehouse {
     pub async fn event_rows(&self) -> Result<Vec<EventRow>> {
         let mut rows = Vec::new();
         for batch in self.scan(tables::EVENTS).await? {
-            let s = |name| string_column(&batch, name);
-            let (tenant, event_id, version, event_type) = (
-                s("tenant_id")?,
-                s("event_id")?,
-                s("schema_version")?,
-                s("event_type")?,
-            );
-            let (session, agent, user, parent) = (
-                s("session_id")?,
-                s("agent_id")?,
-                s("user_id")?,
-                s("parent_event_id")?,
-            );
-            let (payload, prev, hash, leaf) =
-                (s("payload")?, s("prev_hash")?, s("hash")?, s("leaf_hash")?);
-            let seq = int_column(&batch, "seq")?;
-            let time = batch
-                .column_by_name("event_time")
-                .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
-                .ok_or_else(|| Error::SinkStopped("column \"event_time\" missing".into()))?;
-            let opt = |a: &StringArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_string());
-            for i in 0..batch.num_rows() {
-                rows.push(EventRow {
-                    tenant_id: tenant.value(i).to_string(),
-                    seq: seq.value(i),
-                    event_id: event_id.value(i).to_string(),
-                    schema_version: version.value(i).to_string(),
-                    event_type: event_type.value(i).to_string(),
-                    session_id: session.value(i).to_string(),
-                    agent_id: agent.value(i).to_string(),
-                    user_id: opt(user, i),
-                    event_time: format_rfc3339(time.value(i)),
-                    parent_event_id: opt(parent, i),
-                    payload: payload.value(i).to_string(),
-                    prev_hash: prev.value(i).to_string(),
-                    hash: hash.value(i).to_string(),
-                    leaf_hash: leaf.value(i).to_string(),
-                });
-            }
+            event_rows_of(&batch, &mut rows)?;
         }
+        Ok(rows)
+    }
+
+    /// One page of `tenant`'s events matching `query`, in chain order: the first `limit`
+    /// with `seq` after `query.after_seq`. Filters are pushed down to the Iceberg scan.
+    pub async fn query_events(&self, tenant: &str, query: &EventQuery) -> Result<Vec<EventRow>> {
+        use iceberg::expr::Reference;
+        use iceberg::spec::Datum;
+        let table = self.table(tables::EVENTS).await?;
+        if table.metadata().current_snapshot().is_none() {
+            return Ok(Vec::new());
+        }
+        let mut predicate = Reference::new("tenant_id").equal_to(Datum::string(tenant));
+        if let Some(after) = query.after_seq {
+            predicate =
+                predicate.and(Reference::new("seq").greater_than(Datum::long(after as i64)));
+        }
+        if let Some(t) = &query.event_type {
+            predicate = predicate.and(Reference::new("event_type").equal_to(Datum::string(t)));
+        }
+        if let Some(a) = &query.agent_id {
+            predicate = predicate.and(Reference::new("agent_id").equal_to(Datum::string(a)));
+        }
+        if let Some(u) = &query.user_id {
+            predicate = predicate.and(Reference::new("user_id").equal_to(Datum::string(u)));
+        }
+        if let Some(from) = query.from_us {
+            predicate = predicate.and(
+                Reference::new("event_time")
+                    .greater_than_or_equal_to(Datum::timestamptz_micros(from)),
+            );
+        }
+        if let Some(to) = query.to_us {
+            predicate = predicate
+                .and(Reference::new("event_time").less_than(Datum::timestamptz_micros(to)));
+        }
+        let stream = table
+            .scan()
+            .with_filter(predicate)
+            .build()?
+            .to_arrow()
+            .await?;
+        let batches: Vec<RecordBatch> = stream.try_collect().await?;
+        let mut rows = Vec::new();
+        for batch in &batches {
+            event_rows_of(batch, &mut rows)?;
+        }
+        // The scan prunes by file and row group; the exact filter is applied here as well.
+        rows.retain(|r| query.matches(tenant, r));
+        rows.sort_by_key(|r| r.seq);
+        rows.truncate(query.limit);
         Ok(rows)
     }
 
@@ -581,6 +594,84 @@ impl Warehouse {
         }
         Ok(rows)
     }
+}
+
+/// Filters and page of an event query.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EventQuery {
+    /// Only events after this position in the chain.
+    pub after_seq: Option<u64>,
+    /// Only this event type (wire name).
+    pub event_type: Option<String>,
+    /// Only this agent.
+    pub agent_id: Option<String>,
+    /// Only this user.
+    pub user_id: Option<String>,
+    /// Event time at or after (µs since the epoch).
+    pub from_us: Option<i64>,
+    /// Event time before (µs since the epoch).
+    pub to_us: Option<i64>,
+    /// Page size.
+    pub limit: usize,
+}
+
+impl EventQuery {
+    fn matches(&self, tenant: &str, r: &EventRow) -> bool {
+        let time = custody_schemas::time::parse_rfc3339(&r.event_time).unwrap_or(i64::MIN);
+        r.tenant_id == tenant
+            && self.after_seq.is_none_or(|a| r.seq as u64 > a)
+            && self.event_type.as_ref().is_none_or(|t| *t == r.event_type)
+            && self.agent_id.as_ref().is_none_or(|a| *a == r.agent_id)
+            && self
+                .user_id
+                .as_ref()
+                .is_none_or(|u| r.user_id.as_ref() == Some(u))
+            && self.from_us.is_none_or(|f| time >= f)
+            && self.to_us.is_none_or(|t| time < t)
+    }
+}
+
+/// Appends the `EventRow`s of a batch of `custody.events`.
+fn event_rows_of(batch: &RecordBatch, rows: &mut Vec<EventRow>) -> Result<()> {
+    let s = |name| string_column(batch, name);
+    let (tenant, event_id, version, event_type) = (
+        s("tenant_id")?,
+        s("event_id")?,
+        s("schema_version")?,
+        s("event_type")?,
+    );
+    let (session, agent, user, parent) = (
+        s("session_id")?,
+        s("agent_id")?,
+        s("user_id")?,
+        s("parent_event_id")?,
+    );
+    let (payload, prev, hash, leaf) = (s("payload")?, s("prev_hash")?, s("hash")?, s("leaf_hash")?);
+    let seq = int_column(batch, "seq")?;
+    let time = batch
+        .column_by_name("event_time")
+        .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
+        .ok_or_else(|| Error::SinkStopped("column \"event_time\" missing".into()))?;
+    let opt = |a: &StringArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_string());
+    for i in 0..batch.num_rows() {
+        rows.push(EventRow {
+            tenant_id: tenant.value(i).to_string(),
+            seq: seq.value(i),
+            event_id: event_id.value(i).to_string(),
+            schema_version: version.value(i).to_string(),
+            event_type: event_type.value(i).to_string(),
+            session_id: session.value(i).to_string(),
+            agent_id: agent.value(i).to_string(),
+            user_id: opt(user, i),
+            event_time: format_rfc3339(time.value(i)),
+            parent_event_id: opt(parent, i),
+            payload: payload.value(i).to_string(),
+            prev_hash: prev.value(i).to_string(),
+            hash: hash.value(i).to_string(),
+            leaf_hash: leaf.value(i).to_string(),
+        });
+    }
+    Ok(())
 }
 
 fn string_column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a StringArray> {
