@@ -252,17 +252,14 @@ async fn events(
     let Some(lake) = state.lake.clone() else {
         return unavailable();
     };
-    let time = |name: &str, v: &Option<String>| -> Result<Option<i64>, Response> {
+    let time = |name: &str, v: &Option<String>| -> Result<Option<i64>, String> {
         v.as_deref()
-            .map(|t| {
-                custody_schemas::time::parse_rfc3339(t)
-                    .map_err(|e| bad_request(format!("{name}: {e}")))
-            })
+            .map(|t| custody_schemas::time::parse_rfc3339(t).map_err(|e| format!("{name}: {e}")))
             .transpose()
     };
     let (from_us, to_us) = match (time("from", &q.from), time("to", &q.to)) {
         (Ok(f), Ok(t)) => (f, t),
-        (Err(r), _) | (_, Err(r)) => return r,
+        (Err(e), _) | (_, Err(e)) => return bad_request(e),
     };
     let after_seq = match &q.cursor {
         Some(c) => match decode_cursor(&state.cursor_key, &tenant, c) {
