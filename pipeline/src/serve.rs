@@ -48,6 +48,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tenants/{tenant}/proofs/inclusion", get(inclusion))
         .route("/v1/tenants/{tenant}/proofs/consistency", get(consistency))
         .route("/v1/tenants/{tenant}/events", get(events))
+        .route("/v1/tenants/{tenant}/sessions/{session}", get(session))
+        .route("/v1/tenants/{tenant}/events/{event_id}/causes", get(causes))
         .with_state(state)
 }
 
@@ -277,6 +279,7 @@ async fn events(
         from_us,
         to_us,
         limit,
+        ..EventQuery::default()
     };
     let rows = match lake.query_events(&tenant, &query).await {
         Ok(rows) => rows,
@@ -302,6 +305,107 @@ async fn events(
         })
         .flatten();
     Json(json!({ "events": rows, "next_cursor": next_cursor })).into_response()
+}
+
+/// Most events returned for one session or causal chain.
+const MAX_SESSION: usize = 10_000;
+
+/// One line of a session's narrative: when, who, what.
+fn narrate(e: &custody_operators::verify::EventRow) -> String {
+    let payload: serde_json::Value = serde_json::from_str(&e.payload).unwrap_or_default();
+    let field = |name: &str| payload[name].as_str().unwrap_or("?").to_string();
+    let detail = match e.event_type.as_str() {
+        "TOOL_CALLED" => format!("called {}", field("tool_name")),
+        "TOOL_RESULT_RECEIVED" => format!("got a result from {}", field("tool_name")),
+        "MODEL_DECISION" => format!("model {} decided", field("model_id")),
+        "HUMAN_ESCALATION_TRIGGERED" => "asked a human to approve".to_string(),
+        "HUMAN_REVIEW_DECISION" => format!("reviewer decided: {}", field("decision")),
+        "POLICY_DECISION" => format!("policy said {}", field("outcome")),
+        other => other.to_lowercase().replace('_', " "),
+    };
+    format!("{} {} {}", e.event_time, e.agent_id, detail)
+}
+
+fn missing(what: &str, id: &str) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"error": format!("no such {what} {id:?}")})),
+    )
+        .into_response()
+}
+
+/// A session's events in chain order, with a human-readable narrative.
+async fn session(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((tenant, session_id)): Path<(String, String)>,
+) -> Response {
+    if let Err(denied) = state.auth.authorize(&headers, &tenant, Need::Views) {
+        return denied.into_response();
+    }
+    let Some(lake) = state.lake.clone() else {
+        return unavailable();
+    };
+    let query = EventQuery {
+        session_id: Some(session_id.clone()),
+        limit: MAX_SESSION,
+        ..EventQuery::default()
+    };
+    match lake.query_events(&tenant, &query).await {
+        Ok(rows) if rows.is_empty() => missing("session", &session_id),
+        Ok(rows) => {
+            let narrative: Vec<String> = rows.iter().map(narrate).collect();
+            Json(json!({ "session_id": session_id, "events": rows, "narrative": narrative }))
+                .into_response()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "session query failed");
+            unavailable()
+        }
+    }
+}
+
+/// The event and its causes, following `parent_event_id` within the tenant, nearest first.
+async fn causes(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((tenant, event_id)): Path<(String, String)>,
+) -> Response {
+    if let Err(denied) = state.auth.authorize(&headers, &tenant, Need::Views) {
+        return denied.into_response();
+    }
+    let Some(lake) = state.lake.clone() else {
+        return unavailable();
+    };
+    let mut chain = Vec::new();
+    let mut next = Some(event_id.clone());
+    let mut seen = std::collections::HashSet::new();
+    while let Some(id) = next.take() {
+        if !seen.insert(id.clone()) || chain.len() >= MAX_SESSION {
+            break;
+        }
+        let query = EventQuery {
+            event_ids: Some(vec![id]),
+            limit: 1,
+            ..EventQuery::default()
+        };
+        match lake.query_events(&tenant, &query).await {
+            Ok(mut rows) => {
+                if let Some(row) = rows.pop() {
+                    next = row.parent_event_id.clone();
+                    chain.push(row);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "causal chain query failed");
+                return unavailable();
+            }
+        }
+    }
+    if chain.is_empty() {
+        return missing("event", &event_id);
+    }
+    Json(json!({ "event_id": event_id, "causes": chain })).into_response()
 }
 
 #[cfg(test)]
@@ -400,6 +504,8 @@ mod tests {
             format!("/v1/tenants/{tenant}/proofs/inclusion?event_id={tenant}-e1"),
             format!("/v1/tenants/{tenant}/proofs/consistency?from=1&to=3"),
             format!("/v1/tenants/{tenant}/events?limit=5"),
+            format!("/v1/tenants/{tenant}/sessions/s-1"),
+            format!("/v1/tenants/{tenant}/events/{tenant}-e1/causes"),
         ]
     }
 
@@ -410,7 +516,10 @@ mod tests {
         for uri in endpoints("tenant-a") {
             let (status, body) = get(&app, &uri, Some("a-reg")).await;
             assert!(
-                status == StatusCode::OK || uri.contains("hitl"),
+                status == StatusCode::OK
+                    || uri.contains("hitl")
+                    || uri.contains("sessions/")
+                    || uri.contains("/causes"),
                 "{uri}: {status} {body}"
             );
             assert!(!body.contains("tenant-b"), "{uri}: {body}");
@@ -511,7 +620,10 @@ mod tests {
             for uri in endpoints(tenant) {
                 let (status, body) = get(&app, &uri, Some("root")).await;
                 assert!(
-                    status == StatusCode::OK || uri.contains("hitl"),
+                    status == StatusCode::OK
+                        || uri.contains("hitl")
+                        || uri.contains("sessions/")
+                        || uri.contains("/causes"),
                     "{uri}: {body}"
                 );
             }

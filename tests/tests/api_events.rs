@@ -176,5 +176,74 @@ fn events_page_through_a_tenant_and_never_across() {
     );
     let (code, _) = get(&addr, "/v1/tenants/tenant-0000/events", "nope");
     assert_eq!(code, 401);
+
+    // A session, with its narrative, and a causal chain; neither crosses tenants.
+    let (_, page) = get(
+        &addr,
+        "/v1/tenants/tenant-0000/events?limit=1000",
+        "token-a",
+    );
+    let events = page["events"].as_array().unwrap();
+    let with_parent = events
+        .iter()
+        .find(|e| e["parent_event_id"].is_string())
+        .expect("an event with a parent");
+    let session_id = with_parent["session_id"].as_str().unwrap();
+    let (code, session) = get(
+        &addr,
+        &format!("/v1/tenants/tenant-0000/sessions/{session_id}"),
+        "token-a",
+    );
+    assert_eq!(code, 200, "{session}");
+    let session_events = session["events"].as_array().unwrap();
+    assert!(!session_events.is_empty());
+    assert!(
+        session_events
+            .iter()
+            .all(|e| e["tenant_id"] == "tenant-0000" && e["session_id"] == session_id)
+    );
+    assert_eq!(
+        session["narrative"].as_array().unwrap().len(),
+        session_events.len()
+    );
+    let id = with_parent["event_id"].as_str().unwrap();
+    let (code, chain) = get(
+        &addr,
+        &format!("/v1/tenants/tenant-0000/events/{id}/causes"),
+        "token-a",
+    );
+    assert_eq!(code, 200, "{chain}");
+    let causes = chain["causes"].as_array().unwrap();
+    assert!(causes.len() >= 2, "{chain}");
+    for pair in causes.windows(2) {
+        assert_eq!(pair[0]["parent_event_id"], pair[1]["event_id"]);
+    }
+    assert!(causes.last().unwrap()["parent_event_id"].is_null());
+    let (code, _) = get(
+        &addr,
+        &format!("/v1/tenants/tenant-0000/sessions/{session_id}"),
+        "token-b",
+    );
+    assert_eq!(code, 404);
+    let (code, _) = get(
+        &addr,
+        &format!("/v1/tenants/tenant-0001/events/{id}/causes"),
+        "token-b",
+    );
+    assert_eq!(code, 404, "tenant-0000's event id under tenant-0001");
+    let (code, other) = get(
+        &addr,
+        &format!("/v1/tenants/tenant-0001/sessions/{session_id}"),
+        "token-b",
+    );
+    assert!(
+        code == 404
+            || other["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|e| e["tenant_id"] == "tenant-0001"),
+        "{other}"
+    );
     drop(server);
 }

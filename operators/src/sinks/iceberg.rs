@@ -382,6 +382,13 @@ impl Warehouse {
         if let Some(u) = &query.user_id {
             predicate = predicate.and(Reference::new("user_id").equal_to(Datum::string(u)));
         }
+        if let Some(s) = &query.session_id {
+            predicate = predicate.and(Reference::new("session_id").equal_to(Datum::string(s)));
+        }
+        if let Some(ids) = &query.event_ids {
+            predicate =
+                predicate.and(Reference::new("event_id").is_in(ids.iter().map(Datum::string)));
+        }
         if let Some(from) = query.from_us {
             predicate = predicate.and(
                 Reference::new("event_time")
@@ -607,6 +614,10 @@ pub struct EventQuery {
     pub agent_id: Option<String>,
     /// Only this user.
     pub user_id: Option<String>,
+    /// Only this session.
+    pub session_id: Option<String>,
+    /// Only these event ids.
+    pub event_ids: Option<Vec<String>>,
     /// Event time at or after (µs since the epoch).
     pub from_us: Option<i64>,
     /// Event time before (µs since the epoch).
@@ -626,6 +637,11 @@ impl EventQuery {
                 .user_id
                 .as_ref()
                 .is_none_or(|u| r.user_id.as_ref() == Some(u))
+            && self.session_id.as_ref().is_none_or(|s| *s == r.session_id)
+            && self
+                .event_ids
+                .as_ref()
+                .is_none_or(|ids| ids.contains(&r.event_id))
             && self.from_us.is_none_or(|f| time >= f)
             && self.to_us.is_none_or(|t| time < t)
     }
