@@ -14,7 +14,7 @@
 //! - KEK rotation: set the new KEK as current and the old one as previous, run
 //!   `custody keys rewrap` (every data key is re-wrapped under the new KEK), then drop the old.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
 
@@ -139,8 +139,9 @@ pub struct Keystore {
     pool: SqlitePool,
     current: Kek,
     previous: Vec<Kek>,
-    /// `(tenant, subject)` whose vault entry is committed: nothing more to do for them.
-    vaulted: HashSet<(String, String)>,
+    /// Tenant → subjects whose vault entry is committed: nothing more to do for them.
+    /// Keyed by tenant so that the per-token check borrows instead of allocating.
+    vaulted: HashMap<String, HashSet<String>>,
 }
 
 impl std::fmt::Debug for Keystore {
@@ -183,7 +184,7 @@ impl Keystore {
             pool,
             current,
             previous,
-            vaulted: HashSet::new(),
+            vaulted: HashMap::new(),
         })
     }
 
@@ -206,18 +207,39 @@ impl Keystore {
         let Some(row) = row else { return Ok(None) };
         let (id, kek_id, wrapped): (String, String, Vec<u8>) =
             (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
-        let kek = self.kek(&kek_id)?;
-        let key = open_with(&kek.cipher, &dek_aad(tenant, subject), &wrapped)?;
-        let key: [u8; 32] = key
-            .try_into()
-            .map_err(|_| VaultError::Crypto("data key is not 32 bytes".into()))?;
+        let key = self.unwrap_key(&kek_id, tenant, subject, &wrapped)?;
         Ok(Some(DataKey { id, key }))
     }
 
     /// Whether the vault entry of `(tenant, subject)` is already committed.
     pub fn is_vaulted(&self, tenant: &str, subject: &str) -> bool {
         self.vaulted
-            .contains(&(tenant.to_string(), subject.to_string()))
+            .get(tenant)
+            .is_some_and(|subjects| subjects.contains(subject))
+    }
+
+    fn set_vaulted(&mut self, tenant: &str, subject: &str) {
+        self.vaulted
+            .entry(tenant.to_string())
+            .or_default()
+            .insert(subject.to_string());
+    }
+
+    /// Unwraps a data key of `(tenant, subject)` wrapped by KEK `kek_id`.
+    fn unwrap_key(
+        &self,
+        kek_id: &str,
+        tenant: &str,
+        subject: &str,
+        wrapped: &[u8],
+    ) -> Result<[u8; 32], VaultError> {
+        let key = open_with(
+            &self.kek(kek_id)?.cipher,
+            &dek_aad(tenant, subject),
+            wrapped,
+        )?;
+        key.try_into()
+            .map_err(|_| VaultError::Crypto("data key is not 32 bytes".into()))
     }
 
     /// The data key of `(tenant, subject)`, created if missing; and whether its vault entry
@@ -278,16 +300,9 @@ impl Keystore {
                     let Some(&i) = pos.get(subject.as_str()) else {
                         continue;
                     };
-                    let key = open_with(
-                        &self.kek(&kek_id)?.cipher,
-                        &dek_aad(tenant, &subject),
-                        &wrapped,
-                    )?;
-                    let key: [u8; 32] = key
-                        .try_into()
-                        .map_err(|_| VaultError::Crypto("data key is not 32 bytes".into()))?;
+                    let key = self.unwrap_key(&kek_id, tenant, &subject, &wrapped)?;
                     if vaulted != 0 {
-                        self.vaulted.insert((tenant.to_string(), subject.clone()));
+                        self.set_vaulted(tenant, &subject);
                     }
                     out[i] = Some((DataKey { id, key }, vaulted != 0));
                 }
@@ -345,7 +360,9 @@ impl Keystore {
             }
         }
         tx.commit().await?;
-        self.vaulted.extend(subjects.iter().cloned());
+        for (tenant, subject) in subjects {
+            self.set_vaulted(tenant, subject);
+        }
         Ok(())
     }
 
@@ -375,8 +392,16 @@ impl Keystore {
             .execute(&self.pool)
             .await?;
         sqlx::query("VACUUM").execute(&self.pool).await?;
-        self.vaulted
-            .retain(|(t, s)| t != tenant || subject.is_some_and(|x| x != s));
+        match subject {
+            Some(s) => {
+                if let Some(subjects) = self.vaulted.get_mut(tenant) {
+                    subjects.remove(s);
+                }
+            }
+            None => {
+                self.vaulted.remove(tenant);
+            }
+        }
         Ok(n)
     }
 
@@ -396,9 +421,8 @@ impl Keystore {
                 row.try_get(2)?,
                 row.try_get(3)?,
             );
-            let aad = dek_aad(&tenant, &subject);
-            let key = open_with(&self.kek(&kek_id)?.cipher, &aad, &wrapped)?;
-            let rewrapped = seal_with(&self.current.cipher, &aad, &key);
+            let key = self.unwrap_key(&kek_id, &tenant, &subject, &wrapped)?;
+            let rewrapped = seal_with(&self.current.cipher, &dek_aad(&tenant, &subject), &key);
             sqlx::query(
                 "UPDATE data_keys SET kek_id = ?, wrapped = ? WHERE tenant = ? AND subject = ?",
             )

@@ -196,6 +196,19 @@ async fn consistency(
     }
 }
 
+/// The lake, for a caller allowed to read `tenant`'s events.
+fn tenant_lake(
+    state: &AppState,
+    headers: &HeaderMap,
+    tenant: &str,
+) -> Result<Arc<Warehouse>, Box<Response>> {
+    state
+        .auth
+        .authorize(headers, tenant, Need::Views)
+        .map_err(|denied| Box::new(denied.into_response()))?;
+    state.lake.clone().ok_or_else(|| Box::new(unavailable()))
+}
+
 /// `?type=&agent=&user=&from=&to=&limit=&cursor=`.
 #[derive(serde::Deserialize)]
 struct EventsQuery {
@@ -248,11 +261,9 @@ async fn events(
     Path(tenant): Path<String>,
     Query(q): Query<EventsQuery>,
 ) -> Response {
-    if let Err(denied) = state.auth.authorize(&headers, &tenant, Need::Views) {
-        return denied.into_response();
-    }
-    let Some(lake) = state.lake.clone() else {
-        return unavailable();
+    let lake = match tenant_lake(&state, &headers, &tenant) {
+        Ok(lake) => lake,
+        Err(response) => return *response,
     };
     let time = |name: &str, v: &Option<String>| -> Result<Option<i64>, String> {
         v.as_deref()
@@ -340,11 +351,9 @@ async fn session(
     headers: HeaderMap,
     Path((tenant, session_id)): Path<(String, String)>,
 ) -> Response {
-    if let Err(denied) = state.auth.authorize(&headers, &tenant, Need::Views) {
-        return denied.into_response();
-    }
-    let Some(lake) = state.lake.clone() else {
-        return unavailable();
+    let lake = match tenant_lake(&state, &headers, &tenant) {
+        Ok(lake) => lake,
+        Err(response) => return *response,
     };
     let query = EventQuery {
         session_id: Some(session_id.clone()),
@@ -371,11 +380,9 @@ async fn causes(
     headers: HeaderMap,
     Path((tenant, event_id)): Path<(String, String)>,
 ) -> Response {
-    if let Err(denied) = state.auth.authorize(&headers, &tenant, Need::Views) {
-        return denied.into_response();
-    }
-    let Some(lake) = state.lake.clone() else {
-        return unavailable();
+    let lake = match tenant_lake(&state, &headers, &tenant) {
+        Ok(lake) => lake,
+        Err(response) => return *response,
     };
     let mut chain = Vec::new();
     let mut next = Some(event_id.clone());

@@ -49,6 +49,19 @@ pub fn custody(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Writes a deterministic workload of `events` events over `tenants` tenants as NDJSON.
+pub fn generate_ndjson(path: &Path, events: u64, tenants: usize) {
+    custody(&[
+        "generate",
+        "--events",
+        &events.to_string(),
+        "--tenants",
+        &tenants.to_string(),
+        "--out",
+        path.to_str().expect("utf-8 path"),
+    ]);
+}
+
 /// Runs `custody` with `args`.
 pub fn custody_output(args: &[&str]) -> Output {
     Command::new(custody_bin())

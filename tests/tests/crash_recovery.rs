@@ -11,7 +11,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use custody_tests::{Tansu, assert_chains_link, custody, custody_bin, read_columns, rows};
+use custody_tests::{
+    Tansu, assert_chains_link, custody, custody_bin, generate_ndjson, read_columns, rows,
+};
 
 const TOPIC: &str = "agent-events";
 
@@ -239,15 +241,7 @@ fn broker_restart_during_the_run_loses_and_duplicates_nothing() {
 fn reruns_are_idempotent_and_forced_skips_leave_a_gap_marker() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("events.ndjson");
-    custody(&[
-        "generate",
-        "--events",
-        "300",
-        "--tenants",
-        "3",
-        "--out",
-        input.to_str().unwrap(),
-    ]);
+    generate_ndjson(&input, 300, 3);
     let wh = dir.path().join("wh");
     let (input, wh_arg) = (input.to_str().unwrap(), wh.to_str().unwrap());
     let run = |extra: &[&str]| {
@@ -290,15 +284,7 @@ fn reruns_are_idempotent_and_forced_skips_leave_a_gap_marker() {
 fn views_resume_their_state_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let all = dir.path().join("all.ndjson");
-    custody(&[
-        "generate",
-        "--events",
-        "4000",
-        "--tenants",
-        "5",
-        "--out",
-        all.to_str().unwrap(),
-    ]);
+    generate_ndjson(&all, 4000, 5);
     let text = std::fs::read_to_string(&all).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     let wh = dir.path().join("wh");

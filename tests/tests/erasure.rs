@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use custody_schemas::EventType;
-use custody_tests::{custody, custody_output, files_under, read_tables, rows};
+use custody_tests::{custody, custody_output, files_under, generate_ndjson, read_tables, rows};
 use serde_json::Value;
 
 const TENANT: &str = "tenant-0000";
@@ -101,15 +101,7 @@ fn erased_tenants_leave_no_plaintext_and_chains_still_verify() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("events.ndjson");
     let input_arg = input.to_str().unwrap();
-    custody(&[
-        "generate",
-        "--events",
-        "600",
-        "--tenants",
-        "3",
-        "--out",
-        input_arg,
-    ]);
+    generate_ndjson(&input, 600, 3);
     // A rejected record of the tenant: its redacted copy is sealed too.
     let rejected = "quarantined nightingale dossier";
     let mut text = std::fs::read_to_string(&input).unwrap();
@@ -155,36 +147,51 @@ fn erased_tenants_leave_no_plaintext_and_chains_still_verify() {
         .find(|v| v["tenant_id"] == TENANT && v["kind"] == "token")
         .map(|v| v["ref"].as_str().unwrap().to_string())
         .unwrap();
-    let revealed = custody(&[
-        "--config",
-        &cfg,
-        "reveal",
-        "--warehouse",
-        whs,
-        "--tenant",
-        TENANT,
-        "--token",
-        &token,
-        "--requested-by",
-        "dpo@tenant-0000",
-        "--reason",
-        "DSAR-1",
-    ]);
+    // `custody COMMAND --warehouse WH ARGS` under the vault configuration.
+    let admin = |command: &str, args: &[&str]| {
+        let mut all = vec!["--config", cfg.as_str(), command, "--warehouse", whs];
+        all.extend_from_slice(args);
+        custody_output(&all)
+    };
+    let reveal = |tenant: &str, token: &str, reason: &str| {
+        let by = format!("dpo@{tenant}");
+        admin(
+            "reveal",
+            &[
+                "--tenant",
+                tenant,
+                "--token",
+                token,
+                "--requested-by",
+                &by,
+                "--reason",
+                reason,
+            ],
+        )
+    };
+    let succeeded = |out: std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+
+    let revealed = succeeded(reveal(TENANT, &token, "DSAR-1"));
     assert!(needles.iter().any(|n| n == revealed.trim()), "{revealed}");
 
-    let erased = custody(&[
-        "--config",
-        &cfg,
+    let erased = succeeded(admin(
         "erase",
-        "--warehouse",
-        whs,
-        "--tenant",
-        TENANT,
-        "--requested-by",
-        "dpo@tenant-0000",
-        "--reason",
-        "GDPR Art. 17 request 42",
-    ]);
+        &[
+            "--tenant",
+            TENANT,
+            "--requested-by",
+            "dpo@tenant-0000",
+            "--reason",
+            "GDPR Art. 17 request 42",
+        ],
+    ));
     assert!(
         erased.contains("data key(s) of \"tenant-0000\""),
         "{erased}"
@@ -195,21 +202,7 @@ fn erased_tenants_leave_no_plaintext_and_chains_still_verify() {
         Vec::<String>::new(),
         "plaintext left after erasure"
     );
-    let again = custody_output(&[
-        "--config",
-        &cfg,
-        "reveal",
-        "--warehouse",
-        whs,
-        "--tenant",
-        TENANT,
-        "--token",
-        &token,
-        "--requested-by",
-        "dpo@tenant-0000",
-        "--reason",
-        "DSAR-2",
-    ]);
+    let again = reveal(TENANT, &token, "DSAR-2");
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("irrecoverable"));
 
@@ -231,50 +224,19 @@ fn erased_tenants_leave_no_plaintext_and_chains_still_verify() {
         .take(2)
         .collect();
     let (subject, other) = (&others[0], &others[1]);
-    custody(&[
-        "--config",
-        &cfg,
+    succeeded(admin(
         "erase",
-        "--warehouse",
-        whs,
-        "--tenant",
-        "tenant-0001",
-        "--subject",
-        subject,
-        "--requested-by",
-        "dpo@tenant-0001",
-        "--reason",
-        "erase one subject",
-    ]);
-    let gone = custody_output(&[
-        "--config",
-        &cfg,
-        "reveal",
-        "--warehouse",
-        whs,
-        "--tenant",
-        "tenant-0001",
-        "--token",
-        subject,
-        "--requested-by",
-        "dpo@tenant-0001",
-        "--reason",
-        "DSAR-4",
-    ]);
-    assert!(!gone.status.success());
-    custody(&[
-        "--config",
-        &cfg,
-        "reveal",
-        "--warehouse",
-        whs,
-        "--tenant",
-        "tenant-0001",
-        "--token",
-        other,
-        "--requested-by",
-        "dpo@tenant-0001",
-        "--reason",
-        "DSAR-3",
-    ]);
+        &[
+            "--tenant",
+            "tenant-0001",
+            "--subject",
+            subject,
+            "--requested-by",
+            "dpo@tenant-0001",
+            "--reason",
+            "erase one subject",
+        ],
+    ));
+    assert!(!reveal("tenant-0001", subject, "DSAR-4").status.success());
+    succeeded(reveal("tenant-0001", other, "DSAR-3"));
 }

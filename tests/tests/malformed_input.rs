@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use custody_tests::{custody, read_tables, rows};
+use custody_tests::{custody, generate_ndjson, read_tables, rows};
 
 fn valid(tenant: &str, id: &str) -> String {
     serde_json::json!({
@@ -124,15 +124,7 @@ fn malformed_lines_are_quarantined_with_reasons() {
 fn emitter_chain_break_is_quarantined() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("events.ndjson");
-    custody(&[
-        "generate",
-        "--events",
-        "300",
-        "--tenants",
-        "3",
-        "--out",
-        input.to_str().unwrap(),
-    ]);
+    generate_ndjson(&input, 300, 3);
     let text = std::fs::read_to_string(&input).unwrap();
     let mut lines: Vec<&str> = text.lines().collect();
     let lost = lines.remove(150);
