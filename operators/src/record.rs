@@ -173,6 +173,91 @@ pub enum ViewUpdate {
         /// +1 or -1.
         diff: i64,
     },
+    /// A row of one of the keyed views ([`ViewId`]): `(tenant, key) -> row` with the row as
+    /// JSON.
+    Row {
+        /// The view.
+        view: ViewId,
+        /// Tenant.
+        tenant_id: String,
+        /// The row's key within the tenant, unique per view.
+        key: String,
+        /// The row, JSON.
+        row: String,
+        /// +1 or -1.
+        diff: i64,
+    },
+}
+
+impl ViewUpdate {
+    /// +1 for an insertion, -1 for a retraction.
+    pub fn diff(&self) -> i64 {
+        match self {
+            ViewUpdate::EventCount { diff, .. }
+            | ViewUpdate::HitlLatency { diff, .. }
+            | ViewUpdate::Row { diff, .. } => *diff,
+        }
+    }
+}
+
+/// The keyed views, each a changelog table `custody.view_<name>` of JSON rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ViewId {
+    /// One row per agent session.
+    Sessions,
+    /// One row per tool call: the decisions that led to it.
+    CausalChains,
+    /// HITL statistics per (agent, risk tier).
+    HitlGroups,
+    /// Escalations still undecided past their SLA.
+    SlaBreaches,
+    /// Policy rule violations.
+    PolicyViolations,
+    /// Drift and anomaly alerts.
+    Alerts,
+    /// Use per model version.
+    ModelVersions,
+}
+
+impl ViewId {
+    /// Every keyed view.
+    pub const ALL: [ViewId; 7] = [
+        ViewId::Sessions,
+        ViewId::CausalChains,
+        ViewId::HitlGroups,
+        ViewId::SlaBreaches,
+        ViewId::PolicyViolations,
+        ViewId::Alerts,
+        ViewId::ModelVersions,
+    ];
+
+    /// The view's name, e.g. `sla_breaches`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ViewId::Sessions => "sessions",
+            ViewId::CausalChains => "causal_chains",
+            ViewId::HitlGroups => "hitl_groups",
+            ViewId::SlaBreaches => "sla_breaches",
+            ViewId::PolicyViolations => "policy_violations",
+            ViewId::Alerts => "alerts",
+            ViewId::ModelVersions => "model_versions",
+        }
+    }
+
+    /// Its changelog table.
+    pub fn table(self) -> &'static str {
+        use custody_schemas::tables;
+        match self {
+            ViewId::Sessions => tables::VIEW_SESSIONS,
+            ViewId::CausalChains => tables::VIEW_CAUSAL_CHAINS,
+            ViewId::HitlGroups => tables::VIEW_HITL_GROUPS,
+            ViewId::SlaBreaches => tables::VIEW_SLA_BREACHES,
+            ViewId::PolicyViolations => tables::VIEW_POLICY_VIOLATIONS,
+            ViewId::Alerts => tables::VIEW_ALERTS,
+            ViewId::ModelVersions => tables::VIEW_MODEL_VERSIONS,
+        }
+    }
 }
 
 /// Review latency statistics for one tenant.

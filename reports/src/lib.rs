@@ -10,7 +10,9 @@ pub mod live;
 pub mod proofs;
 pub mod views;
 
-use custody_operators::record::{ChainedEvent, Epoch, SinkRecord, ViewUpdate};
+use std::sync::Arc;
+
+use custody_operators::record::{ChainedEvent, Epoch, SinkRecord, ViewId, ViewUpdate};
 use differential_dataflow::{AsCollection, VecCollection};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
@@ -18,17 +20,24 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Operator;
 use timely::dataflow::operators::vec::Map;
 
+use views::alerts::DriftConfig;
+use views::causal_chains::Node;
 use views::hitl_latency::{Decision, Escalation, FromEvent, HitlConfig};
+use views::model_versions::ModelUse;
+use views::policy_violations::PolicyRule;
+use views::sessions::SessionFact;
 
-/// Turns each event `f` maps to `Some(d)` into an insertion of `d` at the event's epoch.
-pub fn inserts<'scope, D, F>(
+/// Turns everything `f` maps an event to (an `Option`, a `Vec`, …) into insertions at the
+/// event's epoch.
+pub fn inserts<'scope, D, I, F>(
     stream: StreamVec<'scope, Epoch, SinkRecord>,
     name: &str,
     mut f: F,
 ) -> VecCollection<'scope, Epoch, D>
 where
     D: Clone + 'static,
-    F: FnMut(&ChainedEvent) -> Option<D> + 'static,
+    I: IntoIterator<Item = D>,
+    F: FnMut(&ChainedEvent) -> I + 'static,
 {
     stream
         .unary::<CapacityContainerBuilder<Vec<(D, Epoch, isize)>>, _, _, _>(
@@ -41,10 +50,10 @@ where
                         let time = *cap.least().expect("a message has a time");
                         let mut session = output.session(&cap);
                         for record in data.iter() {
-                            if let SinkRecord::Event(event) = record
-                                && let Some(d) = f(event)
-                            {
-                                session.give((d, time, 1));
+                            if let SinkRecord::Event(event) = record {
+                                for d in f(event) {
+                                    session.give((d, time, 1));
+                                }
                             }
                         }
                     });
@@ -57,19 +66,53 @@ where
 /// Whether the views read the payload of events of this type (the others only need the
 /// envelope): what a restart must load to rebuild their state.
 pub fn view_needs_payload(event_type: custody_schemas::EventType) -> bool {
+    use custody_schemas::EventType as T;
     matches!(
         event_type,
-        custody_schemas::EventType::HumanEscalationTriggered
-            | custody_schemas::EventType::HumanReviewDecision
+        T::HumanEscalationTriggered
+            | T::HumanReviewDecision
+            | T::ToolCalled
+            | T::ToolResultReceived
+            | T::ModelDecision
     )
 }
 
+/// Settings of every view.
+#[derive(Clone, Debug, Default)]
+pub struct ViewsConfig {
+    /// HITL views.
+    pub hitl: HitlConfig,
+    /// Policy rules.
+    pub rules: Arc<Vec<PolicyRule>>,
+    /// Drift and anomaly alerts.
+    pub drift: DriftConfig,
+}
+
+/// The changes of a keyed view as [`ViewUpdate::Row`]s.
+fn rows<'scope, R: serde::Serialize + Clone + 'static>(
+    view: ViewId,
+    collection: VecCollection<'scope, Epoch, ((String, String), R)>,
+) -> StreamVec<'scope, Epoch, ViewUpdate> {
+    collection
+        .inner
+        .map(move |(((tenant_id, key), row), _time, diff)| ViewUpdate::Row {
+            view,
+            tenant_id,
+            key,
+            // Panic-free: the rows are plain structs of strings and integers.
+            row: serde_json::to_string(&row).unwrap_or_default(),
+            diff: diff as i64,
+        })
+}
+
 /// Builds every view over the chained events (the `Event` records of the hash chain's
-/// output); returns their changes.
+/// output) and the pipeline's clock; returns their changes.
 pub fn render_views<'scope>(
     events: StreamVec<'scope, Epoch, SinkRecord>,
-    hitl: HitlConfig,
+    clock: VecCollection<'scope, Epoch, i64>,
+    cfg: &ViewsConfig,
 ) -> StreamVec<'scope, Epoch, ViewUpdate> {
+    let hitl = cfg.hitl;
     let typed = inserts(events.clone(), "EventTypes", |e| {
         Some((
             e.event.tenant_id.as_str().to_string(),
@@ -77,7 +120,32 @@ pub fn render_views<'scope>(
         ))
     });
     let escalations = inserts(events.clone(), "Escalations", Escalation::from_event);
-    let decisions = inserts(events, "Decisions", Decision::from_event);
+    let decisions = inserts(events.clone(), "Decisions", Decision::from_event);
+    let sessions = views::sessions::sessions(inserts(events.clone(), "SessionFacts", |e| {
+        Some(SessionFact::from_event(e))
+    }));
+    let chains = views::causal_chains::causal_chains(inserts(events.clone(), "Nodes", |e| {
+        Some(Node::from_event(e))
+    }));
+    let models = views::model_versions::model_versions(
+        inserts(events.clone(), "ModelUses", ModelUse::from_event),
+        chains.clone(),
+    );
+    let groups =
+        views::hitl_groups::hitl_groups(escalations.clone(), decisions.clone(), hitl);
+    let breaches =
+        views::sla_breaches::sla_breaches(escalations.clone(), decisions.clone(), clock);
+    let rules = Arc::clone(&cfg.rules);
+    let violations = views::policy_violations::policy_violations(inserts(
+        events.clone(),
+        "PolicyFacts",
+        move |e| views::policy_violations::facts(&rules, e),
+    ));
+    let drift = cfg.drift;
+    let alerts = views::alerts::alerts(
+        inserts(events, "DriftFacts", move |e| views::alerts::facts(&drift, e)),
+        drift,
+    );
 
     let counts = views::event_counts::event_counts(typed).inner.map(
         |(((tenant_id, event_type), count), _time, diff)| ViewUpdate::EventCount {
@@ -96,6 +164,17 @@ pub fn render_views<'scope>(
                 diff: diff as i64,
             },
         );
-    use timely::dataflow::operators::Concat;
-    counts.concat(latency)
+    use timely::dataflow::operators::Concatenate;
+    let scope = counts.scope();
+    scope.concatenate([
+        counts,
+        latency,
+        rows(ViewId::Sessions, sessions),
+        rows(ViewId::CausalChains, chains),
+        rows(ViewId::HitlGroups, groups),
+        rows(ViewId::SlaBreaches, breaches),
+        rows(ViewId::PolicyViolations, violations),
+        rows(ViewId::Alerts, alerts),
+        rows(ViewId::ModelVersions, models),
+    ])
 }

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use custody_operators::record::{Epoch, HitlStats, ViewUpdate};
+use custody_operators::record::{ChainedEvent, Epoch, HitlStats, ViewId, ViewUpdate};
 use serde::Serialize;
 
 /// Current view contents, per tenant.
@@ -13,7 +13,20 @@ use serde::Serialize;
 pub struct LiveViews {
     counts: BTreeMap<String, BTreeMap<String, i64>>,
     hitl: BTreeMap<String, HitlStats>,
+    rows: BTreeMap<(ViewId, String), BTreeMap<String, String>>,
+    coverage: BTreeMap<String, Coverage>,
     epoch: Option<Epoch>,
+}
+
+/// Which input a tenant's view state covers: the report rows' provenance.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Coverage {
+    /// Committed events.
+    pub events: i64,
+    /// First and last epoch holding the tenant's events.
+    pub epochs: (Epoch, Epoch),
+    /// Per source partition, the first and last offset of the tenant's events.
+    pub offsets: BTreeMap<i32, (i64, i64)>,
 }
 
 /// The event counts of one tenant.
@@ -45,11 +58,23 @@ impl LiveViews {
     /// Applies one committed epoch's changes. Retractions are applied before insertions.
     pub fn apply(&mut self, epoch: Epoch, updates: &[ViewUpdate]) {
         let mut ordered: Vec<&ViewUpdate> = updates.iter().collect();
-        ordered.sort_by_key(|u| match u {
-            ViewUpdate::EventCount { diff, .. } | ViewUpdate::HitlLatency { diff, .. } => *diff > 0,
-        });
+        ordered.sort_by_key(|u| u.diff() > 0);
         for update in ordered {
             match update {
+                ViewUpdate::Row {
+                    view,
+                    tenant_id,
+                    key,
+                    row,
+                    diff,
+                } => {
+                    let rows = self.rows.entry((*view, tenant_id.clone())).or_default();
+                    if *diff > 0 {
+                        rows.insert(key.clone(), row.clone());
+                    } else if rows.get(key) == Some(row) {
+                        rows.remove(key);
+                    }
+                }
                 ViewUpdate::EventCount {
                     tenant_id,
                     event_type,
@@ -77,6 +102,47 @@ impl LiveViews {
             }
         }
         self.epoch = Some(epoch);
+    }
+
+    /// Records which committed events the views now reflect.
+    pub fn observe(&mut self, epoch: Epoch, events: &[ChainedEvent]) {
+        for e in events {
+            let c = self
+                .coverage
+                .entry(e.event.tenant_id.as_str().to_string())
+                .or_insert_with(|| Coverage {
+                    epochs: (epoch, epoch),
+                    ..Coverage::default()
+                });
+            c.events += 1;
+            c.epochs = (c.epochs.0.min(epoch), c.epochs.1.max(epoch));
+            let o = c.offsets.entry(e.partition).or_insert((e.offset, e.offset));
+            *o = (o.0.min(e.offset), o.1.max(e.offset));
+        }
+    }
+
+    /// What `tenant`'s view state covers.
+    pub fn coverage(&self, tenant: &str) -> Option<&Coverage> {
+        self.coverage.get(tenant)
+    }
+
+    /// The rows of a keyed view for `tenant`, by key, as JSON.
+    pub fn rows(&self, view: ViewId, tenant: &str) -> Option<&BTreeMap<String, String>> {
+        self.rows.get(&(view, tenant.to_string()))
+    }
+
+    /// The rows of a keyed view for `tenant`, parsed.
+    pub fn rows_as<T: serde::de::DeserializeOwned>(&self, view: ViewId, tenant: &str) -> Vec<T> {
+        self.rows(view, tenant)
+            .into_iter()
+            .flat_map(|m| m.values())
+            .filter_map(|r| serde_json::from_str(r).ok())
+            .collect()
+    }
+
+    /// The last committed epoch reflected.
+    pub fn epoch(&self) -> Option<Epoch> {
+        self.epoch
     }
 
     /// Tenants with at least one event.

@@ -1,7 +1,14 @@
 //! One differential view per file.
 
+pub mod alerts;
+pub mod causal_chains;
 pub mod event_counts;
+pub mod hitl_groups;
 pub mod hitl_latency;
+pub mod model_versions;
+pub mod policy_violations;
+pub mod sessions;
+pub mod sla_breaches;
 
 #[cfg(test)]
 pub(crate) mod oracle;

@@ -27,6 +27,30 @@ pub const CHECKPOINTS: &str = "checkpoints";
 pub const VIEW_EVENT_COUNTS: &str = "view_event_counts";
 /// Changelog of the per-tenant HITL review latency view.
 pub const VIEW_HITL_LATENCY: &str = "view_hitl_latency";
+/// Changelog of the sessions view.
+pub const VIEW_SESSIONS: &str = "view_sessions";
+/// Changelog of the causal chains view (tool call → the decisions that led to it).
+pub const VIEW_CAUSAL_CHAINS: &str = "view_causal_chains";
+/// Changelog of HITL statistics per agent and risk tier.
+pub const VIEW_HITL_GROUPS: &str = "view_hitl_groups";
+/// Changelog of escalations undecided past their SLA.
+pub const VIEW_SLA_BREACHES: &str = "view_sla_breaches";
+/// Changelog of policy violations.
+pub const VIEW_POLICY_VIOLATIONS: &str = "view_policy_violations";
+/// Changelog of drift and anomaly alerts.
+pub const VIEW_ALERTS: &str = "view_alerts";
+/// Changelog of model-version attribution.
+pub const VIEW_MODEL_VERSIONS: &str = "view_model_versions";
+/// The keyed views' tables, all of [`view_rows_schema`].
+pub const KEYED_VIEWS: [&str; 7] = [
+    VIEW_SESSIONS,
+    VIEW_CAUSAL_CHAINS,
+    VIEW_HITL_GROUPS,
+    VIEW_SLA_BREACHES,
+    VIEW_POLICY_VIOLATIONS,
+    VIEW_ALERTS,
+    VIEW_MODEL_VERSIONS,
+];
 
 /// Sealed token values and field content (XChaCha20-Poly1305 under per-tenant data keys).
 pub const VAULT: &str = "vault";
@@ -35,13 +59,20 @@ pub const VAULT: &str = "vault";
 pub const EPOCHS: &str = "epochs";
 
 /// Every table, in creation order; also the order an epoch is committed in (`epochs` last).
-pub const ALL_TABLES: [&str; 8] = [
+pub const ALL_TABLES: [&str; 15] = [
     EVENTS,
     QUARANTINE,
     CHAIN_HEADS,
     CHECKPOINTS,
     VIEW_EVENT_COUNTS,
     VIEW_HITL_LATENCY,
+    VIEW_SESSIONS,
+    VIEW_CAUSAL_CHAINS,
+    VIEW_HITL_GROUPS,
+    VIEW_SLA_BREACHES,
+    VIEW_POLICY_VIOLATIONS,
+    VIEW_ALERTS,
+    VIEW_MODEL_VERSIONS,
     VAULT,
     EPOCHS,
 ];
@@ -66,6 +97,7 @@ pub fn table_schema(name: &str) -> Option<SchemaRef> {
         VIEW_HITL_LATENCY => Some(view_hitl_latency_schema()),
         EPOCHS => Some(epochs_schema()),
         VAULT => Some(vault_schema()),
+        name if KEYED_VIEWS.contains(&name) => Some(view_rows_schema()),
         _ => None,
     }
 }
@@ -185,6 +217,18 @@ pub fn view_hitl_latency_schema() -> SchemaRef {
         field(7, "over_sla", DataType::Int64, false),
         field(8, "epoch", DataType::Int64, false),
         field(9, "diff", DataType::Int64, false),
+    ]))
+}
+
+/// `custody.view_<name>` for the keyed views: a changelog of `(tenant, key) -> row`, the row
+/// as JSON (its fields are documented per view in `reports/src/views/`).
+pub fn view_rows_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        field(1, "tenant_id", DataType::Utf8, false),
+        field(2, "key", DataType::Utf8, false),
+        field(3, "row", DataType::Utf8, false),
+        field(4, "epoch", DataType::Int64, false),
+        field(5, "diff", DataType::Int64, false),
     ]))
 }
 

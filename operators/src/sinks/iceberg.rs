@@ -67,7 +67,9 @@ use crate::error::{Error, Result};
 use crate::merkle::CompactRange;
 use crate::metrics::Metrics;
 use crate::record::VaultItem;
-use crate::record::{ChainHead, ChainedEvent, Epoch, Quarantined, SinkRecord, ViewUpdate};
+use crate::record::{
+    ChainHead, ChainedEvent, Epoch, Quarantined, SinkRecord, ViewId, ViewUpdate,
+};
 use crate::sinks::dead_letter::DeadLetter;
 use crate::transforms::hash_chain::{ChainState, TenantLog};
 use crate::vault::{Keystore, seal, vault_aad};
@@ -846,10 +848,20 @@ impl IcebergSink {
             }
         }
         checkpoints.sort_by(|a, b| a.tenant_id.cmp(&b.tenant_id));
-        let (counts, hitl): (Vec<ViewUpdate>, Vec<ViewUpdate>) = views
+        let counts: Vec<&ViewUpdate> = views
             .iter()
-            .cloned()
-            .partition(|v| matches!(v, ViewUpdate::EventCount { .. }));
+            .filter(|v| matches!(v, ViewUpdate::EventCount { .. }))
+            .collect();
+        let hitl: Vec<&ViewUpdate> = views
+            .iter()
+            .filter(|v| matches!(v, ViewUpdate::HitlLatency { .. }))
+            .collect();
+        let mut keyed: BTreeMap<ViewId, Vec<&ViewUpdate>> = BTreeMap::new();
+        for v in &views {
+            if let ViewUpdate::Row { view, .. } = v {
+                keyed.entry(*view).or_default().push(v);
+            }
+        }
         events.sort_by(|a, b| {
             (a.event.tenant_id.as_str(), a.seq).cmp(&(b.event.tenant_id.as_str(), b.seq))
         });
@@ -894,7 +906,7 @@ impl IcebergSink {
             (SUMMARY_CHECKPOINTS, checkpoints.len().to_string()),
             (SUMMARY_CHECKPOINT_DIGEST, hex::encode(digest.finalize())),
         ];
-        let batches: [(&'static str, usize, Option<RecordBatch>); 7] = [
+        let mut batches: Vec<(&'static str, usize, Option<RecordBatch>)> = vec![
             (
                 tables::EVENTS,
                 events.len(),
@@ -927,12 +939,20 @@ impl IcebergSink {
                 hitl.len(),
                 nonempty(&hitl, |h| hitl_batch(h, epoch))?,
             ),
-            (
-                tables::VAULT,
-                vault.len(),
-                nonempty(&vault, |v| vault_batch(v, epoch))?,
-            ),
         ];
+        for view in ViewId::ALL {
+            let rows = keyed.remove(&view).unwrap_or_default();
+            batches.push((
+                view.table(),
+                rows.len(),
+                nonempty(&rows, |r| view_rows_batch(r, epoch))?,
+            ));
+        }
+        batches.push((
+            tables::VAULT,
+            vault.len(),
+            nonempty(&vault, |v| vault_batch(v, epoch))?,
+        ));
         crate::failpoint::hit("commit-start", epoch);
         if let Some(dead_letter) = &self.dead_letter
             && !quarantine.is_empty()
@@ -1150,7 +1170,7 @@ fn is_evidence(table: &str) -> bool {
     !matches!(
         table,
         tables::VIEW_EVENT_COUNTS | tables::VIEW_HITL_LATENCY | tables::VAULT
-    )
+    ) && !tables::KEYED_VIEWS.contains(&table)
 }
 
 /// Seals the vault items of `events`: each token value not vaulted yet under the token's own
@@ -1358,7 +1378,33 @@ fn checkpoints_batch(rows: &[Checkpoint]) -> Result<RecordBatch> {
     )
 }
 
-fn counts_batch(rows: &[ViewUpdate], epoch: Epoch) -> Result<RecordBatch> {
+fn view_rows_batch(rows: &[&ViewUpdate], epoch: Epoch) -> Result<RecordBatch> {
+    let rows: Vec<(&str, &str, &str, i64)> = rows
+        .iter()
+        .filter_map(|v| match v {
+            ViewUpdate::Row {
+                tenant_id,
+                key,
+                row,
+                diff,
+                ..
+            } => Some((tenant_id.as_str(), key.as_str(), row.as_str(), *diff)),
+            _ => None,
+        })
+        .collect();
+    batch(
+        tables::view_rows_schema(),
+        vec![
+            strings(rows.iter().map(|r| r.0)),
+            strings(rows.iter().map(|r| r.1)),
+            strings(rows.iter().map(|r| r.2)),
+            ints(rows.iter().map(|_| epoch as i64)),
+            ints(rows.iter().map(|r| r.3)),
+        ],
+    )
+}
+
+fn counts_batch(rows: &[&ViewUpdate], epoch: Epoch) -> Result<RecordBatch> {
     let rows: Vec<(&str, &str, i64, i64)> = rows
         .iter()
         .filter_map(|v| match v {
@@ -1368,7 +1414,7 @@ fn counts_batch(rows: &[ViewUpdate], epoch: Epoch) -> Result<RecordBatch> {
                 count,
                 diff,
             } => Some((tenant_id.as_str(), event_type.as_str(), *count, *diff)),
-            ViewUpdate::HitlLatency { .. } => None,
+            _ => None,
         })
         .collect();
     batch(
@@ -1383,7 +1429,7 @@ fn counts_batch(rows: &[ViewUpdate], epoch: Epoch) -> Result<RecordBatch> {
     )
 }
 
-fn hitl_batch(rows: &[ViewUpdate], epoch: Epoch) -> Result<RecordBatch> {
+fn hitl_batch(rows: &[&ViewUpdate], epoch: Epoch) -> Result<RecordBatch> {
     let rows: Vec<(&str, &crate::record::HitlStats, i64)> = rows
         .iter()
         .filter_map(|v| match v {
@@ -1392,7 +1438,7 @@ fn hitl_batch(rows: &[ViewUpdate], epoch: Epoch) -> Result<RecordBatch> {
                 stats,
                 diff,
             } => Some((tenant_id.as_str(), stats, *diff)),
-            ViewUpdate::EventCount { .. } => None,
+            _ => None,
         })
         .collect();
     batch(

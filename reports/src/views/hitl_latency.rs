@@ -1,8 +1,8 @@
 //! Human-in-the-loop review latency per tenant.
 //!
 //! # Inputs
-//! - escalations: `((tenant_id, escalation_event_id), (presented_at_us, sla_seconds))`;
-//! - decisions: `((tenant_id, escalation_event_id), (decided_at_us, approved))`.
+//! - escalations: `((tenant_id, escalation_event_id), EscalationFact)`;
+//! - decisions: `((tenant_id, escalation_event_id), DecisionFact)`.
 //!
 //! # Outputs
 //! `(tenant_id, HitlStats)`: completed reviews, p50/p95/max presented→decided latency
@@ -17,6 +17,7 @@ use custody_operators::record::{ChainedEvent, Epoch, HitlStats};
 use custody_schemas::EventType;
 use custody_schemas::time::parse_rfc3339;
 use differential_dataflow::VecCollection;
+use serde::{Deserialize, Serialize};
 
 /// View settings.
 #[derive(Clone, Copy, Debug)]
@@ -33,10 +34,64 @@ impl Default for HitlConfig {
     }
 }
 
+/// What the views keep of a `HUMAN_ESCALATION_TRIGGERED` event.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct EscalationFact {
+    /// When the action was presented, UTC micros.
+    pub presented_us: i64,
+    /// Review SLA, seconds.
+    pub sla_s: i64,
+    /// The agent that escalated.
+    pub agent_id: String,
+    /// `low`, `medium`, `high` or `critical`.
+    pub risk_tier: String,
+}
+
+/// A reviewer's decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Approved as proposed.
+    Approve,
+    /// Rejected: a human override.
+    Reject,
+    /// Approved with changes: a human override.
+    Modify,
+    /// Passed up to another reviewer.
+    Escalate,
+}
+
+impl Outcome {
+    /// Parses the wire value.
+    pub fn parse(s: &str) -> Option<Outcome> {
+        Some(match s {
+            "approve" => Outcome::Approve,
+            "reject" => Outcome::Reject,
+            "modify" => Outcome::Modify,
+            "escalate" => Outcome::Escalate,
+            _ => return None,
+        })
+    }
+
+    /// Whether the human overrode the agent (rejected or changed its proposal).
+    pub fn is_override(self) -> bool {
+        matches!(self, Outcome::Reject | Outcome::Modify)
+    }
+}
+
+/// What the views keep of a `HUMAN_REVIEW_DECISION` event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct DecisionFact {
+    /// When the decision was made, UTC micros.
+    pub decided_us: i64,
+    /// The decision.
+    pub outcome: Outcome,
+}
+
 /// An escalation keyed for the join.
-pub type Escalation = ((String, String), (i64, i64));
+pub type Escalation = ((String, String), EscalationFact);
 /// A decision keyed for the join.
-pub type Decision = ((String, String), (i64, bool));
+pub type Decision = ((String, String), DecisionFact);
 
 /// Extraction from chained events.
 pub trait FromEvent: Sized {
@@ -50,14 +105,17 @@ impl FromEvent for Escalation {
             return None;
         }
         let p = &e.event.payload;
-        let presented = parse_rfc3339(p["presented_at"].as_str()?).ok()?;
-        let sla = p["sla_seconds"].as_i64()?;
         Some((
             (
                 e.event.tenant_id.as_str().to_string(),
                 e.event.event_id.clone(),
             ),
-            (presented, sla),
+            EscalationFact {
+                presented_us: parse_rfc3339(p["presented_at"].as_str()?).ok()?,
+                sla_s: p["sla_seconds"].as_i64()?,
+                agent_id: e.event.agent_id.clone(),
+                risk_tier: p["risk_tier"].as_str()?.to_string(),
+            },
         ))
     }
 }
@@ -68,12 +126,13 @@ impl FromEvent for Decision {
             return None;
         }
         let p = &e.event.payload;
-        let decided = parse_rfc3339(p["decided_at"].as_str()?).ok()?;
-        let approved = p["decision"].as_str()? == "approve";
         let escalation = p["escalation_event_id"].as_str()?.to_string();
         Some((
             (e.event.tenant_id.as_str().to_string(), escalation),
-            (decided, approved),
+            DecisionFact {
+                decided_us: parse_rfc3339(p["decided_at"].as_str()?).ok()?,
+                outcome: Outcome::parse(p["decision"].as_str()?)?,
+            },
         ))
     }
 }
@@ -138,11 +197,18 @@ pub fn hitl_latency<'scope>(
 ) -> VecCollection<'scope, Epoch, (String, HitlStats)> {
     escalations
         .join(decisions)
-        .map(
-            move |((tenant, _id), ((presented, sla), (decided, approved)))| {
-                (tenant, review(presented, sla, decided, approved, cfg))
-            },
-        )
+        .map(move |((tenant, _id), (esc, dec))| {
+            (
+                tenant,
+                review(
+                    esc.presented_us,
+                    esc.sla_s,
+                    dec.decided_us,
+                    dec.outcome == Outcome::Approve,
+                    cfg,
+                ),
+            )
+        })
         .reduce_named("HitlLatency", |_tenant, input, output| {
             let sorted: Vec<(Review, isize)> = input.iter().map(|(r, c)| (**r, *c)).collect();
             output.push((stats(&sorted), 1));
@@ -188,10 +254,21 @@ mod tests {
                 let key = (format!("t{}", rng() % 3), format!("esc-{i}"));
                 let presented = 1_000_000_000 + (rng() % 1000) as i64 * 1_000_000;
                 let sla = [60, 300, 900][(rng() % 3) as usize];
-                escalations.push((rng() % 6, (key.clone(), (presented, sla))));
+                let esc = EscalationFact {
+                    presented_us: presented,
+                    sla_s: sla,
+                    agent_id: format!("agent-{}", rng() % 2),
+                    risk_tier: "high".into(),
+                };
+                escalations.push((rng() % 6, (key.clone(), esc)));
                 if !rng().is_multiple_of(4) {
-                    let decided = presented + (rng() % 1_200_000) as i64 * 1000;
-                    decisions.push((rng() % 6, (key, (decided, rng().is_multiple_of(2)))));
+                    let decided_us = presented + (rng() % 1_200_000) as i64 * 1000;
+                    let outcome = if rng().is_multiple_of(2) {
+                        Outcome::Approve
+                    } else {
+                        Outcome::Reject
+                    };
+                    decisions.push((rng() % 6, (key, DecisionFact { decided_us, outcome })));
                 }
             }
             let (esc_in, dec_in) = (escalations.clone(), decisions.clone());
@@ -216,17 +293,21 @@ mod tests {
             let states = accumulate_by_epoch(rx, 6);
             for epoch in 0..6u64 {
                 let mut per_tenant: BTreeMap<String, Vec<(Review, isize)>> = BTreeMap::new();
-                for (_, ((tenant, id), (decided, approved))) in
-                    decisions.iter().filter(|(t, _)| *t <= epoch)
-                {
+                for (_, ((tenant, id), dec)) in decisions.iter().filter(|(t, _)| *t <= epoch) {
                     let esc = escalations
                         .iter()
                         .find(|(t, ((et, eid), _))| *t <= epoch && et == tenant && eid == id);
-                    if let Some((_, (_, (presented, sla)))) = esc {
-                        per_tenant
-                            .entry(tenant.clone())
-                            .or_default()
-                            .push((review(*presented, *sla, *decided, *approved, cfg), 1));
+                    if let Some((_, (_, e))) = esc {
+                        per_tenant.entry(tenant.clone()).or_default().push((
+                            review(
+                                e.presented_us,
+                                e.sla_s,
+                                dec.decided_us,
+                                dec.outcome == Outcome::Approve,
+                                cfg,
+                            ),
+                            1,
+                        ));
                     }
                 }
                 let want: BTreeMap<(String, HitlStats), isize> = per_tenant

@@ -46,3 +46,32 @@ pub fn accumulate_by_epoch<D: Ord + Clone>(
         })
         .collect()
 }
+
+/// Feeds `inputs` (each with its epoch) through `build` and returns the accumulated output at
+/// each epoch `0..epochs`.
+pub fn run<I, O, F>(inputs: Vec<(u64, I)>, epochs: u64, build: F) -> BTreeMap<u64, BTreeMap<O, isize>>
+where
+    I: differential_dataflow::ExchangeData + std::hash::Hash + Sync,
+    O: differential_dataflow::ExchangeData + Ord + Clone + Sync,
+    F: for<'a> FnOnce(
+            differential_dataflow::VecCollection<'a, u64, I>,
+        ) -> differential_dataflow::VecCollection<'a, u64, O>
+        + Send
+        + Sync
+        + 'static,
+{
+    use differential_dataflow::input::Input;
+    use timely::dataflow::operators::Capture;
+    let rx = timely::example(move |scope| {
+        let (mut handle, coll) = scope.new_collection::<I, isize>();
+        let rx = build(coll).inner.capture();
+        for epoch in 0..epochs {
+            handle.advance_to(epoch);
+            for (_, i) in inputs.iter().filter(|(t, _)| *t == epoch) {
+                handle.insert(i.clone());
+            }
+        }
+        rx
+    });
+    accumulate_by_epoch(rx, epochs)
+}

@@ -1,0 +1,444 @@
+//! Drift and anomaly alerts per tenant and agent, against a rolling baseline.
+//!
+//! Event time is cut into windows (`window`, default one hour). For each window of an agent,
+//! the `baseline_windows` windows before it are its baseline:
+//! - `tool_failure_rate`: the window's failed tool results over all results rose more than
+//!   `rate_increase_permille` above the baseline's rate;
+//! - `override_rate`: the same for human reviews that rejected or modified the agent's proposal;
+//! - `volume_spike`: the window holds more than `volume_factor` times the baseline's mean
+//!   events per window;
+//! - `model_version_change`: a model version the agent had not used before, after its first
+//!   window;
+//! - `unseen_tool`: a tool the agent first used after its baseline period.
+//!
+//! Rates need `min_samples` results (or reviews) both in the window and in the baseline.
+//!
+//! # Inputs
+//! `((tenant_id, agent_id), DriftFact)`, one per event; facts carry their window, not their
+//! time, so equal facts consolidate and the state is per window, not per event.
+//!
+//! # Outputs
+//! `((tenant_id, "kind/agent_id/subject"), Alert)`: every anomaly found. An alert is raised when
+//! its row is inserted and resolved when it is retracted (the window's rate went back down as
+//! late events arrived); `pipeline` sends both to Alertmanager and the alerts topic.
+//!
+//! # State
+//! Per agent: counts per window and kind, and the models and tools seen per window.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use custody_operators::record::{ChainedEvent, Epoch};
+use custody_schemas::EventType;
+use differential_dataflow::VecCollection;
+use serde::{Deserialize, Serialize};
+
+/// Alert settings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DriftConfig {
+    /// Window length, micros.
+    pub window_us: i64,
+    /// Windows in the baseline.
+    pub baseline_windows: i64,
+    /// Least results or reviews, in the window and in the baseline, for a rate alert.
+    pub min_samples: i64,
+    /// Rate rise that raises an alert, per mille.
+    pub rate_increase_permille: i64,
+    /// Volume multiple that raises an alert.
+    pub volume_factor: f64,
+    /// Least events in a window for a volume alert.
+    pub min_volume: i64,
+}
+
+impl Default for DriftConfig {
+    fn default() -> Self {
+        DriftConfig {
+            window_us: 3_600_000_000,
+            baseline_windows: 6,
+            min_samples: 20,
+            rate_increase_permille: 150,
+            volume_factor: 3.0,
+            min_volume: 50,
+        }
+    }
+}
+
+/// What the view keeps of an event.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum DriftFact {
+    /// Any event.
+    Event(i64),
+    /// A tool result; whether it failed.
+    ToolResult(i64, bool),
+    /// A human review; whether it overrode the agent.
+    Review(i64, bool),
+    /// A model decision by `model_id@model_version`.
+    Model(i64, String),
+    /// A tool call.
+    Tool(i64, String),
+}
+
+/// The facts of `e`: always `Event`, plus one for the types the alerts read.
+pub fn facts(cfg: &DriftConfig, e: &ChainedEvent) -> Vec<((String, String), DriftFact)> {
+    let ev = &e.event;
+    let w = ev.timestamp_us.div_euclid(cfg.window_us.max(1));
+    let p = &ev.payload;
+    let key = || (ev.tenant_id.as_str().to_string(), ev.agent_id.clone());
+    let mut out = vec![(key(), DriftFact::Event(w))];
+    let extra = match ev.event_type {
+        EventType::ToolResultReceived => Some(DriftFact::ToolResult(
+            w,
+            p["status"].as_str() == Some("error"),
+        )),
+        EventType::HumanReviewDecision => Some(DriftFact::Review(
+            w,
+            matches!(p["decision"].as_str(), Some("reject" | "modify")),
+        )),
+        EventType::ModelDecision => Some(DriftFact::Model(
+            w,
+            format!(
+                "{}@{}",
+                p["model_id"].as_str().unwrap_or("?"),
+                p["model_version"].as_str().unwrap_or("?")
+            ),
+        )),
+        EventType::ToolCalled => Some(DriftFact::Tool(
+            w,
+            p["tool_name"].as_str().unwrap_or("?").to_string(),
+        )),
+        _ => None,
+    };
+    out.extend(extra.map(|f| (key(), f)));
+    out
+}
+
+/// The alert kinds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    /// Tool failures rose.
+    ToolFailureRate,
+    /// Human overrides rose.
+    OverrideRate,
+    /// Event volume spiked.
+    VolumeSpike,
+    /// A new model version.
+    ModelVersionChange,
+    /// A tool never used before.
+    UnseenTool,
+}
+
+impl AlertKind {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::ToolFailureRate => "tool_failure_rate",
+            AlertKind::OverrideRate => "override_rate",
+            AlertKind::VolumeSpike => "volume_spike",
+            AlertKind::ModelVersionChange => "model_version_change",
+            AlertKind::UnseenTool => "unseen_tool",
+        }
+    }
+
+    /// `warning` or `critical`.
+    pub fn severity(self) -> &'static str {
+        match self {
+            AlertKind::ToolFailureRate | AlertKind::OverrideRate => "critical",
+            _ => "warning",
+        }
+    }
+}
+
+/// One row of the alerts view.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Alert {
+    /// What was found.
+    pub kind: AlertKind,
+    /// `warning` or `critical`.
+    pub severity: String,
+    /// The agent.
+    pub agent_id: String,
+    /// The window it was found in, start, UTC micros.
+    pub window_start_us: i64,
+    /// The measured value (per mille for rates, events for volume).
+    pub value: i64,
+    /// The baseline it was compared with, same unit.
+    pub baseline: i64,
+    /// The model version or tool, for those kinds.
+    pub subject: Option<String>,
+    /// For people.
+    pub summary: String,
+}
+
+impl Alert {
+    /// The row key within the tenant.
+    pub fn key(&self) -> String {
+        match &self.subject {
+            Some(s) => format!("{}/{}/{s}", self.kind.as_str(), self.agent_id),
+            None => format!(
+                "{}/{}/{}",
+                self.kind.as_str(),
+                self.agent_id,
+                self.window_start_us
+            ),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Window {
+    events: i64,
+    results: i64,
+    failures: i64,
+    reviews: i64,
+    overrides: i64,
+}
+
+/// The alerts of one agent from its facts.
+pub fn detect(cfg: &DriftConfig, agent: &str, facts: &[(&DriftFact, isize)]) -> Vec<Alert> {
+    let mut windows: BTreeMap<i64, Window> = BTreeMap::new();
+    let mut models: BTreeMap<&str, i64> = BTreeMap::new();
+    let mut tools: BTreeMap<&str, i64> = BTreeMap::new();
+    for (fact, n) in facts {
+        let n = *n as i64;
+        match fact {
+            DriftFact::Event(w) => windows.entry(*w).or_default().events += n,
+            DriftFact::ToolResult(w, failed) => {
+                let x = windows.entry(*w).or_default();
+                x.results += n;
+                x.failures += if *failed { n } else { 0 };
+            }
+            DriftFact::Review(w, overridden) => {
+                let x = windows.entry(*w).or_default();
+                x.reviews += n;
+                x.overrides += if *overridden { n } else { 0 };
+            }
+            DriftFact::Model(w, m) => {
+                let first = models.entry(m).or_insert(*w);
+                *first = (*first).min(*w);
+            }
+            DriftFact::Tool(w, t) => {
+                let first = tools.entry(t).or_insert(*w);
+                *first = (*first).min(*w);
+            }
+        }
+    }
+    let Some(&first) = windows.keys().next() else {
+        return Vec::new();
+    };
+    let n = cfg.baseline_windows.max(1);
+    let mut alerts = Vec::new();
+    let alert = |kind: AlertKind, w: i64, value, baseline, subject: Option<String>, summary| Alert {
+        kind,
+        severity: kind.severity().to_string(),
+        agent_id: agent.to_string(),
+        window_start_us: w * cfg.window_us,
+        value,
+        baseline,
+        subject,
+        summary,
+    };
+    for (&w, cur) in windows.range(first + n..) {
+        let base: Vec<&Window> = windows.range(w - n..w).map(|(_, x)| x).collect();
+        let sum = |f: fn(&Window) -> i64| base.iter().map(|x| f(x)).sum::<i64>();
+        let mean_events = sum(|x| x.events) as f64 / n as f64;
+        if cur.events >= cfg.min_volume && cur.events as f64 > cfg.volume_factor * mean_events {
+            alerts.push(alert(
+                AlertKind::VolumeSpike,
+                w,
+                cur.events,
+                mean_events.round() as i64,
+                None,
+                format!(
+                    "{agent}: {} events in the window against a baseline of {:.0} per window",
+                    cur.events, mean_events
+                ),
+            ));
+        }
+        for (kind, num, den, what) in [
+            (
+                AlertKind::ToolFailureRate,
+                (cur.failures, sum(|x| x.failures)),
+                (cur.results, sum(|x| x.results)),
+                "tool failure rate",
+            ),
+            (
+                AlertKind::OverrideRate,
+                (cur.overrides, sum(|x| x.overrides)),
+                (cur.reviews, sum(|x| x.reviews)),
+                "human override rate",
+            ),
+        ] {
+            if den.0 < cfg.min_samples || den.1 < cfg.min_samples {
+                continue;
+            }
+            let (rate, base_rate) = (num.0 * 1000 / den.0, num.1 * 1000 / den.1);
+            if rate - base_rate > cfg.rate_increase_permille {
+                alerts.push(alert(
+                    kind,
+                    w,
+                    rate,
+                    base_rate,
+                    None,
+                    format!(
+                        "{agent}: {what} {:.1}% against a baseline of {:.1}%",
+                        rate as f64 / 10.0,
+                        base_rate as f64 / 10.0
+                    ),
+                ));
+            }
+        }
+    }
+    let mut by_window: Vec<(i64, &str)> = models.iter().map(|(m, w)| (*w, *m)).collect();
+    by_window.sort();
+    let mut seen: BTreeSet<&str> = BTreeSet::new();
+    for (w, model) in by_window {
+        if w > first {
+            let before: Vec<&str> = seen.iter().copied().collect();
+            alerts.push(alert(
+                AlertKind::ModelVersionChange,
+                w,
+                0,
+                0,
+                Some(model.to_string()),
+                format!(
+                    "{agent} started using {model} (before: {})",
+                    if before.is_empty() {
+                        "none".to_string()
+                    } else {
+                        before.join(", ")
+                    }
+                ),
+            ));
+        }
+        seen.insert(model);
+    }
+    for (tool, w) in tools {
+        if w >= first + n {
+            alerts.push(alert(
+                AlertKind::UnseenTool,
+                w,
+                0,
+                0,
+                Some(tool.to_string()),
+                format!("{agent} called {tool} for the first time, after its baseline period"),
+            ));
+        }
+    }
+    alerts
+}
+
+/// Alerts per tenant.
+pub fn alerts<'scope>(
+    facts: VecCollection<'scope, Epoch, ((String, String), DriftFact)>,
+    cfg: DriftConfig,
+) -> VecCollection<'scope, Epoch, ((String, String), Alert)> {
+    facts
+        .reduce_named("Alerts", move |(_tenant, agent), input, output| {
+            for alert in detect(&cfg, agent, input) {
+                output.push((alert, 1));
+            }
+        })
+        .map(|((tenant, _agent), alert)| ((tenant, alert.key()), alert))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::views::oracle::{lcg, run};
+
+    fn cfg() -> DriftConfig {
+        DriftConfig {
+            window_us: 1,
+            baseline_windows: 3,
+            min_samples: 4,
+            rate_increase_permille: 150,
+            volume_factor: 2.0,
+            min_volume: 5,
+        }
+    }
+
+    #[test]
+    fn finds_each_kind() {
+        let mut facts = Vec::new();
+        for w in 0..4 {
+            for i in 0..10 {
+                facts.push(DriftFact::Event(w));
+                facts.push(DriftFact::ToolResult(w, i == 0));
+                facts.push(DriftFact::Review(w, i == 0));
+            }
+            facts.push(DriftFact::Model(w, "m@1".into()));
+            facts.push(DriftFact::Tool(w, "crm".into()));
+        }
+        for i in 0..30 {
+            facts.push(DriftFact::Event(4));
+            facts.push(DriftFact::ToolResult(4, i % 2 == 0));
+        }
+        facts.push(DriftFact::Model(4, "m@2".into()));
+        facts.push(DriftFact::Tool(4, "payments".into()));
+        let refs: Vec<(&DriftFact, isize)> = facts.iter().map(|f| (f, 1)).collect();
+        let kinds: BTreeSet<AlertKind> = detect(&cfg(), "a", &refs)
+            .into_iter()
+            .map(|a| a.kind)
+            .collect();
+        assert_eq!(
+            kinds,
+            BTreeSet::from([
+                AlertKind::ToolFailureRate,
+                AlertKind::VolumeSpike,
+                AlertKind::ModelVersionChange,
+                AlertKind::UnseenTool
+            ])
+        );
+        // A steady agent raises nothing.
+        let steady: Vec<(&DriftFact, isize)> = facts[..facts.len() - 62]
+            .iter()
+            .map(|f| (f, 1))
+            .collect();
+        assert!(detect(&cfg(), "a", &steady).is_empty());
+    }
+
+    #[test]
+    fn oracle_matches_recomputation() {
+        for seed in 1..=5u64 {
+            let mut rng = lcg(seed);
+            let inputs: Vec<(u64, ((String, String), DriftFact))> = (0..400)
+                .map(|_| {
+                    let w = (rng() % 8) as i64;
+                    let fact = match rng() % 5 {
+                        0 => DriftFact::Event(w),
+                        1 => DriftFact::ToolResult(w, rng() % (2 + w as u64) == 0),
+                        2 => DriftFact::Review(w, rng() % 3 == 0),
+                        3 => DriftFact::Model(w, format!("m@{}", rng() % 3)),
+                        _ => DriftFact::Tool(w, format!("tool{}", rng() % 4)),
+                    };
+                    (rng() % 6, ((format!("t{}", rng() % 2), format!("a{}", rng() % 2)), fact))
+                })
+                .collect();
+            let states = run(inputs.clone(), 6, |c| alerts(c, cfg()));
+            let mut raised = 0;
+            for epoch in 0..6u64 {
+                let mut by: BTreeMap<(String, String), BTreeMap<&DriftFact, isize>> =
+                    BTreeMap::new();
+                for (_, (k, f)) in inputs.iter().filter(|(t, _)| *t <= epoch) {
+                    *by.entry(k.clone()).or_default().entry(f).or_default() += 1;
+                }
+                let want: BTreeMap<_, isize> = by
+                    .iter()
+                    .flat_map(|((t, a), facts)| {
+                        let refs: Vec<(&DriftFact, isize)> =
+                            facts.iter().map(|(f, n)| (*f, *n)).collect();
+                        detect(&cfg(), a, &refs)
+                            .into_iter()
+                            .map(|al| (((t.clone(), al.key()), al), 1))
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                raised += want.len();
+                assert_eq!(states[&epoch], want, "seed {seed} epoch {epoch}");
+            }
+            assert!(raised > 0);
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! Session reconstruction: one summary row per agent session.
+//!
+//! # Inputs
+//! `((tenant_id, session_id), SessionFact)`, one per accepted event.
+//!
+//! # Outputs
+//! `((tenant_id, session_id), SessionSummary)`: who ran it, when it started and last moved,
+//! how many events, tool calls, failed tool results, escalations and reviews it holds, and
+//! whether it completed, failed or is still open. The event-by-event timeline with its
+//! narrative is served from the lake (`/v1/tenants/{t}/sessions/{s}`).
+//!
+//! # State
+//! The facts of every session (one small entry per event) in the reduce's input arrangement.
+//!
+//! # Failure modes
+//! None: any event belongs to a session. Events arriving out of order only move `started` and
+//! `last`.
+
+use custody_operators::record::{ChainedEvent, Epoch};
+use custody_schemas::EventType;
+use differential_dataflow::VecCollection;
+use serde::{Deserialize, Serialize};
+
+/// What the view keeps of each event.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SessionFact {
+    /// Event time, UTC micros.
+    pub ts_us: i64,
+    /// The event type.
+    pub event_type: EventType,
+    /// The emitting agent.
+    pub agent_id: String,
+    /// The end user, if any.
+    pub user_id: Option<String>,
+    /// A tool result with status `error`.
+    pub tool_failed: bool,
+}
+
+impl SessionFact {
+    /// The fact of `e`, keyed by `(tenant, session)`.
+    pub fn from_event(e: &ChainedEvent) -> ((String, String), SessionFact) {
+        let ev = &e.event;
+        (
+            (ev.tenant_id.as_str().to_string(), ev.session_id.clone()),
+            SessionFact {
+                ts_us: ev.timestamp_us,
+                event_type: ev.event_type,
+                agent_id: ev.agent_id.clone(),
+                user_id: ev.user_id.clone(),
+                tool_failed: ev.event_type == EventType::ToolResultReceived
+                    && ev.payload["status"].as_str() == Some("error"),
+            },
+        )
+    }
+}
+
+/// Where a session stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStatus {
+    /// No `TASK_COMPLETED` or `TASK_FAILED` yet.
+    Open,
+    /// Ended with `TASK_COMPLETED`.
+    Completed,
+    /// Ended with `TASK_FAILED`.
+    Failed,
+}
+
+/// One row of the sessions view.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SessionSummary {
+    /// The session.
+    pub session_id: String,
+    /// The agent of its first event.
+    pub agent_id: String,
+    /// The end user of its first event that names one.
+    pub user_id: Option<String>,
+    /// First event time, UTC micros.
+    pub started_us: i64,
+    /// Last event time, UTC micros.
+    pub last_us: i64,
+    /// Events.
+    pub events: i64,
+    /// `TOOL_CALLED` events.
+    pub tool_calls: i64,
+    /// Tool results with status `error`.
+    pub tool_failures: i64,
+    /// `HUMAN_ESCALATION_TRIGGERED` events.
+    pub escalations: i64,
+    /// `HUMAN_REVIEW_DECISION` events.
+    pub reviews: i64,
+    /// Where it stands.
+    pub status: SessionStatus,
+}
+
+/// Summarizes a session's facts, in any order, each with its multiplicity.
+pub fn summarize(session_id: &str, facts: &[(&SessionFact, isize)]) -> SessionSummary {
+    let mut sorted: Vec<&(&SessionFact, isize)> = facts.iter().collect();
+    sorted.sort();
+    let count = |ty: EventType| -> i64 {
+        facts
+            .iter()
+            .filter(|(f, _)| f.event_type == ty)
+            .map(|(_, c)| *c as i64)
+            .sum()
+    };
+    let status = if count(EventType::TaskFailed) > 0 {
+        SessionStatus::Failed
+    } else if count(EventType::TaskCompleted) > 0 {
+        SessionStatus::Completed
+    } else {
+        SessionStatus::Open
+    };
+    SessionSummary {
+        session_id: session_id.to_string(),
+        agent_id: sorted.first().map(|(f, _)| f.agent_id.clone()).unwrap_or_default(),
+        user_id: sorted.iter().find_map(|(f, _)| f.user_id.clone()),
+        started_us: sorted.first().map_or(0, |(f, _)| f.ts_us),
+        last_us: sorted.last().map_or(0, |(f, _)| f.ts_us),
+        events: facts.iter().map(|(_, c)| *c as i64).sum(),
+        tool_calls: count(EventType::ToolCalled),
+        tool_failures: facts
+            .iter()
+            .filter(|(f, _)| f.tool_failed)
+            .map(|(_, c)| *c as i64)
+            .sum(),
+        escalations: count(EventType::HumanEscalationTriggered),
+        reviews: count(EventType::HumanReviewDecision),
+        status,
+    }
+}
+
+/// One summary per session.
+pub fn sessions<'scope>(
+    facts: VecCollection<'scope, Epoch, ((String, String), SessionFact)>,
+) -> VecCollection<'scope, Epoch, ((String, String), SessionSummary)> {
+    facts.reduce_named("Sessions", |(_tenant, session), input, output| {
+        output.push((summarize(session, input), 1));
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::views::oracle::{lcg, run};
+
+    const TYPES: [EventType; 6] = [
+        EventType::TaskInitiated,
+        EventType::ToolCalled,
+        EventType::ToolResultReceived,
+        EventType::HumanEscalationTriggered,
+        EventType::TaskCompleted,
+        EventType::TaskFailed,
+    ];
+
+    #[test]
+    fn oracle_matches_recomputation() {
+        for seed in 1..=5u64 {
+            let mut rng = lcg(seed);
+            let inputs: Vec<(u64, ((String, String), SessionFact))> = (0..150)
+                .map(|_| {
+                    let ty = TYPES[(rng() % 6) as usize];
+                    (
+                        rng() % 6,
+                        (
+                            (format!("t{}", rng() % 2), format!("s{}", rng() % 7)),
+                            SessionFact {
+                                ts_us: (rng() % 1000) as i64,
+                                event_type: ty,
+                                agent_id: format!("a{}", rng() % 3),
+                                user_id: (rng() % 2 == 0).then(|| format!("u{}", rng() % 3)),
+                                tool_failed: ty == EventType::ToolResultReceived
+                                    && rng() % 3 == 0,
+                            },
+                        ),
+                    )
+                })
+                .collect();
+            let states = run(inputs.clone(), 6, sessions);
+            for epoch in 0..6u64 {
+                let mut by: BTreeMap<(String, String), Vec<(&SessionFact, isize)>> =
+                    BTreeMap::new();
+                for (_, (k, f)) in inputs.iter().filter(|(t, _)| *t <= epoch) {
+                    by.entry(k.clone()).or_default().push((f, 1));
+                }
+                let want: BTreeMap<_, isize> = by
+                    .into_iter()
+                    .map(|(k, facts)| {
+                        let s = summarize(&k.1, &facts);
+                        ((k, s), 1)
+                    })
+                    .collect();
+                assert_eq!(states[&epoch], want, "seed {seed} epoch {epoch}");
+            }
+        }
+    }
+
+    #[test]
+    fn status_and_counts() {
+        let f = |ts, ty, failed| SessionFact {
+            ts_us: ts,
+            event_type: ty,
+            agent_id: "a".into(),
+            user_id: None,
+            tool_failed: failed,
+        };
+        let facts = [
+            f(5, EventType::ToolResultReceived, true),
+            f(1, EventType::TaskInitiated, false),
+            f(9, EventType::TaskCompleted, false),
+        ];
+        let refs: Vec<(&SessionFact, isize)> = facts.iter().map(|x| (x, 1)).collect();
+        let s = summarize("s", &refs);
+        assert_eq!(
+            (s.started_us, s.last_us, s.events, s.tool_failures, s.status),
+            (1, 9, 3, 1, SessionStatus::Completed)
+        );
+    }
+}
