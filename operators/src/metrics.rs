@@ -48,6 +48,12 @@ pub struct Metrics {
     pub kafka_lag: IntGaugeVec,
     /// Quarantined raw records published to the dead-letter topic.
     pub dead_letters: IntCounter,
+    /// Drift and anomaly alerts raised, by kind.
+    pub alerts_raised: IntCounterVec,
+    /// Alerts holding now, by kind.
+    pub alerts_active: IntGaugeVec,
+    /// Alert deliveries, by target (alertmanager, kafka) and outcome (ok, error).
+    pub alert_deliveries: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -188,6 +194,29 @@ impl Metrics {
                 &registry,
                 "custody_source_records_skipped_total",
                 "records re-read after a restart that were already durable in the lake",
+            ),
+            alerts_raised: counter_vec(
+                &registry,
+                "custody_alerts_raised_total",
+                "drift and anomaly alerts raised",
+                &["kind"],
+            ),
+            alerts_active: {
+                let g = IntGaugeVec::new(
+                    Opts::new("custody_alerts_active", "drift and anomaly alerts holding now"),
+                    &["kind"],
+                )
+                .expect("valid metric definition");
+                registry
+                    .register(Box::new(g.clone()))
+                    .expect("metric registered once");
+                g
+            },
+            alert_deliveries: counter_vec(
+                &registry,
+                "custody_alert_deliveries_total",
+                "alert deliveries by target and outcome",
+                &["target", "outcome"],
             ),
             tenant_spoofs: counter(
                 &registry,

@@ -48,6 +48,67 @@ pub struct Config {
     pub vault: VaultConfig,
     /// HTTP API access.
     pub api: ApiConfig,
+    /// Drift and anomaly alerts.
+    pub drift: DriftSettings,
+    /// Where alerts go.
+    pub alerts: AlertsConfig,
+    /// Policy rules.
+    pub policy: PolicyConfig,
+}
+
+/// Drift and anomaly detection.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriftSettings {
+    /// Window length.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Windows in the baseline.
+    pub baseline_windows: i64,
+    /// Least samples for a rate alert.
+    pub min_samples: i64,
+    /// Rate rise that raises an alert, per mille.
+    pub rate_increase_permille: i64,
+    /// Volume multiple that raises an alert.
+    pub volume_factor: f64,
+    /// Least events for a volume alert.
+    pub min_volume: i64,
+}
+
+impl DriftSettings {
+    /// As the view's settings.
+    pub fn view_config(&self) -> custody_reports::views::alerts::DriftConfig {
+        custody_reports::views::alerts::DriftConfig {
+            window_us: (self.window.as_micros() as i64).max(1),
+            baseline_windows: self.baseline_windows.max(1),
+            min_samples: self.min_samples,
+            rate_increase_permille: self.rate_increase_permille,
+            volume_factor: self.volume_factor,
+            min_volume: self.min_volume,
+        }
+    }
+}
+
+/// Where alerts go.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Alertmanager base URL; empty = off.
+    pub alertmanager_url: String,
+    /// Kafka topic; empty = off.
+    pub kafka_topic: String,
+    /// Re-send period of active alerts.
+    #[serde(with = "humantime_serde")]
+    pub resend: Duration,
+}
+
+/// Policy rules.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// The rules.
+    #[serde(default)]
+    pub rules: Vec<custody_reports::views::policy_violations::PolicyRule>,
 }
 
 /// HTTP API access.
@@ -299,6 +360,9 @@ pub struct ViewsConfig {
     /// Approvals faster than this are rubber stamps.
     #[serde(with = "humantime_serde")]
     pub rubber_stamp: Duration,
+    /// With no input, an epoch is opened this often so the views' clock moves; zero = never.
+    #[serde(with = "humantime_serde")]
+    pub clock_tick: Duration,
 }
 
 /// Kafka source settings.
@@ -477,6 +541,24 @@ impl Config {
         }
         if let Err(e) = self.pii.policy() {
             errors.push(e.to_string());
+        }
+        if self.drift.window.is_zero() {
+            errors.push("drift.window must be more than zero".to_string());
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        for rule in &self.policy.rules {
+            if !ids.insert(rule.id.as_str()) {
+                errors.push(format!("policy rule id {:?} is used twice", rule.id));
+            }
+            if rule.tools.is_empty() {
+                errors.push(format!("policy rule {:?} names no tools", rule.id));
+            }
+            if rule.amount_field.is_some() != rule.above.is_some() {
+                errors.push(format!(
+                    "policy rule {:?}: amount_field and above go together",
+                    rule.id
+                ));
+            }
         }
         if errors.is_empty() {
             Ok(self)

@@ -36,7 +36,8 @@ use custody_operators::{Decode, ForwardToSink, HashChain, Metrics, TokenizePii};
 use custody_reports::live::LiveViews;
 use custody_reports::proofs::LiveLogs;
 use custody_reports::render_views;
-use custody_reports::views::hitl_latency::HitlConfig;
+use custody_reports::ViewsConfig;
+use differential_dataflow::input::{Input as _, InputSession};
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Concat, Input, Probe};
 
@@ -70,7 +71,9 @@ pub struct RunOptions {
     /// Decode limits.
     pub decode: DecodeConfig,
     /// View settings.
-    pub hitl: HitlConfig,
+    pub views: ViewsConfig,
+    /// With no input, open an epoch this often so the views' clock moves (zero: never).
+    pub clock_tick: Duration,
     /// PII token master key.
     pub master_key: Vec<u8>,
     /// Custom recognizers and per-tenant field policies.
@@ -89,6 +92,8 @@ pub struct RunOptions {
     pub dead_letter: Option<(String, String)>,
     /// Skips an operator forced (each recorded as a gap marker).
     pub skips: Vec<ForcedSkip>,
+    /// Where committed alert changes go.
+    pub alerts: Option<crate::alerting::AlertSender>,
 }
 
 /// What a run did.
@@ -192,6 +197,9 @@ pub fn run_pipeline(
         }
         None => Vec::new(),
     };
+    if let (Some(last), Ok(mut l)) = (resume.last_epoch, live.lock()) {
+        l.observe(last, &history);
+    }
     let history = Arc::new(Mutex::new(Some(history)));
     let heads = Arc::new(resume.heads);
     let loaded = LiveLogs::load(
@@ -208,6 +216,7 @@ pub fn run_pipeline(
     let (committed_tx, committed_rx) = mpsc::channel::<Committed>();
     let hook_live = Arc::clone(&live);
     let hook_logs = Arc::clone(&logs);
+    let hook_alerts = opts.alerts.clone();
     let verifier = ContinuousVerifier::new(signer.public_key(), &heads);
     let sink = IcebergSink::new(warehouse, opts.sink_id.clone(), metrics.clone())
         .with_verifier(verifier)
@@ -217,6 +226,10 @@ pub fn run_pipeline(
         .on_commit(Box::new(move |notice| {
             if let Ok(mut live) = hook_live.lock() {
                 live.apply(notice.epoch, notice.views);
+                live.observe(notice.epoch, notice.events);
+            }
+            if let Some(alerts) = &hook_alerts {
+                alerts.committed(notice.views);
             }
             if let Ok(mut logs) = hook_logs.lock() {
                 logs.apply(notice.events, notice.checkpoints);
@@ -252,12 +265,13 @@ pub fn run_pipeline(
         };
         let tx = parts.as_ref().map(|p| p.sink_tx.clone());
         let decode = opts.decode.clone();
-        let hitl = opts.hitl;
+        let views_config = opts.views.clone();
         let heads = Arc::clone(&heads);
         let signer = signer.clone();
         let worker_live = Arc::clone(&worker_live);
-        let (mut input, mut replayed, probe) = worker.dataflow::<Epoch, _, _>(|scope| {
+        let (mut input, mut replayed, mut clock, probe) = worker.dataflow::<Epoch, _, _>(|scope| {
             let (input, raw) = scope.new_input::<Vec<RawRecord>>();
+            let (clock, now) = scope.new_collection::<i64, isize>();
             let (replayed, past) = scope.new_input::<Vec<SinkRecord>>();
             let (oks, errs) = raw.decode(decode, tokenizer.clone(), &metrics);
             let chained = oks.tokenize_pii(tokenizer, &metrics).hash_chain(
@@ -266,14 +280,14 @@ pub fn run_pipeline(
                 first_epoch,
                 &metrics,
             );
-            let views = render_views(chained.clone().concat(past), hitl);
+            let views = render_views(chained.clone().concat(past), now, &views_config);
             let views = apply_history(views, first_epoch, worker_live);
             let (probe, _) = chained
                 .concat(errs.map(|q| SinkRecord::Quarantine(Box::new(q))))
                 .concat(views.map(SinkRecord::View))
                 .forward_to_sink(tx, &metrics)
                 .probe();
-            (input, replayed, probe)
+            (input, replayed, clock, probe)
         });
         if index == 0
             && first_epoch > 0
@@ -289,9 +303,11 @@ pub fn run_pipeline(
         let Some(parts) = parts else {
             // Other workers only execute; worker 0 owns the input.
             drop(input);
+            drop(clock);
             return;
         };
         input.advance_to(first_epoch);
+        clock.advance_to(first_epoch);
         let mut driver = Driver {
             parts,
             opts: &opts,
@@ -299,9 +315,11 @@ pub fn run_pipeline(
             in_flight: VecDeque::new(),
             sealed: VecDeque::new(),
             summary: RunSummary::default(),
+            clock_now: None,
         };
-        let result = driver.drive(worker, &mut input, &probe, &stop, first_epoch);
+        let result = driver.drive(worker, &mut input, &mut clock, &probe, &stop, first_epoch);
         drop(input);
+        drop(clock);
         let result = result.and_then(|()| driver.finish(worker, &probe));
         if let Ok(mut s) = worker_summary.lock() {
             *s = driver.summary.clone();
@@ -405,6 +423,15 @@ struct Driver<'a> {
     /// Epochs sealed, not yet committed.
     sealed: VecDeque<Epoch>,
     summary: RunSummary,
+    /// The views' clock as last set.
+    clock_now: Option<i64>,
+}
+
+/// Wall clock, UTC micros.
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
 }
 
 type InputHandle = timely::dataflow::InputHandle<
@@ -417,12 +444,14 @@ impl Driver<'_> {
         &mut self,
         worker: &mut timely::worker::Worker,
         input: &mut InputHandle,
+        clock: &mut InputSession<Epoch, i64, isize>,
         probe: &timely::dataflow::ProbeHandle<Epoch>,
         stop: &AtomicBool,
         first_epoch: Epoch,
     ) -> Result<(), String> {
         let mut epoch = first_epoch;
         let mut last_input = Instant::now();
+        let mut last_epoch_opened = Instant::now();
         loop {
             self.seal_ready(probe)?;
             self.collect_commits(false)?;
@@ -451,21 +480,47 @@ impl Driver<'_> {
                     tracing::info!(idle = ?idle, "source idle; stopping");
                     return Ok(());
                 }
+                let tick = self.opts.clock_tick;
+                if !tick.is_zero() && last_epoch_opened.elapsed() >= tick {
+                    // No input: an empty epoch, so the clock moves.
+                    let positions = positions_of(self.parts.source.name(), &[]);
+                    self.open_epoch(input, clock, &mut epoch, positions);
+                    last_epoch_opened = Instant::now();
+                }
                 worker.step();
                 continue;
             }
             last_input = Instant::now();
+            last_epoch_opened = last_input;
             self.metrics.events_in.inc_by(batch.len() as u64);
             self.summary.events_in += batch.len() as u64;
             let positions = positions_of(self.parts.source.name(), &batch);
             for record in batch {
                 input.send(record);
             }
-            self.in_flight.push_back((epoch, positions));
-            epoch += 1;
-            input.advance_to(epoch);
+            self.open_epoch(input, clock, &mut epoch, positions);
             worker.step();
         }
+    }
+
+    /// Sets the clock for `epoch`, puts the epoch in flight and moves the inputs past it.
+    fn open_epoch(
+        &mut self,
+        input: &mut InputHandle,
+        clock: &mut InputSession<Epoch, i64, isize>,
+        epoch: &mut Epoch,
+        positions: SourcePositions,
+    ) {
+        let now = now_us();
+        if let Some(prev) = self.clock_now.replace(now) {
+            clock.update(prev, -1);
+        }
+        clock.update(now, 1);
+        self.in_flight.push_back((*epoch, positions));
+        *epoch += 1;
+        input.advance_to(*epoch);
+        clock.advance_to(*epoch);
+        clock.flush();
     }
 
     /// Seals every epoch the probe has passed.

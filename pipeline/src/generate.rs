@@ -5,7 +5,9 @@
 //! call → tool result (with data access and policy decisions), sometimes a human escalation and
 //! review (some rubber-stamped in under 5 s, some past their SLA), and ends completed or failed.
 //! Prompts, tool inputs and reviewer rationales carry PII: emails, phones, card numbers, SSNs,
-//! IBANs, IPs and API keys.
+//! IBANs, IPs and API keys. Each agent runs one model; a third of them move to a new model
+//! version for the last quarter of the stream, and one tenant's tools start failing in its last
+//! fifth: drift for the alerts to find.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -127,6 +129,7 @@ const MODELS: [(&str, &str); 3] = [
     ("claude-4", "2026-05-14"),
     ("llama-4-70b", "v1.2"),
 ];
+const UPGRADED_MODEL: (&str, &str) = ("gpt-5", "2026-09-15");
 const FIRST: [&str; 8] = [
     "jane", "omar", "li", "maria", "kwame", "sofia", "arjun", "emma",
 ];
@@ -407,7 +410,7 @@ impl Generator {
         };
         let (event_type, payload, ts) = match step {
             Step::ModelDecision => {
-                let (model, version) = *self.rng.pick(&MODELS);
+                let (model, version) = self.model_of(s);
                 let prompt_tokens = self.rng.range(200, 4000);
                 let completion_tokens = self.rng.range(20, 800);
                 s.tokens += prompt_tokens + completion_tokens;
@@ -467,7 +470,9 @@ impl Generator {
                 )
             }
             Step::ToolResult => {
-                let ok = !self.rng.chance(8);
+                // Drift: in the last fifth of the stream, the second tenant's tools fail a lot.
+                let late = self.emitted * 5 > self.config.events * 4;
+                let ok = !self.rng.chance(if late && s.tenant == 1 { 45 } else { 8 });
                 let mut payload = json!({
                     "tool_name": s.tool,
                     "status": if ok { "success" } else { "error" },
@@ -572,6 +577,22 @@ impl Generator {
         }
         s.last_event = Some(id);
         ev
+    }
+
+    /// The model an agent runs: fixed per agent, and a third of the agents move to a new
+    /// version for the last quarter of the stream (what the drift alerts should notice).
+    fn model_of(&self, s: &Session) -> (&'static str, &'static str) {
+        let agent: usize = s
+            .agent_id
+            .trim_start_matches("agent-")
+            .parse()
+            .unwrap_or_default();
+        let i = (s.tenant + agent) % MODELS.len();
+        if i == 0 && self.emitted * 4 > self.config.events * 3 {
+            UPGRADED_MODEL
+        } else {
+            MODELS[i]
+        }
     }
 
     /// The next event, or `None` once `config.events` were produced.

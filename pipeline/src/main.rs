@@ -6,6 +6,7 @@
 //! - `custody run`: run the pipeline over an NDJSON file or a Kafka topic.
 
 mod admin;
+mod alerting;
 mod auth;
 mod bench;
 mod config;
@@ -36,6 +37,7 @@ use custody_operators::sources::resume::ForcedSkip;
 use custody_operators::transforms::decode::DecodeConfig;
 use custody_reports::live::LiveViews;
 use custody_reports::proofs::LiveLogs;
+use custody_reports::ViewsConfig;
 use custody_reports::views::hitl_latency::HitlConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -428,9 +430,14 @@ fn run_options(
                 }
             },
         },
-        hitl: HitlConfig {
-            rubber_stamp_ms: config.views.rubber_stamp.as_millis() as i64,
+        views: ViewsConfig {
+            hitl: HitlConfig {
+                rubber_stamp_ms: config.views.rubber_stamp.as_millis() as i64,
+            },
+            rules: Arc::new(config.policy.rules.clone()),
+            drift: config.drift.view_config(),
         },
+        clock_tick: config.views.clock_tick,
         master_key: config.pii.master_key(),
         pii_policy: Arc::new(config.pii.policy()?),
         vault: VaultMode {
@@ -446,7 +453,26 @@ fn run_options(
         sink_id: config.warehouse.sink_id.clone(),
         dead_letter: None,
         skips: Vec::new(),
+        alerts: None,
     })
+}
+
+/// Starts alert delivery to the configured Alertmanager and, with Kafka brokers, the alerts
+/// topic.
+fn start_alerts(
+    config: &Config,
+    brokers: Option<&str>,
+    metrics: &Metrics,
+) -> anyhow::Result<alerting::AlertSender> {
+    let a = &config.alerts;
+    let targets = alerting::AlertTargets {
+        alertmanager_url: (!a.alertmanager_url.is_empty()).then(|| a.alertmanager_url.clone()),
+        kafka: brokers
+            .filter(|_| !a.kafka_topic.is_empty())
+            .map(|b| (b.to_string(), a.kafka_topic.clone())),
+        resend: a.resend,
+    };
+    Ok(alerting::start(targets, metrics.clone())?)
 }
 
 /// Serves HTTP on a background runtime; `None` if the address is `off` or cannot be bound.
@@ -569,7 +595,8 @@ fn demo(config: &Config, args: DemoArgs) -> anyhow::Result<()> {
         args.workload.seed,
         args.warehouse.display()
     );
-    let opts = run_options(config, args.warehouse.clone(), None)?;
+    let mut opts = run_options(config, args.warehouse.clone(), None)?;
+    opts.alerts = Some(start_alerts(config, None, &metrics)?);
     let summary = run_pipeline(
         source,
         opts,
@@ -651,6 +678,7 @@ fn run(config: &Config, args: RunArgs) -> anyhow::Result<()> {
             reason: reason.clone(),
         })
         .collect();
+    opts.alerts = Some(start_alerts(config, args.kafka.as_deref(), &metrics)?);
     if let Some(brokers) = &args.kafka
         && !config.kafka.dead_letter_topic.is_empty()
     {

@@ -8,6 +8,7 @@
 
 pub mod live;
 pub mod proofs;
+pub mod regulatory;
 pub mod views;
 
 use std::sync::Arc;

@@ -1,0 +1,359 @@
+//! Delivers drift and anomaly alerts: to an Alertmanager (API v2, `POST /api/v2/alerts`) and
+//! to a Kafka alerts topic, with Prometheus metrics.
+//!
+//! # Inputs
+//! The committed changes of the alerts view ([`ViewId::Alerts`]), handed over by the sink's
+//! commit hook: an inserted row raises an alert, a row retracted without a replacement
+//! resolves it. Only committed epochs are seen, so every alert is backed by the lake.
+//!
+//! # Outputs
+//! - Alertmanager: every change, and every active alert again each `resend`, with `endsAt`
+//!   three `resend`s ahead while it holds (Alertmanager's own convention) and `endsAt = now`
+//!   once resolved.
+//! - Kafka: one JSON message per change, keyed by `tenant/alert key`.
+//! - `custody_alerts_raised_total{kind}`, `custody_alerts_active{kind}`,
+//!   `custody_alert_deliveries_total{target,outcome}`.
+//!
+//! # State
+//! The active alerts, in memory.
+//!
+//! # Failure modes
+//! Alerts are derived data: a delivery failure is logged and counted, retried at the next
+//! re-send, and never stops the pipeline. After a restart, alerts still active are re-sent only
+//! when they change.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+use custody_operators::Metrics;
+use custody_operators::record::{ViewId, ViewUpdate};
+use custody_reports::views::alerts::Alert;
+use custody_schemas::time::format_rfc3339;
+use rdkafka::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::{Value, json};
+
+/// Where alerts go.
+#[derive(Clone, Debug, Default)]
+pub struct AlertTargets {
+    /// Alertmanager base URL.
+    pub alertmanager_url: Option<String>,
+    /// Kafka brokers and topic.
+    pub kafka: Option<(String, String)>,
+    /// Re-send period.
+    pub resend: Duration,
+}
+
+/// One alert that was raised or resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AlertChange {
+    /// Tenant.
+    pub tenant_id: String,
+    /// The alert's key in the view.
+    pub key: String,
+    /// The alert.
+    pub alert: Alert,
+    /// Raised (or changed) if true, resolved if false.
+    pub firing: bool,
+}
+
+/// The alert changes among one epoch's view changes.
+pub fn changes(updates: &[ViewUpdate]) -> Vec<AlertChange> {
+    let mut by_key: BTreeMap<(&str, &str), (Option<&str>, Option<&str>)> = BTreeMap::new();
+    for u in updates {
+        if let ViewUpdate::Row {
+            view: ViewId::Alerts,
+            tenant_id,
+            key,
+            row,
+            diff,
+        } = u
+        {
+            let e = by_key.entry((tenant_id, key)).or_default();
+            if *diff > 0 {
+                e.0 = Some(row);
+            } else {
+                e.1 = Some(row);
+            }
+        }
+    }
+    by_key
+        .into_iter()
+        .filter_map(|((tenant, key), (inserted, retracted))| {
+            let (row, firing) = match (inserted, retracted) {
+                (Some(row), _) => (row, true),
+                (None, Some(row)) => (row, false),
+                (None, None) => return None,
+            };
+            Some(AlertChange {
+                tenant_id: tenant.to_string(),
+                key: key.to_string(),
+                alert: serde_json::from_str(row).ok()?,
+                firing,
+            })
+        })
+        .collect()
+}
+
+/// The Alertmanager API v2 form of an alert.
+pub fn alertmanager_alert(
+    change: &AlertChange,
+    started_us: i64,
+    now_us: i64,
+    resend: Duration,
+) -> Value {
+    let a = &change.alert;
+    let ends = if change.firing {
+        now_us + 3 * resend.as_micros() as i64
+    } else {
+        now_us
+    };
+    json!({
+        "labels": {
+            "alertname": "CustodyAgentDrift",
+            "kind": a.kind.as_str(),
+            "severity": a.severity,
+            "tenant_id": change.tenant_id,
+            "agent_id": a.agent_id,
+            "alert_key": change.key,
+        },
+        "annotations": {
+            "summary": a.summary,
+            "value": a.value.to_string(),
+            "baseline": a.baseline.to_string(),
+            "window_start": format_rfc3339(a.window_start_us),
+        },
+        "startsAt": format_rfc3339(started_us),
+        "endsAt": format_rfc3339(ends),
+    })
+}
+
+/// Hands committed view changes to the notifier thread.
+#[derive(Clone, Debug)]
+pub struct AlertSender(Sender<Vec<AlertChange>>);
+
+impl AlertSender {
+    /// Passes on the alert changes of one committed epoch.
+    pub fn committed(&self, updates: &[ViewUpdate]) {
+        let changes = changes(updates);
+        if !changes.is_empty() {
+            // The notifier only stops with the process.
+            let _ = self.0.send(changes);
+        }
+    }
+}
+
+/// Starts the notifier thread.
+pub fn start(targets: AlertTargets, metrics: Metrics) -> std::io::Result<AlertSender> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let producer = match &targets.kafka {
+        Some((brokers, _)) => match ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("message.timeout.ms", "10000")
+            .create::<FutureProducer>()
+        {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::warn!(error = %e, "alerts topic unavailable");
+                None
+            }
+        },
+        None => None,
+    };
+    std::thread::Builder::new()
+        .name("custody-alerts".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(error = %e, "alert notifier failed to start");
+                    return;
+                }
+            };
+            runtime.block_on(Notifier::new(targets, metrics, producer).run(rx));
+        })?;
+    Ok(AlertSender(tx))
+}
+
+struct Notifier {
+    targets: AlertTargets,
+    metrics: Metrics,
+    producer: Option<FutureProducer>,
+    http: reqwest::Client,
+    /// Active alerts by (tenant, key), with when they were raised (UTC micros).
+    active: BTreeMap<(String, String), (AlertChange, i64)>,
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+impl Notifier {
+    fn new(targets: AlertTargets, metrics: Metrics, producer: Option<FutureProducer>) -> Self {
+        Notifier {
+            targets,
+            metrics,
+            producer,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap_or_default(),
+            active: BTreeMap::new(),
+        }
+    }
+
+    async fn run(mut self, rx: Receiver<Vec<AlertChange>>) {
+        let resend = self.targets.resend.max(Duration::from_secs(1));
+        let mut last_resend = Instant::now();
+        loop {
+            let wait = resend.saturating_sub(last_resend.elapsed());
+            match rx.recv_timeout(wait) {
+                Ok(changes) => self.apply(changes).await,
+                Err(RecvTimeoutError::Timeout) => {
+                    let all: Vec<(AlertChange, i64)> = self.active.values().cloned().collect();
+                    self.post_alertmanager(&all).await;
+                    last_resend = Instant::now();
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+
+    async fn apply(&mut self, changes: Vec<AlertChange>) {
+        let now = now_us();
+        let mut delivered = Vec::new();
+        for change in changes {
+            let kind = change.alert.kind.as_str();
+            let id = (change.tenant_id.clone(), change.key.clone());
+            if change.firing {
+                let started = match self.active.get(&id) {
+                    Some((_, started)) => *started,
+                    None => {
+                        self.metrics.alerts_raised.with_label_values(&[kind]).inc();
+                        self.metrics.alerts_active.with_label_values(&[kind]).inc();
+                        tracing::warn!(
+                            tenant_id = %change.tenant_id,
+                            kind,
+                            summary = %change.alert.summary,
+                            "alert raised"
+                        );
+                        now
+                    }
+                };
+                self.active.insert(id, (change.clone(), started));
+                delivered.push((change, started));
+            } else if let Some((_, started)) = self.active.remove(&id) {
+                self.metrics.alerts_active.with_label_values(&[kind]).dec();
+                tracing::info!(tenant_id = %change.tenant_id, kind, "alert resolved");
+                delivered.push((change, started));
+            }
+        }
+        self.post_alertmanager(&delivered).await;
+        self.publish_kafka(&delivered).await;
+    }
+
+    async fn post_alertmanager(&self, alerts: &[(AlertChange, i64)]) {
+        let Some(url) = &self.targets.alertmanager_url else {
+            return;
+        };
+        if alerts.is_empty() {
+            return;
+        }
+        let now = now_us();
+        let body: Vec<Value> = alerts
+            .iter()
+            .map(|(c, started)| alertmanager_alert(c, *started, now, self.targets.resend))
+            .collect();
+        let url = format!("{}/api/v2/alerts", url.trim_end_matches('/'));
+        let outcome = match self.http.post(&url).json(&body).send().await {
+            Ok(r) if r.status().is_success() => "ok",
+            Ok(r) => {
+                tracing::warn!(status = %r.status(), %url, "alertmanager refused alerts");
+                "error"
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, %url, "alertmanager unreachable");
+                "error"
+            }
+        };
+        self.metrics
+            .alert_deliveries
+            .with_label_values(&["alertmanager", outcome])
+            .inc_by(alerts.len() as u64);
+    }
+
+    async fn publish_kafka(&self, alerts: &[(AlertChange, i64)]) {
+        let (Some(producer), Some((_, topic))) = (&self.producer, &self.targets.kafka) else {
+            return;
+        };
+        for (c, started) in alerts {
+            let key = format!("{}/{}", c.tenant_id, c.key);
+            let payload = json!({
+                "status": if c.firing { "firing" } else { "resolved" },
+                "tenant_id": c.tenant_id,
+                "key": c.key,
+                "started_at": format_rfc3339(*started),
+                "alert": c.alert,
+            })
+            .to_string();
+            let record = FutureRecord::to(topic).key(&key).payload(&payload);
+            let outcome = match producer.send(record, Duration::from_secs(10)).await {
+                Ok(_) => "ok",
+                Err((e, _)) => {
+                    tracing::warn!(error = %e, %topic, "alerts topic refused an alert");
+                    "error"
+                }
+            };
+            self.metrics
+                .alert_deliveries
+                .with_label_values(&["kafka", outcome])
+                .inc();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use custody_reports::views::alerts::AlertKind;
+
+    use super::*;
+
+    fn row(key: &str, value: i64, diff: i64) -> ViewUpdate {
+        let alert = Alert {
+            kind: AlertKind::ToolFailureRate,
+            severity: "critical".into(),
+            agent_id: "agent-1".into(),
+            window_start_us: 0,
+            value,
+            baseline: 80,
+            subject: None,
+            summary: "s".into(),
+        };
+        ViewUpdate::Row {
+            view: ViewId::Alerts,
+            tenant_id: "t".into(),
+            key: key.into(),
+            row: serde_json::to_string(&alert).unwrap(),
+            diff,
+        }
+    }
+
+    #[test]
+    fn inserts_raise_retractions_resolve_updates_refire() {
+        let c = changes(&[row("a", 300, 1), row("b", 300, -1), row("c", 300, -1), row("c", 400, 1)]);
+        let got: Vec<(&str, bool, i64)> = c
+            .iter()
+            .map(|c| (c.key.as_str(), c.firing, c.alert.value))
+            .collect();
+        assert_eq!(got, [("a", true, 300), ("b", false, 300), ("c", true, 400)]);
+        let am = alertmanager_alert(&c[1], 0, 1_000_000, Duration::from_secs(60));
+        assert_eq!(am["endsAt"], "1970-01-01T00:00:01Z");
+        assert_eq!(am["labels"]["kind"], "tool_failure_rate");
+    }
+}
