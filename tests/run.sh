@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace on a fresh machine: installs what the end-to-end tests need
-# (the tansu Kafka broker, a Python venv with pyiceberg + pyarrow), builds the custody binary,
+# (the tansu Kafka broker, a Python venv with pyiceberg + pyarrow, headless Chromium), builds the custody binary,
 # then runs `cargo test`. Installs are cached under ~/.cache/custody and reused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +25,14 @@ if ! "$CUSTODY_PYTHON" -c "import pyiceberg, pyarrow, sqlalchemy, nacl" 2>/dev/n
   python3 -m venv "$CACHE/venv"
   "$CACHE/venv/bin/pip" install --quiet --disable-pip-version-check \
     "pyiceberg[sql-sqlite,pyarrow]==0.12.0" "pynacl==1.5.0"
+fi
+
+# Headless Chromium renders the dashboard in tests/tests/live_views.rs (Debian's package).
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "==> installing chromium for the dashboard test"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -q >/dev/null && \
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q chromium >/dev/null
 fi
 
 echo "==> building"

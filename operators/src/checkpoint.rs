@@ -114,6 +114,12 @@ impl Signer {
         &self.key_id
     }
 
+    /// Signs arbitrary bytes (domain-separated by the caller); the signature, hex.
+    pub fn sign_bytes(&self, message: &[u8]) -> String {
+        use ed25519_dalek::Signer as _;
+        hex::encode(self.key.sign(message).to_bytes())
+    }
+
     /// Signs a checkpoint of `tenant` at `epoch`, now.
     pub fn checkpoint(
         &self,

@@ -7,6 +7,7 @@
 
 pub mod checkpoint;
 pub mod error;
+pub mod export;
 pub mod failpoint;
 pub mod hashing;
 pub mod identity;

@@ -203,7 +203,10 @@ impl Metrics {
             ),
             alerts_active: {
                 let g = IntGaugeVec::new(
-                    Opts::new("custody_alerts_active", "drift and anomaly alerts holding now"),
+                    Opts::new(
+                        "custody_alerts_active",
+                        "drift and anomaly alerts holding now",
+                    ),
                     &["kind"],
                 )
                 .expect("valid metric definition");

@@ -28,9 +28,9 @@ use std::time::{Duration, Instant};
 
 use custody_operators::Metrics;
 use custody_operators::record::{ViewId, ViewUpdate};
+use custody_operators::sources::kafka::kafka_client_config;
 use custody_reports::views::alerts::Alert;
 use custody_schemas::time::format_rfc3339;
-use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
 
@@ -60,7 +60,9 @@ pub struct AlertChange {
 
 /// The alert changes among one epoch's view changes.
 pub fn changes(updates: &[ViewUpdate]) -> Vec<AlertChange> {
-    let mut by_key: BTreeMap<(&str, &str), (Option<&str>, Option<&str>)> = BTreeMap::new();
+    /// The row inserted and the row retracted, per (tenant, key).
+    type Sides<'a> = (Option<&'a str>, Option<&'a str>);
+    let mut by_key: BTreeMap<(&str, &str), Sides<'_>> = BTreeMap::new();
     for u in updates {
         if let ViewUpdate::Row {
             view: ViewId::Alerts,
@@ -148,8 +150,7 @@ impl AlertSender {
 pub fn start(targets: AlertTargets, metrics: Metrics) -> std::io::Result<AlertSender> {
     let (tx, rx) = std::sync::mpsc::channel();
     let producer = match &targets.kafka {
-        Some((brokers, _)) => match ClientConfig::new()
-            .set("bootstrap.servers", brokers)
+        Some((brokers, _)) => match kafka_client_config(brokers)
             .set("message.timeout.ms", "10000")
             .create::<FutureProducer>()
         {
@@ -346,14 +347,19 @@ mod tests {
 
     #[test]
     fn inserts_raise_retractions_resolve_updates_refire() {
-        let c = changes(&[row("a", 300, 1), row("b", 300, -1), row("c", 300, -1), row("c", 400, 1)]);
+        let c = changes(&[
+            row("a", 300, 1),
+            row("b", 300, -1),
+            row("c", 300, -1),
+            row("c", 400, 1),
+        ]);
         let got: Vec<(&str, bool, i64)> = c
             .iter()
             .map(|c| (c.key.as_str(), c.firing, c.alert.value))
             .collect();
         assert_eq!(got, [("a", true, 300), ("b", false, 300), ("c", true, 400)]);
         let am = alertmanager_alert(&c[1], 0, 1_000_000, Duration::from_secs(60));
-        assert_eq!(am["endsAt"], "1970-01-01T00:00:01Z");
+        assert_eq!(am["endsAt"], "1970-01-01T00:00:01.000000Z");
         assert_eq!(am["labels"]["kind"], "tool_failure_rate");
     }
 }

@@ -10,6 +10,7 @@ mod alerting;
 mod auth;
 mod bench;
 mod config;
+mod dashboard;
 mod dataflow;
 mod generate;
 mod serve;
@@ -35,9 +36,9 @@ use custody_operators::sources::kafka::{
 use custody_operators::sources::ndjson::NdjsonSource;
 use custody_operators::sources::resume::ForcedSkip;
 use custody_operators::transforms::decode::DecodeConfig;
+use custody_reports::ViewsConfig;
 use custody_reports::live::LiveViews;
 use custody_reports::proofs::LiveLogs;
-use custody_reports::ViewsConfig;
 use custody_reports::views::hitl_latency::HitlConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -523,6 +524,15 @@ fn start_server(
         metrics: metrics.clone(),
         live: Arc::clone(live),
         logs: Arc::clone(logs),
+        report_ctx: Arc::new(custody_reports::regulatory::ReportContext {
+            checkpoint: None,
+            rules: config.policy.rules.clone(),
+            retention_days: None,
+            continuous_verification: true,
+        }),
+        signer: Some(custody_operators::checkpoint::Signer::from_seed(
+            &config.checkpoints.signing_seed(warehouse)?,
+        )),
     });
     runtime.spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {

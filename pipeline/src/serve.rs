@@ -9,9 +9,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use custody_operators::Metrics;
+use custody_operators::checkpoint::Signer;
+use custody_operators::export::{self, ExportFormat};
+use custody_operators::record::ViewId;
 use custody_reports::live::LiveViews;
 use custody_reports::proofs::{LiveLogs, ProofError};
-use serde_json::json;
+use custody_reports::regulatory::{self, CheckpointRef, ReportContext};
+use serde_json::{Value, json};
 
 use crate::auth::{ApiAuth, Need, not_found};
 use custody_operators::sinks::iceberg::{EventQuery, Warehouse};
@@ -31,6 +35,10 @@ pub struct AppState {
     pub live: Arc<Mutex<LiveViews>>,
     /// Live tenant logs (checkpoints and proofs).
     pub logs: Arc<Mutex<LiveLogs>>,
+    /// What reports read besides the views (rules, retention).
+    pub report_ctx: Arc<ReportContext>,
+    /// Signs bulk exports (the checkpoint key).
+    pub signer: Option<Signer>,
 }
 
 /// The router.
@@ -50,6 +58,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tenants/{tenant}/events", get(events))
         .route("/v1/tenants/{tenant}/sessions/{session}", get(session))
         .route("/v1/tenants/{tenant}/events/{event_id}/causes", get(causes))
+        .route("/v1/tenants/{tenant}/views/{view}", get(keyed_view))
+        .route("/v1/tenants/{tenant}/overrides", get(overrides))
+        .route("/v1/tenants/{tenant}/reports", get(reports))
+        .route("/v1/tenants/{tenant}/reports/{report}", get(report))
+        .route("/v1/tenants/{tenant}/export", get(export_events))
+        .route("/dashboard", get(crate::dashboard::page))
         .with_state(state)
 }
 
@@ -415,13 +429,263 @@ async fn causes(
     Json(json!({ "event_id": event_id, "causes": chain })).into_response()
 }
 
+/// The keyed view served at `/views/{name}`.
+fn view_by_name(name: &str) -> Option<ViewId> {
+    ViewId::ALL
+        .into_iter()
+        .find(|v| v.name().replace('_', "-") == name)
+}
+
+/// `?limit=&offset=` over a view's rows (in key order).
+#[derive(serde::Deserialize)]
+struct PageQuery {
+    limit: Option<usize>,
+    offset: Option<usize>,
+}
+
+/// Rows of a keyed view: sessions, causal-chains, hitl-groups, sla-breaches,
+/// policy-violations, alerts, model-versions.
+async fn keyed_view(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((tenant, name)): Path<(String, String)>,
+    Query(q): Query<PageQuery>,
+) -> Response {
+    if let Err(denied) = state.auth.authorize(&headers, &tenant, Need::Views) {
+        return denied.into_response();
+    }
+    let Some(view) = view_by_name(&name) else {
+        return missing("view", &name);
+    };
+    let Ok(live) = state.live.lock() else {
+        return unavailable();
+    };
+    if !live.tenants().contains(&tenant) {
+        return not_found(&tenant);
+    }
+    let all = live.rows(view, &tenant);
+    let total = all.map_or(0, |m| m.len());
+    let rows: Vec<Value> = all
+        .into_iter()
+        .flat_map(|m| m.values())
+        .skip(q.offset.unwrap_or(0))
+        .take(q.limit.unwrap_or(MAX_PAGE).clamp(1, 10 * MAX_PAGE))
+        .filter_map(|r| serde_json::from_str(r).ok())
+        .collect();
+    Json(json!({
+        "tenant_id": tenant,
+        "view": name,
+        "epoch": live.epoch(),
+        "definition": regulatory::view_definition(view.name()),
+        "total": total,
+        "rows": rows,
+    }))
+    .into_response()
+}
+
+/// Human overrides: review decisions that rejected or modified the agent's proposal.
+async fn overrides(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Response {
+    let lake = match tenant_lake(&state, &headers, &tenant) {
+        Ok(lake) => lake,
+        Err(response) => return *response,
+    };
+    let query = EventQuery {
+        event_type: Some("HUMAN_REVIEW_DECISION".into()),
+        limit: usize::MAX,
+        ..EventQuery::default()
+    };
+    match lake.query_events(&tenant, &query).await {
+        Ok(rows) => {
+            let overrides: Vec<Value> = rows
+                .iter()
+                .filter_map(|r| {
+                    let p: Value = serde_json::from_str(&r.payload).ok()?;
+                    matches!(p["decision"].as_str(), Some("reject" | "modify")).then(|| {
+                        json!({
+                            "event_id": r.event_id,
+                            "seq": r.seq,
+                            "decided_at": p["decided_at"],
+                            "decision": p["decision"],
+                            "reviewer_id": p["reviewer_id"],
+                            "reviewer_role": p["reviewer_role"],
+                            "escalation_event_id": p["escalation_event_id"],
+                            "modification": p["modification"],
+                            "agent_id": r.agent_id,
+                            "session_id": r.session_id,
+                        })
+                    })
+                })
+                .collect();
+            let known = state
+                .live
+                .lock()
+                .map(|l| l.tenants().contains(&tenant))
+                .unwrap_or(false);
+            if rows.is_empty() && !known {
+                return not_found(&tenant);
+            }
+            Json(json!({ "tenant_id": tenant, "overrides": overrides })).into_response()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "overrides query failed");
+            unavailable()
+        }
+    }
+}
+
+async fn reports(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Response {
+    if let Err(denied) = state.auth.authorize(&headers, &tenant, Need::Evidence) {
+        return denied.into_response();
+    }
+    let known = state
+        .live
+        .lock()
+        .map(|l| l.tenants().contains(&tenant))
+        .unwrap_or(false);
+    if !known {
+        return not_found(&tenant);
+    }
+    let list: Vec<Value> = regulatory::REPORTS
+        .iter()
+        .map(|(name, title)| {
+            json!({"report": name, "title": title,
+                   "href": format!("/v1/tenants/{tenant}/reports/{name}")})
+        })
+        .collect();
+    Json(json!({ "tenant_id": tenant, "reports": list })).into_response()
+}
+
+/// A regulatory report, rendered from the live views at the last committed epoch.
+async fn report(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((tenant, name)): Path<(String, String)>,
+) -> Response {
+    if let Err(denied) = state.auth.authorize(&headers, &tenant, Need::Evidence) {
+        return denied.into_response();
+    }
+    let mut ctx = (*state.report_ctx).clone();
+    ctx.checkpoint = state
+        .logs
+        .lock()
+        .ok()
+        .and_then(|l| l.latest_checkpoint(&tenant).map(CheckpointRef::from));
+    let Ok(live) = state.live.lock() else {
+        return unavailable();
+    };
+    if !live.tenants().contains(&tenant) {
+        return not_found(&tenant);
+    }
+    match regulatory::render(&name, &tenant, &live, &ctx) {
+        Some(r) => Json(r).into_response(),
+        None => missing("report", &name),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ExportQuery {
+    format: Option<String>,
+}
+
+/// Every event of the tenant up to its latest checkpoint, signed (see
+/// [`custody_operators::export`]); the manifest travels in `x-custody-*` headers.
+async fn export_events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    Query(q): Query<ExportQuery>,
+) -> Response {
+    if let Err(denied) = state.auth.authorize(&headers, &tenant, Need::Evidence) {
+        return denied.into_response();
+    }
+    let Some(format) = ExportFormat::parse(q.format.as_deref().unwrap_or("ndjson")) else {
+        return bad_request("format must be ndjson or parquet".into());
+    };
+    let (Some(lake), Some(signer)) = (state.lake.clone(), state.signer.clone()) else {
+        return unavailable();
+    };
+    let Some(checkpoint) = state
+        .logs
+        .lock()
+        .ok()
+        .and_then(|l| l.latest_checkpoint(&tenant).cloned())
+    else {
+        return not_found(&tenant);
+    };
+    let query = EventQuery {
+        limit: usize::MAX,
+        ..EventQuery::default()
+    };
+    let mut rows = match lake.query_events(&tenant, &query).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::error!(error = %e, "export query failed");
+            return unavailable();
+        }
+    };
+    // Exactly the log the checkpoint signs: later commits wait for the next checkpoint.
+    rows.retain(|r| (r.seq as u64) < checkpoint.tree_size);
+    let body = match export::encode(&rows, format) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(error = %e, "export encoding failed");
+            return unavailable();
+        }
+    };
+    let m = export::sign(
+        &signer,
+        &tenant,
+        format,
+        &body,
+        rows.len() as u64,
+        checkpoint.tree_size,
+        &checkpoint.root,
+    );
+    let file = format!("{tenant}-events.{}", format.as_str());
+    let header = |v: String| {
+        axum::http::HeaderValue::from_str(&v).unwrap_or(axum::http::HeaderValue::from_static(""))
+    };
+    let mut response = (
+        [
+            (header::CONTENT_TYPE, format.content_type().to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{file}\""),
+            ),
+        ],
+        body,
+    )
+        .into_response();
+    let h = response.headers_mut();
+    for (name, value) in [
+        ("x-custody-tenant", m.tenant_id.clone()),
+        ("x-custody-format", format.as_str().to_string()),
+        ("x-custody-body-sha256", m.body_sha256.clone()),
+        ("x-custody-events", m.events.to_string()),
+        ("x-custody-tree-size", m.tree_size.to_string()),
+        ("x-custody-root", m.root.clone()),
+        ("x-custody-key-id", m.key_id.clone()),
+        ("x-custody-signature", m.signature.clone()),
+    ] {
+        h.insert(name, header(value));
+    }
+    response
+}
+
 #[cfg(test)]
 mod tests {
     //! The cross-tenant battery: every tenant endpoint, with foreign ids, path tricks and
     //! query injection, must never show another tenant's data.
     use axum::body::Body;
     use axum::http::Request;
-    use custody_operators::checkpoint::Signer;
     use custody_operators::merkle;
     use custody_operators::record::ViewUpdate;
     use http_body_util::BodyExt;
@@ -485,6 +749,8 @@ mod tests {
             metrics: Metrics::new(),
             live: Arc::new(Mutex::new(live)),
             logs: Arc::new(Mutex::new(LiveLogs::load(rows, checkpoints))),
+            report_ctx: Arc::new(ReportContext::default()),
+            signer: Some(signer),
         })
     }
 
@@ -513,6 +779,18 @@ mod tests {
             format!("/v1/tenants/{tenant}/events?limit=5"),
             format!("/v1/tenants/{tenant}/sessions/s-1"),
             format!("/v1/tenants/{tenant}/events/{tenant}-e1/causes"),
+            format!("/v1/tenants/{tenant}/views/sessions"),
+            format!("/v1/tenants/{tenant}/views/alerts?limit=5"),
+            format!("/v1/tenants/{tenant}/views/sla-breaches"),
+            format!("/v1/tenants/{tenant}/views/policy-violations"),
+            format!("/v1/tenants/{tenant}/views/model-versions"),
+            format!("/v1/tenants/{tenant}/views/causal-chains"),
+            format!("/v1/tenants/{tenant}/views/hitl-groups"),
+            format!("/v1/tenants/{tenant}/overrides"),
+            format!("/v1/tenants/{tenant}/reports"),
+            format!("/v1/tenants/{tenant}/reports/eu-ai-act-art14"),
+            format!("/v1/tenants/{tenant}/export?format=ndjson"),
+            format!("/v1/tenants/{tenant}/export?format=parquet"),
         ]
     }
 

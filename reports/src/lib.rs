@@ -94,16 +94,16 @@ fn rows<'scope, R: serde::Serialize + Clone + 'static>(
     view: ViewId,
     collection: VecCollection<'scope, Epoch, ((String, String), R)>,
 ) -> StreamVec<'scope, Epoch, ViewUpdate> {
-    collection
-        .inner
-        .map(move |(((tenant_id, key), row), _time, diff)| ViewUpdate::Row {
+    collection.inner.map(
+        move |(((tenant_id, key), row), _time, diff)| ViewUpdate::Row {
             view,
             tenant_id,
             key,
             // Panic-free: the rows are plain structs of strings and integers.
             row: serde_json::to_string(&row).unwrap_or_default(),
             diff: diff as i64,
-        })
+        },
+    )
 }
 
 /// Builds every view over the chained events (the `Event` records of the hash chain's
@@ -132,10 +132,8 @@ pub fn render_views<'scope>(
         inserts(events.clone(), "ModelUses", ModelUse::from_event),
         chains.clone(),
     );
-    let groups =
-        views::hitl_groups::hitl_groups(escalations.clone(), decisions.clone(), hitl);
-    let breaches =
-        views::sla_breaches::sla_breaches(escalations.clone(), decisions.clone(), clock);
+    let groups = views::hitl_groups::hitl_groups(escalations.clone(), decisions.clone(), hitl);
+    let breaches = views::sla_breaches::sla_breaches(escalations.clone(), decisions.clone(), clock);
     let rules = Arc::clone(&cfg.rules);
     let violations = views::policy_violations::policy_violations(inserts(
         events.clone(),
@@ -144,7 +142,9 @@ pub fn render_views<'scope>(
     ));
     let drift = cfg.drift;
     let alerts = views::alerts::alerts(
-        inserts(events, "DriftFacts", move |e| views::alerts::facts(&drift, e)),
+        inserts(events, "DriftFacts", move |e| {
+            views::alerts::facts(&drift, e)
+        }),
         drift,
     );
 

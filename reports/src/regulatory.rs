@@ -33,10 +33,7 @@ pub const REPORTS: [(&str, &str); 5] = [
         "eu-ai-act-art12",
         "EU AI Act Article 12: record-keeping (automatic logging over the system's lifetime)",
     ),
-    (
-        "eu-ai-act-art14",
-        "EU AI Act Article 14: human oversight",
-    ),
+    ("eu-ai-act-art14", "EU AI Act Article 14: human oversight"),
     (
         "eu-ai-act-retention",
         "EU AI Act Articles 19 and 26(6): retention of automatically generated logs",
@@ -228,12 +225,7 @@ impl Inputs<'_> {
 }
 
 /// Renders report `name` for `tenant`; `None` for an unknown report or tenant.
-pub fn render(
-    name: &str,
-    tenant: &str,
-    live: &LiveViews,
-    ctx: &ReportContext,
-) -> Option<Report> {
+pub fn render(name: &str, tenant: &str, live: &LiveViews, ctx: &ReportContext) -> Option<Report> {
     let (report, title) = REPORTS.iter().find(|(n, _)| *n == name)?;
     let counts = live.event_counts(tenant)?;
     let inputs = Inputs {
@@ -308,7 +300,11 @@ fn art12(i: &Inputs<'_>) -> Vec<ReportRow> {
             "Art. 12(1)",
             "events recorded automatically, by type",
             json!({"total": total, "by_type": i.counts}),
-            if total > 0 { Status::Met } else { Status::NotMet },
+            if total > 0 {
+                Status::Met
+            } else {
+                Status::NotMet
+            },
             &["event_counts"],
         ),
         integrity_row(i, "Art. 12(1)"),
@@ -366,7 +362,11 @@ fn by_kind(alerts: &[Alert]) -> BTreeMap<&'static str, usize> {
 
 fn art14(i: &Inputs<'_>) -> Vec<ReportRow> {
     let h = &i.hitl;
-    let escalations = i.counts.get("HUMAN_ESCALATION_TRIGGERED").copied().unwrap_or(0);
+    let escalations = i
+        .counts
+        .get("HUMAN_ESCALATION_TRIGGERED")
+        .copied()
+        .unwrap_or(0);
     let overrides: i64 = i.groups.iter().map(|g| g.rejected + g.modified).sum();
     let reviewed: i64 = i.groups.iter().map(|g| g.stats.reviews).sum();
     let mut tiers: BTreeMap<&str, (i64, i64, i64)> = BTreeMap::new();
@@ -448,7 +448,10 @@ fn retention(i: &Inputs<'_>) -> Vec<ReportRow> {
     };
     let erasures = i.counts.get("DATA_ERASED").copied().unwrap_or(0);
     let (kept, status) = match i.ctx.retention_days {
-        None => ("indefinitely (no expiry configured)".to_string(), Status::Met),
+        None => (
+            "indefinitely (no expiry configured)".to_string(),
+            Status::Met,
+        ),
         Some(d) if d >= 183 => (format!("{d} days"), Status::Met),
         Some(d) => (format!("{d} days"), Status::NotMet),
     };
@@ -739,8 +742,7 @@ mod tests {
                 agent_id: "agent-1".into(),
                 tool_name: "payments.refund".into(),
                 at_us: t,
-                detail: "no prior human approval: payments.refund with amount 900 above 500"
-                    .into(),
+                detail: "no prior human approval: payments.refund with amount 900 above 500".into(),
             },
         ));
         updates.push(row(
@@ -754,8 +756,7 @@ mod tests {
                 value: 0,
                 baseline: 0,
                 subject: Some("gpt-5@2026-09-15".into()),
-                summary: "agent-1 started using gpt-5@2026-09-15 (before: gpt-5@2026-06-01)"
-                    .into(),
+                summary: "agent-1 started using gpt-5@2026-09-15 (before: gpt-5@2026-06-01)".into(),
             },
         ));
         updates.push(row(
@@ -815,7 +816,12 @@ mod tests {
             let want = std::fs::read_to_string(&path)
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             assert_eq!(got, want, "{name} differs from {}", path.display());
-            assert!(report.rows.iter().all(|r| r.provenance.checkpoint.is_some()));
+            assert!(
+                report
+                    .rows
+                    .iter()
+                    .all(|r| r.provenance.checkpoint.is_some())
+            );
         }
         assert!(render("nope", "acme", &live, &ctx).is_none());
         assert!(render("iso-42001", "other", &live, &ctx).is_none());

@@ -1,44 +1,17 @@
 //! The tenant API over a real warehouse: events pages through a tenant's whole chain with
 //! cursors, filters narrow it, and no token, cursor, filter or path reaches another tenant.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use custody_tests::{custody_bin, read_columns, rows};
+use custody_tests::{KillOnDrop, custody_bin, get_json, read_columns, rows};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn get(addr: &str, path: &str, token: &str) -> (u16, Value) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut reader = BufReader::new(s);
-    let mut status = String::new();
-    reader.read_line(&mut status).unwrap();
-    let code: u16 = status.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let mut rest = String::new();
-    reader.read_to_string(&mut rest).unwrap();
-    let body = rest.split("\r\n\r\n").nth(1).unwrap_or_default();
-    // Chunked or not, the JSON object is between the first '{' and the last '}'.
-    let json = match (body.find('{'), body.rfind('}')) {
-        (Some(a), Some(b)) => serde_json::from_str(&body[a..=b]).unwrap_or(Value::Null),
-        _ => Value::Null,
-    };
-    (code, json)
+    get_json(addr, path, token)
 }
 
 #[test]
@@ -79,7 +52,7 @@ fn events_page_through_a_tenant_and_never_across() {
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
-    let server = Server(child);
+    let server = KillOnDrop(child);
     let mut lines = BufReader::new(stdout).lines();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {

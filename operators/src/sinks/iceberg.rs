@@ -67,9 +67,7 @@ use crate::error::{Error, Result};
 use crate::merkle::CompactRange;
 use crate::metrics::Metrics;
 use crate::record::VaultItem;
-use crate::record::{
-    ChainHead, ChainedEvent, Epoch, Quarantined, SinkRecord, ViewId, ViewUpdate,
-};
+use crate::record::{ChainHead, ChainedEvent, Epoch, Quarantined, SinkRecord, ViewId, ViewUpdate};
 use crate::sinks::dead_letter::DeadLetter;
 use crate::transforms::hash_chain::{ChainState, TenantLog};
 use crate::vault::{Keystore, seal, vault_aad};

@@ -227,16 +227,17 @@ pub fn detect(cfg: &DriftConfig, agent: &str, facts: &[(&DriftFact, isize)]) -> 
     };
     let n = cfg.baseline_windows.max(1);
     let mut alerts = Vec::new();
-    let alert = |kind: AlertKind, w: i64, value, baseline, subject: Option<String>, summary| Alert {
-        kind,
-        severity: kind.severity().to_string(),
-        agent_id: agent.to_string(),
-        window_start_us: w * cfg.window_us,
-        value,
-        baseline,
-        subject,
-        summary,
-    };
+    let alert =
+        |kind: AlertKind, w: i64, value, baseline, subject: Option<String>, summary| Alert {
+            kind,
+            severity: kind.severity().to_string(),
+            agent_id: agent.to_string(),
+            window_start_us: w * cfg.window_us,
+            value,
+            baseline,
+            subject,
+            summary,
+        };
     for (&w, cur) in windows.range(first + n..) {
         let base: Vec<&Window> = windows.range(w - n..w).map(|(_, x)| x).collect();
         let sum = |f: fn(&Window) -> i64| base.iter().map(|x| f(x)).sum::<i64>();
@@ -346,7 +347,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::views::oracle::{lcg, run};
+    use crate::views::oracle::{Keyed, lcg, run};
 
     fn cfg() -> DriftConfig {
         DriftConfig {
@@ -392,10 +393,8 @@ mod tests {
             ])
         );
         // A steady agent raises nothing.
-        let steady: Vec<(&DriftFact, isize)> = facts[..facts.len() - 62]
-            .iter()
-            .map(|f| (f, 1))
-            .collect();
+        let steady: Vec<(&DriftFact, isize)> =
+            facts[..facts.len() - 62].iter().map(|f| (f, 1)).collect();
         assert!(detect(&cfg(), "a", &steady).is_empty());
     }
 
@@ -403,17 +402,20 @@ mod tests {
     fn oracle_matches_recomputation() {
         for seed in 1..=5u64 {
             let mut rng = lcg(seed);
-            let inputs: Vec<(u64, ((String, String), DriftFact))> = (0..400)
+            let inputs: Vec<(u64, Keyed<DriftFact>)> = (0..400)
                 .map(|_| {
                     let w = (rng() % 8) as i64;
                     let fact = match rng() % 5 {
                         0 => DriftFact::Event(w),
-                        1 => DriftFact::ToolResult(w, rng() % (2 + w as u64) == 0),
-                        2 => DriftFact::Review(w, rng() % 3 == 0),
+                        1 => DriftFact::ToolResult(w, rng().is_multiple_of(2 + w as u64)),
+                        2 => DriftFact::Review(w, rng().is_multiple_of(3)),
                         3 => DriftFact::Model(w, format!("m@{}", rng() % 3)),
                         _ => DriftFact::Tool(w, format!("tool{}", rng() % 4)),
                     };
-                    (rng() % 6, ((format!("t{}", rng() % 2), format!("a{}", rng() % 2)), fact))
+                    (
+                        rng() % 6,
+                        ((format!("t{}", rng() % 2), format!("a{}", rng() % 2)), fact),
+                    )
                 })
                 .collect();
             let states = run(inputs.clone(), 6, |c| alerts(c, cfg()));

@@ -40,7 +40,10 @@ impl Node {
     /// The node of `e`, keyed by `(tenant, event_id)`.
     pub fn from_event(e: &ChainedEvent) -> ((String, String), Node) {
         (
-            (e.event.tenant_id.as_str().to_string(), e.event.event_id.clone()),
+            (
+                e.event.tenant_id.as_str().to_string(),
+                e.event.event_id.clone(),
+            ),
             Node {
                 event_type: e.event.event_type,
                 parent: e.event.parent_event_id.clone(),
@@ -113,10 +116,9 @@ pub fn causal_chains<'scope>(
             .join_map(nodes, |(tenant, _node), (tool, depth), n| {
                 let expand = *depth == 0 || !is_boundary(n.event_type);
                 match &n.parent {
-                    Some(parent) if expand && *depth < MAX_DEPTH => Some((
-                        (tenant.clone(), parent.clone()),
-                        (tool.clone(), depth + 1),
-                    )),
+                    Some(parent) if expand && *depth < MAX_DEPTH => {
+                        Some(((tenant.clone(), parent.clone()), (tool.clone(), depth + 1)))
+                    }
                     _ => None,
                 }
             })
@@ -160,7 +162,11 @@ impl Link {
 
 /// The chain of `tool` computed directly from every node: the reference the oracle test
 /// checks the incremental view against.
-pub fn walk(nodes: &std::collections::BTreeMap<Key, Node>, tenant: &str, tool: &str) -> CausalChain {
+pub fn walk(
+    nodes: &std::collections::BTreeMap<Key, Node>,
+    tenant: &str,
+    tool: &str,
+) -> CausalChain {
     let mut links = Vec::new();
     let mut current = nodes.get(&(tenant.to_string(), tool.to_string()));
     let mut depth = 0;

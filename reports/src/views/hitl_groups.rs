@@ -134,7 +134,7 @@ mod tests {
                     risk_tier: ["low", "high"][(rng() % 2) as usize].to_string(),
                 };
                 inputs.push((rng() % 6, In::E((key.clone(), esc.clone()))));
-                if rng() % 5 != 0 {
+                if !rng().is_multiple_of(5) {
                     let dec = DecisionFact {
                         decided_us: esc.presented_us + (rng() % 600_000) as i64 * 1000,
                         outcome: outcomes[(rng() % 4) as usize],
@@ -175,7 +175,10 @@ mod tests {
                                 cfg,
                             );
                             groups
-                                .entry((key.0.clone(), format!("{}/{}", esc.agent_id, esc.risk_tier)))
+                                .entry((
+                                    key.0.clone(),
+                                    format!("{}/{}", esc.agent_id, esc.risk_tier),
+                                ))
                                 .or_default()
                                 .push(((r, dec.outcome), 1));
                         }

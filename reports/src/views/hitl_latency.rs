@@ -268,7 +268,16 @@ mod tests {
                     } else {
                         Outcome::Reject
                     };
-                    decisions.push((rng() % 6, (key, DecisionFact { decided_us, outcome })));
+                    decisions.push((
+                        rng() % 6,
+                        (
+                            key,
+                            DecisionFact {
+                                decided_us,
+                                outcome,
+                            },
+                        ),
+                    ));
                 }
             }
             let (esc_in, dec_in) = (escalations.clone(), decisions.clone());

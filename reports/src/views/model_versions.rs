@@ -121,7 +121,10 @@ pub fn model_versions<'scope>(
                 .map(|d| ((tenant, d.clone()), tool))
         })
         .join_map(decisions.clone(), |(tenant, _), tool, u| {
-            ((tenant.clone(), u.model.clone()), Attributed::ToolCall(tool.clone()))
+            (
+                (tenant.clone(), u.model.clone()),
+                Attributed::ToolCall(tool.clone()),
+            )
         });
     decisions
         .map(|((tenant, _), u)| ((tenant, u.model), Attributed::Decision(u.ts_us, u.agent_id)))
@@ -152,7 +155,7 @@ mod tests {
             let mut inputs = Vec::new();
             for i in 0..60 {
                 let tenant = format!("t{}", rng() % 2);
-                if rng() % 2 == 0 {
+                if rng().is_multiple_of(2) {
                     let u = ModelUse {
                         model: format!("m@{}", rng() % 3),
                         agent_id: format!("a{}", rng() % 3),
@@ -217,8 +220,7 @@ mod tests {
                         for x in xs {
                             *counted.entry(x).or_default() += 1;
                         }
-                        let refs: Vec<(&Attributed, isize)> =
-                            counted.into_iter().collect();
+                        let refs: Vec<(&Attributed, isize)> = counted.into_iter().collect();
                         ((k.clone(), usage(&k.1, &refs)), 1)
                     })
                     .collect();

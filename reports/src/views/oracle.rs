@@ -49,7 +49,11 @@ pub fn accumulate_by_epoch<D: Ord + Clone>(
 
 /// Feeds `inputs` (each with its epoch) through `build` and returns the accumulated output at
 /// each epoch `0..epochs`.
-pub fn run<I, O, F>(inputs: Vec<(u64, I)>, epochs: u64, build: F) -> BTreeMap<u64, BTreeMap<O, isize>>
+pub fn run<I, O, F>(
+    inputs: Vec<(u64, I)>,
+    epochs: u64,
+    build: F,
+) -> BTreeMap<u64, BTreeMap<O, isize>>
 where
     I: differential_dataflow::ExchangeData + std::hash::Hash + Sync,
     O: differential_dataflow::ExchangeData + Ord + Clone + Sync,
@@ -75,3 +79,6 @@ where
     });
     accumulate_by_epoch(rx, epochs)
 }
+
+/// A row keyed by `(tenant, key)`.
+pub type Keyed<V> = ((String, String), V);

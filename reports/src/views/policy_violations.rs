@@ -239,7 +239,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::views::oracle::{lcg, run};
+    use crate::views::oracle::{Keyed, lcg, run};
 
     #[test]
     fn globs() {
@@ -255,15 +255,15 @@ mod tests {
     fn oracle_matches_recomputation() {
         for seed in 1..=5u64 {
             let mut rng = lcg(seed);
-            let inputs: Vec<(u64, ((String, String), PolicyFact))> = (0..120)
+            let inputs: Vec<(u64, Keyed<PolicyFact>)> = (0..120)
                 .map(|i| {
                     let key = (format!("t{}", rng() % 2), format!("s{}", rng() % 8));
-                    let fact = if rng() % 3 == 0 {
+                    let fact = if rng().is_multiple_of(3) {
                         PolicyFact::Approval((rng() % 100) as i64)
                     } else {
                         PolicyFact::Applies(Applies {
                             rule_id: format!("r{}", rng() % 2),
-                            deny: rng() % 5 == 0,
+                            deny: rng().is_multiple_of(5),
                             event_id: format!("e{i}"),
                             ts_us: (rng() % 100) as i64,
                             tool_name: "payments.refund".into(),
@@ -283,9 +283,9 @@ mod tests {
                 let want: BTreeMap<_, isize> = by
                     .iter()
                     .flat_map(|((t, s), facts)| {
-                        evaluate(s, facts).into_iter().map(move |v| {
-                            ((t.clone(), format!("{}/{}", v.rule_id, v.event_id)), v)
-                        })
+                        evaluate(s, facts)
+                            .into_iter()
+                            .map(move |v| ((t.clone(), format!("{}/{}", v.rule_id, v.event_id)), v))
                     })
                     .map(|kv| (kv, 1))
                     .collect();

@@ -113,7 +113,10 @@ pub fn summarize(session_id: &str, facts: &[(&SessionFact, isize)]) -> SessionSu
     };
     SessionSummary {
         session_id: session_id.to_string(),
-        agent_id: sorted.first().map(|(f, _)| f.agent_id.clone()).unwrap_or_default(),
+        agent_id: sorted
+            .first()
+            .map(|(f, _)| f.agent_id.clone())
+            .unwrap_or_default(),
         user_id: sorted.iter().find_map(|(f, _)| f.user_id.clone()),
         started_us: sorted.first().map_or(0, |(f, _)| f.ts_us),
         last_us: sorted.last().map_or(0, |(f, _)| f.ts_us),
@@ -144,7 +147,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::views::oracle::{lcg, run};
+    use crate::views::oracle::{Keyed, lcg, run};
 
     const TYPES: [EventType; 6] = [
         EventType::TaskInitiated,
@@ -159,7 +162,7 @@ mod tests {
     fn oracle_matches_recomputation() {
         for seed in 1..=5u64 {
             let mut rng = lcg(seed);
-            let inputs: Vec<(u64, ((String, String), SessionFact))> = (0..150)
+            let inputs: Vec<(u64, Keyed<SessionFact>)> = (0..150)
                 .map(|_| {
                     let ty = TYPES[(rng() % 6) as usize];
                     (
@@ -170,9 +173,9 @@ mod tests {
                                 ts_us: (rng() % 1000) as i64,
                                 event_type: ty,
                                 agent_id: format!("a{}", rng() % 3),
-                                user_id: (rng() % 2 == 0).then(|| format!("u{}", rng() % 3)),
+                                user_id: rng().is_multiple_of(2).then(|| format!("u{}", rng() % 3)),
                                 tool_failed: ty == EventType::ToolResultReceived
-                                    && rng() % 3 == 0,
+                                    && rng().is_multiple_of(3),
                             },
                         ),
                     )

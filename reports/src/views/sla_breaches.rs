@@ -49,7 +49,8 @@ impl SlaBreach {
 
 /// When the escalation's SLA runs out.
 pub fn deadline(e: &EscalationFact) -> i64 {
-    e.presented_us.saturating_add(e.sla_s.saturating_mul(1_000_000))
+    e.presented_us
+        .saturating_add(e.sla_s.saturating_mul(1_000_000))
 }
 
 /// Undecided escalations past their deadline at the current clock.
@@ -106,7 +107,7 @@ mod tests {
                     risk_tier: "high".into(),
                 };
                 inputs.push((rng() % epochs, In::E((key.clone(), e))));
-                if rng() % 2 == 0 {
+                if rng().is_multiple_of(2) {
                     let d = DecisionFact {
                         decided_us: 0,
                         outcome: Outcome::Approve,

@@ -1,0 +1,398 @@
+//! The live views, reports, alerts, export and dashboard of a running process, end to end:
+//! the views answered over HTTP equal a recomputation from the generated input, alerts reach
+//! an Alertmanager-compatible receiver, every report row cites a signed checkpoint, exports
+//! verify, and the dashboard renders the tenant's sessions in headless Chromium.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use custody_operators::checkpoint::parse_public_key;
+use custody_operators::export::{ExportFormat, ExportManifest};
+use custody_schemas::time::parse_rfc3339;
+use custody_tests::{KillOnDrop, custody_bin, generate_ndjson, get_json, http_get};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+const TENANT: &str = "tenant-0000";
+
+/// A fake Alertmanager: records the JSON bodies POSTed to `/api/v2/alerts`.
+fn alertmanager() -> (String, Arc<Mutex<Vec<Value>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&received);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream);
+            let mut request = String::new();
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if request.is_empty() {
+                    request = line.clone();
+                }
+                if let Some(v) = line.to_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            if request.starts_with("POST /api/v2/alerts")
+                && let Ok(v) = serde_json::from_slice(&body)
+            {
+                sink.lock().unwrap().push(v);
+            }
+            let _ = reader
+                .get_mut()
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (url, received)
+}
+
+/// What the views should hold for TENANT, recomputed from the input.
+struct Expected {
+    sessions: BTreeMap<String, &'static str>,
+    violations: BTreeSet<String>,
+    breaches: BTreeSet<String>,
+    events: usize,
+}
+
+fn recompute(input: &std::path::Path) -> Expected {
+    let events: Vec<Value> = std::fs::read_to_string(input)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|e: &Value| e["tenant_id"] == TENANT)
+        .collect();
+    let mut sessions = BTreeMap::new();
+    let mut approvals: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    let mut decided = BTreeSet::new();
+    for e in &events {
+        let s = e["session_id"].as_str().unwrap().to_string();
+        let status = sessions.entry(s.clone()).or_insert("open");
+        match e["event_type"].as_str().unwrap() {
+            "TASK_FAILED" => *status = "failed",
+            "TASK_COMPLETED" if *status != "failed" => *status = "completed",
+            "HUMAN_REVIEW_DECISION" => {
+                let p = &e["payload"];
+                decided.insert(p["escalation_event_id"].as_str().unwrap().to_string());
+                if matches!(p["decision"].as_str(), Some("approve" | "modify")) {
+                    approvals
+                        .entry(s)
+                        .or_default()
+                        .push(parse_rfc3339(p["decided_at"].as_str().unwrap()).unwrap());
+                }
+            }
+            _ => {}
+        }
+    }
+    let ts = |e: &Value| parse_rfc3339(e["timestamp"].as_str().unwrap()).unwrap();
+    let violations = events
+        .iter()
+        .filter(|e| {
+            e["event_type"] == "TOOL_CALLED"
+                && e["payload"]["tool_name"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("payments.")
+                && e["payload"]["input"]["amount"].as_f64().unwrap() > 500.0
+                && !approvals
+                    .get(e["session_id"].as_str().unwrap())
+                    .is_some_and(|a| a.iter().any(|at| *at <= ts(e)))
+        })
+        .map(|e| e["event_id"].as_str().unwrap().to_string())
+        .collect();
+    // Generated events are months old: every undecided escalation is past its SLA.
+    let breaches = events
+        .iter()
+        .filter(|e| e["event_type"] == "HUMAN_ESCALATION_TRIGGERED")
+        .map(|e| e["event_id"].as_str().unwrap().to_string())
+        .filter(|id| !decided.contains(id))
+        .collect();
+    Expected {
+        sessions,
+        violations,
+        breaches,
+        events: events.len(),
+    }
+}
+
+fn rows(addr: &str, view: &str, token: &str) -> Vec<Value> {
+    let (code, body) = get_json(
+        addr,
+        &format!("/v1/tenants/{TENANT}/views/{view}?limit=10000"),
+        token,
+    );
+    assert_eq!(code, 200, "{view}: {body}");
+    body["rows"].as_array().unwrap().clone()
+}
+
+#[test]
+fn views_reports_alerts_export_and_dashboard() {
+    let dir = tempfile::tempdir().unwrap();
+    let (am_url, received) = alertmanager();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let token = |name: &str, role: &str| {
+        format!(
+            "[api.tokens.{name}]\nsha256 = \"{}\"\ntenant = \"{TENANT}\"\nrole = \"{role}\"\n",
+            hex::encode(Sha256::digest(format!("secret-{name}")))
+        )
+    };
+    let cfg = format!(
+        "{}{}[alerts]\nalertmanager_url = \"{am_url}\"\nkafka_topic = \"\"\nresend = \"1h\"\n\
+         [drift]\nwindow = \"10m\"\nbaseline_windows = 3\nmin_samples = 5\n\
+         rate_increase_permille = 150\nvolume_factor = 3.0\nmin_volume = 50\n",
+        token("reg", "regulator"),
+        token("dash", "dashboard"),
+    );
+    let cfg_path = dir.path().join("custody.toml");
+    std::fs::write(&cfg_path, cfg).unwrap();
+    let (events, tenants) = (20_000u64, 3usize);
+    let input = dir.path().join("input.ndjson");
+    generate_ndjson(&input, events, tenants);
+    let wh = dir.path().join("wh");
+    let mut child = Command::new(custody_bin())
+        .args(["--config", cfg_path.to_str().unwrap(), "demo", "--serve"])
+        .args(["--events", &events.to_string()])
+        .args(["--tenants", &tenants.to_string()])
+        .args(["--warehouse", wh.to_str().unwrap()])
+        .env("CUSTODY__SERVE__LISTEN", &addr)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _server = KillOnDrop(child);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    for line in BufReader::new(stdout).lines() {
+        if line.unwrap().contains("serving until interrupted") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "demo did not finish");
+    }
+    let want = recompute(&input);
+    assert!(want.events > 5_000 && !want.violations.is_empty() && !want.breaches.is_empty());
+
+    // Views equal the recomputation.
+    let sessions: BTreeMap<String, String> = rows(&addr, "sessions", "secret-dash")
+        .iter()
+        .map(|s| {
+            (
+                s["session_id"].as_str().unwrap().to_string(),
+                s["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let want_sessions: BTreeMap<String, String> = want
+        .sessions
+        .iter()
+        .map(|(k, v)| (k.clone(), v.to_string()))
+        .collect();
+    assert_eq!(sessions, want_sessions);
+    let ids = |view: &str, field: &str| -> BTreeSet<String> {
+        rows(&addr, view, "secret-dash")
+            .iter()
+            .map(|r| r[field].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids("policy-violations", "event_id"), want.violations);
+    assert_eq!(ids("sla-breaches", "escalation_event_id"), want.breaches);
+    let chains = rows(&addr, "causal-chains", "secret-dash");
+    // Each round of a generated session is model decision → decision point → (data access,
+    // policy, escalation, review) → tool call: one model decision per tool call.
+    assert!(
+        chains
+            .iter()
+            .all(|c| c["model_decisions"].as_array().unwrap().len() == 1),
+        "{:?}",
+        chains
+            .iter()
+            .find(|c| c["model_decisions"].as_array().unwrap().len() != 1)
+    );
+    let models = rows(&addr, "model-versions", "secret-dash");
+    let attributed: i64 = models
+        .iter()
+        .map(|m| m["tool_calls"].as_i64().unwrap())
+        .sum();
+    assert_eq!(
+        attributed as usize,
+        chains.len(),
+        "every tool call has a model version"
+    );
+
+    // Alerts: in the view, and delivered to the Alertmanager.
+    let alerts = rows(&addr, "alerts", "secret-dash");
+    assert!(
+        alerts.iter().any(|a| a["kind"] == "model_version_change"),
+        "{alerts:?}"
+    );
+    let posted: BTreeSet<String> = received
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|batch| batch.as_array().unwrap().clone())
+        .filter(|a| a["labels"]["tenant_id"] == TENANT)
+        .map(|a| a["labels"]["alert_key"].as_str().unwrap().to_string())
+        .collect();
+    let keys: BTreeSet<String> = alerts
+        .iter()
+        .map(|a| {
+            let subject = a["subject"].as_str().map(str::to_string);
+            match subject {
+                Some(s) => format!(
+                    "{}/{}/{s}",
+                    a["kind"].as_str().unwrap(),
+                    a["agent_id"].as_str().unwrap()
+                ),
+                None => format!(
+                    "{}/{}/{}",
+                    a["kind"].as_str().unwrap(),
+                    a["agent_id"].as_str().unwrap(),
+                    a["window_start_us"]
+                ),
+            }
+        })
+        .collect();
+    assert!(keys.is_subset(&posted), "alerts {keys:?} posted {posted:?}");
+
+    // Reports: every row cites the tenant's checkpoint and the offsets it covers.
+    let (code, _) = get_json(
+        &addr,
+        &format!("/v1/tenants/{TENANT}/reports/iso-42001"),
+        "secret-dash",
+    );
+    assert_eq!(code, 403, "a dashboard token reads no reports");
+    for name in [
+        "eu-ai-act-art12",
+        "eu-ai-act-art14",
+        "eu-ai-act-retention",
+        "soc2-cc7.2",
+        "iso-42001",
+    ] {
+        let (code, report) = get_json(
+            &addr,
+            &format!("/v1/tenants/{TENANT}/reports/{name}"),
+            "secret-reg",
+        );
+        assert_eq!(code, 200, "{name}: {report}");
+        let rows = report["rows"].as_array().unwrap();
+        assert!(!rows.is_empty());
+        for row in rows {
+            let p = &row["provenance"];
+            assert_eq!(p["checkpoint"]["tree_size"], want.events, "{name}: {row}");
+            assert!(
+                !p["offsets"].as_object().unwrap().is_empty(),
+                "{name}: {row}"
+            );
+        }
+    }
+    let (_, art14) = get_json(
+        &addr,
+        &format!("/v1/tenants/{TENANT}/reports/eu-ai-act-art14"),
+        "secret-reg",
+    );
+    assert_eq!(
+        art14["rows"][2]["value"]["pending_past_sla"],
+        want.breaches.len(),
+        "{art14}"
+    );
+
+    // Signed exports verify against the published key; a flipped byte does not.
+    for format in [ExportFormat::Ndjson, ExportFormat::Parquet] {
+        let (code, headers, body) = http_get(
+            &addr,
+            &format!("/v1/tenants/{TENANT}/export?format={}", format.as_str()),
+            "secret-reg",
+        );
+        assert_eq!(code, 200);
+        let h = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_else(|| panic!("header {name}"))
+        };
+        let manifest = ExportManifest {
+            tenant_id: h("x-custody-tenant"),
+            format,
+            body_sha256: h("x-custody-body-sha256"),
+            events: h("x-custody-events").parse().unwrap(),
+            tree_size: h("x-custody-tree-size").parse().unwrap(),
+            root: h("x-custody-root"),
+            key_id: h("x-custody-key-id"),
+            signature: h("x-custody-signature"),
+        };
+        let key =
+            std::fs::read_to_string(wh.join(format!("keys/{}.pub", manifest.key_id))).unwrap();
+        let key = parse_public_key(key.trim()).unwrap();
+        assert!(manifest.verify(&body, &key), "{format:?} export verifies");
+        assert_eq!(manifest.events as usize, want.events);
+        let mut tampered = body.clone();
+        tampered[body.len() / 3] ^= 0x20;
+        assert!(!manifest.verify(&tampered, &key));
+        match format {
+            ExportFormat::Ndjson => {
+                assert_eq!(body.iter().filter(|b| **b == b'\n').count(), want.events)
+            }
+            ExportFormat::Parquet => assert_eq!(&body[..4], b"PAR1"),
+        }
+    }
+
+    // The dashboard, rendered by headless Chromium.
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("chromium (tests/run.sh installs it)");
+    let profile = dir.path().join("chromium");
+    let out = Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=8000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!(
+            "http://{addr}/dashboard#tenant={TENANT}&token=secret-dash"
+        ))
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let count = |needle: &str| dom.matches(needle).count();
+    assert!(
+        count("class=\"session") >= 100.min(want.sessions.len()),
+        "sessions listed: {}",
+        &dom[..dom.len().min(3000)]
+    );
+    assert!(count("class=\"narrative\"") > 3, "a session's timeline");
+    assert!(
+        dom.contains("called payments.") || dom.contains("model "),
+        "narrative text"
+    );
+    assert!(count("class=\"alert ") >= 1, "alerts panel");
+    assert!(count("class=\"overdue\"") >= 1, "SLA panel");
+    assert!(!dom.contains("tenant-0001"), "no other tenant on the page");
+}
