@@ -6,6 +6,11 @@ use serde::{Deserialize, Serialize};
 /// The dataflow timestamp: one epoch per source batch. Every epoch becomes one Iceberg commit.
 pub type Epoch = u64;
 
+/// The partition of Custody's own access log (`access-log.ndjson` in the warehouse): records
+/// Custody writes itself, trusted without a producer signature. No external source has
+/// negative partitions.
+pub const ACCESS_LOG_PARTITION: i32 = -1;
+
 /// Raw input as read from a source, before any parsing.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RawRecord {

@@ -3,6 +3,7 @@
 //! A source is pulled by the driver on worker 0, one batch per epoch, so the driver's bound on
 //! epochs in flight is the pipeline's backpressure: nothing is read faster than the sink commits.
 
+pub mod access_log;
 pub mod kafka;
 pub mod ndjson;
 pub mod resume;

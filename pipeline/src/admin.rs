@@ -56,6 +56,8 @@ fn record(
     // Custody's own events: not from a producer, and their fields are not vaulted.
     opts.decode.producers = None;
     opts.vault = VaultMode::default();
+    // Only this event: pending API access records wait for the next pipeline run.
+    opts.access_log = false;
     let summary = run_pipeline(
         Box::new(source),
         opts,

@@ -310,6 +310,7 @@ pub fn kafka(
         })
     };
     opts.idle_exit = Some(Duration::from_secs(30));
+    opts.access_log = false;
     let summary = run_pipeline(
         Box::new(source),
         opts,
@@ -339,5 +340,137 @@ pub fn kafka(
         "  pipeline / consume-and-drop: {:.0}%",
         100.0 * pipeline_rate / drop_rate
     );
+    Ok(())
+}
+
+/// The generator, paced: record `i` arrives at `start + i / rate`.
+struct Paced {
+    inner: Generator,
+    rate: f64,
+    start: Arc<std::sync::OnceLock<Instant>>,
+    emitted: u64,
+    total: u64,
+}
+
+impl custody_operators::sources::Source for Paced {
+    fn name(&self) -> String {
+        "generator:paced".into()
+    }
+
+    fn next_batch(
+        &mut self,
+        max: usize,
+        wait: Duration,
+    ) -> custody_operators::Result<Option<Vec<custody_operators::record::RawRecord>>> {
+        if self.emitted >= self.total {
+            return Ok(None);
+        }
+        let start = *self.start.get_or_init(Instant::now);
+        let due = ((start.elapsed().as_secs_f64() * self.rate) as u64 + 1).min(self.total);
+        if due <= self.emitted {
+            let next = start + Duration::from_secs_f64(self.emitted as f64 / self.rate);
+            std::thread::sleep(next.saturating_duration_since(Instant::now()).min(wait));
+            return Ok(Some(Vec::new()));
+        }
+        let n = ((due - self.emitted) as usize).min(max);
+        let batch = self.inner.next_batch(n, wait)?;
+        self.emitted += batch.as_ref().map_or(0, |b| b.len() as u64);
+        Ok(batch)
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[i.clamp(1, sorted.len()) - 1]
+}
+
+/// Freshness: the pipeline's maximum rate over `events` generated events, then a run paced at
+/// half of it; for every event, the time from its arrival to (a) its epoch's view changes
+/// existing (the dataflow finished the epoch, views included) and (b) the epoch committed to
+/// the lake and applied to the views the API serves.
+pub fn freshness(opts: RunOptions, events: u64) -> anyhow::Result<()> {
+    let generator = |events| {
+        Generator::new(GeneratorConfig {
+            events,
+            tenants: 20,
+            ..GeneratorConfig::default()
+        })
+    };
+    let run = |source: Box<dyn custody_operators::sources::Source>,
+               timings: Option<Arc<Mutex<Vec<crate::dataflow::EpochTiming>>>>|
+     -> anyhow::Result<crate::dataflow::RunSummary> {
+        let dir = tempfile::tempdir()?;
+        let mut opts = opts.clone();
+        opts.warehouse = dir.path().to_path_buf();
+        opts.timings = timings;
+        opts.clock_tick = Duration::ZERO;
+        opts.access_log = false;
+        Ok(run_pipeline(
+            source,
+            opts,
+            Metrics::new(),
+            Arc::new(Mutex::new(LiveViews::default())),
+            Arc::new(Mutex::new(LiveLogs::default())),
+            Arc::new(AtomicBool::new(false)),
+        )?)
+    };
+    let full = run(Box::new(generator(events)), None)?;
+    let max_rate = full.events_in as f64 / full.elapsed.as_secs_f64();
+    let rate = max_rate / 2.0;
+    // About 30 s of paced input.
+    let paced_events = ((rate * 30.0) as u64).clamp(1_000, events);
+    println!(
+        "freshness bench: maximum rate {max_rate:.0} events/s ({events} events); pacing {paced_events} events at {rate:.0} events/s"
+    );
+    let timings = Arc::new(Mutex::new(Vec::new()));
+    let start = Arc::new(std::sync::OnceLock::new());
+    let paced = Paced {
+        inner: generator(paced_events),
+        rate,
+        start: Arc::clone(&start),
+        emitted: 0,
+        total: paced_events,
+    };
+    run(Box::new(paced), Some(Arc::clone(&timings)))?;
+    let timings = timings.lock().map(|t| t.clone()).unwrap_or_default();
+    let first_poll = *start
+        .get()
+        .ok_or_else(|| anyhow::anyhow!("the paced source never ran"))?;
+    let (mut sealed, mut committed) = (Vec::new(), Vec::new());
+    let mut next = 0i64;
+    for t in &timings {
+        let Some(&last) = t.positions.partitions.get(&0) else {
+            continue;
+        };
+        for offset in next..=last {
+            // Record `offset` arrived (was due) at start + offset / rate.
+            let arrival = first_poll + Duration::from_secs_f64(offset as f64 / rate);
+            if let Some(s) = t.sealed {
+                sealed.push(s.saturating_duration_since(arrival).as_secs_f64() * 1e3);
+            }
+            if let Some(c) = t.committed {
+                committed.push(c.saturating_duration_since(arrival).as_secs_f64() * 1e3);
+            }
+        }
+        next = last + 1;
+    }
+    for (label, mut v) in [
+        ("arrival -> view updated in the dataflow", sealed),
+        ("arrival -> committed and served by the API", committed),
+    ] {
+        v.sort_by(f64::total_cmp);
+        if v.is_empty() {
+            continue;
+        }
+        println!(
+            "  {label}: p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} events, {} epochs)",
+            percentile(&v, 50.0),
+            percentile(&v, 95.0),
+            percentile(&v, 99.0),
+            percentile(&v, 100.0),
+            v.len(),
+            timings.len()
+        );
+    }
     Ok(())
 }

@@ -21,12 +21,13 @@ use std::time::{Duration, Instant};
 
 use custody_operators::checkpoint::Signer;
 use custody_operators::pii::{Tokenizer, VaultMode};
-use custody_operators::record::{Epoch, RawRecord, SinkRecord, ViewUpdate};
+use custody_operators::record::{ACCESS_LOG_PARTITION, Epoch, RawRecord, SinkRecord, ViewUpdate};
 use custody_operators::sinks::dead_letter::DeadLetter;
 use custody_operators::sinks::iceberg::{
     Committed, IcebergSink, SinkMsg, SourcePositions, Warehouse,
 };
 use custody_operators::sources::Source;
+use custody_operators::sources::access_log::WithAccessLog;
 use custody_operators::sources::kafka::positions_of;
 use custody_operators::sources::resume::{ForcedSkip, ResumingSource};
 use custody_operators::transforms::decode::DecodeConfig;
@@ -94,6 +95,25 @@ pub struct RunOptions {
     pub skips: Vec<ForcedSkip>,
     /// Where committed alert changes go.
     pub alerts: Option<crate::alerting::AlertSender>,
+    /// Merge the warehouse's access log (API access events) into the source.
+    pub access_log: bool,
+    /// With the access log: keep running after the source is exhausted, until stopped.
+    pub keep_alive: bool,
+    /// Records when each epoch was opened, sealed and committed (the freshness benchmark).
+    pub timings: Option<Arc<Mutex<Vec<EpochTiming>>>>,
+}
+
+/// When one epoch passed each stage.
+#[derive(Clone, Debug)]
+pub struct EpochTiming {
+    /// The epoch.
+    pub epoch: Epoch,
+    /// Its source positions (the last offset per partition).
+    pub positions: SourcePositions,
+    /// The dataflow, views included, finished it: its view changes exist.
+    pub sealed: Option<Instant>,
+    /// It is committed to the lake and applied to the served views.
+    pub committed: Option<Instant>,
 }
 
 /// What a run did.
@@ -170,11 +190,30 @@ pub fn run_pipeline(
              tables that already hold it"
         );
     }
-    let durable = resume
+    let mut durable = resume
         .positions
         .get(&source_name)
         .cloned()
         .unwrap_or_default();
+    // The access log is one file whatever the main source: its durable position is the
+    // furthest any run got.
+    if let Some(access) = resume
+        .positions
+        .values()
+        .filter_map(|p| p.get(&ACCESS_LOG_PARTITION))
+        .max()
+    {
+        durable.insert(ACCESS_LOG_PARTITION, *access);
+    }
+    let source: Box<dyn Source> = if opts.access_log {
+        Box::new(WithAccessLog::new(
+            source,
+            warehouse.root(),
+            opts.keep_alive,
+        ))
+    } else {
+        source
+    };
     let source: Box<dyn Source> = Box::new(ResumingSource::new(
         source,
         durable,
@@ -197,8 +236,13 @@ pub fn run_pipeline(
         }
         None => Vec::new(),
     };
-    if let (Some(last), Ok(mut l)) = (resume.last_epoch, live.lock()) {
-        l.observe(last, &history);
+    if let Ok(mut l) = live.lock() {
+        // The views are rebuilt from the lake below: the same rows again if this process
+        // already served them, so only the coverage is counted afresh.
+        l.reset_coverage();
+        if let Some(last) = resume.last_epoch {
+            l.observe(last, &history);
+        }
     }
     let history = Arc::new(Mutex::new(Some(history)));
     let heads = Arc::new(resume.heads);
@@ -516,6 +560,16 @@ impl Driver<'_> {
             clock.update(prev, -1);
         }
         clock.update(now, 1);
+        if let Some(t) = &self.opts.timings
+            && let Ok(mut t) = t.lock()
+        {
+            t.push(EpochTiming {
+                epoch: *epoch,
+                positions: positions.clone(),
+                sealed: None,
+                committed: None,
+            });
+        }
         self.in_flight.push_back((*epoch, positions));
         *epoch += 1;
         input.advance_to(*epoch);
@@ -537,8 +591,18 @@ impl Driver<'_> {
                 .send(SinkMsg::Seal(epoch, positions))
                 .map_err(|_| "the sink thread stopped".to_string())?;
             self.sealed.push_back(epoch);
+            self.time(epoch, |t| t.sealed = Some(Instant::now()));
         }
         Ok(())
+    }
+
+    fn time(&self, epoch: Epoch, f: impl FnOnce(&mut EpochTiming)) {
+        if let Some(t) = &self.opts.timings
+            && let Ok(mut t) = t.lock()
+            && let Some(e) = t.iter_mut().rev().find(|e| e.epoch == epoch)
+        {
+            f(e);
+        }
     }
 
     /// Takes commit notices; acknowledges the source. Blocks for one if `wait`.
@@ -559,6 +623,7 @@ impl Driver<'_> {
                 }
             };
             self.sealed.retain(|e| *e != committed.epoch);
+            self.time(committed.epoch, |t| t.committed = Some(Instant::now()));
             self.summary.epochs += 1;
             self.summary.accepted += *committed.rows.get("events").unwrap_or(&0) as u64;
             self.summary.quarantined += *committed.rows.get("quarantine").unwrap_or(&0) as u64;

@@ -682,7 +682,7 @@ mod tests {
             tenants.insert(e.tenant_id);
         }
         // Every agent event type; DATA_ERASED and DATA_REIDENTIFIED are written by Custody.
-        assert_eq!(types.len(), EventType::ALL.len() - 2, "{types:?}");
+        assert_eq!(types.len(), EventType::ALL.len() - 3, "{types:?}");
         assert!(tenants.len() >= 15);
         let text = String::from_utf8(a.concat()).unwrap();
         for needle in ["@", "sk_live_", "SSN on file", "IBAN DE"] {

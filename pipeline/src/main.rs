@@ -5,6 +5,7 @@
 //! - `custody generate`: write a deterministic workload as NDJSON or produce it to Kafka;
 //! - `custody run`: run the pipeline over an NDJSON file or a Kafka topic.
 
+mod access_log;
 mod admin;
 mod alerting;
 mod auth;
@@ -130,6 +131,10 @@ enum Command {
         /// Topic for `--kafka`.
         #[arg(long)]
         topic: Option<String>,
+        /// Instead: freshness, event arrival to visible in the views, at half the pipeline's
+        /// maximum rate.
+        #[arg(long, conflicts_with = "kafka")]
+        freshness: bool,
     },
 }
 
@@ -319,8 +324,17 @@ fn main() -> anyhow::Result<()> {
         ),
         Command::Bench {
             events,
+            freshness: true,
+            ..
+        } => {
+            let opts = run_options(&config, std::env::temp_dir(), None)?;
+            bench::freshness(opts, events)
+        }
+        Command::Bench {
+            events,
             kafka: Some(brokers),
             topic,
+            ..
         } => {
             let _ = events;
             let opts = run_options(&config, std::env::temp_dir(), None)?;
@@ -455,6 +469,9 @@ fn run_options(
         dead_letter: None,
         skips: Vec::new(),
         alerts: None,
+        access_log: true,
+        keep_alive: false,
+        timings: None,
     })
 }
 
@@ -533,6 +550,7 @@ fn start_server(
         signer: Some(custody_operators::checkpoint::Signer::from_seed(
             &config.checkpoints.signing_seed(warehouse)?,
         )),
+        access: Some(Arc::new(access_log::AccessLog::open(warehouse)?)),
     });
     runtime.spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -580,6 +598,23 @@ fn print_summary(label: &str, summary: &RunSummary, live: &LiveViews, warehouse:
     balanced
 }
 
+/// A source with nothing in it (`custody demo --serve` after the workload).
+struct NoInput;
+
+impl Source for NoInput {
+    fn name(&self) -> String {
+        "demo:serve".into()
+    }
+
+    fn next_batch(
+        &mut self,
+        _max: usize,
+        _wait: Duration,
+    ) -> custody_operators::Result<Option<Vec<custody_operators::record::RawRecord>>> {
+        Ok(None)
+    }
+}
+
 fn demo(config: &Config, args: DemoArgs) -> anyhow::Result<()> {
     if args.fresh && args.warehouse.join("catalog.db").exists() {
         std::fs::remove_dir_all(&args.warehouse)
@@ -609,10 +644,10 @@ fn demo(config: &Config, args: DemoArgs) -> anyhow::Result<()> {
     opts.alerts = Some(start_alerts(config, None, &metrics)?);
     let summary = run_pipeline(
         source,
-        opts,
-        metrics,
+        opts.clone(),
+        metrics.clone(),
         Arc::clone(&live),
-        logs,
+        Arc::clone(&logs),
         Arc::clone(&stop),
     )?;
     let live_now = live.lock().map(|l| l.clone()).unwrap_or_default();
@@ -624,9 +659,19 @@ fn demo(config: &Config, args: DemoArgs) -> anyhow::Result<()> {
         );
         if args.serve {
             println!("  serving until interrupted (ctrl-c)");
-            rt.block_on(async {
-                let _ = tokio::signal::ctrl_c().await;
-            });
+            // The pipeline goes on with no input of its own: API access events reach the
+            // tenants' logs, and the views' clock keeps moving (SLA breaches appear).
+            let mut opts = opts;
+            opts.keep_alive = true;
+            run_pipeline(
+                Box::new(NoInput),
+                opts,
+                metrics,
+                Arc::clone(&live),
+                logs,
+                Arc::clone(&stop),
+            )?;
+            let _ = rt;
         }
     }
     if !balanced {

@@ -17,6 +17,7 @@ use custody_reports::proofs::{LiveLogs, ProofError};
 use custody_reports::regulatory::{self, CheckpointRef, ReportContext};
 use serde_json::{Value, json};
 
+use crate::access_log::{Access, AccessLog};
 use crate::auth::{ApiAuth, Need, not_found};
 use custody_operators::sinks::iceberg::{EventQuery, Warehouse};
 
@@ -39,6 +40,8 @@ pub struct AppState {
     pub report_ctx: Arc<ReportContext>,
     /// Signs bulk exports (the checkpoint key).
     pub signer: Option<Signer>,
+    /// Where tenant API requests are recorded (see [`crate::access_log`]).
+    pub access: Option<Arc<AccessLog>>,
 }
 
 /// The router.
@@ -64,7 +67,72 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tenants/{tenant}/reports/{report}", get(report))
         .route("/v1/tenants/{tenant}/export", get(export_events))
         .route("/dashboard", get(crate::dashboard::page))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            record_access,
+        ))
         .with_state(state)
+}
+
+/// Records each tenant API request in a tenant's audit log before answering it.
+async fn record_access(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request.uri().path().to_string();
+    let query = request.uri().query().map(str::to_string);
+    let method = request.method().to_string();
+    let target = path
+        .strip_prefix("/v1/tenants/")
+        .and_then(|rest| rest.split_once('/'))
+        .map(|(tenant, _)| tenant.to_string());
+    // Without a valid token there is no one to record (the 401 is the answer).
+    let caller = match state.auth.principal(request.headers()) {
+        Ok(p) => Some(p.cloned()),
+        Err(_) => None,
+    };
+    let response = next.run(request).await;
+    let (Some(access), Some(target), Some(caller)) = (&state.access, target, caller) else {
+        return response;
+    };
+    let (name, role, own) = match &caller {
+        Some(p) => (
+            p.name.as_str(),
+            format!("{:?}", p.role).to_lowercase(),
+            p.tenant.clone(),
+        ),
+        None => ("anonymous", "open-api".to_string(), None),
+    };
+    let known = state
+        .live
+        .lock()
+        .map(|l| l.tenants().contains(&target))
+        .unwrap_or(false);
+    let may_read = own.as_deref().is_none_or(|t| t == target);
+    let Some(tenant) = (if known && may_read { Some(target) } else { own }) else {
+        return response;
+    };
+    let recorded = access.record(&Access {
+        tenant: &tenant,
+        principal: name,
+        role: &role,
+        method: &method,
+        path: &path,
+        query: query.as_deref(),
+        status: response.status().as_u16(),
+    });
+    match recorded {
+        Ok(()) => response,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot record an API access; refusing to answer");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"error": "access log unavailable"})),
+            )
+                .into_response()
+        }
+    }
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
@@ -698,6 +766,11 @@ mod tests {
     const TENANTS: [&str; 2] = ["tenant-a", "tenant-b"];
 
     async fn app() -> Router {
+        app_at().await.0
+    }
+
+    /// The app over a fresh warehouse, and that warehouse's directory.
+    async fn app_at() -> (Router, std::path::PathBuf) {
         let dir = tempfile::tempdir().unwrap().keep();
         let lake = Warehouse::open(&dir).await.unwrap();
         let mut live = LiveViews::default();
@@ -742,7 +815,7 @@ mod tests {
             )
         })
         .collect();
-        router(AppState {
+        let app = router(AppState {
             auth: Arc::new(ApiAuth::new(tokens.iter().map(|(n, t)| (n, t))).unwrap()),
             lake: Some(Arc::new(lake)),
             cursor_key: [3; 32],
@@ -751,7 +824,18 @@ mod tests {
             logs: Arc::new(Mutex::new(LiveLogs::load(rows, checkpoints))),
             report_ctx: Arc::new(ReportContext::default()),
             signer: Some(signer),
-        })
+            access: Some(Arc::new(AccessLog::open(&dir).unwrap())),
+        });
+        (app, dir)
+    }
+
+    /// The access log lines written so far in the app's warehouse.
+    fn accesses(app_dir: &std::path::Path) -> Vec<Value> {
+        std::fs::read_to_string(app_dir.join("access-log.ndjson"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     }
 
     async fn get(app: &Router, uri: &str, token: Option<&str>) -> (StatusCode, String) {
@@ -851,6 +935,96 @@ mod tests {
         assert!(
             body.contains("tenant-a") && !body.contains("tenant-b"),
             "{body}"
+        );
+    }
+
+    /// Every answered tenant request is on record before it is answered; attempts on another
+    /// tenant go to the caller's own log; requests without a valid token name no one.
+    #[tokio::test]
+    async fn api_access_is_recorded_in_the_tenants_log() {
+        let (app, dir) = app_at().await;
+        get(
+            &app,
+            "/v1/tenants/tenant-a/views/event-counts",
+            Some("a-dash"),
+        )
+        .await;
+        get(
+            &app,
+            "/v1/tenants/tenant-a/reports/iso-42001",
+            Some("a-dash"),
+        )
+        .await;
+        get(
+            &app,
+            "/v1/tenants/tenant-b/views/event-counts",
+            Some("a-reg"),
+        )
+        .await;
+        get(
+            &app,
+            "/v1/tenants/tenant-b/views/event-counts",
+            Some("root"),
+        )
+        .await;
+        get(
+            &app,
+            "/v1/tenants/tenant-zz/views/event-counts",
+            Some("root"),
+        )
+        .await;
+        get(
+            &app,
+            "/v1/tenants/tenant-a/views/event-counts",
+            Some("forged"),
+        )
+        .await;
+        get(&app, "/v1/tenants/tenant-a/views/event-counts", None).await;
+        get(&app, "/v1/tenants", Some("a-dash")).await;
+        let seen: Vec<(String, String, String, u64)> = accesses(&dir)
+            .iter()
+            .map(|e| {
+                custody_schemas::decode_value(e.clone()).expect("a valid event");
+                let p = &e["payload"];
+                (
+                    e["tenant_id"].as_str().unwrap().to_string(),
+                    p["principal"].as_str().unwrap().to_string(),
+                    p["path"].as_str().unwrap().to_string(),
+                    p["status"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        let row = |t: &str, p: &str, path: &str, s: u64| {
+            (t.to_string(), p.to_string(), path.to_string(), s)
+        };
+        assert_eq!(
+            seen,
+            [
+                row(
+                    "tenant-a",
+                    "a-dash",
+                    "/v1/tenants/tenant-a/views/event-counts",
+                    200
+                ),
+                row(
+                    "tenant-a",
+                    "a-dash",
+                    "/v1/tenants/tenant-a/reports/iso-42001",
+                    403
+                ),
+                row(
+                    "tenant-a",
+                    "a-reg",
+                    "/v1/tenants/tenant-b/views/event-counts",
+                    404
+                ),
+                row(
+                    "tenant-b",
+                    "root",
+                    "/v1/tenants/tenant-b/views/event-counts",
+                    200
+                ),
+            ]
         );
     }
 

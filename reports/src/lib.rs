@@ -122,8 +122,9 @@ pub fn render_views<'scope>(
     });
     let escalations = inserts(events.clone(), "Escalations", Escalation::from_event);
     let decisions = inserts(events.clone(), "Decisions", Decision::from_event);
+    // Custody's own events (API access, erasure) are counted, not agent sessions or drift.
     let sessions = views::sessions::sessions(inserts(events.clone(), "SessionFacts", |e| {
-        Some(SessionFact::from_event(e))
+        (!e.event.event_type.is_custody_action()).then(|| SessionFact::from_event(e))
     }));
     let chains = views::causal_chains::causal_chains(inserts(events.clone(), "Nodes", |e| {
         Some(Node::from_event(e))

@@ -121,6 +121,11 @@ impl LiveViews {
         }
     }
 
+    /// Forgets the coverage (before observing every committed event again).
+    pub fn reset_coverage(&mut self) {
+        self.coverage.clear();
+    }
+
     /// What `tenant`'s view state covers.
     pub fn coverage(&self, tenant: &str) -> Option<&Coverage> {
         self.coverage.get(tenant)

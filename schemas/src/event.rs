@@ -54,11 +54,13 @@ pub enum EventType {
     DataErased,
     /// An authorized caller revealed the value behind a token. Written by `custody reveal`.
     DataReidentified,
+    /// A caller read the tenant's audit data over the API. Written by Custody's HTTP server.
+    AuditLogAccessed,
 }
 
 impl EventType {
     /// Every event type, in taxonomy order.
-    pub const ALL: [EventType; 13] = [
+    pub const ALL: [EventType; 14] = [
         EventType::TaskInitiated,
         EventType::ModelDecision,
         EventType::DecisionPoint,
@@ -72,6 +74,7 @@ impl EventType {
         EventType::TaskFailed,
         EventType::DataErased,
         EventType::DataReidentified,
+        EventType::AuditLogAccessed,
     ];
 
     /// The wire name, e.g. `TOOL_CALLED`.
@@ -90,6 +93,7 @@ impl EventType {
             EventType::TaskFailed => "TASK_FAILED",
             EventType::DataErased => "DATA_ERASED",
             EventType::DataReidentified => "DATA_REIDENTIFIED",
+            EventType::AuditLogAccessed => "AUDIT_LOG_ACCESSED",
         }
     }
 
@@ -113,7 +117,17 @@ impl EventType {
             EventType::TaskCompleted => &["output"],
             EventType::TaskFailed => &["reason", "last_state"],
             EventType::DataErased | EventType::DataReidentified => &["reason"],
+            EventType::AuditLogAccessed => &[],
         }
+    }
+
+    /// Events Custody itself writes about a tenant (erasure, re-identification, API access),
+    /// as opposed to events of the tenant's agents.
+    pub fn is_custody_action(self) -> bool {
+        matches!(
+            self,
+            EventType::DataErased | EventType::DataReidentified | EventType::AuditLogAccessed
+        )
     }
 }
 
@@ -335,6 +349,7 @@ pub fn validate_payload(event_type: EventType, payload: &Value) -> Result<(), Sc
         EventType::TaskFailed => check::<TaskFailed>(event_type, payload),
         EventType::DataErased => check::<DataErased>(event_type, payload),
         EventType::DataReidentified => check::<DataReidentified>(event_type, payload),
+        EventType::AuditLogAccessed => check::<AuditLogAccessed>(event_type, payload),
     }
 }
 
@@ -621,6 +636,25 @@ pub mod payload {
         pub requested_by: String,
         /// Why.
         pub reason: String,
+    }
+
+    /// `AUDIT_LOG_ACCESSED`.
+    #[derive(Clone, Debug, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct AuditLogAccessed {
+        /// The API token's name (`anonymous` on an open development API).
+        pub principal: String,
+        /// Its role.
+        pub role: String,
+        /// HTTP method.
+        pub method: String,
+        /// Request path.
+        pub path: String,
+        /// Query string, if any.
+        #[serde(default)]
+        pub query: Option<String>,
+        /// Response status.
+        pub status: u16,
     }
 }
 

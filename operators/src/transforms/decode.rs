@@ -137,6 +137,17 @@ fn decode_one(
             ),
         ));
     }
+    if raw.partition == crate::record::ACCESS_LOG_PARTITION {
+        // Custody's own access log: only its own event type, no producer signature.
+        let event = decode_event(&raw.bytes).map_err(|e: SchemaError| (e.kind(), e.to_string()))?;
+        if event.event_type != custody_schemas::EventType::AuditLogAccessed {
+            return Err((
+                "unauthenticated",
+                format!("{} is not accepted from the access log", event.event_type),
+            ));
+        }
+        return Ok(event);
+    }
     let bound = match &config.producers {
         Some(registry) => Some(
             registry
