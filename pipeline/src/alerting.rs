@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use custody_operators::Metrics;
 use custody_operators::record::{ViewId, ViewUpdate};
+use custody_operators::sinks::dead_letter::ensure_topic;
 use custody_operators::sources::kafka::kafka_client_config;
 use custody_reports::views::alerts::Alert;
 use custody_schemas::time::format_rfc3339;
@@ -175,6 +176,11 @@ pub fn start(targets: AlertTargets, metrics: Metrics) -> std::io::Result<AlertSe
                     return;
                 }
             };
+            if let Some((brokers, topic)) = &targets.kafka
+                && let Err(e) = runtime.block_on(ensure_topic(brokers, topic))
+            {
+                tracing::warn!(error = %e, %topic, "cannot create the alerts topic");
+            }
             runtime.block_on(Notifier::new(targets, metrics, producer).run(rx));
         })?;
     Ok(AlertSender(tx))

@@ -19,7 +19,7 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Operator;
-use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::vec::{Map, Partition};
 
 use views::alerts::DriftConfig;
 use views::causal_chains::Node;
@@ -89,6 +89,61 @@ pub struct ViewsConfig {
     pub drift: DriftConfig,
 }
 
+/// The facts the views read, extracted from each event once.
+#[derive(Clone, Debug)]
+enum Fact {
+    Type((String, String)),
+    Escalation(Escalation),
+    Decision(Decision),
+    Session(((String, String), SessionFact)),
+    Node(((String, String), Node)),
+    Model(((String, String), ModelUse)),
+    Policy(((String, String), views::policy_violations::PolicyFact)),
+    Drift(((String, String), views::alerts::DriftFact)),
+}
+
+impl Fact {
+    const KINDS: u64 = 8;
+
+    /// Its output of the partition, in declaration order.
+    fn kind(&self) -> u64 {
+        match self {
+            Fact::Type(_) => 0,
+            Fact::Escalation(_) => 1,
+            Fact::Decision(_) => 2,
+            Fact::Session(_) => 3,
+            Fact::Node(_) => 4,
+            Fact::Model(_) => 5,
+            Fact::Policy(_) => 6,
+            Fact::Drift(_) => 7,
+        }
+    }
+
+    fn of(e: &ChainedEvent, rules: &[PolicyRule], drift: &DriftConfig) -> Vec<Fact> {
+        let mut out = vec![
+            Fact::Type((
+                e.event.tenant_id.as_str().to_string(),
+                e.event.event_type.as_str().to_string(),
+            )),
+            Fact::Node(Node::from_event(e)),
+        ];
+        out.extend(Escalation::from_event(e).map(Fact::Escalation));
+        out.extend(Decision::from_event(e).map(Fact::Decision));
+        out.extend(ModelUse::from_event(e).map(Fact::Model));
+        // Custody's own events (API access, erasure) are counted, not agent sessions or drift.
+        if !e.event.event_type.is_custody_action() {
+            out.push(Fact::Session(SessionFact::from_event(e)));
+            out.extend(views::alerts::facts(drift, e).into_iter().map(Fact::Drift));
+        }
+        out.extend(
+            views::policy_violations::facts(rules, e)
+                .into_iter()
+                .map(Fact::Policy),
+        );
+        out
+    }
+}
+
 /// The changes of a keyed view as [`ViewUpdate::Row`]s.
 fn rows<'scope, R: serde::Serialize + Clone + 'static>(
     view: ViewId,
@@ -114,40 +169,32 @@ pub fn render_views<'scope>(
     cfg: &ViewsConfig,
 ) -> StreamVec<'scope, Epoch, ViewUpdate> {
     let hitl = cfg.hitl;
-    let typed = inserts(events.clone(), "EventTypes", |e| {
-        Some((
-            e.event.tenant_id.as_str().to_string(),
-            e.event.event_type.as_str().to_string(),
-        ))
-    });
-    let escalations = inserts(events.clone(), "Escalations", Escalation::from_event);
-    let decisions = inserts(events.clone(), "Decisions", Decision::from_event);
-    // Custody's own events (API access, erasure) are counted, not agent sessions or drift.
-    let sessions = views::sessions::sessions(inserts(events.clone(), "SessionFacts", |e| {
-        (!e.event.event_type.is_custody_action()).then(|| SessionFact::from_event(e))
-    }));
-    let chains = views::causal_chains::causal_chains(inserts(events.clone(), "Nodes", |e| {
-        Some(Node::from_event(e))
-    }));
-    let models = views::model_versions::model_versions(
-        inserts(events.clone(), "ModelUses", ModelUse::from_event),
-        chains.clone(),
-    );
+    let (rules, drift) = (Arc::clone(&cfg.rules), cfg.drift);
+    // One pass over the events extracts every view's small facts; the events themselves (with
+    // their payloads) are not copied per view.
+    let facts = inserts(events, "ViewFacts", move |e| Fact::of(e, &rules, &drift));
+    let mut parts = facts.inner.partition(Fact::KINDS, |(f, t, r)| (f.kind(), (f, t, r)));
+    let mut next = || parts.remove(0);
+    macro_rules! part {
+        ($variant:ident) => {
+            next()
+                .flat_map(|(f, t, r)| match f {
+                    Fact::$variant(x) => Some((x, t, r)),
+                    _ => None,
+                })
+                .as_collection()
+        };
+    }
+    let typed = part!(Type);
+    let escalations = part!(Escalation);
+    let decisions = part!(Decision);
+    let sessions = views::sessions::sessions(part!(Session));
+    let chains = views::causal_chains::causal_chains(part!(Node));
+    let models = views::model_versions::model_versions(part!(Model), chains.clone());
+    let violations = views::policy_violations::policy_violations(part!(Policy));
+    let alerts = views::alerts::alerts(part!(Drift), drift);
     let groups = views::hitl_groups::hitl_groups(escalations.clone(), decisions.clone(), hitl);
     let breaches = views::sla_breaches::sla_breaches(escalations.clone(), decisions.clone(), clock);
-    let rules = Arc::clone(&cfg.rules);
-    let violations = views::policy_violations::policy_violations(inserts(
-        events.clone(),
-        "PolicyFacts",
-        move |e| views::policy_violations::facts(&rules, e),
-    ));
-    let drift = cfg.drift;
-    let alerts = views::alerts::alerts(
-        inserts(events, "DriftFacts", move |e| {
-            views::alerts::facts(&drift, e)
-        }),
-        drift,
-    );
 
     let counts = views::event_counts::event_counts(typed).inner.map(
         |(((tenant_id, event_type), count), _time, diff)| ViewUpdate::EventCount {

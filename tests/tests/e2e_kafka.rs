@@ -3,7 +3,12 @@
 
 use std::collections::BTreeSet;
 
-use custody_tests::{Tansu, assert_chains_link, custody, read_tables, rows};
+use std::time::{Duration, Instant};
+
+use custody_operators::sources::kafka::kafka_client_config;
+use custody_tests::{Tansu, assert_chains_link, custody, custody_bin, read_tables, rows};
+use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 
 #[test]
 fn kafka_to_iceberg_exactly_n_rows() {
@@ -31,8 +36,11 @@ fn kafka_to_iceberg_exactly_n_rows() {
 
     let dir = tempfile::tempdir().unwrap();
     let wh = dir.path().join("wh");
-    let stdout = custody(&[
-        "run",
+    // Short drift windows, so that this small workload raises alerts (its agents move to a
+    // new model version for the last quarter): they go to the alerts topic.
+    let out = std::process::Command::new(custody_bin())
+        .args([
+            "run",
         "--kafka",
         &broker.addr,
         "--topic",
@@ -43,7 +51,13 @@ fn kafka_to_iceberg_exactly_n_rows() {
         wh.to_str().unwrap(),
         "--idle-exit",
         "5s",
-    ]);
+        ])
+        .env("CUSTODY__DRIFT__WINDOW", "2m")
+        .env("CUSTODY__DRIFT__BASELINE_WINDOWS", "2")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
     assert!(
         stdout.contains(&format!("{n} in = {n} accepted + 0 quarantined (balanced)")),
         "{stdout}"
@@ -66,4 +80,24 @@ fn kafka_to_iceberg_exactly_n_rows() {
             .unwrap()
             .starts_with("kafka:agent-events#")
     }));
+
+    // The drift alerts reached the alerts topic, as JSON with their tenant.
+    let consumer: BaseConsumer = kafka_client_config(&broker.addr)
+        .set("group.id", "alerts-check")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&["custody-alerts"]).unwrap();
+    let mut alerts = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while alerts.is_empty() && Instant::now() < deadline {
+        if let Some(Ok(msg)) = consumer.poll(Duration::from_millis(500)) {
+            let v: serde_json::Value = serde_json::from_slice(msg.payload().unwrap()).unwrap();
+            alerts.push(v);
+        }
+    }
+    assert!(!alerts.is_empty(), "no alert on custody-alerts");
+    assert!(alerts.iter().all(|a| a["status"] == "firing"
+        && a["tenant_id"].as_str().unwrap().starts_with("tenant-")
+        && a["alert"]["kind"].is_string()));
 }

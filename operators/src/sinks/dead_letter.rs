@@ -57,23 +57,7 @@ impl DeadLetter {
         metrics: Metrics,
     ) -> Result<Self> {
         let topic = topic.into();
-        let admin: AdminClient<DefaultClientContext> = kafka_client_config(brokers).create()?;
-        let created = admin
-            .create_topics(
-                &[NewTopic::new(&topic, 1, TopicReplication::Fixed(1))],
-                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-            )
-            .await?;
-        for result in created {
-            match result {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((t, code)) => {
-                    return Err(Error::SinkStopped(format!(
-                        "creating dead-letter topic {t:?}: {code}"
-                    )));
-                }
-            }
-        }
+        ensure_topic(brokers, &topic).await?;
         let producer = kafka_client_config(brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
@@ -127,6 +111,26 @@ impl DeadLetter {
         }
         Ok(())
     }
+}
+
+/// Creates `topic` (one partition) unless it exists.
+pub async fn ensure_topic(brokers: &str, topic: &str) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = kafka_client_config(brokers).create()?;
+    let created = admin
+        .create_topics(
+            &[NewTopic::new(topic, 1, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await?;
+    for result in created {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, code)) => {
+                return Err(Error::SinkStopped(format!("creating topic {t:?}: {code}")));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {

@@ -100,24 +100,45 @@ impl CausalChain {
 
 type Key = (String, String);
 
+/// A 128-bit id of `(tenant, event_id)`: the graph is walked over these, so the arrangements
+/// compare and copy integers, not strings.
+fn node_id(tenant: &str, event_id: &str) -> u128 {
+    use std::hash::{Hash, Hasher};
+    let half = |salt: u8| {
+        let mut h = std::hash::DefaultHasher::new();
+        salt.hash(&mut h);
+        tenant.hash(&mut h);
+        event_id.hash(&mut h);
+        h.finish() as u128
+    };
+    (half(1) << 64) | half(2)
+}
+
+/// A node as walked: its type and parent, and its event id for the output.
+type Walked = (EventType, Option<u128>, String);
+
 /// The causal chain of every tool call.
 pub fn causal_chains<'scope>(
     nodes: VecCollection<'scope, Epoch, (Key, Node)>,
 ) -> VecCollection<'scope, Epoch, (Key, CausalChain)> {
-    // (tenant, node) -> (tool, depth): node is `depth` steps above tool.
-    let roots = nodes
-        .clone()
+    let graph = nodes.clone().map(|((tenant, id), n)| {
+        let parent = n.parent.as_deref().map(|p| node_id(&tenant, p));
+        (node_id(&tenant, &id), (n.event_type, parent, id))
+    });
+    let tools = nodes
         .filter(|(_, n)| n.event_type == EventType::ToolCalled)
-        .map(|((tenant, id), _)| ((tenant, id.clone()), (id, 0u32)));
+        .map(|(key, _)| (node_id(&key.0, &key.1), key));
+    // node -> (tool, depth): node is `depth` steps above tool.
+    let roots = tools.clone().map(|(id, _)| (id, (id, 0u32)));
     let reached = roots.clone().iterate(|scope, reached| {
-        let nodes = nodes.clone().enter(scope);
+        let graph = graph.clone().enter(scope);
         let roots = roots.clone().enter(scope);
         reached
-            .join_map(nodes, |(tenant, _node), (tool, depth), n| {
-                let expand = *depth == 0 || !is_boundary(n.event_type);
-                match &n.parent {
+            .join_map(graph, |_node, (tool, depth), (ty, parent, _): &Walked| {
+                let expand = *depth == 0 || !is_boundary(*ty);
+                match parent {
                     Some(parent) if expand && *depth < MAX_DEPTH => {
-                        Some(((tenant.clone(), parent.clone()), (tool.clone(), depth + 1)))
+                        Some((*parent, (*tool, depth + 1)))
                     }
                     _ => None,
                 }
@@ -128,24 +149,30 @@ pub fn causal_chains<'scope>(
     });
     reached
         .filter(|(_, (_, depth))| *depth > 0)
-        .join_map(nodes, |(tenant, node), (tool, depth), n| {
+        .join_map(graph, |_node, (tool, depth), (ty, _, event_id): &Walked| {
             (
-                (tenant.clone(), tool.clone()),
+                *tool,
                 Link {
                     depth: *depth,
-                    event_id: node.clone(),
-                    event_type: n.event_type,
+                    event_id: event_id.clone(),
+                    event_type: *ty,
                 },
             )
         })
-        .concat(roots.map(|(k, _)| (k, Link::placeholder())))
-        .reduce_named("CausalChains", |(_tenant, tool), input, output| {
-            let links = input
+        .concat(tools.clone().map(|(id, _)| (id, Link::placeholder())))
+        .reduce_named("CausalChains", |_tool, input, output| {
+            let links: Vec<Link> = input
                 .iter()
                 .filter(|(l, _)| l.depth > 0)
                 .map(|(l, _)| (*l).clone())
                 .collect();
-            output.push((CausalChain::new(tool, links), 1));
+            output.push((links, 1));
+        })
+        .join_map(tools, |_id, links, (tenant, tool)| {
+            (
+                (tenant.clone(), tool.clone()),
+                CausalChain::new(tool, links.clone()),
+            )
         })
 }
 

@@ -28,10 +28,9 @@ pub struct SessionFact {
     pub ts_us: i64,
     /// The event type.
     pub event_type: EventType,
-    /// The emitting agent.
-    pub agent_id: String,
-    /// The end user, if any.
-    pub user_id: Option<String>,
+    /// The agent and end user, on the session's `TASK_INITIATED` only (so that the per-event
+    /// facts the view keeps hold no strings).
+    pub started_by: Option<(String, Option<String>)>,
     /// A tool result with status `error`.
     pub tool_failed: bool,
 }
@@ -45,8 +44,8 @@ impl SessionFact {
             SessionFact {
                 ts_us: ev.timestamp_us,
                 event_type: ev.event_type,
-                agent_id: ev.agent_id.clone(),
-                user_id: ev.user_id.clone(),
+                started_by: (ev.event_type == EventType::TaskInitiated)
+                    .then(|| (ev.agent_id.clone(), ev.user_id.clone())),
                 tool_failed: ev.event_type == EventType::ToolResultReceived
                     && ev.payload["status"].as_str() == Some("error"),
             },
@@ -71,9 +70,9 @@ pub enum SessionStatus {
 pub struct SessionSummary {
     /// The session.
     pub session_id: String,
-    /// The agent of its first event.
+    /// The agent that took the task (`TASK_INITIATED`; empty until it arrives).
     pub agent_id: String,
-    /// The end user of its first event that names one.
+    /// The end user it acts for, if any.
     pub user_id: Option<String>,
     /// First event time, UTC micros.
     pub started_us: i64,
@@ -114,10 +113,12 @@ pub fn summarize(session_id: &str, facts: &[(&SessionFact, isize)]) -> SessionSu
     SessionSummary {
         session_id: session_id.to_string(),
         agent_id: sorted
-            .first()
-            .map(|(f, _)| f.agent_id.clone())
+            .iter()
+            .find_map(|(f, _)| f.started_by.as_ref().map(|(a, _)| a.clone()))
             .unwrap_or_default(),
-        user_id: sorted.iter().find_map(|(f, _)| f.user_id.clone()),
+        user_id: sorted
+            .iter()
+            .find_map(|(f, _)| f.started_by.as_ref().and_then(|(_, u)| u.clone())),
         started_us: sorted.first().map_or(0, |(f, _)| f.ts_us),
         last_us: sorted.last().map_or(0, |(f, _)| f.ts_us),
         events: facts.iter().map(|(_, c)| *c as i64).sum(),
@@ -172,8 +173,12 @@ mod tests {
                             SessionFact {
                                 ts_us: (rng() % 1000) as i64,
                                 event_type: ty,
-                                agent_id: format!("a{}", rng() % 3),
-                                user_id: rng().is_multiple_of(2).then(|| format!("u{}", rng() % 3)),
+                                started_by: (ty == EventType::TaskInitiated).then(|| {
+                                    (
+                                        format!("a{}", rng() % 3),
+                                        rng().is_multiple_of(2).then(|| format!("u{}", rng() % 3)),
+                                    )
+                                }),
                                 tool_failed: ty == EventType::ToolResultReceived
                                     && rng().is_multiple_of(3),
                             },
@@ -205,8 +210,7 @@ mod tests {
         let f = |ts, ty, failed| SessionFact {
             ts_us: ts,
             event_type: ty,
-            agent_id: "a".into(),
-            user_id: None,
+            started_by: (ty == EventType::TaskInitiated).then(|| ("a".into(), None)),
             tool_failed: failed,
         };
         let facts = [
