@@ -173,7 +173,9 @@ pub fn render_views<'scope>(
     // One pass over the events extracts every view's small facts; the events themselves (with
     // their payloads) are not copied per view.
     let facts = inserts(events, "ViewFacts", move |e| Fact::of(e, &rules, &drift));
-    let mut parts = facts.inner.partition(Fact::KINDS, |(f, t, r)| (f.kind(), (f, t, r)));
+    let mut parts = facts
+        .inner
+        .partition(Fact::KINDS, |(f, t, r)| (f.kind(), (f, t, r)));
     let mut next = || parts.remove(0);
     macro_rules! part {
         ($variant:ident) => {

@@ -41,16 +41,16 @@ fn kafka_to_iceberg_exactly_n_rows() {
     let out = std::process::Command::new(custody_bin())
         .args([
             "run",
-        "--kafka",
-        &broker.addr,
-        "--topic",
-        "agent-events",
-        "--group",
-        "e2e",
-        "--warehouse",
-        wh.to_str().unwrap(),
-        "--idle-exit",
-        "5s",
+            "--kafka",
+            &broker.addr,
+            "--topic",
+            "agent-events",
+            "--group",
+            "e2e",
+            "--warehouse",
+            wh.to_str().unwrap(),
+            "--idle-exit",
+            "5s",
         ])
         .env("CUSTODY__DRIFT__WINDOW", "2m")
         .env("CUSTODY__DRIFT__BASELINE_WINDOWS", "2")

@@ -133,79 +133,97 @@ impl<'scope> HashChain<'scope> for StreamVec<'scope, Epoch, SourcedEvent> {
                     }
                 });
                 let done_below = frontier.frontier().first().copied();
-                while let Some(entry) = pending.first_entry() {
-                    if done_below.is_some_and(|f| f <= *entry.key()) {
-                        break;
-                    }
-                    let (cap, mut events) = entry.remove();
-                    events.sort_by_key(|e| (e.partition, e.offset));
-                    let before = chains.len();
-                    let mut session = output.session(&cap);
-                    let mut heads: BTreeMap<String, ChainHead> = BTreeMap::new();
-                    for sourced in events {
-                        if let Some(q) = check_emitter_chain(&mut emitters, &sourced) {
-                            op.errors.inc();
-                            breaks.0.inc();
-                            breaks.1.inc();
-                            session.give(SinkRecord::Quarantine(Box::new(q)));
-                            continue;
+                let complete = |epoch: Epoch| match done_below {
+                    Some(f) => epoch < f,
+                    None => true,
+                };
+                // Epochs are chained and checkpointed strictly in order: an epoch's
+                // checkpoint is signed before the next epoch's events are appended, however
+                // many epochs completed at once.
+                loop {
+                    let next_events = pending.keys().next().copied().filter(|e| complete(*e));
+                    let next_checkpoint =
+                        checkpoint_cap
+                            .as_ref()
+                            .map(|c| *c.time())
+                            .filter(|e| match done_below {
+                                Some(f) => *e < f,
+                                None => last_data_epoch.is_some_and(|last| *e <= last),
+                            });
+                    match (next_events, next_checkpoint) {
+                        (Some(ev), cp) if cp.is_none_or(|c| ev <= c) => {
+                            let Some((cap, mut events)) = pending.remove(&ev) else {
+                                break;
+                            };
+                            events.sort_by_key(|e| (e.partition, e.offset));
+                            let before = chains.len();
+                            let mut session = output.session(&cap);
+                            let mut heads: BTreeMap<String, ChainHead> = BTreeMap::new();
+                            for sourced in events {
+                                if let Some(q) = check_emitter_chain(&mut emitters, &sourced) {
+                                    op.errors.inc();
+                                    breaks.0.inc();
+                                    breaks.1.inc();
+                                    session.give(SinkRecord::Quarantine(Box::new(q)));
+                                    continue;
+                                }
+                                op.sent.inc();
+                                let chained = append(&mut chains, sourced);
+                                let tenant = chained.event.tenant_id.as_str();
+                                let head = heads.entry(tenant.to_string()).or_insert(ChainHead {
+                                    tenant_id: tenant.to_string(),
+                                    seq: 0,
+                                    head_hash: [0; 32],
+                                    epoch_events: 0,
+                                    merkle_range: String::new(),
+                                });
+                                head.seq = chained.seq;
+                                head.head_hash = chained.hash;
+                                head.epoch_events += 1;
+                                session.give(SinkRecord::Event(Box::new(chained)));
+                            }
+                            for (tenant, mut head) in heads {
+                                head.merkle_range = chains[&tenant].merkle.encode();
+                                session.give(SinkRecord::Head(head));
+                            }
+                            let added = (chains.len() - before) as i64;
+                            if added > 0 {
+                                tenants_gauge.add(added);
+                            }
                         }
-                        op.sent.inc();
-                        let chained = append(&mut chains, sourced);
-                        let tenant = chained.event.tenant_id.as_str();
-                        let head = heads.entry(tenant.to_string()).or_insert(ChainHead {
-                            tenant_id: tenant.to_string(),
-                            seq: 0,
-                            head_hash: [0; 32],
-                            epoch_events: 0,
-                            merkle_range: String::new(),
-                        });
-                        head.seq = chained.seq;
-                        head.head_hash = chained.hash;
-                        head.epoch_events += 1;
-                        session.give(SinkRecord::Event(Box::new(chained)));
-                    }
-                    for (tenant, mut head) in heads {
-                        head.merkle_range = chains[&tenant].merkle.encode();
-                        session.give(SinkRecord::Head(head));
-                    }
-                    let added = (chains.len() - before) as i64;
-                    if added > 0 {
-                        tenants_gauge.add(added);
-                    }
-                }
-                // Sign a checkpoint for every owned tenant at each epoch that closed.
-                while let Some(cap) = checkpoint_cap.as_mut() {
-                    let epoch = *cap.time();
-                    let closed = match done_below {
-                        Some(f) => epoch < f,
-                        None => last_data_epoch.is_some_and(|last| epoch <= last),
-                    };
-                    if !closed {
-                        if done_below.is_none() {
-                            checkpoint_cap = None;
+                        (_, Some(epoch)) => {
+                            // Sign a checkpoint for every owned tenant at the epoch's close.
+                            let Some(cap) = checkpoint_cap.as_mut() else {
+                                break;
+                            };
+                            let now = now_us();
+                            let mut session = output.session(&*cap);
+                            let mut tenants: Vec<&String> = chains.keys().collect();
+                            tenants.sort();
+                            for tenant in tenants {
+                                let log = &chains[tenant];
+                                let cp = signer.checkpoint(
+                                    tenant,
+                                    log.merkle.size(),
+                                    &log.merkle.root(),
+                                    &log.head,
+                                    epoch,
+                                    now,
+                                );
+                                signed.inc();
+                                session.give(SinkRecord::Checkpoint(Box::new(cp)));
+                            }
+                            drop(session);
+                            cap.downgrade(&(epoch + 1));
                         }
-                        break;
+                        _ => {
+                            // Input closed and every epoch with data checkpointed.
+                            if done_below.is_none() {
+                                checkpoint_cap = None;
+                            }
+                            break;
+                        }
                     }
-                    let now = now_us();
-                    let mut session = output.session(&*cap);
-                    let mut tenants: Vec<&String> = chains.keys().collect();
-                    tenants.sort();
-                    for tenant in tenants {
-                        let log = &chains[tenant];
-                        let cp = signer.checkpoint(
-                            tenant,
-                            log.merkle.size(),
-                            &log.merkle.root(),
-                            &log.head,
-                            epoch,
-                            now,
-                        );
-                        signed.inc();
-                        session.give(SinkRecord::Checkpoint(Box::new(cp)));
-                    }
-                    drop(session);
-                    cap.downgrade(&(epoch + 1));
                 }
             }
         })
@@ -391,6 +409,38 @@ mod tests {
         assert_eq!(checkpoints[0].root, hex::encode(merkle::root(&a_leaves)));
         assert_eq!(checkpoints[0].chain_head, hex::encode(out[2].hash));
         assert!(checkpoints.iter().all(|c| c.verify(&public)));
+    }
+
+    /// Several epochs completing at once (many in flight): each epoch's checkpoint covers
+    /// exactly the events up to that epoch, never a later epoch's.
+    #[test]
+    fn epochs_closing_together_are_checkpointed_in_order() {
+        use timely::dataflow::operators::Input;
+        let metrics = Metrics::new();
+        let signer = Signer::from_seed(&[1; 32]);
+        let out = timely::example(move |scope| {
+            let (mut input, stream) = scope.new_input::<Vec<SourcedEvent>>();
+            let rx = stream
+                .hash_chain(Arc::new(ChainState::new()), signer, 0, &metrics)
+                .capture();
+            // Three epochs sent before the frontier moves past any of them.
+            for epoch in 0..3u64 {
+                input.advance_to(epoch);
+                for i in 0..=epoch as i64 {
+                    input.send(event("a", epoch as i64 * 10 + i));
+                }
+            }
+            rx
+        });
+        let mut sizes: Vec<(Epoch, u64)> = captured(out)
+            .into_iter()
+            .filter_map(|r| match r {
+                SinkRecord::Checkpoint(c) => Some((c.epoch, c.tree_size)),
+                _ => None,
+            })
+            .collect();
+        sizes.sort();
+        assert_eq!(sizes, [(0, 1), (1, 3), (2, 6)]);
     }
 
     #[test]
