@@ -398,23 +398,27 @@ pub fn freshness(opts: RunOptions, events: u64) -> anyhow::Result<()> {
     };
     let run = |source: Box<dyn custody_operators::sources::Source>,
                timings: Option<Arc<Mutex<Vec<crate::dataflow::EpochTiming>>>>|
-     -> anyhow::Result<crate::dataflow::RunSummary> {
+     -> anyhow::Result<(crate::dataflow::RunSummary, f64)> {
         let dir = tempfile::tempdir()?;
+        let metrics = Metrics::new();
         let mut opts = opts.clone();
         opts.warehouse = dir.path().to_path_buf();
         opts.timings = timings;
         opts.clock_tick = Duration::ZERO;
         opts.access_log = false;
-        Ok(run_pipeline(
+        let summary = run_pipeline(
             source,
             opts,
-            Metrics::new(),
+            metrics.clone(),
             Arc::new(Mutex::new(LiveViews::default())),
             Arc::new(Mutex::new(LiveLogs::default())),
             Arc::new(AtomicBool::new(false)),
-        )?)
+        )?;
+        let h = &metrics.sink_commit_seconds;
+        let mean_commit_ms = 1e3 * h.get_sample_sum() / (h.get_sample_count().max(1) as f64);
+        Ok((summary, mean_commit_ms))
     };
-    let full = run(Box::new(generator(events)), None)?;
+    let (full, _) = run(Box::new(generator(events)), None)?;
     let max_rate = full.events_in as f64 / full.elapsed.as_secs_f64();
     let rate = max_rate / 2.0;
     // About 30 s of paced input.
@@ -431,7 +435,8 @@ pub fn freshness(opts: RunOptions, events: u64) -> anyhow::Result<()> {
         emitted: 0,
         total: paced_events,
     };
-    run(Box::new(paced), Some(Arc::clone(&timings)))?;
+    let (_, mean_commit_ms) = run(Box::new(paced), Some(Arc::clone(&timings)))?;
+    println!("  mean commit of one epoch to every table: {mean_commit_ms:.1} ms");
     let timings = timings.lock().map(|t| t.clone()).unwrap_or_default();
     let first_poll = *start
         .get()
