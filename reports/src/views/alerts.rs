@@ -6,10 +6,11 @@
 //!   `rate_increase_permille` above the baseline's rate;
 //! - `override_rate`: the same for human reviews that rejected or modified the agent's proposal;
 //! - `volume_spike`: the window holds more than `volume_factor` times the baseline's mean
-//!   events per window;
+//!   events per window (both at least `min_volume`);
 //! - `model_version_change`: a model version the agent had not used before, after its first
 //!   window;
-//! - `unseen_tool`: a tool the agent first used after its baseline period.
+//! - `unseen_tool`: a tool the agent first used after its baseline period, once it had made
+//!   `2 × min_samples` tool calls (so that sparse agents do not page anyone).
 //!
 //! Rates need `min_samples` results (or reviews) both in the window and in the baseline.
 //!
@@ -198,6 +199,7 @@ pub fn detect(cfg: &DriftConfig, agent: &str, facts: &[(&DriftFact, isize)]) -> 
     let mut windows: BTreeMap<i64, Window> = BTreeMap::new();
     let mut models: BTreeMap<&str, i64> = BTreeMap::new();
     let mut tools: BTreeMap<&str, i64> = BTreeMap::new();
+    let mut calls_per_window: BTreeMap<i64, i64> = BTreeMap::new();
     for (fact, n) in facts {
         let n = *n as i64;
         match fact {
@@ -217,6 +219,7 @@ pub fn detect(cfg: &DriftConfig, agent: &str, facts: &[(&DriftFact, isize)]) -> 
                 *first = (*first).min(*w);
             }
             DriftFact::Tool(w, t) => {
+                *calls_per_window.entry(*w).or_default() += n;
                 let first = tools.entry(t).or_insert(*w);
                 *first = (*first).min(*w);
             }
@@ -242,7 +245,11 @@ pub fn detect(cfg: &DriftConfig, agent: &str, facts: &[(&DriftFact, isize)]) -> 
         let base: Vec<&Window> = windows.range(w - n..w).map(|(_, x)| x).collect();
         let sum = |f: fn(&Window) -> i64| base.iter().map(|x| f(x)).sum::<i64>();
         let mean_events = sum(|x| x.events) as f64 / n as f64;
-        if cur.events >= cfg.min_volume && cur.events as f64 > cfg.volume_factor * mean_events {
+        // Only against an established baseline: a sparse agent's busy hour is not a spike.
+        if cur.events >= cfg.min_volume
+            && sum(|x| x.events) >= cfg.min_volume
+            && cur.events as f64 > cfg.volume_factor * mean_events
+        {
             alerts.push(alert(
                 AlertKind::VolumeSpike,
                 w,
@@ -314,7 +321,10 @@ pub fn detect(cfg: &DriftConfig, agent: &str, facts: &[(&DriftFact, isize)]) -> 
         seen.insert(model);
     }
     for (tool, w) in tools {
-        if w >= first + n {
+        // Only once the agent's tool use is established (enough calls before that a tool
+        // it uses routinely would have shown up).
+        let calls_before: i64 = calls_per_window.range(..w).map(|(_, c)| c).sum();
+        if w >= first + n && calls_before >= 2 * cfg.min_samples {
             alerts.push(alert(
                 AlertKind::UnseenTool,
                 w,
@@ -370,7 +380,9 @@ mod tests {
                 facts.push(DriftFact::Review(w, i == 0));
             }
             facts.push(DriftFact::Model(w, "m@1".into()));
-            facts.push(DriftFact::Tool(w, "crm".into()));
+            for _ in 0..3 {
+                facts.push(DriftFact::Tool(w, "crm".into()));
+            }
         }
         for i in 0..30 {
             facts.push(DriftFact::Event(4));
