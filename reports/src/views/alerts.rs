@@ -6,7 +6,7 @@
 //!   `rate_increase_permille` above the baseline's rate;
 //! - `override_rate`: the same for human reviews that rejected or modified the agent's proposal;
 //! - `volume_spike`: the window holds more than `volume_factor` times the baseline's mean
-//!   events per window (both at least `min_volume`);
+//!   events per window and four standard deviations above it (both at least `min_volume`);
 //! - `model_version_change`: a model version the agent had not used before, after its first
 //!   window;
 //! - `unseen_tool`: a tool the agent first used after its baseline period, once it had made
@@ -245,10 +245,21 @@ pub fn detect(cfg: &DriftConfig, agent: &str, facts: &[(&DriftFact, isize)]) -> 
         let base: Vec<&Window> = windows.range(w - n..w).map(|(_, x)| x).collect();
         let sum = |f: fn(&Window) -> i64| base.iter().map(|x| f(x)).sum::<i64>();
         let mean_events = sum(|x| x.events) as f64 / n as f64;
-        // Only against an established baseline: a sparse agent's busy hour is not a spike.
+        // The baseline's spread, counting windows with no events as zero.
+        let spread = ((w - n..w)
+            .map(|b| {
+                let e = windows.get(&b).map_or(0, |x| x.events) as f64 - mean_events;
+                e * e
+            })
+            .sum::<f64>()
+            / n as f64)
+            .sqrt();
+        // Only against an established baseline, and beyond its usual spread: a sparse or
+        // bursty agent's busy hour is not a spike.
         if cur.events >= cfg.min_volume
             && sum(|x| x.events) >= cfg.min_volume
             && cur.events as f64 > cfg.volume_factor * mean_events
+            && cur.events as f64 > mean_events + 4.0 * spread
         {
             alerts.push(alert(
                 AlertKind::VolumeSpike,
