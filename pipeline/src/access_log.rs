@@ -64,9 +64,7 @@ impl AccessLog {
 
     /// Appends one access event and syncs it to disk.
     pub fn record(&self, a: &Access<'_>) -> std::io::Result<()> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as i64);
+        let now = custody_schemas::time::now_us();
         let event = json!({
             "event_id": format!("custody-access-{}", uuid::Uuid::new_v4()),
             "schema_version": custody_schemas::event::SCHEMA_VERSION,

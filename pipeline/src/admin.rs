@@ -31,9 +31,7 @@ fn record(
     payload: Value,
 ) -> anyhow::Result<String> {
     let id = format!("custody-{}", uuid::Uuid::new_v4());
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64);
+    let now = custody_schemas::time::now_us();
     let event = json!({
         "event_id": id,
         "schema_version": custody_schemas::event::SCHEMA_VERSION,

@@ -31,7 +31,7 @@ use custody_operators::record::{ViewId, ViewUpdate};
 use custody_operators::sinks::dead_letter::ensure_topic;
 use custody_operators::sources::kafka::kafka_client_config;
 use custody_reports::views::alerts::Alert;
-use custody_schemas::time::format_rfc3339;
+use custody_schemas::time::{format_rfc3339, now_us};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
 
@@ -193,12 +193,6 @@ struct Notifier {
     http: reqwest::Client,
     /// Active alerts by (tenant, key), with when they were raised (UTC micros).
     active: BTreeMap<(String, String), (AlertChange, i64)>,
-}
-
-fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
 }
 
 impl Notifier {

@@ -38,6 +38,7 @@ use custody_reports::ViewsConfig;
 use custody_reports::live::LiveViews;
 use custody_reports::proofs::LiveLogs;
 use custody_reports::render_views;
+use custody_schemas::time::now_us;
 use differential_dataflow::input::{Input as _, InputSession};
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Concat, Input, Probe};
@@ -469,13 +470,6 @@ struct Driver<'a> {
     summary: RunSummary,
     /// The views' clock as last set.
     clock_now: Option<i64>,
-}
-
-/// Wall clock, UTC micros.
-fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
 }
 
 type InputHandle = timely::dataflow::InputHandle<

@@ -75,6 +75,13 @@ pub fn parse_rfc3339(s: &str) -> Result<Micros, SchemaError> {
     Ok(secs * 1_000_000 + micros)
 }
 
+/// The wall clock, UTC micros since the Unix epoch (0 if the clock is before it).
+pub fn now_us() -> Micros {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as Micros)
+}
+
 /// Formats UTC micros as `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
 pub fn format_rfc3339(micros: Micros) -> String {
     let secs = micros.div_euclid(1_000_000);

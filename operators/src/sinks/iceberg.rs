@@ -1305,9 +1305,7 @@ struct EpochRow<'a> {
 }
 
 fn epochs_batch(row: &EpochRow<'_>) -> Result<RecordBatch> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64);
+    let now = custody_schemas::time::now_us();
     batch(
         tables::epochs_schema(),
         vec![

@@ -33,10 +33,10 @@
 //! # Failure modes
 //! None at run time. Logs resume from the heads committed to the lake ([`ChainState`]).
 
+use custody_schemas::time::now_us;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Exchange;
@@ -260,12 +260,6 @@ pub fn check_emitter_chain(
         raw_redacted: serde_json::to_string(event).unwrap_or_default(),
         raw: serde_json::to_vec(event).unwrap_or_default(),
     })
-}
-
-fn now_us() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
 }
 
 /// Appends one event to its tenant's log.
