@@ -104,11 +104,7 @@ async fn record_access(
         ),
         None => ("anonymous", "open-api".to_string(), None),
     };
-    let known = state
-        .live
-        .lock()
-        .map(|l| l.tenants().contains(&target))
-        .unwrap_or(false);
+    let known = known_tenant(&state, &target);
     let may_read = own.as_deref().is_none_or(|t| t == target);
     let Some(tenant) = (if known && may_read { Some(target) } else { own }) else {
         return response;
@@ -141,6 +137,11 @@ async fn metrics(State(state): State<AppState>) -> Response {
         state.metrics.render(),
     )
         .into_response()
+}
+
+/// Whether `tenant` has events (a tenant the views know).
+fn known_tenant(state: &AppState, tenant: &str) -> bool {
+    state.live.lock().is_ok_and(|l| l.has_tenant(tenant))
 }
 
 fn unavailable() -> Response {
@@ -382,11 +383,7 @@ async fn events(
         }
     };
     if rows.is_empty() && after_seq.is_none() {
-        let known = state
-            .live
-            .lock()
-            .map(|l| l.tenants().contains(&tenant))
-            .unwrap_or(false);
+        let known = known_tenant(&state, &tenant);
         if !known {
             return not_found(&tenant);
         }
@@ -528,7 +525,7 @@ async fn keyed_view(
     let Ok(live) = state.live.lock() else {
         return unavailable();
     };
-    if !live.tenants().contains(&tenant) {
+    if !live.has_tenant(&tenant) {
         return not_found(&tenant);
     }
     let all = live.rows(view, &tenant);
@@ -588,11 +585,7 @@ async fn overrides(
                     })
                 })
                 .collect();
-            let known = state
-                .live
-                .lock()
-                .map(|l| l.tenants().contains(&tenant))
-                .unwrap_or(false);
+            let known = known_tenant(&state, &tenant);
             if rows.is_empty() && !known {
                 return not_found(&tenant);
             }
@@ -613,11 +606,7 @@ async fn reports(
     if let Err(denied) = state.auth.authorize(&headers, &tenant, Need::Evidence) {
         return denied.into_response();
     }
-    let known = state
-        .live
-        .lock()
-        .map(|l| l.tenants().contains(&tenant))
-        .unwrap_or(false);
+    let known = known_tenant(&state, &tenant);
     if !known {
         return not_found(&tenant);
     }
@@ -649,7 +638,7 @@ async fn report(
     let Ok(live) = state.live.lock() else {
         return unavailable();
     };
-    if !live.tenants().contains(&tenant) {
+    if !live.has_tenant(&tenant) {
         return not_found(&tenant);
     }
     match regulatory::render(&name, &tenant, &live, &ctx) {

@@ -155,6 +155,11 @@ impl LiveViews {
         self.counts.keys().cloned().collect()
     }
 
+    /// Whether `tenant` has events.
+    pub fn has_tenant(&self, tenant: &str) -> bool {
+        self.counts.contains_key(tenant)
+    }
+
     /// The event counts of `tenant`, if it has events.
     pub fn event_counts(&self, tenant: &str) -> Option<EventCountsView> {
         let by_type = self.counts.get(tenant)?.clone();

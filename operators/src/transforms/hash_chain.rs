@@ -33,11 +33,11 @@
 //! # Failure modes
 //! None at run time. Logs resume from the heads committed to the lake ([`ChainState`]).
 
-use custody_schemas::time::now_us;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
+use custody_schemas::time::now_us;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::{Capability, Operator};
