@@ -156,7 +156,8 @@ impl Tansu {
     }
 }
 
-fn free_addr() -> String {
+/// A free loopback address, `127.0.0.1:PORT`.
+pub fn free_addr() -> String {
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
@@ -323,4 +324,45 @@ pub fn http_get(addr: &str, path: &str, token: &str) -> (u16, Vec<(String, Strin
 pub fn get_json(addr: &str, path: &str, token: &str) -> (u16, Value) {
     let (code, _, body) = http_get(addr, path, token);
     (code, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+/// `custody demo --serve` with the config file `config` over `warehouse`, listening on `addr`;
+/// returns once the workload is committed and the process goes on serving (killed on drop).
+pub fn serve_demo(
+    config: &Path,
+    warehouse: &Path,
+    addr: &str,
+    events: u64,
+    tenants: usize,
+) -> KillOnDrop {
+    use std::io::BufRead;
+    let mut child = Command::new(custody_bin())
+        .args([
+            "--config",
+            config.to_str().expect("utf-8 path"),
+            "demo",
+            "--serve",
+        ])
+        .args(["--events", &events.to_string()])
+        .args(["--tenants", &tenants.to_string()])
+        .args(["--warehouse", warehouse.to_str().expect("utf-8 path")])
+        .env("CUSTODY__SERVE__LISTEN", addr)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn custody demo");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let server = KillOnDrop(child);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    for line in std::io::BufReader::new(stdout).lines() {
+        if line
+            .expect("demo output")
+            .contains("serving until interrupted")
+        {
+            return server;
+        }
+        assert!(Instant::now() < deadline, "demo did not finish");
+    }
+    panic!("demo exited before serving");
 }

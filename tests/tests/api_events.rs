@@ -1,12 +1,9 @@
 //! The tenant API over a real warehouse: events pages through a tenant's whole chain with
 //! cursors, filters narrow it, and no token, cursor, filter or path reaches another tenant.
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use custody_tests::{KillOnDrop, custody_bin, get_json, read_columns, rows};
+use custody_tests::{free_addr, get_json, read_columns, rows, serve_demo};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -19,12 +16,7 @@ fn get(addr: &str, path: &str, token: &str) -> (u16, Value) {
 #[test]
 fn events_page_through_a_tenant_and_never_across() {
     let dir = tempfile::tempdir().unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = free_addr();
     let mut cfg = String::from("[api.tokens.a]\n");
     cfg.push_str(&format!(
         "sha256 = \"{}\"\ntenant = \"tenant-0000\"\nrole = \"dashboard\"\n",
@@ -37,33 +29,7 @@ fn events_page_through_a_tenant_and_never_across() {
     let cfg_path = dir.path().join("custody.toml");
     std::fs::write(&cfg_path, cfg).unwrap();
     let wh = dir.path().join("wh");
-    let mut child = Command::new(custody_bin())
-        .args(["--config", cfg_path.to_str().unwrap(), "demo", "--serve"])
-        .args([
-            "--events",
-            "3000",
-            "--tenants",
-            "3",
-            "--warehouse",
-            wh.to_str().unwrap(),
-        ])
-        .env("CUSTODY__SERVE__LISTEN", &addr)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let server = KillOnDrop(child);
-    let mut lines = BufReader::new(stdout).lines();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let line = lines.next().expect("demo output").unwrap();
-        if line.contains("serving until interrupted") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "demo did not finish");
-    }
+    let server = serve_demo(&cfg_path, &wh, &addr, 3000, 3);
 
     let expected: Vec<i64> = {
         let tables = read_columns(&wh, &["events:tenant_id,seq,event_type"]);

@@ -6,14 +6,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use custody_operators::checkpoint::parse_public_key;
 use custody_operators::export::{ExportFormat, ExportManifest};
 use custody_schemas::time::parse_rfc3339;
-use custody_tests::{KillOnDrop, custody_bin, generate_ndjson, get_json, http_get};
+use custody_tests::{free_addr, generate_ndjson, get_json, http_get, serve_demo};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -142,12 +141,7 @@ fn rows(addr: &str, view: &str, token: &str) -> Vec<Value> {
 fn views_reports_alerts_export_and_dashboard() {
     let dir = tempfile::tempdir().unwrap();
     let (am_url, received) = alertmanager();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = free_addr();
     let token = |name: &str, role: &str| {
         format!(
             "[api.tokens.{name}]\nsha256 = \"{}\"\ntenant = \"{TENANT}\"\nrole = \"{role}\"\n",
@@ -167,26 +161,7 @@ fn views_reports_alerts_export_and_dashboard() {
     let input = dir.path().join("input.ndjson");
     generate_ndjson(&input, events, tenants);
     let wh = dir.path().join("wh");
-    let mut child = Command::new(custody_bin())
-        .args(["--config", cfg_path.to_str().unwrap(), "demo", "--serve"])
-        .args(["--events", &events.to_string()])
-        .args(["--tenants", &tenants.to_string()])
-        .args(["--warehouse", wh.to_str().unwrap()])
-        .env("CUSTODY__SERVE__LISTEN", &addr)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let _server = KillOnDrop(child);
-    let deadline = Instant::now() + Duration::from_secs(300);
-    for line in BufReader::new(stdout).lines() {
-        if line.unwrap().contains("serving until interrupted") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "demo did not finish");
-    }
+    let _server = serve_demo(&cfg_path, &wh, &addr, events, tenants);
     let want = recompute(&input);
     assert!(want.events > 5_000 && !want.violations.is_empty() && !want.breaches.is_empty());
 
