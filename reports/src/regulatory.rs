@@ -312,11 +312,7 @@ fn art12(i: &Inputs<'_>) -> Vec<ReportRow> {
             "Art. 12(2)(a)",
             "situations that may present a risk: policy violations and open alerts",
             json!({"policy_violations": i.violations.len(), "alerts": i.alerts.len()}),
-            if i.violations.is_empty() && i.alerts.is_empty() {
-                Status::Met
-            } else {
-                Status::Attention
-            },
+            clean(i.violations.is_empty() && i.alerts.is_empty()),
             &["policy_violations", "alerts"],
         ),
         i.row(
@@ -342,14 +338,19 @@ fn art12(i: &Inputs<'_>) -> Vec<ReportRow> {
             "Art. 12(2)",
             "event types expected of an agent that were never recorded",
             json!(missing),
-            if missing.is_empty() {
-                Status::Met
-            } else {
-                Status::Attention
-            },
+            clean(missing.is_empty()),
             &["event_counts"],
         ),
     ]
+}
+
+/// Met when there are no findings, attention otherwise.
+fn clean(no_findings: bool) -> Status {
+    if no_findings {
+        Status::Met
+    } else {
+        Status::Attention
+    }
 }
 
 fn by_kind(alerts: &[Alert]) -> BTreeMap<&'static str, usize> {
@@ -404,22 +405,14 @@ fn art14(i: &Inputs<'_>) -> Vec<ReportRow> {
             "Art. 14(4)(a)",
             "reviews decided after their SLA, and escalations still undecided past it",
             json!({"late_decisions": h.over_sla, "pending_past_sla": i.breaches.len()}),
-            if h.over_sla == 0 && i.breaches.is_empty() {
-                Status::Met
-            } else {
-                Status::Attention
-            },
+            clean(h.over_sla == 0 && i.breaches.is_empty()),
             &["hitl_latency", "sla_breaches"],
         ),
         i.row(
             "Art. 14(4)(b)",
             "automation bias: approvals faster than the rubber-stamp threshold",
             json!({"rubber_stamps": h.rubber_stamps, "per_mille": permille(h.rubber_stamps, h.reviews)}),
-            if h.rubber_stamps == 0 {
-                Status::Met
-            } else {
-                Status::Attention
-            },
+            clean(h.rubber_stamps == 0),
             &["hitl_latency"],
         ),
         i.row(
@@ -491,11 +484,7 @@ fn soc2_cc72(i: &Inputs<'_>) -> Vec<ReportRow> {
             "CC7.2",
             "anomaly detection over agent behaviour: alerts by kind",
             json!(by_kind(&i.alerts)),
-            if i.alerts.is_empty() {
-                Status::Met
-            } else {
-                Status::Attention
-            },
+            clean(i.alerts.is_empty()),
             &["alerts"],
         ),
         i.row(
@@ -511,29 +500,25 @@ fn soc2_cc72(i: &Inputs<'_>) -> Vec<ReportRow> {
             &[],
         ),
         integrity_row(i, "CC7.2"),
-        i.row(
-            "CC7.2",
-            "policy violations detected",
-            json!({"violations": i.violations.len(), "by_rule": by_rule(&i.violations)}),
-            if i.violations.is_empty() {
-                Status::Met
-            } else {
-                Status::Attention
-            },
-            &["policy_violations"],
-        ),
+        violations_row(i, "CC7.2", "policy violations detected"),
         i.row(
             "CC7.2",
             "human reviews overdue",
             json!({"pending_past_sla": i.breaches.len()}),
-            if i.breaches.is_empty() {
-                Status::Met
-            } else {
-                Status::Attention
-            },
+            clean(i.breaches.is_empty()),
             &["sla_breaches"],
         ),
     ]
+}
+
+fn violations_row(i: &Inputs<'_>, requirement: &'static str, metric: &'static str) -> ReportRow {
+    i.row(
+        requirement,
+        metric,
+        json!({"violations": i.violations.len(), "by_rule": by_rule(&i.violations)}),
+        clean(i.violations.is_empty()),
+        &["policy_violations"],
+    )
 }
 
 fn by_rule(violations: &[Violation]) -> BTreeMap<&str, usize> {
@@ -572,17 +557,7 @@ fn iso42001(i: &Inputs<'_>) -> Vec<ReportRow> {
             },
             &[],
         ),
-        i.row(
-            "8.1",
-            "violations of the operational controls",
-            json!({"violations": i.violations.len(), "by_rule": by_rule(&i.violations)}),
-            if i.violations.is_empty() {
-                Status::Met
-            } else {
-                Status::Attention
-            },
-            &["policy_violations"],
-        ),
+        violations_row(i, "8.1", "violations of the operational controls"),
         i.row(
             "8.1, A.6.2.6",
             "AI system versions in operation, with the actions attributed to each",
