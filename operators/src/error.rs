@@ -46,6 +46,25 @@ pub enum Error {
     /// The sink stopped; the pipeline must stop consuming.
     #[error("sink stopped: {0}")]
     SinkStopped(String),
+    /// The warehouse is not in a state Custody may write to (or trust); nothing was changed.
+    #[error("warehouse refused: {0}")]
+    WarehouseDamaged(String),
+    /// A source was never reachable.
+    #[error("source {source_name:?} never connected: {message}")]
+    NeverConnected {
+        /// The source.
+        source_name: String,
+        /// What was tried and the last error.
+        message: String,
+    },
+    /// An input under a name seen before is not the same input.
+    #[error("source {source_name:?} is not the input ingested under that name before: {message}")]
+    SourceMismatch {
+        /// The source.
+        source_name: String,
+        /// How it differs.
+        message: String,
+    },
 }
 
 impl Error {
@@ -55,6 +74,8 @@ impl Error {
             Error::Source { .. } | Error::Kafka(_) | Error::Iceberg(_) | Error::Io(_) => {
                 ErrorDomain::External
             }
+            Error::NeverConnected { .. } => ErrorDomain::External,
+            Error::WarehouseDamaged(_) | Error::SourceMismatch { .. } => ErrorDomain::User,
             Error::Arrow(_) | Error::SinkStopped(_) => ErrorDomain::Internal,
         }
     }

@@ -3,7 +3,7 @@
 //! `CUSTODY_FAILPOINT=NAME@EPOCH` makes the process halt (print a line to stderr, then sleep
 //! forever, waiting for `kill -9`) when it reaches point `NAME` while handling epoch `EPOCH`;
 //! `CUSTODY_FAILPOINT=NAME#N` when it reaches `NAME` for the `N`th time (from 1) in this
-//! process. The points are listed in [`POINTS`]. Unset, a point costs one comparison.
+//! process. The points are listed by [`points`]. Unset, a point costs one comparison.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,18 +11,42 @@ use std::time::Duration;
 
 use crate::record::Epoch;
 
-/// Every failpoint, in the order an epoch passes them.
-pub const POINTS: &[&str] = &[
-    "commit-start",
-    "after-commit:events",
-    "after-commit:quarantine",
-    "after-commit:chain_heads",
-    "after-commit:checkpoints",
-    "after-commit:view_event_counts",
-    "after-commit:view_hitl_latency",
-    "after-commit:epochs",
-    "before-ack",
+/// The tables an epoch's commit touches after its `custody.epochs` row, in order.
+pub const COMMITTED_TABLES: &[&str] = &[
+    "events",
+    "quarantine",
+    "chain_heads",
+    "checkpoints",
+    "view_event_counts",
+    "view_hitl_latency",
+    "view_sessions",
+    "view_causal_chains",
+    "view_hitl_groups",
+    "view_sla_breaches",
+    "view_policy_violations",
+    "view_alerts",
+    "view_model_versions",
+    "vault",
+    "emitter_heads",
 ];
+
+/// Every failpoint, in the order an epoch passes them: `commit-start`, `files-written` (every
+/// data file written, nothing committed), `after-commit:epochs` (the commit point), then
+/// `before-commit:T` and `after-commit:T` for each table `T` of [`COMMITTED_TABLES`] the epoch
+/// writes to, and `before-ack`.
+pub fn points() -> Vec<String> {
+    let mut out = vec![
+        "commit-start".to_string(),
+        "files-written".to_string(),
+        "after-commit:epochs".to_string(),
+    ];
+    for t in COMMITTED_TABLES {
+        out.push(format!("before-commit:{t}"));
+        out.push(format!("after-commit:{t}"));
+    }
+    out.push("before-ack".to_string());
+    out
+}
 
 enum When {
     Epoch(Epoch),

@@ -155,6 +155,18 @@ pub struct ChainHead {
     pub merkle_range: String,
 }
 
+/// The emitter-side chain of one agent at the close of an epoch: the SHA-256 of the last raw
+/// event it sent for its tenant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmitterHead {
+    /// The tenant.
+    pub tenant_id: String,
+    /// The agent.
+    pub agent_id: String,
+    /// SHA-256 of the agent's last raw event.
+    pub last_sha256: [u8; 32],
+}
+
 /// One update of a view: `(row, diff)`; rows are view-specific.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ViewUpdate {
@@ -295,4 +307,6 @@ pub enum SinkRecord {
     Checkpoint(Box<crate::checkpoint::Checkpoint>),
     /// A view update.
     View(ViewUpdate),
+    /// An agent's emitter-side chain at an epoch's close.
+    Emitter(Box<EmitterHead>),
 }

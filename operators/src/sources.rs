@@ -31,6 +31,26 @@ pub trait Source: Send {
         Ok(())
     }
 
+    /// What identifies this input's content beyond its name, recorded with every epoch's
+    /// positions (a file: the length and SHA-256 of its head). `None`: the name is the
+    /// identity.
+    fn fingerprint(&self) -> Result<Option<String>> {
+        Ok(None)
+    }
+
+    /// Whether this input is the one that `recorded` (an earlier [`Source::fingerprint`] under
+    /// the same name) identified: a file may have grown since, never changed its head.
+    fn matches_fingerprint(&self, recorded: &str) -> Result<bool> {
+        Ok(self.fingerprint()?.is_none_or(|now| now == recorded))
+    }
+
+    /// An error if the source never reached what it reads from (a broker that never
+    /// answered): checked before a run ends for being idle, so an unreachable source is not
+    /// taken for an empty one.
+    fn check_connected(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Acknowledges that everything up to `positions` is durable in the lake.
     fn ack(&mut self, positions: &SourcePositions) -> Result<()> {
         let _ = positions;

@@ -286,6 +286,7 @@ pub fn kafka(
             group_id: format!("custody-bench-pipeline-{nonce}"),
             fetch_queue_kbytes: config.kafka.fetch_queue_kbytes,
             metadata_refresh: config.kafka.metadata_refresh,
+            connect_timeout: config.kafka.connect_timeout,
         },
         &Metrics::new(),
     )?;

@@ -376,6 +376,10 @@ pub struct KafkaSettings {
     /// How often to look for new partitions.
     #[serde(with = "humantime_serde")]
     pub metadata_refresh: Duration,
+    /// A run whose brokers never answered with the topic's partitions within this long
+    /// stops with an error (so does an idle exit before that).
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
     /// Dead-letter topic; empty for none.
     pub dead_letter_topic: String,
 }

@@ -102,6 +102,8 @@ pub struct RunOptions {
     pub keep_alive: bool,
     /// Records when each epoch was opened, sealed and committed (the freshness benchmark).
     pub timings: Option<Arc<Mutex<Vec<EpochTiming>>>>,
+    /// The warehouse's writer lock, if the caller already holds it ([`lock_warehouse`]).
+    pub held_lock: Option<Arc<std::fs::File>>,
 }
 
 /// When one epoch passed each stage.
@@ -146,7 +148,10 @@ pub fn run_pipeline(
         .enable_all()
         .build()
         .map_err(custody_operators::Error::Io)?;
-    let _lock = lock_warehouse(&opts.warehouse)?;
+    let _lock = match &opts.held_lock {
+        Some(held) => Arc::clone(held),
+        None => Arc::new(lock_warehouse(&opts.warehouse)?),
+    };
     let warehouse = runtime.block_on(Warehouse::open(&opts.warehouse))?;
     let keystore = match (&opts.keks, opts.vault.tokens || opts.vault.content) {
         (Some((current, previous)), true) => Some(
@@ -174,22 +179,18 @@ pub fn run_pipeline(
         "resuming"
     );
     let source_name = source.name();
-    if let Some(p) = &resume.partial
-        && p.positions.source != source_name
+    let fingerprint = source.fingerprint()?;
+    if let Some(then) = resume.fingerprints.get(&source_name)
+        && !source.matches_fingerprint(then)?
     {
-        return Err(PipelineError::SinkStopped(format!(
-            "epoch {} was half-committed from source {:?}; run again over that source to \
-             complete it (this run reads {source_name:?})",
-            p.epoch, p.positions.source
-        )));
-    }
-    if let Some(p) = &resume.partial {
-        tracing::warn!(
-            epoch = p.epoch,
-            tables = ?p.tables.keys().collect::<Vec<_>>(),
-            "the last run stopped inside a commit; re-reading that epoch and skipping the \
-             tables that already hold it"
-        );
+        return Err(custody_operators::Error::SourceMismatch {
+            source_name,
+            message: format!(
+                "its content does not begin as the input ingested under that name did \
+                 ({then}); give a different input its own path"
+            ),
+        }
+        .into());
     }
     let mut durable = resume
         .positions
@@ -218,7 +219,6 @@ pub fn run_pipeline(
     let source: Box<dyn Source> = Box::new(ResumingSource::new(
         source,
         durable,
-        resume.partial.as_ref().map(|p| &p.positions),
         &opts.skips,
         metrics.clone(),
     )?);
@@ -246,7 +246,9 @@ pub fn run_pipeline(
         }
     }
     let history = Arc::new(Mutex::new(Some(history)));
+    let resume_clock = resume.last_clock;
     let heads = Arc::new(resume.heads);
+    let emitters = Arc::new(resume.emitters);
     let loaded = LiveLogs::load(
         runtime.block_on(warehouse.leaf_index())?,
         runtime.block_on(warehouse.checkpoint_rows())?,
@@ -265,7 +267,6 @@ pub fn run_pipeline(
     let verifier = ContinuousVerifier::new(signer.public_key(), &heads);
     let sink = IcebergSink::new(warehouse, opts.sink_id.clone(), metrics.clone())
         .with_verifier(verifier)
-        .with_partial(resume.partial)
         .with_dead_letter(dead_letter)
         .with_vault(keystore, opts.vault.content)
         .on_commit(Box::new(move |notice| {
@@ -287,6 +288,7 @@ pub fn run_pipeline(
 
     let shared = Arc::new(Mutex::new(Some(DriverParts {
         source,
+        fingerprint,
         sink_tx: sink_tx.clone(),
         committed_rx,
     })));
@@ -312,6 +314,7 @@ pub fn run_pipeline(
         let decode = opts.decode.clone();
         let views_config = opts.views.clone();
         let heads = Arc::clone(&heads);
+        let emitters = Arc::clone(&emitters);
         let signer = signer.clone();
         let worker_live = Arc::clone(&worker_live);
         let (mut input, mut replayed, mut clock, probe) = worker.dataflow::<Epoch, _, _>(|scope| {
@@ -321,6 +324,7 @@ pub fn run_pipeline(
             let (oks, errs) = raw.decode(decode, tokenizer.clone(), &metrics);
             let chained = oks.tokenize_pii(tokenizer, &metrics).hash_chain(
                 heads,
+                emitters,
                 signer,
                 first_epoch,
                 &metrics,
@@ -351,6 +355,11 @@ pub fn run_pipeline(
             drop(clock);
             return;
         };
+        // The clock as of the last committed epoch, with the views' history.
+        let clock_now = resume_clock.filter(|_| first_epoch > 0);
+        if let Some(c) = clock_now {
+            clock.update(c, 1);
+        }
         input.advance_to(first_epoch);
         clock.advance_to(first_epoch);
         let mut driver = Driver {
@@ -360,7 +369,7 @@ pub fn run_pipeline(
             in_flight: VecDeque::new(),
             sealed: VecDeque::new(),
             summary: RunSummary::default(),
-            clock_now: None,
+            clock_now,
         };
         let result = driver.drive(worker, &mut input, &mut clock, &probe, &stop, first_epoch);
         drop(input);
@@ -455,6 +464,8 @@ fn publish_key(root: &std::path::Path, signer: &Signer) -> Result<(), PipelineEr
 
 struct DriverParts {
     source: Box<dyn Source>,
+    /// Recorded with every epoch's positions.
+    fingerprint: Option<String>,
     sink_tx: SyncSender<SinkMsg>,
     committed_rx: Receiver<Committed>,
 }
@@ -515,13 +526,17 @@ impl Driver<'_> {
                     && self.in_flight.is_empty()
                     && self.sealed.is_empty()
                 {
+                    self.parts
+                        .source
+                        .check_connected()
+                        .map_err(|e| e.to_string())?;
                     tracing::info!(idle = ?idle, "source idle; stopping");
                     return Ok(());
                 }
                 let tick = self.opts.clock_tick;
                 if !tick.is_zero() && last_epoch_opened.elapsed() >= tick {
                     // No input: an empty epoch, so the clock moves.
-                    let positions = positions_of(self.parts.source.name(), &[]);
+                    let positions = self.positions(&[]);
                     self.open_epoch(input, clock, &mut epoch, positions);
                     last_epoch_opened = Instant::now();
                 }
@@ -532,7 +547,7 @@ impl Driver<'_> {
             last_epoch_opened = last_input;
             self.metrics.events_in.inc_by(batch.len() as u64);
             self.summary.events_in += batch.len() as u64;
-            let positions = positions_of(self.parts.source.name(), &batch);
+            let positions = self.positions(&batch);
             for record in batch {
                 input.send(record);
             }
@@ -541,15 +556,23 @@ impl Driver<'_> {
         }
     }
 
+    /// The source positions of an epoch holding `batch`.
+    fn positions(&self, batch: &[RawRecord]) -> SourcePositions {
+        let mut positions = positions_of(self.parts.source.name(), batch);
+        positions.fingerprint = self.parts.fingerprint.clone();
+        positions
+    }
+
     /// Sets the clock for `epoch`, puts the epoch in flight and moves the inputs past it.
     fn open_epoch(
         &mut self,
         input: &mut InputHandle,
         clock: &mut InputSession<Epoch, i64, isize>,
         epoch: &mut Epoch,
-        positions: SourcePositions,
+        mut positions: SourcePositions,
     ) {
         let now = now_us();
+        positions.clock_us = Some(now);
         if let Some(prev) = self.clock_now.replace(now) {
             clock.update(prev, -1);
         }

@@ -643,6 +643,15 @@ impl Source for Generator {
         format!("generator:seed={}", self.config.seed)
     }
 
+    fn seek(&mut self, durable: &std::collections::BTreeMap<i32, i64>) -> Result<()> {
+        // Deterministic: the events before the durable position are generated and dropped
+        // here, never handed on.
+        if let Some(&last) = durable.get(&0) {
+            while (self.emitted as i64) <= last && self.next().is_some() {}
+        }
+        Ok(())
+    }
+
     fn next_batch(&mut self, max: usize, _wait: Duration) -> Result<Option<Vec<RawRecord>>> {
         let start = self.emitted as i64;
         let batch: Vec<RawRecord> = self

@@ -119,6 +119,9 @@ enum Command {
         #[arg(long)]
         warehouse: Option<PathBuf>,
     },
+    /// Print the crash-test failpoints (`CUSTODY_FAILPOINT=NAME#N`), in commit order.
+    #[command(hide = true)]
+    Failpoints,
     /// Single-core benchmarks of the chain and verification stages (build with --release).
     Bench {
         /// Events to generate for the benchmark.
@@ -282,6 +285,7 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    exit_on_panic();
     let cli = Cli::parse();
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
@@ -318,6 +322,12 @@ fn main() -> anyhow::Result<()> {
             &requested_by,
             &reason,
         ),
+        Command::Failpoints => {
+            for point in custody_operators::failpoint::points() {
+                println!("{point}");
+            }
+            Ok(())
+        }
         Command::RewrapKeys { warehouse } => admin::rewrap(
             &config,
             &warehouse.unwrap_or_else(|| config.warehouse.path.clone()),
@@ -472,6 +482,7 @@ fn run_options(
         access_log: true,
         keep_alive: false,
         timings: None,
+        held_lock: None,
     })
 }
 
@@ -561,17 +572,64 @@ fn start_server(
     Ok(Some((runtime, addr)))
 }
 
-fn stop_on_ctrl_c(runtime: Option<&tokio::runtime::Runtime>) -> Arc<AtomicBool> {
+/// A stop flag set by SIGINT or SIGTERM: the pipeline stops reading, commits what it read and
+/// exits 0. A second signal exits at once (130), acknowledging nothing more.
+fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
+    use tokio::signal::unix::{SignalKind, signal};
     let stop = Arc::new(AtomicBool::new(false));
-    if let Some(rt) = runtime {
-        let flag = Arc::clone(&stop);
-        rt.spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                flag.store(true, Ordering::Relaxed);
-            }
-        });
-    }
-    stop
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // Registered here, before returning, so that no signal is missed once a run starts.
+    let (mut int, mut term) = runtime.block_on(async {
+        Ok::<_, std::io::Error>((
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::terminate())?,
+        ))
+    })?;
+    let flag = Arc::clone(&stop);
+    std::thread::Builder::new()
+        .name("custody-signals".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                loop {
+                    let name = tokio::select! {
+                        _ = int.recv() => "SIGINT",
+                        _ = term.recv() => "SIGTERM",
+                    };
+                    if flag.swap(true, Ordering::SeqCst) {
+                        eprintln!("custody: {name} again; exiting without draining");
+                        std::process::exit(130);
+                    }
+                    eprintln!(
+                        "custody: {name}: draining (stop reading, commit what was read); \
+                         send it again to exit at once"
+                    );
+                }
+            });
+        })?;
+    Ok(stop)
+}
+
+/// Ends the process with a non-zero exit when any thread but an HTTP one panics: a panicked
+/// timely worker, sink or driver would otherwise leave the others waiting for it forever.
+/// Nothing past the last durable epoch has been acknowledged, so a restart resumes there.
+/// (A panicking HTTP handler answers 500; see `serve::router`.)
+fn exit_on_panic() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default(info);
+        let http = std::thread::current()
+            .name()
+            .is_some_and(|n| n.starts_with("custody-http"));
+        if !http {
+            eprintln!(
+                "custody: a pipeline thread panicked; exiting (restart resumes from the last \
+                 durable epoch)"
+            );
+            std::process::exit(101);
+        }
+    }));
 }
 
 fn print_summary(label: &str, summary: &RunSummary, live: &LiveViews, warehouse: &Path) -> bool {
@@ -616,9 +674,21 @@ impl Source for NoInput {
 }
 
 fn demo(config: &Config, args: DemoArgs) -> anyhow::Result<()> {
+    // The writer lock first: --fresh must never delete a warehouse another run is writing.
+    let lock = Arc::new(dataflow::lock_warehouse(&args.warehouse)?);
     if args.fresh && args.warehouse.join("catalog.db").exists() {
-        std::fs::remove_dir_all(&args.warehouse)
-            .with_context(|| format!("removing {}", args.warehouse.display()))?;
+        for entry in std::fs::read_dir(&args.warehouse)? {
+            let path = entry?.path();
+            if path.file_name() == Some(std::ffi::OsStr::new(".custody.lock")) {
+                continue;
+            }
+            let removed = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            removed.with_context(|| format!("removing {}", path.display()))?;
+        }
     }
     let metrics = Metrics::new();
     let live = Arc::new(Mutex::new(LiveViews::default()));
@@ -631,7 +701,7 @@ fn demo(config: &Config, args: DemoArgs) -> anyhow::Result<()> {
         &live,
         &logs,
     )?;
-    let stop = stop_on_ctrl_c(server.as_ref().map(|(rt, _)| rt));
+    let stop = stop_on_signals()?;
     let source: Box<dyn Source> = Box::new(args.workload.generator());
     println!(
         "custody demo: {} events, {} tenants, seed {} -> {}",
@@ -641,6 +711,7 @@ fn demo(config: &Config, args: DemoArgs) -> anyhow::Result<()> {
         args.warehouse.display()
     );
     let mut opts = run_options(config, args.warehouse.clone(), None)?;
+    opts.held_lock = Some(lock);
     opts.alerts = Some(start_alerts(config, None, &metrics)?);
     let summary = run_pipeline(
         source,
@@ -692,15 +763,10 @@ fn run(config: &Config, args: RunArgs) -> anyhow::Result<()> {
             BufReader::new(std::io::stdin()),
             config.pipeline.max_event_bytes,
         )),
-        (Some(path), _) => {
-            let file =
-                std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-            Box::new(NdjsonSource::new(
-                format!("file:{}", path.display()),
-                BufReader::with_capacity(1 << 20, file),
-                config.pipeline.max_event_bytes,
-            ))
-        }
+        (Some(path), _) => Box::new(
+            NdjsonSource::file(path, config.pipeline.max_event_bytes)
+                .with_context(|| format!("opening {}", path.display()))?,
+        ),
         (None, Some(brokers)) => Box::new(KafkaSource::new(
             KafkaConfig {
                 brokers: brokers.clone(),
@@ -712,6 +778,7 @@ fn run(config: &Config, args: RunArgs) -> anyhow::Result<()> {
                     .unwrap_or_else(|| config.kafka.group_id.clone()),
                 fetch_queue_kbytes: config.kafka.fetch_queue_kbytes,
                 metadata_refresh: config.kafka.metadata_refresh,
+                connect_timeout: config.kafka.connect_timeout,
             },
             &metrics,
         )?),
@@ -720,8 +787,8 @@ fn run(config: &Config, args: RunArgs) -> anyhow::Result<()> {
     let live = Arc::new(Mutex::new(LiveViews::default()));
     let logs = Arc::new(Mutex::new(LiveLogs::default()));
     let listen = args.listen.as_deref().unwrap_or(&config.serve.listen);
-    let server = start_server(config, &warehouse, listen, &metrics, &live, &logs)?;
-    let stop = stop_on_ctrl_c(server.as_ref().map(|(rt, _)| rt));
+    let _server = start_server(config, &warehouse, listen, &metrics, &live, &logs)?;
+    let stop = stop_on_signals()?;
     let mut opts = run_options(config, warehouse.clone(), args.idle_exit)?;
     let reason = args.skip_reason.clone().unwrap_or_default();
     opts.skips = args

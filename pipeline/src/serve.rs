@@ -71,6 +71,15 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             record_access,
         ))
+        // A handler that panics (a bug: no input may make one) answers 500 instead of
+        // dropping the connection; the server goes on.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(json!({"error": "internal error"})),
+            )
+                .into_response()
+        }))
         .with_state(state)
 }
 

@@ -144,13 +144,55 @@ impl Fact {
     }
 }
 
+/// The changes of `collection` mapped by `f`, each sent at its own time.
+///
+/// Differential may send an update in a message whose capability is earlier than the
+/// update's time (a reduce's output batch spans times). The sink commits a message with the
+/// epoch of its capability, so every change is re-sent at exactly its own epoch: a view change
+/// is never committed with an earlier epoch than the events it comes from.
+pub fn changes<'scope, D, T, F>(
+    collection: VecCollection<'scope, Epoch, D>,
+    name: &str,
+    mut f: F,
+) -> StreamVec<'scope, Epoch, T>
+where
+    D: Clone + 'static,
+    T: Clone + 'static,
+    F: FnMut(D, isize) -> T + 'static,
+{
+    collection
+        .inner
+        .unary::<CapacityContainerBuilder<Vec<T>>, _, _, _>(Pipeline, name, |_, _| {
+            move |input, output| {
+                input.for_each(|cap, data| {
+                    let mut by_time: std::collections::BTreeMap<Epoch, Vec<T>> =
+                        std::collections::BTreeMap::new();
+                    for (d, time, diff) in data.drain(..) {
+                        by_time.entry(time).or_default().push(f(d, diff));
+                    }
+                    for (time, updates) in by_time {
+                        // Panic-free: differential never sends an update before its
+                        // message's capability, so `time` is at or after it.
+                        let at = cap.delayed(&time, output.output_index());
+                        let mut session = output.session(&at);
+                        for update in updates {
+                            session.give(update);
+                        }
+                    }
+                });
+            }
+        })
+}
+
 /// The changes of a keyed view as [`ViewUpdate::Row`]s.
 fn rows<'scope, R: serde::Serialize + Clone + 'static>(
     view: ViewId,
     collection: VecCollection<'scope, Epoch, ((String, String), R)>,
 ) -> StreamVec<'scope, Epoch, ViewUpdate> {
-    collection.inner.map(
-        move |(((tenant_id, key), row), _time, diff)| ViewUpdate::Row {
+    changes(
+        collection,
+        view.table(),
+        move |((tenant_id, key), row), diff| ViewUpdate::Row {
             view,
             tenant_id,
             key,
@@ -198,23 +240,25 @@ pub fn render_views<'scope>(
     let groups = views::hitl_groups::hitl_groups(escalations.clone(), decisions.clone(), hitl);
     let breaches = views::sla_breaches::sla_breaches(escalations.clone(), decisions.clone(), clock);
 
-    let counts = views::event_counts::event_counts(typed).inner.map(
-        |(((tenant_id, event_type), count), _time, diff)| ViewUpdate::EventCount {
+    let counts = changes(
+        views::event_counts::event_counts(typed),
+        "EventCountChanges",
+        |((tenant_id, event_type), count), diff| ViewUpdate::EventCount {
             tenant_id,
             event_type,
             count: count as i64,
             diff: diff as i64,
         },
     );
-    let latency = views::hitl_latency::hitl_latency(escalations, decisions, hitl)
-        .inner
-        .map(
-            |((tenant_id, stats), _time, diff)| ViewUpdate::HitlLatency {
-                tenant_id,
-                stats,
-                diff: diff as i64,
-            },
-        );
+    let latency = changes(
+        views::hitl_latency::hitl_latency(escalations, decisions, hitl),
+        "HitlLatencyChanges",
+        |(tenant_id, stats), diff| ViewUpdate::HitlLatency {
+            tenant_id,
+            stats,
+            diff: diff as i64,
+        },
+    );
     use timely::dataflow::operators::Concatenate;
     let scope = counts.scope();
     scope.concatenate([

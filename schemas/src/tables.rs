@@ -54,12 +54,16 @@ pub const KEYED_VIEWS: [&str; 7] = [
 
 /// Sealed token values and field content (XChaCha20-Poly1305 under per-tenant data keys).
 pub const VAULT: &str = "vault";
-/// The commit log: one row per committed epoch, appended after every other table of the epoch.
-/// An epoch is durable exactly when its row is here.
+/// The commit log: one row per committed epoch, listing the data files the epoch adds to every
+/// other table. It is appended first: an epoch is durable exactly when its row is here, and a
+/// restart completes any table commit of the last epoch that a crash cut short (roll-forward).
 pub const EPOCHS: &str = "epochs";
+/// The emitter-side chains: per tenant and agent, the SHA-256 of the last raw event the agent
+/// sent, at the close of each epoch that touched it (so the check survives restarts).
+pub const EMITTER_HEADS: &str = "emitter_heads";
 
-/// Every table, in creation order; also the order an epoch is committed in (`epochs` last).
-pub const ALL_TABLES: [&str; 15] = [
+/// Every table, in creation order; after `epochs`, the order an epoch's commits are applied in.
+pub const ALL_TABLES: [&str; 16] = [
     EVENTS,
     QUARANTINE,
     CHAIN_HEADS,
@@ -74,6 +78,7 @@ pub const ALL_TABLES: [&str; 15] = [
     VIEW_ALERTS,
     VIEW_MODEL_VERSIONS,
     VAULT,
+    EMITTER_HEADS,
     EPOCHS,
 ];
 
@@ -97,6 +102,7 @@ pub fn table_schema(name: &str) -> Option<SchemaRef> {
         VIEW_HITL_LATENCY => Some(view_hitl_latency_schema()),
         EPOCHS => Some(epochs_schema()),
         VAULT => Some(vault_schema()),
+        EMITTER_HEADS => Some(emitter_heads_schema()),
         name if KEYED_VIEWS.contains(&name) => Some(view_rows_schema()),
         _ => None,
     }
@@ -191,6 +197,17 @@ pub fn epochs_schema() -> SchemaRef {
         field(7, "checkpoints", DataType::Int64, false),
         field(8, "checkpoint_digest", DataType::Utf8, false),
         field(9, "committed_at", utc_micros(), false),
+        field(10, "files", DataType::Utf8, false),
+    ]))
+}
+
+/// `custody.emitter_heads`: see [`EMITTER_HEADS`].
+pub fn emitter_heads_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        field(1, "tenant_id", DataType::Utf8, false),
+        field(2, "agent_id", DataType::Utf8, false),
+        field(3, "last_sha256", DataType::Utf8, false),
+        field(4, "epoch", DataType::Int64, false),
     ]))
 }
 

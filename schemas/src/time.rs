@@ -8,6 +8,8 @@ use crate::SchemaError;
 pub type Micros = i64;
 
 /// Parses an RFC 3339 timestamp (`2026-03-08T14:47:00Z`, `…T14:47:00.123+02:00`) to UTC micros.
+///
+/// Works on bytes only, so no input (multi-byte characters anywhere, any length) can panic it.
 pub fn parse_rfc3339(s: &str) -> Result<Micros, SchemaError> {
     let bad = || SchemaError::Timestamp(s.to_string());
     let b = s.as_bytes();
@@ -18,12 +20,13 @@ pub fn parse_rfc3339(s: &str) -> Result<Micros, SchemaError> {
         return Err(bad());
     }
     let num = |r: std::ops::Range<usize>| -> Result<i64, SchemaError> {
-        let part = &s[r];
-        if part.bytes().all(|c| c.is_ascii_digit()) {
-            part.parse::<i64>().map_err(|_| bad())
-        } else {
-            Err(bad())
+        let digits = b.get(r).ok_or_else(bad)?;
+        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+            return Err(bad());
         }
+        Ok(digits
+            .iter()
+            .fold(0i64, |n, d| n * 10 + i64::from(d - b'0')))
     };
     let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
@@ -44,28 +47,27 @@ pub fn parse_rfc3339(s: &str) -> Result<Micros, SchemaError> {
         while i < b.len() && b[i].is_ascii_digit() {
             i += 1;
         }
-        let frac = &s[start..i];
-        if frac.is_empty() {
+        if i == start {
             return Err(bad());
         }
-        let mut digits: String = frac.chars().take(6).collect();
-        while digits.len() < 6 {
-            digits.push('0');
+        // Microsecond precision: digits past the sixth are dropped, fewer are padded.
+        for k in 0..6 {
+            let d = b
+                .get(start + k)
+                .filter(|_| start + k < i)
+                .map_or(0, |d| d - b'0');
+            micros = micros * 10 + i64::from(d);
         }
-        micros = digits.parse().map_err(|_| bad())?;
     }
-    let offset_secs = match &s[i..] {
-        "Z" | "z" => 0,
-        rest if rest.len() == 6 && (rest.starts_with('+') || rest.starts_with('-')) => {
-            if rest.as_bytes()[3] != b':' {
-                return Err(bad());
-            }
+    let offset_secs = match &b[i..] {
+        b"Z" | b"z" => 0,
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
             let h = num(i + 1..i + 3)?;
             let m = num(i + 4..i + 6)?;
             if h > 23 || m > 59 {
                 return Err(bad());
             }
-            let sign = if rest.starts_with('-') { -1 } else { 1 };
+            let sign = if *sign == b'-' { -1 } else { 1 };
             sign * (h * 3600 + m * 60)
         }
         _ => return Err(bad()),
@@ -169,6 +171,15 @@ mod tests {
             "2026-03-08T00:00:00+0200",
             "2026-03-08T00:00:00.Z",
             "yyyy-03-08T00:00:00Z",
+            // A multi-byte character where a digit, the fraction or the offset belongs.
+            "2026-01-01T00:00:0€Z",
+            "2026-01-01T00:00:00€",
+            "2026-01-01T00:00:00.€Z",
+            "2026-01-01T00:00:00+0€:00",
+            "2026-01-01T00:00:00+00:0€",
+            "2026-01-01T00:00:00.1234567890€",
+            "€026-01-01T00:00:00Z",
+            "2026-01-01T0€:00:00Z",
         ] {
             assert!(parse_rfc3339(text).is_err(), "{text:?} should be rejected");
         }

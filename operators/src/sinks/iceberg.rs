@@ -67,9 +67,11 @@ use crate::error::{Error, Result};
 use crate::merkle::CompactRange;
 use crate::metrics::Metrics;
 use crate::record::VaultItem;
-use crate::record::{ChainHead, ChainedEvent, Epoch, Quarantined, SinkRecord, ViewId, ViewUpdate};
+use crate::record::{
+    ChainHead, ChainedEvent, EmitterHead, Epoch, Quarantined, SinkRecord, ViewId, ViewUpdate,
+};
 use crate::sinks::dead_letter::DeadLetter;
-use crate::transforms::hash_chain::{ChainState, TenantLog};
+use crate::transforms::hash_chain::{ChainState, EmitterState, TenantLog};
 use crate::vault::{Keystore, seal, vault_aad};
 use crate::verify::{ContinuousVerifier, EventRow};
 use custody_schemas::time::format_rfc3339;
@@ -93,6 +95,14 @@ pub struct SourcePositions {
     pub source: String,
     /// Partition → the highest offset included (inclusive).
     pub partitions: BTreeMap<i32, i64>,
+    /// What identifies the source's content beyond its name (a file: its head's length and
+    /// SHA-256), so that a different input under the same name is refused, not mixed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    /// The views' clock (UTC micros) as set for this epoch: an input of the dataflow like the
+    /// records, restored on restart so the rebuilt views equal the committed ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_us: Option<i64>,
 }
 
 /// Messages to the sink thread.
@@ -116,29 +126,30 @@ pub struct Committed {
 }
 
 /// What a restarted pipeline resumes from: the state as of the last epoch in
-/// `custody.epochs`, and the epoch a crash left half-committed, if any.
+/// `custody.epochs` (completed first, see [`Warehouse::resume_state`]).
 #[derive(Clone, Debug, Default)]
 pub struct ResumeState {
     /// Every tenant's log: chain head and Merkle compact range.
     pub heads: ChainState,
+    /// Every agent's emitter-side chain.
+    pub emitters: EmitterState,
     /// The last epoch committed by any run, if any.
     pub last_epoch: Option<Epoch>,
     /// Per source name, partition → the last offset durable in the lake.
     pub positions: BTreeMap<String, BTreeMap<i32, i64>>,
-    /// An epoch some tables hold but `custody.epochs` does not: the pipeline must re-read
-    /// exactly its positions and skip the tables that already have it.
-    pub partial: Option<PartialEpoch>,
+    /// Per source name, its identity fingerprint as first recorded (see
+    /// [`SourcePositions::fingerprint`]).
+    pub fingerprints: BTreeMap<String, String>,
+    /// The views' clock as of the last epoch.
+    pub last_clock: Option<i64>,
 }
 
-/// An epoch a crash left committed in some tables only.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PartialEpoch {
-    /// The epoch.
-    pub epoch: Epoch,
-    /// The source positions it covered (from the snapshot summaries).
-    pub positions: SourcePositions,
-    /// Tables that already hold it → rows they added (`added-records`), if recorded.
-    pub tables: BTreeMap<String, Option<u64>>,
+/// The data files an epoch adds to each table, recorded in its `custody.epochs` row before any
+/// of them is committed: the epoch's write-ahead record.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct EpochManifest {
+    /// Table → its data files, each as Iceberg's JSON form of a data file.
+    pub tables: BTreeMap<String, Vec<String>>,
 }
 
 /// The current snapshot of `table` and its ancestors, newest first (a rolled-back table's
@@ -172,12 +183,17 @@ fn snapshot_positions(snapshot: &iceberg::spec::Snapshot) -> Option<SourcePositi
     serde_json::from_str(summary_value(snapshot, SUMMARY_POSITIONS)?).ok()
 }
 
-fn merge_positions(
-    into: &mut BTreeMap<String, BTreeMap<i32, i64>>,
-    positions: Option<SourcePositions>,
-) {
+fn merge_positions(state: &mut ResumeState, positions: Option<SourcePositions>) {
     if let Some(p) = positions {
-        let source = into.entry(p.source).or_default();
+        // Lineage is walked newest first: the newest clock wins.
+        if state.last_clock.is_none() {
+            state.last_clock = p.clock_us;
+        }
+        if let Some(f) = p.fingerprint {
+            // Lineage is walked newest first: the oldest fingerprint wins.
+            state.fingerprints.insert(p.source.clone(), f);
+        }
+        let source = state.positions.entry(p.source).or_default();
         for (partition, offset) in p.partitions {
             let e = source.entry(partition).or_insert(offset);
             *e = (*e).max(offset);
@@ -219,8 +235,47 @@ impl Warehouse {
             catalog: Arc::new(catalog),
             root,
         };
+        warehouse.check_intact().await?;
         warehouse.ensure_tables().await?;
         Ok(warehouse)
+    }
+
+    /// Refuses a warehouse whose catalog is gone while its data or keys are still there (a
+    /// deleted or emptied `catalog.db` would otherwise start a new, empty lake over them), and
+    /// one whose commit log predates epoch manifests.
+    async fn check_intact(&self) -> Result<()> {
+        let ns = NamespaceIdent::new(NAMESPACE.to_string());
+        let ident = TableIdent::new(ns.clone(), tables::EPOCHS.to_string());
+        let has_log =
+            self.catalog.namespace_exists(&ns).await? && self.catalog.table_exists(&ident).await?;
+        if !has_log {
+            let keystore = self.root.join("keys/keystore.db");
+            let data = first_file(&self.root.join("data"), "parquet");
+            if let Some(found) = data.or(keystore.exists().then_some(keystore)) {
+                return Err(Error::WarehouseDamaged(format!(
+                    "{} has no commit log (custody.epochs) but holds {}: the catalog was \
+                     deleted or emptied; restore catalog.db from a backup (starting over here \
+                     would abandon the recorded history)",
+                    self.root.join("catalog.db").display(),
+                    found.display()
+                )));
+            }
+            return Ok(());
+        }
+        let epochs = self.catalog.load_table(&ident).await?;
+        if epochs
+            .metadata()
+            .current_schema()
+            .field_by_name("files")
+            .is_none()
+        {
+            return Err(Error::WarehouseDamaged(format!(
+                "{} was written by an older Custody whose commit log has no epoch manifests; \
+                 export it (`custody export`) and start a new warehouse",
+                self.root.display()
+            )));
+        }
+        Ok(())
     }
 
     /// The warehouse directory.
@@ -268,50 +323,20 @@ impl Warehouse {
         Ok(stream.try_collect().await?)
     }
 
-    /// Where earlier runs stopped; see [`ResumeState`].
+    /// Where earlier runs stopped; see [`ResumeState`]. First completes the last epoch: a
+    /// crash may have cut its table commits short after its `custody.epochs` row (the commit
+    /// point) was written; the data files that row lists are committed to the tables that
+    /// lack them (roll-forward). Needs the writer lock.
     pub async fn resume_state(&self) -> Result<ResumeState> {
         let mut state = ResumeState::default();
         let marker = self.table(tables::EPOCHS).await?;
         for snapshot in lineage(&marker) {
             state.last_epoch = state.last_epoch.max(snapshot_epoch(snapshot));
-            merge_positions(&mut state.positions, snapshot_positions(snapshot));
+            merge_positions(&mut state, snapshot_positions(snapshot));
         }
-        // A warehouse written before `custody.epochs` existed: every table's epochs count.
-        let legacy = state.last_epoch.is_none();
-        let mut partial: BTreeMap<Epoch, PartialEpoch> = BTreeMap::new();
-        for name in tables::ALL_TABLES {
-            if name == tables::EPOCHS {
-                continue;
-            }
-            let table = self.table(name).await?;
-            for snapshot in lineage(&table) {
-                let Some(epoch) = snapshot_epoch(snapshot) else {
-                    continue;
-                };
-                if legacy {
-                    state.last_epoch = state.last_epoch.max(Some(epoch));
-                    merge_positions(&mut state.positions, snapshot_positions(snapshot));
-                } else if Some(epoch) > state.last_epoch {
-                    let p = partial.entry(epoch).or_insert_with(|| PartialEpoch {
-                        epoch,
-                        positions: snapshot_positions(snapshot).unwrap_or_default(),
-                        tables: BTreeMap::new(),
-                    });
-                    let added =
-                        summary_value(snapshot, "added-records").and_then(|n| n.parse().ok());
-                    p.tables.insert(name.to_string(), added);
-                }
-            }
+        if let Some(last) = state.last_epoch {
+            self.roll_forward(&marker, last).await?;
         }
-        if partial.len() > 1 {
-            return Err(Error::SinkStopped(format!(
-                "tables hold epochs {:?} past the last committed epoch {:?}; only one epoch can \
-                 be in flight at a crash, so the warehouse was modified outside Custody",
-                partial.keys().collect::<Vec<_>>(),
-                state.last_epoch
-            )));
-        }
-        state.partial = partial.into_values().next();
         let last = state.last_epoch;
         let mut latest: HashMap<String, (u64, [u8; 32], String)> = HashMap::new();
         for batch in self.scan(tables::CHAIN_HEADS).await? {
@@ -322,13 +347,14 @@ impl Warehouse {
             let epochs = int_column(&batch, "epoch")?;
             for i in 0..batch.num_rows() {
                 if Some(epochs.value(i) as Epoch) > last {
-                    continue; // written by the half-committed epoch; it will be replayed
+                    return Err(Error::SinkStopped(format!(
+                        "custody.chain_heads holds epoch {} past the last committed epoch \
+                         {last:?}: the warehouse was modified outside Custody",
+                        epochs.value(i)
+                    )));
                 }
                 let seq = seqs.value(i) as u64;
-                let mut hash = [0u8; 32];
-                hex::decode_to_slice(hashes.value(i), &mut hash).map_err(|e| {
-                    Error::SinkStopped(format!("corrupt chain head hash in the lake: {e}"))
-                })?;
+                let hash = decode_hash(hashes.value(i), "chain head hash")?;
                 let tenant = tenants.value(i);
                 if latest.get(tenant).is_none_or(|(s, _, _)| seq > *s) {
                     latest.insert(tenant.to_string(), (seq, hash, ranges.value(i).to_string()));
@@ -345,8 +371,210 @@ impl Warehouse {
                 })?;
             state.heads.insert(tenant, TenantLog { head, merkle });
         }
+        let mut emitters: HashMap<(String, String), (i64, [u8; 32])> = HashMap::new();
+        for batch in self.scan(tables::EMITTER_HEADS).await? {
+            let (tenants, agents, hashes) = (
+                string_column(&batch, "tenant_id")?,
+                string_column(&batch, "agent_id")?,
+                string_column(&batch, "last_sha256")?,
+            );
+            let epochs = int_column(&batch, "epoch")?;
+            for i in 0..batch.num_rows() {
+                let key = (tenants.value(i).to_string(), agents.value(i).to_string());
+                let epoch = epochs.value(i);
+                if emitters.get(&key).is_none_or(|(e, _)| epoch > *e) {
+                    let hash = decode_hash(hashes.value(i), "emitter head")?;
+                    emitters.insert(key, (epoch, hash));
+                }
+            }
+        }
+        state.emitters = emitters.into_iter().map(|(k, (_, h))| (k, h)).collect();
         Ok(state)
     }
+
+    /// Commits to every table the data files that epoch `last`'s `custody.epochs` row lists
+    /// and the table does not hold yet. Epochs are committed one after another, so only the
+    /// last can be incomplete.
+    async fn roll_forward(&self, marker: &Table, last: Epoch) -> Result<()> {
+        use iceberg::expr::Reference;
+        use iceberg::spec::Datum;
+        let Some(snapshot) = lineage(marker)
+            .into_iter()
+            .find(|s| snapshot_epoch(s) == Some(last))
+        else {
+            return Ok(());
+        };
+        let summary: Vec<(String, String)> = snapshot
+            .summary()
+            .additional_properties
+            .iter()
+            .filter(|(k, _)| k.starts_with("custody.") && k.as_str() != SUMMARY_COMMIT_ID)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let stream = marker
+            .scan()
+            .select(["epoch", "files"])
+            .with_filter(Reference::new("epoch").equal_to(Datum::long(last as i64)))
+            .build()?
+            .to_arrow()
+            .await?;
+        let batches: Vec<RecordBatch> = stream.try_collect().await?;
+        let mut manifest = None;
+        for batch in &batches {
+            let (epochs, files) = (int_column(batch, "epoch")?, string_column(batch, "files")?);
+            for i in 0..batch.num_rows() {
+                if epochs.value(i) as Epoch == last {
+                    manifest = Some(
+                        serde_json::from_str::<EpochManifest>(files.value(i)).map_err(|e| {
+                            Error::SinkStopped(format!("epoch {last}: unreadable manifest: {e}"))
+                        })?,
+                    );
+                }
+            }
+        }
+        let manifest = manifest.ok_or_else(|| {
+            Error::SinkStopped(format!(
+                "custody.epochs has a snapshot for epoch {last} but no row: the warehouse was \
+                 modified outside Custody"
+            ))
+        })?;
+        for (name, files) in &manifest.tables {
+            let table = self.table(name).await?;
+            if lineage(&table)
+                .iter()
+                .any(|s| snapshot_epoch(s) == Some(last))
+            {
+                continue;
+            }
+            let metadata = table.metadata();
+            let schema = metadata.current_schema();
+            let spec = metadata.default_partition_spec();
+            let partition_type = spec.partition_type(schema)?;
+            let files = files
+                .iter()
+                .map(|json| {
+                    iceberg::spec::deserialize_data_file_from_json(
+                        json,
+                        spec.spec_id(),
+                        &partition_type,
+                        schema,
+                    )
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            tracing::warn!(
+                table = %name,
+                epoch = last,
+                "completing a commit a crash cut short (roll-forward)"
+            );
+            let summary: Vec<(&str, String)> = summary
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.clone()))
+                .collect();
+            self.commit_files(&table, name, last, files, &summary)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Writes `batch` as Parquet data files of table `table` for `epoch`; nothing is visible
+    /// until [`Warehouse::commit_files`].
+    async fn write_files(
+        &self,
+        table: &Table,
+        epoch: Epoch,
+        batch: RecordBatch,
+    ) -> Result<Vec<iceberg::spec::DataFile>> {
+        let schema = table.metadata().current_schema().clone();
+        let arrow = Arc::new(schema_to_arrow_schema(&schema)?);
+        let batch = RecordBatch::try_new(arrow, batch.columns().to_vec())?;
+        let location = DefaultLocationGenerator::new(table.metadata())?;
+        let names = DefaultFileNameGenerator::new(
+            format!("epoch-{epoch:012}"),
+            Some(uuid::Uuid::new_v4().to_string()),
+            DataFileFormat::Parquet,
+        );
+        let props = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .build();
+        let rolling = RollingFileWriterBuilder::new_with_default_file_size(
+            ParquetWriterBuilder::new(props, schema),
+            table.file_io().clone(),
+            location,
+            names,
+        );
+        let mut writer = DataFileWriterBuilder::new(rolling).build(None).await?;
+        writer.write(batch).await?;
+        Ok(writer.close().await?)
+    }
+
+    /// Commits data files to `table` as one fast-append snapshot of `epoch`.
+    async fn commit_files(
+        &self,
+        table: &Table,
+        name: &str,
+        epoch: Epoch,
+        files: Vec<iceberg::spec::DataFile>,
+        extra_summary: &[(&str, String)],
+    ) -> Result<()> {
+        let mut summary = HashMap::from([
+            (SUMMARY_EPOCH.to_string(), epoch.to_string()),
+            (SUMMARY_COMMIT_ID.to_string(), format!("{epoch}:{name}")),
+        ]);
+        summary.extend(
+            extra_summary
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone())),
+        );
+        let tx = Transaction::new(table);
+        let tx = tx
+            .fast_append()
+            .add_data_files(files)
+            .set_snapshot_properties(summary)
+            .apply(tx)?;
+        tx.commit(self.catalog.as_ref()).await?;
+        Ok(())
+    }
+
+    /// Iceberg's JSON form of `table`'s data files (the epoch manifest's entries).
+    fn files_json(table: &Table, files: &[iceberg::spec::DataFile]) -> Result<Vec<String>> {
+        let metadata = table.metadata();
+        let partition_type = metadata
+            .default_partition_spec()
+            .partition_type(metadata.current_schema())?;
+        files
+            .iter()
+            .map(|f| {
+                Ok(iceberg::spec::serialize_data_file_to_json(
+                    f.clone(),
+                    &partition_type,
+                    metadata.format_version(),
+                )?)
+            })
+            .collect()
+    }
+}
+
+/// The first file under `dir` (recursively) with extension `ext`, if any.
+fn first_file(dir: &Path, ext: &str) -> Option<PathBuf> {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).ok()?.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == ext) {
+                return Some(path);
+            }
+        }
+    }
+    None
+}
+
+fn decode_hash(text: &str, what: &str) -> Result<[u8; 32]> {
+    let mut hash = [0u8; 32];
+    hex::decode_to_slice(text, &mut hash)
+        .map_err(|e| Error::SinkStopped(format!("corrupt {what} in the lake: {e}")))?;
+    Ok(hash)
 }
 
 impl Warehouse {
@@ -439,6 +667,8 @@ impl Warehouse {
                 "event_type",
                 "session_id",
                 "agent_id",
+                "user_id",
+                "parent_event_id",
                 "event_time",
                 "payload",
                 "epoch",
@@ -459,6 +689,8 @@ impl Warehouse {
                 s("agent_id")?,
                 s("payload")?,
             );
+            let (user, parent) = (s("user_id")?, s("parent_event_id")?);
+            let opt = |a: &StringArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_string());
             let seq = int_column(&batch, "seq")?;
             let epochs = int_column(&batch, "epoch")?;
             let time = batch
@@ -484,11 +716,11 @@ impl Warehouse {
                     tenant_id: custody_schemas::TenantId::new(tenant.value(i)),
                     session_id: session.value(i).to_string(),
                     agent_id: agent.value(i).to_string(),
-                    user_id: None,
+                    user_id: opt(user, i),
                     event_type,
                     timestamp: format_rfc3339(time.value(i)),
                     timestamp_us: time.value(i),
-                    parent_event_id: None,
+                    parent_event_id: opt(parent, i),
                     payload: payload_value,
                     previous_event_hash: None,
                 };
@@ -712,7 +944,6 @@ pub struct IcebergSink {
     pending: BTreeMap<Epoch, Vec<SinkRecord>>,
     on_commit: Option<CommitHook>,
     verifier: Option<ContinuousVerifier>,
-    partial: Option<PartialEpoch>,
     dead_letter: Option<DeadLetter>,
     keystore: Option<Keystore>,
     seal_quarantine: bool,
@@ -753,7 +984,6 @@ impl IcebergSink {
             pending: BTreeMap::new(),
             on_commit: None,
             verifier: None,
-            partial: None,
             dead_letter: None,
             keystore: None,
             seal_quarantine: false,
@@ -772,13 +1002,6 @@ impl IcebergSink {
     /// Publishes each epoch's quarantined raw records to a dead-letter topic before committing.
     pub fn with_dead_letter(mut self, dead_letter: Option<DeadLetter>) -> Self {
         self.dead_letter = dead_letter;
-        self
-    }
-
-    /// The epoch a crash left half-committed: when it is replayed, the tables that already
-    /// hold it are skipped (after checking that the replay produced as many rows).
-    pub fn with_partial(mut self, partial: Option<PartialEpoch>) -> Self {
-        self.partial = partial;
         self
     }
 
@@ -836,6 +1059,7 @@ impl IcebergSink {
         let mut heads = Vec::new();
         let mut checkpoints = Vec::new();
         let mut views = Vec::new();
+        let mut emitters = Vec::new();
         for record in records {
             match record {
                 SinkRecord::Event(e) => events.push(*e),
@@ -843,9 +1067,12 @@ impl IcebergSink {
                 SinkRecord::Head(h) => heads.push(h),
                 SinkRecord::Checkpoint(c) => checkpoints.push(*c),
                 SinkRecord::View(v) => views.push(v),
+                SinkRecord::Emitter(e) => emitters.push(*e),
             }
         }
         checkpoints.sort_by(|a, b| a.tenant_id.cmp(&b.tenant_id));
+        emitters.sort_by(|a, b| (&a.tenant_id, &a.agent_id).cmp(&(&b.tenant_id, &b.agent_id)));
+        quarantine.sort_by_key(|q| (q.partition, q.offset));
         let counts: Vec<&ViewUpdate> = views
             .iter()
             .filter(|v| matches!(v, ViewUpdate::EventCount { .. }))
@@ -951,49 +1178,32 @@ impl IcebergSink {
             vault.len(),
             nonempty(&vault, |v| vault_batch(v, epoch))?,
         ));
+        batches.push((
+            tables::EMITTER_HEADS,
+            emitters.len(),
+            nonempty(&emitters, |e| emitter_heads_batch(e, epoch))?,
+        ));
         crate::failpoint::hit("commit-start", epoch);
         if let Some(dead_letter) = &self.dead_letter
             && !quarantine.is_empty()
         {
             dead_letter.publish(&positions.source, &quarantine).await?;
         }
-        let mut present = match self.partial.take() {
-            Some(p) if p.epoch == epoch => p.tables,
-            Some(p) if p.epoch > epoch => {
-                self.partial = Some(p);
-                BTreeMap::new()
-            }
-            _ => BTreeMap::new(),
-        };
+        // 1. Every table's data files, written but not visible.
+        let mut staged = Vec::new();
+        let mut manifest = EpochManifest::default();
         for (name, n, batch) in batches {
             let Some(batch) = batch else { continue };
+            let table = self.warehouse.table(name).await?;
+            let files = self.warehouse.write_files(&table, epoch, batch).await?;
+            manifest
+                .tables
+                .insert(name.to_string(), Warehouse::files_json(&table, &files)?);
             rows.insert(name, n);
-            if let Some(lake_rows) = present.remove(name) {
-                self.skip_present(name, epoch, n, lake_rows)?;
-                continue;
-            }
-            self.append(name, epoch, batch, &summary).await?;
-            self.metrics
-                .sink_rows
-                .with_label_values(&[name])
-                .inc_by(n as u64);
-            self.metrics.sink_commits.with_label_values(&[name]).inc();
-            crate::failpoint::hit(&format!("after-commit:{name}"), epoch);
+            staged.push((name, n, table, files));
         }
-        if let Some(name) = present.keys().find(|name| is_evidence(name)) {
-            return Err(Error::SinkStopped(format!(
-                "replay of epoch {epoch} diverged: {name} holds rows for it but the replay \
-                 produced none"
-            )));
-        }
-        if let Some(keystore) = self.keystore.as_mut()
-            && !subjects.is_empty()
-        {
-            keystore
-                .mark_vaulted(&subjects)
-                .await
-                .map_err(|e| Error::SinkStopped(e.to_string()))?;
-        }
+        crate::failpoint::hit("files-written", epoch);
+        // 2. The commit point: the epoch's row in custody.epochs, listing those files.
         let marker = epochs_batch(&EpochRow {
             epoch,
             sink_id: &self.sink_id,
@@ -1002,13 +1212,46 @@ impl IcebergSink {
             quarantined: quarantine.len(),
             checkpoints: checkpoints.len(),
             digest: &summary[2].1,
+            files: &serde_json::to_string(&manifest)
+                .map_err(|e| Error::SinkStopped(format!("epoch manifest: {e}")))?,
         })?;
-        self.append(tables::EPOCHS, epoch, marker, &summary).await?;
+        let epochs_table = self.warehouse.table(tables::EPOCHS).await?;
+        let marker_files = self
+            .warehouse
+            .write_files(&epochs_table, epoch, marker)
+            .await?;
+        self.warehouse
+            .commit_files(&epochs_table, tables::EPOCHS, epoch, marker_files, &summary)
+            .await?;
         self.metrics
             .sink_commits
             .with_label_values(&[tables::EPOCHS])
             .inc();
         crate::failpoint::hit("after-commit:epochs", epoch);
+        // 3. Each table rolled forward to the epoch; a restart completes what a crash cuts
+        //    short here (`Warehouse::resume_state`).
+        for (name, n, table, files) in staged {
+            crate::failpoint::hit(&format!("before-commit:{name}"), epoch);
+            self.warehouse
+                .commit_files(&table, name, epoch, files, &summary)
+                .await?;
+            self.metrics
+                .sink_rows
+                .with_label_values(&[name])
+                .inc_by(n as u64);
+            self.metrics.sink_commits.with_label_values(&[name]).inc();
+            crate::failpoint::hit(&format!("after-commit:{name}"), epoch);
+        }
+        if let Some(keystore) = self.keystore.as_mut()
+            && !subjects.is_empty()
+        {
+            // After a crash before this, those values are sealed again when next seen: a
+            // duplicate vault row under the same key, never a missing one.
+            keystore
+                .mark_vaulted(&subjects)
+                .await
+                .map_err(|e| Error::SinkStopped(e.to_string()))?;
+        }
         if let Some(hook) = self.on_commit.as_mut() {
             hook(&CommitNotice {
                 epoch,
@@ -1024,82 +1267,6 @@ impl IcebergSink {
             .observe(started.elapsed().as_secs_f64());
         tracing::debug!(epoch, ?rows, "committed epoch");
         Ok(rows)
-    }
-
-    /// Checks a table commit found in the lake against its replay, then skips it.
-    fn skip_present(
-        &self,
-        name: &str,
-        epoch: Epoch,
-        rows: usize,
-        lake_rows: Option<u64>,
-    ) -> Result<()> {
-        if let Some(lake_rows) = lake_rows
-            && lake_rows != rows as u64
-            && is_evidence(name)
-        {
-            return Err(Error::SinkStopped(format!(
-                "replay of epoch {epoch} diverged: {name} holds {lake_rows} rows for it, the \
-                 replay produced {rows}"
-            )));
-        }
-        tracing::info!(table = name, epoch, rows, "commit already present; skipped");
-        self.metrics
-            .sink_commits_skipped
-            .with_label_values(&[name])
-            .inc();
-        Ok(())
-    }
-
-    async fn append(
-        &mut self,
-        name: &'static str,
-        epoch: Epoch,
-        batch: RecordBatch,
-        extra_summary: &[(&str, String)],
-    ) -> Result<()> {
-        let table = self.warehouse.table(name).await?;
-        let schema = table.metadata().current_schema().clone();
-        let arrow = Arc::new(schema_to_arrow_schema(&schema)?);
-        let batch = RecordBatch::try_new(arrow, batch.columns().to_vec())?;
-        let location = DefaultLocationGenerator::new(table.metadata())?;
-        let names = DefaultFileNameGenerator::new(
-            format!("epoch-{epoch:012}"),
-            Some(uuid::Uuid::new_v4().to_string()),
-            DataFileFormat::Parquet,
-        );
-        let props = WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
-            .build();
-        let rolling = RollingFileWriterBuilder::new_with_default_file_size(
-            ParquetWriterBuilder::new(props, schema),
-            table.file_io().clone(),
-            location,
-            names,
-        );
-        let mut writer = DataFileWriterBuilder::new(rolling).build(None).await?;
-        writer.write(batch).await?;
-        let files = writer.close().await?;
-        let mut summary = HashMap::from([
-            (SUMMARY_EPOCH.to_string(), epoch.to_string()),
-            (
-                SUMMARY_COMMIT_ID.to_string(),
-                format!("{}:{epoch}:{name}", self.sink_id),
-            ),
-        ]);
-        summary.extend(
-            extra_summary
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.clone())),
-        );
-        let tx = Transaction::new(&table);
-        let tx = tx
-            .fast_append()
-            .add_data_files(files)
-            .set_snapshot_properties(summary)
-            .apply(tx)?;
-        tx.commit(self.warehouse.catalog.as_ref()).await?;
-        Ok(())
     }
 }
 
@@ -1158,17 +1325,6 @@ fn events_batch(rows: &[ChainedEvent], source: &str, epoch: Epoch) -> Result<Rec
             strings(rows.iter().map(|r| hex::encode(r.leaf_hash))),
         ],
     )
-}
-
-/// Tables whose rows are audit evidence and must replay identically; view changelogs are
-/// derived and may be re-derived differently after a restart.
-fn is_evidence(table: &str) -> bool {
-    // Vault rows are sealed with fresh nonces, and token values already vaulted by the
-    // crashed attempt are not sealed again: a replay writes what is still missing.
-    !matches!(
-        table,
-        tables::VIEW_EVENT_COUNTS | tables::VIEW_HITL_LATENCY | tables::VAULT
-    ) && !tables::KEYED_VIEWS.contains(&table)
 }
 
 /// Seals the vault items of `events`: each token value not vaulted yet under the token's own
@@ -1302,6 +1458,7 @@ struct EpochRow<'a> {
     quarantined: usize,
     checkpoints: usize,
     digest: &'a str,
+    files: &'a str,
 }
 
 fn epochs_batch(row: &EpochRow<'_>) -> Result<RecordBatch> {
@@ -1323,6 +1480,19 @@ fn epochs_batch(row: &EpochRow<'_>) -> Result<RecordBatch> {
                 TimestampMicrosecondArray::from_iter_values(std::iter::once(now))
                     .with_timezone("+00:00"),
             ),
+            strings(std::iter::once(row.files)),
+        ],
+    )
+}
+
+fn emitter_heads_batch(rows: &[EmitterHead], epoch: Epoch) -> Result<RecordBatch> {
+    batch(
+        tables::emitter_heads_schema(),
+        vec![
+            strings(rows.iter().map(|r| r.tenant_id.as_str())),
+            strings(rows.iter().map(|r| r.agent_id.as_str())),
+            strings(rows.iter().map(|r| hex::encode(r.last_sha256))),
+            ints(rows.iter().map(|_| epoch as i64)),
         ],
     )
 }

@@ -134,6 +134,18 @@ impl Source for WithAccessLog {
     fn ack(&mut self, positions: &SourcePositions) -> Result<()> {
         self.main.ack(&without_log(positions))
     }
+
+    fn fingerprint(&self) -> Result<Option<String>> {
+        self.main.fingerprint()
+    }
+
+    fn matches_fingerprint(&self, recorded: &str) -> Result<bool> {
+        self.main.matches_fingerprint(recorded)
+    }
+
+    fn check_connected(&self) -> Result<()> {
+        self.main.check_connected()
+    }
 }
 
 #[cfg(test)]

@@ -58,6 +58,8 @@ pub struct KafkaConfig {
     pub fetch_queue_kbytes: u32,
     /// How often to look for new partitions.
     pub metadata_refresh: Duration,
+    /// How long the brokers may take to first answer with the topic's partitions.
+    pub connect_timeout: Duration,
 }
 
 /// The client configuration every Custody Kafka client starts from.
@@ -102,6 +104,12 @@ pub struct KafkaSource {
     assigned: BTreeMap<i32, ()>,
     last_refresh: Option<Instant>,
     last_warning: Option<Instant>,
+    /// When the source was created.
+    created: Instant,
+    /// Whether the brokers ever answered with the topic's partitions.
+    connected: bool,
+    /// Why they have not, as last seen.
+    last_error: Option<String>,
 }
 
 impl KafkaSource {
@@ -128,7 +136,26 @@ impl KafkaSource {
             assigned: BTreeMap::new(),
             last_refresh: None,
             last_warning: None,
+            created: Instant::now(),
+            connected: false,
+            last_error: None,
         })
+    }
+
+    /// The error of a source whose brokers never answered with the topic's partitions.
+    fn never_connected(&self) -> Error {
+        Error::NeverConnected {
+            source_name: self.name(),
+            message: format!(
+                "no metadata for topic {:?} from brokers {:?} in {:.0?} ({})",
+                self.config.topic,
+                self.config.brokers,
+                self.created.elapsed(),
+                self.last_error
+                    .as_deref()
+                    .unwrap_or("the brokers did not answer")
+            ),
+        }
     }
 
     /// Assigns partitions not assigned yet, at the position the lake (or else the group)
@@ -149,9 +176,27 @@ impl KafkaSource {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(topic, error = %e, "topic metadata unavailable; retrying");
+                self.last_error = Some(e.to_string());
+                if !self.connected {
+                    self.last_refresh = None;
+                }
                 return Ok(());
             }
         };
+        match metadata.topics().iter().find(|t| t.name() == topic) {
+            Some(t) if t.error().is_none() && !t.partitions().is_empty() => self.connected = true,
+            Some(t) => {
+                self.last_error = Some(match t.error() {
+                    Some(e) => format!("topic error: {:?}", RDKafkaErrorCode::from(e)),
+                    None => "the topic has no partitions".into(),
+                });
+            }
+            None => self.last_error = Some("the topic does not exist".into()),
+        }
+        if !self.connected {
+            // Until the topic is seen, ask again on every poll.
+            self.last_refresh = None;
+        }
         let new: Vec<i32> = metadata
             .topics()
             .iter()
@@ -219,6 +264,13 @@ impl Source for KafkaSource {
 
     fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Option<Vec<RawRecord>>> {
         self.assign_new_partitions()?;
+        if !self.connected {
+            if self.created.elapsed() >= self.config.connect_timeout {
+                return Err(self.never_connected());
+            }
+            std::thread::sleep(wait.min(Duration::from_millis(200)));
+            return Ok(Some(Vec::new()));
+        }
         let deadline = Instant::now() + wait;
         let mut batch = Vec::new();
         while batch.len() < max {
@@ -271,6 +323,14 @@ impl Source for KafkaSource {
         Ok(Some(batch))
     }
 
+    fn check_connected(&self) -> Result<()> {
+        if self.connected {
+            Ok(())
+        } else {
+            Err(self.never_connected())
+        }
+    }
+
     fn ack(&mut self, positions: &SourcePositions) -> Result<()> {
         if positions.partitions.is_empty() {
             return Ok(());
@@ -317,5 +377,10 @@ pub fn positions_of(source: String, batch: &[RawRecord]) -> SourcePositions {
         let e = partitions.entry(r.partition).or_insert(r.offset);
         *e = (*e).max(r.offset);
     }
-    SourcePositions { source, partitions }
+    SourcePositions {
+        source,
+        partitions,
+        fingerprint: None,
+        clock_us: None,
+    }
 }

@@ -4,9 +4,18 @@
 //! here, so invalid UTF-8 or JSON reaches the decoder and is quarantined with its reason. A line
 //! longer than `max_line_bytes` is cut there (the decoder quarantines it as too large) and the
 //! rest of the line is skipped, so one huge line cannot exhaust memory.
+//!
+//! A file source ([`NdjsonSource::file`]) is named by its canonical path, so `in.ndjson`,
+//! `./in.ndjson` and its absolute path are one input, and carries a fingerprint of its head
+//! (its first [`HEAD_BYTES`] bytes, or all of a shorter file): a different file under the same
+//! path is refused, while a file that grew is the same input. Resuming seeks past the durable
+//! lines by counting newlines, without handing them on.
 
-use std::io::BufRead;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::record::RawRecord;
@@ -19,6 +28,43 @@ pub struct NdjsonSource<R> {
     next_offset: i64,
     max_line_bytes: usize,
     done: bool,
+    /// The file read, for its fingerprint.
+    path: Option<PathBuf>,
+}
+
+/// How much of a file's head identifies it.
+pub const HEAD_BYTES: u64 = 4096;
+
+/// `sha256:<length>:<hex>` of the first `len` bytes of `path` (fewer if it is shorter).
+fn head_fingerprint(path: &Path, len: u64) -> std::io::Result<String> {
+    let mut head = Vec::new();
+    std::fs::File::open(path)?
+        .take(len)
+        .read_to_end(&mut head)?;
+    Ok(format!(
+        "sha256:{}:{}",
+        head.len(),
+        hex::encode(Sha256::digest(&head))
+    ))
+}
+
+impl NdjsonSource<BufReader<std::fs::File>> {
+    /// The NDJSON file at `path`, named `file:<canonical path>`.
+    pub fn file(path: &Path, max_line_bytes: usize) -> Result<Self> {
+        let io = |e: std::io::Error| Error::Source {
+            source_name: format!("file:{}", path.display()),
+            message: e.to_string(),
+        };
+        let canonical = std::fs::canonicalize(path).map_err(io)?;
+        let file = std::fs::File::open(&canonical).map_err(io)?;
+        let mut source = NdjsonSource::new(
+            format!("file:{}", canonical.display()),
+            BufReader::with_capacity(1 << 20, file),
+            max_line_bytes,
+        );
+        source.path = Some(canonical);
+        Ok(source)
+    }
 }
 
 impl<R: BufRead + Send> NdjsonSource<R> {
@@ -30,7 +76,36 @@ impl<R: BufRead + Send> NdjsonSource<R> {
             next_offset: 0,
             max_line_bytes,
             done: false,
+            path: None,
         }
+    }
+
+    /// Skips `lines` lines without keeping them (as many as [`Self::read_line`] would read).
+    fn skip_lines(&mut self, mut lines: u64) -> std::io::Result<()> {
+        // Whether bytes of a line not ended by a newline yet were consumed.
+        let mut open = false;
+        while lines > 0 {
+            let buf = self.reader.fill_buf()?;
+            if buf.is_empty() {
+                // The input ends: an unterminated last line is a line too.
+                if open {
+                    self.next_offset += 1;
+                }
+                return Ok(());
+            }
+            let mut used = buf.len();
+            for (i, _) in buf.iter().enumerate().filter(|(_, b)| **b == b'\n') {
+                self.next_offset += 1;
+                lines -= 1;
+                if lines == 0 {
+                    used = i + 1;
+                    break;
+                }
+            }
+            open = buf[used - 1] != b'\n';
+            self.reader.consume(used);
+        }
+        Ok(())
     }
 
     /// Reads one line (without its terminator, cut at `max_line_bytes + 1`) and its full
@@ -72,6 +147,47 @@ impl<R: BufRead + Send> NdjsonSource<R> {
 impl<R: BufRead + Send> Source for NdjsonSource<R> {
     fn name(&self) -> String {
         self.name.clone()
+    }
+
+    fn seek(&mut self, durable: &std::collections::BTreeMap<i32, i64>) -> Result<()> {
+        let Some(&last) = durable.get(&0) else {
+            return Ok(());
+        };
+        let skip = (last + 1 - self.next_offset).max(0) as u64;
+        self.skip_lines(skip).map_err(|e| Error::Source {
+            source_name: self.name.clone(),
+            message: e.to_string(),
+        })
+    }
+
+    fn fingerprint(&self) -> Result<Option<String>> {
+        let Some(path) = &self.path else {
+            return Ok(None);
+        };
+        head_fingerprint(path, HEAD_BYTES)
+            .map(Some)
+            .map_err(|e| Error::Source {
+                source_name: self.name.clone(),
+                message: e.to_string(),
+            })
+    }
+
+    fn matches_fingerprint(&self, recorded: &str) -> Result<bool> {
+        let Some(path) = &self.path else {
+            return Ok(true);
+        };
+        let len = recorded
+            .strip_prefix("sha256:")
+            .and_then(|r| r.split_once(':'))
+            .and_then(|(len, _)| len.parse::<u64>().ok());
+        let Some(len) = len else {
+            return Ok(false);
+        };
+        let now = head_fingerprint(path, len).map_err(|e| Error::Source {
+            source_name: self.name.clone(),
+            message: e.to_string(),
+        })?;
+        Ok(now == recorded)
     }
 
     fn next_batch(&mut self, max: usize, _wait: Duration) -> Result<Option<Vec<RawRecord>>> {
@@ -124,5 +240,43 @@ mod tests {
             [0, 1, 2, 3]
         );
         assert!(src.next_batch(100, Duration::ZERO).unwrap().is_none());
+    }
+
+    #[test]
+    fn seeking_skips_exactly_the_durable_lines() {
+        let input = b"a\n\nlong line past the cap\nd\ne";
+        for skip_to in 0..5i64 {
+            for cap in [1, 3, 64] {
+                let mut src =
+                    NdjsonSource::new("t", std::io::BufReader::with_capacity(cap, &input[..]), 4);
+                src.seek(&std::collections::BTreeMap::from([(0, skip_to)]))
+                    .unwrap();
+                let mut offsets = Vec::new();
+                while let Some(b) = src.next_batch(100, Duration::ZERO).unwrap() {
+                    offsets.extend(b.iter().map(|r| r.offset));
+                }
+                let expected: Vec<i64> = (skip_to + 1..5).collect();
+                assert_eq!(offsets, expected, "seek past {skip_to}, buffer {cap}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_file_is_one_input_by_any_path_and_refused_if_its_head_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.ndjson");
+        std::fs::write(&path, "{\"a\":1}\n").unwrap();
+        let a = NdjsonSource::file(&path, 100).unwrap();
+        let b = NdjsonSource::file(&dir.path().join("./sub/../in.ndjson"), 100);
+        assert!(b.is_err(), "a missing directory in the path is an error");
+        let b = NdjsonSource::file(&dir.path().join(".").join("in.ndjson"), 100).unwrap();
+        assert_eq!(a.name(), b.name());
+        let recorded = a.fingerprint().unwrap().unwrap();
+        // Grown: the same input.
+        std::fs::write(&path, "{\"a\":1}\n{\"b\":2}\n").unwrap();
+        assert!(a.matches_fingerprint(&recorded).unwrap());
+        // Replaced: another input under the same name.
+        std::fs::write(&path, "{\"x\":1}\n{\"b\":2}\n").unwrap();
+        assert!(!a.matches_fingerprint(&recorded).unwrap());
     }
 }

@@ -1,24 +1,23 @@
 //! Resumes any source exactly where the lake says the last run stopped.
 //!
-//! Wraps a [`Source`] with the positions durable in `custody.epochs` and, after a crash in the
-//! middle of a commit, the positions of the half-committed epoch:
+//! Wraps a [`Source`] with the positions durable in `custody.epochs`: the source is asked to
+//! seek past them ([`Source::seek`]), and whatever it still delivers at or before a partition's
+//! durable position is dropped (counted in `custody_source_records_skipped_total`), so a source
+//! that re-reads (a Kafka group whose broker-side commit lagged) never duplicates an event. A
+//! batch that was all re-read records is not handed on as an empty batch (which the driver
+//! would take for an idle source): reading goes on until something new arrives or the source
+//! has nothing.
 //!
-//! - records at or before a partition's durable position are dropped (counted in
-//!   `custody_source_records_skipped_total`), so a source that re-reads (a file, the
-//!   generator, a Kafka group whose broker-side commit lagged) never duplicates an event;
-//! - the first batch after a half-committed epoch is exactly that epoch's records again (every
-//!   partition up to its recorded position, nothing else), so it re-derives identical hashes
-//!   and the sink can skip the tables that already hold it. Records read past it are carried
-//!   into the following batches.
+//! An epoch is never re-read after a crash: its `custody.epochs` row is the commit point and a
+//! restart completes its table commits from the files that row lists.
 //!
 //! # Failure modes
-//! If the source ends, or delivers nothing for `replay_timeout`, before the half-committed
-//! epoch is complete again, the batch fails: the lake holds records the source no longer has.
+//! Those of the wrapped source.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::metrics::Metrics;
 use crate::record::RawRecord;
 use crate::sinks::iceberg::SourcePositions;
@@ -28,9 +27,7 @@ use crate::sources::Source;
 pub struct ResumingSource {
     inner: Box<dyn Source>,
     durable: BTreeMap<i32, i64>,
-    replay: Option<BTreeMap<i32, i64>>,
     carry: VecDeque<RawRecord>,
-    replay_timeout: Duration,
     metrics: Metrics,
 }
 
@@ -47,23 +44,13 @@ pub struct ForcedSkip {
 }
 
 impl ResumingSource {
-    /// Seeks `inner` past `durable` and past any forced `skips` (each leaves a gap marker);
-    /// the first batch will be `replay`, if given.
+    /// Seeks `inner` past `durable` and past any forced `skips` (each leaves a gap marker).
     pub fn new(
         mut inner: Box<dyn Source>,
         mut durable: BTreeMap<i32, i64>,
-        replay: Option<&SourcePositions>,
         skips: &[ForcedSkip],
         metrics: Metrics,
     ) -> Result<Self> {
-        if replay.is_some() && !skips.is_empty() {
-            return Err(Error::Source {
-                source_name: inner.name(),
-                message: "cannot skip while an epoch is half-committed; run once without \
-                          skipping first"
-                    .into(),
-            });
-        }
         let mut carry = VecDeque::new();
         for skip in skips {
             let from = durable.get(&skip.partition).map_or(0, |d| d + 1);
@@ -78,15 +65,10 @@ impl ResumingSource {
             durable.insert(skip.partition, skip.to - 1);
         }
         inner.seek(&durable)?;
-        let replay = replay
-            .filter(|p| p.source == inner.name() && !p.partitions.is_empty())
-            .map(|p| p.partitions.clone());
         Ok(ResumingSource {
             inner,
             durable,
-            replay,
             carry,
-            replay_timeout: Duration::from_secs(120),
             metrics,
         })
     }
@@ -98,63 +80,22 @@ impl ResumingSource {
             .is_some_and(|&d| r.offset <= d)
     }
 
+    /// The next batch of records not durable yet. Batches that were all re-read records are
+    /// read past (within `wait`), not returned empty.
     fn pull(&mut self, max: usize, wait: Duration) -> Result<Option<Vec<RawRecord>>> {
-        let Some(batch) = self.inner.next_batch(max, wait)? else {
-            return Ok(None);
-        };
-        let before = batch.len();
-        let fresh: Vec<RawRecord> = batch.into_iter().filter(|r| !self.is_durable(r)).collect();
-        self.metrics
-            .source_records_skipped
-            .inc_by((before - fresh.len()) as u64);
-        Ok(Some(fresh))
-    }
-
-    /// Reads until every partition of `target` reached its position; returns exactly the
-    /// records up to those positions and carries the rest.
-    fn replay_epoch(&mut self, target: BTreeMap<i32, i64>, max: usize) -> Result<Vec<RawRecord>> {
-        let mut batch = Vec::new();
-        let mut reached: BTreeMap<i32, bool> = target.keys().map(|&p| (p, false)).collect();
-        let mut last_progress = Instant::now();
-        while reached.values().any(|done| !done) {
-            let Some(records) = self.pull(max, Duration::from_millis(200))? else {
-                return Err(self.replay_failed(&target, "the source ended"));
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some(batch) = self.inner.next_batch(max, left)? else {
+                return Ok(None);
             };
-            if records.is_empty() && last_progress.elapsed() > self.replay_timeout {
-                return Err(self.replay_failed(&target, "the source stopped delivering"));
+            let before = batch.len();
+            let fresh: Vec<RawRecord> = batch.into_iter().filter(|r| !self.is_durable(r)).collect();
+            let skipped = (before - fresh.len()) as u64;
+            self.metrics.source_records_skipped.inc_by(skipped);
+            if !fresh.is_empty() || skipped == 0 || Instant::now() >= deadline {
+                return Ok(Some(fresh));
             }
-            for r in records {
-                last_progress = Instant::now();
-                match target.get(&r.partition) {
-                    Some(&end) if r.offset <= end => {
-                        if r.offset == end {
-                            reached.insert(r.partition, true);
-                        }
-                        batch.push(r);
-                    }
-                    Some(_) => {
-                        reached.insert(r.partition, true);
-                        self.carry.push_back(r);
-                    }
-                    None => self.carry.push_back(r),
-                }
-            }
-        }
-        tracing::info!(
-            records = batch.len(),
-            ?target,
-            "re-read the half-committed epoch"
-        );
-        Ok(batch)
-    }
-
-    fn replay_failed(&self, target: &BTreeMap<i32, i64>, why: &str) -> Error {
-        Error::Source {
-            source_name: self.inner.name(),
-            message: format!(
-                "{why} before the half-committed epoch (positions {target:?}) was re-read; \
-                 the lake holds records the source no longer has"
-            ),
         }
     }
 }
@@ -165,9 +106,6 @@ impl Source for ResumingSource {
     }
 
     fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Option<Vec<RawRecord>>> {
-        if let Some(target) = self.replay.take() {
-            return self.replay_epoch(target, max).map(Some);
-        }
         if !self.carry.is_empty() {
             let n = self.carry.len().min(max);
             return Ok(Some(self.carry.drain(..n).collect()));
@@ -177,6 +115,18 @@ impl Source for ResumingSource {
 
     fn ack(&mut self, positions: &SourcePositions) -> Result<()> {
         self.inner.ack(positions)
+    }
+
+    fn fingerprint(&self) -> Result<Option<String>> {
+        self.inner.fingerprint()
+    }
+
+    fn matches_fingerprint(&self, recorded: &str) -> Result<bool> {
+        self.inner.matches_fingerprint(recorded)
+    }
+
+    fn check_connected(&self) -> Result<()> {
+        self.inner.check_connected()
     }
 }
 
@@ -215,26 +165,23 @@ mod tests {
     }
 
     #[test]
-    fn drops_durable_records_and_replays_exactly_the_partial_epoch() {
-        let durable = BTreeMap::from([(0, 2), (1, 1)]);
-        let partial = SourcePositions {
-            source: "fixed".into(),
-            partitions: BTreeMap::from([(0, 4)]),
-        };
-        let mut src =
-            ResumingSource::new(fixed(8), durable, Some(&partial), &[], Metrics::new()).unwrap();
-        let first = src.next_batch(100, Duration::ZERO).unwrap().unwrap();
-        assert_eq!(keys(&first), [(0, 3), (0, 4)]);
-        let mut rest = Vec::new();
-        while let Some(b) = src.next_batch(100, Duration::ZERO).unwrap() {
-            rest.extend(keys(&b));
+    fn drops_durable_records_without_empty_batches() {
+        let durable = BTreeMap::from([(0, 4), (1, 1)]);
+        let mut src = ResumingSource::new(fixed(8), durable, &[], Metrics::new()).unwrap();
+        let mut all = Vec::new();
+        while let Some(b) = src.next_batch(100, Duration::from_secs(1)).unwrap() {
+            assert!(
+                !b.is_empty(),
+                "an all-durable read came back as an empty batch"
+            );
+            all.extend(keys(&b));
         }
-        rest.sort();
+        all.sort();
         let expected: Vec<(i32, i64)> = (5..8)
             .map(|o| (0, o))
             .chain((2..8).map(|o| (1, o)))
             .collect();
-        assert_eq!(rest, expected);
+        assert_eq!(all, expected);
     }
 
     #[test]
@@ -244,14 +191,9 @@ mod tests {
             to: 5,
             reason: "poison records".into(),
         };
-        let mut src = ResumingSource::new(
-            fixed(8),
-            BTreeMap::from([(1, 0)]),
-            None,
-            &[skip],
-            Metrics::new(),
-        )
-        .unwrap();
+        let mut src =
+            ResumingSource::new(fixed(8), BTreeMap::from([(1, 0)]), &[skip], Metrics::new())
+                .unwrap();
         let mut all = Vec::new();
         while let Some(b) = src.next_batch(100, Duration::ZERO).unwrap() {
             all.extend(b);
@@ -266,23 +208,5 @@ mod tests {
             .map(|r| r.offset)
             .collect();
         assert_eq!(p1, [5, 6, 7]);
-    }
-
-    #[test]
-    fn a_source_that_cannot_replay_fails_the_batch() {
-        let partial = SourcePositions {
-            source: "fixed".into(),
-            partitions: BTreeMap::from([(0, 50)]),
-        };
-        let mut src = ResumingSource::new(
-            fixed(8),
-            BTreeMap::new(),
-            Some(&partial),
-            &[],
-            Metrics::new(),
-        )
-        .unwrap();
-        let e = src.next_batch(100, Duration::ZERO).unwrap_err().to_string();
-        assert!(e.contains("no longer has"), "{e}");
     }
 }

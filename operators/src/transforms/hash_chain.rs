@@ -12,13 +12,16 @@
 //! - `Head`: per tenant touched in the epoch, its last seq, hash and Merkle compact range;
 //! - `Checkpoint`: per tenant owned by the worker, touched or not, a signed checkpoint
 //!   ([`crate::checkpoint`]) of its tree size, Merkle root and chain head at the epoch close;
+//! - `Emitter`: per `(tenant, agent)` touched in the epoch, the SHA-256 of the agent's last
+//!   raw event (the emitter chain's head, durable so the check survives restarts);
 //! - `Quarantine`: events whose `previous_event_hash` (the emitter-side chain) does not match
 //!   the SHA-256 of the previous event the same agent sent for the tenant. They never enter
 //!   the tenant's chain; the emitter chain continues from them, so one break is one record.
 //!
 //! # State
 //! One [`TenantLog`] per tenant owned by this worker (head hash and ≤ 64 subtree roots; grows
-//! with the tenant count, never compacted), plus the events of epochs not yet complete.
+//! with the tenant count, never compacted), one emitter head per `(tenant, agent)` (grows with
+//! the agent count), plus the events of epochs not yet complete.
 //!
 //! # Progress
 //! Holds a capability per buffered epoch until the input frontier passes it, and one at the
@@ -31,7 +34,8 @@
 //! and `custody_verifier_alerts_total{kind="emitter_chain_break"}` for emitter chain breaks.
 //!
 //! # Failure modes
-//! None at run time. Logs resume from the heads committed to the lake ([`ChainState`]).
+//! None at run time. Logs resume from the heads committed to the lake ([`ChainState`]), the
+//! emitter chains from `custody.emitter_heads` ([`EmitterState`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -46,7 +50,9 @@ use crate::checkpoint::Signer;
 use crate::hashing::{canonical_event, canonical_json, chain_hash, leaf_hash};
 use crate::merkle::CompactRange;
 use crate::metrics::Metrics;
-use crate::record::{ChainHead, ChainedEvent, Epoch, Quarantined, SinkRecord, SourcedEvent};
+use crate::record::{
+    ChainHead, ChainedEvent, EmitterHead, Epoch, Quarantined, SinkRecord, SourcedEvent,
+};
 
 /// One tenant's log: the chain head and the Merkle compact range (its size is the next seq).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -60,6 +66,9 @@ pub struct TenantLog {
 /// Every tenant's log.
 pub type ChainState = HashMap<String, TenantLog>;
 
+/// The emitter-side chains: `(tenant, agent)` → SHA-256 of the agent's last raw event.
+pub type EmitterState = HashMap<(String, String), [u8; 32]>;
+
 /// A stable hash of a tenant id, used to route a tenant to its worker.
 pub fn tenant_route(tenant: &str) -> u64 {
     let mut h = DefaultHasher::new();
@@ -69,11 +78,12 @@ pub fn tenant_route(tenant: &str) -> u64 {
 
 /// Hash-chains events per tenant; see the module docs.
 pub trait HashChain<'scope> {
-    /// Appends each event to its tenant's log, starting from `logs`; the first epoch is
-    /// `first_epoch`.
+    /// Appends each event to its tenant's log, starting from `logs` and the emitter chains
+    /// `emitters`; the first epoch is `first_epoch`.
     fn hash_chain(
         self,
         logs: Arc<ChainState>,
+        emitters: Arc<EmitterState>,
         signer: Signer,
         first_epoch: Epoch,
         metrics: &Metrics,
@@ -84,6 +94,7 @@ impl<'scope> HashChain<'scope> for StreamVec<'scope, Epoch, SourcedEvent> {
     fn hash_chain(
         self,
         logs: Arc<ChainState>,
+        emitters: Arc<EmitterState>,
         signer: Signer,
         first_epoch: Epoch,
         metrics: &Metrics,
@@ -116,8 +127,13 @@ impl<'scope> HashChain<'scope> for StreamVec<'scope, Epoch, SourcedEvent> {
             let mut checkpoint_cap = Some(cap.delayed(&first_epoch));
             drop(cap);
             let mut last_data_epoch: Option<Epoch> = None;
-            // Last raw-event hash per (tenant, agent): the emitter-side chains seen so far.
-            let mut emitters: HashMap<(String, String), [u8; 32]> = HashMap::new();
+            // Last raw-event hash per (tenant, agent): the emitter-side chains, resumed from
+            // the lake for the tenants this worker owns.
+            let mut emitters: EmitterState = emitters
+                .iter()
+                .filter(|((t, _), _)| tenant_route(t) % peers == index)
+                .map(|(k, h)| (k.clone(), *h))
+                .collect();
             let breaks = metrics_breaks.clone();
             move |(input, frontier), output| {
                 input.for_each_stamp(|cap, data| {
@@ -159,7 +175,15 @@ impl<'scope> HashChain<'scope> for StreamVec<'scope, Epoch, SourcedEvent> {
                             let before = chains.len();
                             let mut session = output.session(&cap);
                             let mut heads: BTreeMap<String, ChainHead> = BTreeMap::new();
+                            let mut touched: BTreeMap<(String, String), [u8; 32]> = BTreeMap::new();
                             for sourced in events {
+                                touched.insert(
+                                    (
+                                        sourced.event.tenant_id.as_str().to_string(),
+                                        sourced.event.agent_id.clone(),
+                                    ),
+                                    sourced.raw_sha256,
+                                );
                                 if let Some(q) = check_emitter_chain(&mut emitters, &sourced) {
                                     op.errors.inc();
                                     breaks.0.inc();
@@ -185,6 +209,13 @@ impl<'scope> HashChain<'scope> for StreamVec<'scope, Epoch, SourcedEvent> {
                             for (tenant, mut head) in heads {
                                 head.merkle_range = chains[&tenant].merkle.encode();
                                 session.give(SinkRecord::Head(head));
+                            }
+                            for ((tenant_id, agent_id), last_sha256) in touched {
+                                session.give(SinkRecord::Emitter(Box::new(EmitterHead {
+                                    tenant_id,
+                                    agent_id,
+                                    last_sha256,
+                                })));
                             }
                             let added = (chains.len() - before) as i64;
                             if added > 0 {
@@ -233,7 +264,7 @@ impl<'scope> HashChain<'scope> for StreamVec<'scope, Epoch, SourcedEvent> {
 /// Checks an event against its emitter's chain and records it as the emitter's last event.
 /// Returns the quarantine record on a break.
 pub fn check_emitter_chain(
-    emitters: &mut HashMap<(String, String), [u8; 32]>,
+    emitters: &mut EmitterState,
     sourced: &SourcedEvent,
 ) -> Option<Quarantined> {
     let event = &sourced.event;
@@ -361,7 +392,13 @@ mod tests {
         let out = timely::example(move |scope| {
             input
                 .to_stream(scope)
-                .hash_chain(Arc::new(ChainState::new()), signer, 0, &metrics)
+                .hash_chain(
+                    Arc::new(ChainState::new()),
+                    Arc::new(EmitterState::new()),
+                    signer,
+                    0,
+                    &metrics,
+                )
                 .capture()
         });
         let records = captured(out);
@@ -415,7 +452,13 @@ mod tests {
         let out = timely::example(move |scope| {
             let (mut input, stream) = scope.new_input::<Vec<SourcedEvent>>();
             let rx = stream
-                .hash_chain(Arc::new(ChainState::new()), signer, 0, &metrics)
+                .hash_chain(
+                    Arc::new(ChainState::new()),
+                    Arc::new(EmitterState::new()),
+                    signer,
+                    0,
+                    &metrics,
+                )
                 .capture();
             // Three epochs sent before the frontier moves past any of them.
             for epoch in 0..3u64 {
