@@ -13,6 +13,7 @@ mod bench;
 mod config;
 mod dashboard;
 mod dataflow;
+mod fuzz;
 mod generate;
 mod serve;
 mod verify;
@@ -118,6 +119,16 @@ enum Command {
         /// Warehouse directory (default from config).
         #[arg(long)]
         warehouse: Option<PathBuf>,
+    },
+    /// Fuzz the decoder, the timestamp parser and the API's parameter parsers for a while;
+    /// fails if anything panicked.
+    Fuzz {
+        /// How long, e.g. `10m`.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
+        duration: Duration,
+        /// Seed (a run is reproducible from it).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
     },
     /// Print the crash-test failpoints (`CUSTODY_FAILPOINT=NAME#N`), in commit order.
     #[command(hide = true)]
@@ -322,6 +333,25 @@ fn main() -> anyhow::Result<()> {
             &requested_by,
             &reason,
         ),
+        Command::Fuzz { duration, seed } => {
+            let report = fuzz::run(duration, seed).map_err(|e| anyhow::anyhow!(e))?;
+            println!(
+                "fuzzed {:?} (seed {seed}): {} decoder inputs, {} timestamps, {} api requests, \
+                 {} panics",
+                duration,
+                report.decoder,
+                report.timestamps,
+                report.requests,
+                report.panics.len()
+            );
+            for p in report.panics.iter().take(20) {
+                println!("  panic: {p}");
+            }
+            if !report.panics.is_empty() {
+                bail!("{} inputs panicked", report.panics.len());
+            }
+            Ok(())
+        }
         Command::Failpoints => {
             for point in custody_operators::failpoint::points() {
                 println!("{point}");

@@ -353,10 +353,9 @@ async fn events(
     Path(tenant): Path<String>,
     Query(q): Query<EventsQuery>,
 ) -> Response {
-    let lake = match tenant_lake(&state, &headers, &tenant) {
-        Ok(lake) => lake,
-        Err(response) => return *response,
-    };
+    if let Err(denied) = state.auth.authorize(&headers, &tenant, Need::Views) {
+        return denied.into_response();
+    }
     let time = |name: &str, v: &Option<String>| -> Result<Option<i64>, String> {
         v.as_deref()
             .map(|t| custody_schemas::time::parse_rfc3339(t).map_err(|e| format!("{name}: {e}")))
@@ -374,6 +373,10 @@ async fn events(
         None => None,
     };
     let limit = q.limit.unwrap_or(100).clamp(1, MAX_PAGE);
+    let lake = match tenant_lake(&state, &headers, &tenant) {
+        Ok(lake) => lake,
+        Err(response) => return *response,
+    };
     let query = EventQuery {
         after_seq,
         event_type: q.event_type,

@@ -273,3 +273,78 @@ pub fn render_views<'scope>(
         rows(ViewId::ModelVersions, models),
     ])
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use custody_schemas::decode_event;
+    use differential_dataflow::input::Input as _;
+    use timely::dataflow::operators::Input;
+    use timely::dataflow::operators::capture::{Capture, Event};
+
+    use super::*;
+
+    fn event(tenant: &str, id: usize, ty: &str) -> ChainedEvent {
+        let json = format!(
+            r#"{{"event_id":"e{id}","schema_version":"1.0","tenant_id":"{tenant}",
+            "session_id":"s{id}","agent_id":"agent-1","event_type":"{ty}",
+            "timestamp":"2026-03-08T00:00:00Z","parent_event_id":null,
+            "payload":{{"reason":"r","last_state":"x"}}}}"#
+        );
+        ChainedEvent {
+            partition: 0,
+            offset: id as i64,
+            event: decode_event(json.as_bytes()).unwrap(),
+            payload_json: String::new(),
+            seq: 0,
+            prev_hash: [0; 32],
+            hash: [0; 32],
+            leaf_hash: [0; 32],
+            vault: Vec::new(),
+        }
+    }
+
+    /// Several epochs complete at once (as when the sink lags): a reduce then emits the changes
+    /// of all of them in one message whose capability is the earliest. Every change must still
+    /// reach the sink at its own epoch, or an epoch's commit would hold a later epoch's counts.
+    #[test]
+    fn every_view_change_is_sent_at_its_own_epoch() {
+        let epochs = 6u64;
+        let per_epoch = |e: u64| (e as usize % 3) + 1;
+        let rx = timely::example(move |scope| {
+            let (mut input, stream) = scope.new_input::<Vec<SinkRecord>>();
+            let (mut clock, now) = scope.new_collection::<i64, isize>();
+            let rx = render_views(stream, now, &ViewsConfig::default()).capture();
+            // Everything is sent before the dataflow runs at all.
+            let mut id = 0;
+            for epoch in 0..epochs {
+                input.advance_to(epoch);
+                clock.advance_to(epoch);
+                for _ in 0..per_epoch(epoch) {
+                    id += 1;
+                    input.send(SinkRecord::Event(Box::new(event("t", id, "TASK_FAILED"))));
+                }
+            }
+            rx
+        });
+        let mut net: BTreeMap<u64, i64> = BTreeMap::new();
+        for event in rx.try_iter() {
+            if let Event::Messages(stamp, data) = event {
+                let time = *stamp.least().unwrap();
+                for update in data {
+                    if let ViewUpdate::EventCount { count, diff, .. } = update {
+                        *net.entry(time).or_default() += count * diff;
+                    }
+                }
+            }
+        }
+        let mut expected = 0i64;
+        let mut counted = 0i64;
+        for epoch in 0..epochs {
+            expected += per_epoch(epoch) as i64;
+            counted += net.get(&epoch).copied().unwrap_or_default();
+            assert_eq!(counted, expected, "the count committed with epoch {epoch}");
+        }
+    }
+}

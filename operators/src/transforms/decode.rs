@@ -115,7 +115,9 @@ impl<'scope> Decode<'scope> for StreamVec<'scope, Epoch, RawRecord> {
     }
 }
 
-fn decode_one(
+/// Decodes and authenticates one raw record: the event, or the quarantine reason's kind and
+/// text. Never panics, whatever the bytes (fuzzed by `custody fuzz`).
+pub fn decode_one(
     raw: &RawRecord,
     config: &DecodeConfig,
 ) -> Result<custody_schemas::AuditEvent, (&'static str, String)> {
