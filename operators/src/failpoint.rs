@@ -67,6 +67,13 @@ fn armed() -> Option<&'static (String, When)> {
         .as_ref()
 }
 
+/// [`hit`] for `STAGE:TABLE`, formatting the name only when a failpoint is armed.
+pub fn hit_table(stage: &str, table: &str, epoch: Epoch) {
+    if armed().is_some() {
+        hit(&format!("{stage}:{table}"), epoch);
+    }
+}
+
 /// Halts the process if failpoint `name` is armed for `epoch` (or for this hit).
 pub fn hit(name: &str, epoch: Epoch) {
     static HITS: AtomicU64 = AtomicU64::new(0);

@@ -38,8 +38,8 @@ pub struct Metrics {
     pub checkpoints_signed: IntCounter,
     /// Continuous verifier alerts, by kind (gap, fork, bad_link, bad_signature).
     pub verifier_alerts: IntCounterVec,
-    /// Table commits skipped on replay because the lake already had them.
-    pub sink_commits_skipped: IntCounterVec,
+    /// Table commits of the last epoch completed from its manifest at start-up.
+    pub sink_commits_rolled_forward: IntCounterVec,
     /// Records re-read after a restart that the lake already had (not counted as input).
     pub source_records_skipped: IntCounter,
     /// Events whose payload tenant disagreed with the producer's bound tenant.
@@ -184,10 +184,10 @@ impl Metrics {
             sink_commit_seconds,
             last_committed_epoch,
             tenants,
-            sink_commits_skipped: counter_vec(
+            sink_commits_rolled_forward: counter_vec(
                 &registry,
-                "custody_sink_commits_skipped_total",
-                "table commits already present in the lake, skipped on replay",
+                "custody_sink_commits_rolled_forward_total",
+                "table commits a crash cut short, completed at start-up from the epoch manifest",
                 &["table"],
             ),
             source_records_skipped: counter(

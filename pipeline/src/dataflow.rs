@@ -104,6 +104,8 @@ pub struct RunOptions {
     pub timings: Option<Arc<Mutex<Vec<EpochTiming>>>>,
     /// The warehouse's writer lock, if the caller already holds it ([`lock_warehouse`]).
     pub held_lock: Option<Arc<std::fs::File>>,
+    /// Printed to stdout once the views are rebuilt from the lake and input is read.
+    pub ready_line: Option<String>,
 }
 
 /// When one epoch passed each stage.
@@ -172,6 +174,12 @@ pub fn run_pipeline(
     };
     let resume = runtime.block_on(warehouse.resume_state())?;
     let first_epoch = resume.last_epoch.map_or(0, |e| e + 1);
+    for table in &resume.rolled_forward {
+        metrics
+            .sink_commits_rolled_forward
+            .with_label_values(&[table.as_str()])
+            .inc();
+    }
     tracing::info!(
         warehouse = %warehouse.root().display(),
         tenants = resume.heads.len(),
@@ -371,6 +379,13 @@ pub fn run_pipeline(
             summary: RunSummary::default(),
             clock_now,
         };
+        // The views' history first: once the probe is past it, the served state is rebuilt.
+        while first_epoch > 0 && probe.less_than(&first_epoch) {
+            worker.step_or_park(Some(Duration::from_millis(1)));
+        }
+        if let Some(line) = &opts.ready_line {
+            println!("{line}");
+        }
         let result = driver.drive(worker, &mut input, &mut clock, &probe, &stop, first_epoch);
         drop(input);
         drop(clock);

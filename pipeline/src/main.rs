@@ -74,6 +74,16 @@ enum Command {
     Generate(GenerateArgs),
     /// Run the pipeline over an NDJSON file or a Kafka topic.
     Run(RunArgs),
+    /// Serve the API and dashboard over a warehouse, chaining API access and moving the
+    /// views' clock, until SIGINT or SIGTERM.
+    Serve {
+        /// Warehouse directory (default from config).
+        #[arg(long)]
+        warehouse: Option<PathBuf>,
+        /// HTTP listen address (default from config).
+        #[arg(long)]
+        listen: Option<String>,
+    },
     /// Export tenant logs, checkpoints and public keys as a verifiable bundle.
     Export(ExportArgs),
     /// Verify tenant logs: leaves, chains, Merkle roots and checkpoint signatures.
@@ -276,6 +286,10 @@ struct RunArgs {
     /// Why the records are skipped (recorded with the gap marker).
     #[arg(long)]
     skip_reason: Option<String>,
+    /// Keep serving (and chaining API access) after the input is exhausted, until SIGINT or
+    /// SIGTERM.
+    #[arg(long)]
+    serve: bool,
 }
 
 fn parse_skip(s: &str) -> Result<(i32, i64), String> {
@@ -304,6 +318,11 @@ fn main() -> anyhow::Result<()> {
         Command::Generate(args) => generate(&config, args),
         Command::Run(args) => run(&config, args),
         Command::Export(args) => export(&config, args),
+        Command::Serve { warehouse, listen } => serve(
+            &config,
+            warehouse.unwrap_or_else(|| config.warehouse.path.clone()),
+            listen.unwrap_or_else(|| config.serve.listen.clone()),
+        ),
         Command::Verify(args) => verify_cmd(&config, args),
         Command::Erase {
             tenant,
@@ -513,6 +532,7 @@ fn run_options(
         keep_alive: false,
         timings: None,
         held_lock: None,
+        ready_line: None,
     })
 }
 
@@ -686,12 +706,13 @@ fn print_summary(label: &str, summary: &RunSummary, live: &LiveViews, warehouse:
     balanced
 }
 
-/// A source with nothing in it (`custody demo --serve` after the workload).
+/// A source with nothing in it (`custody serve`, and `custody demo --serve` after the
+/// workload).
 struct NoInput;
 
 impl Source for NoInput {
     fn name(&self) -> String {
-        "demo:serve".into()
+        "serve".into()
     }
 
     fn next_batch(
@@ -701,6 +722,26 @@ impl Source for NoInput {
     ) -> custody_operators::Result<Option<Vec<custody_operators::record::RawRecord>>> {
         Ok(None)
     }
+}
+
+fn serve(config: &Config, warehouse: PathBuf, listen: String) -> anyhow::Result<()> {
+    let metrics = Metrics::new();
+    let live = Arc::new(Mutex::new(LiveViews::default()));
+    let logs = Arc::new(Mutex::new(LiveLogs::default()));
+    let Some((_runtime, addr)) = start_server(config, &warehouse, &listen, &metrics, &live, &logs)?
+    else {
+        bail!("cannot serve on {listen:?}");
+    };
+    let stop = stop_on_signals()?;
+    let mut opts = run_options(config, warehouse.clone(), None)?;
+    opts.keep_alive = true;
+    opts.alerts = Some(start_alerts(config, None, &metrics)?);
+    opts.ready_line = Some(format!(
+        "custody serve: {} at http://{addr} (views rebuilt; until SIGINT or SIGTERM)",
+        warehouse.display()
+    ));
+    run_pipeline(Box::new(NoInput), opts, metrics, live, logs, stop)?;
+    Ok(())
 }
 
 fn demo(config: &Config, args: DemoArgs) -> anyhow::Result<()> {
@@ -831,6 +872,7 @@ fn run(config: &Config, args: RunArgs) -> anyhow::Result<()> {
         })
         .collect();
     opts.alerts = Some(start_alerts(config, args.kafka.as_deref(), &metrics)?);
+    opts.keep_alive = args.serve;
     if let Some(brokers) = &args.kafka
         && !config.kafka.dead_letter_topic.is_empty()
     {

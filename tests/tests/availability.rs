@@ -191,7 +191,7 @@ fn a_file_is_one_input_by_any_path_and_another_file_under_its_name_is_refused() 
 fn a_restart_seeks_past_the_committed_prefix() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.ndjson");
-    generate_ndjson(&input, 20_000, 3);
+    generate_ndjson(&input, 3000, 3);
     let with_tick = |extra: &[&str]| {
         let mut args = vec!["run", "--input", "in.ndjson", "--warehouse", "wh"];
         args.extend_from_slice(extra);
@@ -209,7 +209,7 @@ fn a_restart_seeks_past_the_committed_prefix() {
     assert!(first.status.success(), "{}", stderr(&first));
     let mut text = std::fs::read_to_string(&input).unwrap();
     let generated = dir.path().join("more.ndjson");
-    generate_ndjson(&generated, 20_005, 3);
+    generate_ndjson(&generated, 3005, 3);
     text = std::fs::read_to_string(&generated).unwrap()[text.len()..].to_string();
     let mut file = std::fs::OpenOptions::new()
         .append(true)
@@ -234,24 +234,32 @@ fn demo_fresh_never_deletes_a_warehouse_being_written() {
     let wh = dir.path().join("wh");
     let (input, wh_arg) = (input.to_str().unwrap(), wh.to_str().unwrap());
     custody(&["run", "--input", input, "--warehouse", wh_arg]);
-    // A writer halted inside its commit holds the lock.
+    // A writer halted inside its commit (of another input) holds the lock.
+    let second = dir.path().join("second.ndjson");
+    generate_ndjson(&second, 100, 2);
     let mut writer = Command::new(custody_bin())
-        .args([
-            "run",
-            "--input",
-            input,
-            "--warehouse",
-            wh_arg,
-            "--listen",
-            "off",
-        ])
+        .args(["run", "--input", second.to_str().unwrap()])
+        .args(["--warehouse", wh_arg, "--listen", "off"])
         .env("CUSTODY_FAILPOINT", "commit-start#1")
         .env("RUST_LOG", "warn")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_secs(3));
+    let err = writer.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            if line.contains("failpoint") {
+                let _ = tx.send(String::new());
+            }
+            lines.push(line);
+        }
+        let _ = tx.send(lines.join("\n"));
+    });
+    let halted = rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    assert!(halted.is_empty(), "the writer did not halt: {halted}");
     let out = custody_output(&["demo", "--fresh", "--events", "100", "--warehouse", wh_arg]);
     let _ = writer.kill();
     let _ = writer.wait();

@@ -142,6 +142,8 @@ pub struct ResumeState {
     pub fingerprints: BTreeMap<String, String>,
     /// The views' clock as of the last epoch.
     pub last_clock: Option<i64>,
+    /// Tables whose commit of the last epoch was completed at start-up.
+    pub rolled_forward: Vec<String>,
 }
 
 /// The data files an epoch adds to each table, recorded in its `custody.epochs` row before any
@@ -335,7 +337,7 @@ impl Warehouse {
             merge_positions(&mut state, snapshot_positions(snapshot));
         }
         if let Some(last) = state.last_epoch {
-            self.roll_forward(&marker, last).await?;
+            state.rolled_forward = self.roll_forward(&marker, last).await?;
         }
         let last = state.last_epoch;
         let mut latest: HashMap<String, (u64, [u8; 32], String)> = HashMap::new();
@@ -395,14 +397,14 @@ impl Warehouse {
     /// Commits to every table the data files that epoch `last`'s `custody.epochs` row lists
     /// and the table does not hold yet. Epochs are committed one after another, so only the
     /// last can be incomplete.
-    async fn roll_forward(&self, marker: &Table, last: Epoch) -> Result<()> {
+    async fn roll_forward(&self, marker: &Table, last: Epoch) -> Result<Vec<String>> {
         use iceberg::expr::Reference;
         use iceberg::spec::Datum;
         let Some(snapshot) = lineage(marker)
             .into_iter()
             .find(|s| snapshot_epoch(s) == Some(last))
         else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         let summary: Vec<(String, String)> = snapshot
             .summary()
@@ -438,6 +440,7 @@ impl Warehouse {
                  modified outside Custody"
             ))
         })?;
+        let mut completed = Vec::new();
         for (name, files) in &manifest.tables {
             let table = self.table(name).await?;
             if lineage(&table)
@@ -472,8 +475,9 @@ impl Warehouse {
                 .collect();
             self.commit_files(&table, name, last, files, &summary)
                 .await?;
+            completed.push(name.clone());
         }
-        Ok(())
+        Ok(completed)
     }
 
     /// Writes `batch` as Parquet data files of table `table` for `epoch`; nothing is visible
@@ -1230,17 +1234,31 @@ impl IcebergSink {
         crate::failpoint::hit("after-commit:epochs", epoch);
         // 3. Each table rolled forward to the epoch; a restart completes what a crash cuts
         //    short here (`Warehouse::resume_state`).
-        for (name, n, table, files) in staged {
-            crate::failpoint::hit(&format!("before-commit:{name}"), epoch);
-            self.warehouse
-                .commit_files(&table, name, epoch, files, &summary)
-                .await?;
-            self.metrics
-                .sink_rows
-                .with_label_values(&[name])
-                .inc_by(n as u64);
-            self.metrics.sink_commits.with_label_values(&[name]).inc();
-            crate::failpoint::hit(&format!("after-commit:{name}"), epoch);
+        let mut staged: BTreeMap<&str, _> = staged
+            .into_iter()
+            .map(|(name, n, table, files)| (name, (n, table, files)))
+            .collect();
+        // In a fixed order, with both failpoints of every table whether or not the epoch
+        // writes to it, so a crash test can stop at each of them in any epoch.
+        for &name in crate::failpoint::COMMITTED_TABLES {
+            crate::failpoint::hit_table("before-commit", name, epoch);
+            if let Some((n, table, files)) = staged.remove(name) {
+                self.warehouse
+                    .commit_files(&table, name, epoch, files, &summary)
+                    .await?;
+                self.metrics
+                    .sink_rows
+                    .with_label_values(&[name])
+                    .inc_by(n as u64);
+                self.metrics.sink_commits.with_label_values(&[name]).inc();
+            }
+            crate::failpoint::hit_table("after-commit", name, epoch);
+        }
+        if let Some(name) = staged.keys().next() {
+            // Panic-free alternative to an invariant: every table written is listed.
+            return Err(Error::SinkStopped(format!(
+                "table {name:?} is missing from the commit order"
+            )));
         }
         if let Some(keystore) = self.keystore.as_mut()
             && !subjects.is_empty()
