@@ -3,7 +3,8 @@
 //! `CUSTODY_FAILPOINT=NAME@EPOCH` makes the process halt (print a line to stderr, then sleep
 //! forever, waiting for `kill -9`) when it reaches point `NAME` while handling epoch `EPOCH`;
 //! `CUSTODY_FAILPOINT=NAME#N` when it reaches `NAME` for the `N`th time (from 1) in this
-//! process. The points are listed by [`points`]. Unset, a point costs one comparison.
+//! process. With the suffix `!panic` (`NAME#N!panic`) the point panics instead of halting, to
+//! test that a panicking thread ends the process. The points are listed by [`points`]. Unset, a point costs one comparison.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,16 +49,27 @@ pub fn points() -> Vec<String> {
     out
 }
 
+/// A point inside a timely worker: the hash chain, as it appends an epoch's events.
+pub const IN_WORKER: &str = "hash-chain";
+
 enum When {
     Epoch(Epoch),
     Nth(u64),
 }
+
+/// Whether an armed point panics rather than halts.
+static PANICS: OnceLock<bool> = OnceLock::new();
 
 fn armed() -> Option<&'static (String, When)> {
     static ARMED: OnceLock<Option<(String, When)>> = OnceLock::new();
     ARMED
         .get_or_init(|| {
             let spec = std::env::var("CUSTODY_FAILPOINT").ok()?;
+            let (spec, panics) = match spec.strip_suffix("!panic") {
+                Some(s) => (s.to_string(), true),
+                None => (spec, false),
+            };
+            let _ = PANICS.set(panics);
             if let Some((name, nth)) = spec.rsplit_once('#') {
                 return Some((name.to_string(), When::Nth(nth.parse().ok()?)));
             }
@@ -88,6 +100,10 @@ pub fn hit(name: &str, epoch: Epoch) {
         When::Nth(n) => HITS.fetch_add(1, Ordering::Relaxed) + 1 == *n,
     };
     if fire {
+        if PANICS.get().copied().unwrap_or(false) {
+            // Panic: this is the failpoint's purpose (testing that panics end the process).
+            panic!("custody: failpoint {name}@{epoch} reached; panicking");
+        }
         eprintln!("custody: failpoint {name}@{epoch} reached; halting for kill -9");
         loop {
             std::thread::sleep(Duration::from_secs(3600));

@@ -370,6 +370,8 @@ pub fn run_pipeline(
         }
         input.advance_to(first_epoch);
         clock.advance_to(first_epoch);
+        // An input session tells timely of its time only when flushed.
+        clock.flush();
         let mut driver = Driver {
             parts,
             opts: &opts,

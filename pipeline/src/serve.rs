@@ -879,6 +879,26 @@ mod tests {
         ]
     }
 
+    /// A multi-byte character where a timestamp digit belongs once panicked the handler and
+    /// dropped the connection: it is a 400 naming the parameter.
+    #[tokio::test]
+    async fn a_malformed_time_filter_is_a_bad_request_not_a_panic() {
+        let app = app().await;
+        for value in [
+            "2026-01-01T00:00:0%E2%82%ACZ",
+            "2026-01-01T00:00:00%E2%82%AC",
+            "%F0%9D%84%9E",
+            "2026-01-01T00:00:00.%E2%82%AC",
+        ] {
+            for name in ["from", "to"] {
+                let uri = format!("/v1/tenants/tenant-a/events?{name}={value}");
+                let (status, body) = get(&app, &uri, Some("a-reg")).await;
+                assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
+                assert!(body.contains(name), "{uri}: {body}");
+            }
+        }
+    }
+
     #[tokio::test]
     async fn no_token_reads_another_tenant() {
         let app = app().await;

@@ -310,3 +310,62 @@ fn a_warehouse_that_lost_its_catalog_is_refused() {
     let verified = custody(&["verify", "--warehouse", wh_arg]);
     assert!(verified.contains("verified 500 events"), "{verified}");
 }
+
+/// A panic in a timely worker or in the sink thread ends the process with a non-zero exit (a
+/// panicked worker once left the others waiting forever), acknowledging nothing past the last
+/// durable epoch: the next runs complete the input exactly once.
+#[test]
+fn a_panicking_worker_or_sink_ends_the_process_and_nothing_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.ndjson");
+    generate_ndjson(&input, 6000, 3);
+    let wh = dir.path().join("wh");
+    for point in [
+        "hash-chain#2!panic",
+        "after-commit:epochs#1!panic",
+        "before-commit:events#1!panic",
+    ] {
+        let mut child = Command::new(custody_bin())
+            .args(["run", "--input", input.to_str().unwrap()])
+            .args(["--warehouse", wh.to_str().unwrap(), "--listen", "off"])
+            .env("RUST_LOG", "warn")
+            .env("CUSTODY__PIPELINE__BATCH_SIZE", "1000")
+            .env("CUSTODY_FAILPOINT", point)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{point}: the process hung after the panic");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(status.code(), Some(101), "{point}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("panicked"),
+            "{point}: {}",
+            stderr(&out)
+        );
+    }
+    let last = run(
+        &[
+            "run",
+            "--input",
+            input.to_str().unwrap(),
+            "--warehouse",
+            wh.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert!(last.status.success(), "{}", stderr(&last));
+    let verified = custody(&["verify", "--warehouse", wh.to_str().unwrap()]);
+    assert!(verified.contains("verified 6000 events"), "{verified}");
+    assert!(verified.contains("all ok"), "{verified}");
+}

@@ -172,6 +172,7 @@ impl<'scope> HashChain<'scope> for StreamVec<'scope, Epoch, SourcedEvent> {
                                 break;
                             };
                             events.sort_by_key(|e| (e.partition, e.offset));
+                            crate::failpoint::hit(crate::failpoint::IN_WORKER, ev);
                             let before = chains.len();
                             let mut session = output.session(&cap);
                             let mut heads: BTreeMap<String, ChainHead> = BTreeMap::new();
