@@ -372,8 +372,12 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Failpoints => {
+            let mut out = std::io::stdout().lock();
             for point in custody_operators::failpoint::points() {
-                println!("{point}");
+                // A closed pipe (`| head`) ends the listing.
+                if writeln!(out, "{point}").is_err() {
+                    break;
+                }
             }
             Ok(())
         }
@@ -674,8 +678,8 @@ fn exit_on_panic() {
             .is_some_and(|n| n.starts_with("custody-http"));
         if !http {
             eprintln!(
-                "custody: a pipeline thread panicked; exiting (restart resumes from the last \
-                 durable epoch)"
+                "custody: a thread panicked; exiting (a restart resumes from the last durable \
+                 epoch)"
             );
             std::process::exit(101);
         }
