@@ -176,15 +176,32 @@ impl<'scope> HashChain<'scope> for StreamVec<'scope, Epoch, SourcedEvent> {
                             let before = chains.len();
                             let mut session = output.session(&cap);
                             let mut heads: BTreeMap<String, ChainHead> = BTreeMap::new();
-                            let mut touched: BTreeMap<(String, String), [u8; 32]> = BTreeMap::new();
+                            // Per tenant and agent, the last raw hash this epoch (keys are
+                            // allocated once per epoch, not per event).
+                            let mut touched: BTreeMap<String, BTreeMap<String, [u8; 32]>> =
+                                BTreeMap::new();
                             for sourced in events {
-                                touched.insert(
-                                    (
-                                        sourced.event.tenant_id.as_str().to_string(),
-                                        sourced.event.agent_id.clone(),
-                                    ),
-                                    sourced.raw_sha256,
+                                let (tenant, agent) = (
+                                    sourced.event.tenant_id.as_str(),
+                                    sourced.event.agent_id.as_str(),
                                 );
+                                match touched.get_mut(tenant) {
+                                    Some(agents) => match agents.get_mut(agent) {
+                                        Some(last) => *last = sourced.raw_sha256,
+                                        None => {
+                                            agents.insert(agent.to_string(), sourced.raw_sha256);
+                                        }
+                                    },
+                                    None => {
+                                        touched.insert(
+                                            tenant.to_string(),
+                                            BTreeMap::from([(
+                                                agent.to_string(),
+                                                sourced.raw_sha256,
+                                            )]),
+                                        );
+                                    }
+                                }
                                 if let Some(q) = check_emitter_chain(&mut emitters, &sourced) {
                                     op.errors.inc();
                                     breaks.0.inc();
@@ -211,12 +228,14 @@ impl<'scope> HashChain<'scope> for StreamVec<'scope, Epoch, SourcedEvent> {
                                 head.merkle_range = chains[&tenant].merkle.encode();
                                 session.give(SinkRecord::Head(head));
                             }
-                            for ((tenant_id, agent_id), last_sha256) in touched {
-                                session.give(SinkRecord::Emitter(Box::new(EmitterHead {
-                                    tenant_id,
-                                    agent_id,
-                                    last_sha256,
-                                })));
+                            for (tenant_id, agents) in touched {
+                                for (agent_id, last_sha256) in agents {
+                                    session.give(SinkRecord::Emitter(Box::new(EmitterHead {
+                                        tenant_id: tenant_id.clone(),
+                                        agent_id,
+                                        last_sha256,
+                                    })));
+                                }
                             }
                             let added = (chains.len() - before) as i64;
                             if added > 0 {
