@@ -6,17 +6,20 @@
 //!                                                 ▼
 //!                                   IcebergSink thread (own tokio runtime)
 //!                                   buffer per epoch ─► on Seal: Arrow batches
-//!                                   ─► Parquet data files ─► one fast-append per table
-//!                                   (summary: custody.epoch, custody.commit-id,
-//!                                    custody.positions) ─► Committed(epoch) to the driver
+//!                                   ─► 1. Parquet data files of every table (invisible)
+//!                                   ─► 2. custody.epochs row listing them (commit point)
+//!                                   ─► 3. one fast-append per table (roll forward)
+//!                                   ─► Committed(epoch) to the driver
 //! ```
+//!
+//! See `iceberg.md` beside this file for the protocol and its recovery.
 //!
 //! # Inputs
 //! [`SinkMsg`]s: records of an epoch, then the epoch's seal with the source positions it covers.
 //!
 //! # Outputs
-//! Parquet data files and snapshots in `custody.{events, quarantine, chain_heads,
-//! view_event_counts, view_hitl_latency}`; [`Committed`] notices back to the driver.
+//! Parquet data files and snapshots in every `custody.*` table (summary `custody.epoch`,
+//! `custody.commit-id`, `custody.positions`); [`Committed`] notices back to the driver.
 //!
 //! # State
 //! The records of unsealed epochs (bounded by the driver's epochs-in-flight limit).
@@ -28,7 +31,9 @@
 //!
 //! # Failure modes
 //! Catalog or IO errors stop the sink: it reports the error and exits, the driver stops
-//! consuming, and the source positions of uncommitted epochs are never acknowledged.
+//! consuming, and the source positions of uncommitted epochs are never acknowledged. A crash
+//! after an epoch's commit point is completed at the next start ([`Warehouse::resume_state`]);
+//! one before it leaves only unreferenced data files, and the epoch is read again.
 //! Iceberg commit conflicts are retried by iceberg-rust's transaction backoff.
 
 use std::collections::{BTreeMap, HashMap};
