@@ -10,38 +10,29 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use custody_schemas::tables;
+
 use crate::record::Epoch;
 
-/// The tables an epoch's commit touches after its `custody.epochs` row, in order.
-pub const COMMITTED_TABLES: &[&str] = &[
-    "events",
-    "quarantine",
-    "chain_heads",
-    "checkpoints",
-    "view_event_counts",
-    "view_hitl_latency",
-    "view_sessions",
-    "view_causal_chains",
-    "view_hitl_groups",
-    "view_sla_breaches",
-    "view_policy_violations",
-    "view_alerts",
-    "view_model_versions",
-    "vault",
-    "emitter_heads",
-];
+/// The tables an epoch's commit touches after its `custody.epochs` row, in order: every
+/// table but the commit log itself, in [`tables::ALL_TABLES`] order.
+pub fn committed_tables() -> impl Iterator<Item = &'static str> {
+    tables::ALL_TABLES
+        .into_iter()
+        .filter(|t| *t != tables::EPOCHS)
+}
 
 /// Every failpoint, in the order an epoch passes them: `commit-start`, `files-written` (every
 /// data file written, nothing committed), `after-commit:epochs` (the commit point), then
-/// `before-commit:T` and `after-commit:T` for each table `T` of [`COMMITTED_TABLES`] the epoch
-/// writes to, and `before-ack`.
+/// `before-commit:T` and `after-commit:T` for each table `T` of [`committed_tables`] (written to
+/// or not), and `before-ack`.
 pub fn points() -> Vec<String> {
     let mut out = vec![
         "commit-start".to_string(),
         "files-written".to_string(),
         "after-commit:epochs".to_string(),
     ];
-    for t in COMMITTED_TABLES {
+    for t in committed_tables() {
         out.push(format!("before-commit:{t}"));
         out.push(format!("after-commit:{t}"));
     }

@@ -116,6 +116,24 @@ pub struct ChainedEvent {
     pub vault: Vec<VaultItem>,
 }
 
+impl ChainedEvent {
+    /// `event` outside any chain: no source position, seq 0, zero hashes, no stored payload
+    /// text. What the views read of an event rebuilt from the lake, or made up in a test.
+    pub fn unchained(event: AuditEvent) -> Self {
+        ChainedEvent {
+            partition: 0,
+            offset: 0,
+            event,
+            payload_json: String::new(),
+            seq: 0,
+            prev_hash: [0; 32],
+            hash: [0; 32],
+            leaf_hash: [0; 32],
+            vault: Vec::new(),
+        }
+    }
+}
+
 /// Input that was rejected, with the reason. Never dropped: it is written to `custody.quarantine`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Quarantined {

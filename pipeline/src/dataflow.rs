@@ -104,7 +104,7 @@ pub struct RunOptions {
     pub timings: Option<Arc<Mutex<Vec<EpochTiming>>>>,
     /// The warehouse's writer lock, if the caller already holds it ([`lock_warehouse`]).
     pub held_lock: Option<Arc<std::fs::File>>,
-    /// Printed to stdout once the views are rebuilt from the lake and input is read.
+    /// Printed to stdout once the views are rebuilt from the lake, before any input is read.
     pub ready_line: Option<String>,
 }
 

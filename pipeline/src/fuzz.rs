@@ -9,7 +9,7 @@
 //!
 //! Inputs start from generated events, known poison records and valid requests, and are mutated
 //! with byte flips, multi-byte characters put where digits or delimiters belong, truncations,
-//! splices and dictionary tokens. A seeded xorshift generator makes a run reproducible. A panic
+//! splices and dictionary tokens. The seeded generator of `generate` makes a run reproducible. A panic
 //! is caught, counted and reported with the input that caused it.
 
 use std::sync::{Arc, Mutex};
@@ -23,7 +23,7 @@ use custody_operators::transforms::tokenize_pii::tokenize_event;
 use custody_reports::live::LiveViews;
 use custody_reports::proofs::LiveLogs;
 
-use crate::generate::{Generator, GeneratorConfig};
+use crate::generate::{Generator, GeneratorConfig, Rng};
 
 /// What a fuzz run did.
 #[derive(Debug, Default)]
@@ -36,21 +36,6 @@ pub struct FuzzReport {
     pub requests: u64,
     /// Panics, each with its target and input.
     pub panics: Vec<String>,
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
 }
 
 /// Tokens that break parsers: multi-byte characters, escapes, numbers at the edges, JSON and
@@ -100,31 +85,31 @@ const DICTIONARY: &[&str] = &[
 
 fn mutate(rng: &mut Rng, input: &[u8], other: &[u8]) -> Vec<u8> {
     let mut out = input.to_vec();
-    for _ in 0..1 + rng.below(4) {
-        let at = rng.below(out.len() + 1);
-        match rng.below(7) {
+    for _ in 0..1 + rng.index(4) {
+        let at = rng.index(out.len() + 1);
+        match rng.index(7) {
             0 if !out.is_empty() => {
-                let i = rng.below(out.len());
-                out[i] ^= 1 << rng.below(8);
+                let i = rng.index(out.len());
+                out[i] ^= 1 << rng.index(8);
             }
             1 => {
-                let token = DICTIONARY[rng.below(DICTIONARY.len())];
+                let token = *rng.pick(DICTIONARY);
                 out.splice(at..at, token.bytes());
             }
             2 if !out.is_empty() => {
                 // A multi-byte character where a digit (or any byte) was.
-                let i = rng.below(out.len());
-                let c = ["€", "𝄞", "é", "ß"][rng.below(4)];
+                let i = rng.index(out.len());
+                let c = *rng.pick(&["€", "𝄞", "é", "ß"]);
                 out.splice(i..i + 1, c.bytes());
             }
             3 => out.truncate(at),
             4 if !other.is_empty() => {
-                let from = rng.below(other.len());
-                let to = from + rng.below(other.len() - from + 1);
+                let from = rng.index(other.len());
+                let to = from + rng.index(other.len() - from + 1);
                 out.splice(at..at, other[from..to].iter().copied());
             }
             5 if at < out.len() => {
-                let end = at + rng.below(out.len() - at + 1);
+                let end = at + rng.index(out.len() - at + 1);
                 out.drain(at..end);
             }
             _ => {
@@ -154,7 +139,7 @@ pub fn run(duration: Duration, seed: u64) -> Result<FuzzReport, String> {
 }
 
 fn fuzz(duration: Duration, seed: u64) -> Result<FuzzReport, String> {
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng(seed);
     let mut report = FuzzReport::default();
     let mut corpus: Vec<Vec<u8>> = Generator::new(GeneratorConfig {
         seed,
@@ -202,8 +187,8 @@ fn fuzz(duration: Duration, seed: u64) -> Result<FuzzReport, String> {
     while Instant::now() < deadline {
         for _ in 0..64 {
             // The decoder, then tokenization or quarantine.
-            let a = &corpus[rng.below(corpus.len())];
-            let b = &corpus[rng.below(corpus.len())];
+            let a = rng.pick(&corpus);
+            let b = rng.pick(&corpus);
             let bytes = mutate(&mut rng, a, b);
             let raw = RawRecord::new(0, report.decoder as i64, bytes.clone());
             let what = || format!("decoder: {:?}", String::from_utf8_lossy(&bytes));
@@ -228,7 +213,7 @@ fn fuzz(duration: Duration, seed: u64) -> Result<FuzzReport, String> {
                 corpus.push(bytes);
             }
             // The timestamp parser.
-            let base = timestamps[rng.below(timestamps.len())];
+            let base = *rng.pick(&timestamps);
             let t = mutate(&mut rng, base, b"");
             let text = String::from_utf8_lossy(&t).into_owned();
             guarded(
@@ -242,7 +227,7 @@ fn fuzz(duration: Duration, seed: u64) -> Result<FuzzReport, String> {
         }
         // The API's parameter parsers, through the router.
         for _ in 0..8 {
-            let base = requests[rng.below(requests.len())].as_bytes();
+            let base = rng.pick(&requests).as_bytes();
             let uri = mutate(&mut rng, base, b"");
             let uri = String::from_utf8_lossy(&uri).into_owned();
             let Ok(request) =

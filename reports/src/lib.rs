@@ -293,15 +293,8 @@ mod tests {
             "payload":{{"reason":"r","last_state":"x"}}}}"#
         );
         ChainedEvent {
-            partition: 0,
             offset: id as i64,
-            event: decode_event(json.as_bytes()).unwrap(),
-            payload_json: String::new(),
-            seq: 0,
-            prev_hash: [0; 32],
-            hash: [0; 32],
-            leaf_hash: [0; 32],
-            vault: Vec::new(),
+            ..ChainedEvent::unchained(decode_event(json.as_bytes()).unwrap())
         }
     }
 

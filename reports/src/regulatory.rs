@@ -613,15 +613,8 @@ mod tests {
         )
         .unwrap();
         ChainedEvent {
-            partition: 0,
             offset,
-            event,
-            payload_json: String::new(),
-            seq: 0,
-            prev_hash: [0; 32],
-            hash: [0; 32],
-            leaf_hash: [0; 32],
-            vault: Vec::new(),
+            ..ChainedEvent::unchained(event)
         }
     }
 

@@ -262,6 +262,50 @@ pub fn manifest_dir() -> std::path::PathBuf {
         .map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), Into::into)
 }
 
+/// Reads a child's piped stderr on a thread, keeping every line, and tells when a line
+/// containing `needle` first appears.
+pub struct StderrWatch {
+    seen: std::sync::mpsc::Receiver<bool>,
+    reader: std::thread::JoinHandle<Vec<String>>,
+}
+
+impl StderrWatch {
+    /// Takes `child`'s stderr (spawned with `Stdio::piped()`).
+    pub fn new(child: &mut Child, needle: &'static str) -> StderrWatch {
+        use std::io::BufRead;
+        let stderr = child.stderr.take().expect("stderr piped");
+        let (tx, seen) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            let mut found = false;
+            let mut lines = Vec::new();
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if !found && line.contains(needle) {
+                    found = true;
+                    let _ = tx.send(true);
+                }
+                lines.push(line);
+            }
+            let _ = tx.send(false);
+            lines
+        });
+        StderrWatch { seen, reader }
+    }
+
+    /// Whether the needle appeared within `timeout` (false: stderr closed first, or time ran
+    /// out).
+    pub fn wait(&self, timeout: Duration) -> bool {
+        self.seen.recv_timeout(timeout).unwrap_or(false)
+    }
+
+    /// Every line, once the child has ended (its stderr closed).
+    pub fn lines(self) -> String {
+        self.reader.join().expect("stderr reader").join("\n")
+    }
+}
+
 /// A child process killed on drop (a `custody demo --serve`, say).
 pub struct KillOnDrop(pub Child);
 

@@ -3,13 +3,13 @@
 //! refused), a restart seeks instead of re-reading, `demo --fresh` never deletes a warehouse
 //! another run is writing, and a warehouse that lost its catalog is refused.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
-use custody_tests::{custody, custody_bin, custody_output, free_addr, generate_ndjson};
+use custody_tests::{
+    StderrWatch, custody, custody_bin, custody_output, free_addr, generate_ndjson,
+};
 
 fn run(args: &[&str], dir: &Path) -> std::process::Output {
     Command::new(custody_bin())
@@ -63,19 +63,8 @@ fn sigterm_and_sigint_drain_and_exit_zero() {
             .spawn()
             .unwrap();
         // Signal once the pipeline is running (the dataflow started).
-        let err = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = Vec::new();
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                if line.contains("resuming") {
-                    let _ = tx.send(());
-                }
-                lines.push(line);
-            }
-            lines
-        });
-        rx.recv_timeout(Duration::from_secs(60)).unwrap();
+        let watch = StderrWatch::new(&mut child, "resuming");
+        assert!(watch.wait(Duration::from_secs(60)), "the run did not start");
         std::thread::sleep(Duration::from_millis(1500));
         let status = Command::new("kill")
             .args([&format!("-{signal}"), &child.id().to_string()])
@@ -246,20 +235,12 @@ fn demo_fresh_never_deletes_a_warehouse_being_written() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let err = writer.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut lines = Vec::new();
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            if line.contains("failpoint") {
-                let _ = tx.send(String::new());
-            }
-            lines.push(line);
-        }
-        let _ = tx.send(lines.join("\n"));
-    });
-    let halted = rx.recv_timeout(Duration::from_secs(60)).unwrap();
-    assert!(halted.is_empty(), "the writer did not halt: {halted}");
+    let watch = StderrWatch::new(&mut writer, "failpoint");
+    if !watch.wait(Duration::from_secs(60)) {
+        let _ = writer.kill();
+        let _ = writer.wait();
+        panic!("the writer did not halt: {}", watch.lines());
+    }
     let out = custody_output(&["demo", "--fresh", "--events", "100", "--warehouse", wh_arg]);
     let _ = writer.kill();
     let _ = writer.wait();

@@ -5,14 +5,13 @@
 //! broker under a running pipeline.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use custody_tests::{
-    Tansu, assert_chains_link, custody, custody_bin, generate_ndjson, read_columns, rows,
+    StderrWatch, Tansu, assert_chains_link, custody, custody_bin, generate_ndjson, read_columns,
+    rows,
 };
 
 const TOPIC: &str = "agent-events";
@@ -67,16 +66,8 @@ fn run_and_kill(broker: &str, wh: &Path, kill: &Kill) -> bool {
     match kill {
         Kill::At(name, nth) => {
             let mut child = spawn_run(broker, wh, Some(format!("{name}#{nth}")), "60s");
-            let stderr = child.stderr.take().unwrap();
-            let (tx, rx) = mpsc::channel();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if line.contains("failpoint") {
-                        let _ = tx.send(());
-                    }
-                }
-            });
-            let fired = rx.recv_timeout(Duration::from_secs(120)).is_ok();
+            let watch = StderrWatch::new(&mut child, "failpoint");
+            let fired = watch.wait(Duration::from_secs(120));
             child.kill().unwrap();
             child.wait().unwrap();
             fired

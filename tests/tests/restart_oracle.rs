@@ -11,11 +11,11 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use custody_tests::{
-    KillOnDrop, custody, custody_bin, free_addr, generate_ndjson, get_json, read_columns, rows,
+    KillOnDrop, StderrWatch, custody, custody_bin, free_addr, generate_ndjson, get_json,
+    read_columns, rows,
 };
 use serde_json::Value;
 
@@ -88,30 +88,15 @@ fn run_and_kill(input: &Path, wh: &Path, point: &str, fallback: Duration) -> (bo
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut fired = false;
-        let mut lines = Vec::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("failpoint") && !fired {
-                fired = true;
-                let _ = tx.send(true);
-            }
-            lines.push(line);
-        }
-        let _ = tx.send(false);
-        lines
-    });
-    let fired = rx.recv_timeout(fallback).unwrap_or(false);
+    let watch = StderrWatch::new(&mut child, "failpoint");
+    let fired = watch.wait(fallback);
     let finished = child.try_wait().unwrap().is_some();
     let _ = child.kill();
     let status = child.wait().unwrap();
-    let lines = reader.join().unwrap();
+    let lines = watch.lines();
     assert!(
         fired || !finished || status.success(),
-        "run stopped by itself with {status} at {point}:\n{}",
-        lines.join("\n")
+        "run stopped by itself with {status} at {point}:\n{lines}"
     );
     (fired, finished)
 }

@@ -411,12 +411,13 @@ impl Warehouse {
         else {
             return Ok(Vec::new());
         };
-        let summary: Vec<(String, String)> = snapshot
+        // The commit point's summary (epoch, positions, checkpoint digest) for every table.
+        let summary: Vec<(&str, String)> = snapshot
             .summary()
             .additional_properties
             .iter()
             .filter(|(k, _)| k.starts_with("custody.") && k.as_str() != SUMMARY_COMMIT_ID)
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, v)| (k.as_str(), v.clone()))
             .collect();
         let stream = marker
             .scan()
@@ -474,10 +475,6 @@ impl Warehouse {
                 epoch = last,
                 "completing a commit a crash cut short (roll-forward)"
             );
-            let summary: Vec<(&str, String)> = summary
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.clone()))
-                .collect();
             self.commit_files(&table, name, last, files, &summary)
                 .await?;
             completed.push(name.clone());
@@ -699,7 +696,6 @@ impl Warehouse {
                 s("payload")?,
             );
             let (user, parent) = (s("user_id")?, s("parent_event_id")?);
-            let opt = |a: &StringArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_string());
             let seq = int_column(&batch, "seq")?;
             let epochs = int_column(&batch, "epoch")?;
             let time = batch
@@ -725,24 +721,17 @@ impl Warehouse {
                     tenant_id: custody_schemas::TenantId::new(tenant.value(i)),
                     session_id: session.value(i).to_string(),
                     agent_id: agent.value(i).to_string(),
-                    user_id: opt(user, i),
+                    user_id: opt_string(user, i),
                     event_type,
                     timestamp: format_rfc3339(time.value(i)),
                     timestamp_us: time.value(i),
-                    parent_event_id: opt(parent, i),
+                    parent_event_id: opt_string(parent, i),
                     payload: payload_value,
                     previous_event_hash: None,
                 };
                 out.push(ChainedEvent {
-                    partition: 0,
-                    offset: 0,
-                    event,
-                    payload_json: String::new(),
                     seq: seq.value(i) as u64,
-                    prev_hash: [0; 32],
-                    hash: [0; 32],
-                    leaf_hash: [0; 32],
-                    vault: Vec::new(),
+                    ..ChainedEvent::unchained(event)
                 });
             }
         }
@@ -771,15 +760,11 @@ impl Warehouse {
             );
             let seq = int_column(&batch, "seq")?;
             for i in 0..batch.num_rows() {
-                let mut hash = [0u8; 32];
-                hex::decode_to_slice(leaf.value(i), &mut hash).map_err(|e| {
-                    Error::SinkStopped(format!("corrupt leaf hash in the lake: {e}"))
-                })?;
                 out.push((
                     tenant.value(i).to_string(),
                     seq.value(i) as u64,
                     id.value(i).to_string(),
-                    hash,
+                    decode_hash(leaf.value(i), "leaf hash")?,
                 ));
             }
         }
@@ -909,7 +894,6 @@ fn event_rows_of(batch: &RecordBatch, rows: &mut Vec<EventRow>) -> Result<()> {
         .column_by_name("event_time")
         .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
         .ok_or_else(|| Error::SinkStopped("column \"event_time\" missing".into()))?;
-    let opt = |a: &StringArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_string());
     for i in 0..batch.num_rows() {
         rows.push(EventRow {
             tenant_id: tenant.value(i).to_string(),
@@ -919,9 +903,9 @@ fn event_rows_of(batch: &RecordBatch, rows: &mut Vec<EventRow>) -> Result<()> {
             event_type: event_type.value(i).to_string(),
             session_id: session.value(i).to_string(),
             agent_id: agent.value(i).to_string(),
-            user_id: opt(user, i),
+            user_id: opt_string(user, i),
             event_time: format_rfc3339(time.value(i)),
-            parent_event_id: opt(parent, i),
+            parent_event_id: opt_string(parent, i),
             payload: payload.value(i).to_string(),
             prev_hash: prev.value(i).to_string(),
             hash: hash.value(i).to_string(),
@@ -929,6 +913,11 @@ fn event_rows_of(batch: &RecordBatch, rows: &mut Vec<EventRow>) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// Row `i` of a nullable string column.
+fn opt_string(a: &StringArray, i: usize) -> Option<String> {
+    (!a.is_null(i)).then(|| a.value(i).to_string())
 }
 
 fn string_column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a StringArray> {
@@ -1245,7 +1234,7 @@ impl IcebergSink {
             .collect();
         // In a fixed order, with both failpoints of every table whether or not the epoch
         // writes to it, so a crash test can stop at each of them in any epoch.
-        for &name in crate::failpoint::COMMITTED_TABLES {
+        for name in crate::failpoint::committed_tables() {
             crate::failpoint::hit_table("before-commit", name, epoch);
             if let Some((n, table, files)) = staged.remove(name) {
                 self.warehouse

@@ -161,9 +161,11 @@ impl KafkaSource {
     /// Assigns partitions not assigned yet, at the position the lake (or else the group)
     /// has for them.
     fn assign_new_partitions(&mut self) -> Result<()> {
-        if self
-            .last_refresh
-            .is_some_and(|t| t.elapsed() < self.config.metadata_refresh)
+        // Until the brokers answered with the topic, ask on every poll.
+        if self.connected
+            && self
+                .last_refresh
+                .is_some_and(|t| t.elapsed() < self.config.metadata_refresh)
         {
             return Ok(());
         }
@@ -177,9 +179,6 @@ impl KafkaSource {
             Err(e) => {
                 tracing::warn!(topic, error = %e, "topic metadata unavailable; retrying");
                 self.last_error = Some(e.to_string());
-                if !self.connected {
-                    self.last_refresh = None;
-                }
                 return Ok(());
             }
         };
@@ -192,10 +191,6 @@ impl KafkaSource {
                 });
             }
             None => self.last_error = Some("the topic does not exist".into()),
-        }
-        if !self.connected {
-            // Until the topic is seen, ask again on every poll.
-            self.last_refresh = None;
         }
         let new: Vec<i32> = metadata
             .topics()
