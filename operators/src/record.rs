@@ -11,6 +11,10 @@ pub type Epoch = u64;
 /// negative partitions.
 pub const ACCESS_LOG_PARTITION: i32 = -1;
 
+/// The partition of Custody's own administrative actions (`custody erase`, `custody reveal`):
+/// the only source of `DATA_ERASED` and `DATA_REIDENTIFIED` events.
+pub const ADMIN_PARTITION: i32 = -2;
+
 /// Raw input as read from a source, before any parsing.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RawRecord {

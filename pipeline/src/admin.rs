@@ -49,7 +49,8 @@ fn record(
         format!("admin:{id}"),
         Cursor::new(line),
         config.pipeline.max_event_bytes,
-    );
+    )
+    .with_partition(custody_operators::record::ADMIN_PARTITION);
     let mut opts = crate::run_options(config, warehouse.to_path_buf(), None)?;
     // Custody's own events: not from a producer, and their fields are not vaulted.
     opts.decode.producers = None;
@@ -75,7 +76,7 @@ fn keystore(
     warehouse: &Path,
     rt: &tokio::runtime::Runtime,
 ) -> anyhow::Result<Keystore> {
-    let (current, previous) = config.vault.keks(warehouse)?;
+    let (current, previous) = config.vault.keks(&config.keys.dir(warehouse)?)?;
     let path = warehouse.join("keys/keystore.db");
     if !path.exists() {
         bail!(

@@ -32,6 +32,8 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     /// Where the lake lives.
     pub warehouse: WarehouseConfig,
+    /// Where secret keys live.
+    pub keys: KeysConfig,
     /// HTTP serving.
     pub serve: ServeConfig,
     /// PII tokenization.
@@ -149,6 +151,81 @@ pub struct WarehouseConfig {
     pub sink_id: String,
 }
 
+/// Secret key material.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysConfig {
+    /// Key directory; empty for `<warehouse>.keys` beside the warehouse.
+    pub dir: PathBuf,
+}
+
+/// Files of the old layout that kept secret keys inside the warehouse.
+const LEGACY_KEY_FILES: [&str; 2] = ["keys/signing.key", "keys/kek.key"];
+
+/// `path` made absolute (lexically, `.` and `..` resolved) without touching the file system.
+fn absolute(path: &Path) -> Result<PathBuf, ConfigError> {
+    let abs = std::path::absolute(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut out = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            c => out.push(c),
+        }
+    }
+    // Follow symlinks where the path exists, so an alias cannot hide the warehouse.
+    Ok(std::fs::canonicalize(&out).unwrap_or(out))
+}
+
+/// Whether `path` is `dir` or inside it (both made absolute).
+pub fn is_within(path: &Path, dir: &Path) -> bool {
+    match (absolute(path), absolute(dir)) {
+        (Ok(p), Ok(d)) => p.starts_with(d),
+        _ => false,
+    }
+}
+
+impl KeysConfig {
+    /// The key directory of `warehouse`; refuses one inside the warehouse and secret keys
+    /// left inside the warehouse by the old layout.
+    pub fn dir(&self, warehouse: &Path) -> Result<PathBuf, ConfigError> {
+        let dir = if self.dir.as_os_str().is_empty() {
+            let wh = absolute(warehouse)?;
+            let mut name = wh.file_name().unwrap_or_default().to_os_string();
+            name.push(".keys");
+            wh.with_file_name(name)
+        } else {
+            absolute(&self.dir)?
+        };
+        if is_within(&dir, warehouse) {
+            return Err(ConfigError::Invalid(format!(
+                "keys.dir {} is inside the warehouse {}: whoever can write the warehouse would \
+                 hold the keys; choose a directory outside it",
+                dir.display(),
+                warehouse.display()
+            )));
+        }
+        for legacy in LEGACY_KEY_FILES {
+            let old = warehouse.join(legacy);
+            if old.exists() {
+                return Err(ConfigError::Invalid(format!(
+                    "{} is a secret key inside the warehouse; move it out (to {}) and restrict it \
+                     to its owner (chmod 600)",
+                    old.display(),
+                    dir.join(Path::new(legacy).file_name().unwrap_or_default())
+                        .display()
+                )));
+            }
+        }
+        Ok(dir)
+    }
+}
+
 /// HTTP serving.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -228,20 +305,35 @@ impl PiiConfig {
         custody_operators::pii::PiiPolicy::new(rules, fields)
     }
 
-    /// The master key: from the environment variable, else the dev key (with a warning).
-    pub fn master_key(&self) -> Vec<u8> {
+    /// The master key: from the environment variable (hex, or raw text; at least
+    /// [`MIN_MASTER_KEY_BYTES`]), else the dev key (with a warning).
+    pub fn master_key(&self) -> Result<Vec<u8>, ConfigError> {
         match std::env::var(&self.master_key_env) {
-            Ok(key) if !key.is_empty() => hex::decode(&key).unwrap_or_else(|_| key.into_bytes()),
+            Ok(key) if !key.is_empty() => {
+                let key = hex::decode(key.trim()).unwrap_or_else(|_| key.into_bytes());
+                if key.len() < MIN_MASTER_KEY_BYTES {
+                    return Err(ConfigError::Invalid(format!(
+                        "{}: the pii master key has {} bytes; at least {MIN_MASTER_KEY_BYTES} \
+                         are required (e.g. 64 hex digits from `openssl rand -hex 32`)",
+                        self.master_key_env,
+                        key.len()
+                    )));
+                }
+                Ok(key)
+            }
             _ => {
                 tracing::warn!(
                     env = %self.master_key_env,
                     "no pii master key set; using the development key"
                 );
-                self.dev_master_key.clone().into_bytes()
+                Ok(self.dev_master_key.clone().into_bytes())
             }
         }
     }
 }
+
+/// The shortest PII master key accepted from the environment.
+pub const MIN_MASTER_KEY_BYTES: usize = 32;
 
 /// Checkpoint signing.
 #[derive(Clone, Debug, Deserialize)]
@@ -249,18 +341,15 @@ impl PiiConfig {
 pub struct CheckpointsConfig {
     /// Environment variable holding the signing key seed (hex).
     pub signing_key_env: String,
-    /// Seed file used when the variable is unset (relative to the warehouse).
+    /// Seed file used when the variable is unset (relative to the key directory).
     pub signing_key_file: PathBuf,
 }
 
 impl CheckpointsConfig {
-    /// The signing key seed: from the environment, else from the key file (created if
-    /// missing, readable by the owner only).
-    pub fn signing_seed(&self, warehouse: &Path) -> Result<[u8; 32], ConfigError> {
-        secret_32(
-            &self.signing_key_env,
-            &warehouse.join(&self.signing_key_file),
-        )
+    /// The signing key seed: from the environment, else from the key file in `key_dir`
+    /// (created if missing, readable by the owner only).
+    pub fn signing_seed(&self, key_dir: &Path) -> Result<[u8; 32], ConfigError> {
+        secret_32(&self.signing_key_env, &key_dir.join(&self.signing_key_file))
     }
 }
 
@@ -281,7 +370,11 @@ pub fn secret_32(env: &str, path: &Path) -> Result<[u8; 32], ConfigError> {
     };
     if !path.exists() {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(read_err)?;
+            let mut builder = std::fs::DirBuilder::new();
+            builder.recursive(true);
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+            builder.create(dir).map_err(read_err)?;
         }
         let mut seed = [0u8; 32];
         use std::io::Read;
@@ -298,6 +391,22 @@ pub fn secret_32(env: &str, path: &Path) -> Result<[u8; 32], ConfigError> {
             .and_then(|mut f| f.write_all(hex::encode(seed).as_bytes()))
             .map_err(read_err)?;
         tracing::warn!(path = %path.display(), "generated a new key");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(read_err)?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(ConfigError::Invalid(format!(
+                "{} is readable by others (mode {:o}): a secret key must be readable by its \
+                 owner only (chmod 600)",
+                path.display(),
+                mode & 0o777
+            )));
+        }
     }
     let text = std::fs::read_to_string(path).map_err(read_err)?;
     let mut seed = [0u8; 32];
@@ -318,8 +427,8 @@ pub struct VaultConfig {
     pub kek_env: String,
     /// Environment variable holding the previous KEK during a rotation.
     pub kek_previous_env: String,
-    /// KEK file used when the variable is unset (relative to the warehouse; created if
-    /// missing). For development: keep production KEKs out of the warehouse.
+    /// KEK file used when the variable is unset (relative to the key directory; created if
+    /// missing). For development.
     pub kek_file: PathBuf,
 }
 
@@ -327,7 +436,7 @@ impl VaultConfig {
     /// The current KEK and the previous one, if set.
     pub fn keks(
         &self,
-        warehouse: &Path,
+        key_dir: &Path,
     ) -> Result<
         (
             custody_operators::vault::Kek,
@@ -335,7 +444,7 @@ impl VaultConfig {
         ),
         ConfigError,
     > {
-        let current = secret_32(&self.kek_env, &warehouse.join(&self.kek_file))?;
+        let current = secret_32(&self.kek_env, &key_dir.join(&self.kek_file))?;
         let previous = match std::env::var(&self.kek_previous_env) {
             Ok(v) if !v.is_empty() => {
                 let mut k = [0u8; 32];

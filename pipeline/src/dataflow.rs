@@ -84,6 +84,8 @@ pub struct RunOptions {
     pub vault: VaultMode,
     /// Current and previous KEKs (used when the vault is on).
     pub keks: Option<(Kek, Vec<Kek>)>,
+    /// The key directory (outside the warehouse): the public key is published there too.
+    pub key_dir: PathBuf,
     /// Checkpoint signing key seed.
     pub signing_seed: [u8; 32],
     /// Warehouse directory.
@@ -265,7 +267,7 @@ pub fn run_pipeline(
         *l = loaded;
     }
     let signer = Signer::from_seed(&opts.signing_seed);
-    publish_key(warehouse.root(), &signer)?;
+    publish_key(warehouse.root(), &opts.key_dir, &signer)?;
 
     let (sink_tx, sink_rx) = mpsc::sync_channel::<SinkMsg>(1024);
     let (committed_tx, committed_rx) = mpsc::channel::<Committed>();
@@ -469,13 +471,26 @@ pub fn lock_warehouse(root: &std::path::Path) -> Result<std::fs::File, PipelineE
     }
 }
 
-/// Writes the public key as `keys/<key_id>.pub` (hex) in the warehouse.
-fn publish_key(root: &std::path::Path, signer: &Signer) -> Result<(), PipelineError> {
+/// Writes the public key (hex) as `keys/<key_id>.pub` in the warehouse, where readers of the
+/// data find it (not to be trusted from there), and as `signing.pub` in the key directory, the
+/// copy to hand to verifiers.
+fn publish_key(
+    root: &std::path::Path,
+    key_dir: &std::path::Path,
+    signer: &Signer,
+) -> Result<(), PipelineError> {
+    let public = hex::encode(signer.public_key().as_bytes());
     let dir = root.join("keys");
     std::fs::create_dir_all(&dir).map_err(custody_operators::Error::Io)?;
-    let path = dir.join(format!("{}.pub", signer.key_id()));
-    std::fs::write(&path, hex::encode(signer.public_key().as_bytes()))
+    std::fs::write(dir.join(format!("{}.pub", signer.key_id())), &public)
         .map_err(custody_operators::Error::Io)?;
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(key_dir)
+        .map_err(custody_operators::Error::Io)?;
+    std::fs::write(key_dir.join("signing.pub"), &public).map_err(custody_operators::Error::Io)?;
     Ok(())
 }
 

@@ -424,13 +424,18 @@ fn export(config: &Config, args: ExportArgs) -> anyhow::Result<()> {
 }
 
 fn verify_cmd(config: &Config, args: VerifyArgs) -> anyhow::Result<()> {
+    let checked = match &args.export {
+        Some(dir) => dir.clone(),
+        None => args
+            .warehouse
+            .clone()
+            .unwrap_or(config.warehouse.path.clone()),
+    };
+    let mut trusted = verify::trusted_keys(&args.trusted_keys, &checked)?;
     let bundle = match &args.export {
         Some(dir) => verify::Bundle::from_export(dir)?,
-        None => verify::Bundle::from_warehouse(
-            args.warehouse.as_ref().unwrap_or(&config.warehouse.path),
-        )?,
+        None => verify::Bundle::from_warehouse(&checked)?,
     };
-    let mut trusted = verify::trusted_keys(&args.trusted_keys)?;
     if trusted.is_empty() {
         eprintln!(
             "warning: no --trusted-key given; trusting the {} public key(s) shipped with the data",
@@ -491,8 +496,9 @@ fn run_options(
     let p = &config.pipeline;
     std::fs::create_dir_all(&warehouse)
         .with_context(|| format!("creating {}", warehouse.display()))?;
+    let key_dir = config.keys.dir(&warehouse)?;
     Ok(RunOptions {
-        signing_seed: config.checkpoints.signing_seed(&warehouse)?,
+        signing_seed: config.checkpoints.signing_seed(&key_dir)?,
         workers: p.workers,
         batch_size: p.batch_size,
         max_epochs_in_flight: p.max_epochs_in_flight,
@@ -516,18 +522,19 @@ fn run_options(
             drift: config.drift.view_config(),
         },
         clock_tick: config.views.clock_tick,
-        master_key: config.pii.master_key(),
+        master_key: config.pii.master_key()?,
         pii_policy: Arc::new(config.pii.policy()?),
         vault: VaultMode {
             tokens: config.vault.tokens,
             content: config.vault.content,
         },
         keks: if config.vault.tokens || config.vault.content {
-            Some(config.vault.keks(&warehouse)?)
+            Some(config.vault.keks(&key_dir)?)
         } else {
             None
         },
         warehouse,
+        key_dir,
         sink_id: config.warehouse.sink_id.clone(),
         dead_letter: None,
         skips: Vec::new(),
@@ -613,7 +620,9 @@ fn start_server(
             continuous_verification: true,
         }),
         signer: Some(custody_operators::checkpoint::Signer::from_seed(
-            &config.checkpoints.signing_seed(warehouse)?,
+            &config
+                .checkpoints
+                .signing_seed(&config.keys.dir(warehouse)?)?,
         )),
         access: Some(Arc::new(access_log::AccessLog::open(warehouse)?)),
     });

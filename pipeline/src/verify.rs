@@ -84,7 +84,7 @@ impl Bundle {
             .enable_all()
             .build()?;
         runtime.block_on(async {
-            let warehouse = Warehouse::open(path).await?;
+            let warehouse = Warehouse::open_read_only(path).await?;
             Ok(Bundle {
                 events: warehouse.event_rows().await?,
                 checkpoints: warehouse.checkpoint_rows().await?,
@@ -147,12 +147,22 @@ fn row_bytes(e: &EventRow) -> u64 {
         + e.leaf_hash.len()) as u64
 }
 
-/// Parses `--trusted-key` values: a hex key or a file holding one.
-pub fn trusted_keys(values: &[String]) -> anyhow::Result<Vec<VerifyingKey>> {
+/// Parses `--trusted-key` values: a hex key or a file holding one. A file inside `checked`
+/// (the warehouse or bundle under verification) is refused: whoever could rewrite the data
+/// could rewrite the key beside it, so the trusted key must come from elsewhere.
+pub fn trusted_keys(values: &[String], checked: &Path) -> anyhow::Result<Vec<VerifyingKey>> {
     values
         .iter()
         .map(|v| {
             let text = if Path::new(v).exists() {
+                if crate::config::is_within(Path::new(v), checked) {
+                    bail!(
+                        "the trusted key {v} is inside {} (the data under verification): take \
+                         the key from where it was published out of band (e.g. the key \
+                         directory's signing.pub), not from the data",
+                        checked.display()
+                    );
+                }
                 std::fs::read_to_string(v)?
             } else {
                 v.clone()

@@ -194,7 +194,13 @@ struct WireEnvelope {
 /// Decodes and validates one event from raw bytes.
 pub fn decode_event(bytes: &[u8]) -> Result<AuditEvent, SchemaError> {
     let text = std::str::from_utf8(bytes).map_err(|e| SchemaError::Utf8(e.to_string()))?;
-    let value: Value = serde_json::from_str(text).map_err(|e| SchemaError::Json(e.to_string()))?;
+    let value = crate::strict_json::from_str(text).map_err(|e| {
+        if e.is_data() {
+            SchemaError::DuplicateMember(e.to_string())
+        } else {
+            SchemaError::Json(e.to_string())
+        }
+    })?;
     decode_value(value)
 }
 

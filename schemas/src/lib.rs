@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 pub mod event;
+pub mod strict_json;
 pub mod tables;
 pub mod time;
 
@@ -47,6 +48,9 @@ pub enum SchemaError {
     /// The text is not JSON.
     #[error("invalid json: {0}")]
     Json(String),
+    /// An object has two members with one name (RFC 8259 §4 leaves the meaning open).
+    #[error("{0}")]
+    DuplicateMember(String),
     /// The JSON is not an object.
     #[error("event must be a json object")]
     NotAnObject,
@@ -78,6 +82,7 @@ impl SchemaError {
         match self {
             SchemaError::Utf8(_) => "invalid_utf8",
             SchemaError::Json(_) => "invalid_json",
+            SchemaError::DuplicateMember(_) => "duplicate_member",
             SchemaError::NotAnObject => "not_an_object",
             SchemaError::UnsupportedVersion(_) => "unsupported_version",
             SchemaError::Envelope(_) => "invalid_envelope",

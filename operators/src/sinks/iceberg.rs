@@ -247,6 +247,42 @@ impl Warehouse {
         Ok(warehouse)
     }
 
+    /// Opens the warehouse at `root` for reading only (`custody verify`, `custody export`):
+    /// the catalog is opened read-only and nothing is created, so a verifier never repairs
+    /// what it is checking. A missing table is an error naming it.
+    pub async fn open_read_only(root: &Path) -> Result<Self> {
+        let db = root.join("catalog.db");
+        if !db.is_file() {
+            return Err(Error::WarehouseDamaged(format!(
+                "{} is not a custody warehouse (no catalog.db)",
+                root.display()
+            )));
+        }
+        let root = std::fs::canonicalize(root)?;
+        let catalog = SqlCatalogBuilder::default()
+            .uri(format!("sqlite://{}?mode=ro", db.display()))
+            .warehouse_location(format!("file://{}", root.join("data").display()))
+            .sql_bind_style(SqlBindStyle::QMark)
+            .with_storage_factory(Arc::new(LocalFsStorageFactory))
+            .load(CATALOG_NAME, HashMap::new())
+            .await?;
+        let warehouse = Warehouse {
+            catalog: Arc::new(catalog),
+            root,
+        };
+        let ns = NamespaceIdent::new(NAMESPACE.to_string());
+        for name in tables::ALL_TABLES {
+            let ident = TableIdent::new(ns.clone(), name.to_string());
+            if !warehouse.catalog.table_exists(&ident).await? {
+                return Err(Error::WarehouseDamaged(format!(
+                    "table {NAMESPACE}.{name} is missing from {}",
+                    warehouse.root.join("catalog.db").display()
+                )));
+            }
+        }
+        Ok(warehouse)
+    }
+
     /// Refuses a warehouse whose catalog is gone while its data or keys are still there (a
     /// deleted or emptied `catalog.db` would otherwise start a new, empty lake over them), and
     /// one whose commit log predates epoch manifests.

@@ -30,6 +30,8 @@ pub struct NdjsonSource<R> {
     done: bool,
     /// The file read, for its fingerprint.
     path: Option<PathBuf>,
+    /// The partition its records carry.
+    partition: i32,
 }
 
 /// How much of a file's head identifies it.
@@ -77,7 +79,15 @@ impl<R: BufRead + Send> NdjsonSource<R> {
             max_line_bytes,
             done: false,
             path: None,
+            partition: 0,
         }
+    }
+
+    /// Numbers records as `partition` (Custody's own sources use negative partitions, see
+    /// [`crate::record::ADMIN_PARTITION`]).
+    pub fn with_partition(mut self, partition: i32) -> Self {
+        self.partition = partition;
+        self
     }
 
     /// Skips `lines` lines without keeping them (as many as [`Self::read_line`] would read).
@@ -205,7 +215,7 @@ impl<R: BufRead + Send> Source for NdjsonSource<R> {
                 break;
             };
             batch.push(RawRecord {
-                partition: 0,
+                partition: self.partition,
                 offset: self.next_offset,
                 bytes,
                 len,

@@ -22,7 +22,7 @@
 //! # Failure modes
 //! None: every input ends on exactly one of the two outputs.
 
-use custody_schemas::{SchemaError, decode_event};
+use custody_schemas::{EventType, SchemaError, decode_event};
 use sha2::{Digest, Sha256};
 use timely::dataflow::StreamVec;
 use timely::dataflow::operators::{Exchange, OkErr};
@@ -139,13 +139,24 @@ pub fn decode_one(
             ),
         ));
     }
-    if raw.partition == crate::record::ACCESS_LOG_PARTITION {
-        // Custody's own access log: only its own event type, no producer signature.
-        let event = decode_event(&raw.bytes).map_err(|e: SchemaError| (e.kind(), e.to_string()))?;
-        if event.event_type != custody_schemas::EventType::AuditLogAccessed {
+    if raw.partition < 0 {
+        // Custody's own sources: only their own event types, no producer signature.
+        let event = decode_event(&raw.bytes).map_err(|e| schema_error(&raw.bytes, e))?;
+        let allowed = match raw.partition {
+            crate::record::ACCESS_LOG_PARTITION => event.event_type == EventType::AuditLogAccessed,
+            crate::record::ADMIN_PARTITION => matches!(
+                event.event_type,
+                EventType::DataErased | EventType::DataReidentified
+            ),
+            _ => false,
+        };
+        if !allowed {
             return Err((
                 "unauthenticated",
-                format!("{} is not accepted from the access log", event.event_type),
+                format!(
+                    "{} is not accepted from Custody's source {}",
+                    event.event_type, raw.partition
+                ),
             ));
         }
         return Ok(event);
@@ -158,7 +169,21 @@ pub fn decode_one(
         ),
         None => None,
     };
-    let event = decode_event(&raw.bytes).map_err(|e: SchemaError| (e.kind(), e.to_string()))?;
+    let reserved = |t: EventType| {
+        (
+            "reserved_event_type",
+            format!("{t} is written by Custody itself, never accepted from a producer"),
+        )
+    };
+    let event = decode_event(&raw.bytes).map_err(|e| match e {
+        SchemaError::Payload { event_type, .. } if event_type.is_custody_action() => {
+            reserved(event_type)
+        }
+        e => schema_error(&raw.bytes, e),
+    })?;
+    if event.event_type.is_custody_action() {
+        return Err(reserved(event.event_type));
+    }
     if let (Some(registry), Some(bound), Some(claim)) =
         (&config.producers, bound, raw.producer.as_ref())
     {
@@ -167,6 +192,19 @@ pub fn decode_one(
             .map_err(|e| (e.kind(), e.to_string()))?;
     }
     Ok(event)
+}
+
+/// The quarantine kind and reason of a schema error; a duplicated member names every tenant the
+/// record claims.
+fn schema_error(bytes: &[u8], e: SchemaError) -> (&'static str, String) {
+    let mut reason = e.to_string();
+    if matches!(e, SchemaError::DuplicateMember(_)) {
+        let claims = claimed_tenants(bytes);
+        if claims.len() > 1 {
+            reason.push_str(&format!("; the record claims tenants {claims:?}"));
+        }
+    }
+    (e.kind(), reason)
 }
 
 /// Builds the quarantine record for a rejected input.
@@ -205,19 +243,23 @@ pub fn quarantine(
     }
 }
 
-/// The `tenant_id` an input claims, if it is a JSON object with a string `tenant_id`.
-fn claimed_tenant(bytes: &[u8]) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Claim {
-        tenant_id: Option<String>,
-    }
+/// Every `tenant_id` an input claims (more than one if the member is duplicated), as long as it
+/// is JSON text.
+fn claimed_tenants(bytes: &[u8]) -> Vec<String> {
     if bytes.len() > 1 << 20 {
-        return None;
+        return Vec::new();
     }
-    serde_json::from_slice::<Claim>(bytes)
-        .ok()
-        .and_then(|c| c.tenant_id)
-        .filter(|t| !t.is_empty() && t.len() <= custody_schemas::event::MAX_ID_LEN)
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return Vec::new();
+    };
+    let mut claims = custody_schemas::strict_json::top_level_strings(text, "tenant_id");
+    claims.retain(|t| !t.is_empty() && t.len() <= custody_schemas::event::MAX_ID_LEN);
+    claims
+}
+
+/// The `tenant_id` an input claims first, if it is a JSON object with a string `tenant_id`.
+fn claimed_tenant(bytes: &[u8]) -> Option<String> {
+    claimed_tenants(bytes).into_iter().next()
 }
 
 #[cfg(test)]
@@ -272,5 +314,96 @@ mod tests {
         assert!(!errs[3].raw_redacted.contains("jane@example.com"));
         assert!(errs[3].raw_redacted.contains("<EMAIL:tok_"));
         assert_eq!(errs[2].raw_redacted.len(), 16 << 10);
+    }
+}
+
+#[cfg(test)]
+mod strictness {
+    use super::*;
+
+    fn event(extra: &str, event_type: &str, payload: &str) -> Vec<u8> {
+        format!(
+            r#"{{"event_id":"e1","schema_version":"1.0","tenant_id":"acme","session_id":"s",
+            "agent_id":"a","user_id":null,"event_type":"{event_type}",
+            "timestamp":"2026-01-01T00:00:00Z","parent_event_id":null,"payload":{payload}{extra}}}"#
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn duplicate_members_are_quarantined_with_every_claimed_tenant() {
+        let config = DecodeConfig::default();
+        let payload = r#"{"data_store":"crm","operation":"read","record_ids":[],"purpose":"p"}"#;
+        let ok = event("", "DATA_ACCESSED", payload);
+        assert!(decode_one(&RawRecord::new(0, 0, ok), &config).is_ok());
+        let dup = event(r#","tenant_id":"globex""#, "DATA_ACCESSED", payload);
+        let (kind, reason) = decode_one(&RawRecord::new(0, 1, dup.clone()), &config).unwrap_err();
+        assert_eq!(kind, "duplicate_member");
+        assert!(
+            reason.contains("\"acme\"") && reason.contains("\"globex\""),
+            "{reason}"
+        );
+        let q = quarantine(
+            RawRecord::new(0, 1, dup),
+            kind,
+            reason,
+            &config,
+            &mut Tokenizer::new(b"k"),
+        );
+        assert_eq!(q.tenant_id.as_deref(), Some("acme"));
+        // Inside the payload too.
+        let nested = event(
+            "",
+            "DATA_ACCESSED",
+            &payload.replace("}", r#","purpose":"q"}"#),
+        );
+        let (kind, _) = decode_one(&RawRecord::new(0, 2, nested), &config).unwrap_err();
+        assert_eq!(kind, "duplicate_member");
+    }
+
+    #[test]
+    fn custody_event_types_come_only_from_custody_sources() {
+        let config = DecodeConfig::default();
+        let cases = [
+            (
+                EventType::DataErased,
+                r#"{"scope":"tenant","keys_destroyed":1,"requested_by":"x","reason":"r"}"#,
+            ),
+            (
+                EventType::DataReidentified,
+                r#"{"token":"t","requested_by":"x","reason":"r"}"#,
+            ),
+            (
+                EventType::AuditLogAccessed,
+                r#"{"principal":"p","role":"admin","method":"GET","path":"/","status":200}"#,
+            ),
+        ];
+        for (t, payload) in cases {
+            let bytes = event("", t.as_str(), payload);
+            let producer = decode_one(&RawRecord::new(3, 0, bytes.clone()), &config);
+            assert_eq!(
+                producer.unwrap_err().0,
+                "reserved_event_type",
+                "{t} from a producer"
+            );
+            let own = if t == EventType::AuditLogAccessed {
+                crate::record::ACCESS_LOG_PARTITION
+            } else {
+                crate::record::ADMIN_PARTITION
+            };
+            let other = if own == crate::record::ADMIN_PARTITION {
+                crate::record::ACCESS_LOG_PARTITION
+            } else {
+                crate::record::ADMIN_PARTITION
+            };
+            let ours = decode_one(&RawRecord::new(own, 0, bytes.clone()), &config);
+            assert!(ours.is_ok(), "{t}: {ours:?}");
+            // An invalid payload of a reserved type from a producer is still refused as such.
+            let bad = event("", t.as_str(), "{}");
+            let producer = decode_one(&RawRecord::new(0, 0, bad), &config);
+            assert_eq!(producer.unwrap_err().0, "reserved_event_type");
+            let wrong = decode_one(&RawRecord::new(other, 0, bytes), &config);
+            assert_eq!(wrong.unwrap_err().0, "unauthenticated", "{t} from {other}");
+        }
     }
 }
