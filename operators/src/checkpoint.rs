@@ -1,10 +1,13 @@
 //! Signed per-tenant checkpoints: `(tenant, tree size, Merkle root, chain head, epoch, time)`
 //! signed with Ed25519. One checkpoint per tenant per epoch, not per event.
 //!
-//! The signed message is `custody-checkpoint/v1\n` followed by the canonical JSON (sorted keys,
-//! no whitespace) of `{chain_head, epoch, key_id, root, signed_at, tenant_id, tree_size}` with
-//! hashes in lowercase hex and `signed_at` as `YYYY-MM-DDTHH:MM:SS.ffffffZ`. The key id is the
-//! first 16 hex digits of SHA-256 of the 32-byte public key. See `docs/chain-format.md`.
+//! The signed message is `custody-checkpoint/v2\n` followed by the canonical JSON (sorted keys,
+//! no whitespace) of `{chain_head, epoch, key_id, prev_checkpoint, root, signed_at, tenant_id,
+//! tree_size}` with hashes in lowercase hex and `signed_at` as `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
+//! `prev_checkpoint` is the [`Checkpoint::hash`] of the tenant's previous checkpoint (zeros for
+//! its first), so a tenant's checkpoints form a chain in which a missing or replaced one shows.
+//! The key id is the first 16 hex digits of SHA-256 of the 32-byte public key. See
+//! `docs/chain-format.md`.
 
 use custody_schemas::time::format_rfc3339;
 use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
@@ -17,7 +20,7 @@ use crate::merkle::Hash;
 use crate::record::Epoch;
 
 /// Domain separation prefix of the signed message.
-pub const CHECKPOINT_DOMAIN: &str = "custody-checkpoint/v1\n";
+pub const CHECKPOINT_DOMAIN: &str = "custody-checkpoint/v2\n";
 
 /// A signed statement of one tenant's log at the close of an epoch.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,6 +37,8 @@ pub struct Checkpoint {
     pub epoch: Epoch,
     /// Signing time, RFC 3339 UTC with microseconds.
     pub signed_at: String,
+    /// [`Checkpoint::hash`] of the tenant's previous checkpoint (zeros for its first), hex.
+    pub prev_checkpoint: String,
     /// Id of the signing key.
     pub key_id: String,
     /// Ed25519 signature over [`Checkpoint::message`], hex.
@@ -47,6 +52,10 @@ impl Checkpoint {
         map.insert("chain_head".into(), Value::from(self.chain_head.as_str()));
         map.insert("epoch".into(), Value::from(self.epoch));
         map.insert("key_id".into(), Value::from(self.key_id.as_str()));
+        map.insert(
+            "prev_checkpoint".into(),
+            Value::from(self.prev_checkpoint.as_str()),
+        );
         map.insert("root".into(), Value::from(self.root.as_str()));
         map.insert("signed_at".into(), Value::from(self.signed_at.as_str()));
         map.insert("tenant_id".into(), Value::from(self.tenant_id.as_str()));
@@ -54,6 +63,12 @@ impl Checkpoint {
         let mut out = CHECKPOINT_DOMAIN.as_bytes().to_vec();
         out.extend(canonical_json(&Value::Object(map)).into_bytes());
         out
+    }
+
+    /// The checkpoint's identity: SHA-256 of its signed message (what the next checkpoint's
+    /// `prev_checkpoint` and the epoch's tenant registry refer to).
+    pub fn hash(&self) -> Hash {
+        Sha256::digest(self.message()).into()
     }
 
     /// Whether the signature is valid under `key`.
@@ -120,7 +135,9 @@ impl Signer {
         hex::encode(self.key.sign(message).to_bytes())
     }
 
-    /// Signs a checkpoint of `tenant` at `epoch`, now.
+    /// Signs a checkpoint of `tenant` at `epoch`, now, following the tenant's checkpoint
+    /// whose hash is `prev` (zeros for its first).
+    #[allow(clippy::too_many_arguments)]
     pub fn checkpoint(
         &self,
         tenant: &str,
@@ -129,6 +146,7 @@ impl Signer {
         chain_head: &Hash,
         epoch: Epoch,
         now_us: i64,
+        prev: &Hash,
     ) -> Checkpoint {
         let mut cp = Checkpoint {
             tenant_id: tenant.to_string(),
@@ -137,6 +155,7 @@ impl Signer {
             chain_head: hex::encode(chain_head),
             epoch,
             signed_at: format_rfc3339(now_us),
+            prev_checkpoint: hex::encode(prev),
             key_id: self.key_id.clone(),
             signature: String::new(),
         };
@@ -152,8 +171,19 @@ mod tests {
     #[test]
     fn signatures_bind_every_field_and_the_key() {
         let signer = Signer::from_seed(&[7; 32]);
-        let cp = signer.checkpoint("acme", 3, &[1; 32], &[2; 32], 9, 1_700_000_000_000_000);
+        let cp = signer.checkpoint(
+            "acme",
+            3,
+            &[1; 32],
+            &[2; 32],
+            9,
+            1_700_000_000_000_000,
+            &[0; 32],
+        );
         assert!(cp.verify(&signer.public_key()));
+        let mut bad = cp.clone();
+        bad.prev_checkpoint = hex::encode([1; 32]);
+        assert!(!bad.verify(&signer.public_key()));
         let mut bad = cp.clone();
         bad.tree_size = 4;
         assert!(!bad.verify(&signer.public_key()));
@@ -162,7 +192,15 @@ mod tests {
         assert!(!bad.verify(&signer.public_key()));
         let other = Signer::from_seed(&[8; 32]);
         assert!(!cp.verify(&other.public_key()));
-        let forged = other.checkpoint("acme", 3, &[1; 32], &[2; 32], 9, 1_700_000_000_000_000);
+        let forged = other.checkpoint(
+            "acme",
+            3,
+            &[1; 32],
+            &[2; 32],
+            9,
+            1_700_000_000_000_000,
+            &[0; 32],
+        );
         assert!(!forged.verify(&signer.public_key()));
         assert_eq!(
             parse_public_key(&hex::encode(signer.public_key().as_bytes())),

@@ -49,6 +49,10 @@ pub enum Error {
     /// The warehouse is not in a state Custody may write to (or trust); nothing was changed.
     #[error("warehouse refused: {0}")]
     WarehouseDamaged(String),
+    /// The warehouse's state does not match what was signed: it was modified, rolled back or
+    /// truncated by someone without the signing key. Custody refuses to sign on top of it.
+    #[error("warehouse does not match its signatures: {0}")]
+    Tampered(String),
     /// A source was never reachable.
     #[error("source {source_name:?} never connected: {message}")]
     NeverConnected {
@@ -75,7 +79,9 @@ impl Error {
                 ErrorDomain::External
             }
             Error::NeverConnected { .. } => ErrorDomain::External,
-            Error::WarehouseDamaged(_) | Error::SourceMismatch { .. } => ErrorDomain::User,
+            Error::WarehouseDamaged(_) | Error::Tampered(_) | Error::SourceMismatch { .. } => {
+                ErrorDomain::User
+            }
             Error::Arrow(_) | Error::SinkStopped(_) => ErrorDomain::Internal,
         }
     }

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod pii;
 pub mod pii_corpus;
 pub mod record;
+pub mod seal;
 pub mod sinks;
 pub mod sources;
 pub mod test_util;

@@ -110,6 +110,14 @@ pub enum ProblemKind {
     BadSignature,
     /// A checkpoint is signed by a key that is not trusted.
     UnknownKey,
+    /// A tenant's checkpoints do not chain: one is missing, replaced or out of order.
+    CheckpointChain,
+    /// An epoch's seal is missing, invalid, does not cover its row, or breaks the seal chain.
+    BadSeal,
+    /// A table holds data no seal covers, lacks data a seal covers, or a sealed file changed.
+    TableModified,
+    /// A tenant the signed registry lists has no log or checkpoints left.
+    TenantMissing,
 }
 
 impl fmt::Display for ProblemKind {
@@ -212,6 +220,17 @@ impl Verifier {
         }
     }
 
+    /// The newest epoch of any validly signed checkpoint: every tenant is checkpointed at
+    /// every epoch, so each tenant's checkpoints must reach it.
+    pub fn latest_epoch(&self, checkpoints: &[Checkpoint]) -> Option<crate::record::Epoch> {
+        let mut by_epoch: Vec<&Checkpoint> = checkpoints.iter().collect();
+        by_epoch.sort_by_key(|c| std::cmp::Reverse(c.epoch));
+        by_epoch
+            .into_iter()
+            .find(|c| self.trusted.get(&c.key_id).is_some_and(|k| c.verify(k)))
+            .map(|c| c.epoch)
+    }
+
     /// Verifies one tenant: its events (any order), the checkpoints stored with them, and
     /// `held` checkpoints kept elsewhere (which the log must still be consistent with).
     pub fn verify_tenant(
@@ -221,13 +240,27 @@ impl Verifier {
         checkpoints: &[Checkpoint],
         held: &[Checkpoint],
     ) -> TenantReport {
+        self.verify_tenant_at(tenant, events, checkpoints, held, None)
+    }
+
+    /// [`Verifier::verify_tenant`], where `latest` is the newest epoch of the data verified
+    /// ([`Verifier::latest_epoch`]): a tenant whose checkpoints stop before it lost its tail.
+    pub fn verify_tenant_at(
+        &self,
+        tenant: &str,
+        events: &mut [EventRow],
+        checkpoints: &[Checkpoint],
+        held: &[Checkpoint],
+        latest: Option<crate::record::Epoch>,
+    ) -> TenantReport {
         let mut report = TenantReport {
             tenant_id: tenant.to_string(),
             ..TenantReport::default()
         };
         // Every signature first; only signed statements are compared with the log.
         let mut by_size: BTreeMap<u64, Vec<&Checkpoint>> = BTreeMap::new();
-        for cp in checkpoints.iter().chain(held) {
+        let mut chain: Vec<&Checkpoint> = Vec::new();
+        for (i, cp) in checkpoints.iter().chain(held).enumerate() {
             report.checkpoints += 1;
             if cp.tenant_id != tenant {
                 report.problem(
@@ -242,7 +275,65 @@ impl Verifier {
             }
             if self.check_signature(cp, &mut report) {
                 by_size.entry(cp.tree_size).or_default().push(cp);
+                if i < checkpoints.len() {
+                    chain.push(cp);
+                }
             }
+        }
+        // The stored checkpoints chain by hash, epoch after epoch, from the tenant's first.
+        chain.sort_by_key(|c| c.epoch);
+        let zeros = hex::encode([0u8; 32]);
+        let mut prev: Option<&Checkpoint> = None;
+        for cp in chain {
+            let expected = prev.map_or(zeros.clone(), |p| hex::encode(p.hash()));
+            if prev.is_some_and(|p| p.epoch == cp.epoch) {
+                report.problem(
+                    ProblemKind::CheckpointChain,
+                    None,
+                    format!("two checkpoints of epoch {}", cp.epoch),
+                );
+            } else if cp.prev_checkpoint != expected {
+                report.problem(
+                    ProblemKind::CheckpointChain,
+                    None,
+                    match prev {
+                        None => format!(
+                            "the first checkpoint (epoch {}) follows one that is missing",
+                            cp.epoch
+                        ),
+                        Some(p) => format!(
+                            "the checkpoint of epoch {} does not follow the one of epoch {}: \
+                             a checkpoint between them is missing or replaced",
+                            cp.epoch, p.epoch
+                        ),
+                    },
+                );
+            } else if let Some(p) = prev
+                && p.tree_size > cp.tree_size
+            {
+                report.problem(
+                    ProblemKind::CheckpointChain,
+                    None,
+                    format!(
+                        "the checkpoint of epoch {} shrinks the log from {} to {} events",
+                        cp.epoch, p.tree_size, cp.tree_size
+                    ),
+                );
+            }
+            prev = Some(cp);
+        }
+        if let (Some(latest), Some(newest)) = (latest, prev)
+            && newest.epoch < latest
+        {
+            report.problem(
+                ProblemKind::Truncated,
+                None,
+                format!(
+                    "the tenant's checkpoints stop at epoch {} but the log's newest epoch is \
+                     {latest}: its later checkpoints were removed",
+                    newest.epoch
+                ),
+            );
         }
         for cp in by_size.get(&0).into_iter().flatten() {
             if parse_hash(&cp.root) != Some(empty_root()) {
@@ -371,12 +462,245 @@ impl Verifier {
         checkpoints: Vec<Checkpoint>,
         held: Vec<Checkpoint>,
     ) -> Vec<TenantReport> {
+        let latest = self.latest_epoch(&checkpoints);
         group_by_tenant(events, checkpoints, held)
             .into_iter()
             .map(|(tenant, mut input)| {
-                self.verify_tenant(&tenant, &mut input.events, &input.checkpoints, &input.held)
+                self.verify_tenant_at(
+                    &tenant,
+                    &mut input.events,
+                    &input.checkpoints,
+                    &input.held,
+                    latest,
+                )
             })
             .collect()
+    }
+}
+
+/// The name of the report on the warehouse's own log (its sealed epochs and table files).
+pub const WAREHOUSE_REPORT: &str = "(warehouse)";
+
+/// What a warehouse holds besides the tenant logs.
+#[derive(Clone, Debug, Default)]
+pub struct WarehouseState {
+    /// Every row of `custody.epochs`.
+    pub records: Vec<crate::sinks::iceberg::EpochRecord>,
+    /// Table → its current data files → SHA-256 of their bytes (every table but `epochs`).
+    pub files: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// The path of a data file in Iceberg's JSON form.
+fn data_file_path(json: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    v.get("file_path")?.as_str().map(str::to_string)
+}
+
+impl Verifier {
+    /// Verifies the warehouse's own log: every epoch's seal (signature, the row it covers, the
+    /// chain of seals, the signed tenant registry against the stored checkpoints) and every
+    /// table's data files against the files and digests the seals list. Returns the report on
+    /// the warehouse and problems attributed to tenants (a checkpoint outside the registry, a
+    /// registered tenant without checkpoints).
+    pub fn verify_warehouse(
+        &self,
+        state: &WarehouseState,
+        checkpoints: &[Checkpoint],
+        tenants_with_events: &std::collections::HashSet<&str>,
+    ) -> (TenantReport, Vec<(String, Problem)>) {
+        let mut report = TenantReport {
+            tenant_id: WAREHOUSE_REPORT.to_string(),
+            ..TenantReport::default()
+        };
+        let mut tenant_problems = Vec::new();
+        let mut stored: HashMap<(crate::record::Epoch, &str), Hash> = HashMap::new();
+        for cp in checkpoints {
+            stored.insert((cp.epoch, cp.tenant_id.as_str()), cp.hash());
+        }
+        let mut tenants_ever: std::collections::HashSet<&str> =
+            checkpoints.iter().map(|c| c.tenant_id.as_str()).collect();
+        tenants_ever.extend(tenants_with_events.iter().copied());
+        let mut sealed_files: HashMap<String, (String, String)> = HashMap::new();
+        let mut registered: std::collections::HashSet<(crate::record::Epoch, String)> =
+            std::collections::HashSet::new();
+        let mut prev: Option<Hash> = None;
+        let mut last_epoch = None;
+        let bad = |report: &mut TenantReport, detail: String| {
+            report.problem(ProblemKind::BadSeal, None, detail);
+        };
+        for record in &state.records {
+            let epoch = record.epoch;
+            report.checkpoints += 1;
+            if last_epoch == Some(epoch) {
+                bad(&mut report, format!("two rows for epoch {epoch}"));
+                continue;
+            }
+            last_epoch = Some(epoch);
+            let Some(seal) = record.seal() else {
+                bad(&mut report, format!("epoch {epoch} has no seal"));
+                prev = None;
+                continue;
+            };
+            match self.trusted.get(&seal.key_id) {
+                None => {
+                    report.problem(
+                        ProblemKind::UnknownKey,
+                        None,
+                        format!("epoch {epoch} is sealed by untrusted key {:?}", seal.key_id),
+                    );
+                    prev = Some(seal.hash());
+                    continue;
+                }
+                Some(key) if !seal.verify(key) => {
+                    bad(
+                        &mut report,
+                        format!("the seal of epoch {epoch} has a bad signature"),
+                    );
+                    prev = Some(seal.hash());
+                    continue;
+                }
+                Some(_) => {}
+            }
+            if seal.epoch != epoch
+                || seal.row != hex::encode(crate::seal::row_digest(&record.fields()))
+            {
+                bad(
+                    &mut report,
+                    format!("the row of epoch {epoch} is not the row its seal signed"),
+                );
+            }
+            let expected = prev.unwrap_or([0; 32]);
+            if seal.prev_seal != hex::encode(expected) {
+                bad(
+                    &mut report,
+                    format!(
+                        "the seal of epoch {epoch} does not follow the previous epoch's: an \
+                         epoch before it is missing or replaced"
+                    ),
+                );
+            }
+            prev = Some(seal.hash());
+            let registry = crate::seal::parse_registry(&record.registry).unwrap_or_default();
+            if seal.tenants_root != hex::encode(crate::seal::registry_root(&registry))
+                || seal.tenants != registry.len() as u64
+            {
+                bad(
+                    &mut report,
+                    format!("the tenant registry of epoch {epoch} is not the one sealed"),
+                );
+            }
+            for (tenant, hash) in &registry {
+                registered.insert((epoch, tenant.clone()));
+                match stored.get(&(epoch, tenant.as_str())) {
+                    Some(h) if h == hash => {}
+                    Some(_) => tenant_problems.push((
+                        tenant.clone(),
+                        Problem {
+                            kind: ProblemKind::CheckpointChain,
+                            seq: None,
+                            detail: format!(
+                                "the checkpoint of epoch {epoch} is not the one its seal lists"
+                            ),
+                        },
+                    )),
+                    None => tenant_problems.push((
+                        tenant.clone(),
+                        Problem {
+                            kind: if tenants_ever.contains(tenant.as_str()) {
+                                ProblemKind::CheckpointChain
+                            } else {
+                                ProblemKind::TenantMissing
+                            },
+                            seq: None,
+                            detail: format!(
+                                "the seal of epoch {epoch} lists this tenant's checkpoint, \
+                                 which is gone"
+                            ),
+                        },
+                    )),
+                }
+            }
+            match record.manifest() {
+                Some(manifest) => {
+                    for (table, files) in &manifest.tables {
+                        for json in files {
+                            let Some(path) = data_file_path(json) else {
+                                bad(
+                                    &mut report,
+                                    format!("epoch {epoch}: unreadable manifest entry"),
+                                );
+                                continue;
+                            };
+                            let digest = manifest.sha256.get(&path).cloned().unwrap_or_default();
+                            sealed_files.insert(path, (table.clone(), digest));
+                        }
+                    }
+                }
+                None => bad(&mut report, format!("epoch {epoch}: unreadable manifest")),
+            }
+        }
+        for cp in checkpoints {
+            if !registered.contains(&(cp.epoch, cp.tenant_id.clone())) {
+                tenant_problems.push((
+                    cp.tenant_id.clone(),
+                    Problem {
+                        kind: ProblemKind::CheckpointChain,
+                        seq: None,
+                        detail: format!(
+                            "the checkpoint of epoch {} is under no epoch seal",
+                            cp.epoch
+                        ),
+                    },
+                ));
+            }
+        }
+        // Every table holds exactly the sealed files, byte for byte.
+        let mut unsealed: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        let mut modified: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (table, files) in &state.files {
+            for (path, digest) in files {
+                match sealed_files.remove(path) {
+                    Some((sealed_table, sealed)) if sealed_table == *table && sealed == *digest => {
+                    }
+                    Some((sealed_table, _)) if sealed_table == *table => {
+                        modified.entry(table).or_default().push(path)
+                    }
+                    _ => unsealed.entry(table).or_default().push(path),
+                }
+            }
+        }
+        let mut missing: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (path, (table, _)) in sealed_files {
+            missing.entry(table).or_default().push(path);
+        }
+        let mut table_problem = |table: &str, what: &str, files: &[&str]| {
+            let mut first: Vec<&str> = files.to_vec();
+            first.sort();
+            report.problem(
+                ProblemKind::TableModified,
+                None,
+                format!(
+                    "custody.{table}: {} data file(s) {what} (first: {})",
+                    files.len(),
+                    first[0]
+                ),
+            );
+        };
+        for (table, files) in &unsealed {
+            table_problem(
+                table,
+                "under no epoch seal (rows added or rewritten)",
+                files,
+            );
+        }
+        for (table, files) in &modified {
+            table_problem(table, "changed since sealed", files);
+        }
+        for (table, files) in &missing {
+            let files: Vec<&str> = files.iter().map(String::as_str).collect();
+            table_problem(table, "sealed but missing (rows removed)", &files);
+        }
+        (report, tenant_problems)
     }
 }
 
@@ -548,7 +872,15 @@ mod tests {
         let evs = events(9);
         let signer = Signer::from_seed(&[3; 32]);
         let leaves: Vec<Hash> = evs.iter().map(|e| e.leaf_hash).collect();
-        let cp = signer.checkpoint("acme", 9, &crate::merkle::root(&leaves), &evs[8].hash, 0, 0);
+        let cp = signer.checkpoint(
+            "acme",
+            9,
+            &crate::merkle::root(&leaves),
+            &evs[8].hash,
+            0,
+            0,
+            &[0; 32],
+        );
         let mut rows: Vec<EventRow> = evs.iter().map(EventRow::from_chained).collect();
         let verifier = Verifier::new([signer.public_key()]);
         let report = verifier.verify_tenant("acme", &mut rows, std::slice::from_ref(&cp), &[]);
@@ -568,7 +900,7 @@ mod tests {
         assert_eq!(problems[0].1.kind, ProblemKind::Gap);
         let problems = v.observe(&evs[5..6], &[]);
         assert_eq!(problems[0].1.kind, ProblemKind::Fork);
-        let mut cp = signer.checkpoint("acme", 6, &[0; 32], &evs[5].hash, 1, 0);
+        let mut cp = signer.checkpoint("acme", 6, &[0; 32], &evs[5].hash, 1, 0, &[0; 32]);
         assert!(v.observe(&[], &[cp.clone()]).is_empty());
         cp.tree_size = 5;
         assert_eq!(v.observe(&[], &[cp])[0].1.kind, ProblemKind::BadSignature);

@@ -178,6 +178,7 @@ fn chain(events: u64) {
         &last,
         0,
         0,
+        &[0; 32],
     );
     let rows: Vec<EventRow> = chained.iter().map(EventRow::from_chained).collect();
     let row_bytes: usize = rows

@@ -24,7 +24,7 @@ use custody_operators::pii::{Tokenizer, VaultMode};
 use custody_operators::record::{ACCESS_LOG_PARTITION, Epoch, RawRecord, SinkRecord, ViewUpdate};
 use custody_operators::sinks::dead_letter::DeadLetter;
 use custody_operators::sinks::iceberg::{
-    Committed, IcebergSink, SinkMsg, SourcePositions, Warehouse,
+    Committed, IcebergSink, Sealer, SinkMsg, SourcePositions, Warehouse, Watermark,
 };
 use custody_operators::sources::Source;
 use custody_operators::sources::access_log::WithAccessLog;
@@ -175,6 +175,16 @@ pub fn run_pipeline(
         _ => None,
     };
     let resume = runtime.block_on(warehouse.resume_state())?;
+    let signer = Signer::from_seed(&opts.signing_seed);
+    // Nothing is signed on top of a state that is not the signed one.
+    let watermark_path = watermark_path(&opts.key_dir, warehouse.root());
+    let watermark = Watermark::read(&watermark_path)?;
+    resume.verify(&signer.public_key(), watermark.as_ref())?;
+    let prev_seal = resume
+        .last_record
+        .as_ref()
+        .and_then(|r| r.seal())
+        .map_or([0; 32], |s| s.hash());
     let first_epoch = resume.last_epoch.map_or(0, |e| e + 1);
     for table in &resume.rolled_forward {
         metrics
@@ -266,7 +276,6 @@ pub fn run_pipeline(
     if let Ok(mut l) = logs.lock() {
         *l = loaded;
     }
-    let signer = Signer::from_seed(&opts.signing_seed);
     publish_key(warehouse.root(), &opts.key_dir, &signer)?;
 
     let (sink_tx, sink_rx) = mpsc::sync_channel::<SinkMsg>(1024);
@@ -279,6 +288,11 @@ pub fn run_pipeline(
         .with_verifier(verifier)
         .with_dead_letter(dead_letter)
         .with_vault(keystore, opts.vault.content)
+        .with_sealer(Sealer {
+            signer: signer.clone(),
+            prev: prev_seal,
+            watermark: Some(watermark_path),
+        })
         .on_commit(Box::new(move |notice| {
             if let Ok(mut live) = hook_live.lock() {
                 live.apply(notice.epoch, notice.views);
@@ -391,6 +405,10 @@ pub fn run_pipeline(
             println!("{line}");
         }
         let result = driver.drive(worker, &mut input, &mut clock, &probe, &stop, first_epoch);
+        // Every epoch opened is sealed while the inputs still stand at the next one, so every
+        // worker sees the frontier pass each epoch (and checkpoints its tenants at it) before
+        // the inputs close: closing first could skip the last epochs on a worker with no data.
+        let result = result.and_then(|()| driver.drain(worker, &probe));
         drop(input);
         drop(clock);
         let result = result.and_then(|()| driver.finish(worker, &probe));
@@ -469,6 +487,14 @@ pub fn lock_warehouse(root: &std::path::Path) -> Result<std::fs::File, PipelineE
         ))),
         Err(std::fs::TryLockError::Error(e)) => Err(custody_operators::Error::Io(e).into()),
     }
+}
+
+/// Where the last seal of the warehouse at `root` is recorded in the key directory (one file
+/// per warehouse, so one key directory may serve several).
+pub fn watermark_path(key_dir: &std::path::Path, root: &std::path::Path) -> PathBuf {
+    use sha2::Digest;
+    let id = sha2::Sha256::digest(root.as_os_str().as_encoded_bytes());
+    key_dir.join(format!("sealed-{}.json", hex::encode(&id[..8])))
 }
 
 /// Writes the public key (hex) as `keys/<key_id>.pub` in the warehouse, where readers of the
@@ -685,6 +711,20 @@ impl Driver<'_> {
                 return Ok(());
             }
         }
+    }
+
+    /// Before the inputs close: step until every epoch opened is sealed.
+    fn drain(
+        &mut self,
+        worker: &mut timely::worker::Worker,
+        probe: &timely::dataflow::ProbeHandle<Epoch>,
+    ) -> Result<(), String> {
+        while !self.in_flight.is_empty() {
+            worker.step_or_park(Some(Duration::from_millis(1)));
+            self.seal_ready(probe)?;
+            self.collect_commits(false)?;
+        }
+        Ok(())
     }
 
     /// After the input closed: run the dataflow dry, seal and commit everything.

@@ -797,7 +797,15 @@ mod tests {
                     *leaf,
                 ));
             }
-            checkpoints.push(signer.checkpoint(tenant, 3, &merkle::root(&leaves), &[1; 32], 1, 0));
+            checkpoints.push(signer.checkpoint(
+                tenant,
+                3,
+                &merkle::root(&leaves),
+                &[1; 32],
+                1,
+                0,
+                &[0; 32],
+            ));
         }
         let tokens: Vec<(String, TokenSettings)> = [
             ("a-dash", "tenant-a", Role::Dashboard),

@@ -11,7 +11,9 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use custody_operators::checkpoint::{Checkpoint, parse_public_key};
 use custody_operators::sinks::iceberg::Warehouse;
-use custody_operators::verify::{EventRow, TenantReport, Verifier, group_by_tenant};
+use custody_operators::verify::{
+    EventRow, TenantReport, Verifier, WarehouseState, group_by_tenant,
+};
 use ed25519_dalek::VerifyingKey;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::de::DeserializeOwned;
@@ -25,6 +27,8 @@ pub struct Bundle {
     pub checkpoints: Vec<Checkpoint>,
     /// Public keys shipped with the data (not trusted by default).
     pub keys: Vec<VerifyingKey>,
+    /// For a warehouse: its sealed epochs and table files.
+    pub warehouse: Option<WarehouseState>,
 }
 
 fn read_keys(dir: &Path) -> anyhow::Result<Vec<VerifyingKey>> {
@@ -85,10 +89,18 @@ impl Bundle {
             .build()?;
         runtime.block_on(async {
             let warehouse = Warehouse::open_read_only(path).await?;
+            let mut files = std::collections::BTreeMap::new();
+            for table in custody_operators::failpoint::committed_tables() {
+                files.insert(table.to_string(), warehouse.data_file_digests(table).await?);
+            }
             Ok(Bundle {
                 events: warehouse.event_rows().await?,
                 checkpoints: warehouse.checkpoint_rows().await?,
                 keys: read_keys(&path.join("keys"))?,
+                warehouse: Some(WarehouseState {
+                    records: warehouse.epoch_records(None).await?,
+                    files,
+                }),
             })
         })
     }
@@ -99,6 +111,7 @@ impl Bundle {
             events: read_ndjson(&dir.join("events.ndjson"))?,
             checkpoints: read_ndjson(&dir.join("checkpoints.ndjson"))?,
             keys: read_keys(&dir.join("keys"))?,
+            warehouse: None,
         })
     }
 
@@ -205,16 +218,40 @@ pub fn verify_bundle(
     );
     let started = Instant::now();
     let mut reports = Vec::new();
+    let latest = verifier.latest_epoch(&bundle.checkpoints);
+    let with_events: std::collections::HashSet<&str> =
+        bundle.events.iter().map(|e| e.tenant_id.as_str()).collect();
+    let warehouse = bundle
+        .warehouse
+        .as_ref()
+        .map(|w| verifier.verify_warehouse(w, &bundle.checkpoints, &with_events));
     for (tenant, mut input) in group_by_tenant(bundle.events, bundle.checkpoints, held) {
         let n = input.events.len() as u64;
-        reports.push(verifier.verify_tenant(
+        reports.push(verifier.verify_tenant_at(
             &tenant,
             &mut input.events,
             &input.checkpoints,
             &input.held,
+            latest,
         ));
         progress.inc(n);
     }
     progress.finish_and_clear();
+    if let Some((report, tenant_problems)) = warehouse {
+        for (tenant, problem) in tenant_problems {
+            let i = match reports.iter().position(|r| r.tenant_id == tenant) {
+                Some(i) => i,
+                None => {
+                    reports.push(TenantReport {
+                        tenant_id: tenant,
+                        ..TenantReport::default()
+                    });
+                    reports.len() - 1
+                }
+            };
+            reports[i].problems.push(problem);
+        }
+        reports.push(report);
+    }
     (reports, bytes, started.elapsed().as_secs_f64())
 }

@@ -188,7 +188,7 @@ mod tests {
     fn proofs_verify_against_the_signed_checkpoint() {
         let leaves: Vec<Hash> = (0..13u8).map(|i| [i; 32]).collect();
         let signer = Signer::from_seed(&[5; 32]);
-        let cp = signer.checkpoint("t", 13, &merkle::root(&leaves), &[0; 32], 4, 0);
+        let cp = signer.checkpoint("t", 13, &merkle::root(&leaves), &[0; 32], 4, 0, &[0; 32]);
         let logs = LiveLogs::load(
             leaves
                 .iter()

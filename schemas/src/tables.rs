@@ -169,6 +169,7 @@ pub fn checkpoints_schema() -> SchemaRef {
         field(6, "signed_at", DataType::Utf8, false),
         field(7, "key_id", DataType::Utf8, false),
         field(8, "signature", DataType::Utf8, false),
+        field(9, "prev_checkpoint", DataType::Utf8, false),
     ]))
 }
 
@@ -198,6 +199,8 @@ pub fn epochs_schema() -> SchemaRef {
         field(8, "checkpoint_digest", DataType::Utf8, false),
         field(9, "committed_at", utc_micros(), false),
         field(10, "files", DataType::Utf8, false),
+        field(11, "registry", DataType::Utf8, false),
+        field(12, "seal", DataType::Utf8, false),
     ]))
 }
 

@@ -95,13 +95,29 @@ def checkpoint_message(cp: dict) -> bytes:
         '{"chain_head":' + js(cp["chain_head"])
         + ',"epoch":' + str(cp["epoch"])
         + ',"key_id":' + js(cp["key_id"])
+        + ',"prev_checkpoint":' + js(cp["prev_checkpoint"])
         + ',"root":' + js(cp["root"])
         + ',"signed_at":' + js(cp["signed_at"])
         + ',"tenant_id":' + js(cp["tenant_id"])
         + ',"tree_size":' + str(cp["tree_size"])
         + "}"
     )
-    return b"custody-checkpoint/v1\n" + body.encode("utf-8")
+    return b"custody-checkpoint/v2\n" + body.encode("utf-8")
+
+
+def checkpoint_hash(cp: dict) -> str:
+    return sha256(checkpoint_message(cp)).hex()
+
+
+def valid_signature(cp: dict, trusted: dict) -> bool:
+    key = trusted.get(cp["key_id"])
+    if key is None:
+        return False
+    try:
+        key.verify(checkpoint_message(cp), bytes.fromhex(cp["signature"]))
+        return True
+    except (BadSignatureError, ValueError):
+        return False
 
 
 def read_ndjson(path: str) -> list:
@@ -109,14 +125,15 @@ def read_ndjson(path: str) -> list:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def verify_tenant(tenant, events, checkpoints, trusted):
+def verify_tenant(tenant, events, checkpoints, held, trusted, latest):
     problems = []
 
     def problem(kind, seq, detail):
         problems.append({"kind": kind, "seq": seq, "detail": detail})
 
     valid = defaultdict(list)
-    for cp in checkpoints:
+    chain = []
+    for i, cp in enumerate(checkpoints + held):
         key = trusted.get(cp["key_id"])
         if key is None:
             problem("unknown_key", None, f"epoch {cp['epoch']}: untrusted key {cp['key_id']}")
@@ -127,6 +144,22 @@ def verify_tenant(tenant, events, checkpoints, trusted):
             problem("bad_signature", None, f"epoch {cp['epoch']}: bad signature")
             continue
         valid[cp["tree_size"]].append(cp)
+        if i < len(checkpoints):
+            chain.append(cp)
+    # The stored checkpoints chain by hash, epoch after epoch, from the tenant's first.
+    chain.sort(key=lambda c: c["epoch"])
+    prev = None
+    for cp in chain:
+        expected = ZERO.hex() if prev is None else checkpoint_hash(prev)
+        if prev is not None and prev["epoch"] == cp["epoch"]:
+            problem("checkpoint_chain", None, f"two checkpoints of epoch {cp['epoch']}")
+        elif cp["prev_checkpoint"] != expected:
+            problem("checkpoint_chain", None, f"epoch {cp['epoch']} does not follow its predecessor")
+        elif prev is not None and prev["tree_size"] > cp["tree_size"]:
+            problem("checkpoint_chain", None, f"epoch {cp['epoch']} shrinks the log")
+        prev = cp
+    if latest is not None and prev is not None and prev["epoch"] < latest:
+        problem("truncated", None, f"checkpoints stop at epoch {prev['epoch']}, the log's newest is {latest}")
     for cp in valid.get(0, []):
         if cp["root"] != sha256(b"").hex():
             problem("root_mismatch", 0, "empty checkpoint with a non-empty root")
@@ -197,14 +230,18 @@ def main() -> int:
     for row in read_ndjson(f"{args.bundle}/events.ndjson"):
         events[row["tenant_id"]].append(row)
     cps = defaultdict(list)
-    for cp in read_ndjson(f"{args.bundle}/checkpoints.ndjson"):
+    stored = read_ndjson(f"{args.bundle}/checkpoints.ndjson")
+    for cp in stored:
         cps[cp["tenant_id"]].append(cp)
+    held = defaultdict(list)
     for path in args.checkpoint:
         for cp in read_ndjson(path):
-            cps[cp["tenant_id"]].append(cp)
+            held[cp["tenant_id"]].append(cp)
+    # Every tenant is checkpointed at every epoch: each must reach the newest valid one.
+    latest = max((cp["epoch"] for cp in stored if valid_signature(cp, trusted)), default=None)
     report = {
-        t: verify_tenant(t, events.get(t, []), cps.get(t, []), trusted)
-        for t in sorted(set(events) | set(cps))
+        t: verify_tenant(t, events.get(t, []), cps.get(t, []), held.get(t, []), trusted, latest)
+        for t in sorted(set(events) | set(cps) | set(held))
     }
     json.dump(report, sys.stdout, indent=1)
     return 0 if all(r["ok"] for r in report.values()) else 1

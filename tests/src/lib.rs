@@ -80,6 +80,13 @@ fn tail(s: &str, n: usize) -> &str {
     &s[start..]
 }
 
+/// The Python interpreter with pyiceberg and PyNaCl (installed by `tests/run.sh`).
+pub fn python() -> PathBuf {
+    std::env::var("CUSTODY_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| cache_dir().join("venv/bin/python"))
+}
+
 /// Every table of the warehouse, read with pyiceberg: `{"events": [row, ...], ...}`.
 pub fn read_tables(warehouse: &Path) -> Value {
     read_columns(warehouse, &[])
@@ -88,9 +95,7 @@ pub fn read_tables(warehouse: &Path) -> Value {
 /// Chosen tables and columns (`"events:tenant_id,seq"`), read with pyiceberg; every table if
 /// `specs` is empty.
 pub fn read_columns(warehouse: &Path, specs: &[&str]) -> Value {
-    let python = std::env::var("CUSTODY_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| cache_dir().join("venv/bin/python"));
+    let python = python();
     let script = manifest_dir().join("py/dump_tables.py");
     let out = Command::new(&python)
         .arg(script)

@@ -230,7 +230,12 @@ fn tamper_battery() {
         None,
     );
     assert!(ok, "untouched warehouse failed: {rust}");
-    let tenants = rust.as_array().unwrap().len();
+    let tenants = rust
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["tenant_id"] != "(warehouse)")
+        .count();
     assert_eq!(tenants, 6);
 
     expect_detected(&fx, "payload-byte", "modified", Some(10), None, |d| {
@@ -288,8 +293,15 @@ fn tamper_battery() {
     expect_detected(&fx, "forged-key", "unknown_key", None, None, |d| {
         let attacker = Signer::from_seed(&[9; 32]);
         edit_checkpoints(d, |cps| {
-            let forged =
-                attacker.checkpoint(TENANT, 1, &[7; 32], &[7; 32], 999, 1_800_000_000_000_000);
+            let forged = attacker.checkpoint(
+                TENANT,
+                1,
+                &[7; 32],
+                &[7; 32],
+                999,
+                1_800_000_000_000_000,
+                &[0; 32],
+            );
             cps.push(serde_json::to_value(forged).unwrap());
         });
         // The attacker also ships their key in the bundle: it is still not trusted.
@@ -349,21 +361,76 @@ fn tamper_battery() {
             })
         });
     };
+    // One tenant cut back consistently (its events and the checkpoints that covered them): its
+    // checkpoints now stop before the other tenants', and every tenant is checkpointed at
+    // every epoch.
+    expect_detected(
+        &fx,
+        "truncate-one-tenant",
+        "truncated",
+        None,
+        None,
+        truncate,
+    );
+    // A checkpoint removed from the middle of a tenant's chain of checkpoints.
+    expect_detected(
+        &fx,
+        "checkpoint-removed",
+        "checkpoint_chain",
+        None,
+        None,
+        |d| {
+            edit_checkpoints(d, |cps| {
+                let i = (0..cps.len())
+                    .filter(|&i| cps[i]["tenant_id"] == TENANT)
+                    .nth(2)
+                    .unwrap();
+                cps.remove(i);
+            })
+        },
+    );
+    // Every tenant cut back to the previous epoch, consistently: only memory from outside the
+    // bundle (a held checkpoint, a witness) can tell.
+    let last_epoch = cps
+        .iter()
+        .map(|c| c["epoch"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    let sizes_before: std::collections::HashMap<String, i64> = cps
+        .iter()
+        .filter(|c| c["epoch"].as_u64() == Some(last_epoch - 1))
+        .map(|c| {
+            (
+                c["tenant_id"].as_str().unwrap().to_string(),
+                c["tree_size"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let truncate_all = |d: &Path| {
+        edit_events(d, |rows| {
+            rows.retain(|r| {
+                r["seq"].as_i64() < sizes_before.get(r["tenant_id"].as_str().unwrap()).copied()
+            })
+        });
+        edit_checkpoints(d, |cps| {
+            cps.retain(|c| c["epoch"].as_u64() != Some(last_epoch))
+        });
+    };
     let consistent = fx.root.join("truncated-consistent");
     copy_bundle(&fx.bundle, &consistent);
-    truncate(&consistent);
+    truncate_all(&consistent);
     let (_, _, ok, py_ok) = verify_both(&["--export", consistent.to_str().unwrap()], &fx.key, None);
     assert!(
         ok && py_ok,
-        "a consistent truncation is only detectable with a held checkpoint"
+        "a consistent truncation of every tenant is only detectable with a held checkpoint"
     );
     expect_detected(
         &fx,
         "truncate-tail",
         "truncated",
-        Some(earlier_size as u64),
+        Some(sizes_before[TENANT] as u64),
         Some(&held),
-        truncate,
+        truncate_all,
     );
 
     // Roll the warehouse itself back to older Iceberg snapshots of the events and checkpoints

@@ -69,7 +69,7 @@ use custody_schemas::tables::{self, NAMESPACE};
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
-use crate::merkle::CompactRange;
+use crate::merkle::{CompactRange, Hash};
 use crate::metrics::Metrics;
 use crate::record::VaultItem;
 use crate::record::{
@@ -80,6 +80,7 @@ use crate::transforms::hash_chain::{ChainState, EmitterState, TenantLog};
 use crate::vault::{Keystore, seal, vault_aad};
 use crate::verify::{ContinuousVerifier, EventRow};
 use custody_schemas::time::format_rfc3339;
+use ed25519_dalek::VerifyingKey;
 
 /// Snapshot summary key: the epoch a snapshot commits.
 pub const SUMMARY_EPOCH: &str = "custody.epoch";
@@ -149,6 +150,188 @@ pub struct ResumeState {
     pub last_clock: Option<i64>,
     /// Tables whose commit of the last epoch was completed at start-up.
     pub rolled_forward: Vec<String>,
+    /// The last epoch's row in `custody.epochs`, with its seal.
+    pub last_record: Option<EpochRecord>,
+    /// Every tenant's checkpoint of the last epoch.
+    pub last_checkpoints: BTreeMap<String, Checkpoint>,
+}
+
+impl ResumeState {
+    /// Checks, before anything is signed on top of it, that the state resumed from is the
+    /// state that was signed: the last epoch's seal verifies under `key` and covers its row;
+    /// its tenant registry is exactly the tenants' checkpoints of that epoch, each valid and
+    /// equal to the tenant's resumed log (size, Merkle root of the compact range, chain head);
+    /// and the warehouse does not end before the `watermark` recorded beside the key (a
+    /// rollback or truncation of the whole warehouse). Any difference is
+    /// [`Error::Tampered`], naming it.
+    pub fn verify(&self, key: &VerifyingKey, watermark: Option<&Watermark>) -> Result<()> {
+        let tampered = |m: String| Err(Error::Tampered(m));
+        let Some(last) = self.last_epoch else {
+            if let Some(w) = watermark {
+                return tampered(format!(
+                    "this signing key sealed epoch {} of this warehouse, which now holds no \
+                     epoch at all: its tables were wiped or replaced",
+                    w.epoch
+                ));
+            }
+            if !self.heads.is_empty() {
+                return tampered("chain heads exist but no epoch was ever committed".into());
+            }
+            return Ok(());
+        };
+        if let Some(w) = watermark
+            && w.epoch > last
+        {
+            return tampered(format!(
+                "the warehouse ends at epoch {last}, but this signing key already sealed epoch \
+                 {}: the warehouse was rolled back or truncated",
+                w.epoch
+            ));
+        }
+        let Some(record) = &self.last_record else {
+            return tampered(format!(
+                "custody.epochs has no row for its last epoch {last}"
+            ));
+        };
+        let Some(seal) = record.seal() else {
+            return tampered(format!("epoch {last} is not sealed"));
+        };
+        if !seal.verify(key) {
+            return tampered(format!(
+                "the seal of epoch {last} does not verify under the signing key {}",
+                crate::checkpoint::key_id(key)
+            ));
+        }
+        if seal.epoch != last || seal.row != hex::encode(crate::seal::row_digest(&record.fields()))
+        {
+            return tampered(format!(
+                "the row of epoch {last} in custody.epochs is not the row its seal signed"
+            ));
+        }
+        if let Some(w) = watermark
+            && w.epoch == last
+            && w.seal != hex::encode(seal.hash())
+        {
+            return tampered(format!(
+                "epoch {last} carries a different seal from the one this signing key made"
+            ));
+        }
+        let Some(registry) = crate::seal::parse_registry(&record.registry) else {
+            return tampered(format!("the tenant registry of epoch {last} is unreadable"));
+        };
+        if seal.tenants_root != hex::encode(crate::seal::registry_root(&registry))
+            || seal.tenants != registry.len() as u64
+        {
+            return tampered(format!(
+                "the tenant registry of epoch {last} is not the one its seal signed"
+            ));
+        }
+        let registered: BTreeMap<&str, &Hash> =
+            registry.iter().map(|(t, h)| (t.as_str(), h)).collect();
+        for (tenant, hash) in &registered {
+            let Some(cp) = self.last_checkpoints.get(*tenant) else {
+                return tampered(format!(
+                    "tenant {tenant:?} has no checkpoint of epoch {last}, which its seal lists: \
+                     its checkpoints were removed"
+                ));
+            };
+            if cp.hash() != **hash || !cp.verify(key) {
+                return tampered(format!(
+                    "the checkpoint of tenant {tenant:?} at epoch {last} is not the one signed"
+                ));
+            }
+            let Some(log) = self.heads.get(*tenant) else {
+                if cp.tree_size == 0 {
+                    continue;
+                }
+                return tampered(format!(
+                    "tenant {tenant:?} has a signed log of {} events but no chain head: its \
+                     state was removed",
+                    cp.tree_size
+                ));
+            };
+            if cp.tree_size != log.merkle.size()
+                || cp.root != hex::encode(log.merkle.root())
+                || cp.chain_head != hex::encode(log.head)
+            {
+                return tampered(format!(
+                    "the chain state of tenant {tenant:?} (size {}, head {}) is not what its \
+                     checkpoint of epoch {last} signed (size {}, head {}): its history was \
+                     rewritten",
+                    log.merkle.size(),
+                    hex::encode(log.head),
+                    cp.tree_size,
+                    cp.chain_head
+                ));
+            }
+        }
+        for tenant in self.heads.keys().chain(self.last_checkpoints.keys()) {
+            if !registered.contains_key(tenant.as_str()) {
+                return tampered(format!(
+                    "tenant {tenant:?} is not in the signed tenant registry of epoch {last}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One row of `custody.epochs`, as stored.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// Epoch.
+    pub epoch: Epoch,
+    /// Writer id.
+    pub sink_id: String,
+    /// Source name.
+    pub source: String,
+    /// Positions (JSON).
+    pub positions: String,
+    /// Events committed.
+    pub events: i64,
+    /// Records quarantined.
+    pub quarantined: i64,
+    /// Checkpoints signed.
+    pub checkpoints: i64,
+    /// Digest of the checkpoint signatures.
+    pub checkpoint_digest: String,
+    /// Commit time, UTC micros.
+    pub committed_at_us: i64,
+    /// Epoch manifest (JSON, [`EpochManifest`]).
+    pub files: String,
+    /// Tenant registry (JSON, [`crate::seal::registry_json`]).
+    pub registry: String,
+    /// Seal (JSON, [`crate::seal::EpochSeal`]); empty if unsealed.
+    pub seal: String,
+}
+
+impl EpochRecord {
+    /// The sealed columns.
+    pub fn fields(&self) -> crate::seal::EpochRowFields<'_> {
+        crate::seal::EpochRowFields {
+            epoch: self.epoch,
+            sink_id: &self.sink_id,
+            source: &self.source,
+            positions: &self.positions,
+            events: self.events,
+            quarantined: self.quarantined,
+            checkpoints: self.checkpoints,
+            checkpoint_digest: &self.checkpoint_digest,
+            committed_at_us: self.committed_at_us,
+            files: &self.files,
+            registry: &self.registry,
+        }
+    }
+
+    /// The seal, if the row has a readable one.
+    pub fn seal(&self) -> Option<crate::seal::EpochSeal> {
+        serde_json::from_str(&self.seal).ok()
+    }
+
+    /// The manifest, if readable.
+    pub fn manifest(&self) -> Option<EpochManifest> {
+        serde_json::from_str(&self.files).ok()
+    }
 }
 
 /// The data files an epoch adds to each table, recorded in its `custody.epochs` row before any
@@ -157,6 +340,9 @@ pub struct ResumeState {
 pub struct EpochManifest {
     /// Table → its data files, each as Iceberg's JSON form of a data file.
     pub tables: BTreeMap<String, Vec<String>>,
+    /// Data file path → SHA-256 of its bytes, hex: the epoch's seal covers every byte.
+    #[serde(default)]
+    pub sha256: BTreeMap<String, String>,
 }
 
 /// The current snapshot of `table` and its ancestors, newest first (a rolled-back table's
@@ -309,11 +495,11 @@ impl Warehouse {
         if epochs
             .metadata()
             .current_schema()
-            .field_by_name("files")
+            .field_by_name("seal")
             .is_none()
         {
             return Err(Error::WarehouseDamaged(format!(
-                "{} was written by an older Custody whose commit log has no epoch manifests; \
+                "{} was written by an older Custody whose commit log has no epoch seals; \
                  export it (`custody export`) and start a new warehouse",
                 self.root.display()
             )));
@@ -412,7 +598,32 @@ impl Warehouse {
                         "corrupt merkle range for tenant {tenant:?} in the lake"
                     ))
                 })?;
-            state.heads.insert(tenant, TenantLog { head, merkle });
+            state.heads.insert(
+                tenant,
+                TenantLog {
+                    head,
+                    merkle,
+                    last_checkpoint: [0; 32],
+                },
+            );
+        }
+        if let Some(last) = last {
+            state.last_record = self.epoch_records(Some(last)).await?.pop();
+            for cp in self.checkpoint_rows_of(Some(last)).await? {
+                if let Some(log) = state.heads.get_mut(&cp.tenant_id) {
+                    log.last_checkpoint = cp.hash();
+                } else if cp.tree_size == 0 {
+                    // A tenant known before its first event (none today; kept consistent).
+                    state.heads.insert(
+                        cp.tenant_id.clone(),
+                        TenantLog {
+                            last_checkpoint: cp.hash(),
+                            ..TenantLog::default()
+                        },
+                    );
+                }
+                state.last_checkpoints.insert(cp.tenant_id.clone(), cp);
+            }
         }
         let mut emitters: HashMap<(String, String), (i64, [u8; 32])> = HashMap::new();
         for batch in self.scan(tables::EMITTER_HEADS).await? {
@@ -547,6 +758,12 @@ impl Warehouse {
         let mut writer = DataFileWriterBuilder::new(rolling).build(None).await?;
         writer.write(batch).await?;
         Ok(writer.close().await?)
+    }
+
+    /// SHA-256 of a data file's bytes, hex.
+    pub async fn file_sha256(&self, table: &Table, path: &str) -> Result<String> {
+        let bytes = table.file_io().new_input(path)?.read().await?;
+        Ok(hex::encode(Sha256::digest(&bytes)))
     }
 
     /// Commits data files to `table` as one fast-append snapshot of `epoch`.
@@ -833,16 +1050,114 @@ impl Warehouse {
 
     /// Every row of `custody.checkpoints`.
     pub async fn checkpoint_rows(&self) -> Result<Vec<Checkpoint>> {
-        let mut rows = Vec::new();
-        for batch in self.scan(tables::CHECKPOINTS).await? {
+        self.checkpoint_rows_of(None).await
+    }
+
+    /// Rows of `name`, only those of `epoch` if given (pruned by file statistics).
+    async fn scan_epoch(&self, name: &str, epoch: Option<Epoch>) -> Result<Vec<RecordBatch>> {
+        use iceberg::expr::Reference;
+        use iceberg::spec::Datum;
+        let Some(epoch) = epoch else {
+            return self.scan(name).await;
+        };
+        let table = self.table(name).await?;
+        if table.metadata().current_snapshot().is_none() {
+            return Ok(Vec::new());
+        }
+        let stream = table
+            .scan()
+            .with_filter(Reference::new("epoch").equal_to(Datum::long(epoch as i64)))
+            .build()?
+            .to_arrow()
+            .await?;
+        Ok(stream.try_collect().await?)
+    }
+
+    /// The data files of `name`'s current snapshot, each with the SHA-256 of its bytes.
+    pub async fn data_file_digests(&self, name: &str) -> Result<BTreeMap<String, String>> {
+        let table = self.table(name).await?;
+        let mut out = BTreeMap::new();
+        if table.metadata().current_snapshot().is_none() {
+            return Ok(out);
+        }
+        let tasks: Vec<_> = table
+            .scan()
+            .build()?
+            .plan_files()
+            .await?
+            .try_collect()
+            .await?;
+        for task in tasks {
+            if let std::collections::btree_map::Entry::Vacant(slot) =
+                out.entry(task.data_file_path().to_string())
+            {
+                let digest = self.file_sha256(&table, slot.key()).await?;
+                slot.insert(digest);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every row of `custody.epochs` (only `epoch`'s if given), in epoch order.
+    pub async fn epoch_records(&self, epoch: Option<Epoch>) -> Result<Vec<EpochRecord>> {
+        let mut out = Vec::new();
+        for batch in self.scan_epoch(tables::EPOCHS, epoch).await? {
             let s = |name| string_column(&batch, name);
-            let (tenant, root, head, signed_at, key_id, signature) = (
+            let i64s = |name| int_column(&batch, name);
+            let (sink, source, positions, digest, files, registry, seal) = (
+                s("sink_id")?,
+                s("source")?,
+                s("positions")?,
+                s("checkpoint_digest")?,
+                s("files")?,
+                s("registry")?,
+                s("seal")?,
+            );
+            let (epochs, events, quarantined, checkpoints) = (
+                i64s("epoch")?,
+                i64s("events")?,
+                i64s("quarantined")?,
+                i64s("checkpoints")?,
+            );
+            let committed = batch
+                .column_by_name("committed_at")
+                .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
+                .ok_or_else(|| Error::SinkStopped("custody.epochs.committed_at".into()))?;
+            for i in 0..batch.num_rows() {
+                out.push(EpochRecord {
+                    epoch: epochs.value(i) as Epoch,
+                    sink_id: sink.value(i).to_string(),
+                    source: source.value(i).to_string(),
+                    positions: positions.value(i).to_string(),
+                    events: events.value(i),
+                    quarantined: quarantined.value(i),
+                    checkpoints: checkpoints.value(i),
+                    checkpoint_digest: digest.value(i).to_string(),
+                    committed_at_us: committed.value(i),
+                    files: files.value(i).to_string(),
+                    registry: registry.value(i).to_string(),
+                    seal: seal.value(i).to_string(),
+                });
+            }
+        }
+        out.retain(|r| epoch.is_none_or(|e| r.epoch == e));
+        out.sort_by_key(|r| r.epoch);
+        Ok(out)
+    }
+
+    /// The checkpoints (only those of `epoch` if given).
+    pub async fn checkpoint_rows_of(&self, epoch: Option<Epoch>) -> Result<Vec<Checkpoint>> {
+        let mut rows = Vec::new();
+        for batch in self.scan_epoch(tables::CHECKPOINTS, epoch).await? {
+            let s = |name| string_column(&batch, name);
+            let (tenant, root, head, signed_at, key_id, signature, prev) = (
                 s("tenant_id")?,
                 s("root")?,
                 s("chain_head")?,
                 s("signed_at")?,
                 s("key_id")?,
                 s("signature")?,
+                s("prev_checkpoint")?,
             );
             let (size, epoch) = (
                 int_column(&batch, "tree_size")?,
@@ -858,9 +1173,11 @@ impl Warehouse {
                     signed_at: signed_at.value(i).to_string(),
                     key_id: key_id.value(i).to_string(),
                     signature: signature.value(i).to_string(),
+                    prev_checkpoint: prev.value(i).to_string(),
                 });
             }
         }
+        rows.retain(|c| epoch.is_none_or(|e| c.epoch == e));
         Ok(rows)
     }
 }
@@ -981,6 +1298,50 @@ pub struct IcebergSink {
     dead_letter: Option<DeadLetter>,
     keystore: Option<Keystore>,
     seal_quarantine: bool,
+    sealer: Option<Sealer>,
+}
+
+/// Signs each committed epoch ([`crate::seal`]) and records the last seal outside the
+/// warehouse.
+#[derive(Debug)]
+pub struct Sealer {
+    /// The signing key.
+    pub signer: crate::checkpoint::Signer,
+    /// Hash of the last committed seal (zeros for none).
+    pub prev: Hash,
+    /// Where the last seal is recorded outside the warehouse ([`Watermark`]), if anywhere.
+    pub watermark: Option<PathBuf>,
+}
+
+/// The last epoch this signer sealed, kept beside the key (outside the warehouse): a
+/// warehouse that ends before it, or holds another seal for it, was rolled back or replaced.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Watermark {
+    /// The epoch.
+    pub epoch: Epoch,
+    /// Its seal's hash, hex.
+    pub seal: String,
+}
+
+impl Watermark {
+    /// Reads the watermark file; `None` if there is none yet.
+    pub fn read(path: &Path) -> Result<Option<Watermark>> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| {
+                Error::WarehouseDamaged(format!("{} is unreadable: {e}", path.display()))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Replaces the watermark file atomically.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec(self).unwrap_or_default())?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    }
 }
 
 /// One sealed vault row.
@@ -1021,7 +1382,14 @@ impl IcebergSink {
             dead_letter: None,
             keystore: None,
             seal_quarantine: false,
+            sealer: None,
         }
+    }
+
+    /// Seals every committed epoch with `sealer` ([`crate::seal`]).
+    pub fn with_sealer(mut self, sealer: Sealer) -> Self {
+        self.sealer = Some(sealer);
+        self
     }
 
     /// Seals the events' vault items into `custody.vault` with keys from `keystore`; with
@@ -1230,6 +1598,10 @@ impl IcebergSink {
             let Some(batch) = batch else { continue };
             let table = self.warehouse.table(name).await?;
             let files = self.warehouse.write_files(&table, epoch, batch).await?;
+            for file in &files {
+                let digest = self.warehouse.file_sha256(&table, file.file_path()).await?;
+                manifest.sha256.insert(file.file_path().to_string(), digest);
+            }
             manifest
                 .tables
                 .insert(name.to_string(), Warehouse::files_json(&table, &files)?);
@@ -1237,8 +1609,10 @@ impl IcebergSink {
             staged.push((name, n, table, files));
         }
         crate::failpoint::hit("files-written", epoch);
-        // 2. The commit point: the epoch's row in custody.epochs, listing those files.
-        let marker = epochs_batch(&EpochRow {
+        // 2. The commit point: the epoch's row in custody.epochs, listing those files, under
+        //    the epoch's seal.
+        let registry = crate::seal::registry(&checkpoints);
+        let mut row = EpochRow {
             epoch,
             sink_id: &self.sink_id,
             positions,
@@ -1246,9 +1620,26 @@ impl IcebergSink {
             quarantined: quarantine.len(),
             checkpoints: checkpoints.len(),
             digest: &summary[2].1,
+            committed_at_us: custody_schemas::time::now_us(),
             files: &serde_json::to_string(&manifest)
                 .map_err(|e| Error::SinkStopped(format!("epoch manifest: {e}")))?,
-        })?;
+            registry: &crate::seal::registry_json(&registry),
+            seal: String::new(),
+            positions_json: serde_json::to_string(&positions.partitions).unwrap_or_default(),
+        };
+        let seal = self.sealer.as_ref().map(|sealer| {
+            sealer.signer.seal(
+                epoch,
+                &sealer.prev,
+                &crate::seal::row_digest(&row.fields()),
+                &registry,
+                custody_schemas::time::now_us(),
+            )
+        });
+        if let Some(seal) = &seal {
+            row.seal = serde_json::to_string(seal).unwrap_or_default();
+        }
+        let marker = epochs_batch(&row)?;
         let epochs_table = self.warehouse.table(tables::EPOCHS).await?;
         let marker_files = self
             .warehouse
@@ -1289,6 +1680,16 @@ impl IcebergSink {
             return Err(Error::SinkStopped(format!(
                 "table {name:?} is missing from the commit order"
             )));
+        }
+        if let (Some(sealer), Some(seal)) = (self.sealer.as_mut(), seal) {
+            sealer.prev = seal.hash();
+            if let Some(path) = &sealer.watermark {
+                Watermark {
+                    epoch,
+                    seal: hex::encode(sealer.prev),
+                }
+                .write(path)?;
+            }
         }
         if let Some(keystore) = self.keystore.as_mut()
             && !subjects.is_empty()
@@ -1506,20 +1907,42 @@ struct EpochRow<'a> {
     quarantined: usize,
     checkpoints: usize,
     digest: &'a str,
+    committed_at_us: i64,
     files: &'a str,
+    registry: &'a str,
+    seal: String,
+    /// `positions.partitions` as stored.
+    positions_json: String,
+}
+
+impl EpochRow<'_> {
+    /// The sealed columns, exactly as stored.
+    fn fields(&self) -> crate::seal::EpochRowFields<'_> {
+        crate::seal::EpochRowFields {
+            epoch: self.epoch,
+            sink_id: self.sink_id,
+            source: &self.positions.source,
+            positions: self.positions_json.as_str(),
+            events: self.events as i64,
+            quarantined: self.quarantined as i64,
+            checkpoints: self.checkpoints as i64,
+            checkpoint_digest: self.digest,
+            committed_at_us: self.committed_at_us,
+            files: self.files,
+            registry: self.registry,
+        }
+    }
 }
 
 fn epochs_batch(row: &EpochRow<'_>) -> Result<RecordBatch> {
-    let now = custody_schemas::time::now_us();
+    let now = row.committed_at_us;
     batch(
         tables::epochs_schema(),
         vec![
             ints(std::iter::once(row.epoch as i64)),
             strings(std::iter::once(row.sink_id)),
             strings(std::iter::once(row.positions.source.as_str())),
-            strings(std::iter::once(
-                serde_json::to_string(&row.positions.partitions).unwrap_or_default(),
-            )),
+            strings(std::iter::once(row.positions_json.as_str())),
             ints(std::iter::once(row.events as i64)),
             ints(std::iter::once(row.quarantined as i64)),
             ints(std::iter::once(row.checkpoints as i64)),
@@ -1529,6 +1952,8 @@ fn epochs_batch(row: &EpochRow<'_>) -> Result<RecordBatch> {
                     .with_timezone("+00:00"),
             ),
             strings(std::iter::once(row.files)),
+            strings(std::iter::once(row.registry)),
+            strings(std::iter::once(row.seal.as_str())),
         ],
     )
 }
@@ -1588,6 +2013,7 @@ fn checkpoints_batch(rows: &[Checkpoint]) -> Result<RecordBatch> {
             strings(rows.iter().map(|c| c.signed_at.as_str())),
             strings(rows.iter().map(|c| c.key_id.as_str())),
             strings(rows.iter().map(|c| c.signature.as_str())),
+            strings(rows.iter().map(|c| c.prev_checkpoint.as_str())),
         ],
     )
 }

@@ -61,6 +61,8 @@ pub struct TenantLog {
     pub head: [u8; 32],
     /// Merkle compact range over every leaf.
     pub merkle: CompactRange,
+    /// Hash of the tenant's last signed checkpoint (zeros before its first).
+    pub last_checkpoint: [u8; 32],
 }
 
 /// Every tenant's log.
@@ -249,10 +251,12 @@ impl<'scope> HashChain<'scope> for StreamVec<'scope, Epoch, SourcedEvent> {
                             };
                             let now = now_us();
                             let mut session = output.session(&*cap);
-                            let mut tenants: Vec<&String> = chains.keys().collect();
+                            let mut tenants: Vec<String> = chains.keys().cloned().collect();
                             tenants.sort();
-                            for tenant in tenants {
-                                let log = &chains[tenant];
+                            for tenant in &tenants {
+                                let Some(log) = chains.get_mut(tenant) else {
+                                    continue;
+                                };
                                 let cp = signer.checkpoint(
                                     tenant,
                                     log.merkle.size(),
@@ -260,7 +264,9 @@ impl<'scope> HashChain<'scope> for StreamVec<'scope, Epoch, SourcedEvent> {
                                     &log.head,
                                     epoch,
                                     now,
+                                    &log.last_checkpoint,
                                 );
+                                log.last_checkpoint = cp.hash();
                                 signed.inc();
                                 session.give(SinkRecord::Checkpoint(Box::new(cp)));
                             }
@@ -512,6 +518,7 @@ mod tests {
             TenantLog {
                 head: [9; 32],
                 merkle,
+                last_checkpoint: [0; 32],
             },
         );
         let c = append(&mut chains, event("a", 0));
