@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 pub mod checkpoint;
+pub mod cosign;
 pub mod error;
 pub mod export;
 pub mod failpoint;

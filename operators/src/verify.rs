@@ -116,8 +116,10 @@ pub enum ProblemKind {
     BadSeal,
     /// A table holds data no seal covers, lacks data a seal covers, or a sealed file changed.
     TableModified,
-    /// A tenant the signed registry lists has no log or checkpoints left.
+    /// A tenant the signed registry (or a witness) lists has no log or checkpoints left.
     TenantMissing,
+    /// The latest checkpoint carries no valid cosignature of the required witness.
+    Unwitnessed,
 }
 
 impl fmt::Display for ProblemKind {

@@ -1,7 +1,9 @@
 //! Records every tenant API request in the tenant's own audit log.
 //!
 //! The server appends an `AUDIT_LOG_ACCESSED` event (who, which role, what path, what answer)
-//! to `access-log.ndjson` in the warehouse and syncs it to disk before the answer leaves; the
+//! to `access-log.ndjson` in the warehouse, with a MAC under a key derived from the signing key
+//! (a line appended by anyone else is quarantined as `unauthenticated`), and syncs it to disk
+//! before the answer leaves; the
 //! pipeline reads the file as the access-log partition of its source
 //! ([`custody_operators::sources::access_log`]) and chains each event into the tenant's log.
 //!
@@ -20,14 +22,21 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Mutex;
 
-use custody_operators::sources::access_log::ACCESS_LOG_FILE;
+use custody_operators::sources::access_log::{ACCESS_LOG_FILE, AccessLine, access_mac_key};
 use custody_schemas::time::format_rfc3339;
 use serde_json::json;
 
-/// Appends access events to the warehouse's access log.
-#[derive(Debug)]
+/// Appends access events to the warehouse's access log, each line authenticated
+/// ([`AccessLine`]) so that a line written by anyone else is quarantined, not chained.
 pub struct AccessLog {
     file: Mutex<File>,
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for AccessLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessLog").finish_non_exhaustive()
+    }
 }
 
 /// One request to record.
@@ -50,8 +59,9 @@ pub struct Access<'a> {
 }
 
 impl AccessLog {
-    /// Opens (creates) `warehouse`'s access log for appending.
-    pub fn open(warehouse: &Path) -> std::io::Result<Self> {
+    /// Opens (creates) `warehouse`'s access log for appending, authenticating records under
+    /// the key derived from `signing_seed`.
+    pub fn open(warehouse: &Path, signing_seed: &[u8; 32]) -> std::io::Result<Self> {
         std::fs::create_dir_all(warehouse)?;
         let file = OpenOptions::new()
             .create(true)
@@ -59,6 +69,7 @@ impl AccessLog {
             .open(warehouse.join(ACCESS_LOG_FILE))?;
         Ok(AccessLog {
             file: Mutex::new(file),
+            key: access_mac_key(signing_seed),
         })
     }
 
@@ -84,7 +95,8 @@ impl AccessLog {
                 "status": a.status,
             },
         });
-        let mut line = serde_json::to_vec(&event)?;
+        let line = AccessLine::new(&self.key, event.to_string());
+        let mut line = serde_json::to_vec(&line)?;
         line.push(b'\n');
         let mut file = self
             .file

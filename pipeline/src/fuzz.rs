@@ -176,6 +176,7 @@ fn fuzz(duration: Duration, seed: u64) -> Result<FuzzReport, String> {
         max_event_bytes: 1 << 20,
         quarantine_keep_bytes: 512,
         producers: None,
+        access_log_key: Some([9; 32]),
     };
     let mut tokenizer = Tokenizer::new(b"fuzz key");
     let runtime = tokio::runtime::Builder::new_current_thread()

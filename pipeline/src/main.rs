@@ -17,6 +17,7 @@ mod fuzz;
 mod generate;
 mod serve;
 mod verify;
+mod witness;
 
 use std::io::{BufReader, BufWriter, IsTerminal, Write};
 use std::net::SocketAddr;
@@ -89,6 +90,8 @@ enum Command {
     Export(ExportArgs),
     /// Verify tenant logs: leaves, chains, Merkle roots and checkpoint signatures.
     Verify(VerifyArgs),
+    /// Witness a log: cosign each tenant's checkpoints while the log stays append-only.
+    Witness(WitnessArgs),
     /// Crypto-shred a tenant (or one data subject): destroy its data keys, record DATA_ERASED.
     Erase {
         /// The tenant.
@@ -194,6 +197,40 @@ struct VerifyArgs {
     /// Print the reports as JSON.
     #[arg(long)]
     json: bool,
+    /// A witness's published cosignatures (its `http://ADDR`, or its `cosigned.json` or state
+    /// directory): every tenant it cosigned must still be there and consistent, and each
+    /// tenant's latest checkpoint must carry its cosignature. Needs --witness-key.
+    #[arg(long, requires = "witness_key")]
+    witness: Option<String>,
+    /// The witness's public key (hex, or a file holding it).
+    #[arg(long = "witness-key", requires = "witness")]
+    witness_key: Option<String>,
+}
+
+#[derive(Args)]
+struct WitnessArgs {
+    /// The log's API, e.g. `http://127.0.0.1:9464`.
+    #[arg(long)]
+    log: String,
+    /// The log's public key (hex, or a file holding it).
+    #[arg(long = "log-key")]
+    log_key: String,
+    /// Bearer token for every tenant (`admin` or `regulator` of `*`), if the API has tokens;
+    /// default: the `CUSTODY_WITNESS_TOKEN` environment variable.
+    #[arg(long)]
+    token: Option<String>,
+    /// The witness's own directory: its key (`witness.key`, created) and what it cosigned.
+    #[arg(long)]
+    state: PathBuf,
+    /// How often to fetch the log's checkpoints.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    interval: Duration,
+    /// Serve the cosignatures at `http://ADDR/cosigned`.
+    #[arg(long)]
+    listen: Option<String>,
+    /// One round, then exit (1 if anything was refused).
+    #[arg(long)]
+    once: bool,
 }
 
 #[derive(Args, Clone)]
@@ -325,6 +362,19 @@ fn main() -> anyhow::Result<()> {
             listen.unwrap_or_else(|| config.serve.listen.clone()),
         ),
         Command::Verify(args) => verify_cmd(&config, args),
+        Command::Witness(args) => witness::run(witness::WitnessOptions {
+            log: args.log,
+            log_key: verify::trusted_keys(&[args.log_key], Path::new("/nonexistent"))?
+                .pop()
+                .context("--log-key")?,
+            token: args
+                .token
+                .or_else(|| std::env::var("CUSTODY_WITNESS_TOKEN").ok()),
+            state: args.state,
+            interval: args.interval,
+            once: args.once,
+            listen: args.listen,
+        }),
         Command::Erase {
             tenant,
             subject,
@@ -445,10 +495,20 @@ fn verify_cmd(config: &Config, args: VerifyArgs) -> anyhow::Result<()> {
         trusted = bundle.keys.clone();
     }
     let held = verify::held_checkpoints(&args.checkpoints)?;
+    let witness = match (&args.witness, &args.witness_key) {
+        (Some(source), Some(key)) => Some((
+            witness::read_published(source)?,
+            verify::trusted_keys(std::slice::from_ref(key), &checked)?
+                .pop()
+                .context("--witness-key")?,
+        )),
+        _ => None,
+    };
     let (reports, bytes, secs) = verify::verify_bundle(
         bundle,
         trusted,
         held,
+        witness,
         !args.json && std::io::stderr().is_terminal(),
     );
     let bad: Vec<_> = reports.iter().filter(|r| !r.ok()).collect();
@@ -505,8 +565,9 @@ fn run_options(
     std::fs::create_dir_all(&warehouse)
         .with_context(|| format!("creating {}", warehouse.display()))?;
     let key_dir = config.keys.dir(&warehouse)?;
+    let signing_seed = config.checkpoints.signing_seed(&key_dir)?;
     Ok(RunOptions {
-        signing_seed: config.checkpoints.signing_seed(&key_dir)?,
+        signing_seed,
         workers: p.workers,
         batch_size: p.batch_size,
         max_epochs_in_flight: p.max_epochs_in_flight,
@@ -521,6 +582,9 @@ fn run_options(
                     Some(ProducerRegistry::new(config.identity.producers()?))
                 }
             },
+            access_log_key: Some(custody_operators::sources::access_log::access_mac_key(
+                &signing_seed,
+            )),
         },
         views: ViewsConfig {
             hitl: HitlConfig {
@@ -599,6 +663,9 @@ fn start_server(
     };
     let addr = listener.local_addr()?;
     let auth = auth::ApiAuth::new(&config.api.tokens).map_err(|e| anyhow::anyhow!(e))?;
+    let signing_seed = config
+        .checkpoints
+        .signing_seed(&config.keys.dir(warehouse)?)?;
     if !auth.enabled() {
         tracing::warn!("no api.tokens configured: the tenant API is open (development only)");
     }
@@ -628,11 +695,12 @@ fn start_server(
             continuous_verification: true,
         }),
         signer: Some(custody_operators::checkpoint::Signer::from_seed(
-            &config
-                .checkpoints
-                .signing_seed(&config.keys.dir(warehouse)?)?,
+            &signing_seed,
         )),
-        access: Some(Arc::new(access_log::AccessLog::open(warehouse)?)),
+        access: Some(Arc::new(access_log::AccessLog::open(
+            warehouse,
+            &signing_seed,
+        )?)),
     });
     runtime.spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {

@@ -56,6 +56,8 @@ pub fn router(state: AppState) -> Router {
             "/v1/tenants/{tenant}/checkpoints/latest",
             get(latest_checkpoint),
         )
+        .route("/v1/checkpoints", get(witness_checkpoints))
+        .route("/v1/checkpoints/consistency", get(witness_consistency))
         .route("/v1/tenants/{tenant}/proofs/inclusion", get(inclusion))
         .route("/v1/tenants/{tenant}/proofs/consistency", get(consistency))
         .route("/v1/tenants/{tenant}/events", get(events))
@@ -92,10 +94,17 @@ async fn record_access(
     let path = request.uri().path().to_string();
     let query = request.uri().query().map(str::to_string);
     let method = request.method().to_string();
+    // The tenant as the router decodes it (`tenant%2D0001` is `tenant-0001`): the record must
+    // name the tenant whose data was answered, however the request spelled it.
     let target = path
         .strip_prefix("/v1/tenants/")
         .and_then(|rest| rest.split_once('/'))
-        .map(|(tenant, _)| tenant.to_string());
+        .and_then(|(tenant, _)| {
+            percent_encoding::percent_decode_str(tenant)
+                .decode_utf8()
+                .ok()
+                .map(|t| t.into_owned())
+        });
     // Without a valid token there is no one to record (the 401 is the answer).
     let caller = match state.auth.principal(request.headers()) {
         Ok(p) => Some(p.cloned()),
@@ -236,6 +245,61 @@ async fn latest_checkpoint(
     match logs.latest_checkpoint(&tenant) {
         Some(cp) => Json(cp.clone()).into_response(),
         None => not_found(&tenant),
+    }
+}
+
+/// For witnesses: only a principal of every tenant (an admin or regulator token for `*`, or
+/// the open development API) may read every tenant's checkpoints.
+/// The refusal, if the caller may not.
+fn witness_denied(state: &AppState, headers: &HeaderMap) -> Option<Response> {
+    match state.auth.principal(headers) {
+        Err(denied) => Some(denied.into_response()),
+        Ok(Some(p)) if p.tenant.is_some() || p.role == crate::auth::Role::Dashboard => Some(
+            (
+                StatusCode::FORBIDDEN,
+                Json(json!({"error": "witness endpoints need a token for every tenant"})),
+            )
+                .into_response(),
+        ),
+        Ok(_) => None,
+    }
+}
+
+/// Every tenant's latest checkpoint, for witnesses. Not a tenant's data (sizes, roots and
+/// signatures only), so not recorded in a tenant's access log.
+async fn witness_checkpoints(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(denied) = witness_denied(&state, &headers) {
+        return denied;
+    }
+    let Ok(logs) = state.logs.lock() else {
+        return unavailable();
+    };
+    Json(json!({ "checkpoints": logs.latest_checkpoints() })).into_response()
+}
+
+/// `?tenant=&from=&to=`.
+#[derive(serde::Deserialize)]
+struct WitnessConsistencyQuery {
+    tenant: String,
+    from: u64,
+    to: u64,
+}
+
+/// A consistency proof of any tenant's log, for witnesses.
+async fn witness_consistency(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<WitnessConsistencyQuery>,
+) -> Response {
+    if let Some(denied) = witness_denied(&state, &headers) {
+        return denied;
+    }
+    let Ok(logs) = state.logs.lock() else {
+        return unavailable();
+    };
+    match logs.consistency(&q.tenant, q.from, q.to) {
+        Ok(p) => Json(p).into_response(),
+        Err(e) => proof_error(e),
     }
 }
 
@@ -833,7 +897,7 @@ mod tests {
             logs: Arc::new(Mutex::new(LiveLogs::load(rows, checkpoints))),
             report_ctx: Arc::new(ReportContext::default()),
             signer: Some(signer),
-            access: Some(Arc::new(AccessLog::open(&dir).unwrap())),
+            access: Some(Arc::new(AccessLog::open(&dir, &[7; 32]).unwrap())),
         });
         (app, dir)
     }
@@ -843,7 +907,10 @@ mod tests {
         std::fs::read_to_string(app_dir.join("access-log.ndjson"))
             .unwrap_or_default()
             .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
+            .map(|l| {
+                let line: Value = serde_json::from_str(l).unwrap();
+                serde_json::from_str(line["record"].as_str().unwrap()).unwrap()
+            })
             .collect()
     }
 

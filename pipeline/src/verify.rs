@@ -4,6 +4,7 @@
 //! `checkpoints.ndjson` (one [`Checkpoint`] per line) and `keys/<key_id>.pub` (hex Ed25519
 //! public keys). `docs/chain-format.md` specifies the format and the checks.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -12,7 +13,7 @@ use anyhow::{Context, bail};
 use custody_operators::checkpoint::{Checkpoint, parse_public_key};
 use custody_operators::sinks::iceberg::Warehouse;
 use custody_operators::verify::{
-    EventRow, TenantReport, Verifier, WarehouseState, group_by_tenant,
+    EventRow, Problem, ProblemKind, TenantReport, Verifier, WarehouseState, group_by_tenant,
 };
 use ed25519_dalek::VerifyingKey;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -200,10 +201,83 @@ pub fn held_checkpoints(files: &[PathBuf]) -> anyhow::Result<Vec<Checkpoint>> {
 pub fn verify_bundle(
     bundle: Bundle,
     trusted: Vec<VerifyingKey>,
-    held: Vec<Checkpoint>,
+    mut held: Vec<Checkpoint>,
+    witness: Option<(crate::witness::WitnessState, VerifyingKey)>,
     show_progress: bool,
 ) -> (Vec<TenantReport>, u64, f64) {
     let verifier = Verifier::new(trusted);
+    // What the witness cosigned is held for it: the log must still extend each of those.
+    let mut witness_problems: Vec<(String, Problem)> = Vec::new();
+    let mut latest_stored: BTreeMap<&str, &Checkpoint> = BTreeMap::new();
+    for cp in &bundle.checkpoints {
+        let e = latest_stored.entry(cp.tenant_id.as_str()).or_insert(cp);
+        if cp.epoch > e.epoch {
+            *e = cp;
+        }
+    }
+    if let Some((state, key)) = &witness {
+        let problem = |kind, detail: String| Problem {
+            kind,
+            seq: None,
+            detail,
+        };
+        for (tenant, w) in &state.tenants {
+            if !w.cosignature.verify(&w.checkpoint, key) || w.checkpoint.tenant_id != *tenant {
+                witness_problems.push((
+                    tenant.clone(),
+                    problem(
+                        ProblemKind::BadSignature,
+                        "the witness's cosignature does not verify under the witness key".into(),
+                    ),
+                ));
+                continue;
+            }
+            held.push(w.checkpoint.clone());
+            let has_events = bundle.events.iter().any(|e| e.tenant_id == *tenant);
+            if !has_events && !latest_stored.contains_key(tenant.as_str()) {
+                witness_problems.push((
+                    tenant.clone(),
+                    problem(
+                        ProblemKind::TenantMissing,
+                        format!(
+                            "the witness cosigned this tenant's log at {} events (epoch {}); \
+                             it is gone",
+                            w.checkpoint.tree_size, w.checkpoint.epoch
+                        ),
+                    ),
+                ));
+            }
+        }
+        for (tenant, cp) in &latest_stored {
+            let cosigned = state
+                .tenants
+                .get(*tenant)
+                .is_some_and(|w| w.checkpoint == **cp && w.cosignature.verify(cp, key));
+            if !cosigned {
+                witness_problems.push((
+                    tenant.to_string(),
+                    problem(
+                        ProblemKind::Unwitnessed,
+                        format!(
+                            "the latest checkpoint (epoch {}, {} events) has no cosignature \
+                             by witness {}{}",
+                            cp.epoch,
+                            cp.tree_size,
+                            custody_operators::checkpoint::key_id(key),
+                            state
+                                .tenants
+                                .get(*tenant)
+                                .map_or(String::new(), |w| format!(
+                                    " (it last cosigned epoch {})",
+                                    w.checkpoint.epoch
+                                ))
+                        ),
+                    ),
+                ));
+            }
+        }
+    }
+    drop(latest_stored);
     let bytes: u64 = bundle.events.iter().map(row_bytes).sum();
     let progress = if show_progress {
         ProgressBar::new(bundle.events.len() as u64)
@@ -237,7 +311,9 @@ pub fn verify_bundle(
         progress.inc(n);
     }
     progress.finish_and_clear();
-    if let Some((report, tenant_problems)) = warehouse {
+    let (warehouse_report, mut tenant_problems) = warehouse.unwrap_or_default();
+    tenant_problems.extend(witness_problems);
+    {
         for (tenant, problem) in tenant_problems {
             let i = match reports.iter().position(|r| r.tenant_id == tenant) {
                 Some(i) => i,
@@ -251,7 +327,9 @@ pub fn verify_bundle(
             };
             reports[i].problems.push(problem);
         }
-        reports.push(report);
+        if !warehouse_report.tenant_id.is_empty() {
+            reports.push(warehouse_report);
+        }
     }
     (reports, bytes, started.elapsed().as_secs_f64())
 }

@@ -126,6 +126,17 @@ impl LiveLogs {
         self.tenants.get(tenant)?.latest.as_ref()
     }
 
+    /// Every tenant's latest signed checkpoint, in tenant order (what a witness cosigns).
+    pub fn latest_checkpoints(&self) -> Vec<Checkpoint> {
+        let mut out: Vec<Checkpoint> = self
+            .tenants
+            .values()
+            .filter_map(|l| l.latest.clone())
+            .collect();
+        out.sort_by(|a, b| a.tenant_id.cmp(&b.tenant_id));
+        out
+    }
+
     /// Proves that `event_id` is in `tenant`'s log at its latest checkpoint.
     pub fn inclusion(&self, tenant: &str, event_id: &str) -> Result<InclusionProof, ProofError> {
         let log = self.tenants.get(tenant).ok_or(ProofError::NotFound)?;

@@ -117,7 +117,18 @@ impl EventType {
             EventType::TaskCompleted => &["output"],
             EventType::TaskFailed => &["reason", "last_state"],
             EventType::DataErased | EventType::DataReidentified => &["reason"],
+            // Query strings and paths carry whatever a caller typed (e-mails, card numbers).
+            EventType::AuditLogAccessed => &["path", "query"],
+        }
+    }
+
+    /// The text fields whose content is replaced by a commitment when content vaulting is on:
+    /// [`EventType::text_fields`], except an access record's path and query (tokenized for
+    /// personal data, but the record of what was accessed must stay readable).
+    pub fn content_fields(self) -> &'static [&'static str] {
+        match self {
             EventType::AuditLogAccessed => &[],
+            t => t.text_fields(),
         }
     }
 

@@ -226,3 +226,92 @@ fn events_page_through_a_tenant_and_never_across() {
     }
     drop(server);
 }
+
+/// The access log is not an open door: a line appended by someone who can write the warehouse
+/// (plain, or with a made-up MAC) is quarantined as `unauthenticated`, never chained; a request
+/// that spells the tenant with percent-escapes is recorded under the tenant it reached; and a
+/// query string is tokenized like any event text.
+#[test]
+fn access_records_are_authenticated_canonical_and_tokenized() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let cfg = format!(
+        "[api.tokens.root]\nsha256 = \"{}\"\ntenant = \"*\"\nrole = \"admin\"\n",
+        hex::encode(Sha256::digest("token-root"))
+    );
+    let cfg_path = dir.path().join("custody.toml");
+    std::fs::write(&cfg_path, cfg).unwrap();
+    let wh = dir.path().join("wh");
+    let server = serve_demo(&cfg_path, &wh, &addr, 600, 2);
+
+    let forged = serde_json::json!({
+        "event_id": "forged-access", "schema_version": "1.0", "tenant_id": "tenant-0001",
+        "session_id": "custody-api", "agent_id": "custody-api", "user_id": "root",
+        "event_type": ACCESS, "timestamp": "2026-01-01T00:00:00Z", "parent_event_id": null,
+        "payload": {"principal": "root", "role": "admin", "method": "GET",
+                    "path": "/v1/tenants/tenant-0001/export", "query": null, "status": 200},
+    });
+    let wrapped = serde_json::json!({"record": forged.to_string(), "mac": "00".repeat(32)});
+    {
+        use std::io::Write;
+        let mut log = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(wh.join("access-log.ndjson"))
+            .unwrap();
+        writeln!(log, "{forged}\n{wrapped}").unwrap();
+    }
+    let (code, _) = get(
+        &addr,
+        "/v1/tenants/tenant%2D0001/events?agent=jane.doe@example.com&limit=1",
+        "token-root",
+    );
+    assert_eq!(code, 200);
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let recorded = loop {
+        let (_, page) = get(
+            &addr,
+            "/v1/tenants/tenant-0001/events?type=AUDIT_LOG_ACCESSED&limit=1000",
+            "token-root",
+        );
+        let accesses = page["events"].as_array().cloned().unwrap_or_default();
+        assert!(
+            accesses.iter().all(|e| e["event_id"] != "forged-access"),
+            "a forged access record was chained: {accesses:?}"
+        );
+        let hit = accesses.iter().find_map(|e| {
+            let p: Value = serde_json::from_str(e["payload"].as_str().unwrap()).unwrap();
+            (p["path"] == "/v1/tenants/tenant%2D0001/events").then_some(p)
+        });
+        if let Some(p) = hit {
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the escaped request was not recorded in tenant-0001's log: {accesses:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let query = recorded["query"].as_str().unwrap();
+    assert!(!query.contains("jane.doe@example.com"), "{query}");
+    assert!(query.contains("<EMAIL:tok_"), "{query}");
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let tables = read_columns(&wh, &["quarantine:reason_kind,reason,source_offset"]);
+        let refused = rows(&tables, "quarantine")
+            .iter()
+            .filter(|q| q["reason_kind"] == "unauthenticated")
+            .count();
+        if refused == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "forged access lines not quarantined: {tables}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    drop(server);
+}

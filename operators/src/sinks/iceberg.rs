@@ -456,6 +456,7 @@ impl Warehouse {
             catalog: Arc::new(catalog),
             root,
         };
+        warehouse.check_intact().await?;
         let ns = NamespaceIdent::new(NAMESPACE.to_string());
         for name in tables::ALL_TABLES {
             let ident = TableIdent::new(ns.clone(), name.to_string());

@@ -42,6 +42,9 @@ pub struct DecodeConfig {
     /// If set, every record must be signed by a registered producer bound to the payload's
     /// tenant ([`crate::identity`]).
     pub producers: Option<ProducerRegistry>,
+    /// The key authenticating access-log records
+    /// ([`crate::sources::access_log::access_mac_key`]); without it none is accepted.
+    pub access_log_key: Option<[u8; 32]>,
 }
 
 impl Default for DecodeConfig {
@@ -50,6 +53,7 @@ impl Default for DecodeConfig {
             max_event_bytes: 1 << 20,
             quarantine_keep_bytes: 16 << 10,
             producers: None,
+            access_log_key: None,
         }
     }
 }
@@ -140,8 +144,23 @@ pub fn decode_one(
         ));
     }
     if raw.partition < 0 {
-        // Custody's own sources: only their own event types, no producer signature.
-        let event = decode_event(&raw.bytes).map_err(|e| schema_error(&raw.bytes, e))?;
+        // Custody's own sources: only their own event types, no producer signature; an
+        // access-log record only with the server's MAC.
+        let opened;
+        let bytes = if raw.partition == crate::record::ACCESS_LOG_PARTITION {
+            let key = config.access_log_key.as_ref().ok_or_else(|| {
+                (
+                    "unauthenticated",
+                    "no access-log key: access records cannot be authenticated".to_string(),
+                )
+            })?;
+            opened = crate::sources::access_log::AccessLine::open(&raw.bytes, key)
+                .map_err(|why| ("unauthenticated", format!("access record refused: {why}")))?;
+            &opened[..]
+        } else {
+            &raw.bytes[..]
+        };
+        let event = decode_event(bytes).map_err(|e| schema_error(bytes, e))?;
         let allowed = match raw.partition {
             crate::record::ACCESS_LOG_PARTITION => event.event_type == EventType::AuditLogAccessed,
             crate::record::ADMIN_PARTITION => matches!(
@@ -363,7 +382,11 @@ mod strictness {
 
     #[test]
     fn custody_event_types_come_only_from_custody_sources() {
-        let config = DecodeConfig::default();
+        let key = [5; 32];
+        let config = DecodeConfig {
+            access_log_key: Some(key),
+            ..DecodeConfig::default()
+        };
         let cases = [
             (
                 EventType::DataErased,
@@ -396,8 +419,28 @@ mod strictness {
             } else {
                 crate::record::ADMIN_PARTITION
             };
-            let ours = decode_one(&RawRecord::new(own, 0, bytes.clone()), &config);
+            let framed = if own == crate::record::ACCESS_LOG_PARTITION {
+                let line = crate::sources::access_log::AccessLine::new(
+                    &key,
+                    String::from_utf8(bytes.clone()).unwrap(),
+                );
+                serde_json::to_vec(&line).unwrap()
+            } else {
+                bytes.clone()
+            };
+            let ours = decode_one(&RawRecord::new(own, 0, framed.clone()), &config);
             assert!(ours.is_ok(), "{t}: {ours:?}");
+            if own == crate::record::ACCESS_LOG_PARTITION {
+                // Another key's MAC, or none: refused.
+                let other_key = DecodeConfig {
+                    access_log_key: Some([6; 32]),
+                    ..DecodeConfig::default()
+                };
+                let forged = decode_one(&RawRecord::new(own, 0, framed), &other_key);
+                assert_eq!(forged.unwrap_err().0, "unauthenticated");
+                let bare = decode_one(&RawRecord::new(own, 0, bytes.clone()), &config);
+                assert_eq!(bare.unwrap_err().0, "unauthenticated");
+            }
             // An invalid payload of a reserved type from a producer is still refused as such.
             let bad = event("", t.as_str(), "{}");
             let producer = decode_one(&RawRecord::new(0, 0, bad), &config);

@@ -124,7 +124,7 @@ pub fn tokenize_event(
 /// chain covers and which reveals nothing once the content is erased.
 fn commit_content(tokenizer: &mut Tokenizer, sourced: &mut SourcedEvent, tenant: &str) {
     let event = &mut sourced.event;
-    let fields = event.event_type.text_fields();
+    let fields = event.event_type.content_fields();
     let Some(payload) = event.payload.as_object_mut() else {
         return;
     };

@@ -1,0 +1,241 @@
+//! A witness beside the pipeline: `custody witness` cosigns every tenant's checkpoints over
+//! HTTP while the log grows, and `custody verify --witness … --witness-key …` alone (no
+//! checkpoint held by hand) then catches truncation, rollback and whole-tenant deletion, each
+//! of which passes verify without the witness.
+
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use custody_tests::{KillOnDrop, custody_bin, free_addr, get_json, manifest_dir, python};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+const TOKEN: &str = "token-root";
+
+fn verify(target: &[&str], key: &str, witness: Option<(&str, &str)>) -> (bool, Value) {
+    let mut cmd = Command::new(custody_bin());
+    cmd.arg("verify")
+        .arg("--json")
+        .args(target)
+        .args(["--trusted-key", key])
+        .env("RUST_LOG", "warn");
+    if let Some((source, wkey)) = witness {
+        cmd.args(["--witness", source, "--witness-key", wkey]);
+    }
+    let out = cmd.output().unwrap();
+    let reports = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}", String::from_utf8_lossy(&out.stderr));
+    });
+    (out.status.success(), reports)
+}
+
+fn kinds(reports: &Value, tenant: &str) -> Vec<String> {
+    reports
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["tenant_id"] == tenant)
+        .flat_map(|r| r["problems"].as_array().cloned().unwrap_or_default())
+        .map(|p| p["kind"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn edit(path: &Path, keep: impl Fn(&Value) -> bool) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let kept: String = text
+        .lines()
+        .filter(|l| keep(&serde_json::from_str(l).unwrap()))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(path, kept).unwrap();
+}
+
+fn copy_bundle(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to.join("keys")).unwrap();
+    for name in ["events.ndjson", "checkpoints.ndjson"] {
+        std::fs::copy(from.join(name), to.join(name)).unwrap();
+    }
+}
+
+#[test]
+fn a_witness_catches_truncation_rollback_and_tenant_deletion() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("custody.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[api.tokens.root]\nsha256 = \"{}\"\ntenant = \"*\"\nrole = \"admin\"\n",
+            hex::encode(Sha256::digest(TOKEN))
+        ),
+    )
+    .unwrap();
+    let wh = dir.path().join("wh");
+    let addr = free_addr();
+    // The pipeline, serving; no clock ticks, so the log only grows with the workload.
+    let mut child = Command::new(custody_bin())
+        .args(["--config", cfg.to_str().unwrap(), "demo", "--serve"])
+        .args(["--events", "2400", "--tenants", "4", "--seed", "5"])
+        .args(["--warehouse", wh.to_str().unwrap()])
+        .env("CUSTODY__SERVE__LISTEN", &addr)
+        .env("CUSTODY__VIEWS__CLOCK_TICK", "0s")
+        .env("CUSTODY__PIPELINE__BATCH_SIZE", "500")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let pipeline = KillOnDrop(child);
+    for line in std::io::BufReader::new(stdout).lines() {
+        if line.unwrap().contains("serving until interrupted") {
+            break;
+        }
+    }
+    let log_key = dir.path().join("wh.keys/signing.pub");
+    let key = std::fs::read_to_string(&log_key).unwrap();
+
+    // The witness: its own key and state, beside the pipeline.
+    let wdir = dir.path().join("witness");
+    let waddr = free_addr();
+    let mut child = Command::new(custody_bin())
+        .args(["witness", "--log", &format!("http://{addr}")])
+        .args(["--log-key", log_key.to_str().unwrap()])
+        .args(["--token", TOKEN, "--interval", "200ms"])
+        .args(["--state", wdir.to_str().unwrap(), "--listen", &waddr])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let witness = KillOnDrop(child);
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    assert!(
+        lines.next().unwrap().unwrap().contains("/cosigned"),
+        "the witness did not start serving"
+    );
+    let witness_url = format!("http://{waddr}");
+    let wkey = wdir.join("witness.pub");
+    // Until it has cosigned every tenant's latest checkpoint.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, latest) = get_json(&addr, "/v1/checkpoints", TOKEN);
+        let (_, cosigned) = get_json(&waddr, "/cosigned", "");
+        let latest = latest["checkpoints"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let done = latest.len() == 4
+            && latest.iter().all(|cp| {
+                cosigned["tenants"][cp["tenant_id"].as_str().unwrap()]["checkpoint"] == *cp
+            });
+        if done {
+            assert!(
+                cosigned["alarms"].as_array().unwrap().is_empty(),
+                "{cosigned}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "not witnessed: {cosigned}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(pipeline);
+    let witness_args = Some((witness_url.as_str(), wkey.to_str().unwrap()));
+
+    // Untouched: passes with and without the witness.
+    let whs = wh.to_str().unwrap();
+    let (ok, reports) = verify(&["--warehouse", whs], &key, witness_args);
+    assert!(ok, "untouched warehouse failed with the witness: {reports}");
+    let bundle = dir.path().join("bundle");
+    let out = Command::new(custody_bin())
+        .args([
+            "export",
+            "--warehouse",
+            whs,
+            "--out",
+            bundle.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let (ok, reports) = verify(&["--export", bundle.to_str().unwrap()], &key, witness_args);
+    assert!(ok, "untouched bundle failed with the witness: {reports}");
+
+    // Truncation: every tenant cut back to the previous epoch, consistently.
+    let cps: Vec<Value> = std::fs::read_to_string(bundle.join("checkpoints.ndjson"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let last = cps
+        .iter()
+        .map(|c| c["epoch"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    let size_before = |t: &str| {
+        cps.iter()
+            .find(|c| c["tenant_id"] == t && c["epoch"].as_u64() == Some(last - 1))
+            .map_or(0, |c| c["tree_size"].as_i64().unwrap())
+    };
+    let truncated = dir.path().join("truncated");
+    copy_bundle(&bundle, &truncated);
+    edit(&truncated.join("events.ndjson"), |e| {
+        e["seq"].as_i64().unwrap() < size_before(e["tenant_id"].as_str().unwrap())
+    });
+    edit(&truncated.join("checkpoints.ndjson"), |c| {
+        c["epoch"].as_u64() != Some(last)
+    });
+    let target = ["--export", truncated.to_str().unwrap()];
+    assert!(
+        verify(&target, &key, None).0,
+        "a consistent truncation passes without a witness"
+    );
+    let (ok, reports) = verify(&target, &key, witness_args);
+    assert!(!ok);
+    assert!(
+        kinds(&reports, "tenant-0000").contains(&"truncated".to_string()),
+        "{reports}"
+    );
+
+    // Whole-tenant deletion: every row of tenant-0002 gone.
+    let deleted = dir.path().join("deleted");
+    copy_bundle(&bundle, &deleted);
+    for file in ["events.ndjson", "checkpoints.ndjson"] {
+        edit(&deleted.join(file), |r| r["tenant_id"] != "tenant-0002");
+    }
+    let target = ["--export", deleted.to_str().unwrap()];
+    assert!(
+        verify(&target, &key, None).0,
+        "a deleted tenant passes without a witness"
+    );
+    let (ok, reports) = verify(&target, &key, witness_args);
+    assert!(!ok);
+    let found = kinds(&reports, "tenant-0002");
+    assert!(
+        found.contains(&"tenant_missing".to_string()) || found.contains(&"truncated".to_string()),
+        "{reports}"
+    );
+
+    // Rollback: every table of the warehouse moved back to its previous metadata.
+    let out = Command::new(python())
+        .arg(manifest_dir().join("py/tamper_lake.py"))
+        .args([whs, "rollback"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (ok, reports) = verify(&["--warehouse", whs], &key, witness_args);
+    assert!(!ok, "rollback not caught by the witness: {reports}");
+    let caught = reports
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["problems"].as_array().cloned().unwrap_or_default())
+        .any(|p| p["kind"] == "truncated" || p["kind"] == "unwitnessed");
+    assert!(caught, "{reports}");
+    drop(witness);
+}
