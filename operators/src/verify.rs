@@ -120,6 +120,8 @@ pub enum ProblemKind {
     TenantMissing,
     /// The latest checkpoint carries no valid cosignature of the required witness.
     Unwitnessed,
+    /// A bundle row is not in the strict canonical form (left out of its log).
+    Malformed,
 }
 
 impl fmt::Display for ProblemKind {
@@ -178,7 +180,11 @@ pub struct Verifier {
     trusted: HashMap<String, VerifyingKey>,
 }
 
+/// A hash in the one canonical spelling: 64 lowercase hex digits.
 fn parse_hash(s: &str) -> Option<Hash> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        return None;
+    }
     let mut out = [0u8; 32];
     hex::decode_to_slice(s, &mut out).ok().map(|()| out)
 }

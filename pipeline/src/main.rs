@@ -540,7 +540,7 @@ fn verify_cmd(config: &Config, args: VerifyArgs) -> anyhow::Result<()> {
             bytes as f64 / 1e6,
             reports
                 .iter()
-                .filter(|r| r.tenant_id != WAREHOUSE_REPORT)
+                .filter(|r| r.tenant_id != WAREHOUSE_REPORT && r.tenant_id != verify::BUNDLE_REPORT)
                 .count(),
             bytes as f64 / 1e6 / secs.max(1e-9),
             if bad.is_empty() {

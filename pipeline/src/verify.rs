@@ -18,6 +18,10 @@ use custody_operators::verify::{
 use ed25519_dalek::VerifyingKey;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// The name of the report on an export bundle's form (malformed rows).
+pub const BUNDLE_REPORT: &str = "(bundle)";
 
 /// Everything needed to verify logs.
 #[derive(Debug, Default)]
@@ -30,6 +34,8 @@ pub struct Bundle {
     pub keys: Vec<VerifyingKey>,
     /// For a warehouse: its sealed epochs and table files.
     pub warehouse: Option<WarehouseState>,
+    /// Bundle rows not in the strict form (`file:line: why`), left out of the logs.
+    pub malformed: Vec<String>,
 }
 
 fn read_keys(dir: &Path) -> anyhow::Result<Vec<VerifyingKey>> {
@@ -62,6 +68,95 @@ fn read_ndjson<T: DeserializeOwned>(path: &Path) -> anyhow::Result<Vec<T>> {
             serde_json::from_str(&line)
                 .with_context(|| format!("{}:{}: invalid row", path.display(), i + 1))?,
         );
+    }
+    Ok(out)
+}
+
+/// The members of an `events.ndjson` row (`docs/chain-format.md` §5), every one required.
+const EVENT_MEMBERS: [&str; 14] = [
+    "agent_id",
+    "event_id",
+    "event_time",
+    "event_type",
+    "hash",
+    "leaf_hash",
+    "parent_event_id",
+    "payload",
+    "prev_hash",
+    "schema_version",
+    "seq",
+    "session_id",
+    "tenant_id",
+    "user_id",
+];
+
+/// The members of a `checkpoints.ndjson` row, every one required.
+const CHECKPOINT_MEMBERS: [&str; 9] = [
+    "chain_head",
+    "epoch",
+    "key_id",
+    "prev_checkpoint",
+    "root",
+    "signature",
+    "signed_at",
+    "tenant_id",
+    "tree_size",
+];
+
+/// Why `line` is not in the strict form of a bundle row with exactly `members`, whose `hashes`
+/// are lowercase hex of the given length (§5): duplicated or missing members (nulls are
+/// written, never omitted), unknown members, uppercase or malformed hex, negative numbers.
+fn strict_row(line: &str, members: &[&str], hashes: &[(&str, usize)]) -> Result<Value, String> {
+    let value = custody_schemas::strict_json::from_str(line).map_err(|e| e.to_string())?;
+    let Value::Object(map) = &value else {
+        return Err("not a JSON object".into());
+    };
+    for m in members {
+        if !map.contains_key(*m) {
+            return Err(format!("member {m:?} is missing (write null, never omit)"));
+        }
+    }
+    if let Some(extra) = map.keys().find(|k| !members.contains(&k.as_str())) {
+        return Err(format!("unknown member {extra:?}"));
+    }
+    for (name, len) in hashes {
+        let ok = map[*name].as_str().is_some_and(|h| {
+            h.len() == *len && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        });
+        if !ok {
+            return Err(format!("{name} is not {len} lowercase hex digits"));
+        }
+    }
+    for (name, v) in map {
+        if v.is_number() && v.as_u64().is_none() {
+            return Err(format!("{name} is not a non-negative integer"));
+        }
+    }
+    Ok(value)
+}
+
+/// Rows of a bundle file in strict form; each malformed line is reported (`file:line: why`)
+/// and left out.
+fn read_strict<T: DeserializeOwned>(
+    path: &Path,
+    members: &[&str],
+    hashes: &[(&str, usize)],
+    malformed: &mut Vec<String>,
+) -> anyhow::Result<Vec<T>> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let mut out = Vec::new();
+    for (i, line) in BufReader::new(file).lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match strict_row(&line, members, hashes)
+            .and_then(|v| serde_json::from_value(v).map_err(|e| e.to_string()))
+        {
+            Ok(row) => out.push(row),
+            Err(why) => malformed.push(format!("{name}:{}: {why}", i + 1)),
+        }
     }
     Ok(out)
 }
@@ -102,15 +197,33 @@ impl Bundle {
                     records: warehouse.epoch_records(None).await?,
                     files,
                 }),
+                malformed: Vec::new(),
             })
         })
     }
 
-    /// Reads an export bundle.
+    /// Reads an export bundle; rows not in the strict form are listed in `malformed`.
     pub fn from_export(dir: &Path) -> anyhow::Result<Bundle> {
+        let mut malformed = Vec::new();
         Ok(Bundle {
-            events: read_ndjson(&dir.join("events.ndjson"))?,
-            checkpoints: read_ndjson(&dir.join("checkpoints.ndjson"))?,
+            events: read_strict(
+                &dir.join("events.ndjson"),
+                &EVENT_MEMBERS,
+                &[("prev_hash", 64), ("hash", 64), ("leaf_hash", 64)],
+                &mut malformed,
+            )?,
+            checkpoints: read_strict(
+                &dir.join("checkpoints.ndjson"),
+                &CHECKPOINT_MEMBERS,
+                &[
+                    ("root", 64),
+                    ("chain_head", 64),
+                    ("prev_checkpoint", 64),
+                    ("signature", 128),
+                ],
+                &mut malformed,
+            )?,
+            malformed,
             keys: read_keys(&dir.join("keys"))?,
             warehouse: None,
         })
@@ -199,13 +312,14 @@ pub fn held_checkpoints(files: &[PathBuf]) -> anyhow::Result<Vec<Checkpoint>> {
 /// Verifies every tenant of `bundle`, with a progress bar on stderr; returns the reports and
 /// the bytes of event content verified.
 pub fn verify_bundle(
-    bundle: Bundle,
+    mut bundle: Bundle,
     trusted: Vec<VerifyingKey>,
     mut held: Vec<Checkpoint>,
     witness: Option<(crate::witness::WitnessState, VerifyingKey)>,
     show_progress: bool,
 ) -> (Vec<TenantReport>, u64, f64) {
     let verifier = Verifier::new(trusted);
+    let malformed = std::mem::take(&mut bundle.malformed);
     // What the witness cosigned is held for it: the log must still extend each of those.
     let mut witness_problems: Vec<(String, Problem)> = Vec::new();
     let mut latest_stored: BTreeMap<&str, &Checkpoint> = BTreeMap::new();
@@ -329,6 +443,20 @@ pub fn verify_bundle(
         }
         if !warehouse_report.tenant_id.is_empty() {
             reports.push(warehouse_report);
+        }
+        if !malformed.is_empty() {
+            reports.push(TenantReport {
+                tenant_id: BUNDLE_REPORT.to_string(),
+                problems: malformed
+                    .into_iter()
+                    .map(|detail| Problem {
+                        kind: ProblemKind::Malformed,
+                        seq: None,
+                        detail,
+                    })
+                    .collect(),
+                ..TenantReport::default()
+            });
         }
     }
     (reports, bytes, started.elapsed().as_secs_f64())

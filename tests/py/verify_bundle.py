@@ -125,6 +125,78 @@ def read_ndjson(path: str) -> list:
         return [json.loads(line) for line in f if line.strip()]
 
 
+EVENT_MEMBERS = {
+    "agent_id", "event_id", "event_time", "event_type", "hash", "leaf_hash", "parent_event_id",
+    "payload", "prev_hash", "schema_version", "seq", "session_id", "tenant_id", "user_id",
+}
+EVENT_HASHES = {"prev_hash": 64, "hash": 64, "leaf_hash": 64}
+EVENT_TYPES = {"seq": int, "payload": str}
+CHECKPOINT_MEMBERS = {
+    "chain_head", "epoch", "key_id", "prev_checkpoint", "root", "signature", "signed_at",
+    "tenant_id", "tree_size",
+}
+CHECKPOINT_HASHES = {"root": 64, "chain_head": 64, "prev_checkpoint": 64, "signature": 128}
+CHECKPOINT_TYPES = {"epoch": int, "tree_size": int}
+NULLABLE = {"user_id", "parent_event_id"}
+
+
+class Malformed(Exception):
+    pass
+
+
+def no_duplicates(pairs):
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise Malformed(f"duplicate member name {key!r}")
+        out[key] = value
+    return out
+
+
+def strict_row(line: str, members: set, hashes: dict, types: dict) -> dict:
+    """The row, if in the strict form of docs/chain-format.md section 5; Malformed otherwise."""
+    try:
+        row = json.loads(line, object_pairs_hook=no_duplicates)
+    except json.JSONDecodeError as e:
+        raise Malformed(f"invalid json: {e}")
+    if not isinstance(row, dict):
+        raise Malformed("not a JSON object")
+    missing = sorted(members - set(row))
+    if missing:
+        raise Malformed(f"member {missing[0]!r} is missing (write null, never omit)")
+    extra = sorted(set(row) - members)
+    if extra:
+        raise Malformed(f"unknown member {extra[0]!r}")
+    for name, length in hashes.items():
+        h = row[name]
+        if not (isinstance(h, str) and len(h) == length and all(c in "0123456789abcdef" for c in h)):
+            raise Malformed(f"{name} is not {length} lowercase hex digits")
+    for name, value in row.items():
+        want = types.get(name, str)
+        if value is None and name in NULLABLE:
+            continue
+        if want is int:
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+                raise Malformed(f"{name} is not a non-negative integer")
+        elif not isinstance(value, str):
+            raise Malformed(f"{name} is not a string")
+    return row
+
+
+def read_strict(path: str, members: set, hashes: dict, types: dict, malformed: list) -> list:
+    name = path.rsplit("/", 1)[-1]
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                out.append(strict_row(line, members, hashes, types))
+            except Malformed as e:
+                malformed.append(f"{name}:{i}: {e}")
+    return out
+
+
 def verify_tenant(tenant, events, checkpoints, held, trusted, latest):
     problems = []
 
@@ -226,11 +298,15 @@ def main() -> int:
     for k in args.trusted_key:
         public = bytes.fromhex(open(k).read().strip() if not all(c in "0123456789abcdef" for c in k) else k)
         trusted[key_id(public)] = VerifyKey(public)
+    malformed = []
     events = defaultdict(list)
-    for row in read_ndjson(f"{args.bundle}/events.ndjson"):
+    rows = read_strict(f"{args.bundle}/events.ndjson", EVENT_MEMBERS, EVENT_HASHES, EVENT_TYPES, malformed)
+    for row in rows:
         events[row["tenant_id"]].append(row)
     cps = defaultdict(list)
-    stored = read_ndjson(f"{args.bundle}/checkpoints.ndjson")
+    stored = read_strict(
+        f"{args.bundle}/checkpoints.ndjson", CHECKPOINT_MEMBERS, CHECKPOINT_HASHES, CHECKPOINT_TYPES, malformed
+    )
     for cp in stored:
         cps[cp["tenant_id"]].append(cp)
     held = defaultdict(list)
@@ -243,6 +319,13 @@ def main() -> int:
         t: verify_tenant(t, events.get(t, []), cps.get(t, []), held.get(t, []), trusted, latest)
         for t in sorted(set(events) | set(cps) | set(held))
     }
+    if malformed:
+        report["(bundle)"] = {
+            "ok": False,
+            "first_bad_seq": None,
+            "verified_events": 0,
+            "problems": [{"kind": "malformed", "seq": None, "detail": d} for d in malformed],
+        }
     json.dump(report, sys.stdout, indent=1)
     return 0 if all(r["ok"] for r in report.values()) else 1
 
