@@ -1,6 +1,8 @@
-"""An independent verifier for Custody export bundles, written from docs/chain-format.md.
+"""An independent verifier for Custody export bundles and warehouses, written from
+docs/chain-format.md.
 
 Usage: verify_bundle.py BUNDLE_DIR --trusted-key HEX [--trusted-key HEX ...] [--checkpoint FILE]
+       verify_bundle.py --warehouse WH --trusted-key HEX ...   (needs pyiceberg: section 6.2)
 
 Prints a JSON object {tenant_id: {"ok": bool, "first_bad_seq": int|null, "problems": [...]}}
 and exits 1 if any tenant fails. Standard library plus PyNaCl (Ed25519).
@@ -288,9 +290,133 @@ def verify_tenant(tenant, events, checkpoints, held, trusted, latest):
     }
 
 
+def canonical_json(value) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def timestamp(dt) -> str:
+    return dt.astimezone(__import__("datetime").timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def seal_message(seal: dict) -> bytes:
+    body = {k: seal[k] for k in ("epoch", "key_id", "prev_seal", "row", "signed_at", "tenants", "tenants_root")}
+    return b"custody-epoch/v1\n" + canonical_json(body).encode("utf-8")
+
+
+def registry_root(entries: list) -> bytes:
+    leaves = [
+        sha256(b"\x00" + canonical_json({"checkpoint": h, "tenant_id": t}).encode("utf-8"))
+        for t, h in entries
+    ]
+    return mth(leaves)
+
+
+def read_warehouse(path: str):
+    """Events, checkpoints, epoch rows and every table's current data files (with SHA-256)."""
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    catalog = SqlCatalog("custody", uri=f"sqlite:///{path}/catalog.db", warehouse=f"file://{path}/data")
+
+    def rows(name):
+        return catalog.load_table(("custody", name)).scan().to_arrow().to_pylist()
+
+    events = []
+    for r in rows("events"):
+        r["event_time"] = timestamp(r["event_time"])
+        events.append({k: r[k] for k in EVENT_MEMBERS})
+    checkpoints = [{k: r[k] for k in CHECKPOINT_MEMBERS} for r in rows("checkpoints")]
+    epochs = rows("epochs")
+    files = {}
+    for (_, name) in catalog.list_tables("custody"):
+        if name == "epochs":
+            continue
+        table = catalog.load_table(("custody", name))
+        found = {}
+        if table.current_snapshot() is not None:
+            for task in table.scan().plan_files():
+                p = task.file.file_path
+                with open(p[len("file://"):] if p.startswith("file://") else p, "rb") as f:
+                    found[p] = hashlib.sha256(f.read()).hexdigest()
+        files[name] = found
+    return events, checkpoints, epochs, files
+
+
+def verify_warehouse(epochs, checkpoints, files, trusted, tenants_with_events):
+    """Section 6.2: seals, registries and table files. Returns (report, {tenant: [problems]})."""
+    problems, tenant_problems = [], defaultdict(list)
+
+    def bad(kind, detail):
+        problems.append({"kind": kind, "seq": None, "detail": detail})
+
+    stored = {(c["epoch"], c["tenant_id"]): sha256(checkpoint_message(c)).hex() for c in checkpoints}
+    ever = {c["tenant_id"] for c in checkpoints} | set(tenants_with_events)
+    registered, sealed, prev, last = set(), {}, None, None
+    for row in sorted(epochs, key=lambda r: r["epoch"]):
+        epoch = row["epoch"]
+        if epoch == last:
+            bad("bad_seal", f"two rows for epoch {epoch}")
+            continue
+        last = epoch
+        try:
+            seal = json.loads(row["seal"])
+        except (TypeError, json.JSONDecodeError):
+            bad("bad_seal", f"epoch {epoch} has no seal")
+            prev = None
+            continue
+        key = trusted.get(seal.get("key_id"))
+        if key is None:
+            bad("unknown_key", f"epoch {epoch} sealed by an untrusted key")
+            prev = sha256(seal_message(seal))
+            continue
+        try:
+            key.verify(seal_message(seal), bytes.fromhex(seal["signature"]))
+        except (BadSignatureError, ValueError):
+            bad("bad_seal", f"the seal of epoch {epoch} has a bad signature")
+            prev = sha256(seal_message(seal))
+            continue
+        digest = sha256(canonical_json({
+            "checkpoint_digest": row["checkpoint_digest"], "checkpoints": row["checkpoints"],
+            "committed_at": timestamp(row["committed_at"]), "epoch": epoch, "events": row["events"],
+            "files": row["files"], "positions": row["positions"], "quarantined": row["quarantined"],
+            "registry": row["registry"], "sink_id": row["sink_id"], "source": row["source"],
+        }).encode("utf-8")).hex()
+        if seal["epoch"] != epoch or seal["row"] != digest:
+            bad("bad_seal", f"the row of epoch {epoch} is not the row its seal signed")
+        if seal["prev_seal"] != (prev or ZERO).hex():
+            bad("bad_seal", f"the seal of epoch {epoch} does not follow the previous one")
+        prev = sha256(seal_message(seal))
+        registry = json.loads(row["registry"])
+        if seal["tenants_root"] != registry_root(registry).hex() or seal["tenants"] != len(registry):
+            bad("bad_seal", f"the registry of epoch {epoch} is not the one sealed")
+        for tenant, h in registry:
+            registered.add((epoch, tenant))
+            have = stored.get((epoch, tenant))
+            if have != h:
+                kind = "checkpoint_chain" if have is not None or tenant in ever else "tenant_missing"
+                tenant_problems[tenant].append({"kind": kind, "seq": None, "detail": f"epoch {epoch}"})
+        manifest = json.loads(row["files"])
+        for table, entries in manifest.get("tables", {}).items():
+            for entry in entries:
+                path = json.loads(entry)["file_path"]
+                sealed[path] = (table, manifest.get("sha256", {}).get(path))
+    for c in checkpoints:
+        if (c["epoch"], c["tenant_id"]) not in registered:
+            tenant_problems[c["tenant_id"]].append(
+                {"kind": "checkpoint_chain", "seq": None, "detail": f"epoch {c['epoch']} under no seal"})
+    for table, found in files.items():
+        for path, digest in found.items():
+            if sealed.pop(path, None) != (table, digest):
+                bad("table_modified", f"custody.{table}: {path} is not as sealed")
+    for path, (table, _) in sealed.items():
+        bad("table_modified", f"custody.{table}: sealed {path} is missing")
+    report = {"ok": not problems, "first_bad_seq": None, "verified_events": 0, "problems": problems}
+    return report, tenant_problems
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("bundle")
+    parser.add_argument("bundle", nargs="?")
+    parser.add_argument("--warehouse")
     parser.add_argument("--trusted-key", action="append", default=[])
     parser.add_argument("--checkpoint", action="append", default=[])
     args = parser.parse_args()
@@ -300,13 +426,18 @@ def main() -> int:
         trusted[key_id(public)] = VerifyKey(public)
     malformed = []
     events = defaultdict(list)
-    rows = read_strict(f"{args.bundle}/events.ndjson", EVENT_MEMBERS, EVENT_HASHES, EVENT_TYPES, malformed)
+    warehouse = None
+    if args.warehouse:
+        rows, stored, epochs, files = read_warehouse(args.warehouse)
+        warehouse = (epochs, files)
+    else:
+        rows = read_strict(f"{args.bundle}/events.ndjson", EVENT_MEMBERS, EVENT_HASHES, EVENT_TYPES, malformed)
+        stored = read_strict(
+            f"{args.bundle}/checkpoints.ndjson", CHECKPOINT_MEMBERS, CHECKPOINT_HASHES, CHECKPOINT_TYPES, malformed
+        )
     for row in rows:
         events[row["tenant_id"]].append(row)
     cps = defaultdict(list)
-    stored = read_strict(
-        f"{args.bundle}/checkpoints.ndjson", CHECKPOINT_MEMBERS, CHECKPOINT_HASHES, CHECKPOINT_TYPES, malformed
-    )
     for cp in stored:
         cps[cp["tenant_id"]].append(cp)
     held = defaultdict(list)
@@ -319,6 +450,13 @@ def main() -> int:
         t: verify_tenant(t, events.get(t, []), cps.get(t, []), held.get(t, []), trusted, latest)
         for t in sorted(set(events) | set(cps) | set(held))
     }
+    if warehouse is not None:
+        wh_report, tenant_problems = verify_warehouse(warehouse[0], stored, warehouse[1], trusted, set(events))
+        for tenant, found in tenant_problems.items():
+            r = report.setdefault(tenant, {"ok": True, "first_bad_seq": None, "verified_events": 0, "problems": []})
+            r["problems"].extend(found)
+            r["ok"] = False
+        report["(warehouse)"] = wh_report
     if malformed:
         report["(bundle)"] = {
             "ok": False,

@@ -158,12 +158,257 @@ fn refuses_to_resume(wh: &Path, one: &Path) -> String {
     stderr
 }
 
-type Mutation = (
-    &'static str,
-    Vec<Vec<&'static str>>,
-    &'static str,
-    &'static str,
-);
+/// Both verifiers over a warehouse: (rust passed, rust reports, python passed, python reports).
+fn verify_both(wh: &Path) -> (bool, Value, bool, Value) {
+    let (rust_ok, rust) = verify(wh);
+    let key = trusted_key();
+    let out = Command::new(python())
+        .arg(manifest_dir().join("py/verify_bundle.py"))
+        .args(["--warehouse", wh.to_str().unwrap(), "--trusted-key", &key])
+        .output()
+        .unwrap();
+    let py: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}", String::from_utf8_lossy(&out.stderr));
+    });
+    (rust_ok, rust, out.status.success(), py)
+}
+
+fn py_kinds(reports: &Value, log: &str) -> Vec<String> {
+    reports[log]["problems"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| p["kind"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// One class of tampering: the steps of seeded instance `seed` (tamper_lake.py arguments),
+/// the log that must show it and the problem kind.
+struct Class {
+    name: &'static str,
+    steps: fn(u64) -> Vec<Vec<String>>,
+    log: fn(u64) -> String,
+    kind: &'static str,
+    /// The pipeline refuses to resume on it (its resumed state is what it changed).
+    refused: bool,
+}
+
+fn tenant(seed: u64) -> String {
+    format!("tenant-{:04}", seed % 6)
+}
+
+fn args(a: &[&str]) -> Vec<String> {
+    a.iter().map(|s| s.to_string()).collect()
+}
+
+fn warehouse_log(_: u64) -> String {
+    "(warehouse)".to_string()
+}
+
+fn classes() -> Vec<Class> {
+    vec![
+        Class {
+            name: "quarantine-reason-edited",
+            steps: |s| {
+                let kind =
+                    ["invalid_json", "duplicate_member", "reserved_event_type"][s as usize % 3];
+                vec![args(&[
+                    "edit",
+                    "quarantine",
+                    &format!("--where=reason_kind={kind}"),
+                    "--set=reason=nothing to see",
+                ])]
+            },
+            log: warehouse_log,
+            kind: "table_modified",
+            refused: false,
+        },
+        Class {
+            name: "quarantine-row-deleted",
+            steps: |s| {
+                let kind =
+                    ["invalid_json", "duplicate_member", "reserved_event_type"][s as usize % 3];
+                vec![args(&[
+                    "delete",
+                    "quarantine",
+                    &format!("--where=reason_kind={kind}"),
+                ])]
+            },
+            log: warehouse_log,
+            kind: "table_modified",
+            refused: false,
+        },
+        Class {
+            name: "quarantine-row-forged",
+            steps: |s| {
+                vec![args(&[
+                    "dup",
+                    "quarantine",
+                    "--where=reason_kind=invalid_json",
+                    &format!("--set=source_offset={}", 900_000 + s),
+                ])]
+            },
+            log: warehouse_log,
+            kind: "table_modified",
+            refused: false,
+        },
+        Class {
+            name: "view-changelog-edited",
+            steps: |s| {
+                vec![args(&[
+                    "edit",
+                    "view_event_counts",
+                    &format!("--where=tenant_id={}", tenant(s)),
+                    &format!("--set=count={s}"),
+                ])]
+            },
+            log: warehouse_log,
+            kind: "table_modified",
+            refused: false,
+        },
+        Class {
+            name: "view-changelog-deleted",
+            steps: |s| {
+                vec![args(&[
+                    "delete",
+                    "view_event_counts",
+                    &format!("--where=tenant_id={}", tenant(s)),
+                ])]
+            },
+            log: warehouse_log,
+            kind: "table_modified",
+            refused: false,
+        },
+        Class {
+            name: "epochs-row-edited",
+            steps: |s| {
+                vec![args(&[
+                    "edit",
+                    "epochs",
+                    &format!("--where=epoch={}", s % 3),
+                    "--set=events=0",
+                ])]
+            },
+            log: warehouse_log,
+            kind: "bad_seal",
+            refused: false,
+        },
+        Class {
+            name: "epochs-row-deleted",
+            steps: |s| {
+                vec![args(&[
+                    "delete",
+                    "epochs",
+                    &format!("--where=epoch={}", 1 + s % 3),
+                ])]
+            },
+            log: warehouse_log,
+            kind: "bad_seal",
+            refused: false,
+        },
+        Class {
+            name: "event-epoch-raised",
+            steps: |s| {
+                vec![args(&[
+                    "edit",
+                    "events",
+                    &format!("--where=tenant_id={}", tenant(s)),
+                    &format!("--where=seq={}", 3 + s),
+                    "--set=epoch=4",
+                ])]
+            },
+            log: warehouse_log,
+            kind: "table_modified",
+            refused: false,
+        },
+        Class {
+            name: "event-source-offset-edited",
+            steps: |s| {
+                vec![args(&[
+                    "edit",
+                    "events",
+                    &format!("--where=tenant_id={}", tenant(s)),
+                    &format!("--where=seq={}", 7 * s),
+                    "--set=source_offset=123456",
+                ])]
+            },
+            log: warehouse_log,
+            kind: "table_modified",
+            refused: false,
+        },
+        Class {
+            name: "tenant-deleted",
+            steps: |s| {
+                let t = format!("--where=tenant_id={}", tenant(s));
+                vec![
+                    args(&["delete", "events", &t]),
+                    args(&["delete", "checkpoints", &t]),
+                    args(&["delete", "chain_heads", &t]),
+                ]
+            },
+            log: tenant,
+            kind: "tenant_missing",
+            refused: true,
+        },
+        Class {
+            name: "tables-wiped",
+            steps: |_| {
+                vec![
+                    args(&["delete", "events"]),
+                    args(&["delete", "checkpoints"]),
+                    args(&["delete", "chain_heads"]),
+                ]
+            },
+            log: tenant,
+            kind: "tenant_missing",
+            refused: true,
+        },
+        Class {
+            name: "checkpoint-duplicated",
+            steps: |s| {
+                vec![args(&[
+                    "dup",
+                    "checkpoints",
+                    &format!("--where=tenant_id={}", tenant(s)),
+                    &format!("--where=epoch={}", s % 3),
+                ])]
+            },
+            log: tenant,
+            kind: "checkpoint_chain",
+            refused: false,
+        },
+        Class {
+            name: "history-forged",
+            steps: |s| {
+                vec![args(&[
+                    "forge-history",
+                    &tenant(s),
+                    &(20 + 9 * s).to_string(),
+                ])]
+            },
+            log: tenant,
+            kind: "checkpoint_chain",
+            refused: true,
+        },
+        Class {
+            name: "chain-heads-edited",
+            steps: |s| {
+                vec![args(&[
+                    "edit",
+                    "chain_heads",
+                    &format!("--where=tenant_id={}", tenant(s)),
+                    "--set=head_hash=0000000000000000000000000000000000000000000000000000000000000000",
+                ])]
+            },
+            log: warehouse_log,
+            kind: "table_modified",
+            refused: true,
+        },
+    ]
+}
+
+/// Seeded instances per class.
+const INSTANCES: u64 = 2;
 
 #[test]
 fn every_table_is_under_the_epoch_seals() {
@@ -184,11 +429,10 @@ fn every_table_is_under_the_epoch_seals() {
 
     // Zero false positives: untouched, and after a restart that resumes on it.
     let clean = warehouse(dir.path(), "clean", &input);
-    let (passed, reports) = verify(&clean);
-    assert!(passed, "untouched warehouse failed: {reports}");
+    let (rust_ok, rust, py_ok, py) = verify_both(&clean);
+    assert!(rust_ok && py_ok, "untouched warehouse failed: {rust} {py}");
     assert!(
-        reports
-            .as_array()
+        rust.as_array()
             .unwrap()
             .iter()
             .any(|r| r["tenant_id"] == "(warehouse)")
@@ -200,156 +444,48 @@ fn every_table_is_under_the_epoch_seals() {
         "--warehouse",
         clean.to_str().unwrap(),
     ]));
-    let (passed, reports) = verify(&clean);
-    assert!(passed, "resumed warehouse failed: {reports}");
+    let (rust_ok, rust, py_ok, py) = verify_both(&clean);
+    assert!(rust_ok && py_ok, "resumed warehouse failed: {rust} {py}");
 
-    let t1 = "--where=tenant_id=tenant-0001";
-    let mutations: Vec<Mutation> = vec![
-        (
-            "quarantine-reason-edited",
-            vec![vec![
-                "edit",
-                "quarantine",
-                "--where=reason_kind=invalid_json",
-                "--set=reason=nothing to see",
-            ]],
-            "(warehouse)",
-            "table_modified",
-        ),
-        (
-            "quarantine-row-deleted",
-            vec![vec![
-                "delete",
-                "quarantine",
-                "--where=reason_kind=invalid_json",
-            ]],
-            "(warehouse)",
-            "table_modified",
-        ),
-        (
-            "quarantine-row-forged",
-            vec![vec![
-                "dup",
-                "quarantine",
-                "--where=reason_kind=invalid_json",
-                "--set=source_offset=999999",
-            ]],
-            "(warehouse)",
-            "table_modified",
-        ),
-        (
-            "view-changelog-edited",
-            vec![vec!["edit", "view_event_counts", t1, "--set=count=1"]],
-            "(warehouse)",
-            "table_modified",
-        ),
-        (
-            "view-changelog-deleted",
-            vec![vec!["delete", "view_event_counts", t1]],
-            "(warehouse)",
-            "table_modified",
-        ),
-        (
-            "epochs-row-edited",
-            vec![vec!["edit", "epochs", "--where=epoch=1", "--set=events=0"]],
-            "(warehouse)",
-            "bad_seal",
-        ),
-        (
-            "epochs-row-deleted",
-            vec![vec!["delete", "epochs", "--where=epoch=1"]],
-            "(warehouse)",
-            "bad_seal",
-        ),
-        (
-            "event-epoch-raised",
-            vec![vec!["edit", "events", t1, "--where=seq=5", "--set=epoch=4"]],
-            "(warehouse)",
-            "table_modified",
-        ),
-        (
-            "event-source-offset-edited",
-            vec![vec![
-                "edit",
-                "events",
-                t1,
-                "--where=seq=6",
-                "--set=source_offset=123456",
-            ]],
-            "(warehouse)",
-            "table_modified",
-        ),
-        (
-            "tenant-deleted",
-            vec![
-                vec!["delete", "events", "--where=tenant_id=tenant-0002"],
-                vec!["delete", "checkpoints", "--where=tenant_id=tenant-0002"],
-                vec!["delete", "chain_heads", "--where=tenant_id=tenant-0002"],
-            ],
-            "tenant-0002",
-            "tenant_missing",
-        ),
-        (
-            "tables-wiped",
-            vec![
-                vec!["delete", "events"],
-                vec!["delete", "checkpoints"],
-                vec!["delete", "chain_heads"],
-            ],
-            "tenant-0003",
-            "tenant_missing",
-        ),
-        (
-            "checkpoint-duplicated",
-            vec![vec!["dup", "checkpoints", t1, "--where=epoch=2"]],
-            "tenant-0001",
-            "checkpoint_chain",
-        ),
-        (
-            "history-forged",
-            vec![vec!["forge-history", "tenant-0001", "40"]],
-            "tenant-0001",
-            "checkpoint_chain",
-        ),
-        (
-            "chain-heads-edited",
-            vec![vec![
-                "edit",
-                "chain_heads",
-                t1,
-                "--set=head_hash=0000000000000000000000000000000000000000000000000000000000000000",
-            ]],
-            "(warehouse)",
-            "table_modified",
-        ),
-    ];
-    // The pipeline refuses to sign on top of these (its resumed state is what they changed;
-    // the others leave it intact, and verify reports them).
-    let refused_on_resume = [
-        "tenant-deleted",
-        "tables-wiped",
-        "history-forged",
-        "chain-heads-edited",
-    ];
-    for (name, steps, log, kind) in mutations {
-        let wh = warehouse(dir.path(), name, &input);
-        for step in &steps {
-            lake(&wh, step);
-        }
-        let (passed, reports) = verify(&wh);
-        assert!(
-            !passed,
-            "{name}: verify passed a tampered warehouse: {reports}"
-        );
-        let found = kinds(&reports, log);
-        assert!(
-            found.iter().any(|k| k == kind),
-            "{name}: expected {kind} in {log}, got {found:?}: {reports}"
-        );
-        if refused_on_resume.contains(&name) {
-            refuses_to_resume(&wh, &one);
+    let mut detected = 0;
+    for class in classes() {
+        for seed in 1..=INSTANCES {
+            let name = format!("{}-{seed}", class.name);
+            let wh = warehouse(dir.path(), &name, &input);
+            for step in (class.steps)(seed) {
+                let step: Vec<&str> = step.iter().map(String::as_str).collect();
+                lake(&wh, &step);
+            }
+            let log = (class.log)(seed);
+            let (rust_ok, rust, py_ok, py) = verify_both(&wh);
+            assert!(
+                !rust_ok,
+                "{name}: custody verify passed a tampered warehouse: {rust}"
+            );
+            assert!(
+                !py_ok,
+                "{name}: the python verifier passed a tampered warehouse: {py}"
+            );
+            let found = kinds(&rust, &log);
+            assert!(
+                found.iter().any(|k| k == class.kind),
+                "{name}: expected {} in {log}, got {found:?}: {rust}",
+                class.kind
+            );
+            let found = py_kinds(&py, &log);
+            assert!(
+                found.iter().any(|k| k == class.kind),
+                "{name}: python expected {} in {log}, got {found:?}: {py}",
+                class.kind
+            );
+            if class.refused {
+                refuses_to_resume(&wh, &one);
+            }
+            detected += 1;
+            std::fs::remove_dir_all(&wh).ok();
         }
     }
+    assert_eq!(detected, 14 * INSTANCES as usize);
 }
 
 #[test]
