@@ -10,7 +10,7 @@
 //! The full specification is `docs/chain-format.md`.
 
 use custody_schemas::AuditEvent;
-use custody_schemas::time::format_rfc3339;
+use custody_schemas::time::rfc3339;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -47,51 +47,110 @@ pub struct CanonicalFields<'a> {
     pub user_id: Option<&'a str>,
 }
 
-fn push_str(out: &mut Vec<u8>, s: &str) {
-    // Writing a string to a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
+/// Where canonical bytes go: a buffer, or straight into a hash (no copy of the event).
+trait Out {
+    fn put(&mut self, bytes: &[u8]);
 }
 
-fn push_opt(out: &mut Vec<u8>, s: Option<&str>) {
-    match s {
-        Some(s) => push_str(out, s),
-        None => out.extend_from_slice(b"null"),
+impl Out for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
     }
+}
+
+impl Out for Sha256 {
+    fn put(&mut self, bytes: &[u8]) {
+        self.update(bytes);
+    }
+}
+
+/// A JSON string, escaped as `serde_json` does (§2): most ids need no escape and go out as
+/// one slice.
+fn put_str(out: &mut impl Out, s: &str) {
+    let bytes = s.as_bytes();
+    if !bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.put(b"\"");
+        out.put(bytes);
+        out.put(b"\"");
+        return;
+    }
+    let mut escaped = Vec::with_capacity(bytes.len() + 8);
+    // Writing a string to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut escaped, s);
+    out.put(&escaped);
+}
+
+fn put_opt(out: &mut impl Out, s: Option<&str>) {
+    match s {
+        Some(s) => put_str(out, s),
+        None => out.put(b"null"),
+    }
+}
+
+fn put_u64(out: &mut impl Out, mut v: u64) {
+    let mut buf = [0u8; 20];
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.put(&buf[at..]);
+}
+
+fn put_canonical(out: &mut impl Out, f: &CanonicalFields<'_>) {
+    out.put(b"{\"agent_id\":");
+    put_str(out, f.agent_id);
+    out.put(b",\"event_id\":");
+    put_str(out, f.event_id);
+    out.put(b",\"event_type\":");
+    put_str(out, f.event_type);
+    out.put(b",\"parent_event_id\":");
+    put_opt(out, f.parent_event_id);
+    out.put(b",\"payload\":");
+    out.put(f.payload_json.as_bytes());
+    out.put(b",\"schema_version\":");
+    put_str(out, f.schema_version);
+    out.put(b",\"seq\":");
+    put_u64(out, f.seq);
+    out.put(b",\"session_id\":");
+    put_str(out, f.session_id);
+    out.put(b",\"tenant_id\":");
+    put_str(out, f.tenant_id);
+    out.put(b",\"timestamp\":");
+    put_str(out, f.timestamp);
+    out.put(b",\"user_id\":");
+    put_opt(out, f.user_id);
+    out.put(b"}");
 }
 
 /// The canonical bytes: members in key order, the payload text embedded as is.
 pub fn canonical_bytes(f: &CanonicalFields<'_>) -> Vec<u8> {
     let mut out = Vec::with_capacity(f.payload_json.len() + 384);
-    out.extend_from_slice(b"{\"agent_id\":");
-    push_str(&mut out, f.agent_id);
-    out.extend_from_slice(b",\"event_id\":");
-    push_str(&mut out, f.event_id);
-    out.extend_from_slice(b",\"event_type\":");
-    push_str(&mut out, f.event_type);
-    out.extend_from_slice(b",\"parent_event_id\":");
-    push_opt(&mut out, f.parent_event_id);
-    out.extend_from_slice(b",\"payload\":");
-    out.extend_from_slice(f.payload_json.as_bytes());
-    out.extend_from_slice(b",\"schema_version\":");
-    push_str(&mut out, f.schema_version);
-    out.extend_from_slice(b",\"seq\":");
-    out.extend_from_slice(f.seq.to_string().as_bytes());
-    out.extend_from_slice(b",\"session_id\":");
-    push_str(&mut out, f.session_id);
-    out.extend_from_slice(b",\"tenant_id\":");
-    push_str(&mut out, f.tenant_id);
-    out.extend_from_slice(b",\"timestamp\":");
-    push_str(&mut out, f.timestamp);
-    out.extend_from_slice(b",\"user_id\":");
-    push_opt(&mut out, f.user_id);
-    out.push(b'}');
+    put_canonical(&mut out, f);
     out
 }
 
-/// The canonical bytes of an event at position `seq`, given its canonical payload text.
-pub fn canonical_event(event: &AuditEvent, payload_json: &str, seq: u64) -> Vec<u8> {
-    let timestamp = format_rfc3339(event.timestamp_us);
-    canonical_bytes(&CanonicalFields {
+/// The leaf hash of the canonical bytes, computed without materializing them.
+pub fn canonical_leaf(f: &CanonicalFields<'_>) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update([0u8]);
+    put_canonical(&mut h, f);
+    h.finalize().into()
+}
+
+/// The fields of `event` at position `seq` with its canonical payload text; `timestamp` is
+/// the event time's §2 text ([`custody_schemas::time::rfc3339`]).
+fn event_fields<'a>(
+    event: &'a AuditEvent,
+    payload_json: &'a str,
+    seq: u64,
+    timestamp: &'a str,
+) -> CanonicalFields<'a> {
+    CanonicalFields {
         agent_id: &event.agent_id,
         event_id: &event.event_id,
         event_type: event.event_type.as_str(),
@@ -101,9 +160,21 @@ pub fn canonical_event(event: &AuditEvent, payload_json: &str, seq: u64) -> Vec<
         seq,
         session_id: &event.session_id,
         tenant_id: event.tenant_id.as_str(),
-        timestamp: &timestamp,
+        timestamp,
         user_id: event.user_id.as_deref(),
-    })
+    }
+}
+
+/// The canonical bytes of an event at position `seq`, given its canonical payload text.
+pub fn canonical_event(event: &AuditEvent, payload_json: &str, seq: u64) -> Vec<u8> {
+    let timestamp = rfc3339(event.timestamp_us);
+    canonical_bytes(&event_fields(event, payload_json, seq, timestamp.as_str()))
+}
+
+/// The leaf hash of an event at position `seq` ([`canonical_event`] hashed as it is encoded).
+pub fn event_leaf(event: &AuditEvent, payload_json: &str, seq: u64) -> [u8; 32] {
+    let timestamp = rfc3339(event.timestamp_us);
+    canonical_leaf(&event_fields(event, payload_json, seq, timestamp.as_str()))
 }
 
 /// `SHA-256(0x00 || canonical)`.
@@ -142,6 +213,23 @@ mod tests {
         v["seq"] = Value::from(5);
         v["timestamp"] = Value::from("2026-03-08T14:47:00.000000Z");
         assert_eq!(String::from_utf8(bytes).unwrap(), canonical_json(&v));
+    }
+
+    #[test]
+    fn streamed_leaves_equal_hashed_bytes() {
+        let text = include_str!("../../schemas/testdata/event_v1_human_review.json").to_string();
+        let mut event = custody_schemas::decode_event(text.as_bytes()).unwrap();
+        for (i, agent) in ["plain", "quo\"te", "back\\slash", "ctl\u{1}", "é✓"]
+            .iter()
+            .enumerate()
+        {
+            event.agent_id = agent.to_string();
+            let payload = canonical_json(&event.payload);
+            assert_eq!(
+                event_leaf(&event, &payload, i as u64 * 1000),
+                leaf_hash(&canonical_event(&event, &payload, i as u64 * 1000))
+            );
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@ use ed25519_dalek::VerifyingKey;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::Checkpoint;
-use crate::hashing::{CanonicalFields, canonical_bytes, chain_hash, leaf_hash};
+use crate::hashing::{CanonicalFields, canonical_leaf, chain_hash};
 use crate::merkle::{CompactRange, Hash, empty_root};
 
 /// One row of `custody.events`, as exported (`events.ndjson`).
@@ -72,7 +72,7 @@ impl EventRow {
     /// Recomputes the leaf hash from the row's content.
     pub fn recompute_leaf(&self) -> Result<Hash, String> {
         let seq = u64::try_from(self.seq).map_err(|_| format!("negative seq {}", self.seq))?;
-        Ok(leaf_hash(&canonical_bytes(&CanonicalFields {
+        Ok(canonical_leaf(&CanonicalFields {
             agent_id: &self.agent_id,
             event_id: &self.event_id,
             event_type: &self.event_type,
@@ -84,7 +84,7 @@ impl EventRow {
             tenant_id: &self.tenant_id,
             timestamp: &self.event_time,
             user_id: self.user_id.as_deref(),
-        })))
+        }))
     }
 }
 

@@ -99,6 +99,74 @@ pub fn format_rfc3339(micros: Micros) -> String {
     )
 }
 
+/// [`format_rfc3339`] without allocating: the text in a small buffer.
+#[derive(Clone, Copy)]
+pub struct Rfc3339 {
+    buf: [u8; 32],
+    len: usize,
+}
+
+impl Rfc3339 {
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        // Panic-free in practice: only ASCII digits and separators are written.
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+    }
+}
+
+/// `micros` as `YYYY-MM-DDTHH:MM:SS.ffffffZ`, like [`format_rfc3339`], in a stack buffer.
+pub fn rfc3339(micros: Micros) -> Rfc3339 {
+    let secs = micros.div_euclid(1_000_000);
+    let frac = micros.rem_euclid(1_000_000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    let mut out = Rfc3339 {
+        buf: [0; 32],
+        len: 0,
+    };
+    if !(0..=9999).contains(&y) {
+        use std::io::Write;
+        let mut cursor = std::io::Cursor::new(&mut out.buf[..]);
+        let _ = write!(
+            cursor,
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{frac:06}Z",
+            rem / 3600,
+            (rem / 60) % 60,
+            rem % 60
+        );
+        out.len = cursor.position() as usize;
+        return out;
+    }
+    let mut put = |at: usize, value: i64, digits: usize| {
+        let mut v = value;
+        for i in (0..digits).rev() {
+            out.buf[at + i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, y, 4);
+    put(5, m, 2);
+    put(8, d, 2);
+    put(11, rem / 3600, 2);
+    put(14, (rem / 60) % 60, 2);
+    put(17, rem % 60, 2);
+    put(20, frac, 6);
+    for (at, c) in [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (19, b'.'),
+        (26, b'Z'),
+    ] {
+        out.buf[at] = c;
+    }
+    out.len = 27;
+    out
+}
+
 fn is_leap(y: i64) -> bool {
     (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
 }
@@ -157,6 +225,27 @@ mod tests {
         );
         let m = 1_709_164_800_000_001;
         assert_eq!(parse_rfc3339(&format_rfc3339(m)).unwrap(), m);
+    }
+
+    #[test]
+    fn the_stack_formatter_equals_the_string_one() {
+        let mut x: i64 = 0x5DEECE66D;
+        for _ in 0..10_000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let us = x % 400_000_000_000_000_000;
+            assert_eq!(rfc3339(us).as_str(), format_rfc3339(us), "{us}");
+        }
+        for us in [
+            0,
+            -1,
+            253_402_300_799_999_999,
+            253_402_300_800_000_000,
+            i64::MIN / 2,
+        ] {
+            assert_eq!(rfc3339(us).as_str(), format_rfc3339(us), "{us}");
+        }
     }
 
     #[test]

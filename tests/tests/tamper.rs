@@ -238,47 +238,89 @@ fn tamper_battery() {
         .count();
     assert_eq!(tenants, 6);
 
-    expect_detected(&fx, "payload-byte", "modified", Some(10), None, |d| {
-        edit_events(d, |rows| {
-            let i = position(rows, TENANT, 10);
-            let payload = rows[i]["payload"].as_str().unwrap().to_string();
-            let at = payload.find(':').unwrap() + 2;
-            let mut bytes = payload.into_bytes();
-            bytes[at] = if bytes[at] == b'x' { b'y' } else { b'x' };
-            rows[i]["payload"] = Value::from(String::from_utf8(bytes).unwrap());
-        })
-    });
-    expect_detected(&fx, "header-field", "modified", Some(12), None, |d| {
-        edit_events(d, |rows| {
-            let i = position(rows, TENANT, 12);
-            rows[i]["agent_id"] = Value::from("agent-evil");
-        })
-    });
-    expect_detected(&fx, "delete", "gap", Some(7), None, |d| {
-        edit_events(d, |rows| {
-            let i = position(rows, TENANT, 7);
-            rows.remove(i);
-        })
-    });
-    expect_detected(&fx, "reorder", "broken_link", Some(20), None, |d| {
-        edit_events(d, |rows| {
-            // Swap the content of two events, keeping the sequence numbers in place.
-            let (a, b) = (position(rows, TENANT, 20), position(rows, TENANT, 21));
-            let (mut ra, mut rb) = (rows[a].clone(), rows[b].clone());
-            ra["seq"] = Value::from(21);
-            rb["seq"] = Value::from(20);
-            rows[a] = rb;
-            rows[b] = ra;
-        })
-    });
-    expect_detected(&fx, "fork", "fork", Some(15), None, |d| {
-        edit_events(d, |rows| {
-            let i = position(rows, TENANT, 15);
-            let mut twin = rows[i].clone();
-            twin["event_id"] = Value::from("forked-event");
-            rows.insert(i + 1, twin);
-        })
-    });
+    // Seeded instances of the row classes: other positions of the log each time.
+    for seed in 0..3u64 {
+        let k = seed * 37 % 50;
+        expect_detected(
+            &fx,
+            &format!("payload-byte-{seed}"),
+            "modified",
+            Some(10 + k),
+            None,
+            |d| {
+                edit_events(d, |rows| {
+                    let i = position(rows, TENANT, 10 + k as i64);
+                    let payload = rows[i]["payload"].as_str().unwrap().to_string();
+                    let at = payload.find(':').unwrap() + 2;
+                    let mut bytes = payload.into_bytes();
+                    bytes[at] = if bytes[at] == b'x' { b'y' } else { b'x' };
+                    rows[i]["payload"] = Value::from(String::from_utf8(bytes).unwrap());
+                })
+            },
+        );
+        expect_detected(
+            &fx,
+            &format!("header-field-{seed}"),
+            "modified",
+            Some(12 + k),
+            None,
+            |d| {
+                edit_events(d, |rows| {
+                    let i = position(rows, TENANT, 12 + k as i64);
+                    rows[i]["agent_id"] = Value::from("agent-evil");
+                })
+            },
+        );
+        expect_detected(
+            &fx,
+            &format!("delete-{seed}"),
+            "gap",
+            Some(7 + k),
+            None,
+            |d| {
+                edit_events(d, |rows| {
+                    let i = position(rows, TENANT, 7 + k as i64);
+                    rows.remove(i);
+                })
+            },
+        );
+        expect_detected(
+            &fx,
+            &format!("reorder-{seed}"),
+            "broken_link",
+            Some(20 + k),
+            None,
+            |d| {
+                edit_events(d, |rows| {
+                    // Swap the content of two events, keeping the sequence numbers in place.
+                    let (a, b) = (
+                        position(rows, TENANT, 20 + k as i64),
+                        position(rows, TENANT, 21 + k as i64),
+                    );
+                    let (mut ra, mut rb) = (rows[a].clone(), rows[b].clone());
+                    ra["seq"] = Value::from(21 + k);
+                    rb["seq"] = Value::from(20 + k);
+                    rows[a] = rb;
+                    rows[b] = ra;
+                })
+            },
+        );
+        expect_detected(
+            &fx,
+            &format!("fork-{seed}"),
+            "fork",
+            Some(15 + k),
+            None,
+            |d| {
+                edit_events(d, |rows| {
+                    let i = position(rows, TENANT, 15 + k as i64);
+                    let mut twin = rows[i].clone();
+                    twin["event_id"] = Value::from("forked-event");
+                    rows.insert(i + 1, twin);
+                })
+            },
+        );
+    }
     expect_detected(&fx, "swap-signatures", "bad_signature", None, None, |d| {
         edit_checkpoints(d, |cps| {
             let ids: Vec<usize> = (0..cps.len())

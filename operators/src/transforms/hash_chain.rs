@@ -47,7 +47,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::{Capability, Operator};
 
 use crate::checkpoint::Signer;
-use crate::hashing::{canonical_event, canonical_json, chain_hash, leaf_hash};
+use crate::hashing::{canonical_json, chain_hash, event_leaf};
 use crate::merkle::CompactRange;
 use crate::metrics::Metrics;
 use crate::record::{
@@ -329,17 +329,17 @@ pub fn append(chains: &mut ChainState, sourced: SourcedEvent) -> ChainedEvent {
         vault,
         ..
     } = sourced;
-    if !chains.contains_key(event.tenant_id.as_str()) {
-        chains.insert(event.tenant_id.as_str().to_string(), TenantLog::default());
-    }
-    // Panic-free: inserted just above if it was missing.
-    let log = chains
-        .get_mut(event.tenant_id.as_str())
-        .expect("tenant log present");
+    // One lookup for a known tenant; the key is allocated only for a new one.
+    let log = match chains.get_mut(event.tenant_id.as_str()) {
+        Some(log) => log,
+        None => chains
+            .entry(event.tenant_id.as_str().to_string())
+            .or_default(),
+    };
     let seq = log.merkle.size();
     let prev_hash = log.head;
     let payload_json = payload_json.unwrap_or_else(|| canonical_json(&event.payload));
-    let leaf = leaf_hash(&canonical_event(&event, &payload_json, seq));
+    let leaf = event_leaf(&event, &payload_json, seq);
     let hash = chain_hash(&prev_hash, &leaf);
     log.merkle.append(leaf);
     log.head = hash;
