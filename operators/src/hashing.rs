@@ -68,7 +68,11 @@ impl Out for Sha256 {
 /// one slice.
 fn put_str(out: &mut impl Out, s: &str) {
     let bytes = s.as_bytes();
-    if !bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\') {
+    // Without short-circuit, so the scan vectorizes.
+    let needs_escape = bytes.iter().fold(false, |acc, &b| {
+        acc | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if !needs_escape {
         out.put(b"\"");
         out.put(bytes);
         out.put(b"\"");

@@ -180,6 +180,17 @@ pub struct Verifier {
     trusted: HashMap<String, VerifyingKey>,
 }
 
+/// Whether `s` is `hash` in its one spelling, 64 lowercase hex digits (encoding the hash and
+/// comparing is cheaper than decoding and validating the text).
+fn hex_is(s: &str, hash: &Hash) -> bool {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let s = s.as_bytes();
+    s.len() == 64
+        && hash.iter().zip(s.chunks_exact(2)).all(|(b, pair)| {
+            pair[0] == DIGITS[(b >> 4) as usize] && pair[1] == DIGITS[(b & 15) as usize]
+        })
+}
+
 /// A hash in the one canonical spelling: 64 lowercase hex digits.
 fn parse_hash(s: &str) -> Option<Hash> {
     if s.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -393,7 +404,7 @@ impl Verifier {
                     continue;
                 }
             };
-            if parse_hash(&row.prev_hash) != Some(prev) {
+            if !hex_is(&row.prev_hash, &prev) {
                 report.problem(
                     ProblemKind::BrokenLink,
                     Some(seq),
@@ -406,7 +417,7 @@ impl Verifier {
                 continue;
             }
             let hash = chain_hash(&prev, &leaf);
-            if parse_hash(&row.leaf_hash) != Some(leaf) || parse_hash(&row.hash) != Some(hash) {
+            if !hex_is(&row.leaf_hash, &leaf) || !hex_is(&row.hash, &hash) {
                 report.problem(
                     ProblemKind::Modified,
                     Some(seq),
@@ -873,6 +884,17 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn hashes_have_one_spelling() {
+        let h: Hash = std::array::from_fn(|i| (i * 37) as u8);
+        let text = hex::encode(h);
+        assert!(hex_is(&text, &h));
+        assert!(!hex_is(&text.to_uppercase(), &h));
+        assert!(!hex_is(&text[..62], &h));
+        assert_eq!(parse_hash(&text), Some(h));
+        assert_eq!(parse_hash(&text.to_uppercase()), None);
     }
 
     #[test]
