@@ -199,6 +199,18 @@ pub fn canonical_event(event: &AuditEvent, payload_json: &str, seq: u64) -> Vec<
 
 /// The leaf hash of an event at position `seq` ([`canonical_event`] hashed as it is encoded).
 pub fn event_leaf(event: &AuditEvent, payload_json: &str, seq: u64) -> [u8; 32] {
+    // A wire timestamp already in the §2 form (it parsed, so its fields are in range; a leap
+    // second `:60` normalizes to the next minute, so not that) is the canonical text of its
+    // instant: no need to format it again.
+    let wire = event.timestamp.as_bytes();
+    if wire.len() == 27
+        && wire[19] == b'.'
+        && wire[26] == b'Z'
+        && wire[10] == b'T'
+        && &wire[17..19] != b"60"
+    {
+        return canonical_leaf(&event_fields(event, payload_json, seq, &event.timestamp));
+    }
     let timestamp = rfc3339(event.timestamp_us);
     canonical_leaf(&event_fields(event, payload_json, seq, timestamp.as_str()))
 }
@@ -254,6 +266,29 @@ mod tests {
             assert_eq!(
                 event_leaf(&event, &payload, i as u64 * 1000),
                 leaf_hash(&canonical_event(&event, &payload, i as u64 * 1000))
+            );
+        }
+    }
+
+    #[test]
+    fn wire_timestamps_in_canonical_form_hash_as_formatted() {
+        let text = include_str!("../../schemas/testdata/event_v1_human_review.json").to_string();
+        let mut event = custody_schemas::decode_event(text.as_bytes()).unwrap();
+        for wire in [
+            "2026-03-08T14:47:00.123456Z",
+            "2024-02-29T23:59:59.999999Z",
+            "2026-12-31T23:59:60.000000Z",
+            "2026-03-08T14:47:00.5Z",
+            "2026-03-08T16:47:00.123456+02:00",
+            "2026-03-08t14:47:00.123456z",
+        ] {
+            event.timestamp = wire.to_string();
+            event.timestamp_us = custody_schemas::time::parse_rfc3339(wire).unwrap();
+            let payload = canonical_json(&event.payload);
+            assert_eq!(
+                event_leaf(&event, &payload, 3),
+                leaf_hash(&canonical_event(&event, &payload, 3)),
+                "{wire}"
             );
         }
     }

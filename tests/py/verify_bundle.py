@@ -413,10 +413,67 @@ def verify_warehouse(epochs, checkpoints, files, trusted, tenants_with_events):
     return report, tenant_problems
 
 
+def cosignature_message(c: dict) -> bytes:
+    body = {k: c[k] for k in ("checkpoint", "cosigned_at", "key_id", "tenant_id", "tree_size")}
+    return b"custody-cosignature/v1\n" + canonical_json(body).encode("utf-8")
+
+
+def read_witness(source: str) -> dict:
+    """A witness's published state: its http://ADDR (GET /cosigned) or cosigned.json."""
+    if source.startswith("http://") or source.startswith("https://"):
+        import urllib.request
+
+        url = source if source.endswith("/cosigned") else source.rstrip("/") + "/cosigned"
+        with urllib.request.urlopen(url, timeout=30) as r:
+            return json.load(r)
+    import os
+
+    path = os.path.join(source, "cosigned.json") if os.path.isdir(source) else source
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def witness_checks(state: dict, witness_key: bytes, trusted, events, stored, held):
+    """Section 6.3: cosigned checkpoints become held ones; returns {tenant: [problems]}."""
+    problems = defaultdict(list)
+    key = VerifyKey(witness_key)
+    wid = key_id(witness_key)
+    valid = {}
+    for tenant, w in state.get("tenants", {}).items():
+        cp, co = w["checkpoint"], w["cosignature"]
+        ok = (
+            co["key_id"] == wid and co["tenant_id"] == tenant == cp["tenant_id"]
+            and co["tree_size"] == cp["tree_size"]
+            and co["checkpoint"] == sha256(checkpoint_message(cp)).hex()
+        )
+        if ok:
+            try:
+                key.verify(cosignature_message(co), bytes.fromhex(co["signature"]))
+            except (BadSignatureError, ValueError):
+                ok = False
+        if not ok:
+            problems[tenant].append({"kind": "bad_signature", "seq": None, "detail": "witness cosignature"})
+            continue
+        valid[tenant] = cp
+        held[tenant].append(cp)
+        if tenant not in events and not any(c["tenant_id"] == tenant for c in stored):
+            problems[tenant].append({"kind": "tenant_missing", "seq": None, "detail": "cosigned, gone"})
+    latest = {}
+    for c in stored:
+        if c["tenant_id"] not in latest or c["epoch"] > latest[c["tenant_id"]]["epoch"]:
+            latest[c["tenant_id"]] = c
+    for tenant, c in latest.items():
+        if valid.get(tenant) != c:
+            problems[tenant].append({"kind": "unwitnessed", "seq": None, "detail": f"epoch {c['epoch']}"})
+    return problems
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("bundle", nargs="?")
     parser.add_argument("--warehouse")
+    parser.add_argument("--witness")
+    parser.add_argument("--witness-key")
     parser.add_argument("--trusted-key", action="append", default=[])
     parser.add_argument("--checkpoint", action="append", default=[])
     args = parser.parse_args()
@@ -444,12 +501,21 @@ def main() -> int:
     for path in args.checkpoint:
         for cp in read_ndjson(path):
             held[cp["tenant_id"]].append(cp)
+    witnessed = {}
+    if args.witness:
+        wk = args.witness_key
+        wk = open(wk).read().strip() if not all(c in "0123456789abcdef" for c in wk) else wk
+        witnessed = witness_checks(read_witness(args.witness), bytes.fromhex(wk), trusted, events, stored, held)
     # Every tenant is checkpointed at every epoch: each must reach the newest valid one.
     latest = max((cp["epoch"] for cp in stored if valid_signature(cp, trusted)), default=None)
     report = {
         t: verify_tenant(t, events.get(t, []), cps.get(t, []), held.get(t, []), trusted, latest)
         for t in sorted(set(events) | set(cps) | set(held))
     }
+    for tenant, found in witnessed.items():
+        r = report.setdefault(tenant, {"ok": True, "first_bad_seq": None, "verified_events": 0, "problems": []})
+        r["problems"].extend(found)
+        r["ok"] = False
     if warehouse is not None:
         wh_report, tenant_problems = verify_warehouse(warehouse[0], stored, warehouse[1], trusted, set(events))
         for tenant, found in tenant_problems.items():

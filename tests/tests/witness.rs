@@ -31,6 +31,47 @@ fn verify(target: &[&str], key: &str, witness: Option<(&str, &str)>) -> (bool, V
     (out.status.success(), reports)
 }
 
+/// The Python verifier on the same target: (passed, {tenant: report}).
+fn verify_py(target: &[&str], key: &str, witness: Option<(&str, &str)>) -> (bool, Value) {
+    let mut cmd = Command::new(python());
+    cmd.arg(manifest_dir().join("py/verify_bundle.py"));
+    match target {
+        ["--export", dir] => cmd.arg(dir),
+        other => cmd.args(other),
+    };
+    cmd.args(["--trusted-key", key.trim()]);
+    if let Some((source, wkey)) = witness {
+        cmd.args(["--witness", source, "--witness-key", wkey]);
+    }
+    let out = cmd.output().unwrap();
+    let reports = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}", String::from_utf8_lossy(&out.stderr));
+    });
+    (out.status.success(), reports)
+}
+
+/// Both verifiers agree on the verdict; the kinds each reports for `tenant`.
+fn verify_both(
+    target: &[&str],
+    key: &str,
+    witness: Option<(&str, &str)>,
+    tenant: &str,
+) -> (bool, Vec<String>, Vec<String>) {
+    let (ok, rust) = verify(target, key, witness);
+    let (py_ok, py) = verify_py(target, key, witness);
+    assert_eq!(
+        ok, py_ok,
+        "the verifiers disagree on {target:?}: {rust} {py}"
+    );
+    let py_kinds = py[tenant]["problems"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| p["kind"].as_str().unwrap().to_string())
+        .collect();
+    (ok, kinds(&rust, tenant), py_kinds)
+}
+
 fn kinds(reports: &Value, tenant: &str) -> Vec<String> {
     reports
         .as_array()
@@ -161,6 +202,16 @@ fn a_witness_catches_truncation_rollback_and_tenant_deletion() {
     assert!(out.status.success());
     let (ok, reports) = verify(&["--export", bundle.to_str().unwrap()], &key, witness_args);
     assert!(ok, "untouched bundle failed with the witness: {reports}");
+    let (ok, reports) = verify_py(&["--export", bundle.to_str().unwrap()], &key, witness_args);
+    assert!(
+        ok,
+        "untouched bundle failed with the witness (python): {reports}"
+    );
+    let (ok, reports) = verify_py(&["--warehouse", whs], &key, witness_args);
+    assert!(
+        ok,
+        "untouched warehouse failed with the witness (python): {reports}"
+    );
 
     // Truncation: every tenant cut back to the previous epoch, consistently.
     let cps: Vec<Value> = std::fs::read_to_string(bundle.join("checkpoints.ndjson"))
@@ -187,15 +238,14 @@ fn a_witness_catches_truncation_rollback_and_tenant_deletion() {
         c["epoch"].as_u64() != Some(last)
     });
     let target = ["--export", truncated.to_str().unwrap()];
-    assert!(
-        verify(&target, &key, None).0,
-        "a consistent truncation passes without a witness"
-    );
-    let (ok, reports) = verify(&target, &key, witness_args);
+    let (ok, _, _) = verify_both(&target, &key, None, "tenant-0000");
+    assert!(ok, "a consistent truncation passes without a witness");
+    let (ok, rust, py) = verify_both(&target, &key, witness_args, "tenant-0000");
     assert!(!ok);
+    let truncated = "truncated".to_string();
     assert!(
-        kinds(&reports, "tenant-0000").contains(&"truncated".to_string()),
-        "{reports}"
+        rust.contains(&truncated) && py.contains(&truncated),
+        "{rust:?} {py:?}"
     );
 
     // Whole-tenant deletion: every row of tenant-0002 gone.
@@ -205,16 +255,14 @@ fn a_witness_catches_truncation_rollback_and_tenant_deletion() {
         edit(&deleted.join(file), |r| r["tenant_id"] != "tenant-0002");
     }
     let target = ["--export", deleted.to_str().unwrap()];
-    assert!(
-        verify(&target, &key, None).0,
-        "a deleted tenant passes without a witness"
-    );
-    let (ok, reports) = verify(&target, &key, witness_args);
+    let (ok, _, _) = verify_both(&target, &key, None, "tenant-0002");
+    assert!(ok, "a deleted tenant passes without a witness");
+    let (ok, rust, py) = verify_both(&target, &key, witness_args, "tenant-0002");
     assert!(!ok);
-    let found = kinds(&reports, "tenant-0002");
+    let missing = "tenant_missing".to_string();
     assert!(
-        found.contains(&"tenant_missing".to_string()) || found.contains(&"truncated".to_string()),
-        "{reports}"
+        rust.contains(&missing) && py.contains(&missing),
+        "{rust:?} {py:?}"
     );
 
     // Rollback: every table of the warehouse moved back to its previous metadata.
@@ -228,6 +276,8 @@ fn a_witness_catches_truncation_rollback_and_tenant_deletion() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let (py_ok, py) = verify_py(&["--warehouse", whs], &key, witness_args);
+    assert!(!py_ok, "rollback not caught by the witness (python): {py}");
     let (ok, reports) = verify(&["--warehouse", whs], &key, witness_args);
     assert!(!ok, "rollback not caught by the witness: {reports}");
     let caught = reports
