@@ -321,57 +321,82 @@ fn tamper_battery() {
             },
         );
     }
-    expect_detected(&fx, "swap-signatures", "bad_signature", None, None, |d| {
-        edit_checkpoints(d, |cps| {
-            let ids: Vec<usize> = (0..cps.len())
-                .filter(|&i| cps[i]["tenant_id"] == TENANT)
-                .collect();
-            let (a, b) = (ids[0], ids[1]);
-            let sa = cps[a]["signature"].clone();
-            cps[a]["signature"] = cps[b]["signature"].clone();
-            cps[b]["signature"] = sa;
-        })
-    });
-    expect_detected(&fx, "forged-key", "unknown_key", None, None, |d| {
-        let attacker = Signer::from_seed(&[9; 32]);
-        edit_checkpoints(d, |cps| {
-            let forged = attacker.checkpoint(
-                TENANT,
-                1,
-                &[7; 32],
-                &[7; 32],
-                999,
-                1_800_000_000_000_000,
-                &[0; 32],
-            );
-            cps.push(serde_json::to_value(forged).unwrap());
-        });
-        // The attacker also ships their key in the bundle: it is still not trusted.
-        std::fs::write(
-            d.join("keys").join(format!("{}.pub", attacker.key_id())),
-            hex::encode(attacker.public_key().as_bytes()),
-        )
-        .unwrap();
-    });
-    expect_detected(&fx, "replay-cross-tenant", "unattested", None, None, |d| {
-        // Copy an event of tenant-0002 into tenant-0001's log and recompute every hash, as
-        // an attacker with write access could: only the signed checkpoints catch it.
-        edit_events(d, |rows| {
-            let n = tenant_len(rows, TENANT);
-            let last = &rows[position(rows, TENANT, n - 1)];
-            let mut prev = [0u8; 32];
-            hex::decode_to_slice(last["hash"].as_str().unwrap(), &mut prev).unwrap();
-            let mut copy: EventRow =
-                serde_json::from_value(rows[position(rows, "tenant-0002", 3)].clone()).unwrap();
-            copy.tenant_id = TENANT.to_string();
-            copy.seq = n;
-            let leaf = copy.recompute_leaf().unwrap();
-            copy.prev_hash = hex::encode(prev);
-            copy.leaf_hash = hex::encode(leaf);
-            copy.hash = hex::encode(chain_hash(&prev, &leaf));
-            rows.push(serde_json::to_value(copy).unwrap());
-        })
-    });
+    for seed in 0..3u64 {
+        expect_detected(
+            &fx,
+            &format!("swap-signatures-{seed}"),
+            "bad_signature",
+            None,
+            None,
+            |d| {
+                edit_checkpoints(d, |cps| {
+                    let ids: Vec<usize> = (0..cps.len())
+                        .filter(|&i| cps[i]["tenant_id"] == TENANT)
+                        .collect();
+                    let (a, b) = (ids[seed as usize], ids[seed as usize + 1]);
+                    let sa = cps[a]["signature"].clone();
+                    cps[a]["signature"] = cps[b]["signature"].clone();
+                    cps[b]["signature"] = sa;
+                })
+            },
+        );
+        expect_detected(
+            &fx,
+            &format!("forged-key-{seed}"),
+            "unknown_key",
+            None,
+            None,
+            |d| {
+                let attacker = Signer::from_seed(&[9; 32]);
+                edit_checkpoints(d, |cps| {
+                    let forged = attacker.checkpoint(
+                        TENANT,
+                        1 + seed,
+                        &[7; 32],
+                        &[7; 32],
+                        999 + seed,
+                        1_800_000_000_000_000,
+                        &[0; 32],
+                    );
+                    cps.push(serde_json::to_value(forged).unwrap());
+                });
+                // The attacker also ships their key in the bundle: it is still not trusted.
+                std::fs::write(
+                    d.join("keys").join(format!("{}.pub", attacker.key_id())),
+                    hex::encode(attacker.public_key().as_bytes()),
+                )
+                .unwrap();
+            },
+        );
+        expect_detected(
+            &fx,
+            &format!("replay-cross-tenant-{seed}"),
+            "unattested",
+            None,
+            None,
+            |d| {
+                // Copy an event of tenant-0002 into tenant-0001's log and recompute every hash, as
+                // an attacker with write access could: only the signed checkpoints catch it.
+                edit_events(d, |rows| {
+                    let n = tenant_len(rows, TENANT);
+                    let last = &rows[position(rows, TENANT, n - 1)];
+                    let mut prev = [0u8; 32];
+                    hex::decode_to_slice(last["hash"].as_str().unwrap(), &mut prev).unwrap();
+                    let mut copy: EventRow = serde_json::from_value(
+                        rows[position(rows, "tenant-0002", 3 + seed as i64)].clone(),
+                    )
+                    .unwrap();
+                    copy.tenant_id = TENANT.to_string();
+                    copy.seq = n;
+                    let leaf = copy.recompute_leaf().unwrap();
+                    copy.prev_hash = hex::encode(prev);
+                    copy.leaf_hash = hex::encode(leaf);
+                    copy.hash = hex::encode(chain_hash(&prev, &leaf));
+                    rows.push(serde_json::to_value(copy).unwrap());
+                })
+            },
+        );
+    }
 
     // Truncating the tail consistently (events and the checkpoints that covered them) leaves
     // a log that agrees with its own remaining checkpoints; a checkpoint held elsewhere
@@ -414,23 +439,25 @@ fn tamper_battery() {
         None,
         truncate,
     );
-    // A checkpoint removed from the middle of a tenant's chain of checkpoints.
-    expect_detected(
-        &fx,
-        "checkpoint-removed",
-        "checkpoint_chain",
-        None,
-        None,
-        |d| {
-            edit_checkpoints(d, |cps| {
-                let i = (0..cps.len())
-                    .filter(|&i| cps[i]["tenant_id"] == TENANT)
-                    .nth(2)
-                    .unwrap();
-                cps.remove(i);
-            })
-        },
-    );
+    // A checkpoint removed from a tenant's chain of checkpoints (the first, or in the middle).
+    for seed in 0..3usize {
+        expect_detected(
+            &fx,
+            &format!("checkpoint-removed-{seed}"),
+            "checkpoint_chain",
+            None,
+            None,
+            |d| {
+                edit_checkpoints(d, |cps| {
+                    let i = (0..cps.len())
+                        .filter(|&i| cps[i]["tenant_id"] == TENANT)
+                        .nth(seed * 2)
+                        .unwrap();
+                    cps.remove(i);
+                })
+            },
+        );
+    }
     // Every tenant cut back to the previous epoch, consistently: only memory from outside the
     // bundle (a held checkpoint, a witness) can tell.
     let last_epoch = cps
