@@ -156,6 +156,9 @@ pub fn run_pipeline(
         Some(held) => Arc::clone(held),
         None => Arc::new(lock_warehouse(&opts.warehouse)?),
     };
+    // A warehouse created by this open (no catalog before) starts a new history, even where
+    // the key directory remembers an older one at this path (deleted to start over).
+    let created = !opts.warehouse.join("catalog.db").exists();
     let warehouse = runtime.block_on(Warehouse::open(&opts.warehouse))?;
     let keystore = match (&opts.keks, opts.vault.tokens || opts.vault.content) {
         (Some((current, previous)), true) => Some(
@@ -178,7 +181,19 @@ pub fn run_pipeline(
     let signer = Signer::from_seed(&opts.signing_seed);
     // Nothing is signed on top of a state that is not the signed one.
     let watermark_path = watermark_path(&opts.key_dir, warehouse.root());
-    let watermark = Watermark::read(&watermark_path)?;
+    let mut watermark = Watermark::read(&watermark_path)?;
+    if let Some(old) = watermark.as_ref().filter(|_| created) {
+        // Kept for the record, out of the way: the old history is not this one.
+        let superseded = watermark_path.with_extension(format!("superseded-{}.json", now_us()));
+        std::fs::rename(&watermark_path, &superseded).map_err(custody_operators::Error::Io)?;
+        tracing::warn!(
+            warehouse = %warehouse.root().display(),
+            sealed_epoch = old.epoch,
+            record = %superseded.display(),
+            "a new warehouse where this key once sealed another: starting a new history"
+        );
+        watermark = None;
+    }
     resume.verify(&signer.public_key(), watermark.as_ref())?;
     let prev_seal = resume
         .last_record

@@ -524,6 +524,30 @@ fn a_rolled_back_or_wiped_warehouse_is_not_signed_again() {
         wh.to_str().unwrap(),
     ]);
     assert!(!out.status.success(), "a wiped warehouse was signed again");
+    // The whole directory deleted to start over: a new history at the same path (the key
+    // directory's record of the old one is kept aside, not in the way).
+    let wh = warehouse(dir.path(), "started-over", &input);
+    std::fs::remove_dir_all(&wh).unwrap();
+    ok(&run(&[
+        "run",
+        "--input",
+        one.to_str().unwrap(),
+        "--warehouse",
+        wh.to_str().unwrap(),
+    ]));
+    let kept = std::fs::read_dir(dir.path().join("started-over.keys"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains("superseded")
+        })
+        .count();
+    assert_eq!(kept, 1);
+    let (passed, reports) = verify(&wh);
+    assert!(passed, "{reports}");
 }
 
 #[test]
