@@ -73,15 +73,23 @@ impl Checkpoint {
 
     /// Whether the signature is valid under `key`.
     pub fn verify(&self, key: &VerifyingKey) -> bool {
-        let mut sig = [0u8; 64];
-        if hex::decode_to_slice(&self.signature, &mut sig).is_err() {
-            return false;
-        }
-        key_id(key) == self.key_id
-            && key
-                .verify(&self.message(), &Signature::from_bytes(&sig))
-                .is_ok()
+        verify_signed(key, &self.key_id, &self.message(), &self.signature)
     }
+}
+
+/// Whether `signature` (hex) is `key`'s signature of `message`, `key_id` naming `key`: the
+/// check of every signed statement (checkpoints, epoch seals, cosignatures).
+pub fn verify_signed(
+    key: &VerifyingKey,
+    key_id_hex: &str,
+    message: &[u8],
+    signature: &str,
+) -> bool {
+    let mut sig = [0u8; 64];
+    if hex::decode_to_slice(signature, &mut sig).is_err() {
+        return false;
+    }
+    key_id(key) == key_id_hex && key.verify(message, &Signature::from_bytes(&sig)).is_ok()
 }
 
 /// The id of a public key: the first 16 hex digits of SHA-256 of its bytes.

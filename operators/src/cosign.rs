@@ -9,11 +9,11 @@
 //! cosigned checkpoint's hash ([`Checkpoint::hash`]) and `key_id` the witness key's id.
 
 use custody_schemas::time::format_rfc3339;
-use ed25519_dalek::{Signature, Verifier as _, VerifyingKey};
+use ed25519_dalek::VerifyingKey;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::checkpoint::{Checkpoint, Signer, key_id};
+use crate::checkpoint::{Checkpoint, Signer, verify_signed};
 use crate::hashing::canonical_json;
 
 /// Domain separation prefix of the signed message.
@@ -52,17 +52,10 @@ impl Cosignature {
 
     /// Whether this is a valid cosignature of `cp` under the witness key `key`.
     pub fn verify(&self, cp: &Checkpoint, key: &VerifyingKey) -> bool {
-        let mut sig = [0u8; 64];
-        if hex::decode_to_slice(&self.signature, &mut sig).is_err() {
-            return false;
-        }
         self.tenant_id == cp.tenant_id
             && self.tree_size == cp.tree_size
             && self.checkpoint == hex::encode(cp.hash())
-            && key_id(key) == self.key_id
-            && key
-                .verify(&self.message(), &Signature::from_bytes(&sig))
-                .is_ok()
+            && verify_signed(key, &self.key_id, &self.message(), &self.signature)
     }
 }
 

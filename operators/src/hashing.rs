@@ -138,34 +138,12 @@ pub fn canonical_bytes(f: &CanonicalFields<'_>) -> Vec<u8> {
     out
 }
 
-thread_local! {
-    /// Scratch for the canonical bytes: reused, so hashing an event allocates nothing, and
-    /// hashed in one `update` (many small updates cost more than the copy).
-    static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(4096));
-}
-
-/// The leaf hash of the canonical bytes, encoded into a reused per-thread buffer.
+/// The leaf hash of the canonical bytes, computed as they are encoded (no buffer).
 pub fn canonical_leaf(f: &CanonicalFields<'_>) -> [u8; 32] {
-    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
-        Ok(mut buf) => {
-            buf.clear();
-            buf.push(0u8);
-            put_canonical(&mut *buf, f);
-            let leaf = Sha256::digest(&buf[..]).into();
-            // Do not keep an outsized buffer after one huge event.
-            if buf.capacity() > 1 << 20 {
-                *buf = Vec::with_capacity(4096);
-            }
-            leaf
-        }
-        // Re-entered (cannot happen: nothing here calls back); hash as it is encoded.
-        Err(_) => {
-            let mut h = Sha256::new();
-            h.update([0u8]);
-            put_canonical(&mut h, f);
-            h.finalize().into()
-        }
-    })
+    let mut h = Sha256::new();
+    h.update([0u8]);
+    put_canonical(&mut h, f);
+    h.finalize().into()
 }
 
 /// The fields of `event` at position `seq` with its canonical payload text; `timestamp` is

@@ -15,12 +15,12 @@
 //! `{epoch, key_id, prev_seal, row, signed_at, tenants, tenants_root}`.
 
 use custody_schemas::time::format_rfc3339;
-use ed25519_dalek::{Signature, Verifier as _, VerifyingKey};
+use ed25519_dalek::VerifyingKey;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::checkpoint::{Checkpoint, Signer, key_id};
+use crate::checkpoint::{Checkpoint, Signer, verify_signed};
 use crate::hashing::{canonical_json, leaf_hash};
 use crate::merkle::{Hash, root};
 use crate::record::Epoch;
@@ -75,14 +75,7 @@ impl EpochSeal {
 
     /// Whether the signature is valid under `key`.
     pub fn verify(&self, key: &VerifyingKey) -> bool {
-        let mut sig = [0u8; 64];
-        if hex::decode_to_slice(&self.signature, &mut sig).is_err() {
-            return false;
-        }
-        key_id(key) == self.key_id
-            && key
-                .verify(&self.message(), &Signature::from_bytes(&sig))
-                .is_ok()
+        verify_signed(key, &self.key_id, &self.message(), &self.signature)
     }
 }
 

@@ -294,13 +294,7 @@ async fn witness_consistency(
     if let Some(denied) = witness_denied(&state, &headers) {
         return denied;
     }
-    let Ok(logs) = state.logs.lock() else {
-        return unavailable();
-    };
-    match logs.consistency(&q.tenant, q.from, q.to) {
-        Ok(p) => Json(p).into_response(),
-        Err(e) => proof_error(e),
-    }
+    consistency_answer(&state, &q.tenant, q.from, q.to)
 }
 
 /// `?event_id=`.
@@ -343,10 +337,15 @@ async fn consistency(
     if let Err(denied) = state.auth.authorize(&headers, &tenant, Need::Evidence) {
         return denied.into_response();
     }
+    consistency_answer(&state, &tenant, q.from, q.to)
+}
+
+/// A consistency proof of `tenant`'s log from size `from` to `to`, or why not.
+fn consistency_answer(state: &AppState, tenant: &str, from: u64, to: u64) -> Response {
     let Ok(logs) = state.logs.lock() else {
         return unavailable();
     };
-    match logs.consistency(&tenant, q.from, q.to) {
+    match logs.consistency(tenant, from, to) {
         Ok(p) => Json(p).into_response(),
         Err(e) => proof_error(e),
     }

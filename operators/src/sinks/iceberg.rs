@@ -415,47 +415,40 @@ impl Warehouse {
     /// Opens (creating if needed) the warehouse at `root`: `root/catalog.db` and `root/data/`.
     pub async fn open(root: &Path) -> Result<Self> {
         std::fs::create_dir_all(root.join("data"))?;
+        let warehouse = Self::connect(root, "rwc").await?;
+        warehouse.check_intact().await?;
+        warehouse.ensure_tables().await?;
+        Ok(warehouse)
+    }
+
+    /// The catalog at `root/catalog.db`, opened in SQLite `mode` (`rwc` or `ro`).
+    async fn connect(root: &Path, mode: &str) -> Result<Self> {
         let root = std::fs::canonicalize(root)?;
         let db = root.join("catalog.db");
         let catalog = SqlCatalogBuilder::default()
-            .uri(format!("sqlite://{}?mode=rwc", db.display()))
+            .uri(format!("sqlite://{}?mode={mode}", db.display()))
             .warehouse_location(format!("file://{}", root.join("data").display()))
             .sql_bind_style(SqlBindStyle::QMark)
             .with_storage_factory(Arc::new(LocalFsStorageFactory))
             .load(CATALOG_NAME, HashMap::new())
             .await?;
-        let warehouse = Warehouse {
+        Ok(Warehouse {
             catalog: Arc::new(catalog),
             root,
-        };
-        warehouse.check_intact().await?;
-        warehouse.ensure_tables().await?;
-        Ok(warehouse)
+        })
     }
 
     /// Opens the warehouse at `root` for reading only (`custody verify`, `custody export`):
     /// the catalog is opened read-only and nothing is created, so a verifier never repairs
     /// what it is checking. A missing table is an error naming it.
     pub async fn open_read_only(root: &Path) -> Result<Self> {
-        let db = root.join("catalog.db");
-        if !db.is_file() {
+        if !root.join("catalog.db").is_file() {
             return Err(Error::WarehouseDamaged(format!(
                 "{} is not a custody warehouse (no catalog.db)",
                 root.display()
             )));
         }
-        let root = std::fs::canonicalize(root)?;
-        let catalog = SqlCatalogBuilder::default()
-            .uri(format!("sqlite://{}?mode=ro", db.display()))
-            .warehouse_location(format!("file://{}", root.join("data").display()))
-            .sql_bind_style(SqlBindStyle::QMark)
-            .with_storage_factory(Arc::new(LocalFsStorageFactory))
-            .load(CATALOG_NAME, HashMap::new())
-            .await?;
-        let warehouse = Warehouse {
-            catalog: Arc::new(catalog),
-            root,
-        };
+        let warehouse = Self::connect(root, "ro").await?;
         warehouse.check_intact().await?;
         let ns = NamespaceIdent::new(NAMESPACE.to_string());
         for name in tables::ALL_TABLES {
