@@ -16,6 +16,7 @@ mod dataflow;
 mod fuzz;
 mod generate;
 mod serve;
+mod soak;
 mod verify;
 mod witness;
 
@@ -163,6 +164,17 @@ enum Command {
         /// maximum rate.
         #[arg(long, conflicts_with = "kafka")]
         freshness: bool,
+        /// Instead: the soak benchmark, the file pipeline over `--events` events of
+        /// `--tenants` tenants (all views, commits), memory and CPU every million events,
+        /// then restart times.
+        #[arg(long, conflicts_with_all = ["kafka", "freshness"])]
+        soak: bool,
+        /// Tenants for `--soak`.
+        #[arg(long, default_value_t = 1000)]
+        tenants: usize,
+        /// Where `--soak` puts its input and warehouse (a temporary directory in it).
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -436,6 +448,16 @@ fn main() -> anyhow::Result<()> {
             &config,
             &warehouse.unwrap_or_else(|| config.warehouse.path.clone()),
         ),
+        Command::Bench {
+            events,
+            soak: true,
+            tenants,
+            dir,
+            ..
+        } => {
+            let opts = run_options(&config, std::env::temp_dir(), None)?;
+            soak::soak(opts, events, tenants, dir.as_deref())
+        }
         Command::Bench {
             events,
             freshness: true,

@@ -1,0 +1,270 @@
+//! `custody bench --soak`: the whole pipeline over a long generated stream, to show that its
+//! memory and per-event cost do not grow with history, and that a restart does not either.
+//!
+//! The generator (sessions that start and end, over `--tenants` tenants) writes an NDJSON file
+//! of `events` + [`TAIL`] events. Three runs of the file pipeline (all views, Iceberg commits,
+//! proofs) then share one warehouse:
+//! 1. the first [`FIRST_STOP`] events, then a clean stop;
+//! 2. a restart that goes on to `events`;
+//! 3. a restart that takes the tail.
+//!
+//! Every million committed events the first two print RSS (and the peak so far), CPU µs per
+//! event and events/s over the last million; the restarts print the time from the call to the
+//! views being served again and to the first new epoch committed (ingesting again).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use custody_operators::Metrics;
+use custody_operators::record::RawRecord;
+use custody_operators::sources::Source;
+use custody_operators::sources::ndjson::NdjsonSource;
+use custody_reports::live::LiveViews;
+use custody_reports::proofs::LiveLogs;
+
+use crate::dataflow::{RunOptions, run_pipeline};
+use crate::generate::{Generator, GeneratorConfig};
+
+/// Where the first run stops (the first restart point).
+pub const FIRST_STOP: u64 = 2_000_000;
+/// Events after `events`, taken by the restart after the whole stream.
+pub const TAIL: u64 = 50_000;
+/// Report interval, events.
+const EVERY: u64 = 1_000_000;
+
+/// The process's resident set and its peak, bytes (`/proc/self/status`).
+pub fn rss() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// CPU time used by the process so far (user + system), seconds (`/proc/self/stat`, in
+/// clock ticks of 1/100 s, the Linux `USER_HZ`).
+pub fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name (which may hold spaces) start after its `)`.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of the line; 12 and 13 after the `)`.
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
+/// The first `limit` records of a source.
+struct Limited {
+    inner: Box<dyn Source>,
+    left: u64,
+}
+
+impl Source for Limited {
+    fn name(&self) -> String {
+        self.inner.name()
+    }
+    fn fingerprint(&self) -> custody_operators::Result<Option<String>> {
+        self.inner.fingerprint()
+    }
+    fn matches_fingerprint(&self, then: &str) -> custody_operators::Result<bool> {
+        self.inner.matches_fingerprint(then)
+    }
+    fn seek(
+        &mut self,
+        durable: &std::collections::BTreeMap<i32, i64>,
+    ) -> custody_operators::Result<()> {
+        self.inner.seek(durable)?;
+        let done = durable.get(&0).map_or(0, |last| (*last + 1) as u64);
+        self.left = self.left.saturating_sub(done);
+        Ok(())
+    }
+    fn next_batch(
+        &mut self,
+        max: usize,
+        wait: Duration,
+    ) -> custody_operators::Result<Option<Vec<RawRecord>>> {
+        if self.left == 0 {
+            return Ok(None);
+        }
+        let batch = self.inner.next_batch(max.min(self.left as usize), wait)?;
+        self.left -= batch.as_ref().map_or(0, |b| b.len() as u64);
+        Ok(batch)
+    }
+    fn ack(
+        &mut self,
+        positions: &custody_operators::sinks::iceberg::SourcePositions,
+    ) -> custody_operators::Result<()> {
+        self.inner.ack(positions)
+    }
+}
+
+/// What one run took.
+struct RunFigures {
+    /// From the call to the views being served (rebuilt from the warehouse).
+    ready: Option<Duration>,
+    /// From the call to the first epoch committed.
+    first_commit: Option<Duration>,
+    committed: u64,
+}
+
+/// Runs the pipeline over the first `limit` lines of `file` into `opts.warehouse`, printing
+/// the figures every million events committed (counted from `base`).
+fn run(
+    opts: &RunOptions,
+    file: &Path,
+    limit: u64,
+    base: u64,
+    report: bool,
+) -> anyhow::Result<RunFigures> {
+    let called = Instant::now();
+    let metrics = Metrics::new();
+    let live = Arc::new(Mutex::new(LiveViews::default()));
+    let logs = Arc::new(Mutex::new(LiveLogs::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let source = Limited {
+        inner: Box::new(NdjsonSource::file(file, opts.decode.max_event_bytes)?),
+        left: limit,
+    };
+    let ready = Arc::new(Mutex::new(None::<Duration>));
+    let first_commit = Arc::new(Mutex::new(None::<Duration>));
+    let watcher = {
+        let (metrics, stop, live) = (metrics.clone(), Arc::clone(&stop), Arc::clone(&live));
+        let (ready, first_commit) = (Arc::clone(&ready), Arc::clone(&first_commit));
+        std::thread::spawn(move || {
+            let committed = || {
+                metrics.events_accepted.get()
+                    + metrics.sink_rows.with_label_values(&["quarantine"]).get()
+            };
+            let (mut mark_events, mut mark_cpu, mut mark_at) =
+                (base, cpu_seconds(), Instant::now());
+            while !stop.load(Ordering::Relaxed) {
+                let n = committed();
+                if n > 0 && first_commit.lock().is_ok_and(|f| f.is_none()) {
+                    if let Ok(mut f) = first_commit.lock() {
+                        *f = Some(called.elapsed());
+                    }
+                }
+                if ready.lock().is_ok_and(|r| r.is_none())
+                    && (live.lock().is_ok_and(|l| l.epoch().is_some()) || n > 0 || base == 0)
+                {
+                    if let Ok(mut r) = ready.lock() {
+                        *r = Some(called.elapsed());
+                    }
+                }
+                let total = base + n;
+                if report && total / EVERY > mark_events / EVERY {
+                    let (cpu, now) = (cpu_seconds(), Instant::now());
+                    let (rss, peak) = rss();
+                    let done = (total - mark_events) as f64;
+                    println!(
+                        "  {:>5.1}M events: RSS {:>6.0} MB (peak {:>6.0} MB), {:>6.1} µs CPU/event, {:>8.0} events/s",
+                        total as f64 / 1e6,
+                        rss as f64 / 1e6,
+                        peak as f64 / 1e6,
+                        (cpu - mark_cpu) * 1e6 / done,
+                        done / now.duration_since(mark_at).as_secs_f64(),
+                    );
+                    (mark_events, mark_cpu, mark_at) = (total, cpu, now);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let mut opts = opts.clone();
+    opts.idle_exit = Some(Duration::from_secs(2));
+    let summary = run_pipeline(
+        Box::new(source),
+        opts,
+        metrics.clone(),
+        live,
+        logs,
+        Arc::clone(&stop),
+    );
+    stop.store(true, Ordering::Relaxed);
+    let _ = watcher.join();
+    let summary = summary?;
+    let ready = ready.lock().ok().and_then(|r| *r);
+    let first_commit = first_commit.lock().ok().and_then(|f| *f);
+    Ok(RunFigures {
+        ready,
+        first_commit,
+        committed: summary.accepted + summary.quarantined,
+    })
+}
+
+/// The soak benchmark: `events` events over `tenants` tenants in `dir` (a temporary directory
+/// when `None`).
+pub fn soak(
+    opts: RunOptions,
+    events: u64,
+    tenants: usize,
+    dir: Option<&Path>,
+) -> anyhow::Result<()> {
+    let temp = tempfile::tempdir_in(dir.unwrap_or(&std::env::temp_dir()))?;
+    let file = temp.path().join("soak.ndjson");
+    let started = Instant::now();
+    {
+        use std::io::Write;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&file)?);
+        for line in Generator::new(GeneratorConfig {
+            events: events + TAIL,
+            tenants,
+            ..GeneratorConfig::default()
+        }) {
+            out.write_all(&line)?;
+            out.write_all(b"\n")?;
+        }
+        out.flush()?;
+    }
+    println!(
+        "soak bench: {} + {TAIL} events over {tenants} tenants generated to {} ({:.1} GB) in {:.0} s",
+        events,
+        file.display(),
+        std::fs::metadata(&file)?.len() as f64 / 1e9,
+        started.elapsed().as_secs_f64()
+    );
+    let mut opts = opts;
+    opts.warehouse = temp.path().join("warehouse");
+    opts.key_dir = temp.path().join("keys");
+    opts.access_log = false;
+    opts.clock_tick = Duration::ZERO;
+    let first = FIRST_STOP.min(events);
+    let (rss0, _) = rss();
+    println!(
+        "  start: RSS {:.0} MB; batch {} events/epoch, {} workers",
+        rss0 as f64 / 1e6,
+        opts.batch_size,
+        opts.workers
+    );
+    let a = run(&opts, &file, first, 0, true)?;
+    println!("  stopped after {} events", a.committed);
+    let b = run(&opts, &file, events, first, true)?;
+    let c = run(&opts, &file, events + TAIL, events, false)?;
+    let (_, peak) = rss();
+    let ms = |d: Option<Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64() * 1e3);
+    for (at, r) in [(first, &b), (events, &c)] {
+        println!(
+            "  restart after {:.1}M events: views served after {:.0} ms, ingesting again (first epoch committed) after {:.0} ms",
+            at as f64 / 1e6,
+            ms(r.ready),
+            ms(r.first_commit)
+        );
+    }
+    println!(
+        "  peak RSS {:.0} MB; {} events committed in all",
+        peak as f64 / 1e6,
+        a.committed + b.committed + c.committed
+    );
+    Ok(())
+}
