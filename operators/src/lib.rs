@@ -16,6 +16,7 @@ pub mod merkle;
 pub mod metrics;
 pub mod pii;
 pub mod pii_corpus;
+pub mod proof_store;
 pub mod record;
 pub mod seal;
 pub mod sinks;

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use custody_operators::checkpoint::Signer;
 use custody_operators::pii::{Tokenizer, VaultMode};
+use custody_operators::proof_store::ProofStore;
 use custody_operators::record::{ACCESS_LOG_PARTITION, Epoch, RawRecord, SinkRecord, ViewUpdate};
 use custody_operators::sinks::dead_letter::DeadLetter;
 use custody_operators::sinks::iceberg::{
@@ -284,10 +285,8 @@ pub fn run_pipeline(
     let resume_clock = resume.last_clock;
     let heads = Arc::new(resume.heads);
     let emitters = Arc::new(resume.emitters);
-    let loaded = LiveLogs::load(
-        runtime.block_on(warehouse.leaf_index())?,
-        runtime.block_on(warehouse.checkpoint_rows())?,
-    );
+    let store = open_proof_store(&runtime, &warehouse, created, resume.last_epoch)?;
+    let loaded = LiveLogs::new(store, resume.last_checkpoints.values().cloned());
     if let Ok(mut l) = logs.lock() {
         *l = loaded;
     }
@@ -316,8 +315,11 @@ pub fn run_pipeline(
             if let Some(alerts) = &hook_alerts {
                 alerts.committed(notice.views);
             }
-            if let Ok(mut logs) = hook_logs.lock() {
-                logs.apply(notice.events, notice.checkpoints);
+            if let Ok(mut logs) = hook_logs.lock()
+                && let Err(e) = logs.apply(notice.epoch, notice.events, notice.checkpoints)
+            {
+                // Written again from the lake at the next start (the marker stayed behind).
+                tracing::error!(epoch = notice.epoch, error = %e, "proof store: cannot append");
             }
         }));
     let sink_thread = std::thread::Builder::new()
@@ -482,6 +484,36 @@ fn apply_history<'scope>(
             }
         },
     )
+}
+
+/// The warehouse's proof store, caught up with the lake: the epochs committed after the last
+/// one it holds (a crash between a commit and the store's append) are written again from the
+/// events table, and a store ahead of the lake or of another history is rebuilt.
+fn open_proof_store(
+    runtime: &tokio::runtime::Runtime,
+    warehouse: &Warehouse,
+    created: bool,
+    last_epoch: Option<Epoch>,
+) -> Result<ProofStore, PipelineError> {
+    let mut store =
+        ProofStore::open(&warehouse.root().join("proofs")).map_err(custody_operators::Error::Io)?;
+    let indexed = store.indexed_epoch();
+    if created || indexed > last_epoch {
+        store.clear().map_err(custody_operators::Error::Io)?;
+    }
+    let indexed = store.indexed_epoch();
+    if let Some(last) = last_epoch.filter(|last| Some(*last) > indexed) {
+        let rows = runtime.block_on(warehouse.leaf_index(indexed))?;
+        tracing::info!(events = rows.len(), after = ?indexed, "proof store: catching up with the lake");
+        store
+            .append(
+                last,
+                rows.iter()
+                    .map(|(t, seq, id, leaf)| (t.as_str(), *seq, id.as_str(), *leaf)),
+            )
+            .map_err(custody_operators::Error::Io)?;
+    }
+    Ok(store)
 }
 
 /// Takes the warehouse's writer lock (`.custody.lock`, an advisory lock the OS releases when

@@ -312,7 +312,7 @@ async fn inclusion(
     if let Err(denied) = state.auth.authorize(&headers, &tenant, Need::Evidence) {
         return denied.into_response();
     }
-    let Ok(logs) = state.logs.lock() else {
+    let Ok(mut logs) = state.logs.lock() else {
         return unavailable();
     };
     match logs.inclusion(&tenant, &q.event_id) {
@@ -342,7 +342,7 @@ async fn consistency(
 
 /// A consistency proof of `tenant`'s log from size `from` to `to`, or why not.
 fn consistency_answer(state: &AppState, tenant: &str, from: u64, to: u64) -> Response {
-    let Ok(logs) = state.logs.lock() else {
+    let Ok(mut logs) = state.logs.lock() else {
         return unavailable();
     };
     match logs.consistency(tenant, from, to) {
@@ -893,7 +893,18 @@ mod tests {
             cursor_key: [3; 32],
             metrics: Metrics::new(),
             live: Arc::new(Mutex::new(live)),
-            logs: Arc::new(Mutex::new(LiveLogs::load(rows, checkpoints))),
+            logs: Arc::new(Mutex::new({
+                let mut store =
+                    custody_operators::proof_store::ProofStore::open(&dir.join("proofs")).unwrap();
+                store
+                    .append(
+                        1,
+                        rows.iter()
+                            .map(|(t, seq, id, leaf)| (t.as_str(), *seq, id.as_str(), *leaf)),
+                    )
+                    .unwrap();
+                LiveLogs::new(store, checkpoints)
+            })),
             report_ctx: Arc::new(ReportContext::default()),
             signer: Some(signer),
             access: Some(Arc::new(AccessLog::open(&dir, &[7; 32]).unwrap())),

@@ -116,6 +116,8 @@ struct RunFigures {
     /// From the call to the first epoch committed.
     first_commit: Option<Duration>,
     committed: u64,
+    /// The proof state the run served.
+    logs: Arc<Mutex<LiveLogs>>,
 }
 
 /// Runs the pipeline over the first `limit` lines of `file` into `opts.warehouse`, printing
@@ -150,17 +152,17 @@ fn run(
                 (base, cpu_seconds(), Instant::now());
             while !stop.load(Ordering::Relaxed) {
                 let n = committed();
-                if n > 0 && first_commit.lock().is_ok_and(|f| f.is_none()) {
-                    if let Ok(mut f) = first_commit.lock() {
-                        *f = Some(called.elapsed());
-                    }
-                }
-                if ready.lock().is_ok_and(|r| r.is_none())
-                    && (live.lock().is_ok_and(|l| l.epoch().is_some()) || n > 0 || base == 0)
+                if n > 0
+                    && let Ok(mut f) = first_commit.lock()
+                    && f.is_none()
                 {
-                    if let Ok(mut r) = ready.lock() {
-                        *r = Some(called.elapsed());
-                    }
+                    *f = Some(called.elapsed());
+                }
+                if (live.lock().is_ok_and(|l| l.epoch().is_some()) || n > 0 || base == 0)
+                    && let Ok(mut r) = ready.lock()
+                    && r.is_none()
+                {
+                    *r = Some(called.elapsed());
                 }
                 let total = base + n;
                 if report && total / EVERY > mark_events / EVERY {
@@ -188,7 +190,7 @@ fn run(
         opts,
         metrics.clone(),
         live,
-        logs,
+        Arc::clone(&logs),
         Arc::clone(&stop),
     );
     stop.store(true, Ordering::Relaxed);
@@ -200,6 +202,7 @@ fn run(
         ready,
         first_commit,
         committed: summary.accepted + summary.quarantined,
+        logs,
     })
 }
 
@@ -261,10 +264,63 @@ pub fn soak(
             ms(r.first_commit)
         );
     }
+    proof_latency(&file, &c.logs)?;
     println!(
         "  peak RSS {:.0} MB; {} events committed in all",
         peak as f64 / 1e6,
         a.committed + b.committed + c.committed
     );
+    Ok(())
+}
+
+/// Times inclusion proofs of 2,000 events spread over the input, and as many consistency
+/// proofs, against the proof store the last run left.
+fn proof_latency(file: &Path, logs: &Mutex<LiveLogs>) -> anyhow::Result<()> {
+    use std::io::BufRead;
+    let lines = std::io::BufReader::new(std::fs::File::open(file)?).lines();
+    let total = lines.count().max(1);
+    let step = (total / 2_000).max(1);
+    let mut ids = Vec::new();
+    for line in std::io::BufReader::new(std::fs::File::open(file)?)
+        .lines()
+        .step_by(step)
+    {
+        let v: serde_json::Value = serde_json::from_str(&line?)?;
+        if let (Some(t), Some(id)) = (v["tenant_id"].as_str(), v["event_id"].as_str()) {
+            ids.push((t.to_string(), id.to_string()));
+        }
+    }
+    let mut logs = logs
+        .lock()
+        .map_err(|_| anyhow::anyhow!("proof state poisoned"))?;
+    let (mut inclusion, mut consistency) = (Vec::new(), Vec::new());
+    let mut failed = 0;
+    for (tenant, id) in &ids {
+        let t = Instant::now();
+        let proof = logs.inclusion(tenant, id);
+        inclusion.push(t.elapsed().as_secs_f64() * 1e3);
+        let Ok(proof) = proof else {
+            failed += 1;
+            continue;
+        };
+        let t = Instant::now();
+        let c = logs.consistency(tenant, proof.seq + 1, proof.tree_size);
+        consistency.push(t.elapsed().as_secs_f64() * 1e3);
+        failed += usize::from(c.is_err());
+    }
+    for (label, mut v) in [("inclusion", inclusion), ("consistency", consistency)] {
+        v.sort_by(f64::total_cmp);
+        let at = |p: f64| v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
+        if !v.is_empty() {
+            println!(
+                "  {label} proofs from the proof store: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms ({} proofs)",
+                at(0.5),
+                at(0.99),
+                at(1.0),
+                v.len()
+            );
+        }
+    }
+    anyhow::ensure!(failed == 0, "{failed} proofs failed");
     Ok(())
 }

@@ -1,24 +1,20 @@
-//! Live per-tenant logs for the proof API: every leaf hash, the event id index, and the latest
-//! signed checkpoint, kept in step with committed epochs.
+//! The proof API's state: every tenant's latest signed checkpoint in memory (one per tenant),
+//! and its tree and event index on disk ([`ProofStore`]), read on demand, kept in step with
+//! committed epochs.
 
 use std::collections::HashMap;
 
 use custody_operators::checkpoint::Checkpoint;
-use custody_operators::merkle::{self, Hash};
-use custody_operators::record::ChainedEvent;
+use custody_operators::merkle::Hash;
+use custody_operators::proof_store::ProofStore;
+use custody_operators::record::{ChainedEvent, Epoch};
 use serde::Serialize;
 
-#[derive(Clone, Debug, Default)]
-struct TenantLog {
-    leaves: Vec<Hash>,
-    ids: HashMap<String, u64>,
-    latest: Option<Checkpoint>,
-}
-
-/// Every tenant's leaves and latest checkpoint.
-#[derive(Clone, Debug, Default)]
+/// Every tenant's latest checkpoint, and the proof store.
+#[derive(Debug, Default)]
 pub struct LiveLogs {
-    tenants: HashMap<String, TenantLog>,
+    latest: HashMap<String, Checkpoint>,
+    store: Option<ProofStore>,
 }
 
 /// Why a proof cannot be given.
@@ -72,25 +68,17 @@ fn hexes(hashes: Vec<Hash>) -> Vec<String> {
     hashes.iter().map(hex::encode).collect()
 }
 
+fn io(e: std::io::Error) -> ProofError {
+    ProofError::Invalid(format!("proof store: {e}"))
+}
+
 impl LiveLogs {
-    /// Loads committed state: `(tenant, seq, event_id, leaf)` rows and checkpoints.
-    pub fn load(
-        rows: impl IntoIterator<Item = (String, u64, String, Hash)>,
-        checkpoints: impl IntoIterator<Item = Checkpoint>,
-    ) -> Self {
-        let mut by_tenant: HashMap<String, Vec<(u64, String, Hash)>> = HashMap::new();
-        for (tenant, seq, id, leaf) in rows {
-            by_tenant.entry(tenant).or_default().push((seq, id, leaf));
-        }
-        let mut logs = LiveLogs::default();
-        for (tenant, mut rows) in by_tenant {
-            rows.sort_by_key(|r| r.0);
-            let log = logs.tenants.entry(tenant).or_default();
-            for (seq, id, leaf) in rows {
-                log.ids.insert(id, seq);
-                log.leaves.push(leaf);
-            }
-        }
+    /// The logs over `store`, with the latest committed checkpoints.
+    pub fn new(store: ProofStore, checkpoints: impl IntoIterator<Item = Checkpoint>) -> Self {
+        let mut logs = LiveLogs {
+            latest: HashMap::new(),
+            store: Some(store),
+        };
         for cp in checkpoints {
             logs.note_checkpoint(cp);
         }
@@ -98,93 +86,118 @@ impl LiveLogs {
     }
 
     fn note_checkpoint(&mut self, cp: Checkpoint) {
-        let log = self.tenants.entry(cp.tenant_id.clone()).or_default();
-        if log.latest.as_ref().is_none_or(|l| cp.epoch >= l.epoch) {
-            log.latest = Some(cp);
+        match self.latest.get(&cp.tenant_id) {
+            Some(l) if cp.epoch < l.epoch => {}
+            _ => {
+                self.latest.insert(cp.tenant_id.clone(), cp);
+            }
         }
     }
 
-    /// Applies one committed epoch (events sorted by tenant and seq).
-    pub fn apply(&mut self, events: &[ChainedEvent], checkpoints: &[Checkpoint]) {
-        for e in events {
-            let log = self
-                .tenants
-                .entry(e.event.tenant_id.as_str().to_string())
-                .or_default();
-            if e.seq == log.leaves.len() as u64 {
-                log.ids.insert(e.event.event_id.clone(), e.seq);
-                log.leaves.push(e.leaf_hash);
-            }
+    /// Applies one committed epoch: its events go to the store, its checkpoints replace the
+    /// tenants' latest.
+    pub fn apply(
+        &mut self,
+        epoch: Epoch,
+        events: &[ChainedEvent],
+        checkpoints: &[Checkpoint],
+    ) -> std::io::Result<()> {
+        if let Some(store) = &mut self.store {
+            store.append(
+                epoch,
+                events.iter().map(|e| {
+                    (
+                        e.event.tenant_id.as_str(),
+                        e.seq,
+                        e.event.event_id.as_str(),
+                        e.leaf_hash,
+                    )
+                }),
+            )?;
         }
         for cp in checkpoints {
             self.note_checkpoint(cp.clone());
         }
+        Ok(())
     }
 
     /// The latest signed checkpoint of `tenant`.
     pub fn latest_checkpoint(&self, tenant: &str) -> Option<&Checkpoint> {
-        self.tenants.get(tenant)?.latest.as_ref()
+        self.latest.get(tenant)
     }
 
     /// Every tenant's latest signed checkpoint, in tenant order (what a witness cosigns).
     pub fn latest_checkpoints(&self) -> Vec<Checkpoint> {
-        let mut out: Vec<Checkpoint> = self
-            .tenants
-            .values()
-            .filter_map(|l| l.latest.clone())
-            .collect();
+        let mut out: Vec<Checkpoint> = self.latest.values().cloned().collect();
         out.sort_by(|a, b| a.tenant_id.cmp(&b.tenant_id));
         out
     }
 
     /// Proves that `event_id` is in `tenant`'s log at its latest checkpoint.
-    pub fn inclusion(&self, tenant: &str, event_id: &str) -> Result<InclusionProof, ProofError> {
-        let log = self.tenants.get(tenant).ok_or(ProofError::NotFound)?;
-        let seq = *log.ids.get(event_id).ok_or(ProofError::NotFound)?;
-        let checkpoint = log.latest.clone().ok_or(ProofError::NotFound)?;
-        let size = checkpoint.tree_size as usize;
-        if seq as usize >= size || size > log.leaves.len() {
+    pub fn inclusion(
+        &mut self,
+        tenant: &str,
+        event_id: &str,
+    ) -> Result<InclusionProof, ProofError> {
+        let checkpoint = self
+            .latest
+            .get(tenant)
+            .cloned()
+            .ok_or(ProofError::NotFound)?;
+        let store = self.store.as_mut().ok_or(ProofError::NotFound)?;
+        let seq = store
+            .lookup(tenant, event_id)
+            .map_err(io)?
+            .ok_or(ProofError::NotFound)?;
+        let size = checkpoint.tree_size;
+        if seq >= size {
             return Err(ProofError::Invalid(
                 "event not covered by a checkpoint yet".into(),
             ));
         }
-        let proof = merkle::inclusion_proof(&log.leaves[..size], seq as usize)
-            .ok_or_else(|| ProofError::Invalid("no proof".into()))?;
+        let tree = store
+            .reader(tenant, size)
+            .map_err(io)?
+            .ok_or_else(|| ProofError::Invalid("event not covered by a checkpoint yet".into()))?;
         Ok(InclusionProof {
             tenant_id: tenant.to_string(),
             event_id: event_id.to_string(),
             seq,
-            leaf_hash: hex::encode(log.leaves[seq as usize]),
-            tree_size: size as u64,
-            proof: hexes(proof),
+            leaf_hash: hex::encode(tree.leaf(seq).map_err(io)?),
+            tree_size: size,
+            proof: hexes(tree.inclusion_proof(seq).map_err(io)?),
             checkpoint,
         })
     }
 
     /// Proves that `tenant`'s log at size `to` extends its log at size `from`.
     pub fn consistency(
-        &self,
+        &mut self,
         tenant: &str,
         from: u64,
         to: u64,
     ) -> Result<ConsistencyProof, ProofError> {
-        let log = self.tenants.get(tenant).ok_or(ProofError::NotFound)?;
-        let n = log.leaves.len() as u64;
+        if !self.latest.contains_key(tenant) {
+            return Err(ProofError::NotFound);
+        }
+        let store = self.store.as_mut().ok_or(ProofError::NotFound)?;
+        let n = store.size(tenant).map_err(io)?;
         if from == 0 || from > to || to > n {
             return Err(ProofError::Invalid(format!(
                 "need 0 < from <= to <= {n}, got from={from} to={to}"
             )));
         }
-        let leaves = &log.leaves[..to as usize];
-        let proof = merkle::consistency_proof(leaves, from as usize)
-            .ok_or_else(|| ProofError::Invalid("no proof".into()))?;
+        let tree = store
+            .reader(tenant, to)
+            .map_err(io)?
+            .ok_or(ProofError::NotFound)?;
         Ok(ConsistencyProof {
             tenant_id: tenant.to_string(),
             from,
             to,
-            from_root: hex::encode(merkle::root(&leaves[..from as usize])),
-            to_root: hex::encode(merkle::root(leaves)),
-            proof: hexes(proof),
+            from_root: hex::encode(tree.root(from).map_err(io)?),
+            to_root: hex::encode(tree.root(to).map_err(io)?),
+            proof: hexes(tree.consistency_proof(from).map_err(io)?),
         })
     }
 }
@@ -192,6 +205,7 @@ impl LiveLogs {
 #[cfg(test)]
 mod tests {
     use custody_operators::checkpoint::Signer;
+    use custody_operators::merkle;
 
     use super::*;
 
@@ -200,13 +214,19 @@ mod tests {
         let leaves: Vec<Hash> = (0..13u8).map(|i| [i; 32]).collect();
         let signer = Signer::from_seed(&[5; 32]);
         let cp = signer.checkpoint("t", 13, &merkle::root(&leaves), &[0; 32], 4, 0, &[0; 32]);
-        let logs = LiveLogs::load(
-            leaves
-                .iter()
-                .enumerate()
-                .map(|(i, l)| ("t".to_string(), i as u64, format!("e{i}"), *l)),
-            [cp],
-        );
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = ProofStore::open(dir.path()).unwrap();
+        let ids: Vec<String> = (0..13).map(|i| format!("e{i}")).collect();
+        store
+            .append(
+                4,
+                leaves
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| ("t", i as u64, ids[i].as_str(), *l)),
+            )
+            .unwrap();
+        let mut logs = LiveLogs::new(store, [cp]);
         let p = logs.inclusion("t", "e6").unwrap();
         let proof: Vec<Hash> = p
             .proof

@@ -985,18 +985,26 @@ impl Warehouse {
         Ok(out)
     }
 
-    /// `(tenant, seq, event_id, leaf_hash)` of every event, for the proof API.
-    pub async fn leaf_index(&self) -> Result<Vec<(String, u64, String, [u8; 32])>> {
+    /// `(tenant, seq, event_id, leaf_hash)` of every event committed after epoch `after` (of
+    /// every event if `None`), for the proof store.
+    pub async fn leaf_index(
+        &self,
+        after: Option<Epoch>,
+    ) -> Result<Vec<(String, u64, String, [u8; 32])>> {
+        use iceberg::expr::Reference;
+        use iceberg::spec::Datum;
         let table = self.table(tables::EVENTS).await?;
         if table.metadata().current_snapshot().is_none() {
             return Ok(Vec::new());
         }
-        let stream = table
+        let mut scan = table
             .scan()
-            .select(["tenant_id", "seq", "event_id", "leaf_hash"])
-            .build()?
-            .to_arrow()
-            .await?;
+            .select(["tenant_id", "seq", "event_id", "leaf_hash"]);
+        if let Some(after) = after {
+            scan =
+                scan.with_filter(Reference::new("epoch").greater_than(Datum::long(after as i64)));
+        }
+        let stream = scan.build()?.to_arrow().await?;
         let batches: Vec<RecordBatch> = stream.try_collect().await?;
         let mut out = Vec::new();
         for batch in batches {

@@ -1,0 +1,521 @@
+//! Every tenant's Merkle tree and event index on disk, in the warehouse, read on demand: the
+//! proof API's state does not live in memory, so memory does not grow with history.
+//!
+//! # Layout (`<warehouse>/proofs/`)
+//! - `trees/<id>.nodes`: one tenant's tree (`<id>` is the hex of the first 16 bytes of
+//!   SHA-256 of the tenant id), every node hash in post-order, 32 bytes each: appending leaf
+//!   `n` writes the leaf and then the root of every perfect subtree it completes. The node of
+//!   level `L` (covering `2^L` leaves) at index `i` is at position
+//!   `2(m-1) - popcount(m-1) + L` where `m = (i+1)·2^L`, and a tree of `n` leaves holds
+//!   `2n - popcount(n)` nodes. Any perfect subtree's root is one read; any root or RFC 6962
+//!   proof is `O(log² n)` reads.
+//! - `ids/<bb>.idx`: the event index, in 256 buckets by the first byte of the key; records of
+//!   24 bytes, the first 16 bytes of `SHA-256(tenant || 0x00 || event_id)` then the event's
+//!   seq (u64, little endian).
+//! - `indexed.json`: the last epoch whose events are all written.
+//!
+//! Nothing here is trusted: a node read from disk only ever ends up in a proof, and a proof
+//! verifies against the signed checkpoint or it does not.
+//!
+//! # State
+//! Per tenant touched: its right edge (the roots of its perfect subtrees, at most 64 hashes).
+//!
+//! # Failure modes
+//! Files are written after the epoch commits, then the marker. A crash in between leaves the
+//! marker behind: the epochs after it are written again from the lake on open. A tenant's
+//! tree is cut back to the first leaf written again (so a torn tail, even one that looks like
+//! whole nodes, does not survive); an index record written twice is the same record. A tail
+//! shorter than one append is cut off when the tree is first read.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::merkle::{self, Hash};
+use crate::record::Epoch;
+
+/// Bytes of one index record.
+const RECORD: usize = 24;
+/// Bytes of one node.
+const NODE: u64 = 32;
+
+/// Nodes stored for a tree of `n` leaves.
+fn nodes_for(n: u64) -> u64 {
+    2 * n - u64::from(n.count_ones())
+}
+
+/// Position (in nodes) of the root of the perfect subtree of level `level` at index `index`.
+fn position(level: u32, index: u64) -> u64 {
+    let last = ((index + 1) << level) - 1;
+    nodes_for(last) + u64::from(level)
+}
+
+/// The most leaves whose nodes fit in `nodes` stored nodes.
+fn leaves_within(nodes: u64) -> u64 {
+    let (mut lo, mut hi) = (0u64, nodes);
+    // nodes_for is strictly increasing: the largest n with nodes_for(n) <= nodes.
+    while lo < hi {
+        let mid = (lo + hi).div_ceil(2);
+        if nodes_for(mid) <= nodes {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    lo
+}
+
+/// The largest power of two strictly below `n` (`n >= 2`).
+fn split(n: u64) -> u64 {
+    1 << (63 - (n - 1).leading_zeros())
+}
+
+/// One tenant's tree file and right edge.
+#[derive(Debug)]
+struct Tree {
+    path: PathBuf,
+    size: u64,
+    /// Roots of the perfect subtrees covering `0..size`, largest first.
+    edge: Vec<Hash>,
+}
+
+/// The proof store of one warehouse.
+#[derive(Debug)]
+pub struct ProofStore {
+    dir: PathBuf,
+    trees: HashMap<String, Tree>,
+    indexed: Option<Epoch>,
+}
+
+/// The 16-byte index key of an event.
+fn id_key(tenant: &str, event_id: &str) -> [u8; 16] {
+    let mut h = Sha256::new();
+    h.update(tenant.as_bytes());
+    h.update([0u8]);
+    h.update(event_id.as_bytes());
+    let d = h.finalize();
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&d[..16]);
+    key
+}
+
+fn tenant_file(dir: &Path, tenant: &str) -> PathBuf {
+    let d = Sha256::digest(tenant.as_bytes());
+    dir.join("trees")
+        .join(format!("{}.nodes", hex::encode(&d[..16])))
+}
+
+/// One event to store: `(tenant, seq, event_id, leaf hash)`.
+pub type StoredEvent<'a> = (&'a str, u64, &'a str, Hash);
+
+impl ProofStore {
+    /// Opens (creating) the store in `dir` (`<warehouse>/proofs`).
+    pub fn open(dir: &Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir.join("trees"))?;
+        std::fs::create_dir_all(dir.join("ids"))?;
+        let indexed = match std::fs::read(dir.join("indexed.json")) {
+            Ok(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v["epoch"].as_u64()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        Ok(ProofStore {
+            dir: dir.to_path_buf(),
+            trees: HashMap::new(),
+            indexed,
+        })
+    }
+
+    /// The last epoch whose events are all stored.
+    pub fn indexed_epoch(&self) -> Option<Epoch> {
+        self.indexed
+    }
+
+    /// Forgets everything stored (a warehouse starting a new history).
+    pub fn clear(&mut self) -> std::io::Result<()> {
+        self.trees.clear();
+        self.indexed = None;
+        for sub in ["trees", "ids"] {
+            let path = self.dir.join(sub);
+            if path.exists() {
+                std::fs::remove_dir_all(&path)?;
+            }
+            std::fs::create_dir_all(&path)?;
+        }
+        match std::fs::remove_file(self.dir.join("indexed.json")) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// The tree of `tenant`, loaded from its file on first use (a torn tail is cut off).
+    fn tree(&mut self, tenant: &str) -> std::io::Result<&mut Tree> {
+        if !self.trees.contains_key(tenant) {
+            let path = tenant_file(&self.dir, tenant);
+            let tree = match File::open(&path) {
+                Ok(file) => {
+                    let len = file.metadata()?.len();
+                    let size = leaves_within(len / NODE);
+                    if nodes_for(size) * NODE != len {
+                        OpenOptions::new()
+                            .write(true)
+                            .open(&path)?
+                            .set_len(nodes_for(size) * NODE)?;
+                    }
+                    let edge = edge_of(&file, size)?;
+                    Tree { path, size, edge }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Tree {
+                    path,
+                    size: 0,
+                    edge: Vec::new(),
+                },
+                Err(e) => return Err(e),
+            };
+            self.trees.insert(tenant.to_string(), tree);
+        }
+        // Panic-free: inserted above.
+        Ok(self.trees.get_mut(tenant).expect("loaded"))
+    }
+
+    /// Stores one committed epoch's events (any order within a tenant is fine as long as
+    /// seqs are contiguous), then records the epoch as stored.
+    pub fn append<'a>(
+        &mut self,
+        epoch: Epoch,
+        events: impl IntoIterator<Item = StoredEvent<'a>>,
+    ) -> std::io::Result<()> {
+        let mut by_tenant: HashMap<&str, Vec<(u64, Hash)>> = HashMap::new();
+        let mut buckets: Vec<Vec<u8>> = vec![Vec::new(); 256];
+        for (tenant, seq, id, leaf) in events {
+            let key = id_key(tenant, id);
+            let bucket = &mut buckets[key[0] as usize];
+            bucket.extend_from_slice(&key);
+            bucket.extend_from_slice(&seq.to_le_bytes());
+            by_tenant.entry(tenant).or_default().push((seq, leaf));
+        }
+        for (i, records) in buckets.iter().enumerate() {
+            if records.is_empty() {
+                continue;
+            }
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.join("ids").join(format!("{i:02x}.idx")))?
+                .write_all(records)?;
+        }
+        for (tenant, mut leaves) in by_tenant {
+            leaves.sort_unstable_by_key(|(seq, _)| *seq);
+            let tree = self.tree(tenant)?;
+            if let Some(&(first, _)) = leaves.first()
+                && first < tree.size
+            {
+                // Written again after a crash: what follows `first` is rewritten, so a torn
+                // tail (which may look like whole nodes) does not survive.
+                let file = OpenOptions::new().read(true).write(true).open(&tree.path)?;
+                file.set_len(nodes_for(first) * NODE)?;
+                tree.edge = edge_of(&file, first)?;
+                tree.size = first;
+            }
+            let mut out = Vec::new();
+            for (seq, leaf) in leaves {
+                if seq < tree.size {
+                    continue;
+                }
+                if seq > tree.size {
+                    return Err(std::io::Error::other(format!(
+                        "proof store: tenant {tenant:?} leaf {seq} after {} leaves",
+                        tree.size
+                    )));
+                }
+                let mut hash = leaf;
+                out.extend_from_slice(&hash);
+                let mut s = tree.size;
+                while s & 1 == 1 {
+                    // Panic-free: one edge root per set bit of the size.
+                    let left = tree.edge.pop().expect("one root per set bit");
+                    hash = merkle::node(&left, &hash);
+                    out.extend_from_slice(&hash);
+                    s >>= 1;
+                }
+                tree.edge.push(hash);
+                tree.size += 1;
+            }
+            if !out.is_empty() {
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&tree.path)?
+                    .write_all(&out)?;
+            }
+        }
+        let marker = self.dir.join("indexed.json");
+        let tmp = marker.with_extension("json.tmp");
+        std::fs::write(&tmp, format!("{{\"epoch\":{epoch}}}"))?;
+        std::fs::rename(&tmp, &marker)?;
+        self.indexed = Some(epoch);
+        Ok(())
+    }
+
+    /// Leaves stored for `tenant`.
+    pub fn size(&mut self, tenant: &str) -> std::io::Result<u64> {
+        Ok(self.tree(tenant)?.size)
+    }
+
+    /// The seq of `event_id` in `tenant`'s log.
+    pub fn lookup(&self, tenant: &str, event_id: &str) -> std::io::Result<Option<u64>> {
+        let key = id_key(tenant, event_id);
+        let path = self.dir.join("ids").join(format!("{:02x}.idx", key[0]));
+        let mut file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut buf = vec![0u8; RECORD * 4096];
+        let mut carry = 0;
+        loop {
+            let n = file.read(&mut buf[carry..])?;
+            let filled = carry + n;
+            let whole = filled / RECORD * RECORD;
+            for record in buf[..whole].chunks_exact(RECORD) {
+                if record[..16] == key {
+                    let mut seq = [0u8; 8];
+                    seq.copy_from_slice(&record[16..]);
+                    return Ok(Some(u64::from_le_bytes(seq)));
+                }
+            }
+            if n == 0 {
+                return Ok(None);
+            }
+            buf.copy_within(whole..filled, 0);
+            carry = filled - whole;
+        }
+    }
+
+    /// Reads `tenant`'s tree for proofs over its first `size` leaves.
+    pub fn reader(&mut self, tenant: &str, size: u64) -> std::io::Result<Option<TreeReader>> {
+        let tree = self.tree(tenant)?;
+        if size > tree.size || size == 0 {
+            return Ok(None);
+        }
+        Ok(Some(TreeReader {
+            file: File::open(&tree.path)?,
+            size,
+        }))
+    }
+}
+
+/// The right edge of a tree of `size` leaves, read from its file.
+fn edge_of(file: &File, size: u64) -> std::io::Result<Vec<Hash>> {
+    let mut edge = Vec::new();
+    let mut start = 0u64;
+    for level in (0..64u32).rev() {
+        if size & (1 << level) != 0 {
+            edge.push(read_node(file, level, start >> level)?);
+            start += 1 << level;
+        }
+    }
+    Ok(edge)
+}
+
+fn read_node(file: &File, level: u32, index: u64) -> std::io::Result<Hash> {
+    let mut hash = [0u8; 32];
+    file.read_exact_at(&mut hash, position(level, index) * NODE)?;
+    Ok(hash)
+}
+
+/// Proofs over the first `size` leaves of one tenant's stored tree.
+#[derive(Debug)]
+pub struct TreeReader {
+    file: File,
+    size: u64,
+}
+
+impl TreeReader {
+    /// Leaf `index`.
+    pub fn leaf(&self, index: u64) -> std::io::Result<Hash> {
+        read_node(&self.file, 0, index)
+    }
+
+    /// MTH of leaves `start..end` (`start < end`, `start` aligned to the largest power of two
+    /// below `end - start` as in RFC 6962's recursion).
+    fn root_of(&self, start: u64, end: u64) -> std::io::Result<Hash> {
+        let n = end - start;
+        if n.is_power_of_two() && start.is_multiple_of(n) {
+            return read_node(&self.file, n.trailing_zeros(), start / n);
+        }
+        let k = split(n);
+        Ok(merkle::node(
+            &self.root_of(start, start + k)?,
+            &self.root_of(start + k, end)?,
+        ))
+    }
+
+    /// The root of the tree of `size` leaves (`size <= self.size`).
+    pub fn root(&self, size: u64) -> std::io::Result<Hash> {
+        if size == 0 {
+            return Ok(merkle::empty_root());
+        }
+        self.root_of(0, size.min(self.size))
+    }
+
+    /// RFC 6962 `PATH(index, D[size])`.
+    pub fn inclusion_proof(&self, index: u64) -> std::io::Result<Vec<Hash>> {
+        let mut out = Vec::new();
+        let (mut start, mut end, mut m) = (0u64, self.size, index);
+        let mut stack = Vec::new();
+        while end - start > 1 {
+            let k = split(end - start);
+            if m < k {
+                stack.push((start + k, end));
+                end = start + k;
+            } else {
+                stack.push((start, start + k));
+                start += k;
+                m -= k;
+            }
+        }
+        for (s, e) in stack.into_iter().rev() {
+            out.push(self.root_of(s, e)?);
+        }
+        Ok(out)
+    }
+
+    /// RFC 6962 `PROOF(m, D[size])`, `0 < m <= size`.
+    pub fn consistency_proof(&self, m: u64) -> std::io::Result<Vec<Hash>> {
+        let mut stack = Vec::new();
+        let (mut start, mut end, mut m, mut complete) = (0u64, self.size, m, true);
+        loop {
+            let n = end - start;
+            if m == n {
+                if !complete {
+                    stack.push((start, end));
+                }
+                break;
+            }
+            let k = split(n);
+            if m <= k {
+                stack.push((start + k, end));
+                end = start + k;
+            } else {
+                stack.push((start, start + k));
+                start += k;
+                m -= k;
+                complete = false;
+            }
+        }
+        stack
+            .into_iter()
+            .rev()
+            .map(|(s, e)| self.root_of(s, e))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leaves(n: usize) -> Vec<Hash> {
+        (0..n)
+            .map(|i| Sha256::digest(i.to_le_bytes()).into())
+            .collect()
+    }
+
+    #[test]
+    fn positions_follow_post_order() {
+        assert_eq!(
+            [(0, 0), (0, 1), (1, 0), (0, 2), (0, 3), (1, 1), (2, 0)].map(|(l, i)| position(l, i)),
+            [0, 1, 2, 3, 4, 5, 6]
+        );
+        for n in 0..2000 {
+            assert_eq!(leaves_within(nodes_for(n)), n);
+            assert_eq!(leaves_within(nodes_for(n + 1) - 1), n, "{n}");
+        }
+    }
+
+    /// Roots and proofs from the stored tree equal those computed from the leaves, at every
+    /// size, over appends in uneven batches and a reopen.
+    #[test]
+    fn proofs_equal_the_in_memory_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let all = leaves(70);
+        let mut store = ProofStore::open(dir.path()).unwrap();
+        let mut at = 0;
+        for (epoch, batch) in [1usize, 2, 5, 13, 1, 30, 18].into_iter().enumerate() {
+            let ids: Vec<String> = (at..at + batch).map(|i| format!("e{i}")).collect();
+            store
+                .append(
+                    epoch as u64,
+                    (at..at + batch).map(|i| ("t", i as u64, ids[i - at].as_str(), all[i])),
+                )
+                .unwrap();
+            at += batch;
+            if epoch == 3 {
+                store = ProofStore::open(dir.path()).unwrap();
+                assert_eq!(store.indexed_epoch(), Some(3));
+            }
+        }
+        assert_eq!(store.size("t").unwrap(), 70);
+        for size in 1..=70u64 {
+            let r = store.reader("t", size).unwrap().unwrap();
+            let prefix = &all[..size as usize];
+            assert_eq!(r.root(size).unwrap(), merkle::root(prefix));
+            for i in 0..size {
+                assert_eq!(
+                    Some(r.inclusion_proof(i).unwrap()),
+                    merkle::inclusion_proof(prefix, i as usize),
+                    "size {size} leaf {i}"
+                );
+            }
+            for m in 1..=size {
+                assert_eq!(
+                    Some(r.consistency_proof(m).unwrap()),
+                    merkle::consistency_proof(prefix, m as usize),
+                    "size {size} from {m}"
+                );
+            }
+        }
+        assert_eq!(store.lookup("t", "e42").unwrap(), Some(42));
+        assert_eq!(store.lookup("u", "e42").unwrap(), None);
+        assert_eq!(store.lookup("t", "e70").unwrap(), None);
+        assert!(store.reader("t", 71).unwrap().is_none());
+    }
+
+    /// Writing an epoch again (a crash before the marker) changes nothing, and a torn tail is
+    /// cut back on open.
+    #[test]
+    fn replays_are_idempotent_and_torn_tails_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let all = leaves(9);
+        let mut store = ProofStore::open(dir.path()).unwrap();
+        let ids: Vec<String> = (0..9).map(|i| format!("e{i}")).collect();
+        let events = |r: std::ops::Range<usize>| {
+            r.map(|i| ("t", i as u64, ids[i].as_str(), all[i]))
+                .collect::<Vec<_>>()
+        };
+        store.append(0, events(0..6)).unwrap();
+        store.append(0, events(0..6)).unwrap();
+        let path = tenant_file(dir.path(), "t");
+        let len = std::fs::metadata(&path).unwrap().len();
+        OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(&[7; 40])
+            .unwrap();
+        let mut store = ProofStore::open(dir.path()).unwrap();
+        // 40 bytes: one whole node (it looks like a seventh leaf) and a torn one.
+        assert_eq!(store.size("t").unwrap(), 7);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), len + 32);
+        store.append(1, events(4..9)).unwrap();
+        let r = store.reader("t", 9).unwrap().unwrap();
+        assert_eq!(r.root(9).unwrap(), merkle::root(&all));
+        assert_eq!(store.lookup("t", "e3").unwrap(), Some(3));
+    }
+}
