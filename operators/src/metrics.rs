@@ -54,6 +54,10 @@ pub struct Metrics {
     pub alerts_active: IntGaugeVec,
     /// Alert deliveries, by target (alertmanager, kafka) and outcome (ok, error).
     pub alert_deliveries: IntCounterVec,
+    /// State the views hold, by view and kind (entries: sessions, events, keys, buckets).
+    pub view_state: IntGaugeVec,
+    /// Events of a view key already retired (committed, not applied to its final rows).
+    pub view_late_events: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -215,6 +219,26 @@ impl Metrics {
                     .expect("metric registered once");
                 g
             },
+            view_state: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "custody_view_state",
+                        "state the views hold, by view and kind of entry",
+                    ),
+                    &["view", "kind"],
+                )
+                .expect("valid metric definition");
+                registry
+                    .register(Box::new(g.clone()))
+                    .expect("metric registered once");
+                g
+            },
+            view_late_events: counter_vec(
+                &registry,
+                "custody_view_late_events_total",
+                "events of a view key already retired, not applied to its final rows",
+                &["view"],
+            ),
             alert_deliveries: counter_vec(
                 &registry,
                 "custody_alert_deliveries_total",

@@ -226,15 +226,29 @@ pub enum ViewUpdate {
         /// +1 or -1.
         diff: i64,
     },
+    /// A keyed view's row is final and leaves the views' memory: its session was retired
+    /// (ended and past its grace). Not a change of the view: the row stays as the lake's
+    /// changelog last inserted it, and is served from the warehouse from then on.
+    Retired {
+        /// The view.
+        view: ViewId,
+        /// Tenant.
+        tenant_id: String,
+        /// The row's key.
+        key: String,
+        /// The final row, JSON.
+        row: String,
+    },
 }
 
 impl ViewUpdate {
-    /// +1 for an insertion, -1 for a retraction.
+    /// +1 for an insertion, -1 for a retraction, 0 for a retirement.
     pub fn diff(&self) -> i64 {
         match self {
             ViewUpdate::EventCount { diff, .. }
             | ViewUpdate::HitlLatency { diff, .. }
             | ViewUpdate::Row { diff, .. } => *diff,
+            ViewUpdate::Retired { .. } => 0,
         }
     }
 }

@@ -472,6 +472,21 @@ pub struct ViewsConfig {
     /// With no input, an epoch is opened this often so the views' clock moves; zero = never.
     #[serde(with = "humantime_serde")]
     pub clock_tick: Duration,
+    /// Epochs a session's state is kept after the epoch that ended it.
+    pub retire_grace_epochs: u64,
+    /// Epochs after its last event a session that never ends is retired.
+    pub retire_idle_epochs: u64,
+}
+
+impl ViewsConfig {
+    /// The session retirement settings.
+    pub fn retire(&self) -> custody_reports::views::session_scoped::RetireConfig {
+        custody_reports::views::session_scoped::RetireConfig {
+            grace_epochs: self.retire_grace_epochs,
+            idle_epochs: self.retire_idle_epochs,
+            tombstone_epochs: self.retire_idle_epochs.max(self.retire_grace_epochs),
+        }
+    }
 }
 
 /// Kafka source settings.

@@ -36,7 +36,7 @@ use custody_operators::vault::{Kek, Keystore};
 use custody_operators::verify::ContinuousVerifier;
 use custody_operators::{Decode, ForwardToSink, HashChain, Metrics, TokenizePii};
 use custody_reports::ViewsConfig;
-use custody_reports::live::LiveViews;
+use custody_reports::live::{LiveViews, RetiredRows};
 use custody_reports::proofs::LiveLogs;
 use custody_reports::render_views;
 use custody_schemas::time::now_us;
@@ -273,12 +273,19 @@ pub fn run_pipeline(
         }
         None => Vec::new(),
     };
+    let mut retired = RetiredRows::open(&warehouse.root().join("served"))
+        .map_err(custody_operators::Error::Io)?;
+    if created || retired.epoch() > resume.last_epoch {
+        retired.clear().map_err(custody_operators::Error::Io)?;
+    }
     if let Ok(mut l) = live.lock() {
-        // The views are rebuilt from the lake below: the same rows again if this process
-        // already served them, so only the coverage is counted afresh.
+        // The views are rebuilt from the lake below (the same rows again if this process
+        // already served them), and their retired rows served from the warehouse.
+        l.set_retired(retired);
         l.reset_coverage();
-        if let Some(last) = resume.last_epoch {
-            l.observe(last, &history);
+        for chunk in history.chunk_by(|a, b| a.0 == b.0) {
+            let events: Vec<_> = chunk.iter().map(|(_, e)| e.clone()).collect();
+            l.observe(chunk[0].0, &events);
         }
     }
     let history = Arc::new(Mutex::new(Some(history)));
@@ -370,7 +377,7 @@ pub fn run_pipeline(
                 first_epoch,
                 &metrics,
             );
-            let views = render_views(chained.clone().concat(past), now, &views_config);
+            let views = render_views(chained.clone().concat(past), now, &views_config, &metrics);
             let views = apply_history(views, first_epoch, worker_live);
             let (probe, _) = chained
                 .concat(errs.map(|q| SinkRecord::Quarantine(Box::new(q))))
@@ -383,9 +390,16 @@ pub fn run_pipeline(
             && first_epoch > 0
             && let Some(events) = worker_history.lock().ok().and_then(|mut h| h.take())
         {
-            replayed.advance_to(first_epoch - 1);
+            // At their own epochs, as first seen, so that the views (session retirement
+            // among them) come out as they did.
             tracing::info!(events = events.len(), "rebuilding the views from the lake");
-            for event in events {
+            for (epoch, event) in events {
+                if epoch >= first_epoch {
+                    break;
+                }
+                if *replayed.time() < epoch {
+                    replayed.advance_to(epoch);
+                }
                 replayed.send(SinkRecord::Event(Box::new(event)));
             }
         }
@@ -454,26 +468,26 @@ pub fn run_pipeline(
 }
 
 /// View changes before `first_epoch` are the views' state rebuilt from the lake: applied to
-/// the live state, not written again.
+/// the live state in epoch order once each epoch is complete, not written again.
 fn apply_history<'scope>(
     views: timely::dataflow::StreamVec<'scope, Epoch, ViewUpdate>,
     first_epoch: Epoch,
     live: Arc<Mutex<LiveViews>>,
 ) -> timely::dataflow::StreamVec<'scope, Epoch, ViewUpdate> {
+    use std::collections::BTreeMap;
     use timely::dataflow::channels::pact::Pipeline;
     use timely::dataflow::operators::Operator;
-    views.unary::<timely::container::CapacityContainerBuilder<Vec<ViewUpdate>>, _, _, _>(
+    views.unary_frontier::<timely::container::CapacityContainerBuilder<Vec<ViewUpdate>>, _, _, _>(
         Pipeline,
         "ApplyHistory",
         move |_, _| {
-            move |input, output| {
+            let mut history: BTreeMap<Epoch, Vec<ViewUpdate>> = BTreeMap::new();
+            move |(input, frontier), output| {
                 input.for_each(|cap, data| {
                     // Panic: epochs are totally ordered, so every message has a least time.
                     let time = *cap.least().expect("a message has a time");
                     if time < first_epoch {
-                        if let Ok(mut live) = live.lock() {
-                            live.apply(time, data);
-                        }
+                        history.entry(time).or_default().append(data);
                     } else {
                         let mut session = output.session(&cap);
                         for update in data.drain(..) {
@@ -481,6 +495,15 @@ fn apply_history<'scope>(
                         }
                     }
                 });
+                while let Some(entry) = history.first_entry() {
+                    if frontier.less_equal(entry.key()) {
+                        break;
+                    }
+                    let (time, updates) = entry.remove_entry();
+                    if let Ok(mut live) = live.lock() {
+                        live.apply(time, &updates);
+                    }
+                }
             }
         },
     )

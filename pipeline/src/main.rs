@@ -614,6 +614,7 @@ fn run_options(
             },
             rules: Arc::new(config.policy.rules.clone()),
             drift: config.drift.view_config(),
+            retire: config.views.retire(),
         },
         clock_tick: config.views.clock_tick,
         master_key: config.pii.master_key()?,

@@ -604,10 +604,9 @@ async fn keyed_view(
         return not_found(&tenant);
     }
     let all = live.rows(view, &tenant);
-    let total = all.map_or(0, |m| m.len());
+    let total = all.len();
     let rows: Vec<Value> = all
-        .into_iter()
-        .flat_map(|m| m.values())
+        .values()
         .skip(q.offset.unwrap_or(0))
         .take(q.limit.unwrap_or(MAX_PAGE).clamp(1, 10 * MAX_PAGE))
         .filter_map(|r| serde_json::from_str(r).ok())

@@ -21,12 +21,12 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Operator;
 use timely::dataflow::operators::vec::{Map, Partition};
 
+use custody_operators::Metrics;
 use views::alerts::DriftConfig;
-use views::causal_chains::Node;
 use views::hitl_latency::{Decision, Escalation, FromEvent, HitlConfig};
-use views::model_versions::ModelUse;
+use views::model_versions::{ModelIn, ModelUse};
 use views::policy_violations::PolicyRule;
-use views::sessions::SessionFact;
+use views::session_scoped::{RetireConfig, SessionEvent, SessionKey, SessionOut};
 
 /// Turns everything `f` maps an event to (an `Option`, a `Vec`, …) into insertions at the
 /// event's epoch.
@@ -87,6 +87,8 @@ pub struct ViewsConfig {
     pub rules: Arc<Vec<PolicyRule>>,
     /// Drift and anomaly alerts.
     pub drift: DriftConfig,
+    /// When session-scoped state is retired.
+    pub retire: RetireConfig,
 }
 
 /// The facts the views read, extracted from each event once.
@@ -95,15 +97,13 @@ enum Fact {
     Type((String, String)),
     Escalation(Escalation),
     Decision(Decision),
-    Session(((String, String), SessionFact)),
-    Node(((String, String), Node)),
-    Model(((String, String), ModelUse)),
-    Policy(((String, String), views::policy_violations::PolicyFact)),
+    Session((SessionKey, SessionEvent)),
+    Model(((String, String), ModelIn)),
     Drift(((String, String), views::alerts::DriftFact)),
 }
 
 impl Fact {
-    const KINDS: u64 = 8;
+    const KINDS: u64 = 6;
 
     /// Its output of the partition, in declaration order.
     fn kind(&self) -> u64 {
@@ -112,34 +112,24 @@ impl Fact {
             Fact::Escalation(_) => 1,
             Fact::Decision(_) => 2,
             Fact::Session(_) => 3,
-            Fact::Node(_) => 4,
-            Fact::Model(_) => 5,
-            Fact::Policy(_) => 6,
-            Fact::Drift(_) => 7,
+            Fact::Model(_) => 4,
+            Fact::Drift(_) => 5,
         }
     }
 
     fn of(e: &ChainedEvent, rules: &[PolicyRule], drift: &DriftConfig) -> Vec<Fact> {
-        let mut out = vec![
-            Fact::Type((
-                e.event.tenant_id.as_str().to_string(),
-                e.event.event_type.as_str().to_string(),
-            )),
-            Fact::Node(Node::from_event(e)),
-        ];
+        let mut out = vec![Fact::Type((
+            e.event.tenant_id.as_str().to_string(),
+            e.event.event_type.as_str().to_string(),
+        ))];
         out.extend(Escalation::from_event(e).map(Fact::Escalation));
         out.extend(Decision::from_event(e).map(Fact::Decision));
         out.extend(ModelUse::from_event(e).map(Fact::Model));
         // Custody's own events (API access, erasure) are counted, not agent sessions or drift.
         if !e.event.event_type.is_custody_action() {
-            out.push(Fact::Session(SessionFact::from_event(e)));
+            out.push(Fact::Session(SessionEvent::from_event(e, rules)));
             out.extend(views::alerts::facts(drift, e).into_iter().map(Fact::Drift));
         }
-        out.extend(
-            views::policy_violations::facts(rules, e)
-                .into_iter()
-                .map(Fact::Policy),
-        );
         out
     }
 }
@@ -209,6 +199,7 @@ pub fn render_views<'scope>(
     events: StreamVec<'scope, Epoch, SinkRecord>,
     clock: VecCollection<'scope, Epoch, i64>,
     cfg: &ViewsConfig,
+    metrics: &Metrics,
 ) -> StreamVec<'scope, Epoch, ViewUpdate> {
     let hitl = cfg.hitl;
     let (rules, drift) = (Arc::clone(&cfg.rules), cfg.drift);
@@ -229,17 +220,34 @@ pub fn render_views<'scope>(
                 .as_collection()
         };
     }
+    macro_rules! stream {
+        ($variant:ident) => {
+            next().flat_map(|(f, _, _)| match f {
+                Fact::$variant(x) => Some(x),
+                _ => None,
+            })
+        };
+    }
     let typed = part!(Type);
     let escalations = part!(Escalation);
     let decisions = part!(Decision);
-    let sessions = views::sessions::sessions(part!(Session));
-    let chains = views::causal_chains::causal_chains(part!(Node));
-    let models = views::model_versions::model_versions(part!(Model), chains.clone());
-    let violations = views::policy_violations::policy_violations(part!(Policy));
+    let scoped = views::session_scoped::session_scoped(stream!(Session), cfg.retire, metrics);
+    let model_decisions = stream!(Model);
     let alerts = views::alerts::alerts(part!(Drift), drift);
     let groups = views::hitl_groups::hitl_groups(escalations.clone(), decisions.clone(), hitl);
     let breaches = views::sla_breaches::sla_breaches(escalations.clone(), decisions.clone(), clock);
 
+    let session_rows = scoped.clone().flat_map(|o| match o {
+        SessionOut::Update(u) => Some(u),
+        SessionOut::Attribution(_) => None,
+    });
+    let attributions = scoped.flat_map(|o| match o {
+        SessionOut::Attribution((key, diff)) => Some((key, ModelIn::ToolCalls(diff))),
+        SessionOut::Update(_) => None,
+    });
+    use timely::dataflow::operators::Concat;
+    let models =
+        views::model_versions::model_versions(model_decisions.concat(attributions), metrics);
     let counts = changes(
         views::event_counts::event_counts(typed),
         "EventCountChanges",
@@ -264,13 +272,11 @@ pub fn render_views<'scope>(
     scope.concatenate([
         counts,
         latency,
-        rows(ViewId::Sessions, sessions),
-        rows(ViewId::CausalChains, chains),
+        session_rows,
+        models,
         rows(ViewId::HitlGroups, groups),
         rows(ViewId::SlaBreaches, breaches),
-        rows(ViewId::PolicyViolations, violations),
         rows(ViewId::Alerts, alerts),
-        rows(ViewId::ModelVersions, models),
     ])
 }
 
@@ -308,7 +314,7 @@ mod tests {
         let rx = timely::example(move |scope| {
             let (mut input, stream) = scope.new_input::<Vec<SinkRecord>>();
             let (mut clock, now) = scope.new_collection::<i64, isize>();
-            let rx = render_views(stream, now, &ViewsConfig::default()).capture();
+            let rx = render_views(stream, now, &ViewsConfig::default(), &Metrics::new()).capture();
             // Everything is sent before the dataflow runs at all.
             let mut id = 0;
             for epoch in 0..epochs {

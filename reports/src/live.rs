@@ -2,8 +2,16 @@
 //!
 //! Fed with the view changes of each epoch once that epoch is committed to the lake, so what
 //! is served is always backed by a committed snapshot (the `epoch` field says which).
+//!
+//! # State and its bound
+//! Per tenant: event counts and HITL statistics; the rows of the keyed views that are still
+//! live. A retired row ([`ViewUpdate::Retired`]: its session ended and was retired) leaves
+//! memory for [`RetiredRows`], a file per tenant in the warehouse, and is served from there;
+//! so memory holds open sessions' rows and the tenant-level views, not history.
 
 use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
 
 use custody_operators::record::{ChainedEvent, Epoch, HitlStats, ViewId, ViewUpdate};
 use serde::Serialize;
@@ -16,6 +24,99 @@ pub struct LiveViews {
     rows: BTreeMap<(ViewId, String), BTreeMap<String, String>>,
     coverage: BTreeMap<String, Coverage>,
     epoch: Option<Epoch>,
+    retired: Option<RetiredRows>,
+}
+
+/// Retired rows on disk, in the warehouse (`<warehouse>/served/`): one file per tenant
+/// (`<first 16 bytes of SHA-256(tenant), hex>.ndjson`) of `[view, key, row]` lines, a later
+/// line for the same view and key replacing an earlier one; `retired.json` names the last
+/// epoch written. Derived data: the lake's view changelogs hold every row.
+#[derive(Clone, Debug)]
+pub struct RetiredRows {
+    dir: PathBuf,
+    epoch: Option<Epoch>,
+}
+
+impl RetiredRows {
+    /// Opens (creating) the store in `dir`.
+    pub fn open(dir: &Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let epoch = match std::fs::read(dir.join("retired.json")) {
+            Ok(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v["epoch"].as_u64()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        Ok(RetiredRows {
+            dir: dir.to_path_buf(),
+            epoch,
+        })
+    }
+
+    /// The last epoch whose retired rows are written.
+    pub fn epoch(&self) -> Option<Epoch> {
+        self.epoch
+    }
+
+    /// Forgets every row (a warehouse starting a new history, or one behind the store).
+    pub fn clear(&mut self) -> std::io::Result<()> {
+        std::fs::remove_dir_all(&self.dir)?;
+        std::fs::create_dir_all(&self.dir)?;
+        self.epoch = None;
+        Ok(())
+    }
+
+    fn file(&self, tenant: &str) -> PathBuf {
+        use sha2::Digest;
+        let d = sha2::Sha256::digest(tenant.as_bytes());
+        self.dir.join(format!("{}.ndjson", hex::encode(&d[..16])))
+    }
+
+    /// Writes epoch `epoch`'s retired rows `(view, tenant, key, row)`.
+    pub fn append(
+        &mut self,
+        epoch: Epoch,
+        rows: &[(ViewId, &str, &str, &str)],
+    ) -> std::io::Result<()> {
+        let mut by_tenant: BTreeMap<&str, Vec<u8>> = BTreeMap::new();
+        for (view, tenant, key, row) in rows {
+            let out = by_tenant.entry(tenant).or_default();
+            serde_json::to_writer(&mut *out, &(view, key, row)).map_err(std::io::Error::other)?;
+            out.push(b'\n');
+        }
+        for (tenant, lines) in by_tenant {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.file(tenant))?
+                .write_all(&lines)?;
+        }
+        let marker = self.dir.join("retired.json");
+        let tmp = marker.with_extension("json.tmp");
+        std::fs::write(&tmp, format!("{{\"epoch\":{epoch}}}"))?;
+        std::fs::rename(&tmp, &marker)?;
+        self.epoch = Some(epoch);
+        Ok(())
+    }
+
+    /// `tenant`'s retired rows of `view`, by key. A torn last line is skipped.
+    pub fn rows(&self, view: ViewId, tenant: &str) -> std::io::Result<BTreeMap<String, String>> {
+        let mut out = BTreeMap::new();
+        let file = match std::fs::File::open(self.file(tenant)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(e),
+        };
+        for line in std::io::BufReader::new(file).lines() {
+            if let Ok((v, key, row)) = serde_json::from_str::<(ViewId, String, String)>(&line?)
+                && v == view
+            {
+                out.insert(key, row);
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// Which input a tenant's view state covers: the report rows' provenance.
@@ -55,12 +156,37 @@ pub struct HitlLatencyView {
 }
 
 impl LiveViews {
-    /// Applies one committed epoch's changes. Retractions are applied before insertions.
+    /// Serves retired rows from `store` (and writes those retired from now on to it).
+    pub fn set_retired(&mut self, store: RetiredRows) {
+        self.retired = Some(store);
+    }
+
+    /// Applies one committed epoch's changes. Retractions are applied before insertions, and
+    /// retirements last; retired rows go to the store unless it already holds the epoch.
     pub fn apply(&mut self, epoch: Epoch, updates: &[ViewUpdate]) {
         let mut ordered: Vec<&ViewUpdate> = updates.iter().collect();
-        ordered.sort_by_key(|u| u.diff() > 0);
+        ordered.sort_by_key(|u| match u.diff() {
+            d if d < 0 => 0,
+            d if d > 0 => 1,
+            _ => 2,
+        });
+        let mut retired: Vec<(ViewId, &str, &str, &str)> = Vec::new();
         for update in ordered {
             match update {
+                ViewUpdate::Retired {
+                    view,
+                    tenant_id,
+                    key,
+                    row,
+                } => {
+                    if let Some(rows) = self.rows.get_mut(&(*view, tenant_id.clone())) {
+                        rows.remove(key);
+                        if rows.is_empty() {
+                            self.rows.remove(&(*view, tenant_id.clone()));
+                        }
+                    }
+                    retired.push((*view, tenant_id, key, row));
+                }
                 ViewUpdate::Row {
                     view,
                     tenant_id,
@@ -101,6 +227,13 @@ impl LiveViews {
                 }
             }
         }
+        if let Some(store) = &mut self.retired
+            && !retired.is_empty()
+            && store.epoch() < Some(epoch)
+            && let Err(e) = store.append(epoch, &retired)
+        {
+            tracing::error!(epoch, error = %e, "cannot write retired view rows");
+        }
         self.epoch = Some(epoch);
     }
 
@@ -131,18 +264,33 @@ impl LiveViews {
         self.coverage.get(tenant)
     }
 
-    /// The rows of a keyed view for `tenant`, by key, as JSON.
-    pub fn rows(&self, view: ViewId, tenant: &str) -> Option<&BTreeMap<String, String>> {
-        self.rows.get(&(view, tenant.to_string()))
+    /// The rows of a keyed view for `tenant`, by key, as JSON: the retired rows from the
+    /// store, and the live ones over them.
+    pub fn rows(&self, view: ViewId, tenant: &str) -> BTreeMap<String, String> {
+        let mut out = match &self.retired {
+            Some(store) => store.rows(view, tenant).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot read retired view rows");
+                BTreeMap::new()
+            }),
+            None => BTreeMap::new(),
+        };
+        if let Some(live) = self.rows.get(&(view, tenant.to_string())) {
+            out.extend(live.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        out
     }
 
     /// The rows of a keyed view for `tenant`, parsed.
     pub fn rows_as<T: serde::de::DeserializeOwned>(&self, view: ViewId, tenant: &str) -> Vec<T> {
         self.rows(view, tenant)
-            .into_iter()
-            .flat_map(|m| m.values())
+            .values()
             .filter_map(|r| serde_json::from_str(r).ok())
             .collect()
+    }
+
+    /// Rows held in memory, over every view and tenant.
+    pub fn live_rows(&self) -> usize {
+        self.rows.values().map(BTreeMap::len).sum()
     }
 
     /// The last committed epoch reflected.

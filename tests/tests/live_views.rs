@@ -151,7 +151,8 @@ fn views_reports_alerts_export_and_dashboard() {
     let cfg = format!(
         "{}{}[alerts]\nalertmanager_url = \"{am_url}\"\nkafka_topic = \"\"\nresend = \"1h\"\n\
          [drift]\nwindow = \"10m\"\nbaseline_windows = 3\nmin_samples = 5\n\
-         rate_increase_permille = 150\nvolume_factor = 3.0\nmin_volume = 50\n",
+         rate_increase_permille = 150\nvolume_factor = 3.0\nmin_volume = 50\n\
+         [pipeline]\nbatch_size = 1500\n[views]\nretire_grace_epochs = 1\n",
         token("reg", "regulator"),
         token("dash", "dashboard"),
     );
@@ -181,6 +182,12 @@ fn views_reports_alerts_export_and_dashboard() {
         .map(|(k, v)| (k.clone(), v.to_string()))
         .collect();
     assert_eq!(sessions, want_sessions);
+    // Most sessions ended epochs ago: their rows are served from the warehouse, not memory.
+    let retired = std::fs::read_dir(wh.join("served"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension() == Some("ndjson".as_ref()))
+        .count();
+    assert!(retired >= 1, "no retired rows in {}", wh.display());
     let ids = |view: &str, field: &str| -> BTreeSet<String> {
         rows(&addr, view, "secret-dash")
             .iter()

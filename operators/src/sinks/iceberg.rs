@@ -898,14 +898,15 @@ impl Warehouse {
         Ok(rows)
     }
 
-    /// Every committed event as the views see it, to rebuild their state after a restart: the
-    /// envelope of each event, and its payload only where `needs_payload` says so (the rest
-    /// get `null`, which keeps memory to the envelope). Chain fields are zero.
+    /// Every committed event as the views see it, with its epoch, in epoch order, to rebuild
+    /// their state after a restart: the envelope of each event, and its payload only where
+    /// `needs_payload` says so (the rest get `null`, which keeps memory to the envelope).
+    /// Chain fields are zero.
     pub async fn view_inputs(
         &self,
         up_to: Epoch,
         needs_payload: impl Fn(custody_schemas::EventType) -> bool,
-    ) -> Result<Vec<ChainedEvent>> {
+    ) -> Result<Vec<(Epoch, ChainedEvent)>> {
         let table = self.table(tables::EVENTS).await?;
         if table.metadata().current_snapshot().is_none() {
             return Ok(Vec::new());
@@ -976,12 +977,17 @@ impl Warehouse {
                     payload: payload_value,
                     previous_event_hash: None,
                 };
-                out.push(ChainedEvent {
-                    seq: seq.value(i) as u64,
-                    ..ChainedEvent::unchained(event)
-                });
+                out.push((
+                    epochs.value(i) as Epoch,
+                    ChainedEvent {
+                        seq: seq.value(i) as u64,
+                        ..ChainedEvent::unchained(event)
+                    },
+                ));
             }
         }
+        // In epoch order, as they were first seen.
+        out.sort_by_key(|(epoch, e)| (*epoch, e.partition, e.offset));
         Ok(out)
     }
 

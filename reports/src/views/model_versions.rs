@@ -2,25 +2,32 @@
 //! to.
 //!
 //! # Inputs
-//! - `((tenant_id, event_id), ModelUse)`, one per `MODEL_DECISION`;
-//! - the causal chains view: a tool call is attributed to the nearest model decision above it.
+//! `((tenant_id, "model_id@model_version"), ModelIn)`, exchanged by that key:
+//! - a [`ModelIn::Decision`] per `MODEL_DECISION`;
+//! - [`ModelIn::ToolCalls`] changes from [`super::session_scoped`]: a tool call is attributed
+//!   to the nearest model decision above it in its causal chain.
 //!
 //! # Outputs
-//! `((tenant_id, "model_id@model_version"), ModelUsage)`: decisions, attributed tool calls,
-//! distinct agents, first and last use.
+//! [`ViewUpdate::Row`] changes of [`ViewId::ModelVersions`], key `model_id@model_version`:
+//! decisions, attributed tool calls, distinct agents, first and last use.
 //!
-//! # State
-//! Every model decision (the join's arrangement) and, per model version, its decisions and
-//! attributed tool calls.
+//! # State and its bound
+//! Per tenant and model version: counts, first and last use, and its agents with their
+//! decision counts; bounded by tenants × model versions × agents, not by events. Model use
+//! is counted for all time: retiring a session does not retract its attribution.
+//!
+//! # Metrics
+//! `custody_view_state{view="model_versions",kind="keys"}`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, HashMap};
 
-use custody_operators::record::{ChainedEvent, Epoch};
+use custody_operators::Metrics;
+use custody_operators::record::{ChainedEvent, Epoch, ViewId, ViewUpdate};
 use custody_schemas::EventType;
-use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
-
-use super::causal_chains::CausalChain;
+use timely::dataflow::StreamVec;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::{Capability, Operator};
 
 /// What the view keeps of a `MODEL_DECISION`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -34,22 +41,26 @@ pub struct ModelUse {
 }
 
 impl ModelUse {
-    /// The use of `e`, keyed by `(tenant, event_id)`, if it is a model decision.
-    pub fn from_event(e: &ChainedEvent) -> Option<((String, String), ModelUse)> {
+    /// The use of `e`, keyed by `(tenant, model)`, if it is a model decision.
+    pub fn from_event(e: &ChainedEvent) -> Option<((String, String), ModelIn)> {
         let ev = &e.event;
         if ev.event_type != EventType::ModelDecision {
             return None;
         }
+        let u = ModelUse {
+            model: format!(
+                "{}@{}",
+                ev.payload["model_id"].as_str()?,
+                ev.payload["model_version"].as_str()?
+            ),
+            agent_id: ev.agent_id.clone(),
+            ts_us: ev.timestamp_us,
+        };
         Some((
-            (ev.tenant_id.as_str().to_string(), ev.event_id.clone()),
-            ModelUse {
-                model: format!(
-                    "{}@{}",
-                    ev.payload["model_id"].as_str()?,
-                    ev.payload["model_version"].as_str()?
-                ),
-                agent_id: ev.agent_id.clone(),
-                ts_us: ev.timestamp_us,
+            (ev.tenant_id.as_str().to_string(), u.model),
+            ModelIn::Decision {
+                agent_id: u.agent_id,
+                ts_us: u.ts_us,
             },
         ))
     }
@@ -74,157 +85,218 @@ pub struct ModelUsage {
     pub last_seen_us: i64,
 }
 
-/// A decision or an attributed tool call of one model version.
+/// An input of the view.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Attributed {
-    /// A decision: its time and agent.
-    Decision(i64, String),
-    /// A tool call (its event id).
-    ToolCall(String),
+pub enum ModelIn {
+    /// A model decision by this agent at this time.
+    Decision {
+        /// The agent.
+        agent_id: String,
+        /// Event time, UTC micros.
+        ts_us: i64,
+    },
+    /// Tool calls attributed (+) or no longer attributed (-).
+    ToolCalls(i64),
 }
 
-/// Summarizes one model version.
-pub fn usage(model: &str, input: &[(&Attributed, isize)]) -> ModelUsage {
-    let (id, version) = model.rsplit_once('@').unwrap_or((model, ""));
-    let decisions: Vec<(i64, &str, isize)> = input
-        .iter()
-        .filter_map(|(a, n)| match a {
-            Attributed::Decision(ts, agent) => Some((*ts, agent.as_str(), *n)),
-            Attributed::ToolCall(_) => None,
+/// One model version's use so far.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    agents: BTreeMap<String, i64>,
+    decisions: i64,
+    tool_calls: i64,
+    first: Option<i64>,
+    last: Option<i64>,
+}
+
+impl Usage {
+    /// Adds one input.
+    pub fn add(&mut self, input: &ModelIn) {
+        match input {
+            ModelIn::Decision { agent_id, ts_us } => {
+                *self.agents.entry(agent_id.clone()).or_default() += 1;
+                self.decisions += 1;
+                self.first = Some(self.first.map_or(*ts_us, |f| f.min(*ts_us)));
+                self.last = Some(self.last.map_or(*ts_us, |l| l.max(*ts_us)));
+            }
+            ModelIn::ToolCalls(n) => self.tool_calls += n,
+        }
+    }
+
+    /// The view's row for `model`, if it has any use.
+    pub fn row(&self, model: &str) -> Option<ModelUsage> {
+        if self.decisions == 0 && self.tool_calls == 0 {
+            return None;
+        }
+        let (id, version) = model.rsplit_once('@').unwrap_or((model, ""));
+        Some(ModelUsage {
+            model_id: id.to_string(),
+            model_version: version.to_string(),
+            decisions: self.decisions,
+            tool_calls: self.tool_calls,
+            agents: self.agents.len() as i64,
+            first_seen_us: self.first.unwrap_or(0),
+            last_seen_us: self.last.unwrap_or(0),
         })
-        .collect();
-    ModelUsage {
-        model_id: id.to_string(),
-        model_version: version.to_string(),
-        decisions: decisions.iter().map(|d| d.2 as i64).sum(),
-        tool_calls: input
-            .iter()
-            .filter(|(a, _)| matches!(a, Attributed::ToolCall(_)))
-            .map(|(_, n)| *n as i64)
-            .sum(),
-        agents: decisions.iter().map(|d| d.1).collect::<BTreeSet<_>>().len() as i64,
-        first_seen_us: decisions.iter().map(|d| d.0).min().unwrap_or(0),
-        last_seen_us: decisions.iter().map(|d| d.0).max().unwrap_or(0),
     }
 }
 
-/// Usage per model version.
+/// Usage per model version; see the module documentation.
 pub fn model_versions<'scope>(
-    decisions: VecCollection<'scope, Epoch, ((String, String), ModelUse)>,
-    chains: VecCollection<'scope, Epoch, ((String, String), CausalChain)>,
-) -> VecCollection<'scope, Epoch, ((String, String), ModelUsage)> {
-    let tools = chains
-        .flat_map(|((tenant, tool), chain)| {
-            chain
-                .model_decisions
-                .first()
-                .map(|d| ((tenant, d.clone()), tool))
-        })
-        .join_map(decisions.clone(), |(tenant, _), tool, u| {
-            (
-                (tenant.clone(), u.model.clone()),
-                Attributed::ToolCall(tool.clone()),
-            )
-        });
-    decisions
-        .map(|((tenant, _), u)| ((tenant, u.model), Attributed::Decision(u.ts_us, u.agent_id)))
-        .concat(tools)
-        .reduce_named("ModelVersions", |(_tenant, model), input, output| {
-            output.push((usage(model, input), 1));
-        })
+    input: StreamVec<'scope, Epoch, ((String, String), ModelIn)>,
+    metrics: &Metrics,
+) -> StreamVec<'scope, Epoch, ViewUpdate> {
+    let keys = metrics
+        .view_state
+        .with_label_values(&["model_versions", "keys"]);
+    input.unary_frontier(
+        Exchange::new(|(key, _): &((String, String), ModelIn)| {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::hash::DefaultHasher::new();
+            key.hash(&mut h);
+            h.finish()
+        }),
+        "ModelVersions",
+        move |_, _| {
+            type Stash = BTreeMap<Epoch, (Capability<Epoch>, Vec<((String, String), ModelIn)>)>;
+            let mut stash: Stash = BTreeMap::new();
+            let mut state: HashMap<(String, String), (Usage, Option<String>)> = HashMap::new();
+            move |(input, frontier), output| {
+                input.for_each(|cap, data| {
+                    // Panic: epochs are totally ordered, so every message has a least time.
+                    let time = *cap.least().expect("a message has a time");
+                    stash
+                        .entry(time)
+                        .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()))
+                        .1
+                        .append(data);
+                });
+                while let Some(entry) = stash.first_entry() {
+                    if frontier.less_equal(entry.key()) {
+                        break;
+                    }
+                    let (cap, inputs) = entry.remove();
+                    let mut touched: Vec<(String, String)> = Vec::new();
+                    for (key, input) in inputs {
+                        let (usage, _) = state.entry(key.clone()).or_insert_with(|| {
+                            keys.inc();
+                            Default::default()
+                        });
+                        usage.add(&input);
+                        touched.push(key);
+                    }
+                    touched.sort();
+                    touched.dedup();
+                    let mut session = output.session(&cap);
+                    for key in touched {
+                        // Panic-free: every touched key was inserted above.
+                        let (usage, emitted) = state.get_mut(&key).expect("touched");
+                        // Panic-free: rows are plain structs of strings and integers.
+                        let row = usage
+                            .row(&key.1)
+                            .map(|r| serde_json::to_string(&r).unwrap_or_default());
+                        if row == *emitted {
+                            continue;
+                        }
+                        for (r, diff) in [(emitted.take(), -1), (row.clone(), 1)] {
+                            if let Some(row) = r {
+                                session.give(ViewUpdate::Row {
+                                    view: ViewId::ModelVersions,
+                                    tenant_id: key.0.clone(),
+                                    key: key.1.clone(),
+                                    row,
+                                    diff,
+                                });
+                            }
+                        }
+                        *emitted = row;
+                    }
+                }
+            }
+        },
+    )
 }
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
+    use timely::dataflow::operators::Input;
+    use timely::dataflow::operators::capture::{Capture, Event};
 
     use super::*;
-    use crate::views::causal_chains::Link;
-    use crate::views::oracle::{lcg, run};
+    use crate::views::oracle::lcg;
 
-    #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-    enum In {
-        Model(String, String, ModelUse),
-        Chain(String, CausalChain),
-    }
+    type In = ((String, String), ModelIn);
 
+    /// The rows at every epoch equal the usage recomputed from every input so far.
     #[test]
     fn oracle_matches_recomputation() {
         for seed in 1..=5u64 {
             let mut rng = lcg(seed);
-            let mut inputs = Vec::new();
-            for i in 0..60 {
-                let tenant = format!("t{}", rng() % 2);
-                if rng().is_multiple_of(2) {
-                    let u = ModelUse {
-                        model: format!("m@{}", rng() % 3),
-                        agent_id: format!("a{}", rng() % 3),
-                        ts_us: (rng() % 100) as i64,
-                    };
-                    inputs.push((rng() % 5, In::Model(tenant, format!("d{i}"), u)));
-                } else {
-                    let parent = format!("d{}", rng() % 60);
-                    let chain = CausalChain::new(
-                        &format!("tool{i}"),
-                        vec![Link {
-                            depth: 1,
-                            event_id: parent,
-                            event_type: EventType::ModelDecision,
-                        }],
-                    );
-                    inputs.push((rng() % 5, In::Chain(tenant, chain)));
-                }
-            }
-            let states = run(inputs.clone(), 5, |c| {
-                let d = c.clone().flat_map(|i| match i {
-                    In::Model(t, id, u) => Some(((t, id), u)),
-                    In::Chain(..) => None,
-                });
-                let ch = c.flat_map(|i| match i {
-                    In::Chain(t, ch) => Some(((t, ch.tool_event_id.clone()), ch)),
-                    In::Model(..) => None,
-                });
-                model_versions(d, ch)
-            });
-            for epoch in 0..5u64 {
-                let seen: Vec<&In> = inputs
-                    .iter()
-                    .filter(|(t, _)| *t <= epoch)
-                    .map(|(_, i)| i)
-                    .collect();
-                let mut by: BTreeMap<(String, String), Vec<Attributed>> = BTreeMap::new();
-                for i in &seen {
-                    match i {
-                        In::Model(t, _, u) => by
-                            .entry((t.clone(), u.model.clone()))
-                            .or_default()
-                            .push(Attributed::Decision(u.ts_us, u.agent_id.clone())),
-                        In::Chain(t, ch) => {
-                            for j in &seen {
-                                if let In::Model(t2, id, u) = j
-                                    && t2 == t
-                                    && Some(id) == ch.model_decisions.first()
-                                {
-                                    by.entry((t.clone(), u.model.clone()))
-                                        .or_default()
-                                        .push(Attributed::ToolCall(ch.tool_event_id.clone()));
-                                }
-                            }
+            let inputs: Vec<(u64, In)> = (0..80)
+                .map(|_| {
+                    let key = (format!("t{}", rng() % 2), format!("m@{}", rng() % 3));
+                    let input = if rng().is_multiple_of(3) {
+                        ModelIn::ToolCalls(1)
+                    } else {
+                        ModelIn::Decision {
+                            agent_id: format!("a{}", rng() % 3),
+                            ts_us: (rng() % 100) as i64,
                         }
+                    };
+                    (rng() % 5, (key, input))
+                })
+                .collect();
+            let feed = inputs.clone();
+            let rx = timely::example(move |scope| {
+                let (mut handle, stream) = scope.new_input::<Vec<In>>();
+                let rx = model_versions(stream, &Metrics::new()).capture();
+                for epoch in 0..5 {
+                    handle.advance_to(epoch);
+                    for (_, i) in feed.iter().filter(|(t, _)| *t == epoch) {
+                        handle.send(i.clone());
                     }
                 }
-                let want: BTreeMap<_, isize> = by
+                rx
+            });
+            let updates: Vec<(u64, ViewUpdate)> = rx
+                .try_iter()
+                .flat_map(|e| match e {
+                    Event::Messages(t, data) => {
+                        let t = *t.least().unwrap();
+                        data.into_iter().map(|d| (t, d)).collect()
+                    }
+                    Event::Progress(_) => Vec::new(),
+                })
+                .collect();
+            for epoch in 0..5u64 {
+                let mut rows: BTreeMap<(String, String, String), i64> = BTreeMap::new();
+                for (_, u) in updates.iter().filter(|(t, _)| *t <= epoch) {
+                    if let ViewUpdate::Row {
+                        tenant_id,
+                        key,
+                        row,
+                        diff,
+                        ..
+                    } = u
+                    {
+                        *rows
+                            .entry((tenant_id.clone(), key.clone(), row.clone()))
+                            .or_default() += diff;
+                    }
+                }
+                rows.retain(|_, n| *n != 0);
+                let mut want: BTreeMap<(String, String), Usage> = BTreeMap::new();
+                for (_, (k, i)) in inputs.iter().filter(|(t, _)| *t <= epoch) {
+                    want.entry(k.clone()).or_default().add(i);
+                }
+                let want: BTreeMap<(String, String, String), i64> = want
                     .iter()
-                    .map(|(k, xs)| {
-                        let mut counted: BTreeMap<&Attributed, isize> = BTreeMap::new();
-                        for x in xs {
-                            *counted.entry(x).or_default() += 1;
-                        }
-                        let refs: Vec<(&Attributed, isize)> = counted.into_iter().collect();
-                        ((k.clone(), usage(&k.1, &refs)), 1)
+                    .filter_map(|(k, u)| {
+                        let row = serde_json::to_string(&u.row(&k.1)?).unwrap();
+                        Some(((k.0.clone(), k.1.clone(), row), 1))
                     })
                     .collect();
-                assert_eq!(states[&epoch], want, "seed {seed} epoch {epoch}");
+                assert_eq!(rows, want, "seed {seed} epoch {epoch}");
             }
         }
     }

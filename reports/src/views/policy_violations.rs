@@ -23,10 +23,9 @@
 //! A rule with an amount threshold fails closed: if the amount cannot be read (the input was
 //! vaulted, or the field is not a number), the call needs an approval.
 
-use custody_operators::record::{ChainedEvent, Epoch};
+use custody_operators::record::ChainedEvent;
 use custody_schemas::EventType;
 use custody_schemas::time::parse_rfc3339;
-use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 
 /// What a rule asks.
@@ -220,26 +219,9 @@ pub fn evaluate(session: &str, facts: &[&PolicyFact]) -> Vec<Violation> {
         .collect()
 }
 
-/// Violations per tenant.
-pub fn policy_violations<'scope>(
-    facts: VecCollection<'scope, Epoch, ((String, String), PolicyFact)>,
-) -> VecCollection<'scope, Epoch, ((String, String), Violation)> {
-    facts
-        .reduce_named("PolicyViolations", |(_tenant, session), input, output| {
-            let facts: Vec<&PolicyFact> = input.iter().map(|(f, _)| *f).collect();
-            for v in evaluate(session, &facts) {
-                output.push((v, 1));
-            }
-        })
-        .map(|((tenant, _session), v)| ((tenant, format!("{}/{}", v.rule_id, v.event_id)), v))
-}
-
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
-    use crate::views::oracle::{Keyed, lcg, run};
 
     #[test]
     fn globs() {
@@ -249,48 +231,5 @@ mod tests {
         assert!(!glob_match("payments.*", "crm.update"));
         assert!(!glob_match("a*a", "a"));
         assert!(glob_match("db.query", "db.query"));
-    }
-
-    #[test]
-    fn oracle_matches_recomputation() {
-        for seed in 1..=5u64 {
-            let mut rng = lcg(seed);
-            let inputs: Vec<(u64, Keyed<PolicyFact>)> = (0..120)
-                .map(|i| {
-                    let key = (format!("t{}", rng() % 2), format!("s{}", rng() % 8));
-                    let fact = if rng().is_multiple_of(3) {
-                        PolicyFact::Approval((rng() % 100) as i64)
-                    } else {
-                        PolicyFact::Applies(Applies {
-                            rule_id: format!("r{}", rng() % 2),
-                            deny: rng().is_multiple_of(5),
-                            event_id: format!("e{i}"),
-                            ts_us: (rng() % 100) as i64,
-                            tool_name: "payments.refund".into(),
-                            agent_id: "a".into(),
-                            detail: String::new(),
-                        })
-                    };
-                    (rng() % 5, (key, fact))
-                })
-                .collect();
-            let states = run(inputs.clone(), 5, policy_violations);
-            for epoch in 0..5u64 {
-                let mut by: BTreeMap<(String, String), Vec<&PolicyFact>> = BTreeMap::new();
-                for (_, (k, f)) in inputs.iter().filter(|(t, _)| *t <= epoch) {
-                    by.entry(k.clone()).or_default().push(f);
-                }
-                let want: BTreeMap<_, isize> = by
-                    .iter()
-                    .flat_map(|((t, s), facts)| {
-                        evaluate(s, facts)
-                            .into_iter()
-                            .map(move |v| ((t.clone(), format!("{}/{}", v.rule_id, v.event_id)), v))
-                    })
-                    .map(|kv| (kv, 1))
-                    .collect();
-                assert_eq!(states[&epoch], want, "seed {seed} epoch {epoch}");
-            }
-        }
     }
 }

@@ -1,24 +1,14 @@
-//! Session reconstruction: one summary row per agent session.
+//! Session reconstruction: one summary row per agent session, maintained (and retired) by
+//! [`super::session_scoped`].
 //!
-//! # Inputs
-//! `((tenant_id, session_id), SessionFact)`, one per accepted event.
-//!
-//! # Outputs
-//! `((tenant_id, session_id), SessionSummary)`: who ran it, when it started and last moved,
-//! how many events, tool calls, failed tool results, escalations and reviews it holds, and
-//! whether it completed, failed or is still open. The event-by-event timeline with its
-//! narrative is served from the lake (`/v1/tenants/{t}/sessions/{s}`).
-//!
-//! # State
-//! The facts of every session (one small entry per event) in the reduce's input arrangement.
-//!
-//! # Failure modes
-//! None: any event belongs to a session. Events arriving out of order only move `started` and
-//! `last`.
+//! A row says who ran the session, when it started and last moved, how many events, tool
+//! calls, failed tool results, escalations and reviews it holds, and whether it completed,
+//! failed or is still open. The event-by-event timeline with its narrative is served from the
+//! lake (`/v1/tenants/{t}/sessions/{s}`). Events arriving out of order only move `started`
+//! and `last`.
 
-use custody_operators::record::{ChainedEvent, Epoch};
+use custody_operators::record::ChainedEvent;
 use custody_schemas::EventType;
-use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 
 /// What the view keeps of each event.
@@ -134,76 +124,9 @@ pub fn summarize(session_id: &str, facts: &[(&SessionFact, isize)]) -> SessionSu
     }
 }
 
-/// One summary per session.
-pub fn sessions<'scope>(
-    facts: VecCollection<'scope, Epoch, ((String, String), SessionFact)>,
-) -> VecCollection<'scope, Epoch, ((String, String), SessionSummary)> {
-    facts.reduce_named("Sessions", |(_tenant, session), input, output| {
-        output.push((summarize(session, input), 1));
-    })
-}
-
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
-    use crate::views::oracle::{Keyed, lcg, run};
-
-    const TYPES: [EventType; 6] = [
-        EventType::TaskInitiated,
-        EventType::ToolCalled,
-        EventType::ToolResultReceived,
-        EventType::HumanEscalationTriggered,
-        EventType::TaskCompleted,
-        EventType::TaskFailed,
-    ];
-
-    #[test]
-    fn oracle_matches_recomputation() {
-        for seed in 1..=5u64 {
-            let mut rng = lcg(seed);
-            let inputs: Vec<(u64, Keyed<SessionFact>)> = (0..150)
-                .map(|_| {
-                    let ty = TYPES[(rng() % 6) as usize];
-                    (
-                        rng() % 6,
-                        (
-                            (format!("t{}", rng() % 2), format!("s{}", rng() % 7)),
-                            SessionFact {
-                                ts_us: (rng() % 1000) as i64,
-                                event_type: ty,
-                                started_by: (ty == EventType::TaskInitiated).then(|| {
-                                    (
-                                        format!("a{}", rng() % 3),
-                                        rng().is_multiple_of(2).then(|| format!("u{}", rng() % 3)),
-                                    )
-                                }),
-                                tool_failed: ty == EventType::ToolResultReceived
-                                    && rng().is_multiple_of(3),
-                            },
-                        ),
-                    )
-                })
-                .collect();
-            let states = run(inputs.clone(), 6, sessions);
-            for epoch in 0..6u64 {
-                let mut by: BTreeMap<(String, String), Vec<(&SessionFact, isize)>> =
-                    BTreeMap::new();
-                for (_, (k, f)) in inputs.iter().filter(|(t, _)| *t <= epoch) {
-                    by.entry(k.clone()).or_default().push((f, 1));
-                }
-                let want: BTreeMap<_, isize> = by
-                    .into_iter()
-                    .map(|(k, facts)| {
-                        let s = summarize(&k.1, &facts);
-                        ((k, s), 1)
-                    })
-                    .collect();
-                assert_eq!(states[&epoch], want, "seed {seed} epoch {epoch}");
-            }
-        }
-    }
 
     #[test]
     fn status_and_counts() {
