@@ -345,4 +345,7 @@ pub enum SinkRecord {
     View(ViewUpdate),
     /// An agent's emitter-side chain at an epoch's close.
     Emitter(Box<EmitterHead>),
+    /// One part of the views' state at a snapshot epoch (a JSON line the views read back on
+    /// restart); written with the epoch as `snapshots/epoch-<epoch>.ndjson`, under its seal.
+    ViewState(Vec<u8>),
 }

@@ -476,6 +476,9 @@ pub struct ViewsConfig {
     pub retire_grace_epochs: u64,
     /// Epochs after its last event a session that never ends is retired.
     pub retire_idle_epochs: u64,
+    /// Live epochs between snapshots of the views' state (0: never; a restart then replays
+    /// every event).
+    pub snapshot_every_epochs: u64,
 }
 
 impl ViewsConfig {

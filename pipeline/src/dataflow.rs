@@ -25,7 +25,7 @@ use custody_operators::proof_store::ProofStore;
 use custody_operators::record::{ACCESS_LOG_PARTITION, Epoch, RawRecord, SinkRecord, ViewUpdate};
 use custody_operators::sinks::dead_letter::DeadLetter;
 use custody_operators::sinks::iceberg::{
-    Committed, IcebergSink, Sealer, SinkMsg, SourcePositions, Warehouse, Watermark,
+    Committed, IcebergSink, Sealer, SinkMsg, SourcePositions, ViewSnapshot, Warehouse, Watermark,
 };
 use custody_operators::sources::Source;
 use custody_operators::sources::access_log::WithAccessLog;
@@ -265,12 +265,21 @@ pub fn run_pipeline(
             runtime.block_on(DeadLetter::connect(brokers, topic.clone(), metrics.clone()))
         })
         .transpose()?;
-    // The views' history: every committed event, fed in at the epoch before this run's first
-    // so that the views resume from their state instead of from nothing.
-    let history = match resume.last_epoch {
-        Some(last) => {
-            runtime.block_on(warehouse.view_inputs(last, custody_reports::view_needs_payload))?
+    // The views' history: their state at the newest snapshot (with the coverage saved beside
+    // it), then every event committed after it, each at its own epoch, so that the views
+    // resume from their state instead of from nothing.
+    let snapshot = match resume.last_epoch {
+        Some(last) if !created && opts.views.snapshot_every > 0 => {
+            newest_snapshot(&runtime, &warehouse, last)?
         }
+        _ => None,
+    };
+    let history = match resume.last_epoch {
+        Some(last) => runtime.block_on(warehouse.view_inputs(
+            snapshot.as_ref().map(|s| s.0),
+            last,
+            custody_reports::view_needs_payload,
+        ))?,
         None => Vec::new(),
     };
     let mut retired = RetiredRows::open(&warehouse.root().join("served"))
@@ -283,12 +292,17 @@ pub fn run_pipeline(
         // already served them), and their retired rows served from the warehouse.
         l.set_retired(retired);
         l.reset_coverage();
+        if let Some((epoch, _)) = &snapshot
+            && let Err(e) = l.load_coverage(&coverage_path(&warehouse, *epoch))
+        {
+            tracing::warn!(error = %e, "no coverage beside the views' snapshot");
+        }
         for chunk in history.chunk_by(|a, b| a.0 == b.0) {
             let events: Vec<_> = chunk.iter().map(|(_, e)| e.clone()).collect();
             l.observe(chunk[0].0, &events);
         }
     }
-    let history = Arc::new(Mutex::new(Some(history)));
+    let history = Arc::new(Mutex::new(Some((snapshot, history))));
     let resume_clock = resume.last_clock;
     let heads = Arc::new(resume.heads);
     let emitters = Arc::new(resume.emitters);
@@ -302,6 +316,7 @@ pub fn run_pipeline(
     let (sink_tx, sink_rx) = mpsc::sync_channel::<SinkMsg>(1024);
     let (committed_tx, committed_rx) = mpsc::channel::<Committed>();
     let hook_live = Arc::clone(&live);
+    let hook_snapshots = warehouse.snapshot_dir();
     let hook_logs = Arc::clone(&logs);
     let hook_alerts = opts.alerts.clone();
     let verifier = ContinuousVerifier::new(signer.public_key(), &heads);
@@ -318,6 +333,14 @@ pub fn run_pipeline(
             if let Ok(mut live) = hook_live.lock() {
                 live.apply(notice.epoch, notice.views);
                 live.observe(notice.epoch, notice.events);
+                if notice.snapshot
+                    && let Err(e) = live.save_coverage(&hook_snapshots.join(format!(
+                        "coverage-{:012}.json",
+                        notice.epoch
+                    )))
+                {
+                    tracing::error!(epoch = notice.epoch, error = %e, "cannot save the views' coverage");
+                }
             }
             if let Some(alerts) = &hook_alerts {
                 alerts.committed(notice.views);
@@ -377,19 +400,28 @@ pub fn run_pipeline(
                 first_epoch,
                 &metrics,
             );
-            let views = render_views(chained.clone().concat(past), now, &views_config, &metrics);
+            let (views, state) =
+                render_views(chained.clone().concat(past), now, &views_config, &metrics);
             let views = apply_history(views, first_epoch, worker_live);
             let (probe, _) = chained
                 .concat(errs.map(|q| SinkRecord::Quarantine(Box::new(q))))
                 .concat(views.map(SinkRecord::View))
+                .concat(live_only(state, first_epoch).map(SinkRecord::ViewState))
                 .forward_to_sink(tx, &metrics)
                 .probe();
             (input, replayed, clock, probe)
         });
         if index == 0
             && first_epoch > 0
-            && let Some(events) = worker_history.lock().ok().and_then(|mut h| h.take())
+            && let Some((snapshot, events)) = worker_history.lock().ok().and_then(|mut h| h.take())
         {
+            if let Some((epoch, lines)) = snapshot {
+                tracing::info!(epoch, parts = lines.len(), "restoring the views' state");
+                replayed.advance_to(epoch);
+                for line in lines {
+                    replayed.send(SinkRecord::ViewState(line));
+                }
+            }
             // At their own epochs, as first seen, so that the views (session retirement
             // among them) come out as they did.
             tracing::info!(events = events.len(), "rebuilding the views from the lake");
@@ -507,6 +539,56 @@ fn apply_history<'scope>(
             }
         },
     )
+}
+
+/// Drops what is sent at epochs before `first_epoch` (the views' state as rebuilt from the
+/// lake is already in the lake).
+fn live_only<'scope, D: Clone + 'static>(
+    stream: timely::dataflow::StreamVec<'scope, Epoch, D>,
+    first_epoch: Epoch,
+) -> timely::dataflow::StreamVec<'scope, Epoch, D> {
+    use timely::dataflow::channels::pact::Pipeline;
+    use timely::dataflow::operators::Operator;
+    stream.unary::<timely::container::CapacityContainerBuilder<Vec<D>>, _, _, _>(
+        Pipeline,
+        "LiveOnly",
+        move |_, _| {
+            move |input, output| {
+                input.for_each(|cap, data| {
+                    // Panic: epochs are totally ordered, so every message has a least time.
+                    if *cap.least().expect("a message has a time") >= first_epoch {
+                        output.session(&cap).give_container(data);
+                    }
+                });
+            }
+        },
+    )
+}
+
+/// The newest snapshot of the views' state at or before epoch `last` that verifies against
+/// its epoch's seal and has its coverage saved beside it.
+fn newest_snapshot(
+    runtime: &tokio::runtime::Runtime,
+    warehouse: &Warehouse,
+    last: Epoch,
+) -> Result<Option<ViewSnapshot>, PipelineError> {
+    let mut bound = last;
+    loop {
+        match runtime.block_on(warehouse.latest_snapshot(bound))? {
+            Some((epoch, lines)) if coverage_path(warehouse, epoch).exists() => {
+                return Ok(Some((epoch, lines)));
+            }
+            Some((epoch, _)) if epoch > 0 => bound = epoch - 1,
+            _ => return Ok(None),
+        }
+    }
+}
+
+/// Where the coverage of the views' snapshot at `epoch` is saved.
+fn coverage_path(warehouse: &Warehouse, epoch: Epoch) -> PathBuf {
+    warehouse
+        .snapshot_dir()
+        .join(format!("coverage-{epoch:012}.json"))
 }
 
 /// The warehouse's proof store, caught up with the lake: the epochs committed after the last

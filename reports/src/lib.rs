@@ -9,6 +9,7 @@
 pub mod live;
 pub mod proofs;
 pub mod regulatory;
+pub mod snapshot;
 pub mod views;
 
 use std::sync::Arc;
@@ -22,23 +23,25 @@ use timely::dataflow::operators::Operator;
 use timely::dataflow::operators::vec::{Map, Partition};
 
 use custody_operators::Metrics;
+use snapshot::StatePart;
 use views::alerts::DriftConfig;
 use views::hitl_latency::{Decision, Escalation, FromEvent, HitlConfig};
+use views::model_versions::ModelOut;
 use views::model_versions::{ModelIn, ModelUse};
 use views::policy_violations::PolicyRule;
-use views::session_scoped::{RetireConfig, SessionEvent, SessionKey, SessionOut};
+use views::session_scoped::{RetireConfig, SessionEvent, SessionIn, SessionOut};
 
-/// Turns everything `f` maps an event to (an `Option`, a `Vec`, …) into insertions at the
-/// event's epoch.
-pub fn inserts<'scope, D, I, F>(
+/// Turns everything `f` maps a record to (an `Option`, a `Vec`, … of `(record, diff)`) into
+/// updates at the record's epoch.
+pub fn updates<'scope, D, I, F>(
     stream: StreamVec<'scope, Epoch, SinkRecord>,
     name: &str,
     mut f: F,
 ) -> VecCollection<'scope, Epoch, D>
 where
     D: Clone + 'static,
-    I: IntoIterator<Item = D>,
-    F: FnMut(&ChainedEvent) -> I + 'static,
+    I: IntoIterator<Item = (D, isize)>,
+    F: FnMut(&SinkRecord) -> I + 'static,
 {
     stream
         .unary::<CapacityContainerBuilder<Vec<(D, Epoch, isize)>>, _, _, _>(
@@ -51,10 +54,8 @@ where
                         let time = *cap.least().expect("a message has a time");
                         let mut session = output.session(&cap);
                         for record in data.iter() {
-                            if let SinkRecord::Event(event) = record {
-                                for d in f(event) {
-                                    session.give((d, time, 1));
-                                }
+                            for (d, r) in f(record) {
+                                session.give((d, time, r));
                             }
                         }
                     });
@@ -89,15 +90,17 @@ pub struct ViewsConfig {
     pub drift: DriftConfig,
     /// When session-scoped state is retired.
     pub retire: RetireConfig,
+    /// Live epochs between snapshots of the views' state (0: never).
+    pub snapshot_every: u64,
 }
 
-/// The facts the views read, extracted from each event once.
+/// The facts the views read, extracted from each event once (or read back from a snapshot).
 #[derive(Clone, Debug)]
 enum Fact {
     Type((String, String)),
     Escalation(Escalation),
     Decision(Decision),
-    Session((SessionKey, SessionEvent)),
+    Session(SessionIn),
     Model(((String, String), ModelIn)),
     Drift(((String, String), views::alerts::DriftFact)),
 }
@@ -117,7 +120,36 @@ impl Fact {
         }
     }
 
-    fn of(e: &ChainedEvent, rules: &[PolicyRule], drift: &DriftConfig) -> Vec<Fact> {
+    fn of(record: &SinkRecord, rules: &[PolicyRule], drift: &DriftConfig) -> Vec<(Fact, isize)> {
+        match record {
+            SinkRecord::Event(e) => Fact::of_event(e, rules, drift)
+                .into_iter()
+                .map(|f| (f, 1))
+                .collect(),
+            SinkRecord::ViewState(line) => match serde_json::from_slice::<StatePart>(line) {
+                Ok(part) => vec![Fact::restored(part)],
+                Err(e) => {
+                    tracing::error!(error = %e, "unreadable view state in the snapshot");
+                    Vec::new()
+                }
+            },
+            _ => Vec::new(),
+        }
+    }
+
+    /// A snapshot's part as the fact (and multiplicity) it restores.
+    fn restored(part: StatePart) -> (Fact, isize) {
+        match part {
+            StatePart::Count(k, n) => (Fact::Type(k), n),
+            StatePart::Escalation(e, n) => (Fact::Escalation(e), n),
+            StatePart::Decision(d, n) => (Fact::Decision(d), n),
+            StatePart::Drift(d, n) => (Fact::Drift(d), n),
+            StatePart::Session(s) => (Fact::Session(SessionIn::Restore(s)), 1),
+            StatePart::Model(k, u) => (Fact::Model((k, ModelIn::Restore(u))), 1),
+        }
+    }
+
+    fn of_event(e: &ChainedEvent, rules: &[PolicyRule], drift: &DriftConfig) -> Vec<Fact> {
         let mut out = vec![Fact::Type((
             e.event.tenant_id.as_str().to_string(),
             e.event.event_type.as_str().to_string(),
@@ -127,7 +159,8 @@ impl Fact {
         out.extend(ModelUse::from_event(e).map(Fact::Model));
         // Custody's own events (API access, erasure) are counted, not agent sessions or drift.
         if !e.event.event_type.is_custody_action() {
-            out.push(Fact::Session(SessionEvent::from_event(e, rules)));
+            let (key, event) = SessionEvent::from_event(e, rules);
+            out.push(Fact::Session(SessionIn::Event(key, event)));
             out.extend(views::alerts::facts(drift, e).into_iter().map(Fact::Drift));
         }
         out
@@ -194,18 +227,28 @@ fn rows<'scope, R: serde::Serialize + Clone + 'static>(
 }
 
 /// Builds every view over the chained events (the `Event` records of the hash chain's
-/// output) and the pipeline's clock; returns their changes.
+/// output, and `ViewState` records read back from a snapshot) and the pipeline's clock;
+/// returns their changes, and their state at snapshot epochs (JSON lines of [`StatePart`]s).
 pub fn render_views<'scope>(
     events: StreamVec<'scope, Epoch, SinkRecord>,
     clock: VecCollection<'scope, Epoch, i64>,
     cfg: &ViewsConfig,
     metrics: &Metrics,
-) -> StreamVec<'scope, Epoch, ViewUpdate> {
+) -> (
+    StreamVec<'scope, Epoch, ViewUpdate>,
+    StreamVec<'scope, Epoch, Vec<u8>>,
+) {
+    use timely::dataflow::operators::vec::Broadcast;
+    use timely::dataflow::operators::{Concat, Concatenate};
     let hitl = cfg.hitl;
+    let every = cfg.snapshot_every;
     let (rules, drift) = (Arc::clone(&cfg.rules), cfg.drift);
+    // The clock moves at every live epoch (never at replayed ones): the views snapshot at
+    // those, on every worker.
+    let ticks = clock.inner.clone().map(|_| ()).broadcast();
     // One pass over the events extracts every view's small facts; the events themselves (with
     // their payloads) are not copied per view.
-    let facts = inserts(events, "ViewFacts", move |e| Fact::of(e, &rules, &drift));
+    let facts = updates(events, "ViewFacts", move |r| Fact::of(r, &rules, &drift));
     let mut parts = facts
         .inner
         .partition(Fact::KINDS, |(f, t, r)| (f.kind(), (f, t, r)));
@@ -231,23 +274,78 @@ pub fn render_views<'scope>(
     let typed = part!(Type);
     let escalations = part!(Escalation);
     let decisions = part!(Decision);
-    let scoped = views::session_scoped::session_scoped(stream!(Session), cfg.retire, metrics);
+    let scoped = views::session_scoped::session_scoped(
+        stream!(Session),
+        ticks.clone(),
+        cfg.retire,
+        every,
+        metrics,
+    );
     let model_decisions = stream!(Model);
-    let alerts = views::alerts::alerts(part!(Drift), drift);
+    let drift_facts = part!(Drift);
+
+    use snapshot::mirror;
+    let states = [
+        mirror(
+            typed.clone(),
+            ticks.clone(),
+            every,
+            "CountsState",
+            |k, n| StatePart::Count(k.clone(), n),
+        ),
+        mirror(
+            escalations.clone(),
+            ticks.clone(),
+            every,
+            "EscalationsState",
+            |e, n| StatePart::Escalation(e.clone(), n),
+        ),
+        mirror(
+            decisions.clone(),
+            ticks.clone(),
+            every,
+            "DecisionsState",
+            |d, n| StatePart::Decision(d.clone(), n),
+        ),
+        mirror(
+            drift_facts.clone(),
+            ticks.clone(),
+            every,
+            "DriftState",
+            |d, n| StatePart::Drift(d.clone(), n),
+        ),
+    ];
+
+    let alerts = views::alerts::alerts(drift_facts, drift);
     let groups = views::hitl_groups::hitl_groups(escalations.clone(), decisions.clone(), hitl);
     let breaches = views::sla_breaches::sla_breaches(escalations.clone(), decisions.clone(), clock);
 
     let session_rows = scoped.clone().flat_map(|o| match o {
         SessionOut::Update(u) => Some(u),
-        SessionOut::Attribution(_) => None,
+        _ => None,
+    });
+    let session_states = scoped.clone().flat_map(|o| match o {
+        SessionOut::State(s) => Some(StatePart::Session(s)),
+        _ => None,
     });
     let attributions = scoped.flat_map(|o| match o {
         SessionOut::Attribution((key, diff)) => Some((key, ModelIn::ToolCalls(diff))),
-        SessionOut::Update(_) => None,
+        _ => None,
     });
-    use timely::dataflow::operators::Concat;
-    let models =
-        views::model_versions::model_versions(model_decisions.concat(attributions), metrics);
+    let models = views::model_versions::model_versions(
+        model_decisions.concat(attributions),
+        ticks,
+        every,
+        metrics,
+    );
+    let model_rows = models.clone().flat_map(|o| match o {
+        ModelOut::Update(u) => Some(u),
+        ModelOut::State(..) => None,
+    });
+    let model_states = models.flat_map(|o| match o {
+        ModelOut::State(k, u) => Some(StatePart::Model(k, u)),
+        ModelOut::Update(_) => None,
+    });
     let counts = changes(
         views::event_counts::event_counts(typed),
         "EventCountChanges",
@@ -267,17 +365,21 @@ pub fn render_views<'scope>(
             diff: diff as i64,
         },
     );
-    use timely::dataflow::operators::Concatenate;
     let scope = counts.scope();
-    scope.concatenate([
+    let view_updates = scope.concatenate([
         counts,
         latency,
         session_rows,
-        models,
+        model_rows,
         rows(ViewId::HitlGroups, groups),
         rows(ViewId::SlaBreaches, breaches),
         rows(ViewId::Alerts, alerts),
-    ])
+    ]);
+    let state_lines = scope
+        .concatenate(states.into_iter().chain([session_states, model_states]))
+        // Panic-free: state parts are plain data.
+        .map(|part| serde_json::to_vec(&part).unwrap_or_default());
+    (view_updates, state_lines)
 }
 
 #[cfg(test)]
@@ -314,7 +416,9 @@ mod tests {
         let rx = timely::example(move |scope| {
             let (mut input, stream) = scope.new_input::<Vec<SinkRecord>>();
             let (mut clock, now) = scope.new_collection::<i64, isize>();
-            let rx = render_views(stream, now, &ViewsConfig::default(), &Metrics::new()).capture();
+            let rx = render_views(stream, now, &ViewsConfig::default(), &Metrics::new())
+                .0
+                .capture();
             // Everything is sent before the dataflow runs at all.
             let mut id = 0;
             for epoch in 0..epochs {

@@ -120,7 +120,7 @@ impl RetiredRows {
 }
 
 /// Which input a tenant's view state covers: the report rows' provenance.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Coverage {
     /// Committed events.
     pub events: i64,
@@ -257,6 +257,23 @@ impl LiveViews {
     /// Forgets the coverage (before observing every committed event again).
     pub fn reset_coverage(&mut self) {
         self.coverage.clear();
+    }
+
+    /// Writes the coverage to `path` (beside a snapshot of the views' state).
+    pub fn save_coverage(&self, path: &Path) -> std::io::Result<()> {
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec(&self.coverage).map_err(std::io::Error::other)?,
+        )?;
+        std::fs::rename(&tmp, path)
+    }
+
+    /// Replaces the coverage with the one saved at `path`.
+    pub fn load_coverage(&mut self, path: &Path) -> std::io::Result<()> {
+        self.coverage =
+            serde_json::from_slice(&std::fs::read(path)?).map_err(std::io::Error::other)?;
+        Ok(())
     }
 
     /// What `tenant`'s view state covers.

@@ -357,12 +357,14 @@ fn served_answers_after_restarts_equal_an_uninterrupted_run() {
             "--listen",
             &addr_b,
         ])
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "info")
         .env("CUSTODY_SIGNING_KEY", "07".repeat(32))
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // The views come back from their last snapshot, not from every event.
+    let restored = StderrWatch::new(&mut restarted, "restoring the views' state");
     let out = restarted.stdout.take().unwrap();
     let restarted = KillOnDrop(restarted);
     let ready = BufReader::new(out)
@@ -370,6 +372,10 @@ fn served_answers_after_restarts_equal_an_uninterrupted_run() {
         .map_while(Result::ok)
         .any(|l| l.contains("views rebuilt"));
     assert!(ready, "custody serve did not start");
+    assert!(
+        restored.wait(Duration::from_secs(1)),
+        "the restart did not restore the views' snapshot"
+    );
     wait_for_events(&addr_a, accepted);
     wait_for_events(&addr_b, accepted);
     let names = tenants(&addr_a);

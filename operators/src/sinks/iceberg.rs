@@ -334,6 +334,12 @@ impl EpochRecord {
     }
 }
 
+/// A snapshot of the views' state: its epoch and its lines.
+pub type ViewSnapshot = (Epoch, Vec<Vec<u8>>);
+
+/// View state snapshots kept in the warehouse (the newest ones).
+pub const SNAPSHOTS_KEPT: usize = 3;
+
 /// The data files an epoch adds to each table, recorded in its `custody.epochs` row before any
 /// of them is committed: the epoch's write-ahead record.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -754,6 +760,101 @@ impl Warehouse {
         Ok(writer.close().await?)
     }
 
+    /// Where the views' state snapshots are kept.
+    pub fn snapshot_dir(&self) -> PathBuf {
+        self.root.join("snapshots")
+    }
+
+    /// The path (relative to the warehouse) of epoch `epoch`'s view state snapshot.
+    pub fn snapshot_path(epoch: Epoch) -> String {
+        format!("snapshots/epoch-{epoch:012}.ndjson")
+    }
+
+    /// Writes epoch `epoch`'s view state (JSON lines); returns its path relative to the
+    /// warehouse and its SHA-256, hex.
+    fn write_snapshot(&self, epoch: Epoch, lines: &[Vec<u8>]) -> Result<(String, String)> {
+        std::fs::create_dir_all(self.snapshot_dir())?;
+        let path = Self::snapshot_path(epoch);
+        let mut bytes = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
+        for line in lines {
+            bytes.extend_from_slice(line);
+            bytes.push(b'\n');
+        }
+        let tmp = self.root.join(format!("{path}.tmp"));
+        std::fs::write(&tmp, &bytes)?;
+        std::fs::rename(&tmp, self.root.join(&path))?;
+        Ok((path, hex::encode(Sha256::digest(&bytes))))
+    }
+
+    /// Removes all but the newest [`SNAPSHOTS_KEPT`] snapshots older than `epoch` (best
+    /// effort: a file left behind is only disk).
+    fn prune_snapshots(&self, epoch: Epoch) {
+        let mut older: Vec<Epoch> = std::fs::read_dir(self.snapshot_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let n = name
+                    .strip_prefix("epoch-")?
+                    .split('.')
+                    .next()?
+                    .parse()
+                    .ok()?;
+                (n < epoch).then_some(n)
+            })
+            .collect();
+        older.sort();
+        let keep = older.len().saturating_sub(SNAPSHOTS_KEPT - 1);
+        for n in &older[..keep] {
+            let _ = std::fs::remove_file(self.root.join(Self::snapshot_path(*n)));
+            let _ =
+                std::fs::remove_file(self.snapshot_dir().join(format!("coverage-{n:012}.json")));
+        }
+    }
+
+    /// The newest view state snapshot at or before epoch `last` whose bytes match the digest
+    /// its epoch's sealed manifest holds: `(epoch, lines)`. A snapshot that does not match is
+    /// passed over (with a warning); none means the views rebuild from every event.
+    pub async fn latest_snapshot(&self, last: Epoch) -> Result<Option<ViewSnapshot>> {
+        let mut found: Vec<Epoch> = std::fs::read_dir(self.snapshot_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let n: Epoch = name
+                    .strip_prefix("epoch-")?
+                    .strip_suffix(".ndjson")?
+                    .parse()
+                    .ok()?;
+                (n <= last).then_some(n)
+            })
+            .collect();
+        found.sort_unstable_by(|a, b| b.cmp(a));
+        for epoch in found {
+            let path = Self::snapshot_path(epoch);
+            let bytes = std::fs::read(self.root.join(&path))?;
+            let sealed = self
+                .epoch_records(Some(epoch))
+                .await?
+                .pop()
+                .and_then(|r| r.manifest())
+                .and_then(|m| m.sha256.get(&path).cloned());
+            if sealed.as_deref() != Some(hex::encode(Sha256::digest(&bytes)).as_str()) {
+                tracing::warn!(%path, "view state snapshot does not match its sealed digest; not used");
+                continue;
+            }
+            let lines = bytes
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(<[u8]>::to_vec)
+                .collect();
+            return Ok(Some((epoch, lines)));
+        }
+        Ok(None)
+    }
+
     /// SHA-256 of a data file's bytes, hex.
     pub async fn file_sha256(&self, table: &Table, path: &str) -> Result<String> {
         let bytes = table.file_io().new_input(path)?.read().await?;
@@ -898,21 +999,29 @@ impl Warehouse {
         Ok(rows)
     }
 
-    /// Every committed event as the views see it, with its epoch, in epoch order, to rebuild
+    /// Every event committed after epoch `after` (every event if `None`) up to `up_to`, as the
+    /// views see it, with its epoch, in epoch order, to rebuild
     /// their state after a restart: the envelope of each event, and its payload only where
     /// `needs_payload` says so (the rest get `null`, which keeps memory to the envelope).
     /// Chain fields are zero.
     pub async fn view_inputs(
         &self,
+        after: Option<Epoch>,
         up_to: Epoch,
         needs_payload: impl Fn(custody_schemas::EventType) -> bool,
     ) -> Result<Vec<(Epoch, ChainedEvent)>> {
+        use iceberg::expr::Reference;
+        use iceberg::spec::Datum;
         let table = self.table(tables::EVENTS).await?;
         if table.metadata().current_snapshot().is_none() {
             return Ok(Vec::new());
         }
-        let stream = table
-            .scan()
+        let mut scan = table.scan();
+        if let Some(after) = after {
+            scan =
+                scan.with_filter(Reference::new("epoch").greater_than(Datum::long(after as i64)));
+        }
+        let stream = scan
             .select([
                 "tenant_id",
                 "seq",
@@ -1372,6 +1481,8 @@ pub struct CommitNotice<'a> {
     pub checkpoints: &'a [Checkpoint],
     /// Its view changes.
     pub views: &'a [ViewUpdate],
+    /// Whether the views' state was snapshotted with it.
+    pub snapshot: bool,
 }
 
 /// Called once an epoch is committed.
@@ -1470,6 +1581,7 @@ impl IcebergSink {
         let mut checkpoints = Vec::new();
         let mut views = Vec::new();
         let mut emitters = Vec::new();
+        let mut state: Vec<Vec<u8>> = Vec::new();
         for record in records {
             match record {
                 SinkRecord::Event(e) => events.push(*e),
@@ -1478,6 +1590,7 @@ impl IcebergSink {
                 SinkRecord::Checkpoint(c) => checkpoints.push(*c),
                 SinkRecord::View(v) => views.push(v),
                 SinkRecord::Emitter(e) => emitters.push(*e),
+                SinkRecord::ViewState(line) => state.push(line),
             }
         }
         checkpoints.sort_by(|a, b| a.tenant_id.cmp(&b.tenant_id));
@@ -1616,6 +1729,15 @@ impl IcebergSink {
             rows.insert(name, n);
             staged.push((name, n, table, files));
         }
+        // The views' state, when this is a snapshot epoch: a file beside the tables, its
+        // digest in the manifest (so under the seal).
+        let snapshot = if state.is_empty() {
+            None
+        } else {
+            let (path, digest) = self.warehouse.write_snapshot(epoch, &state)?;
+            manifest.sha256.insert(path.clone(), digest);
+            Some(path)
+        };
         crate::failpoint::hit("files-written", epoch);
         // 2. The commit point: the epoch's row in custody.epochs, listing those files, under
         //    the epoch's seal.
@@ -1715,7 +1837,11 @@ impl IcebergSink {
                 events: &events,
                 checkpoints: &checkpoints,
                 views: &views,
+                snapshot: snapshot.is_some(),
             });
+        }
+        if snapshot.is_some() {
+            self.warehouse.prune_snapshots(epoch);
         }
         self.metrics.events_accepted.inc_by(events.len() as u64);
         self.metrics.last_committed_epoch.set(epoch as i64);

@@ -26,7 +26,7 @@ use custody_operators::record::{ChainedEvent, Epoch, ViewId, ViewUpdate};
 use custody_schemas::EventType;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::StreamVec;
-use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::{Capability, Operator};
 
 /// What the view keeps of a `MODEL_DECISION`.
@@ -97,10 +97,12 @@ pub enum ModelIn {
     },
     /// Tool calls attributed (+) or no longer attributed (-).
     ToolCalls(i64),
+    /// The use as it was at the snapshot.
+    Restore(Usage),
 }
 
 /// One model version's use so far.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Usage {
     agents: BTreeMap<String, i64>,
     decisions: i64,
@@ -120,6 +122,7 @@ impl Usage {
                 self.last = Some(self.last.map_or(*ts_us, |l| l.max(*ts_us)));
             }
             ModelIn::ToolCalls(n) => self.tool_calls += n,
+            ModelIn::Restore(usage) => *self = usage.clone(),
         }
     }
 
@@ -141,41 +144,70 @@ impl Usage {
     }
 }
 
-/// Usage per model version; see the module documentation.
+/// What the view sends: its changes, and its state at snapshot epochs.
+#[derive(Clone, Debug)]
+pub enum ModelOut {
+    /// A row change.
+    Update(ViewUpdate),
+    /// A model version's use, at a snapshot epoch.
+    State((String, String), Usage),
+}
+
+type Stash = BTreeMap<
+    Epoch,
+    (
+        Option<Capability<Epoch>>,
+        Vec<((String, String), ModelIn)>,
+        bool,
+    ),
+>;
+
+/// Usage per model version; see the module documentation. `ticks` marks live epochs, as in
+/// [`super::session_scoped::session_scoped`].
 pub fn model_versions<'scope>(
     input: StreamVec<'scope, Epoch, ((String, String), ModelIn)>,
+    ticks: StreamVec<'scope, Epoch, ()>,
+    snapshot_every: u64,
     metrics: &Metrics,
-) -> StreamVec<'scope, Epoch, ViewUpdate> {
+) -> StreamVec<'scope, Epoch, ModelOut> {
     let keys = metrics
         .view_state
         .with_label_values(&["model_versions", "keys"]);
-    input.unary_frontier(
+    input.binary_frontier(
+        ticks,
         Exchange::new(|(key, _): &((String, String), ModelIn)| {
             use std::hash::{Hash, Hasher};
             let mut h = std::hash::DefaultHasher::new();
             key.hash(&mut h);
             h.finish()
         }),
+        Pipeline,
         "ModelVersions",
         move |_, _| {
-            type Stash = BTreeMap<Epoch, (Capability<Epoch>, Vec<((String, String), ModelIn)>)>;
             let mut stash: Stash = BTreeMap::new();
             let mut state: HashMap<(String, String), (Usage, Option<String>)> = HashMap::new();
-            move |(input, frontier), output| {
+            move |(input, input_frontier), (ticks, ticks_frontier), output| {
                 input.for_each(|cap, data| {
                     // Panic: epochs are totally ordered, so every message has a least time.
                     let time = *cap.least().expect("a message has a time");
-                    stash
-                        .entry(time)
-                        .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()))
-                        .1
-                        .append(data);
+                    let entry = stash.entry(time).or_default();
+                    entry.0.get_or_insert_with(|| cap.delayed(&time, 0));
+                    entry.1.append(data);
+                });
+                ticks.for_each(|cap, _| {
+                    // Panic: epochs are totally ordered, so every message has a least time.
+                    let time = *cap.least().expect("a message has a time");
+                    let entry = stash.entry(time).or_default();
+                    entry.0.get_or_insert_with(|| cap.delayed(&time, 0));
+                    entry.2 = true;
                 });
                 while let Some(entry) = stash.first_entry() {
-                    if frontier.less_equal(entry.key()) {
+                    let t = *entry.key();
+                    if input_frontier.less_equal(&t) || ticks_frontier.less_equal(&t) {
                         break;
                     }
-                    let (cap, inputs) = entry.remove();
+                    let (cap, inputs, ticked) = entry.remove();
+                    let Some(cap) = cap else { continue };
                     let mut touched: Vec<(String, String)> = Vec::new();
                     for (key, input) in inputs {
                         let (usage, _) = state.entry(key.clone()).or_insert_with(|| {
@@ -200,16 +232,21 @@ pub fn model_versions<'scope>(
                         }
                         for (r, diff) in [(emitted.take(), -1), (row.clone(), 1)] {
                             if let Some(row) = r {
-                                session.give(ViewUpdate::Row {
+                                session.give(ModelOut::Update(ViewUpdate::Row {
                                     view: ViewId::ModelVersions,
                                     tenant_id: key.0.clone(),
                                     key: key.1.clone(),
                                     row,
                                     diff,
-                                });
+                                }));
                             }
                         }
                         *emitted = row;
+                    }
+                    if ticked && crate::snapshot::is_snapshot_epoch(t, snapshot_every) {
+                        for (key, (usage, _)) in &state {
+                            session.give(ModelOut::State(key.clone(), usage.clone()));
+                        }
                     }
                 }
             }
@@ -221,6 +258,7 @@ pub fn model_versions<'scope>(
 mod tests {
     use timely::dataflow::operators::Input;
     use timely::dataflow::operators::capture::{Capture, Event};
+    use timely::dataflow::operators::vec::Map;
 
     use super::*;
     use crate::views::oracle::lcg;
@@ -249,7 +287,13 @@ mod tests {
             let feed = inputs.clone();
             let rx = timely::example(move |scope| {
                 let (mut handle, stream) = scope.new_input::<Vec<In>>();
-                let rx = model_versions(stream, &Metrics::new()).capture();
+                let (_, ticks) = scope.new_input::<Vec<()>>();
+                let rx = model_versions(stream, ticks, 0, &Metrics::new())
+                    .flat_map(|o| match o {
+                        ModelOut::Update(u) => Some(u),
+                        ModelOut::State(..) => None,
+                    })
+                    .capture();
                 for epoch in 0..5 {
                     handle.advance_to(epoch);
                     for (_, i) in feed.iter().filter(|(t, _)| *t == epoch) {

@@ -42,8 +42,8 @@ use custody_schemas::EventType;
 use prometheus::IntGauge;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::StreamVec;
-use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::Operator;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::{Capability, Operator};
 
 use super::causal_chains::{CausalChain, Link, MAX_DEPTH, is_boundary};
 use super::policy_violations::{PolicyFact, PolicyRule, evaluate};
@@ -129,6 +129,8 @@ pub enum SessionOut {
     Update(ViewUpdate),
     /// A model attribution change.
     Attribution(Attribution),
+    /// A session's state, at a snapshot epoch.
+    State(SessionState),
 }
 
 /// The causal chain of the tool call `tool` among one session's events (`nodes`: event id →
@@ -271,48 +273,112 @@ fn hash_key(key: &SessionKey) -> u64 {
     h.finish()
 }
 
-/// Inputs waiting for their epoch to complete, with its capability.
-type Stash = BTreeMap<
-    Epoch,
-    (
-        timely::dataflow::operators::Capability<Epoch>,
-        Vec<(SessionKey, SessionEvent)>,
-    ),
->;
+/// What the operator reads: an event, or a session's state from a snapshot.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum SessionIn {
+    /// An event of a session.
+    Event(SessionKey, SessionEvent),
+    /// A session as it was at the snapshot.
+    Restore(SessionState),
+}
 
-/// The session-scoped views over `input`; see the module documentation.
+impl SessionIn {
+    fn key(&self) -> &SessionKey {
+        match self {
+            SessionIn::Event(key, _) => key,
+            SessionIn::Restore(s) => &s.key,
+        }
+    }
+}
+
+/// A session in a snapshot: open (its events, last and ending epochs) or retired (its
+/// tombstone's end).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionState {
+    /// The session.
+    pub key: SessionKey,
+    /// Its events (none for a tombstone).
+    pub events: Vec<SessionEvent>,
+    /// The epoch of its last event.
+    pub last: Epoch,
+    /// The epoch that ended it.
+    pub ended: Option<Epoch>,
+    /// For a retired session: until when its key is remembered.
+    pub tombstone: Option<Epoch>,
+}
+
+/// Inputs waiting for their epoch to complete: its capability, the inputs, and whether the
+/// clock ticked at it (a live epoch, which may snapshot).
+type Stash = BTreeMap<Epoch, (Option<Capability<Epoch>>, Vec<SessionIn>, bool)>;
+
+/// The session-scoped views over `input`; see the module documentation. `ticks` (the
+/// pipeline's clock, broadcast) marks live epochs: at those that are snapshot epochs
+/// (`snapshot_every`), the state is sent as [`SessionOut::State`].
 pub fn session_scoped<'scope>(
-    input: StreamVec<'scope, Epoch, (SessionKey, SessionEvent)>,
+    input: StreamVec<'scope, Epoch, SessionIn>,
+    ticks: StreamVec<'scope, Epoch, ()>,
     cfg: RetireConfig,
+    snapshot_every: u64,
     metrics: &Metrics,
 ) -> StreamVec<'scope, Epoch, SessionOut> {
     let gauges = Gauges::new(metrics);
-    input.unary_frontier(
-        Exchange::new(|(key, _): &(SessionKey, SessionEvent)| hash_key(key)),
+    input.binary_frontier(
+        ticks,
+        Exchange::new(|x: &SessionIn| hash_key(x.key())),
+        Pipeline,
         "SessionScoped",
         move |_, _| {
             let mut stash: Stash = BTreeMap::new();
             let mut open: HashMap<SessionKey, Open> = HashMap::new();
             let mut tombstones: HashMap<SessionKey, Epoch> = HashMap::new();
-            move |(input, frontier), output| {
+            move |(input, input_frontier), (ticks, ticks_frontier), output| {
                 input.for_each(|cap, data| {
                     // Panic: epochs are totally ordered, so every message has a least time.
                     let time = *cap.least().expect("a message has a time");
-                    stash
-                        .entry(time)
-                        .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()))
-                        .1
-                        .append(data);
+                    let entry = stash.entry(time).or_default();
+                    entry.0.get_or_insert_with(|| cap.delayed(&time, 0));
+                    entry.1.append(data);
+                });
+                ticks.for_each(|cap, _| {
+                    // Panic: epochs are totally ordered, so every message has a least time.
+                    let time = *cap.least().expect("a message has a time");
+                    let entry = stash.entry(time).or_default();
+                    entry.0.get_or_insert_with(|| cap.delayed(&time, 0));
+                    entry.2 = true;
                 });
                 while let Some(entry) = stash.first_entry() {
                     let t = *entry.key();
-                    if frontier.less_equal(&t) {
+                    if input_frontier.less_equal(&t) || ticks_frontier.less_equal(&t) {
                         break;
                     }
-                    let (cap, events) = entry.remove();
+                    let (cap, inputs, ticked) = entry.remove();
+                    let Some(cap) = cap else { continue };
                     let mut session = output.session(&cap);
                     let mut touched: Vec<SessionKey> = Vec::new();
-                    for (key, event) in events {
+                    let mut restored: Vec<SessionKey> = Vec::new();
+                    for input in inputs {
+                        let (key, event) = match input {
+                            SessionIn::Restore(state) => {
+                                if let Some(until) = state.tombstone {
+                                    tombstones.insert(state.key, until);
+                                } else {
+                                    gauges.sessions.inc();
+                                    gauges.events.add(state.events.len() as i64);
+                                    restored.push(state.key.clone());
+                                    open.insert(
+                                        state.key,
+                                        Open {
+                                            events: state.events,
+                                            last: state.last,
+                                            ended: state.ended,
+                                            ..Open::default()
+                                        },
+                                    );
+                                }
+                                continue;
+                            }
+                            SessionIn::Event(key, event) => (key, event),
+                        };
                         if tombstones.contains_key(&key) {
                             gauges.late.inc();
                             continue;
@@ -335,34 +401,24 @@ pub fn session_scoped<'scope>(
                         s.events.push(event);
                         gauges.events.inc();
                     }
+                    // A restored session's rows are served again; its attribution is already
+                    // in the restored model use.
+                    for key in restored {
+                        if let Some(s) = open.get_mut(&key) {
+                            let (rows, attributed) = session_rows(&key.1, &s.events);
+                            s.attributed = attributed;
+                            s.rows = BTreeMap::new();
+                            for out in changes_to(&key, s, rows, false) {
+                                session.give(out);
+                            }
+                        }
+                    }
                     touched.sort();
                     touched.dedup();
                     for key in touched {
                         // Panic-free: every touched key was inserted above.
                         let s = open.get_mut(&key).expect("touched sessions are open");
                         let (rows, attributed) = session_rows(&key.1, &s.events);
-                        for ((view, k), row) in &s.rows {
-                            if rows.get(&(*view, k.clone())) != Some(row) {
-                                session.give(SessionOut::Update(ViewUpdate::Row {
-                                    view: *view,
-                                    tenant_id: key.0.clone(),
-                                    key: k.clone(),
-                                    row: row.clone(),
-                                    diff: -1,
-                                }));
-                            }
-                        }
-                        for ((view, k), row) in &rows {
-                            if s.rows.get(&(*view, k.clone())) != Some(row) {
-                                session.give(SessionOut::Update(ViewUpdate::Row {
-                                    view: *view,
-                                    tenant_id: key.0.clone(),
-                                    key: k.clone(),
-                                    row: row.clone(),
-                                    diff: 1,
-                                }));
-                            }
-                        }
                         for (tool, model) in &s.attributed {
                             if attributed.get(tool) != Some(model) {
                                 session.give(SessionOut::Attribution((
@@ -379,8 +435,10 @@ pub fn session_scoped<'scope>(
                                 )));
                             }
                         }
-                        s.rows = rows;
                         s.attributed = attributed;
+                        for out in changes_to(&key, s, rows, true) {
+                            session.give(out);
+                        }
                     }
                     // Retire what is finished.
                     let due: Vec<SessionKey> = open
@@ -407,10 +465,64 @@ pub fn session_scoped<'scope>(
                     }
                     tombstones.retain(|_, until| *until > t);
                     gauges.tombstones.set(tombstones.len() as i64);
+                    if ticked && crate::snapshot::is_snapshot_epoch(t, snapshot_every) {
+                        for (key, s) in &open {
+                            session.give(SessionOut::State(SessionState {
+                                key: key.clone(),
+                                events: s.events.clone(),
+                                last: s.last,
+                                ended: s.ended,
+                                tombstone: None,
+                            }));
+                        }
+                        for (key, until) in &tombstones {
+                            session.give(SessionOut::State(SessionState {
+                                key: key.clone(),
+                                events: Vec::new(),
+                                last: t,
+                                ended: None,
+                                tombstone: Some(*until),
+                            }));
+                        }
+                    }
                 }
             }
         },
     )
+}
+
+/// The changes from a session's last emitted rows to `rows` (only insertions when `retract`
+/// is false: the session was just restored, nothing emitted yet); keeps `rows` as emitted.
+fn changes_to(
+    key: &SessionKey,
+    s: &mut Open,
+    rows: BTreeMap<(ViewId, String), String>,
+    retract: bool,
+) -> Vec<SessionOut> {
+    let mut out = Vec::new();
+    let row = |view: ViewId, k: &str, row: &str, diff| {
+        SessionOut::Update(ViewUpdate::Row {
+            view,
+            tenant_id: key.0.clone(),
+            key: k.to_string(),
+            row: row.to_string(),
+            diff,
+        })
+    };
+    if retract {
+        for ((view, k), r) in &s.rows {
+            if rows.get(&(*view, k.clone())) != Some(r) {
+                out.push(row(*view, k, r, -1));
+            }
+        }
+    }
+    for ((view, k), r) in &rows {
+        if s.rows.get(&(*view, k.clone())) != Some(r) {
+            out.push(row(*view, k, r, 1));
+        }
+    }
+    s.rows = rows;
+    out
 }
 
 #[cfg(test)]
@@ -522,12 +634,13 @@ mod tests {
             }
             let feed = inputs.clone();
             let rx = timely::example(move |scope| {
-                let (mut handle, stream) = scope.new_input::<Vec<(SessionKey, SessionEvent)>>();
-                let rx = session_scoped(stream, cfg, &Metrics::new()).capture();
+                let (mut handle, stream) = scope.new_input::<Vec<SessionIn>>();
+                let (_, ticks) = scope.new_input::<Vec<()>>();
+                let rx = session_scoped(stream, ticks, cfg, 0, &Metrics::new()).capture();
                 for epoch in 0..epochs {
                     handle.advance_to(epoch);
                     for (_, k, e) in feed.iter().filter(|(t, _, _)| *t == epoch) {
-                        handle.send((k.clone(), e.clone()));
+                        handle.send(SessionIn::Event(k.clone(), e.clone()));
                     }
                 }
                 rx
