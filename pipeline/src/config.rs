@@ -487,7 +487,9 @@ impl ViewsConfig {
         custody_reports::views::session_scoped::RetireConfig {
             grace_epochs: self.retire_grace_epochs,
             idle_epochs: self.retire_idle_epochs,
-            tombstone_epochs: self.retire_idle_epochs.max(self.retire_grace_epochs),
+            // Long enough for a late event to be counted as late, short enough that
+            // retired keys do not pile up.
+            tombstone_epochs: (4 * self.retire_grace_epochs).max(8),
         }
     }
 }

@@ -169,13 +169,24 @@ fn run(
                     let (cpu, now) = (cpu_seconds(), Instant::now());
                     let (rss, peak) = rss();
                     let done = (total - mark_events) as f64;
+                    let state = |kind: &str| {
+                        metrics
+                            .view_state
+                            .with_label_values(&["session_scoped", kind])
+                            .get()
+                    };
+                    let live_rows = live.lock().map_or(0, |l| l.live_rows());
                     println!(
-                        "  {:>5.1}M events: RSS {:>6.0} MB (peak {:>6.0} MB), {:>6.1} µs CPU/event, {:>8.0} events/s",
+                        "  {:>5.1}M events: RSS {:>6.0} MB (peak {:>6.0} MB), {:>6.1} µs CPU/event, {:>8.0} events/s; open sessions {} ({} events), tombstones {}, live rows {}",
                         total as f64 / 1e6,
                         rss as f64 / 1e6,
                         peak as f64 / 1e6,
                         (cpu - mark_cpu) * 1e6 / done,
                         done / now.duration_since(mark_at).as_secs_f64(),
+                        state("open_sessions"),
+                        state("events"),
+                        state("tombstones"),
+                        live_rows,
                     );
                     (mark_events, mark_cpu, mark_at) = (total, cpu, now);
                 }
