@@ -29,6 +29,7 @@ use views::hitl_latency::{Decision, Escalation, FromEvent, HitlConfig};
 use views::model_versions::ModelOut;
 use views::model_versions::{ModelIn, ModelUse};
 use views::policy_violations::PolicyRule;
+use views::reviews::{GroupFact, LatencyFact, ReviewIn, ReviewOut};
 use views::session_scoped::{RetireConfig, SessionEvent, SessionIn, SessionOut};
 
 /// Turns everything `f` maps a record to (an `Option`, a `Vec`, … of `(record, diff)`) into
@@ -65,6 +66,33 @@ where
         .as_collection()
 }
 
+/// A stream of `(record, diff)` as a collection: each update at its message's epoch.
+pub trait IntoUpdates<'scope, D> {
+    /// The collection.
+    fn into_updates(self) -> VecCollection<'scope, Epoch, D>;
+}
+
+impl<'scope, D: Clone + 'static> IntoUpdates<'scope, D> for StreamVec<'scope, Epoch, (D, isize)> {
+    fn into_updates(self) -> VecCollection<'scope, Epoch, D> {
+        self.unary::<CapacityContainerBuilder<Vec<(D, Epoch, isize)>>, _, _, _>(
+            Pipeline,
+            "IntoUpdates",
+            |_, _| {
+                move |input, output| {
+                    input.for_each(|cap, data| {
+                        // Panic: epochs are totally ordered, so every message has a least time.
+                        let time = *cap.least().expect("a message has a time");
+                        output
+                            .session(&cap)
+                            .give_iterator(data.drain(..).map(|(d, r)| (d, time, r)));
+                    });
+                }
+            },
+        )
+        .as_collection()
+    }
+}
+
 /// Whether the views read the payload of events of this type (the others only need the
 /// envelope): what a restart must load to rebuild their state.
 pub fn view_needs_payload(event_type: custody_schemas::EventType) -> bool {
@@ -98,25 +126,27 @@ pub struct ViewsConfig {
 #[derive(Clone, Debug)]
 enum Fact {
     Type((String, String)),
-    Escalation(Escalation),
-    Decision(Decision),
+    Review(ReviewIn),
+    Latency((String, LatencyFact)),
+    Group(((String, String), GroupFact)),
     Session(SessionIn),
     Model(((String, String), ModelIn)),
     Drift(((String, String), views::alerts::DriftFact)),
 }
 
 impl Fact {
-    const KINDS: u64 = 6;
+    const KINDS: u64 = 7;
 
     /// Its output of the partition, in declaration order.
     fn kind(&self) -> u64 {
         match self {
             Fact::Type(_) => 0,
-            Fact::Escalation(_) => 1,
-            Fact::Decision(_) => 2,
-            Fact::Session(_) => 3,
-            Fact::Model(_) => 4,
-            Fact::Drift(_) => 5,
+            Fact::Review(_) => 1,
+            Fact::Latency(_) => 2,
+            Fact::Group(_) => 3,
+            Fact::Session(_) => 4,
+            Fact::Model(_) => 5,
+            Fact::Drift(_) => 6,
         }
     }
 
@@ -141,8 +171,9 @@ impl Fact {
     fn restored(part: StatePart) -> (Fact, isize) {
         match part {
             StatePart::Count(k, n) => (Fact::Type(k), n),
-            StatePart::Escalation(e, n) => (Fact::Escalation(e), n),
-            StatePart::Decision(d, n) => (Fact::Decision(d), n),
+            StatePart::Pairing(p) => (Fact::Review(ReviewIn::Restore(p)), 1),
+            StatePart::Latency(f, n) => (Fact::Latency(f), n),
+            StatePart::Group(f, n) => (Fact::Group(f), n),
             StatePart::Drift(d, n) => (Fact::Drift(d), n),
             StatePart::Session(s) => (Fact::Session(SessionIn::Restore(s)), 1),
             StatePart::Model(k, u) => (Fact::Model((k, ModelIn::Restore(u))), 1),
@@ -154,8 +185,8 @@ impl Fact {
             e.event.tenant_id.as_str().to_string(),
             e.event.event_type.as_str().to_string(),
         ))];
-        out.extend(Escalation::from_event(e).map(Fact::Escalation));
-        out.extend(Decision::from_event(e).map(Fact::Decision));
+        out.extend(Escalation::from_event(e).map(|x| Fact::Review(ReviewIn::Escalation(x))));
+        out.extend(Decision::from_event(e).map(|x| Fact::Review(ReviewIn::Decision(x))));
         out.extend(ModelUse::from_event(e).map(Fact::Model));
         // Custody's own events (API access, erasure) are counted, not agent sessions or drift.
         if !e.event.event_type.is_custody_action() {
@@ -272,8 +303,43 @@ pub fn render_views<'scope>(
         };
     }
     let typed = part!(Type);
-    let escalations = part!(Escalation);
-    let decisions = part!(Decision);
+    let reviews = views::reviews::reviews(
+        stream!(Review),
+        ticks.clone(),
+        hitl,
+        cfg.retire,
+        every,
+        metrics,
+    );
+    let latency_facts = part!(Latency).concat(
+        reviews
+            .clone()
+            .flat_map(|o| match o {
+                ReviewOut::Latency(f, n) => Some((f, n)),
+                _ => None,
+            })
+            .into_updates(),
+    );
+    let group_facts = part!(Group).concat(
+        reviews
+            .clone()
+            .flat_map(|o| match o {
+                ReviewOut::Group(f, n) => Some((f, n)),
+                _ => None,
+            })
+            .into_updates(),
+    );
+    let pending = reviews
+        .clone()
+        .flat_map(|o| match o {
+            ReviewOut::Pending(e, n) => Some((e, n)),
+            _ => None,
+        })
+        .into_updates();
+    let review_states = reviews.flat_map(|o| match o {
+        ReviewOut::State(p) => Some(StatePart::Pairing(p)),
+        _ => None,
+    });
     let scoped = views::session_scoped::session_scoped(
         stream!(Session),
         ticks.clone(),
@@ -294,18 +360,18 @@ pub fn render_views<'scope>(
             |k, n| StatePart::Count(k.clone(), n),
         ),
         mirror(
-            escalations.clone(),
+            latency_facts.clone(),
             ticks.clone(),
             every,
-            "EscalationsState",
-            |e, n| StatePart::Escalation(e.clone(), n),
+            "LatencyState",
+            |f, n| StatePart::Latency(f.clone(), n),
         ),
         mirror(
-            decisions.clone(),
+            group_facts.clone(),
             ticks.clone(),
             every,
-            "DecisionsState",
-            |d, n| StatePart::Decision(d.clone(), n),
+            "GroupsState",
+            |f, n| StatePart::Group(f.clone(), n),
         ),
         mirror(
             drift_facts.clone(),
@@ -314,11 +380,12 @@ pub fn render_views<'scope>(
             "DriftState",
             |d, n| StatePart::Drift(d.clone(), n),
         ),
+        review_states,
     ];
 
     let alerts = views::alerts::alerts(drift_facts, drift);
-    let groups = views::hitl_groups::hitl_groups(escalations.clone(), decisions.clone(), hitl);
-    let breaches = views::sla_breaches::sla_breaches(escalations.clone(), decisions.clone(), clock);
+    let groups = views::hitl_groups::hitl_groups(group_facts);
+    let breaches = views::sla_breaches::sla_breaches(pending, clock);
 
     let session_rows = scoped.clone().flat_map(|o| match o {
         SessionOut::Update(u) => Some(u),
@@ -357,7 +424,7 @@ pub fn render_views<'scope>(
         },
     );
     let latency = changes(
-        views::hitl_latency::hitl_latency(escalations, decisions, hitl),
+        views::hitl_latency::hitl_latency(latency_facts),
         "HitlLatencyChanges",
         |(tenant_id, stats), diff| ViewUpdate::HitlLatency {
             tenant_id,

@@ -19,8 +19,8 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::{Capability, Operator};
 
 use crate::views::alerts::DriftFact;
-use crate::views::hitl_latency::{Decision, Escalation};
 use crate::views::model_versions::Usage;
+use crate::views::reviews::{GroupFact, LatencyFact, PairingState};
 use crate::views::session_scoped::SessionState;
 
 /// One part of the views' state.
@@ -28,10 +28,12 @@ use crate::views::session_scoped::SessionState;
 pub enum StatePart {
     /// An event count: `((tenant, event_type), count)`.
     Count((String, String), isize),
-    /// An escalation the HITL views hold, with its multiplicity.
-    Escalation(Escalation, isize),
-    /// A review decision the HITL views hold, with its multiplicity.
-    Decision(Decision, isize),
+    /// The escalation/decision pairing's state.
+    Pairing(PairingState),
+    /// A per-tenant review latency fact, with its multiplicity.
+    Latency((String, LatencyFact), isize),
+    /// A per-group review latency fact, with its multiplicity.
+    Group(((String, String), GroupFact), isize),
     /// A drift fact of `(tenant, agent)`, with its multiplicity.
     Drift(((String, String), DriftFact), isize),
     /// An open (or recently retired) session.

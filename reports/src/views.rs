@@ -7,6 +7,7 @@ pub mod hitl_groups;
 pub mod hitl_latency;
 pub mod model_versions;
 pub mod policy_violations;
+pub mod reviews;
 pub mod session_scoped;
 pub mod sessions;
 pub mod sla_breaches;

@@ -1,22 +1,25 @@
 //! Human-in-the-loop review latency per tenant.
 //!
 //! # Inputs
-//! - escalations: `((tenant_id, escalation_event_id), EscalationFact)`;
-//! - decisions: `((tenant_id, escalation_event_id), DecisionFact)`.
+//! `(tenant_id, LatencyFact)` from [`super::reviews`]: every review as a sketch bucket with
+//! its flags, and the exact maximum.
 //!
 //! # Outputs
 //! `(tenant_id, HitlStats)`: completed reviews, p50/p95/max presented→decided latency
-//! (nearest-rank percentiles, milliseconds), approvals faster than the rubber-stamp threshold,
+//! (nearest-rank percentiles from a DDSketch with relative accuracy 1%, milliseconds; count
+//! and maximum exact), approvals faster than the rubber-stamp threshold,
 //! and decisions later than the escalation's SLA.
 //!
-//! # State
-//! Arrangements of escalations and decisions keyed by `(tenant, escalation id)` (one entry per
-//! escalation and decision, kept for the life of the pipeline), and of latencies by tenant.
+//! # State and its bound
+//! The reduce's input arrangement: per tenant, its buckets (about 1,100 for latencies up to
+//! a year, in practice tens) × the two flags, and a maximum per worker.
 
 use custody_operators::record::{ChainedEvent, Epoch, HitlStats};
 use custody_schemas::EventType;
 use custody_schemas::time::parse_rfc3339;
 use differential_dataflow::VecCollection;
+
+use super::reviews::{LatencyFact, bucket_value};
 use serde::{Deserialize, Serialize};
 
 /// View settings.
@@ -189,41 +192,35 @@ pub fn stats(sorted: &[(Review, isize)]) -> HitlStats {
     }
 }
 
-/// Joins escalations with their decisions and summarizes per tenant.
+/// Summarizes each tenant's reviews from its latency sketch (percentiles within
+/// [`super::reviews::SKETCH_ALPHA`] of the exact nearest-rank value; counts and the maximum
+/// exact).
 pub fn hitl_latency<'scope>(
-    escalations: VecCollection<'scope, Epoch, Escalation>,
-    decisions: VecCollection<'scope, Epoch, Decision>,
-    cfg: HitlConfig,
+    facts: VecCollection<'scope, Epoch, (String, LatencyFact)>,
 ) -> VecCollection<'scope, Epoch, (String, HitlStats)> {
-    escalations
-        .join(decisions)
-        .map(move |((tenant, _id), (esc, dec))| {
-            (
-                tenant,
-                review(
-                    esc.presented_us,
-                    esc.sla_s,
-                    dec.decided_us,
-                    dec.outcome == Outcome::Approve,
-                    cfg,
-                ),
-            )
-        })
-        .reduce_named("HitlLatency", |_tenant, input, output| {
-            let sorted: Vec<(Review, isize)> = input.iter().map(|(r, c)| (**r, *c)).collect();
-            output.push((stats(&sorted), 1));
-        })
+    facts.reduce_named("HitlLatency", |_tenant, input, output| {
+        let mut reviews: Vec<(Review, isize)> = Vec::new();
+        let mut max: Option<i64> = None;
+        for (fact, n) in input {
+            match fact {
+                LatencyFact::Bucket(b, rubber, over) => {
+                    reviews.push(((bucket_value(*b), *rubber, *over), *n));
+                }
+                LatencyFact::Max(ms) => max = max.max(Some(*ms)),
+            }
+        }
+        if reviews.is_empty() {
+            return;
+        }
+        let mut s = stats(&reviews);
+        s.max_ms = max.unwrap_or(s.max_ms);
+        output.push((s, 1));
+    })
 }
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
-    use differential_dataflow::input::Input;
-    use timely::dataflow::operators::Capture;
-
     use super::*;
-    use crate::views::oracle::{accumulate_by_epoch, lcg};
 
     #[test]
     fn percentiles_are_nearest_rank() {
@@ -239,95 +236,5 @@ mod tests {
             (one.reviews, one.p50_ms, one.rubber_stamps, one.over_sla),
             (3, 7, 3, 3)
         );
-    }
-
-    /// The incremental view equals recomputation from all events so far, at every epoch,
-    /// whatever the order escalations and decisions arrive in.
-    #[test]
-    fn oracle_matches_recomputation() {
-        let cfg = HitlConfig::default();
-        for seed in 1..=5u64 {
-            let mut rng = lcg(seed);
-            let mut escalations: Vec<(u64, Escalation)> = Vec::new();
-            let mut decisions: Vec<(u64, Decision)> = Vec::new();
-            for i in 0..60 {
-                let key = (format!("t{}", rng() % 3), format!("esc-{i}"));
-                let presented = 1_000_000_000 + (rng() % 1000) as i64 * 1_000_000;
-                let sla = [60, 300, 900][(rng() % 3) as usize];
-                let esc = EscalationFact {
-                    presented_us: presented,
-                    sla_s: sla,
-                    agent_id: format!("agent-{}", rng() % 2),
-                    risk_tier: "high".into(),
-                };
-                escalations.push((rng() % 6, (key.clone(), esc)));
-                if !rng().is_multiple_of(4) {
-                    let decided_us = presented + (rng() % 1_200_000) as i64 * 1000;
-                    let outcome = if rng().is_multiple_of(2) {
-                        Outcome::Approve
-                    } else {
-                        Outcome::Reject
-                    };
-                    decisions.push((
-                        rng() % 6,
-                        (
-                            key,
-                            DecisionFact {
-                                decided_us,
-                                outcome,
-                            },
-                        ),
-                    ));
-                }
-            }
-            let (esc_in, dec_in) = (escalations.clone(), decisions.clone());
-            let rx = timely::example(move |scope| {
-                let (mut eh, ec) = scope.new_collection::<Escalation, isize>();
-                let (mut dh, dc) = scope.new_collection::<Decision, isize>();
-                let rx = hitl_latency(ec, dc, cfg).inner.capture();
-                for epoch in 0..6u64 {
-                    eh.advance_to(epoch);
-                    dh.advance_to(epoch);
-                    esc_in
-                        .iter()
-                        .filter(|(t, _)| *t == epoch)
-                        .for_each(|(_, e)| eh.insert(e.clone()));
-                    dec_in
-                        .iter()
-                        .filter(|(t, _)| *t == epoch)
-                        .for_each(|(_, d)| dh.insert(d.clone()));
-                }
-                rx
-            });
-            let states = accumulate_by_epoch(rx, 6);
-            for epoch in 0..6u64 {
-                let mut per_tenant: BTreeMap<String, Vec<(Review, isize)>> = BTreeMap::new();
-                for (_, ((tenant, id), dec)) in decisions.iter().filter(|(t, _)| *t <= epoch) {
-                    let esc = escalations
-                        .iter()
-                        .find(|(t, ((et, eid), _))| *t <= epoch && et == tenant && eid == id);
-                    if let Some((_, (_, e))) = esc {
-                        per_tenant.entry(tenant.clone()).or_default().push((
-                            review(
-                                e.presented_us,
-                                e.sla_s,
-                                dec.decided_us,
-                                dec.outcome == Outcome::Approve,
-                                cfg,
-                            ),
-                            1,
-                        ));
-                    }
-                }
-                let want: BTreeMap<(String, HitlStats), isize> = per_tenant
-                    .into_iter()
-                    .map(|(t, mut reviews)| {
-                        reviews.sort();
-                        ((t, stats(&reviews)), 1)
-                    })
-                    .collect();
-                assert_eq!(states[&epoch], want, "seed {seed} epoch {epoch}");
-            }
-        }
     }
 }

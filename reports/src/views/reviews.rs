@@ -1,0 +1,596 @@
+//! Pairs each human escalation with its review decisions, keeping only what is not yet
+//! paired: the input of the HITL views ([`super::hitl_latency`], [`super::hitl_groups`],
+//! [`super::sla_breaches`]).
+//!
+//! # Inputs
+//! Escalations and decisions keyed by `(tenant_id, escalation_event_id)`, exchanged by that
+//! key (and, from a snapshot, [`PairingState`]s).
+//!
+//! # Outputs ([`ReviewOut`])
+//! - `Pending`: an escalation with no decision yet, inserted when it arrives and retracted
+//!   when its first decision does (what SLA breaches are found among);
+//! - `Latency` and `Group` facts: every (escalation, decision) pair as a latency sketch bucket
+//!   ([`bucket`]) with its rubber-stamp and SLA flags (and outcome, per agent and risk tier),
+//!   inserted once, never retracted; these consolidate, so the views' state is bounded by
+//!   tenants (and groups) × buckets, not by reviews. The exact maximum is carried as one
+//!   `Max` fact per tenant (or group) and worker, replaced as it grows;
+//! - `State`: this operator's state at snapshot epochs.
+//!
+//! # State and its bound
+//! Escalations without a decision (open work: an undecided escalation stays until decided),
+//! and decided ones for `grace_epochs` after their first decision (for further decisions);
+//! decisions whose escalation has not arrived, for `idle_epochs`; the maxima sent.
+//!
+//! # Metrics
+//! `custody_view_state{view="reviews",kind=escalations|orphans}`;
+//! `custody_view_late_events_total{view="reviews"}`: decisions dropped unpaired (their
+//! escalation never came within `idle_epochs`, or came and was retired).
+
+use std::collections::{BTreeMap, HashMap};
+
+use custody_operators::Metrics;
+use custody_operators::record::Epoch;
+use serde::{Deserialize, Serialize};
+use timely::dataflow::StreamVec;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::{Capability, Operator};
+
+use super::hitl_latency::{
+    Decision, DecisionFact, Escalation, EscalationFact, HitlConfig, Outcome, review,
+};
+use super::session_scoped::RetireConfig;
+
+/// Relative accuracy of the latency sketch: a reported percentile is within 1% of the exact
+/// nearest-rank value (then rounded to the millisecond).
+pub const SKETCH_ALPHA: f64 = 0.01;
+
+fn gamma() -> f64 {
+    (1.0 + SKETCH_ALPHA) / (1.0 - SKETCH_ALPHA)
+}
+
+/// The sketch bucket of a latency in ms (DDSketch): 0 for 0; for `|l| >= 1`, the sign of `l`
+/// times `1 + ceil(log_γ |l|)`, γ = (1+α)/(1-α).
+pub fn bucket(latency_ms: i64) -> i32 {
+    if latency_ms == 0 {
+        return 0;
+    }
+    let k = ((latency_ms.unsigned_abs() as f64).ln() / gamma().ln()).ceil() as i32;
+    latency_ms.signum() as i32 * (k + 1)
+}
+
+/// The value a bucket stands for: within α of every latency in it.
+pub fn bucket_value(b: i32) -> i64 {
+    if b == 0 {
+        return 0;
+    }
+    let g = gamma();
+    let v = 2.0 * g.powi(b.abs() - 1) / (g + 1.0);
+    b.signum() as i64 * v.round() as i64
+}
+
+/// One review as the per-tenant latency view keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum LatencyFact {
+    /// A review in this latency bucket, approved faster than the rubber-stamp threshold or
+    /// not, decided past its SLA or not.
+    Bucket(i32, bool, bool),
+    /// The largest latency seen (by one worker).
+    Max(i64),
+}
+
+/// One review as the per-group view keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum GroupFact {
+    /// As [`LatencyFact::Bucket`], with the decision's outcome.
+    Bucket(i32, bool, bool, Outcome),
+    /// The largest latency seen (by one worker).
+    Max(i64),
+}
+
+/// The operator's state in a snapshot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PairingState {
+    /// An escalation, undecided or decided at an epoch.
+    Escalation {
+        /// `(tenant, escalation id)`.
+        key: (String, String),
+        /// The escalation.
+        fact: EscalationFact,
+        /// The epoch of its first decision.
+        decided: Option<Epoch>,
+    },
+    /// Decisions waiting for their escalation since an epoch.
+    Orphans {
+        /// `(tenant, escalation id)`.
+        key: (String, String),
+        /// The decisions.
+        decisions: Vec<DecisionFact>,
+        /// When the first arrived.
+        since: Epoch,
+    },
+    /// A maximum sent: per tenant (`group` none) or per tenant and group.
+    Max {
+        /// Tenant.
+        tenant: String,
+        /// `agent/risk_tier`, for a group.
+        group: Option<String>,
+        /// The latency, ms.
+        ms: i64,
+    },
+}
+
+/// What the operator reads.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ReviewIn {
+    /// An escalation.
+    Escalation(Escalation),
+    /// A decision.
+    Decision(Decision),
+    /// State from a snapshot.
+    Restore(PairingState),
+}
+
+impl ReviewIn {
+    fn route(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        match self {
+            ReviewIn::Escalation((key, _)) | ReviewIn::Decision((key, _)) => key.hash(&mut h),
+            ReviewIn::Restore(
+                PairingState::Escalation { key, .. } | PairingState::Orphans { key, .. },
+            ) => key.hash(&mut h),
+            ReviewIn::Restore(PairingState::Max { tenant, group, .. }) => {
+                (tenant, group).hash(&mut h)
+            }
+        }
+        h.finish()
+    }
+}
+
+/// What the operator sends.
+#[derive(Clone, Debug)]
+pub enum ReviewOut {
+    /// An undecided escalation (+1) or its first decision (-1).
+    Pending(Escalation, isize),
+    /// A per-tenant latency fact.
+    Latency((String, LatencyFact), isize),
+    /// A per-group latency fact, keyed `(tenant, "agent/risk_tier")`.
+    Group(((String, String), GroupFact), isize),
+    /// State, at a snapshot epoch.
+    State(PairingState),
+}
+
+struct Held {
+    fact: EscalationFact,
+    decided: Option<Epoch>,
+}
+
+type Stash = BTreeMap<Epoch, (Option<Capability<Epoch>>, Vec<ReviewIn>, bool)>;
+
+/// The latest maximum sent, per tenant (group `None`) or tenant and group.
+type Maxima = HashMap<(String, Option<String>), i64>;
+
+/// One (escalation, decision) pair: its sketch facts, and new maxima.
+fn pair(
+    maxima: &mut Maxima,
+    hitl: HitlConfig,
+    key: &(String, String),
+    esc: &EscalationFact,
+    dec: &DecisionFact,
+    out: &mut Vec<ReviewOut>,
+) {
+    let (latency, rubber, over) = review(
+        esc.presented_us,
+        esc.sla_s,
+        dec.decided_us,
+        dec.outcome == Outcome::Approve,
+        hitl,
+    );
+    let b = bucket(latency);
+    let tenant = key.0.clone();
+    let group = format!("{}/{}", esc.agent_id, esc.risk_tier);
+    out.push(ReviewOut::Latency(
+        (tenant.clone(), LatencyFact::Bucket(b, rubber, over)),
+        1,
+    ));
+    out.push(ReviewOut::Group(
+        (
+            (tenant.clone(), group.clone()),
+            GroupFact::Bucket(b, rubber, over, dec.outcome),
+        ),
+        1,
+    ));
+    for g in [None, Some(group)] {
+        let old = maxima.get(&(tenant.clone(), g.clone())).copied();
+        if old.is_some_and(|m| m >= latency) {
+            continue;
+        }
+        maxima.insert((tenant.clone(), g.clone()), latency);
+        let fact = |ms: i64, diff| match &g {
+            None => ReviewOut::Latency((tenant.clone(), LatencyFact::Max(ms)), diff),
+            Some(g) => ReviewOut::Group(((tenant.clone(), g.clone()), GroupFact::Max(ms)), diff),
+        };
+        if let Some(old) = old {
+            out.push(fact(old, -1));
+        }
+        out.push(fact(latency, 1));
+    }
+}
+
+/// Pairs escalations with decisions; see the module documentation.
+pub fn reviews<'scope>(
+    input: StreamVec<'scope, Epoch, ReviewIn>,
+    ticks: StreamVec<'scope, Epoch, ()>,
+    hitl: HitlConfig,
+    retire: RetireConfig,
+    snapshot_every: u64,
+    metrics: &Metrics,
+) -> StreamVec<'scope, Epoch, ReviewOut> {
+    let gauge = |kind| metrics.view_state.with_label_values(&["reviews", kind]);
+    let (held_gauge, orphans_gauge) = (gauge("escalations"), gauge("orphans"));
+    let late = metrics.view_late_events.with_label_values(&["reviews"]);
+    input.binary_frontier(
+        ticks,
+        Exchange::new(ReviewIn::route),
+        Pipeline,
+        "Reviews",
+        move |_, _| {
+            let mut stash: Stash = BTreeMap::new();
+            let mut held: HashMap<(String, String), Held> = HashMap::new();
+            let mut orphans: HashMap<(String, String), (Vec<DecisionFact>, Epoch)> = HashMap::new();
+            let mut maxima: Maxima = HashMap::new();
+            move |(input, input_frontier), (ticks, ticks_frontier), output| {
+                input.for_each(|cap, data| {
+                    // Panic: epochs are totally ordered, so every message has a least time.
+                    let time = *cap.least().expect("a message has a time");
+                    let entry = stash.entry(time).or_default();
+                    entry.0.get_or_insert_with(|| cap.delayed(&time, 0));
+                    entry.1.append(data);
+                });
+                ticks.for_each(|cap, _| {
+                    // Panic: epochs are totally ordered, so every message has a least time.
+                    let time = *cap.least().expect("a message has a time");
+                    let entry = stash.entry(time).or_default();
+                    entry.0.get_or_insert_with(|| cap.delayed(&time, 0));
+                    entry.2 = true;
+                });
+                while let Some(entry) = stash.first_entry() {
+                    let t = *entry.key();
+                    if input_frontier.less_equal(&t) || ticks_frontier.less_equal(&t) {
+                        break;
+                    }
+                    let (cap, inputs, ticked) = entry.remove();
+                    let Some(cap) = cap else { continue };
+                    let mut out: Vec<ReviewOut> = Vec::new();
+                    for input in inputs {
+                        match input {
+                            ReviewIn::Restore(PairingState::Escalation { key, fact, decided }) => {
+                                if decided.is_none() {
+                                    out.push(ReviewOut::Pending((key.clone(), fact.clone()), 1));
+                                }
+                                held.insert(key, Held { fact, decided });
+                            }
+                            ReviewIn::Restore(PairingState::Orphans {
+                                key,
+                                decisions,
+                                since,
+                            }) => {
+                                orphans.insert(key, (decisions, since));
+                            }
+                            ReviewIn::Restore(PairingState::Max { tenant, group, ms }) => {
+                                maxima.insert((tenant, group), ms);
+                            }
+                            ReviewIn::Escalation((key, fact)) => {
+                                if held.contains_key(&key) {
+                                    // The same escalation again (a replayed event): once.
+                                    continue;
+                                }
+                                let mut decided = None;
+                                if let Some((decisions, _)) = orphans.remove(&key) {
+                                    for dec in &decisions {
+                                        pair(&mut maxima, hitl, &key, &fact, dec, &mut out);
+                                    }
+                                    decided = Some(t);
+                                } else {
+                                    out.push(ReviewOut::Pending((key.clone(), fact.clone()), 1));
+                                }
+                                held.insert(key, Held { fact, decided });
+                            }
+                            ReviewIn::Decision((key, dec)) => match held.get_mut(&key) {
+                                Some(h) => {
+                                    pair(&mut maxima, hitl, &key, &h.fact, &dec, &mut out);
+                                    if h.decided.is_none() {
+                                        h.decided = Some(t);
+                                        out.push(ReviewOut::Pending(
+                                            (key.clone(), h.fact.clone()),
+                                            -1,
+                                        ));
+                                    }
+                                }
+                                None => orphans.entry(key).or_insert((Vec::new(), t)).0.push(dec),
+                            },
+                        }
+                    }
+                    // Retire what is paired and past its grace, and orphans past the idle time.
+                    held.retain(|_, h| h.decided.is_none_or(|d| d + retire.grace_epochs > t));
+                    orphans.retain(|_, (decisions, since)| {
+                        let keep = *since + retire.idle_epochs > t;
+                        if !keep {
+                            late.inc_by(decisions.len() as u64);
+                        }
+                        keep
+                    });
+                    held_gauge.set(held.len() as i64);
+                    orphans_gauge.set(orphans.len() as i64);
+                    if ticked && crate::snapshot::is_snapshot_epoch(t, snapshot_every) {
+                        for (key, h) in &held {
+                            out.push(ReviewOut::State(PairingState::Escalation {
+                                key: key.clone(),
+                                fact: h.fact.clone(),
+                                decided: h.decided,
+                            }));
+                        }
+                        for (key, (decisions, since)) in &orphans {
+                            out.push(ReviewOut::State(PairingState::Orphans {
+                                key: key.clone(),
+                                decisions: decisions.clone(),
+                                since: *since,
+                            }));
+                        }
+                        for ((tenant, group), ms) in &maxima {
+                            out.push(ReviewOut::State(PairingState::Max {
+                                tenant: tenant.clone(),
+                                group: group.clone(),
+                                ms: *ms,
+                            }));
+                        }
+                    }
+                    output.session(&cap).give_iterator(out.into_iter());
+                }
+            }
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use custody_operators::record::HitlStats;
+    use differential_dataflow::input::Input as _;
+    use timely::dataflow::operators::Input;
+    use timely::dataflow::operators::capture::Capture;
+    use timely::dataflow::operators::vec::Map;
+
+    use super::*;
+    use crate::IntoUpdates;
+    use crate::views::hitl_groups::{GroupReview, HitlGroupStats, group_stats, hitl_groups};
+    use crate::views::hitl_latency::{Review, hitl_latency, stats};
+    use crate::views::oracle::{accumulate_by_epoch, lcg};
+    use crate::views::sla_breaches::{SlaBreach, deadline, sla_breaches};
+
+    /// The percentile error bound, stated: within α of the exact nearest-rank value, plus
+    /// rounding to the millisecond.
+    fn within_bound(sketch: i64, exact: i64) -> bool {
+        (sketch - exact).abs() as f64 <= SKETCH_ALPHA * exact.abs() as f64 + 1.0
+    }
+
+    fn same_stats(sketch: &HitlStats, exact: &HitlStats) -> bool {
+        within_bound(sketch.p50_ms, exact.p50_ms)
+            && within_bound(sketch.p95_ms, exact.p95_ms)
+            && (
+                sketch.reviews,
+                sketch.max_ms,
+                sketch.rubber_stamps,
+                sketch.over_sla,
+            ) == (
+                exact.reviews,
+                exact.max_ms,
+                exact.rubber_stamps,
+                exact.over_sla,
+            )
+    }
+
+    /// Escalations and decisions in any order (decisions first, several per escalation, some
+    /// never), over epochs with the clock moving: at every epoch the latency and group views
+    /// equal the exact statistics of every pair so far (percentiles within the sketch's bound,
+    /// the rest exactly), and the breaches are the undecided escalations past their deadline.
+    #[test]
+    fn oracle_matches_recomputation_within_the_sketch_bound() {
+        let hitl = HitlConfig::default();
+        let retire = RetireConfig {
+            grace_epochs: 100,
+            idle_epochs: 100,
+            tombstone_epochs: 100,
+        };
+        let outcomes = [
+            Outcome::Approve,
+            Outcome::Reject,
+            Outcome::Modify,
+            Outcome::Escalate,
+        ];
+        for seed in 1..=6u64 {
+            let epochs = 7u64;
+            let mut rng = lcg(seed);
+            let mut inputs: Vec<(u64, ReviewIn)> = Vec::new();
+            for i in 0..120 {
+                let key = (format!("t{}", rng() % 2), format!("esc-{i}"));
+                let esc = EscalationFact {
+                    presented_us: (rng() % 1000) as i64 * 1_000_000,
+                    sla_s: [60, 300, 900][(rng() % 3) as usize],
+                    agent_id: format!("a{}", rng() % 2),
+                    risk_tier: "high".into(),
+                };
+                inputs.push((
+                    rng() % epochs,
+                    ReviewIn::Escalation((key.clone(), esc.clone())),
+                ));
+                for _ in 0..rng() % 3 {
+                    let dec = DecisionFact {
+                        decided_us: esc.presented_us + (rng() % 2_000_000) as i64 * 1000,
+                        outcome: outcomes[(rng() % 4) as usize],
+                    };
+                    inputs.push((rng() % epochs, ReviewIn::Decision((key.clone(), dec))));
+                }
+            }
+            let now = |epoch: u64| 200_000_000 + epoch as i64 * 150_000_000;
+            let feed = inputs.clone();
+            let (lat_rx, grp_rx, brk_rx) = timely::example(move |scope| {
+                let (mut handle, stream) = scope.new_input::<Vec<ReviewIn>>();
+                let (mut clock, clock_now) = scope.new_collection::<i64, isize>();
+                let ticks = clock_now.inner.clone().map(|_| ());
+                let out = reviews(stream, ticks, hitl, retire, 0, &Metrics::new());
+                let lat = out
+                    .clone()
+                    .flat_map(|o| match o {
+                        ReviewOut::Latency(f, n) => Some((f, n)),
+                        _ => None,
+                    })
+                    .into_updates();
+                let grp = out
+                    .clone()
+                    .flat_map(|o| match o {
+                        ReviewOut::Group(f, n) => Some((f, n)),
+                        _ => None,
+                    })
+                    .into_updates();
+                let pending = out
+                    .flat_map(|o| match o {
+                        ReviewOut::Pending(e, n) => Some((e, n)),
+                        _ => None,
+                    })
+                    .into_updates();
+                let rx = (
+                    hitl_latency(lat).inner.capture(),
+                    hitl_groups(grp).inner.capture(),
+                    sla_breaches(pending, clock_now).inner.capture(),
+                );
+                for epoch in 0..epochs {
+                    handle.advance_to(epoch);
+                    clock.advance_to(epoch);
+                    if epoch > 0 {
+                        clock.update(now(epoch - 1), -1);
+                    }
+                    clock.update(now(epoch), 1);
+                    clock.flush();
+                    for (_, i) in feed.iter().filter(|(t, _)| *t == epoch) {
+                        handle.send(i.clone());
+                    }
+                }
+                rx
+            });
+            let (lat, grp, brk) = (
+                accumulate_by_epoch(lat_rx, epochs),
+                accumulate_by_epoch(grp_rx, epochs),
+                accumulate_by_epoch(brk_rx, epochs),
+            );
+            for epoch in 0..epochs {
+                let seen: Vec<&ReviewIn> = inputs
+                    .iter()
+                    .filter(|(t, _)| *t <= epoch)
+                    .map(|(_, i)| i)
+                    .collect();
+                let escalations: BTreeMap<&(String, String), &EscalationFact> = seen
+                    .iter()
+                    .filter_map(|i| match i {
+                        ReviewIn::Escalation((k, e)) => Some((k, e)),
+                        _ => None,
+                    })
+                    .collect();
+                let mut per_tenant: BTreeMap<String, Vec<(Review, isize)>> = BTreeMap::new();
+                let mut per_group: BTreeMap<(String, String), Vec<(GroupReview, isize)>> =
+                    BTreeMap::new();
+                let mut decided: BTreeSet<&(String, String)> = BTreeSet::new();
+                for i in &seen {
+                    let ReviewIn::Decision((k, d)) = i else {
+                        continue;
+                    };
+                    decided.insert(k);
+                    let Some(e) = escalations.get(k) else {
+                        continue;
+                    };
+                    let r = review(
+                        e.presented_us,
+                        e.sla_s,
+                        d.decided_us,
+                        d.outcome == Outcome::Approve,
+                        hitl,
+                    );
+                    per_tenant.entry(k.0.clone()).or_default().push((r, 1));
+                    per_group
+                        .entry((k.0.clone(), format!("{}/{}", e.agent_id, e.risk_tier)))
+                        .or_default()
+                        .push(((r, d.outcome), 1));
+                }
+                let got: BTreeMap<&String, &HitlStats> =
+                    lat[&epoch].keys().map(|(t, s)| (t, s)).collect();
+                assert_eq!(got.len(), per_tenant.len(), "seed {seed} epoch {epoch}");
+                for (tenant, mut reviews) in per_tenant {
+                    reviews.sort();
+                    let exact = stats(&reviews);
+                    assert!(
+                        same_stats(got[&tenant], &exact),
+                        "seed {seed} epoch {epoch} {tenant}: {:?} vs exact {exact:?}",
+                        got[&tenant]
+                    );
+                }
+                let got: BTreeMap<&(String, String), &HitlGroupStats> =
+                    grp[&epoch].keys().map(|(k, s)| (k, s)).collect();
+                assert_eq!(got.len(), per_group.len(), "seed {seed} epoch {epoch}");
+                for (key, mut reviews) in per_group {
+                    reviews.sort();
+                    let (agent, tier) = key.1.rsplit_once('/').unwrap();
+                    let exact = group_stats(agent, tier, &reviews);
+                    let g = got[&key];
+                    assert!(same_stats(&g.stats, &exact.stats), "{g:?} vs {exact:?}");
+                    assert_eq!(
+                        (g.approved, g.rejected, g.modified, g.escalated),
+                        (
+                            exact.approved,
+                            exact.rejected,
+                            exact.modified,
+                            exact.escalated
+                        )
+                    );
+                }
+                let want: BTreeMap<((String, String), SlaBreach), isize> = escalations
+                    .iter()
+                    .filter(|(k, e)| !decided.contains(*k) && deadline(e) < now(epoch))
+                    .map(|(k, e)| {
+                        (
+                            (
+                                (*k).clone(),
+                                SlaBreach {
+                                    escalation_event_id: k.1.clone(),
+                                    agent_id: e.agent_id.clone(),
+                                    risk_tier: e.risk_tier.clone(),
+                                    presented_us: e.presented_us,
+                                    deadline_us: deadline(e),
+                                },
+                            ),
+                            1,
+                        )
+                    })
+                    .collect();
+                assert_eq!(brk[&epoch], want, "seed {seed} epoch {epoch}");
+            }
+        }
+    }
+
+    /// Every latency is within α of its bucket's value (rounded to the millisecond), and
+    /// buckets order as latencies do.
+    #[test]
+    fn buckets_hold_their_error_bound() {
+        let mut last = i32::MIN;
+        for l in (-5_000i64..5_000).chain((5_000..100_000_000).step_by(7_919)) {
+            let b = bucket(l);
+            assert!(b >= last, "{l}");
+            last = b;
+            let v = bucket_value(b);
+            assert!(
+                (v - l).abs() as f64 <= SKETCH_ALPHA * l.abs() as f64 + 1.0,
+                "{l}: bucket {b} stands for {v}"
+            );
+        }
+    }
+}
