@@ -76,6 +76,28 @@ pub enum DriftFact {
     Model(i64, String),
     /// A tool call.
     Tool(i64, String),
+    /// The agent's first window (kept when older windows are retired).
+    First(i64),
+    /// Windows before this one are retired: no alert is reported for them.
+    Horizon(i64),
+    /// Tool calls in retired windows (its multiplicity is their number).
+    RetiredCalls,
+    /// A tool's first window, after that window was retired.
+    FirstTool(i64, String),
+}
+
+impl DriftFact {
+    /// The window the fact belongs to, for those that retire with their window.
+    pub fn window(&self) -> Option<i64> {
+        match self {
+            DriftFact::Event(w)
+            | DriftFact::ToolResult(w, _)
+            | DriftFact::Review(w, _)
+            | DriftFact::Model(w, _)
+            | DriftFact::Tool(w, _) => Some(*w),
+            _ => None,
+        }
+    }
 }
 
 /// The facts of `e`: always `Event`, plus one for the types the alerts read.
@@ -200,9 +222,17 @@ pub fn detect(cfg: &DriftConfig, agent: &str, facts: &[(&DriftFact, isize)]) -> 
     let mut models: BTreeMap<&str, i64> = BTreeMap::new();
     let mut tools: BTreeMap<&str, i64> = BTreeMap::new();
     let mut calls_per_window: BTreeMap<i64, i64> = BTreeMap::new();
+    let (mut banked_first, mut horizon, mut retired_calls) = (None::<i64>, i64::MIN, 0i64);
     for (fact, n) in facts {
         let n = *n as i64;
         match fact {
+            DriftFact::First(w) => banked_first = Some(banked_first.map_or(*w, |f| f.min(*w))),
+            DriftFact::Horizon(h) => horizon = horizon.max(*h),
+            DriftFact::RetiredCalls => retired_calls += n,
+            DriftFact::FirstTool(w, t) => {
+                let first = tools.entry(t).or_insert(*w);
+                *first = (*first).min(*w);
+            }
             DriftFact::Event(w) => windows.entry(*w).or_default().events += n,
             DriftFact::ToolResult(w, failed) => {
                 let x = windows.entry(*w).or_default();
@@ -228,6 +258,7 @@ pub fn detect(cfg: &DriftConfig, agent: &str, facts: &[(&DriftFact, isize)]) -> 
     let Some(&first) = windows.keys().next() else {
         return Vec::new();
     };
+    let first = banked_first.map_or(first, |f| f.min(first));
     let n = cfg.baseline_windows.max(1);
     let mut alerts = Vec::new();
     let alert =
@@ -334,7 +365,8 @@ pub fn detect(cfg: &DriftConfig, agent: &str, facts: &[(&DriftFact, isize)]) -> 
     for (tool, w) in tools {
         // Only once the agent's tool use is established (enough calls before that a tool
         // it uses routinely would have shown up).
-        let calls_before: i64 = calls_per_window.range(..w).map(|(_, c)| c).sum();
+        let calls_before: i64 =
+            retired_calls + calls_per_window.range(..w).map(|(_, c)| c).sum::<i64>();
         if w >= first + n && calls_before >= 2 * cfg.min_samples {
             alerts.push(alert(
                 AlertKind::UnseenTool,
@@ -346,6 +378,9 @@ pub fn detect(cfg: &DriftConfig, agent: &str, facts: &[(&DriftFact, isize)]) -> 
             ));
         }
     }
+    // Windows before the horizon lack part of their baseline: their alerts are not reported
+    // (the changelog keeps those it reported while they were current).
+    alerts.retain(|a| a.window_start_us.div_euclid(cfg.window_us.max(1)) >= horizon);
     alerts
 }
 

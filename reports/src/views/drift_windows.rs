@@ -1,0 +1,213 @@
+//! Retires drift facts whose windows are older than any baseline still needs, keeping what
+//! the alerts need of them in a few banked facts: drift's state is bounded by windows kept
+//! per agent, not by event time.
+//!
+//! # Inputs
+//! `((tenant_id, agent_id), DriftFact)` insertions (and, from a snapshot, the kept facts with
+//! their multiplicities), exchanged by `(tenant, agent)`.
+//!
+//! # Outputs
+//! The same facts as a collection, less those of retired windows; for each agent whose
+//! newest window is `m` and baseline `n`, windows before `m - 2n` are retired:
+//! - `Event`, `ToolResult`, `Review` facts of those windows are retracted;
+//! - a model's `Model` facts are retracted except at its first window;
+//! - `Tool` facts are retracted into `RetiredCalls` (their count) and, at the tool's first
+//!   window, a `FirstTool`;
+//! - `First` (the agent's first window) is kept, and `Horizon(m - n)`: alerts are reported
+//!   only for windows whose whole baseline is kept, so they equal those computed over every
+//!   fact.
+//!
+//! # State and its bound
+//! Per agent: its facts in `2n + 1` windows, its models' and tools' first windows, and a few
+//! counters.
+//!
+//! # Metrics
+//! `custody_view_state{view="drift",kind="facts"}`; `custody_view_late_events_total{view="drift"}`:
+//! facts of a window already retired (not applied).
+
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
+
+use custody_operators::Metrics;
+use custody_operators::record::Epoch;
+use differential_dataflow::{AsCollection, VecCollection};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::StreamVec;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::{Capability, Operator};
+
+use super::alerts::{DriftConfig, DriftFact};
+
+type Key = (String, String);
+
+/// One agent's kept facts.
+#[derive(Debug, Default)]
+struct Agent {
+    facts: HashMap<DriftFact, isize>,
+    newest: Option<i64>,
+    horizon: Option<i64>,
+}
+
+fn add(facts: &mut HashMap<DriftFact, isize>, fact: DriftFact, n: isize) {
+    match facts.entry(fact) {
+        Entry::Occupied(mut o) => {
+            *o.get_mut() += n;
+            if *o.get() == 0 {
+                o.remove();
+            }
+        }
+        Entry::Vacant(v) if n != 0 => {
+            v.insert(n);
+        }
+        Entry::Vacant(_) => {}
+    }
+}
+
+/// The drift facts with old windows retired; see the module documentation.
+pub fn drift_windows<'scope>(
+    input: StreamVec<'scope, Epoch, (Key, DriftFact, isize)>,
+    cfg: DriftConfig,
+    metrics: &Metrics,
+) -> VecCollection<'scope, Epoch, (Key, DriftFact)> {
+    let held = metrics.view_state.with_label_values(&["drift", "facts"]);
+    let late = metrics.view_late_events.with_label_values(&["drift"]);
+    let n = cfg.baseline_windows.max(1);
+    type Stash = BTreeMap<Epoch, (Capability<Epoch>, Vec<(Key, DriftFact, isize)>)>;
+    input
+        .unary_frontier::<CapacityContainerBuilder<Vec<((Key, DriftFact), Epoch, isize)>>, _, _, _>(
+            Exchange::new(|(key, _, _): &(Key, DriftFact, isize)| {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::hash::DefaultHasher::new();
+                key.hash(&mut h);
+                h.finish()
+            }),
+            "DriftWindows",
+            move |_, _| {
+                let mut stash: Stash = BTreeMap::new();
+                let mut agents: HashMap<Key, Agent> = HashMap::new();
+                let mut total: i64 = 0;
+                move |(input, frontier), output| {
+                    input.for_each(|cap, data| {
+                        // Panic: epochs are totally ordered, so every message has a least time.
+                        let time = *cap.least().expect("a message has a time");
+                        stash
+                            .entry(time)
+                            .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()))
+                            .1
+                            .append(data);
+                    });
+                    while let Some(entry) = stash.first_entry() {
+                        let t = *entry.key();
+                        if frontier.less_equal(&t) {
+                            break;
+                        }
+                        let (cap, inputs) = entry.remove();
+                        let mut out: Vec<((Key, DriftFact), Epoch, isize)> = Vec::new();
+                        let mut touched: Vec<Key> = Vec::new();
+                        for (key, fact, diff) in inputs {
+                            let agent = agents.entry(key.clone()).or_default();
+                            match &fact {
+                                DriftFact::Horizon(h) => {
+                                    agent.horizon = agent.horizon.max(Some(*h));
+                                }
+                                _ => {
+                                    if let (Some(w), Some(h)) = (fact.window(), agent.horizon)
+                                        && w < h - n
+                                    {
+                                        late.inc();
+                                        continue;
+                                    }
+                                }
+                            }
+                            if let DriftFact::Event(w) = fact {
+                                agent.newest = agent.newest.max(Some(w));
+                            }
+                            add(&mut agent.facts, fact.clone(), diff);
+                            out.push(((key.clone(), fact), t, diff));
+                            touched.push(key);
+                        }
+                        touched.sort();
+                        touched.dedup();
+                        for key in touched {
+                            // Panic-free: touched agents were inserted above.
+                            let agent = agents.get_mut(&key).expect("touched");
+                            let Some(newest) = agent.newest else { continue };
+                            let horizon = newest - n;
+                            if agent.horizon.is_some_and(|h| h >= horizon) {
+                                continue;
+                            }
+                            // Windows before `horizon - n` go.
+                            let keep_from = horizon - n;
+                            let mut first_model: BTreeMap<String, i64> = BTreeMap::new();
+                            let mut first_tool: BTreeMap<String, i64> = BTreeMap::new();
+                            let mut first = None::<i64>;
+                            for f in agent.facts.keys() {
+                                match f {
+                                    DriftFact::Model(w, m) => {
+                                        let e = first_model.entry(m.clone()).or_insert(*w);
+                                        *e = (*e).min(*w);
+                                    }
+                                    DriftFact::Tool(w, t) | DriftFact::FirstTool(w, t) => {
+                                        let e = first_tool.entry(t.clone()).or_insert(*w);
+                                        *e = (*e).min(*w);
+                                    }
+                                    DriftFact::Event(w) | DriftFact::First(w) => {
+                                        first = Some(first.map_or(*w, |f| f.min(*w)));
+                                    }
+                                    _ => {}
+                                }
+                            }
+                            let retired: Vec<(DriftFact, isize)> = agent
+                                .facts
+                                .iter()
+                                .filter(|(f, _)| f.window().is_some_and(|w| w < keep_from))
+                                .map(|(f, c)| (f.clone(), *c))
+                                .collect();
+                            let mut changes: Vec<(DriftFact, isize)> = Vec::new();
+                            for (f, c) in retired {
+                                match &f {
+                                    DriftFact::Model(w, m) if first_model.get(m) == Some(w) => {
+                                        continue;
+                                    }
+                                    DriftFact::Tool(w, t) => {
+                                        changes.push((DriftFact::RetiredCalls, c));
+                                        if first_tool.get(t) == Some(w) {
+                                            changes.push((DriftFact::FirstTool(*w, t.clone()), 1));
+                                        }
+                                    }
+                                    _ => {}
+                                }
+                                changes.push((f, -c));
+                            }
+                            if let Some(first) = first
+                                && !agent.facts.contains_key(&DriftFact::First(first))
+                            {
+                                let old: Vec<DriftFact> = agent
+                                    .facts
+                                    .keys()
+                                    .filter(|f| matches!(f, DriftFact::First(_)))
+                                    .cloned()
+                                    .collect();
+                                changes.extend(old.into_iter().map(|f| (f, -1)));
+                                changes.push((DriftFact::First(first), 1));
+                            }
+                            if let Some(old) = agent.horizon {
+                                changes.push((DriftFact::Horizon(old), -1));
+                            }
+                            changes.push((DriftFact::Horizon(horizon), 1));
+                            agent.horizon = Some(horizon);
+                            for (f, c) in changes {
+                                add(&mut agent.facts, f.clone(), c);
+                                out.push(((key.clone(), f), t, c));
+                            }
+                        }
+                        let now: i64 = agents.values().map(|a| a.facts.len() as i64).sum();
+                        held.add(now - total);
+                        total = now;
+                        output.session(&cap).give_iterator(out.into_iter());
+                    }
+                }
+            },
+        )
+        .as_collection()
+}
