@@ -348,7 +348,14 @@ pub fn render_views<'scope>(
         metrics,
     );
     let model_decisions = stream!(Model);
-    let drift_facts = part!(Drift);
+    let drift_facts = views::drift_windows::drift_windows(
+        next().flat_map(|(f, _, r)| match f {
+            Fact::Drift((k, d)) => Some((k, d, r)),
+            _ => None,
+        }),
+        drift,
+        metrics,
+    );
 
     use snapshot::mirror;
     let states = [
