@@ -348,14 +348,7 @@ pub fn render_views<'scope>(
         metrics,
     );
     let model_decisions = stream!(Model);
-    let drift_facts = views::drift_windows::drift_windows(
-        next().flat_map(|(f, _, r)| match f {
-            Fact::Drift((k, d)) => Some((k, d, r)),
-            _ => None,
-        }),
-        drift,
-        metrics,
-    );
+    let drift_facts = views::drift_windows::drift_windows(part!(Drift), drift, metrics);
 
     use snapshot::mirror;
     let states = [
@@ -447,7 +440,7 @@ pub fn render_views<'scope>(
         model_rows,
         rows(ViewId::HitlGroups, groups),
         rows(ViewId::SlaBreaches, breaches),
-        rows(ViewId::Alerts, alerts),
+        views::alerts::alert_rows(alerts, drift),
     ]);
     let state_lines = scope
         .concatenate(states.into_iter().chain([session_states, model_states]))

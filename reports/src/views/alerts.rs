@@ -18,20 +18,32 @@
 //! `((tenant_id, agent_id), DriftFact)`, one per event; facts carry their window, not their
 //! time, so equal facts consolidate and the state is per window, not per event.
 //!
+//! The facts come through [`super::drift_windows`], which retires windows older than the
+//! baselines need and sets the agent's horizon: alerts are computed for windows at or after
+//! it, where they equal those computed over every fact.
+//!
 //! # Outputs
-//! `((tenant_id, "kind/agent_id/subject"), Alert)`: every anomaly found. An alert is raised when
-//! its row is inserted and resolved when it is retracted (the window's rate went back down as
-//! late events arrived); `pipeline` sends both to Alertmanager and the alerts topic.
+//! `((tenant_id, agent_id), AlertOut)`: every anomaly found, and the agent's horizon;
+//! [`alert_rows`] makes them rows keyed `kind/agent_id/subject` (or window). An alert is raised
+//! when its row is inserted and resolved when it is retracted (the window's rate went back
+//! down as late events arrived); `pipeline` sends both to Alertmanager and the alerts topic.
+//! An alert whose window falls below the horizon is retired: final, served from the
+//! warehouse.
 //!
 //! # State
-//! Per agent: counts per window and kind, and the models and tools seen per window.
+//! Per agent: the facts of the windows kept (counts per window and kind, models and tools
+//! seen), the reduce's alerts of those windows, and the horizon.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use custody_operators::record::{ChainedEvent, Epoch};
+use custody_operators::record::{ChainedEvent, Epoch, ViewId, ViewUpdate};
 use custody_schemas::EventType;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::StreamVec;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::Operator;
 
 /// Alert settings.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -384,18 +396,95 @@ pub fn detect(cfg: &DriftConfig, agent: &str, facts: &[(&DriftFact, isize)]) -> 
     alerts
 }
 
-/// Alerts per tenant.
+/// What the view holds per agent: its alerts, and the window below which they are retired.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum AlertOut {
+    /// An alert of a window at or after the horizon.
+    Raised(Alert),
+    /// The agent's horizon ([`DriftFact::Horizon`]).
+    Horizon(i64),
+}
+
+/// Alerts per `(tenant, agent)`, and each agent's horizon.
 pub fn alerts<'scope>(
     facts: VecCollection<'scope, Epoch, ((String, String), DriftFact)>,
     cfg: DriftConfig,
-) -> VecCollection<'scope, Epoch, ((String, String), Alert)> {
-    facts
-        .reduce_named("Alerts", move |(_tenant, agent), input, output| {
-            for alert in detect(&cfg, agent, input) {
-                output.push((alert, 1));
+) -> VecCollection<'scope, Epoch, ((String, String), AlertOut)> {
+    facts.reduce_named("Alerts", move |(_tenant, agent), input, output| {
+        for alert in detect(&cfg, agent, input) {
+            output.push((AlertOut::Raised(alert), 1));
+        }
+        let horizon = input
+            .iter()
+            .filter_map(|(f, _)| match f {
+                DriftFact::Horizon(h) => Some(*h),
+                _ => None,
+            })
+            .max();
+        if let Some(h) = horizon {
+            output.push((AlertOut::Horizon(h), 1));
+        }
+    })
+}
+
+/// The alerts' changes as rows of the view: an alert that leaves because its window fell
+/// below the agent's horizon is retired ([`ViewUpdate::Retired`]: it stays in the lake and is
+/// served from the warehouse), not resolved; every other change is a row change.
+///
+/// State: each agent's horizon (one integer per agent).
+pub fn alert_rows<'scope>(
+    alerts: VecCollection<'scope, Epoch, ((String, String), AlertOut)>,
+    cfg: DriftConfig,
+) -> StreamVec<'scope, Epoch, ViewUpdate> {
+    let window_us = cfg.window_us.max(1);
+    crate::changes(alerts, "AlertChanges", |x, diff| (x, diff)).unary::<CapacityContainerBuilder<
+        Vec<ViewUpdate>,
+    >, _, _, _>(
+        Pipeline,
+        "AlertRows",
+        move |_, _| {
+            let mut horizons: HashMap<(String, String), i64> = HashMap::new();
+            move |input, output| {
+                input.for_each(|cap, data| {
+                    // A message holds one epoch's changes (`changes` sends each epoch
+                    // apart), and horizons only move forward: learn them first.
+                    for ((agent, out), diff) in data.iter() {
+                        if let (AlertOut::Horizon(h), 1..) = (out, diff) {
+                            let at = horizons.entry(agent.clone()).or_insert(*h);
+                            *at = (*at).max(*h);
+                        }
+                    }
+                    let mut session = output.session(&cap);
+                    for (((tenant_id, agent), out), diff) in data.drain(..) {
+                        let AlertOut::Raised(alert) = out else {
+                            continue;
+                        };
+                        let key = alert.key();
+                        // Panic-free: an alert is plain strings and integers.
+                        let row = serde_json::to_string(&alert).unwrap_or_default();
+                        let window = alert.window_start_us.div_euclid(window_us);
+                        let below = horizons.get(&(tenant_id.clone(), agent));
+                        session.give(if diff < 0 && below.is_some_and(|h| window < *h) {
+                            ViewUpdate::Retired {
+                                view: ViewId::Alerts,
+                                tenant_id,
+                                key,
+                                row,
+                            }
+                        } else {
+                            ViewUpdate::Row {
+                                view: ViewId::Alerts,
+                                tenant_id,
+                                key,
+                                row,
+                                diff: diff as i64,
+                            }
+                        });
+                    }
+                });
             }
-        })
-        .map(|((tenant, _agent), alert)| ((tenant, alert.key()), alert))
+        },
+    )
 }
 
 #[cfg(test)]
@@ -491,7 +580,7 @@ mod tests {
                             facts.iter().map(|(f, n)| (*f, *n)).collect();
                         detect(&cfg(), a, &refs)
                             .into_iter()
-                            .map(|al| (((t.clone(), al.key()), al), 1))
+                            .map(|al| (((t.clone(), a.clone()), AlertOut::Raised(al)), 1))
                             .collect::<Vec<_>>()
                     })
                     .collect();
@@ -500,5 +589,179 @@ mod tests {
             }
             assert!(raised > 0);
         }
+    }
+
+    /// An alert whose window falls below the horizon is retired, not resolved; one whose
+    /// rate went back down is resolved.
+    #[test]
+    fn alerts_below_the_horizon_are_retired() {
+        use differential_dataflow::input::Input as _;
+        use timely::dataflow::operators::capture::{Capture, Event};
+        let alert = |w: i64| Alert {
+            kind: AlertKind::VolumeSpike,
+            severity: "warning".into(),
+            agent_id: "a".into(),
+            window_start_us: w * cfg().window_us,
+            value: 9,
+            baseline: 1,
+            subject: None,
+            summary: String::new(),
+        };
+        let key = || ("t".to_string(), "a".to_string());
+        let rx = timely::example(move |scope| {
+            let (mut input, alerts) = scope.new_collection();
+            let rx = alert_rows(alerts, cfg()).capture();
+            input.insert((key(), AlertOut::Raised(alert(1))));
+            input.insert((key(), AlertOut::Raised(alert(5))));
+            input.insert((key(), AlertOut::Horizon(0)));
+            input.advance_to(1);
+            input.remove((key(), AlertOut::Raised(alert(1))));
+            input.remove((key(), AlertOut::Raised(alert(5))));
+            input.remove((key(), AlertOut::Horizon(0)));
+            input.insert((key(), AlertOut::Horizon(2)));
+            rx
+        });
+        let mut seen: Vec<(u64, String, i64)> = Vec::new();
+        for event in rx.try_iter() {
+            if let Event::Messages(t, data) = event {
+                for u in data {
+                    let (what, diff) = match &u {
+                        ViewUpdate::Retired { key, .. } => (format!("retired {key}"), 0),
+                        ViewUpdate::Row { key, diff, .. } => (format!("row {key}"), *diff),
+                        _ => unreachable!(),
+                    };
+                    seen.push((*t.least().unwrap(), what, diff));
+                }
+            }
+        }
+        seen.sort();
+        assert_eq!(
+            seen,
+            vec![
+                (0, "row volume_spike/a/1".into(), 1),
+                (0, "row volume_spike/a/5".into(), 1),
+                (1, "retired volume_spike/a/1".into(), 0),
+                (1, "row volume_spike/a/5".into(), -1),
+            ]
+        );
+    }
+
+    /// Drift facts through window retirement: at every epoch the alerts equal those computed
+    /// over every fact (less the late ones, dropped) at the windows from the horizon on, and
+    /// a run restored from the retained facts at any epoch goes on to the same alerts.
+    #[test]
+    fn retired_windows_oracle() {
+        use crate::views::drift_windows::drift_windows;
+        use custody_operators::Metrics;
+        let n = cfg().baseline_windows;
+        let epochs = 14u64;
+        fn retained(
+            c: VecCollection<'_, u64, Keyed<DriftFact>>,
+        ) -> VecCollection<'_, u64, Keyed<DriftFact>> {
+            drift_windows(c, cfg(), &Metrics::new())
+        }
+        let mut raised = 0;
+        let mut retired_any = false;
+        for seed in 1..=6u64 {
+            let mut rng = lcg(seed);
+            // Windows move forward with the epochs (two per epoch), a few arrive late.
+            let inputs: Vec<(u64, Keyed<DriftFact>)> = (0..900)
+                .map(|_| {
+                    let epoch = rng() % epochs;
+                    let late = rng().is_multiple_of(10);
+                    let w = 2 * epoch as i64 + (rng() % 3) as i64
+                        - if late { (rng() % 12) as i64 } else { 0 };
+                    let fact = match rng() % 5 {
+                        0 | 1 => DriftFact::Event(w),
+                        2 => DriftFact::ToolResult(w, rng().is_multiple_of(2 + (w as u64 % 5))),
+                        3 => DriftFact::Model(w, format!("m@{}", w.max(0) as u64 / 6 + rng() % 2)),
+                        _ => {
+                            DriftFact::Tool(w, format!("tool{}", rng() % (2 + w.max(0) as u64 / 5)))
+                        }
+                    };
+                    (epoch, ((format!("t{}", rng() % 2), "a".to_string()), fact))
+                })
+                .collect();
+            // The oracle: which facts are late (their window was retired before they came),
+            // then `detect` over the rest, at the windows from the horizon on.
+            let mut kept: Vec<(u64, Keyed<DriftFact>)> = Vec::new();
+            let mut newest: BTreeMap<(String, String), i64> = BTreeMap::new();
+            for epoch in 0..epochs {
+                let before = newest.clone();
+                for (t, (k, f)) in inputs.iter().filter(|(t, _)| *t == epoch) {
+                    let horizon = before.get(k).map(|m| m - n);
+                    if let (Some(w), Some(h)) = (f.window(), horizon)
+                        && w < h - n
+                    {
+                        continue;
+                    }
+                    if let DriftFact::Event(w) = f {
+                        let m = newest.entry(k.clone()).or_insert(*w);
+                        *m = (*m).max(*w);
+                    }
+                    kept.push((*t, (k.clone(), f.clone())));
+                }
+            }
+            let want_at = |epoch: u64| {
+                let mut by: BTreeMap<(String, String), BTreeMap<&DriftFact, isize>> =
+                    BTreeMap::new();
+                for (_, (k, f)) in kept.iter().filter(|(t, _)| *t <= epoch) {
+                    *by.entry(k.clone()).or_default().entry(f).or_default() += 1;
+                }
+                let mut want: BTreeMap<Keyed<AlertOut>, isize> = BTreeMap::new();
+                for (k, facts) in &by {
+                    let refs: Vec<(&DriftFact, isize)> =
+                        facts.iter().map(|(f, n)| (*f, *n)).collect();
+                    let horizon = facts
+                        .keys()
+                        .filter_map(|f| match f {
+                            DriftFact::Event(w) => Some(*w - n),
+                            _ => None,
+                        })
+                        .max();
+                    for al in detect(&cfg(), &k.1, &refs) {
+                        if horizon.is_none_or(|h| al.window_start_us >= h * cfg().window_us) {
+                            want.insert((k.clone(), AlertOut::Raised(al)), 1);
+                        }
+                    }
+                    if let Some(h) = horizon {
+                        want.insert((k.clone(), AlertOut::Horizon(h)), 1);
+                    }
+                }
+                want
+            };
+            let states = run(inputs.clone(), epochs, move |c| alerts(retained(c), cfg()));
+            for epoch in 0..epochs {
+                let want = want_at(epoch);
+                raised += want.len();
+                assert_eq!(states[&epoch], want, "seed {seed} epoch {epoch}");
+            }
+            // Restored at `at` from what the operator retains (as a snapshot holds it).
+            for at in [3u64, 8] {
+                let facts = run(inputs.clone(), at + 1, retained);
+                retired_any |= facts[&at]
+                    .keys()
+                    .any(|(_, f)| *f == DriftFact::RetiredCalls);
+                let mut restored: Vec<(u64, Keyed<DriftFact>)> = Vec::new();
+                for (fact, count) in &facts[&at] {
+                    restored.extend((0..*count).map(|_| (0, fact.clone())));
+                }
+                restored.extend(
+                    inputs
+                        .iter()
+                        .filter(|(t, _)| *t > at)
+                        .map(|(t, f)| (t - at, f.clone())),
+                );
+                let again = run(restored, epochs - at, move |c| alerts(retained(c), cfg()));
+                for epoch in at..epochs {
+                    assert_eq!(
+                        again[&(epoch - at)],
+                        want_at(epoch),
+                        "seed {seed} restored at {at}, epoch {epoch}"
+                    );
+                }
+            }
+        }
+        assert!(raised > 0 && retired_any);
     }
 }

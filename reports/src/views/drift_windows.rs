@@ -13,7 +13,7 @@
 //! - a model's `Model` facts are retracted except at its first window;
 //! - `Tool` facts are retracted into `RetiredCalls` (their count) and, at the tool's first
 //!   window, a `FirstTool`;
-//! - `First` (the agent's first window) is kept, and `Horizon(m - n)`: alerts are reported
+//! - `First` (the agent's first window with events, results or reviews) is kept, and `Horizon(m - n)`: alerts are reported
 //!   only for windows whose whole baseline is kept, so they equal those computed over every
 //!   fact.
 //!
@@ -32,7 +32,6 @@ use custody_operators::Metrics;
 use custody_operators::record::Epoch;
 use differential_dataflow::{AsCollection, VecCollection};
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::{Capability, Operator};
 
@@ -65,7 +64,7 @@ fn add(facts: &mut HashMap<DriftFact, isize>, fact: DriftFact, n: isize) {
 
 /// The drift facts with old windows retired; see the module documentation.
 pub fn drift_windows<'scope>(
-    input: StreamVec<'scope, Epoch, (Key, DriftFact, isize)>,
+    input: VecCollection<'scope, Epoch, (Key, DriftFact)>,
     cfg: DriftConfig,
     metrics: &Metrics,
 ) -> VecCollection<'scope, Epoch, (Key, DriftFact)> {
@@ -74,8 +73,9 @@ pub fn drift_windows<'scope>(
     let n = cfg.baseline_windows.max(1);
     type Stash = BTreeMap<Epoch, (Capability<Epoch>, Vec<(Key, DriftFact, isize)>)>;
     input
+        .inner
         .unary_frontier::<CapacityContainerBuilder<Vec<((Key, DriftFact), Epoch, isize)>>, _, _, _>(
-            Exchange::new(|(key, _, _): &(Key, DriftFact, isize)| {
+            Exchange::new(|((key, _), _, _): &((Key, DriftFact), Epoch, isize)| {
                 use std::hash::{Hash, Hasher};
                 let mut h = std::hash::DefaultHasher::new();
                 key.hash(&mut h);
@@ -88,13 +88,14 @@ pub fn drift_windows<'scope>(
                 let mut total: i64 = 0;
                 move |(input, frontier), output| {
                     input.for_each(|cap, data| {
-                        // Panic: epochs are totally ordered, so every message has a least time.
-                        let time = *cap.least().expect("a message has a time");
-                        stash
-                            .entry(time)
-                            .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()))
-                            .1
-                            .append(data);
+                        // An update's time may be later than its message's capability.
+                        for ((key, fact), time, diff) in data.drain(..) {
+                            stash
+                                .entry(time)
+                                .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()))
+                                .1
+                                .push((key, fact, diff));
+                        }
                     });
                     while let Some(entry) = stash.first_entry() {
                         let t = *entry.key();
@@ -105,7 +106,11 @@ pub fn drift_windows<'scope>(
                         let mut out: Vec<((Key, DriftFact), Epoch, isize)> = Vec::new();
                         let mut touched: Vec<Key> = Vec::new();
                         for (key, fact, diff) in inputs {
-                            let agent = agents.entry(key.clone()).or_default();
+                            if !agents.contains_key(&key) {
+                                agents.insert(key.clone(), Agent::default());
+                            }
+                            // Panic-free: inserted above.
+                            let agent = agents.get_mut(&key).expect("agent");
                             match &fact {
                                 DriftFact::Horizon(h) => {
                                     agent.horizon = agent.horizon.max(Some(*h));
@@ -151,7 +156,10 @@ pub fn drift_windows<'scope>(
                                         let e = first_tool.entry(t.clone()).or_insert(*w);
                                         *e = (*e).min(*w);
                                     }
-                                    DriftFact::Event(w) | DriftFact::First(w) => {
+                                    DriftFact::Event(w)
+                                    | DriftFact::ToolResult(w, _)
+                                    | DriftFact::Review(w, _)
+                                    | DriftFact::First(w) => {
                                         first = Some(first.map_or(*w, |f| f.min(*w)));
                                     }
                                     _ => {}
