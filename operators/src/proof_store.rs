@@ -9,9 +9,13 @@
 //!   `2(m-1) - popcount(m-1) + L` where `m = (i+1)·2^L`, and a tree of `n` leaves holds
 //!   `2n - popcount(n)` nodes. Any perfect subtree's root is one read; any root or RFC 6962
 //!   proof is `O(log² n)` reads.
-//! - `ids/<bb>.idx`: the event index, in 256 buckets by the first byte of the key; records of
-//!   24 bytes, the first 16 bytes of `SHA-256(tenant || 0x00 || event_id)` then the event's
-//!   seq (u64, little endian).
+//! - `ids/<bb>.run` and `ids/<bb>.idx`: the event index, in 256 buckets by the first byte of
+//!   the key; records of 24 bytes, the first 16 bytes of `SHA-256(tenant || 0x00 || event_id)`
+//!   then the event's seq (u64, little endian). New records are appended to `.idx`; once it
+//!   holds more than an eighth of `.run` (and at least [`MERGE_AT`] records) the two are merged
+//!   into a new sorted `.run` (renamed over the old, then `.idx` emptied). A lookup is a binary
+//!   search of `.run` and a scan of `.idx`: a few reads, whatever the history; each record is
+//!   rewritten a bounded number of times on average (the runs grow geometrically).
 //! - `indexed.json`: the last epoch whose events are all written.
 //!
 //! Nothing here is trusted: a node read from disk only ever ends up in a proof, and a proof
@@ -40,6 +44,8 @@ use crate::record::Epoch;
 
 /// Bytes of one index record.
 const RECORD: usize = 24;
+/// Least records in a bucket's unsorted tail before it is merged into the sorted run.
+pub const MERGE_AT: u64 = 2048;
 /// Bytes of one node.
 const NODE: u64 = 32;
 
@@ -89,6 +95,8 @@ pub struct ProofStore {
     dir: PathBuf,
     trees: HashMap<String, Tree>,
     indexed: Option<Epoch>,
+    /// [`MERGE_AT`] (lower in tests).
+    merge_at: u64,
 }
 
 /// The 16-byte index key of an event.
@@ -128,6 +136,7 @@ impl ProofStore {
             dir: dir.to_path_buf(),
             trees: HashMap::new(),
             indexed,
+            merge_at: MERGE_AT,
         })
     }
 
@@ -200,14 +209,9 @@ impl ProofStore {
             by_tenant.entry(tenant).or_default().push((seq, leaf));
         }
         for (i, records) in buckets.iter().enumerate() {
-            if records.is_empty() {
-                continue;
+            if !records.is_empty() {
+                self.append_records(i, records)?;
             }
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(self.dir.join("ids").join(format!("{i:02x}.idx")))?
-                .write_all(records)?;
         }
         for (tenant, mut leaves) in by_tenant {
             leaves.sort_unstable_by_key(|(seq, _)| *seq);
@@ -262,39 +266,108 @@ impl ProofStore {
         Ok(())
     }
 
+    fn bucket_paths(&self, bucket: usize) -> (PathBuf, PathBuf) {
+        let ids = self.dir.join("ids");
+        (
+            ids.join(format!("{bucket:02x}.run")),
+            ids.join(format!("{bucket:02x}.idx")),
+        )
+    }
+
+    /// Appends index records to a bucket's tail (after cutting a torn record off it), and
+    /// merges the tail into the sorted run once it is large enough.
+    fn append_records(&self, bucket: usize, records: &[u8]) -> std::io::Result<()> {
+        let (run_path, tail_path) = self.bucket_paths(bucket);
+        let mut tail = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&tail_path)?;
+        let len = tail.metadata()?.len();
+        if len % RECORD as u64 != 0 {
+            tail.set_len(len / RECORD as u64 * RECORD as u64)?;
+        }
+        tail.write_all(records)?;
+        let tail_records = tail.metadata()?.len() / RECORD as u64;
+        let run_records = match std::fs::metadata(&run_path) {
+            Ok(m) => m.len() / RECORD as u64,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(e),
+        };
+        if tail_records < self.merge_at.max(run_records / 8) {
+            return Ok(());
+        }
+        let mut all = Vec::with_capacity(((run_records + tail_records) as usize) * RECORD);
+        match File::open(&run_path) {
+            Ok(mut f) => {
+                f.read_to_end(&mut all)?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        all.truncate(all.len() / RECORD * RECORD);
+        let mut t = Vec::new();
+        File::open(&tail_path)?.read_to_end(&mut t)?;
+        all.extend_from_slice(&t[..t.len() / RECORD * RECORD]);
+        let mut sorted: Vec<&[u8]> = all.chunks_exact(RECORD).collect();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let tmp = run_path.with_extension("run.tmp");
+        {
+            let mut out = std::io::BufWriter::new(File::create(&tmp)?);
+            for r in &sorted {
+                out.write_all(r)?;
+            }
+            out.flush()?;
+        }
+        std::fs::rename(&tmp, &run_path)?;
+        // A crash before this leaves records in both: the same records, found either way.
+        tail.set_len(0)?;
+        Ok(())
+    }
+
     /// Leaves stored for `tenant`.
     pub fn size(&mut self, tenant: &str) -> std::io::Result<u64> {
         Ok(self.tree(tenant)?.size)
     }
 
-    /// The seq of `event_id` in `tenant`'s log.
+    /// The seq of `event_id` in `tenant`'s log: a binary search of the bucket's sorted run,
+    /// then a scan of its tail.
     pub fn lookup(&self, tenant: &str, event_id: &str) -> std::io::Result<Option<u64>> {
         let key = id_key(tenant, event_id);
-        let path = self.dir.join("ids").join(format!("{:02x}.idx", key[0]));
-        let mut file = match File::open(path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
+        let (run_path, tail_path) = self.bucket_paths(key[0] as usize);
+        let seq_of = |record: &[u8]| {
+            let mut seq = [0u8; 8];
+            seq.copy_from_slice(&record[16..RECORD]);
+            u64::from_le_bytes(seq)
         };
-        let mut buf = vec![0u8; RECORD * 4096];
-        let mut carry = 0;
-        loop {
-            let n = file.read(&mut buf[carry..])?;
-            let filled = carry + n;
-            let whole = filled / RECORD * RECORD;
-            for record in buf[..whole].chunks_exact(RECORD) {
-                if record[..16] == key {
-                    let mut seq = [0u8; 8];
-                    seq.copy_from_slice(&record[16..]);
-                    return Ok(Some(u64::from_le_bytes(seq)));
+        let open = |path: &Path| match File::open(path) {
+            Ok(f) => Ok(Some(f)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        };
+        if let Some(run) = open(&run_path)? {
+            let (mut lo, mut hi) = (0u64, run.metadata()?.len() / RECORD as u64);
+            let mut record = [0u8; RECORD];
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                run.read_exact_at(&mut record, mid * RECORD as u64)?;
+                match record[..16].cmp(&key[..]) {
+                    std::cmp::Ordering::Less => lo = mid + 1,
+                    std::cmp::Ordering::Greater => hi = mid,
+                    std::cmp::Ordering::Equal => return Ok(Some(seq_of(&record))),
                 }
             }
-            if n == 0 {
-                return Ok(None);
-            }
-            buf.copy_within(whole..filled, 0);
-            carry = filled - whole;
         }
+        let Some(mut tail) = open(&tail_path)? else {
+            return Ok(None);
+        };
+        let mut buf = Vec::new();
+        tail.read_to_end(&mut buf)?;
+        Ok(buf
+            .chunks_exact(RECORD)
+            .find(|r| r[..16] == key)
+            .map(seq_of))
     }
 
     /// Reads `tenant`'s tree for proofs over its first `size` leaves.
@@ -425,6 +498,64 @@ mod tests {
         (0..n)
             .map(|i| Sha256::digest(i.to_le_bytes()).into())
             .collect()
+    }
+
+    /// Lookups find every event (and nothing else) while tails are merged into sorted runs,
+    /// after a crash between a merge's rename and the tail's truncation, and after a torn
+    /// record at a tail's end.
+    #[test]
+    fn the_index_finds_every_event_across_merges() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = ProofStore::open(dir.path()).unwrap();
+        store.merge_at = 2;
+        let all = leaves(3000);
+        let ids: Vec<String> = (0..3000).map(|i| format!("ev-{i}")).collect();
+        let mut at = 0;
+        for (epoch, batch) in [1usize, 7, 300, 2, 900, 1790].into_iter().enumerate() {
+            store
+                .append(
+                    epoch as u64,
+                    (at..at + batch).map(|i| ("t", i as u64, ids[i].as_str(), all[i])),
+                )
+                .unwrap();
+            at += batch;
+            for i in (0..at).step_by(37).chain([at - 1]) {
+                assert_eq!(store.lookup("t", &ids[i]).unwrap(), Some(i as u64));
+            }
+            assert_eq!(
+                store.lookup("t", &ids[at.min(2999)]).unwrap(),
+                (at == 3000).then_some(2999)
+            );
+            assert_eq!(store.lookup("u", &ids[0]).unwrap(), None);
+        }
+        let runs = std::fs::read_dir(dir.path().join("ids"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension() == Some("run".as_ref()))
+            .count();
+        assert!(runs > 100, "{runs} sorted runs");
+        // A merged tail left behind (crash before truncation) and a torn record.
+        let (run, tail) = store.bucket_paths(id_key("t", &ids[5])[0] as usize);
+        let run_bytes = std::fs::read(&run).unwrap();
+        let mut bytes = run_bytes.clone();
+        bytes.extend_from_slice(&[9; 7]);
+        std::fs::write(&tail, &bytes).unwrap();
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(store.lookup("t", id).unwrap(), Some(i as u64), "{i}");
+        }
+        let more: Vec<String> = (0..50).map(|i| format!("more-{i}")).collect();
+        let extra = leaves(3050);
+        store
+            .append(
+                9,
+                (0..50).map(|i| ("t", 3000 + i as u64, more[i].as_str(), extra[3000 + i])),
+            )
+            .unwrap();
+        for (i, id) in more.iter().enumerate() {
+            assert_eq!(store.lookup("t", id).unwrap(), Some(3000 + i as u64));
+        }
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(store.lookup("t", id).unwrap(), Some(i as u64), "{i}");
+        }
     }
 
     #[test]

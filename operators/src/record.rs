@@ -345,7 +345,8 @@ pub enum SinkRecord {
     View(ViewUpdate),
     /// An agent's emitter-side chain at an epoch's close.
     Emitter(Box<EmitterHead>),
-    /// One part of the views' state at a snapshot epoch (a JSON line the views read back on
-    /// restart); written with the epoch as `snapshots/epoch-<epoch>.ndjson`, under its seal.
+    /// Parts of the views' state at a snapshot epoch (JSON lines, newline-terminated, that the
+    /// views read back on restart); appended as they come to
+    /// `snapshots/epoch-<epoch>.ndjson`, sealed with the epoch.
     ViewState(Vec<u8>),
 }

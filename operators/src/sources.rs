@@ -11,9 +11,24 @@ pub mod resume;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::Result;
 use crate::record::RawRecord;
 use crate::sinks::iceberg::SourcePositions;
+
+/// Where a source that can seek by byte (a file) stands: the last offset read in `partition`
+/// and the byte just after its line. Recorded with an epoch's positions, so that a restart
+/// jumps there instead of reading every earlier line again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BytePosition {
+    /// The partition.
+    pub partition: i32,
+    /// The last offset read.
+    pub offset: i64,
+    /// The byte after its line.
+    pub byte: u64,
+}
 
 /// A pull-based source of raw records.
 pub trait Source: Send {
@@ -29,6 +44,19 @@ pub trait Source: Send {
     fn seek(&mut self, durable: &BTreeMap<i32, i64>) -> Result<()> {
         let _ = durable;
         Ok(())
+    }
+
+    /// Where reading stands, for a source that can jump back there ([`Source::seek_to`]).
+    fn byte_position(&self) -> Option<BytePosition> {
+        None
+    }
+
+    /// Before [`Source::seek`], jumps to `at` (an earlier run's [`Source::byte_position`],
+    /// at or before the durable positions); whether it did. A source that cannot, or finds
+    /// that `at` is not the end of a line, stays where it is.
+    fn seek_to(&mut self, at: &BytePosition) -> Result<bool> {
+        let _ = at;
+        Ok(false)
     }
 
     /// What identifies this input's content beyond its name, recorded with every epoch's

@@ -212,6 +212,7 @@ pub fn run_pipeline(
         warehouse = %warehouse.root().display(),
         tenants = resume.heads.len(),
         first_epoch,
+        ms = started.elapsed().as_millis() as u64,
         "resuming"
     );
     let source_name = source.name();
@@ -255,9 +256,14 @@ pub fn run_pipeline(
     let source: Box<dyn Source> = Box::new(ResumingSource::new(
         source,
         durable,
+        resume.byte_positions.get(&source_name).copied(),
         &opts.skips,
         metrics.clone(),
     )?);
+    tracing::info!(
+        ms = started.elapsed().as_millis() as u64,
+        "source positioned"
+    );
     let dead_letter = opts
         .dead_letter
         .as_ref()
@@ -282,6 +288,11 @@ pub fn run_pipeline(
         ))?,
         None => Vec::new(),
     };
+    tracing::info!(
+        ms = started.elapsed().as_millis() as u64,
+        events = history.len(),
+        "views' snapshot and history read"
+    );
     let mut retired = RetiredRows::open(&warehouse.root().join("served"))
         .map_err(custody_operators::Error::Io)?;
     if created || retired.epoch() > resume.last_epoch {
@@ -311,6 +322,10 @@ pub fn run_pipeline(
     if let Ok(mut l) = logs.lock() {
         *l = loaded;
     }
+    tracing::info!(
+        ms = started.elapsed().as_millis() as u64,
+        "proof store open"
+    );
     publish_key(warehouse.root(), &opts.key_dir, &signer)?;
 
     let (sink_tx, sink_rx) = mpsc::sync_channel::<SinkMsg>(1024);
@@ -416,7 +431,11 @@ pub fn run_pipeline(
             && let Some((snapshot, events)) = worker_history.lock().ok().and_then(|mut h| h.take())
         {
             if let Some((epoch, lines)) = snapshot {
-                tracing::info!(epoch, parts = lines.len(), "restoring the views' state");
+                tracing::info!(
+                    epoch,
+                    bytes = lines.iter().map(Vec::len).sum::<usize>(),
+                    "restoring the views' state"
+                );
                 replayed.advance_to(epoch);
                 for line in lines {
                     replayed.send(SinkRecord::ViewState(line));
@@ -770,6 +789,12 @@ impl Driver<'_> {
     fn positions(&self, batch: &[RawRecord]) -> SourcePositions {
         let mut positions = positions_of(self.parts.source.name(), batch);
         positions.fingerprint = self.parts.fingerprint.clone();
+        // Only when it is where this batch ends (not an access-log-only batch).
+        positions.byte_position = self
+            .parts
+            .source
+            .byte_position()
+            .filter(|at| positions.partitions.get(&at.partition) == Some(&at.offset));
         positions
     }
 

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use custody_operators::Metrics;
 use custody_operators::record::RawRecord;
-use custody_operators::sources::Source;
 use custody_operators::sources::ndjson::NdjsonSource;
+use custody_operators::sources::{BytePosition, Source};
 use custody_reports::live::LiveViews;
 use custody_reports::proofs::LiveLogs;
 
@@ -106,6 +106,12 @@ impl Source for Limited {
         positions: &custody_operators::sinks::iceberg::SourcePositions,
     ) -> custody_operators::Result<()> {
         self.inner.ack(positions)
+    }
+    fn byte_position(&self) -> Option<BytePosition> {
+        self.inner.byte_position()
+    }
+    fn seek_to(&mut self, at: &BytePosition) -> custody_operators::Result<bool> {
+        self.inner.seek_to(at)
     }
 }
 

@@ -156,13 +156,17 @@ impl Fact {
                 .into_iter()
                 .map(|f| (f, 1))
                 .collect(),
-            SinkRecord::ViewState(line) => match serde_json::from_slice::<StatePart>(line) {
-                Ok(part) => vec![Fact::restored(part)],
-                Err(e) => {
-                    tracing::error!(error = %e, "unreadable view state in the snapshot");
-                    Vec::new()
-                }
-            },
+            SinkRecord::ViewState(lines) => lines
+                .split(|b| *b == b'\n')
+                .filter(|line| !line.is_empty())
+                .filter_map(|line| match serde_json::from_slice::<StatePart>(line) {
+                    Ok(part) => Some(Fact::restored(part)),
+                    Err(e) => {
+                        tracing::error!(error = %e, "unreadable view state in the snapshot");
+                        None
+                    }
+                })
+                .collect(),
             _ => Vec::new(),
         }
     }
@@ -442,10 +446,28 @@ pub fn render_views<'scope>(
         rows(ViewId::SlaBreaches, breaches),
         views::alerts::alert_rows(alerts, drift),
     ]);
+    // Each message's parts as one chunk of JSON lines: a few large buffers on their way to
+    // the sink rather than one per part.
     let state_lines = scope
         .concatenate(states.into_iter().chain([session_states, model_states]))
-        // Panic-free: state parts are plain data.
-        .map(|part| serde_json::to_vec(&part).unwrap_or_default());
+        .unary::<CapacityContainerBuilder<Vec<Vec<u8>>>, _, _, _>(
+            Pipeline,
+            "StateLines",
+            |_, _| {
+                move |input, output| {
+                    input.for_each(|cap, parts| {
+                        let mut chunk = Vec::with_capacity(parts.len() * 96);
+                        for part in parts.drain(..) {
+                            // Panic-free: state parts are plain data.
+                            if serde_json::to_writer(&mut chunk, &part).is_ok() {
+                                chunk.push(b'\n');
+                            }
+                        }
+                        output.session(&cap).give(chunk);
+                    });
+                }
+            },
+        );
     (view_updates, state_lines)
 }
 

@@ -109,6 +109,10 @@ pub struct SourcePositions {
     /// records, restored on restart so the rebuilt views equal the committed ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clock_us: Option<i64>,
+    /// Where a file source stood after the epoch's last record, so that a restart seeks
+    /// there instead of reading every earlier line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub byte_position: Option<crate::sources::BytePosition>,
 }
 
 /// Messages to the sink thread.
@@ -146,6 +150,8 @@ pub struct ResumeState {
     /// Per source name, its identity fingerprint as first recorded (see
     /// [`SourcePositions::fingerprint`]).
     pub fingerprints: BTreeMap<String, String>,
+    /// Per source name, where its newest epoch left a file source ([`SourcePositions::byte_position`]).
+    pub byte_positions: BTreeMap<String, crate::sources::BytePosition>,
     /// The views' clock as of the last epoch.
     pub last_clock: Option<i64>,
     /// Tables whose commit of the last epoch was completed at start-up.
@@ -334,8 +340,12 @@ impl EpochRecord {
     }
 }
 
-/// A snapshot of the views' state: its epoch and its lines.
+/// A snapshot of the views' state: its epoch and its JSON lines, in chunks of whole lines
+/// (about [`SNAPSHOT_CHUNK`] bytes each).
 pub type ViewSnapshot = (Epoch, Vec<Vec<u8>>);
+
+/// Bytes of JSON lines per chunk of a snapshot read back.
+pub const SNAPSHOT_CHUNK: usize = 1 << 20;
 
 /// View state snapshots kept in the warehouse (the newest ones).
 pub const SNAPSHOTS_KEPT: usize = 3;
@@ -391,6 +401,10 @@ fn merge_positions(state: &mut ResumeState, positions: Option<SourcePositions>) 
         if let Some(f) = p.fingerprint {
             // Lineage is walked newest first: the oldest fingerprint wins.
             state.fingerprints.insert(p.source.clone(), f);
+        }
+        if let Some(b) = p.byte_position {
+            // Newest first: the newest wins.
+            state.byte_positions.entry(p.source.clone()).or_insert(b);
         }
         let source = state.positions.entry(p.source).or_default();
         for (partition, offset) in p.partitions {
@@ -770,20 +784,18 @@ impl Warehouse {
         format!("snapshots/epoch-{epoch:012}.ndjson")
     }
 
-    /// Writes epoch `epoch`'s view state (JSON lines); returns its path relative to the
-    /// warehouse and its SHA-256, hex.
-    fn write_snapshot(&self, epoch: Epoch, lines: &[Vec<u8>]) -> Result<(String, String)> {
+    /// Starts writing epoch `epoch`'s view state: parts are written as they arrive, so the
+    /// snapshot is never whole in memory.
+    fn snapshot_file(&self, epoch: Epoch) -> Result<SnapshotFile> {
         std::fs::create_dir_all(self.snapshot_dir())?;
         let path = Self::snapshot_path(epoch);
-        let mut bytes = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
-        for line in lines {
-            bytes.extend_from_slice(line);
-            bytes.push(b'\n');
-        }
         let tmp = self.root.join(format!("{path}.tmp"));
-        std::fs::write(&tmp, &bytes)?;
-        std::fs::rename(&tmp, self.root.join(&path))?;
-        Ok((path, hex::encode(Sha256::digest(&bytes))))
+        Ok(SnapshotFile {
+            out: std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?),
+            tmp,
+            path,
+            digest: Sha256::new(),
+        })
     }
 
     /// Removes all but the newest [`SNAPSHOTS_KEPT`] snapshots older than `epoch` (best
@@ -845,12 +857,20 @@ impl Warehouse {
                 tracing::warn!(%path, "view state snapshot does not match its sealed digest; not used");
                 continue;
             }
-            let lines = bytes
-                .split(|b| *b == b'\n')
-                .filter(|l| !l.is_empty())
-                .map(<[u8]>::to_vec)
-                .collect();
-            return Ok(Some((epoch, lines)));
+            let mut chunks = Vec::new();
+            let mut rest = &bytes[..];
+            while !rest.is_empty() {
+                let cut = match rest.get(SNAPSHOT_CHUNK..) {
+                    None => rest.len(),
+                    Some(tail) => tail
+                        .iter()
+                        .position(|b| *b == b'\n')
+                        .map_or(rest.len(), |i| SNAPSHOT_CHUNK + i + 1),
+                };
+                chunks.push(rest[..cut].to_vec());
+                rest = &rest[cut..];
+            }
+            return Ok(Some((epoch, chunks)));
         }
         Ok(None)
     }
@@ -880,8 +900,12 @@ impl Warehouse {
                 .map(|(k, v)| (k.to_string(), v.clone())),
         );
         let tx = Transaction::new(table);
+        // No duplicate check: it reads every manifest of the table, so a commit's cost would
+        // grow with history. Data file names are unique (epoch and UUID), and an epoch is
+        // appended to a table at most once (recovery looks for its commit id first).
         let tx = tx
             .fast_append()
+            .with_check_duplicate(false)
             .add_data_files(files)
             .set_snapshot_properties(summary)
             .apply(tx)?;
@@ -1410,12 +1434,44 @@ pub struct IcebergSink {
     sink_id: String,
     metrics: Metrics,
     pending: BTreeMap<Epoch, Vec<SinkRecord>>,
+    /// Snapshots of the views' state being written, by epoch.
+    snapshots: BTreeMap<Epoch, SnapshotFile>,
     on_commit: Option<CommitHook>,
     verifier: Option<ContinuousVerifier>,
     dead_letter: Option<DeadLetter>,
     keystore: Option<Keystore>,
     seal_quarantine: bool,
     sealer: Option<Sealer>,
+}
+
+/// A view state snapshot being written (`<path>.tmp` until it is finished).
+struct SnapshotFile {
+    out: std::io::BufWriter<std::fs::File>,
+    tmp: PathBuf,
+    path: String,
+    digest: Sha256,
+}
+
+impl SnapshotFile {
+    /// Appends JSON lines (one or more, the last newline optional).
+    fn write(&mut self, lines: &[u8]) -> Result<()> {
+        use std::io::Write;
+        self.out.write_all(lines)?;
+        self.digest.update(lines);
+        if lines.last() != Some(&b'\n') {
+            self.out.write_all(b"\n")?;
+            self.digest.update(b"\n");
+        }
+        Ok(())
+    }
+
+    /// Puts the file in place; its path relative to the warehouse and its SHA-256, hex.
+    fn finish(self, root: &Path) -> Result<(String, String)> {
+        let file = self.out.into_inner().map_err(|e| e.into_error())?;
+        drop(file);
+        std::fs::rename(&self.tmp, root.join(&self.path))?;
+        Ok((self.path, hex::encode(self.digest.finalize())))
+    }
 }
 
 /// Signs each committed epoch ([`crate::seal`]) and records the last seal outside the
@@ -1496,6 +1552,7 @@ impl IcebergSink {
             sink_id: sink_id.into(),
             metrics,
             pending: BTreeMap::new(),
+            snapshots: BTreeMap::new(),
             on_commit: None,
             verifier: None,
             dead_letter: None,
@@ -1546,7 +1603,21 @@ impl IcebergSink {
         while let Ok(msg) = rx.recv() {
             match msg {
                 SinkMsg::Records(epoch, records) => {
-                    self.pending.entry(epoch).or_default().extend(records);
+                    let pending = self.pending.entry(epoch).or_default();
+                    for record in records {
+                        match record {
+                            SinkRecord::ViewState(lines) => {
+                                let file = match self.snapshots.entry(epoch) {
+                                    std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+                                    std::collections::btree_map::Entry::Vacant(v) => {
+                                        v.insert(self.warehouse.snapshot_file(epoch)?)
+                                    }
+                                };
+                                file.write(&lines)?;
+                            }
+                            other => pending.push(other),
+                        }
+                    }
                 }
                 SinkMsg::Seal(epoch, positions) => {
                     let records = self.pending.remove(&epoch).unwrap_or_default();
@@ -1731,12 +1802,20 @@ impl IcebergSink {
         }
         // The views' state, when this is a snapshot epoch: a file beside the tables, its
         // digest in the manifest (so under the seal).
-        let snapshot = if state.is_empty() {
-            None
-        } else {
-            let (path, digest) = self.warehouse.write_snapshot(epoch, &state)?;
-            manifest.sha256.insert(path.clone(), digest);
-            Some(path)
+        let mut file = self.snapshots.remove(&epoch);
+        if file.is_none() && !state.is_empty() {
+            file = Some(self.warehouse.snapshot_file(epoch)?);
+        }
+        let snapshot = match file {
+            None => None,
+            Some(mut file) => {
+                for lines in &state {
+                    file.write(lines)?;
+                }
+                let (path, digest) = file.finish(&self.warehouse.root)?;
+                manifest.sha256.insert(path.clone(), digest);
+                Some(path)
+            }
         };
         crate::failpoint::hit("files-written", epoch);
         // 2. The commit point: the epoch's row in custody.epochs, listing those files, under

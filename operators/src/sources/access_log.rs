@@ -16,7 +16,7 @@ use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::Source;
+use super::{BytePosition, Source};
 use crate::error::Result;
 use crate::record::{ACCESS_LOG_PARTITION, RawRecord};
 use crate::sinks::iceberg::SourcePositions;
@@ -182,6 +182,14 @@ impl Source for WithAccessLog {
 
     fn ack(&mut self, positions: &SourcePositions) -> Result<()> {
         self.main.ack(&without_log(positions))
+    }
+
+    fn byte_position(&self) -> Option<BytePosition> {
+        self.main.byte_position()
+    }
+
+    fn seek_to(&mut self, at: &BytePosition) -> Result<bool> {
+        self.main.seek_to(at)
     }
 
     fn fingerprint(&self) -> Result<Option<String>> {

@@ -377,5 +377,6 @@ pub fn positions_of(source: String, batch: &[RawRecord]) -> SourcePositions {
         partitions,
         fingerprint: None,
         clock_us: None,
+        byte_position: None,
     }
 }

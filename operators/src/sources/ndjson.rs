@@ -8,10 +8,11 @@
 //! A file source ([`NdjsonSource::file`]) is named by its canonical path, so `in.ndjson`,
 //! `./in.ndjson` and its absolute path are one input, and carries a fingerprint of its head
 //! (its first [`HEAD_BYTES`] bytes, or all of a shorter file): a different file under the same
-//! path is refused, while a file that grew is the same input. Resuming seeks past the durable
-//! lines by counting newlines, without handing them on.
+//! path is refused, while a file that grew is the same input. Resuming jumps to the byte
+//! position the last epoch recorded ([`Source::byte_position`], checked to follow a newline),
+//! then skips any durable lines after it by counting newlines, without handing them on.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -19,7 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::record::RawRecord;
-use crate::sources::Source;
+use crate::sources::{BytePosition, Source};
 
 /// Reads NDJSON lines from `R`.
 pub struct NdjsonSource<R> {
@@ -32,6 +33,12 @@ pub struct NdjsonSource<R> {
     path: Option<PathBuf>,
     /// The partition its records carry.
     partition: i32,
+    /// Bytes consumed from the start of the input.
+    byte: u64,
+    /// Whether the last byte consumed ended a line.
+    at_line_start: bool,
+    /// Moves the reader to a byte (a file source only).
+    seeker: Option<fn(&mut R, u64) -> std::io::Result<()>>,
 }
 
 /// How much of a file's head identifies it.
@@ -65,6 +72,7 @@ impl NdjsonSource<BufReader<std::fs::File>> {
             max_line_bytes,
         );
         source.path = Some(canonical);
+        source.seeker = Some(|r, at| r.seek(SeekFrom::Start(at)).map(|_| ()));
         Ok(source)
     }
 }
@@ -80,6 +88,9 @@ impl<R: BufRead + Send> NdjsonSource<R> {
             done: false,
             path: None,
             partition: 0,
+            byte: 0,
+            at_line_start: true,
+            seeker: None,
         }
     }
 
@@ -113,6 +124,8 @@ impl<R: BufRead + Send> NdjsonSource<R> {
                 }
             }
             open = buf[used - 1] != b'\n';
+            self.at_line_start = !open;
+            self.byte += used as u64;
             self.reader.consume(used);
         }
         Ok(())
@@ -138,6 +151,8 @@ impl<R: BufRead + Send> NdjsonSource<R> {
             let room = (self.max_line_bytes + 1).saturating_sub(line.len());
             line.extend_from_slice(&chunk[..chunk.len().min(room)]);
             let used = found_newline.map_or(buf.len(), |i| i + 1);
+            self.byte += used as u64;
+            self.at_line_start = found_newline.is_some();
             self.reader.consume(used);
             if found_newline.is_some() {
                 break;
@@ -168,6 +183,38 @@ impl<R: BufRead + Send> Source for NdjsonSource<R> {
             source_name: self.name.clone(),
             message: e.to_string(),
         })
+    }
+
+    fn byte_position(&self) -> Option<BytePosition> {
+        (self.next_offset > 0 && self.at_line_start).then_some(BytePosition {
+            partition: self.partition,
+            offset: self.next_offset - 1,
+            byte: self.byte,
+        })
+    }
+
+    fn seek_to(&mut self, at: &BytePosition) -> Result<bool> {
+        let Some(seek) = self.seeker else {
+            return Ok(false);
+        };
+        if at.partition != self.partition || at.byte == 0 || self.byte != 0 || at.offset < 0 {
+            return Ok(false);
+        }
+        let io = |e: std::io::Error| Error::Source {
+            source_name: self.name.clone(),
+            message: e.to_string(),
+        };
+        // `at` must follow a newline (the file may have been replaced under its name).
+        seek(&mut self.reader, at.byte - 1).map_err(io)?;
+        let follows_newline = self.reader.fill_buf().map_err(io)?.first() == Some(&b'\n');
+        if !follows_newline {
+            seek(&mut self.reader, 0).map_err(io)?;
+            return Ok(false);
+        }
+        self.reader.consume(1);
+        self.byte = at.byte;
+        self.next_offset = at.offset + 1;
+        Ok(true)
     }
 
     fn fingerprint(&self) -> Result<Option<String>> {
@@ -234,6 +281,8 @@ impl<R: BufRead + Send> Source for NdjsonSource<R> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     #[test]
@@ -252,6 +301,55 @@ mod tests {
         assert!(src.next_batch(100, Duration::ZERO).unwrap().is_none());
     }
 
+    /// A restart that jumps to the recorded byte position reads exactly what one that counted
+    /// lines from the start would; a position that does not follow a newline is not used.
+    #[test]
+    fn jumping_to_the_byte_position_equals_counting_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.ndjson");
+        let mut text = String::new();
+        for i in 0..50 {
+            match i % 5 {
+                0 => text.push('\n'),
+                1 => text.push_str(&format!("{{\"i\":{i},\"s\":\"é\\r\"}}\r\n")),
+                2 => text.push_str(&format!("{}\n", "x".repeat(40 + i))),
+                _ => text.push_str(&format!("{{\"i\":{i}}}\n")),
+            }
+        }
+        text.push_str("tail without newline");
+        std::fs::write(&path, &text).unwrap();
+        let read_all = |src: &mut NdjsonSource<BufReader<std::fs::File>>| {
+            let mut out = Vec::new();
+            while let Some(b) = src.next_batch(7, Duration::ZERO).unwrap() {
+                out.extend(b.into_iter().map(|r| (r.offset, r.bytes)));
+            }
+            out
+        };
+        let whole = read_all(&mut NdjsonSource::file(&path, 30).unwrap());
+        for batch in [1, 3, 8, 50] {
+            let mut first = NdjsonSource::file(&path, 30).unwrap();
+            let read = first.next_batch(batch, Duration::ZERO).unwrap().unwrap();
+            let at = first.byte_position().unwrap();
+            assert_eq!(at.offset, read.last().unwrap().offset);
+            for durable in [at.offset, (at.offset + 2).min(whole.len() as i64 - 1)] {
+                let mut again = NdjsonSource::file(&path, 30).unwrap();
+                assert!(again.seek_to(&at).unwrap(), "batch {batch}");
+                again.seek(&BTreeMap::from([(0, durable)])).unwrap();
+                let rest = read_all(&mut again);
+                assert_eq!(rest, whole[(durable + 1) as usize..], "batch {batch}");
+            }
+            // A position off a line start is refused, and reading starts over.
+            let mut off = NdjsonSource::file(&path, 30).unwrap();
+            let byte = (at.byte as usize + 1..)
+                .find(|b| text.as_bytes()[b - 1] != b'\n')
+                .unwrap() as u64;
+            let wrong = BytePosition { byte, ..at };
+            assert!(!off.seek_to(&wrong).unwrap());
+            off.seek(&BTreeMap::from([(0, at.offset)])).unwrap();
+            assert_eq!(read_all(&mut off), whole[(at.offset + 1) as usize..]);
+        }
+    }
+
     #[test]
     fn seeking_skips_exactly_the_durable_lines() {
         let input = b"a\n\nlong line past the cap\nd\ne";
@@ -259,8 +357,7 @@ mod tests {
             for cap in [1, 3, 64] {
                 let mut src =
                     NdjsonSource::new("t", std::io::BufReader::with_capacity(cap, &input[..]), 4);
-                src.seek(&std::collections::BTreeMap::from([(0, skip_to)]))
-                    .unwrap();
+                src.seek(&BTreeMap::from([(0, skip_to)])).unwrap();
                 let mut offsets = Vec::new();
                 while let Some(b) = src.next_batch(100, Duration::ZERO).unwrap() {
                     offsets.extend(b.iter().map(|r| r.offset));

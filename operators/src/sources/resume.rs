@@ -21,7 +21,7 @@ use crate::error::Result;
 use crate::metrics::Metrics;
 use crate::record::RawRecord;
 use crate::sinks::iceberg::SourcePositions;
-use crate::sources::Source;
+use crate::sources::{BytePosition, Source};
 
 /// See the module docs.
 pub struct ResumingSource {
@@ -44,13 +44,21 @@ pub struct ForcedSkip {
 }
 
 impl ResumingSource {
-    /// Seeks `inner` past `durable` and past any forced `skips` (each leaves a gap marker).
+    /// Seeks `inner` past `durable` and past any forced `skips` (each leaves a gap marker);
+    /// first straight to `at` (where an earlier run's last epoch left the source) if given.
     pub fn new(
         mut inner: Box<dyn Source>,
         mut durable: BTreeMap<i32, i64>,
+        at: Option<BytePosition>,
         skips: &[ForcedSkip],
         metrics: Metrics,
     ) -> Result<Self> {
+        if let Some(at) = at
+            && durable.get(&at.partition).is_some_and(|d| *d >= at.offset)
+        {
+            let jumped = inner.seek_to(&at)?;
+            tracing::info!(?at, jumped, "resuming the source at its last byte position");
+        }
         let mut carry = VecDeque::new();
         for skip in skips {
             let from = durable.get(&skip.partition).map_or(0, |d| d + 1);
@@ -117,6 +125,10 @@ impl Source for ResumingSource {
         self.inner.ack(positions)
     }
 
+    fn byte_position(&self) -> Option<BytePosition> {
+        self.inner.byte_position()
+    }
+
     fn fingerprint(&self) -> Result<Option<String>> {
         self.inner.fingerprint()
     }
@@ -167,7 +179,7 @@ mod tests {
     #[test]
     fn drops_durable_records_without_empty_batches() {
         let durable = BTreeMap::from([(0, 4), (1, 1)]);
-        let mut src = ResumingSource::new(fixed(8), durable, &[], Metrics::new()).unwrap();
+        let mut src = ResumingSource::new(fixed(8), durable, None, &[], Metrics::new()).unwrap();
         let mut all = Vec::new();
         while let Some(b) = src.next_batch(100, Duration::from_secs(1)).unwrap() {
             assert!(
@@ -191,9 +203,14 @@ mod tests {
             to: 5,
             reason: "poison records".into(),
         };
-        let mut src =
-            ResumingSource::new(fixed(8), BTreeMap::from([(1, 0)]), &[skip], Metrics::new())
-                .unwrap();
+        let mut src = ResumingSource::new(
+            fixed(8),
+            BTreeMap::from([(1, 0)]),
+            None,
+            &[skip],
+            Metrics::new(),
+        )
+        .unwrap();
         let mut all = Vec::new();
         while let Some(b) = src.next_batch(100, Duration::ZERO).unwrap() {
             all.extend(b);
