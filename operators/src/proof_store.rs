@@ -280,7 +280,6 @@ impl ProofStore {
         let (run_path, tail_path) = self.bucket_paths(bucket);
         let mut tail = OpenOptions::new()
             .create(true)
-            .read(true)
             .append(true)
             .open(&tail_path)?;
         let len = tail.metadata()?.len();

@@ -1603,21 +1603,14 @@ impl IcebergSink {
         while let Ok(msg) = rx.recv() {
             match msg {
                 SinkMsg::Records(epoch, records) => {
-                    let pending = self.pending.entry(epoch).or_default();
+                    let mut rest = Vec::with_capacity(records.len());
                     for record in records {
                         match record {
-                            SinkRecord::ViewState(lines) => {
-                                let file = match self.snapshots.entry(epoch) {
-                                    std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
-                                    std::collections::btree_map::Entry::Vacant(v) => {
-                                        v.insert(self.warehouse.snapshot_file(epoch)?)
-                                    }
-                                };
-                                file.write(&lines)?;
-                            }
-                            other => pending.push(other),
+                            SinkRecord::ViewState(lines) => self.write_state(epoch, &lines)?,
+                            other => rest.push(other),
                         }
                     }
+                    self.pending.entry(epoch).or_default().extend(rest);
                 }
                 SinkMsg::Seal(epoch, positions) => {
                     let records = self.pending.remove(&epoch).unwrap_or_default();
@@ -1638,6 +1631,17 @@ impl IcebergSink {
         Ok(())
     }
 
+    /// Appends view state lines to epoch `epoch`'s snapshot file (started on the first).
+    fn write_state(&mut self, epoch: Epoch, lines: &[u8]) -> Result<()> {
+        let file = match self.snapshots.entry(epoch) {
+            std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(self.warehouse.snapshot_file(epoch)?)
+            }
+        };
+        file.write(lines)
+    }
+
     /// Writes one epoch to every table it touches.
     pub async fn commit_epoch(
         &mut self,
@@ -1652,7 +1656,6 @@ impl IcebergSink {
         let mut checkpoints = Vec::new();
         let mut views = Vec::new();
         let mut emitters = Vec::new();
-        let mut state: Vec<Vec<u8>> = Vec::new();
         for record in records {
             match record {
                 SinkRecord::Event(e) => events.push(*e),
@@ -1661,7 +1664,7 @@ impl IcebergSink {
                 SinkRecord::Checkpoint(c) => checkpoints.push(*c),
                 SinkRecord::View(v) => views.push(v),
                 SinkRecord::Emitter(e) => emitters.push(*e),
-                SinkRecord::ViewState(line) => state.push(line),
+                SinkRecord::ViewState(lines) => self.write_state(epoch, &lines)?,
             }
         }
         checkpoints.sort_by(|a, b| a.tenant_id.cmp(&b.tenant_id));
@@ -1802,16 +1805,9 @@ impl IcebergSink {
         }
         // The views' state, when this is a snapshot epoch: a file beside the tables, its
         // digest in the manifest (so under the seal).
-        let mut file = self.snapshots.remove(&epoch);
-        if file.is_none() && !state.is_empty() {
-            file = Some(self.warehouse.snapshot_file(epoch)?);
-        }
-        let snapshot = match file {
+        let snapshot = match self.snapshots.remove(&epoch) {
             None => None,
-            Some(mut file) => {
-                for lines in &state {
-                    file.write(lines)?;
-                }
+            Some(file) => {
                 let (path, digest) = file.finish(&self.warehouse.root)?;
                 manifest.sha256.insert(path.clone(), digest);
                 Some(path)

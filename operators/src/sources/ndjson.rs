@@ -101,6 +101,14 @@ impl<R: BufRead + Send> NdjsonSource<R> {
         self
     }
 
+    /// `e` as this source's error.
+    fn error(&self, e: std::io::Error) -> Error {
+        Error::Source {
+            source_name: self.name.clone(),
+            message: e.to_string(),
+        }
+    }
+
     /// Skips `lines` lines without keeping them (as many as [`Self::read_line`] would read).
     fn skip_lines(&mut self, mut lines: u64) -> std::io::Result<()> {
         // Whether bytes of a line not ended by a newline yet were consumed.
@@ -179,10 +187,7 @@ impl<R: BufRead + Send> Source for NdjsonSource<R> {
             return Ok(());
         };
         let skip = (last + 1 - self.next_offset).max(0) as u64;
-        self.skip_lines(skip).map_err(|e| Error::Source {
-            source_name: self.name.clone(),
-            message: e.to_string(),
-        })
+        self.skip_lines(skip).map_err(|e| self.error(e))
     }
 
     fn byte_position(&self) -> Option<BytePosition> {
@@ -200,15 +205,11 @@ impl<R: BufRead + Send> Source for NdjsonSource<R> {
         if at.partition != self.partition || at.byte == 0 || self.byte != 0 || at.offset < 0 {
             return Ok(false);
         }
-        let io = |e: std::io::Error| Error::Source {
-            source_name: self.name.clone(),
-            message: e.to_string(),
-        };
         // `at` must follow a newline (the file may have been replaced under its name).
-        seek(&mut self.reader, at.byte - 1).map_err(io)?;
-        let follows_newline = self.reader.fill_buf().map_err(io)?.first() == Some(&b'\n');
-        if !follows_newline {
-            seek(&mut self.reader, 0).map_err(io)?;
+        seek(&mut self.reader, at.byte - 1).map_err(|e| self.error(e))?;
+        let follows_newline = self.reader.fill_buf().map(|b| b.first() == Some(&b'\n'));
+        if !follows_newline.map_err(|e| self.error(e))? {
+            seek(&mut self.reader, 0).map_err(|e| self.error(e))?;
             return Ok(false);
         }
         self.reader.consume(1);
@@ -223,10 +224,7 @@ impl<R: BufRead + Send> Source for NdjsonSource<R> {
         };
         head_fingerprint(path, HEAD_BYTES)
             .map(Some)
-            .map_err(|e| Error::Source {
-                source_name: self.name.clone(),
-                message: e.to_string(),
-            })
+            .map_err(|e| self.error(e))
     }
 
     fn matches_fingerprint(&self, recorded: &str) -> Result<bool> {
@@ -240,10 +238,7 @@ impl<R: BufRead + Send> Source for NdjsonSource<R> {
         let Some(len) = len else {
             return Ok(false);
         };
-        let now = head_fingerprint(path, len).map_err(|e| Error::Source {
-            source_name: self.name.clone(),
-            message: e.to_string(),
-        })?;
+        let now = head_fingerprint(path, len).map_err(|e| self.error(e))?;
         Ok(now == recorded)
     }
 
@@ -253,10 +248,7 @@ impl<R: BufRead + Send> Source for NdjsonSource<R> {
         }
         let mut batch = Vec::with_capacity(max.min(1 << 16));
         while batch.len() < max {
-            let line = self.read_line().map_err(|e| Error::Source {
-                source_name: self.name.clone(),
-                message: e.to_string(),
-            })?;
+            let line = self.read_line().map_err(|e| self.error(e))?;
             let Some((bytes, len)) = line else {
                 self.done = true;
                 break;

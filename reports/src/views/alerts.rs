@@ -205,6 +205,11 @@ pub struct Alert {
 }
 
 impl Alert {
+    /// The window it was found in.
+    pub fn window(&self, cfg: &DriftConfig) -> i64 {
+        self.window_start_us.div_euclid(cfg.window_us.max(1))
+    }
+
     /// The row key within the tenant.
     pub fn key(&self) -> String {
         match &self.subject {
@@ -234,12 +239,12 @@ pub fn detect(cfg: &DriftConfig, agent: &str, facts: &[(&DriftFact, isize)]) -> 
     let mut models: BTreeMap<&str, i64> = BTreeMap::new();
     let mut tools: BTreeMap<&str, i64> = BTreeMap::new();
     let mut calls_per_window: BTreeMap<i64, i64> = BTreeMap::new();
-    let (mut banked_first, mut horizon, mut retired_calls) = (None::<i64>, i64::MIN, 0i64);
+    let (mut banked_first, mut retired_calls) = (None::<i64>, 0i64);
     for (fact, n) in facts {
         let n = *n as i64;
         match fact {
             DriftFact::First(w) => banked_first = Some(banked_first.map_or(*w, |f| f.min(*w))),
-            DriftFact::Horizon(h) => horizon = horizon.max(*h),
+            DriftFact::Horizon(_) => {}
             DriftFact::RetiredCalls => retired_calls += n,
             DriftFact::FirstTool(w, t) => {
                 let first = tools.entry(t).or_insert(*w);
@@ -392,7 +397,9 @@ pub fn detect(cfg: &DriftConfig, agent: &str, facts: &[(&DriftFact, isize)]) -> 
     }
     // Windows before the horizon lack part of their baseline: their alerts are not reported
     // (the changelog keeps those it reported while they were current).
-    alerts.retain(|a| a.window_start_us.div_euclid(cfg.window_us.max(1)) >= horizon);
+    if let Some(h) = horizon(facts) {
+        alerts.retain(|a| a.window(cfg) >= h);
+    }
     alerts
 }
 
@@ -405,6 +412,17 @@ pub enum AlertOut {
     Horizon(i64),
 }
 
+/// The agent's horizon among its facts ([`DriftFact::Horizon`]), if windows were retired.
+pub fn horizon(facts: &[(&DriftFact, isize)]) -> Option<i64> {
+    facts
+        .iter()
+        .filter_map(|(f, _)| match f {
+            DriftFact::Horizon(h) => Some(*h),
+            _ => None,
+        })
+        .max()
+}
+
 /// Alerts per `(tenant, agent)`, and each agent's horizon.
 pub fn alerts<'scope>(
     facts: VecCollection<'scope, Epoch, ((String, String), DriftFact)>,
@@ -414,14 +432,7 @@ pub fn alerts<'scope>(
         for alert in detect(&cfg, agent, input) {
             output.push((AlertOut::Raised(alert), 1));
         }
-        let horizon = input
-            .iter()
-            .filter_map(|(f, _)| match f {
-                DriftFact::Horizon(h) => Some(*h),
-                _ => None,
-            })
-            .max();
-        if let Some(h) = horizon {
+        if let Some(h) = horizon(input) {
             output.push((AlertOut::Horizon(h), 1));
         }
     })
@@ -436,7 +447,6 @@ pub fn alert_rows<'scope>(
     alerts: VecCollection<'scope, Epoch, ((String, String), AlertOut)>,
     cfg: DriftConfig,
 ) -> StreamVec<'scope, Epoch, ViewUpdate> {
-    let window_us = cfg.window_us.max(1);
     crate::changes(alerts, "AlertChanges", |x, diff| (x, diff)).unary::<CapacityContainerBuilder<
         Vec<ViewUpdate>,
     >, _, _, _>(
@@ -462,7 +472,7 @@ pub fn alert_rows<'scope>(
                         let key = alert.key();
                         // Panic-free: an alert is plain strings and integers.
                         let row = serde_json::to_string(&alert).unwrap_or_default();
-                        let window = alert.window_start_us.div_euclid(window_us);
+                        let window = alert.window(&cfg);
                         let below = horizons.get(&(tenant_id.clone(), agent));
                         session.give(if diff < 0 && below.is_some_and(|h| window < *h) {
                             ViewUpdate::Retired {

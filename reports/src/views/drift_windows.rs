@@ -36,6 +36,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::{Capability, Operator};
 
 use super::alerts::{DriftConfig, DriftFact};
+use super::session_scoped::hash_key;
 
 type Key = (String, String);
 
@@ -75,12 +76,7 @@ pub fn drift_windows<'scope>(
     input
         .inner
         .unary_frontier::<CapacityContainerBuilder<Vec<((Key, DriftFact), Epoch, isize)>>, _, _, _>(
-            Exchange::new(|((key, _), _, _): &((Key, DriftFact), Epoch, isize)| {
-                use std::hash::{Hash, Hasher};
-                let mut h = std::hash::DefaultHasher::new();
-                key.hash(&mut h);
-                h.finish()
-            }),
+            Exchange::new(|((key, _), _, _): &((Key, DriftFact), Epoch, isize)| hash_key(key)),
             "DriftWindows",
             move |_, _| {
                 let mut stash: Stash = BTreeMap::new();

@@ -266,7 +266,8 @@ impl Gauges {
     }
 }
 
-fn hash_key(key: &SessionKey) -> u64 {
+/// The exchange hash of a `(tenant, key)` pair.
+pub(crate) fn hash_key(key: &SessionKey) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::hash::DefaultHasher::new();
     key.hash(&mut h);
