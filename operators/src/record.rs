@@ -347,6 +347,6 @@ pub enum SinkRecord {
     Emitter(Box<EmitterHead>),
     /// Parts of the views' state at a snapshot epoch (JSON lines, newline-terminated, that the
     /// views read back on restart); appended as they come to
-    /// `snapshots/epoch-<epoch>.ndjson`, sealed with the epoch.
+    /// `snapshots/epoch-<epoch>.v<format>.ndjson`, sealed with the epoch.
     ViewState(Vec<u8>),
 }

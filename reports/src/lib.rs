@@ -29,7 +29,8 @@ use views::hitl_latency::{Decision, Escalation, FromEvent, HitlConfig};
 use views::model_versions::ModelOut;
 use views::model_versions::{ModelIn, ModelUse};
 use views::policy_violations::PolicyRule;
-use views::reviews::{GroupFact, LatencyFact, ReviewIn, ReviewOut};
+use views::review_sketches::{Row, SketchIn, SketchOut};
+use views::reviews::{ReviewIn, ReviewOut};
 use views::session_scoped::{RetireConfig, SessionEvent, SessionIn, SessionOut};
 
 /// Turns everything `f` maps a record to (an `Option`, a `Vec`, … of `(record, diff)`) into
@@ -127,26 +128,24 @@ pub struct ViewsConfig {
 enum Fact {
     Type((String, String)),
     Review(ReviewIn),
-    Latency((String, LatencyFact)),
-    Group(((String, String), GroupFact)),
+    Sketch(SketchIn),
     Session(SessionIn),
     Model(((String, String), ModelIn)),
     Drift(((String, String), views::alerts::DriftFact)),
 }
 
 impl Fact {
-    const KINDS: u64 = 7;
+    const KINDS: u64 = 6;
 
     /// Its output of the partition, in declaration order.
     fn kind(&self) -> u64 {
         match self {
             Fact::Type(_) => 0,
             Fact::Review(_) => 1,
-            Fact::Latency(_) => 2,
-            Fact::Group(_) => 3,
-            Fact::Session(_) => 4,
-            Fact::Model(_) => 5,
-            Fact::Drift(_) => 6,
+            Fact::Sketch(_) => 2,
+            Fact::Session(_) => 3,
+            Fact::Model(_) => 4,
+            Fact::Drift(_) => 5,
         }
     }
 
@@ -176,8 +175,7 @@ impl Fact {
         match part {
             StatePart::Count(k, n) => (Fact::Type(k), n),
             StatePart::Pairing(p) => (Fact::Review(ReviewIn::Restore(p)), 1),
-            StatePart::Latency(f, n) => (Fact::Latency(f), n),
-            StatePart::Group(f, n) => (Fact::Group(f), n),
+            StatePart::Sketch(k, sketch) => (Fact::Sketch(SketchIn::Restore(k, sketch)), 1),
             StatePart::Drift(d, n) => (Fact::Drift(d), n),
             StatePart::Session(s) => (Fact::Session(SessionIn::Restore(s)), 1),
             StatePart::Model(k, u) => (Fact::Model((k, ModelIn::Restore(u))), 1),
@@ -315,24 +313,33 @@ pub fn render_views<'scope>(
         every,
         metrics,
     );
-    let latency_facts = part!(Latency).concat(
-        reviews
-            .clone()
-            .flat_map(|o| match o {
-                ReviewOut::Latency(f, n) => Some((f, n)),
-                _ => None,
-            })
-            .into_updates(),
+    let sketches = views::review_sketches::review_sketches(
+        stream!(Sketch).concat(reviews.clone().flat_map(|o| match o {
+            ReviewOut::Sketch(s) => Some(s),
+            _ => None,
+        })),
+        ticks.clone(),
+        every,
+        metrics,
     );
-    let group_facts = part!(Group).concat(
-        reviews
-            .clone()
-            .flat_map(|o| match o {
-                ReviewOut::Group(f, n) => Some((f, n)),
-                _ => None,
-            })
-            .into_updates(),
-    );
+    let latency_rows = sketches
+        .clone()
+        .flat_map(|o| match o {
+            SketchOut::Row(Row::Tenant(tenant, stats), n) => Some(((tenant, stats), n)),
+            _ => None,
+        })
+        .into_updates();
+    let groups = sketches
+        .clone()
+        .flat_map(|o| match o {
+            SketchOut::Row(Row::Group(key, stats), n) => Some(((key, stats), n)),
+            _ => None,
+        })
+        .into_updates();
+    let sketch_states = sketches.flat_map(|o| match o {
+        SketchOut::State(k, s) => Some(StatePart::Sketch(k, s)),
+        SketchOut::Row(..) => None,
+    });
     let pending = reviews
         .clone()
         .flat_map(|o| match o {
@@ -364,20 +371,6 @@ pub fn render_views<'scope>(
             |k, n| StatePart::Count(k.clone(), n),
         ),
         mirror(
-            latency_facts.clone(),
-            ticks.clone(),
-            every,
-            "LatencyState",
-            |f, n| StatePart::Latency(f.clone(), n),
-        ),
-        mirror(
-            group_facts.clone(),
-            ticks.clone(),
-            every,
-            "GroupsState",
-            |f, n| StatePart::Group(f.clone(), n),
-        ),
-        mirror(
             drift_facts.clone(),
             ticks.clone(),
             every,
@@ -385,10 +378,10 @@ pub fn render_views<'scope>(
             |d, n| StatePart::Drift(d.clone(), n),
         ),
         review_states,
+        sketch_states,
     ];
 
     let alerts = views::alerts::alerts(drift_facts, drift);
-    let groups = views::hitl_groups::hitl_groups(group_facts);
     let breaches = views::sla_breaches::sla_breaches(pending, clock);
 
     let session_rows = scoped.clone().flat_map(|o| match o {
@@ -428,7 +421,7 @@ pub fn render_views<'scope>(
         },
     );
     let latency = changes(
-        views::hitl_latency::hitl_latency(latency_facts),
+        latency_rows,
         "HitlLatencyChanges",
         |(tenant_id, stats), diff| ViewUpdate::HitlLatency {
             tenant_id,

@@ -20,7 +20,8 @@ use timely::dataflow::operators::{Capability, Operator};
 
 use crate::views::alerts::DriftFact;
 use crate::views::model_versions::Usage;
-use crate::views::reviews::{GroupFact, LatencyFact, PairingState};
+use crate::views::review_sketches::{Sketch, SketchKey};
+use crate::views::reviews::PairingState;
 use crate::views::session_scoped::SessionState;
 
 /// One part of the views' state.
@@ -30,10 +31,8 @@ pub enum StatePart {
     Count((String, String), isize),
     /// The escalation/decision pairing's state.
     Pairing(PairingState),
-    /// A per-tenant review latency fact, with its multiplicity.
-    Latency((String, LatencyFact), isize),
-    /// A per-group review latency fact, with its multiplicity.
-    Group(((String, String), GroupFact), isize),
+    /// A tenant's or group's review latency sketch.
+    Sketch(SketchKey, Sketch),
     /// A drift fact of `(tenant, agent)`, with its multiplicity.
     Drift(((String, String), DriftFact), isize),
     /// An open (or recently retired) session.

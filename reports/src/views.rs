@@ -8,6 +8,7 @@ pub mod hitl_groups;
 pub mod hitl_latency;
 pub mod model_versions;
 pub mod policy_violations;
+pub mod review_sketches;
 pub mod reviews;
 pub mod session_scoped;
 pub mod sessions;

@@ -350,6 +350,11 @@ pub const SNAPSHOT_CHUNK: usize = 1 << 20;
 /// View state snapshots kept in the warehouse (the newest ones).
 pub const SNAPSHOTS_KEPT: usize = 3;
 
+/// The format of the views' state in a snapshot, part of its file name. Bumped when the views
+/// change what they keep: a restart passes over snapshots of another format and rebuilds the
+/// views from the lake instead. 2: review sketches per key instead of bucket facts.
+pub const SNAPSHOT_FORMAT: u32 = 2;
+
 /// The data files an epoch adds to each table, recorded in its `custody.epochs` row before any
 /// of them is committed: the epoch's write-ahead record.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -781,7 +786,7 @@ impl Warehouse {
 
     /// The path (relative to the warehouse) of epoch `epoch`'s view state snapshot.
     pub fn snapshot_path(epoch: Epoch) -> String {
-        format!("snapshots/epoch-{epoch:012}.ndjson")
+        format!("snapshots/epoch-{epoch:012}.v{SNAPSHOT_FORMAT}.ndjson")
     }
 
     /// Starts writing epoch `epoch`'s view state: parts are written as they arrive, so the
@@ -801,27 +806,30 @@ impl Warehouse {
     /// Removes all but the newest [`SNAPSHOTS_KEPT`] snapshots older than `epoch` (best
     /// effort: a file left behind is only disk).
     fn prune_snapshots(&self, epoch: Epoch) {
-        let mut older: Vec<Epoch> = std::fs::read_dir(self.snapshot_dir())
+        // Every snapshot file (of any format) and coverage file, by epoch.
+        let mut older: BTreeMap<Epoch, Vec<PathBuf>> = BTreeMap::new();
+        for entry in std::fs::read_dir(self.snapshot_dir())
             .into_iter()
             .flatten()
             .flatten()
-            .filter_map(|e| {
-                let name = e.file_name().into_string().ok()?;
-                let n = name
-                    .strip_prefix("epoch-")?
-                    .split('.')
-                    .next()?
-                    .parse()
-                    .ok()?;
-                (n < epoch).then_some(n)
-            })
-            .collect();
-        older.sort();
+        {
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            let n = name
+                .strip_prefix("epoch-")
+                .or_else(|| name.strip_prefix("coverage-"))
+                .and_then(|rest| rest.split('.').next())
+                .and_then(|n| n.parse::<Epoch>().ok());
+            if let Some(n) = n.filter(|n| *n < epoch) {
+                older.entry(n).or_default().push(entry.path());
+            }
+        }
         let keep = older.len().saturating_sub(SNAPSHOTS_KEPT - 1);
-        for n in &older[..keep] {
-            let _ = std::fs::remove_file(self.root.join(Self::snapshot_path(*n)));
-            let _ =
-                std::fs::remove_file(self.snapshot_dir().join(format!("coverage-{n:012}.json")));
+        for files in older.into_values().take(keep) {
+            for f in files {
+                let _ = std::fs::remove_file(f);
+            }
         }
     }
 
@@ -837,7 +845,7 @@ impl Warehouse {
                 let name = e.file_name().into_string().ok()?;
                 let n: Epoch = name
                     .strip_prefix("epoch-")?
-                    .strip_suffix(".ndjson")?
+                    .strip_suffix(&format!(".v{SNAPSHOT_FORMAT}.ndjson"))?
                     .parse()
                     .ok()?;
                 (n <= last).then_some(n)

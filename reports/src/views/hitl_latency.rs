@@ -1,25 +1,18 @@
 //! Human-in-the-loop review latency per tenant.
 //!
-//! # Inputs
-//! `(tenant_id, LatencyFact)` from [`super::reviews`]: every review as a sketch bucket with
-//! its flags, and the exact maximum.
+//! The facts the HITL views read from events (escalations and decisions), and the statistics
+//! of a set of reviews.
 //!
-//! # Outputs
-//! `(tenant_id, HitlStats)`: completed reviews, p50/p95/max presented→decided latency
-//! (nearest-rank percentiles from a DDSketch with relative accuracy 1%, milliseconds; count
-//! and maximum exact), approvals faster than the rubber-stamp threshold,
-//! and decisions later than the escalation's SLA.
-//!
-//! # State and its bound
-//! The reduce's input arrangement: per tenant, its buckets (about 1,100 for latencies up to
-//! a year, in practice tens) × the two flags, and a maximum per worker.
+//! The rows: `(tenant_id, HitlStats)`, completed reviews, p50/p95/max presented→decided
+//! latency (nearest-rank percentiles from a DDSketch with relative accuracy 1%, milliseconds;
+//! count and maximum exact), approvals faster than the rubber-stamp threshold, and decisions
+//! later than the escalation's SLA. They are computed from each tenant's sketch by
+//! [`super::review_sketches`], which documents the state and its bound.
 
-use custody_operators::record::{ChainedEvent, Epoch, HitlStats};
+use custody_operators::record::{ChainedEvent, HitlStats};
 use custody_schemas::EventType;
 use custody_schemas::time::parse_rfc3339;
-use differential_dataflow::VecCollection;
 
-use super::reviews::{LatencyFact, bucket_value};
 use serde::{Deserialize, Serialize};
 
 /// View settings.
@@ -190,32 +183,6 @@ pub fn stats(sorted: &[(Review, isize)]) -> HitlStats {
             .map(|(_, c)| *c as i64)
             .sum(),
     }
-}
-
-/// Summarizes each tenant's reviews from its latency sketch (percentiles within
-/// [`super::reviews::SKETCH_ALPHA`] of the exact nearest-rank value; counts and the maximum
-/// exact).
-pub fn hitl_latency<'scope>(
-    facts: VecCollection<'scope, Epoch, (String, LatencyFact)>,
-) -> VecCollection<'scope, Epoch, (String, HitlStats)> {
-    facts.reduce_named("HitlLatency", |_tenant, input, output| {
-        let mut reviews: Vec<(Review, isize)> = Vec::new();
-        let mut max: Option<i64> = None;
-        for (fact, n) in input {
-            match fact {
-                LatencyFact::Bucket(b, rubber, over) => {
-                    reviews.push(((bucket_value(*b), *rubber, *over), *n));
-                }
-                LatencyFact::Max(ms) => max = max.max(Some(*ms)),
-            }
-        }
-        if reviews.is_empty() {
-            return;
-        }
-        let mut s = stats(&reviews);
-        s.max_ms = max.unwrap_or(s.max_ms);
-        output.push((s, 1));
-    })
 }
 
 #[cfg(test)]

@@ -9,17 +9,14 @@
 //! # Outputs ([`ReviewOut`])
 //! - `Pending`: an escalation with no decision yet, inserted when it arrives and retracted
 //!   when its first decision does (what SLA breaches are found among);
-//! - `Latency` and `Group` facts: every (escalation, decision) pair as a latency sketch bucket
-//!   ([`bucket`]) with its rubber-stamp and SLA flags (and outcome, per agent and risk tier),
-//!   inserted once, never retracted; these consolidate, so the views' state is bounded by
-//!   tenants (and groups) × buckets, not by reviews. The exact maximum is carried as one
-//!   `Max` fact per tenant (or group) and worker, replaced as it grows;
+//! - `Sketch`: every (escalation, decision) pair as a review for the sketches of its tenant
+//!   and of its (agent, risk tier) group ([`super::review_sketches`]), sent once;
 //! - `State`: this operator's state at snapshot epochs.
 //!
 //! # State and its bound
 //! Escalations without a decision (open work: an undecided escalation stays until decided),
 //! and decided ones for `grace_epochs` after their first decision (for further decisions);
-//! decisions whose escalation has not arrived, for `idle_epochs`; the maxima sent.
+//! decisions whose escalation has not arrived, for `idle_epochs`.
 //!
 //! # Metrics
 //! `custody_view_state{view="reviews",kind=escalations|orphans}`;
@@ -38,6 +35,7 @@ use timely::dataflow::operators::{Capability, Operator};
 use super::hitl_latency::{
     Decision, DecisionFact, Escalation, EscalationFact, HitlConfig, Outcome, review,
 };
+use super::review_sketches::{Reviewed, SketchIn};
 use super::session_scoped::RetireConfig;
 
 /// Relative accuracy of the latency sketch: a reported percentile is within 1% of the exact
@@ -68,25 +66,6 @@ pub fn bucket_value(b: i32) -> i64 {
     b.signum() as i64 * v.round() as i64
 }
 
-/// One review as the per-tenant latency view keeps it.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum LatencyFact {
-    /// A review in this latency bucket, approved faster than the rubber-stamp threshold or
-    /// not, decided past its SLA or not.
-    Bucket(i32, bool, bool),
-    /// The largest latency seen (by one worker).
-    Max(i64),
-}
-
-/// One review as the per-group view keeps it.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum GroupFact {
-    /// As [`LatencyFact::Bucket`], with the decision's outcome.
-    Bucket(i32, bool, bool, Outcome),
-    /// The largest latency seen (by one worker).
-    Max(i64),
-}
-
 /// The operator's state in a snapshot.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PairingState {
@@ -107,15 +86,6 @@ pub enum PairingState {
         decisions: Vec<DecisionFact>,
         /// When the first arrived.
         since: Epoch,
-    },
-    /// A maximum sent: per tenant (`group` none) or per tenant and group.
-    Max {
-        /// Tenant.
-        tenant: String,
-        /// `agent/risk_tier`, for a group.
-        group: Option<String>,
-        /// The latency, ms.
-        ms: i64,
     },
 }
 
@@ -139,9 +109,6 @@ impl ReviewIn {
             ReviewIn::Restore(
                 PairingState::Escalation { key, .. } | PairingState::Orphans { key, .. },
             ) => key.hash(&mut h),
-            ReviewIn::Restore(PairingState::Max { tenant, group, .. }) => {
-                (tenant, group).hash(&mut h)
-            }
         }
         h.finish()
     }
@@ -152,10 +119,8 @@ impl ReviewIn {
 pub enum ReviewOut {
     /// An undecided escalation (+1) or its first decision (-1).
     Pending(Escalation, isize),
-    /// A per-tenant latency fact.
-    Latency((String, LatencyFact), isize),
-    /// A per-group latency fact, keyed `(tenant, "agent/risk_tier")`.
-    Group(((String, String), GroupFact), isize),
+    /// A review for a sketch.
+    Sketch(SketchIn),
     /// State, at a snapshot epoch.
     State(PairingState),
 }
@@ -167,54 +132,36 @@ struct Held {
 
 type Stash = BTreeMap<Epoch, (Option<Capability<Epoch>>, Vec<ReviewIn>, bool)>;
 
-/// The latest maximum sent, per tenant (group `None`) or tenant and group.
-type Maxima = HashMap<(String, Option<String>), i64>;
-
-/// One (escalation, decision) pair: its sketch facts, and new maxima.
+/// One (escalation, decision) pair: a review for its tenant's and its group's sketches.
 fn pair(
-    maxima: &mut Maxima,
     hitl: HitlConfig,
     key: &(String, String),
     esc: &EscalationFact,
     dec: &DecisionFact,
     out: &mut Vec<ReviewOut>,
 ) {
-    let (latency, rubber, over) = review(
+    let (latency_ms, rubber_stamp, over_sla) = review(
         esc.presented_us,
         esc.sla_s,
         dec.decided_us,
         dec.outcome == Outcome::Approve,
         hitl,
     );
-    let b = bucket(latency);
-    let tenant = key.0.clone();
+    let reviewed = Reviewed {
+        latency_ms,
+        rubber_stamp,
+        over_sla,
+        outcome: dec.outcome,
+    };
     let group = format!("{}/{}", esc.agent_id, esc.risk_tier);
-    out.push(ReviewOut::Latency(
-        (tenant.clone(), LatencyFact::Bucket(b, rubber, over)),
-        1,
-    ));
-    out.push(ReviewOut::Group(
-        (
-            (tenant.clone(), group.clone()),
-            GroupFact::Bucket(b, rubber, over, dec.outcome),
-        ),
-        1,
-    ));
-    for g in [None, Some(group)] {
-        let old = maxima.get(&(tenant.clone(), g.clone())).copied();
-        if old.is_some_and(|m| m >= latency) {
-            continue;
-        }
-        maxima.insert((tenant.clone(), g.clone()), latency);
-        let fact = |ms: i64, diff| match &g {
-            None => ReviewOut::Latency((tenant.clone(), LatencyFact::Max(ms)), diff),
-            Some(g) => ReviewOut::Group(((tenant.clone(), g.clone()), GroupFact::Max(ms)), diff),
-        };
-        if let Some(old) = old {
-            out.push(fact(old, -1));
-        }
-        out.push(fact(latency, 1));
-    }
+    out.push(ReviewOut::Sketch(SketchIn::Review(
+        (key.0.clone(), Some(group)),
+        reviewed.clone(),
+    )));
+    out.push(ReviewOut::Sketch(SketchIn::Review(
+        (key.0.clone(), None),
+        reviewed,
+    )));
 }
 
 /// Pairs escalations with decisions; see the module documentation.
@@ -238,7 +185,6 @@ pub fn reviews<'scope>(
             let mut stash: Stash = BTreeMap::new();
             let mut held: HashMap<(String, String), Held> = HashMap::new();
             let mut orphans: HashMap<(String, String), (Vec<DecisionFact>, Epoch)> = HashMap::new();
-            let mut maxima: Maxima = HashMap::new();
             move |(input, input_frontier), (ticks, ticks_frontier), output| {
                 input.for_each(|cap, data| {
                     // Panic: epochs are totally ordered, so every message has a least time.
@@ -277,9 +223,6 @@ pub fn reviews<'scope>(
                             }) => {
                                 orphans.insert(key, (decisions, since));
                             }
-                            ReviewIn::Restore(PairingState::Max { tenant, group, ms }) => {
-                                maxima.insert((tenant, group), ms);
-                            }
                             ReviewIn::Escalation((key, fact)) => {
                                 if held.contains_key(&key) {
                                     // The same escalation again (a replayed event): once.
@@ -288,7 +231,7 @@ pub fn reviews<'scope>(
                                 let mut decided = None;
                                 if let Some((decisions, _)) = orphans.remove(&key) {
                                     for dec in &decisions {
-                                        pair(&mut maxima, hitl, &key, &fact, dec, &mut out);
+                                        pair(hitl, &key, &fact, dec, &mut out);
                                     }
                                     decided = Some(t);
                                 } else {
@@ -298,7 +241,7 @@ pub fn reviews<'scope>(
                             }
                             ReviewIn::Decision((key, dec)) => match held.get_mut(&key) {
                                 Some(h) => {
-                                    pair(&mut maxima, hitl, &key, &h.fact, &dec, &mut out);
+                                    pair(hitl, &key, &h.fact, &dec, &mut out);
                                     if h.decided.is_none() {
                                         h.decided = Some(t);
                                         out.push(ReviewOut::Pending(
@@ -337,13 +280,6 @@ pub fn reviews<'scope>(
                                 since: *since,
                             }));
                         }
-                        for ((tenant, group), ms) in &maxima {
-                            out.push(ReviewOut::State(PairingState::Max {
-                                tenant: tenant.clone(),
-                                group: group.clone(),
-                                ms: *ms,
-                            }));
-                        }
                     }
                     output.session(&cap).give_iterator(out.into_iter());
                 }
@@ -364,9 +300,10 @@ mod tests {
 
     use super::*;
     use crate::IntoUpdates;
-    use crate::views::hitl_groups::{GroupReview, HitlGroupStats, group_stats, hitl_groups};
-    use crate::views::hitl_latency::{Review, hitl_latency, stats};
+    use crate::views::hitl_groups::{GroupReview, HitlGroupStats, group_stats};
+    use crate::views::hitl_latency::{Review, stats};
     use crate::views::oracle::{accumulate_by_epoch, lcg};
+    use crate::views::review_sketches::{Row, SketchOut, review_sketches};
     use crate::views::sla_breaches::{SlaBreach, deadline, sla_breaches};
 
     /// The percentile error bound, stated: within α of the exact nearest-rank value, plus
@@ -439,18 +376,26 @@ mod tests {
                 let (mut handle, stream) = scope.new_input::<Vec<ReviewIn>>();
                 let (mut clock, clock_now) = scope.new_collection::<i64, isize>();
                 let ticks = clock_now.inner.clone().map(|_| ());
-                let out = reviews(stream, ticks, hitl, retire, 0, &Metrics::new());
-                let lat = out
+                let out = reviews(stream, ticks.clone(), hitl, retire, 0, &Metrics::new());
+                let sketches = review_sketches(
+                    out.clone().flat_map(|o| match o {
+                        ReviewOut::Sketch(s) => Some(s),
+                        _ => None,
+                    }),
+                    ticks,
+                    0,
+                    &Metrics::new(),
+                );
+                let lat = sketches
                     .clone()
                     .flat_map(|o| match o {
-                        ReviewOut::Latency(f, n) => Some((f, n)),
+                        SketchOut::Row(Row::Tenant(t, s), n) => Some(((t, s), n)),
                         _ => None,
                     })
                     .into_updates();
-                let grp = out
-                    .clone()
+                let grp = sketches
                     .flat_map(|o| match o {
-                        ReviewOut::Group(f, n) => Some((f, n)),
+                        SketchOut::Row(Row::Group(k, s), n) => Some(((k, s), n)),
                         _ => None,
                     })
                     .into_updates();
@@ -461,8 +406,8 @@ mod tests {
                     })
                     .into_updates();
                 let rx = (
-                    hitl_latency(lat).inner.capture(),
-                    hitl_groups(grp).inner.capture(),
+                    lat.inner.capture(),
+                    grp.inner.capture(),
                     sla_breaches(pending, clock_now).inner.capture(),
                 );
                 for epoch in 0..epochs {
