@@ -25,7 +25,8 @@ use custody_operators::proof_store::ProofStore;
 use custody_operators::record::{ACCESS_LOG_PARTITION, Epoch, RawRecord, SinkRecord, ViewUpdate};
 use custody_operators::sinks::dead_letter::DeadLetter;
 use custody_operators::sinks::iceberg::{
-    Committed, IcebergSink, Sealer, SinkMsg, SourcePositions, ViewSnapshot, Warehouse, Watermark,
+    Committed, HeadsFile, IcebergSink, Sealer, SinkMsg, SourcePositions, ViewSnapshot, Warehouse,
+    Watermark,
 };
 use custody_operators::sources::Source;
 use custody_operators::sources::access_log::WithAccessLog;
@@ -315,6 +316,7 @@ pub fn run_pipeline(
     }
     let history = Arc::new(Mutex::new(Some((snapshot, history))));
     let resume_clock = resume.last_clock;
+    let kept_heads = HeadsFile::from_state(&resume.heads, &resume.emitters);
     let heads = Arc::new(resume.heads);
     let emitters = Arc::new(resume.emitters);
     let store = open_proof_store(&runtime, &warehouse, created, resume.last_epoch)?;
@@ -337,6 +339,7 @@ pub fn run_pipeline(
     let verifier = ContinuousVerifier::new(signer.public_key(), &heads);
     let sink = IcebergSink::new(warehouse, opts.sink_id.clone(), metrics.clone())
         .with_verifier(verifier)
+        .with_heads(kept_heads)
         .with_dead_letter(dead_letter)
         .with_vault(keystore, opts.vault.content)
         .with_sealer(Sealer {

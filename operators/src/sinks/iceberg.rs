@@ -355,6 +355,55 @@ pub const SNAPSHOTS_KEPT: usize = 3;
 /// views from the lake instead. 2: review sketches per key instead of bucket facts.
 pub const SNAPSHOT_FORMAT: u32 = 2;
 
+/// Every tenant's chain head and every emitter's last hash after an epoch, written beside
+/// the views' snapshot (`snapshots/heads-<epoch>.json`, its digest under the epoch's seal):
+/// a restart reads the heads from the newest one and only the `custody.chain_heads` and
+/// `custody.emitter_heads` rows of the epochs after it, not the tables' whole history.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeadsFile {
+    /// Tenant → (head hash hex, Merkle compact range); the sequence number is the range's
+    /// size less one.
+    pub chains: BTreeMap<String, (String, String)>,
+    /// `(tenant, agent)` → the agent's last raw event SHA-256, hex.
+    pub emitters: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl HeadsFile {
+    /// The heads a restart resumes from (chains, and emitters).
+    pub fn from_state(chains: &ChainState, emitters: &EmitterState) -> Self {
+        let mut out = HeadsFile::default();
+        for (tenant, log) in chains {
+            if log.merkle.size() > 0 {
+                out.chains
+                    .insert(tenant.clone(), (hex::encode(log.head), log.merkle.encode()));
+            }
+        }
+        for ((tenant, agent), hash) in emitters {
+            out.emitters
+                .entry(tenant.clone())
+                .or_default()
+                .insert(agent.clone(), hex::encode(hash));
+        }
+        out
+    }
+
+    /// Takes an epoch's new heads.
+    fn observe(&mut self, heads: &[ChainHead], emitters: &[EmitterHead]) {
+        for h in heads {
+            self.chains.insert(
+                h.tenant_id.clone(),
+                (hex::encode(h.head_hash), h.merkle_range.clone()),
+            );
+        }
+        for e in emitters {
+            self.emitters
+                .entry(e.tenant_id.clone())
+                .or_default()
+                .insert(e.agent_id.clone(), hex::encode(e.last_sha256));
+        }
+    }
+}
+
 /// The data files an epoch adds to each table, recorded in its `custody.epochs` row before any
 /// of them is committed: the epoch's write-ahead record.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -586,8 +635,18 @@ impl Warehouse {
             state.rolled_forward = self.roll_forward(&marker, last).await?;
         }
         let last = state.last_epoch;
+        // The heads at the newest sealed heads file, then the rows of the epochs after it.
+        let (after, saved) = match last {
+            Some(last) => self.latest_heads(last).await?,
+            None => (None, HeadsFile::default()),
+        };
         let mut latest: HashMap<String, (u64, [u8; 32], String)> = HashMap::new();
-        for batch in self.scan(tables::CHAIN_HEADS).await? {
+        for (tenant, (hash, range)) in saved.chains {
+            let seq = CompactRange::decode(&range).map_or(0, |m| m.size().saturating_sub(1));
+            let hash = decode_hash(&hash, "chain head hash")?;
+            latest.insert(tenant, (seq, hash, range));
+        }
+        for batch in self.scan_after(tables::CHAIN_HEADS, after).await? {
             let tenants = string_column(&batch, "tenant_id")?;
             let seqs = int_column(&batch, "seq")?;
             let hashes = string_column(&batch, "head_hash")?;
@@ -645,7 +704,13 @@ impl Warehouse {
             }
         }
         let mut emitters: HashMap<(String, String), (i64, [u8; 32])> = HashMap::new();
-        for batch in self.scan(tables::EMITTER_HEADS).await? {
+        for (tenant, agents) in saved.emitters {
+            for (agent, hash) in agents {
+                let hash = decode_hash(&hash, "emitter head")?;
+                emitters.insert((tenant.clone(), agent), (-1, hash));
+            }
+        }
+        for batch in self.scan_after(tables::EMITTER_HEADS, after).await? {
             let (tenants, agents, hashes) = (
                 string_column(&batch, "tenant_id")?,
                 string_column(&batch, "agent_id")?,
@@ -789,6 +854,64 @@ impl Warehouse {
         format!("snapshots/epoch-{epoch:012}.v{SNAPSHOT_FORMAT}.ndjson")
     }
 
+    /// Writes the heads after epoch `epoch` (atomically); its path and SHA-256, hex.
+    fn write_heads(&self, epoch: Epoch, heads: &HeadsFile) -> Result<(String, String)> {
+        std::fs::create_dir_all(self.snapshot_dir())?;
+        let path = Self::heads_path(epoch);
+        let bytes = serde_json::to_vec(heads)
+            .map_err(|e| Error::SinkStopped(format!("heads file: {e}")))?;
+        let tmp = self.root.join(format!("{path}.tmp"));
+        std::fs::write(&tmp, &bytes)?;
+        std::fs::rename(&tmp, self.root.join(&path))?;
+        Ok((path, hex::encode(Sha256::digest(&bytes))))
+    }
+
+    /// The path (relative to the warehouse) of the heads after epoch `epoch` ([`HeadsFile`]).
+    pub fn heads_path(epoch: Epoch) -> String {
+        format!("snapshots/heads-{epoch:012}.json")
+    }
+
+    /// The newest heads file at or before epoch `last` whose bytes match the digest its
+    /// epoch's sealed manifest holds, with its epoch; none (and no heads) if there is none.
+    async fn latest_heads(&self, last: Epoch) -> Result<(Option<Epoch>, HeadsFile)> {
+        let mut found: Vec<Epoch> = std::fs::read_dir(self.snapshot_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let n: Epoch = name
+                    .strip_prefix("heads-")?
+                    .strip_suffix(".json")?
+                    .parse()
+                    .ok()?;
+                (n <= last).then_some(n)
+            })
+            .collect();
+        found.sort_unstable_by(|a, b| b.cmp(a));
+        for epoch in found {
+            let path = Self::heads_path(epoch);
+            let Ok(bytes) = std::fs::read(self.root.join(&path)) else {
+                continue;
+            };
+            let sealed = self
+                .epoch_records(Some(epoch))
+                .await?
+                .pop()
+                .and_then(|r| r.manifest())
+                .and_then(|m| m.sha256.get(&path).cloned());
+            if sealed.as_deref() != Some(hex::encode(Sha256::digest(&bytes)).as_str()) {
+                tracing::warn!(%path, "heads file does not match its sealed digest; not used");
+                continue;
+            }
+            match serde_json::from_slice(&bytes) {
+                Ok(heads) => return Ok((Some(epoch), heads)),
+                Err(e) => tracing::warn!(%path, error = %e, "unreadable heads file; not used"),
+            }
+        }
+        Ok((None, HeadsFile::default()))
+    }
+
     /// Starts writing epoch `epoch`'s view state: parts are written as they arrive, so the
     /// snapshot is never whole in memory.
     fn snapshot_file(&self, epoch: Epoch) -> Result<SnapshotFile> {
@@ -819,6 +942,7 @@ impl Warehouse {
             let n = name
                 .strip_prefix("epoch-")
                 .or_else(|| name.strip_prefix("coverage-"))
+                .or_else(|| name.strip_prefix("heads-"))
                 .and_then(|rest| rest.split('.').next())
                 .and_then(|n| n.parse::<Epoch>().ok());
             if let Some(n) = n.filter(|n| *n < epoch) {
@@ -1203,6 +1327,27 @@ impl Warehouse {
     }
 
     /// Rows of `name`, only those of `epoch` if given (pruned by file statistics).
+    /// Reads the rows of `name` with an epoch after `after` (every row for `None`); files of
+    /// earlier epochs are skipped by their column statistics, unread.
+    async fn scan_after(&self, name: &str, after: Option<Epoch>) -> Result<Vec<RecordBatch>> {
+        use iceberg::expr::Reference;
+        use iceberg::spec::Datum;
+        let Some(after) = after else {
+            return self.scan(name).await;
+        };
+        let table = self.table(name).await?;
+        if table.metadata().current_snapshot().is_none() {
+            return Ok(Vec::new());
+        }
+        let stream = table
+            .scan()
+            .with_filter(Reference::new("epoch").greater_than(Datum::long(after as i64)))
+            .build()?
+            .to_arrow()
+            .await?;
+        Ok(stream.try_collect().await?)
+    }
+
     async fn scan_epoch(&self, name: &str, epoch: Option<Epoch>) -> Result<Vec<RecordBatch>> {
         use iceberg::expr::Reference;
         use iceberg::spec::Datum;
@@ -1450,6 +1595,8 @@ pub struct IcebergSink {
     keystore: Option<Keystore>,
     seal_quarantine: bool,
     sealer: Option<Sealer>,
+    /// The heads after the last committed epoch, kept to write beside each snapshot.
+    heads: Option<HeadsFile>,
 }
 
 /// A view state snapshot being written (`<path>.tmp` until it is finished).
@@ -1567,7 +1714,15 @@ impl IcebergSink {
             keystore: None,
             seal_quarantine: false,
             sealer: None,
+            heads: None,
         }
+    }
+
+    /// Keeps every chain and emitter head, starting from `heads`, and writes them beside
+    /// each views' snapshot ([`HeadsFile`]) so a restart need not read the heads' history.
+    pub fn with_heads(mut self, heads: HeadsFile) -> Self {
+        self.heads = Some(heads);
+        self
     }
 
     /// Seals every committed epoch with `sealer` ([`crate::seal`]).
@@ -1813,11 +1968,18 @@ impl IcebergSink {
         }
         // The views' state, when this is a snapshot epoch: a file beside the tables, its
         // digest in the manifest (so under the seal).
+        if let Some(kept) = self.heads.as_mut() {
+            kept.observe(&heads, &emitters);
+        }
         let snapshot = match self.snapshots.remove(&epoch) {
             None => None,
             Some(file) => {
                 let (path, digest) = file.finish(&self.warehouse.root)?;
                 manifest.sha256.insert(path.clone(), digest);
+                if let Some(kept) = &self.heads {
+                    let (path, digest) = self.warehouse.write_heads(epoch, kept)?;
+                    manifest.sha256.insert(path, digest);
+                }
                 Some(path)
             }
         };
