@@ -316,7 +316,7 @@ pub fn run_pipeline(
     }
     let history = Arc::new(Mutex::new(Some((snapshot, history))));
     let resume_clock = resume.last_clock;
-    let kept_heads = HeadsFile::from_state(&resume.heads, &resume.emitters);
+    let kept_heads = HeadsFile::from_state(&resume);
     let heads = Arc::new(resume.heads);
     let emitters = Arc::new(resume.emitters);
     let store = open_proof_store(&runtime, &warehouse, created, resume.last_epoch)?;

@@ -464,7 +464,8 @@ fn served_answers_after_restarts_equal_an_uninterrupted_run() {
 
 /// A restart reads the chain and emitter heads from the newest sealed heads file and only
 /// the rows of the epochs after it: what it resumes from equals what the tables' whole
-/// history gives. A heads file whose bytes do not match its sealed digest is passed over.
+/// history gives, and so do the source positions (whose older Iceberg snapshots are
+/// expired). A heads file whose bytes do not match its sealed digest is passed over.
 #[test]
 fn heads_from_the_heads_file_equal_the_whole_history() {
     use custody_operators::sinks::iceberg::Warehouse;
@@ -472,7 +473,11 @@ fn heads_from_the_heads_file_equal_the_whole_history() {
     // 8 epochs of 5,000: heads files at the snapshot epochs, rows after the last of them.
     let input = workload(dir.path(), 37_000, 7);
     let wh = dir.path().join("wh");
-    run_to_end(&input, &wh);
+    let out = run_command(&input, &wh)
+        .env("CUSTODY__VIEWS__SNAPSHOT_EVERY_EPOCHS", "2")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -483,7 +488,13 @@ fn heads_from_the_heads_file_equal_the_whole_history() {
             let state = w.resume_state().await.unwrap();
             let mut emitters: Vec<_> = state.emitters.into_iter().collect();
             emitters.sort();
-            (state.last_epoch, state.heads, emitters)
+            let sources = (
+                state.positions,
+                state.fingerprints,
+                state.byte_positions,
+                state.last_clock,
+            );
+            (state.last_epoch, state.heads, emitters, sources)
         })
     };
     let heads_files = || -> Vec<std::path::PathBuf> {
@@ -491,14 +502,31 @@ fn heads_from_the_heads_file_equal_the_whole_history() {
             .unwrap()
             .flatten()
             .map(|e| e.path())
-            .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("heads-"))
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .starts_with("heads-")
+            })
             .collect();
         files.sort();
         files
     };
     let files = heads_files();
-    assert!(!files.is_empty(), "no heads file was written");
+    assert!(files.len() >= 2, "heads files: {files:?}");
+    // Snapshots of the epochs before the oldest heads file kept are expired.
+    let snapshots = runtime.block_on(async {
+        let w = Warehouse::open(&wh).await.unwrap();
+        let t = w.table("epochs").await.unwrap();
+        t.metadata().snapshots().count()
+    });
     let from_file = resume();
+    assert!(
+        (snapshots as u64) < from_file.0.unwrap() + 1,
+        "{snapshots} snapshots for {:?} epochs",
+        from_file.0
+    );
     assert!(from_file.0 > Some(0) && !from_file.1.is_empty() && !from_file.2.is_empty());
     // The newest heads file altered: passed over for the one before it.
     let newest = files.last().unwrap();

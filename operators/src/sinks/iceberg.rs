@@ -366,12 +366,60 @@ pub struct HeadsFile {
     pub chains: BTreeMap<String, (String, String)>,
     /// `(tenant, agent)` → the agent's last raw event SHA-256, hex.
     pub emitters: BTreeMap<String, BTreeMap<String, String>>,
+    /// Where every source stopped, merged over every epoch up to this one: the Iceberg
+    /// snapshots of older epochs (whose summaries hold their positions) are expired.
+    #[serde(default)]
+    pub sources: SourcesResume,
+}
+
+/// Every source's durable position, merged over epochs (see [`ResumeState`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourcesResume {
+    /// Per source, per partition, the last committed offset.
+    pub positions: BTreeMap<String, BTreeMap<i32, i64>>,
+    /// Per source, the fingerprint of the input first ingested under its name.
+    pub fingerprints: BTreeMap<String, String>,
+    /// Per source, its newest byte position.
+    pub byte_positions: BTreeMap<String, crate::sources::BytePosition>,
+    /// The pipeline's clock at the newest epoch that had one.
+    pub last_clock: Option<i64>,
+}
+
+impl SourcesResume {
+    /// Takes the next committed epoch's positions (epochs in order).
+    fn advance(&mut self, p: &SourcePositions) {
+        if p.clock_us.is_some() {
+            self.last_clock = p.clock_us;
+        }
+        if let Some(f) = &p.fingerprint {
+            self.fingerprints
+                .entry(p.source.clone())
+                .or_insert_with(|| f.clone());
+        }
+        if let Some(b) = p.byte_position {
+            self.byte_positions.insert(p.source.clone(), b);
+        }
+        let source = self.positions.entry(p.source.clone()).or_default();
+        for (partition, offset) in &p.partitions {
+            let e = source.entry(*partition).or_insert(*offset);
+            *e = (*e).max(*offset);
+        }
+    }
 }
 
 impl HeadsFile {
-    /// The heads a restart resumes from (chains, and emitters).
-    pub fn from_state(chains: &ChainState, emitters: &EmitterState) -> Self {
-        let mut out = HeadsFile::default();
+    /// The heads and source positions a restart resumes from.
+    pub fn from_state(state: &ResumeState) -> Self {
+        let (chains, emitters) = (&state.heads, &state.emitters);
+        let mut out = HeadsFile {
+            sources: SourcesResume {
+                positions: state.positions.clone(),
+                fingerprints: state.fingerprints.clone(),
+                byte_positions: state.byte_positions.clone(),
+                last_clock: state.last_clock,
+            },
+            ..HeadsFile::default()
+        };
         for (tenant, log) in chains {
             if log.merkle.size() > 0 {
                 out.chains
@@ -387,8 +435,14 @@ impl HeadsFile {
         out
     }
 
-    /// Takes an epoch's new heads.
-    fn observe(&mut self, heads: &[ChainHead], emitters: &[EmitterHead]) {
+    /// Takes an epoch's new heads and positions.
+    fn observe(
+        &mut self,
+        heads: &[ChainHead],
+        emitters: &[EmitterHead],
+        positions: &SourcePositions,
+    ) {
+        self.sources.advance(positions);
         for h in heads {
             self.chains.insert(
                 h.tenant_id.clone(),
@@ -640,6 +694,23 @@ impl Warehouse {
             Some(last) => self.latest_heads(last).await?,
             None => (None, HeadsFile::default()),
         };
+        // The positions the heads file merged are older than every snapshot still in the
+        // lineage (older ones are expired).
+        let older = saved.sources;
+        if state.last_clock.is_none() {
+            state.last_clock = older.last_clock;
+        }
+        state.fingerprints.extend(older.fingerprints);
+        for (source, b) in older.byte_positions {
+            state.byte_positions.entry(source).or_insert(b);
+        }
+        for (source, partitions) in older.positions {
+            let merged = state.positions.entry(source).or_default();
+            for (partition, offset) in partitions {
+                let e = merged.entry(partition).or_insert(offset);
+                *e = (*e).max(offset);
+            }
+        }
         let mut latest: HashMap<String, (u64, [u8; 32], String)> = HashMap::new();
         for (tenant, (hash, range)) in saved.chains {
             let seq = CompactRange::decode(&range).map_or(0, |m| m.size().saturating_sub(1));
@@ -864,6 +935,57 @@ impl Warehouse {
         std::fs::write(&tmp, &bytes)?;
         std::fs::rename(&tmp, self.root.join(&path))?;
         Ok((path, hex::encode(Sha256::digest(&bytes))))
+    }
+
+    /// Expires, in every table, the Iceberg snapshots of epochs before the oldest heads file
+    /// kept (never a table's current snapshot): a table's metadata, read and rewritten at
+    /// every commit, then holds a bounded number of snapshots instead of one per epoch ever
+    /// committed. What a restart needs of older epochs (heads, source positions) is in the
+    /// heads files. Returns the number of snapshots expired.
+    async fn expire_history(&self) -> Result<usize> {
+        let Some(keep_from) = std::fs::read_dir(self.snapshot_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                name.strip_prefix("heads-")?
+                    .strip_suffix(".json")?
+                    .parse::<Epoch>()
+                    .ok()
+            })
+            .min()
+        else {
+            return Ok(0);
+        };
+        let mut expired = 0;
+        for name in tables::ALL_TABLES {
+            let table = self.table(name).await?;
+            let metadata = table.metadata();
+            let current = metadata.current_snapshot_id();
+            let ids: Vec<i64> = metadata
+                .snapshots()
+                .filter(|s| {
+                    Some(s.snapshot_id()) != current
+                        && snapshot_epoch(s).is_some_and(|e| e < keep_from)
+                })
+                .map(|s| s.snapshot_id())
+                .collect();
+            if ids.is_empty() {
+                continue;
+            }
+            expired += ids.len();
+            let tx = Transaction::new(&table);
+            // Only the snapshots named: no age-based expiry (cutoff at the dawn of time).
+            let tx = tx
+                .expire_snapshots()
+                .expire_snapshot_ids(ids)
+                .expire_older_than_ms(i64::MIN)
+                .retain_last(1)
+                .apply(tx)?;
+            tx.commit(self.catalog.as_ref()).await?;
+        }
+        Ok(expired)
     }
 
     /// The path (relative to the warehouse) of the heads after epoch `epoch` ([`HeadsFile`]).
@@ -1969,7 +2091,7 @@ impl IcebergSink {
         // The views' state, when this is a snapshot epoch: a file beside the tables, its
         // digest in the manifest (so under the seal).
         if let Some(kept) = self.heads.as_mut() {
-            kept.observe(&heads, &emitters);
+            kept.observe(&heads, &emitters, positions);
         }
         let snapshot = match self.snapshots.remove(&epoch) {
             None => None,
@@ -2087,6 +2209,15 @@ impl IcebergSink {
         }
         if snapshot.is_some() {
             self.warehouse.prune_snapshots(epoch);
+            if self.heads.is_some() {
+                let started = Instant::now();
+                let expired = self.warehouse.expire_history().await?;
+                tracing::debug!(
+                    expired,
+                    ms = started.elapsed().as_millis() as u64,
+                    "expired Iceberg snapshots before the oldest heads file"
+                );
+            }
         }
         self.metrics.events_accepted.inc_by(events.len() as u64);
         self.metrics.last_committed_epoch.set(epoch as i64);
