@@ -40,6 +40,9 @@ pub enum Error {
     /// Building an Arrow batch failed.
     #[error("arrow: {0}")]
     Arrow(#[from] arrow_schema::ArrowError),
+    /// Reading a Parquet data file failed.
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
     /// Local IO failed.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
@@ -75,9 +78,11 @@ impl Error {
     /// The error's domain.
     pub fn domain(&self) -> ErrorDomain {
         match self {
-            Error::Source { .. } | Error::Kafka(_) | Error::Iceberg(_) | Error::Io(_) => {
-                ErrorDomain::External
-            }
+            Error::Source { .. }
+            | Error::Kafka(_)
+            | Error::Iceberg(_)
+            | Error::Parquet(_)
+            | Error::Io(_) => ErrorDomain::External,
             Error::NeverConnected { .. } => ErrorDomain::External,
             Error::WarehouseDamaged(_) | Error::Tampered(_) | Error::SourceMismatch { .. } => {
                 ErrorDomain::User

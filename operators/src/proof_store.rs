@@ -296,21 +296,22 @@ impl ProofStore {
         if tail_records < self.merge_at.max(run_records / 8) {
             return Ok(());
         }
-        let mut all = Vec::with_capacity(((run_records + tail_records) as usize) * RECORD);
+        let mut run = Vec::with_capacity((run_records as usize) * RECORD);
         match File::open(&run_path) {
             Ok(mut f) => {
-                f.read_to_end(&mut all)?;
+                f.read_to_end(&mut run)?;
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        all.truncate(all.len() / RECORD * RECORD);
+        run.truncate(run.len() / RECORD * RECORD);
         let mut t = Vec::new();
         File::open(&tail_path)?.read_to_end(&mut t)?;
-        all.extend_from_slice(&t[..t.len() / RECORD * RECORD]);
-        let mut sorted: Vec<&[u8]> = all.chunks_exact(RECORD).collect();
-        sorted.sort_unstable();
-        sorted.dedup();
+        let mut added: Vec<&[u8]> = t.chunks_exact(RECORD).collect();
+        added.sort_unstable();
+        // The run is sorted: one linear merge of the two (not a sort of everything, whose
+        // cost per record would grow with the run).
+        let sorted = merge_sorted(run.chunks_exact(RECORD), added.into_iter());
         let tmp = run_path.with_extension("run.tmp");
         {
             let mut out = std::io::BufWriter::new(File::create(&tmp)?);
@@ -487,6 +488,30 @@ impl TreeReader {
             .map(|(s, e)| self.root_of(s, e))
             .collect()
     }
+}
+
+/// The records of two sorted sequences in order, each distinct record once.
+fn merge_sorted<'a>(
+    a: impl Iterator<Item = &'a [u8]>,
+    b: impl Iterator<Item = &'a [u8]>,
+) -> Vec<&'a [u8]> {
+    let (mut a, mut b) = (a.peekable(), b.peekable());
+    let mut out: Vec<&[u8]> = Vec::new();
+    loop {
+        let next = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) if x <= y => a.next(),
+            (Some(_), Some(_)) => b.next(),
+            (Some(_), None) => a.next(),
+            (None, Some(_)) => b.next(),
+            (None, None) => break,
+        };
+        if let Some(r) = next
+            && out.last() != Some(&r)
+        {
+            out.push(r);
+        }
+    }
+    out
 }
 
 #[cfg(test)]

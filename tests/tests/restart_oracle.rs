@@ -477,7 +477,11 @@ fn heads_from_the_heads_file_equal_the_whole_history() {
         .env("CUSTODY__VIEWS__SNAPSHOT_EVERY_EPOCHS", "2")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

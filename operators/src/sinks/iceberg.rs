@@ -1202,6 +1202,15 @@ fn first_file(dir: &Path, ext: &str) -> Option<PathBuf> {
     None
 }
 
+/// The rows of `batch` whose `epoch` column `wanted` accepts.
+fn filter_epochs(batch: RecordBatch, wanted: &impl Fn(Epoch) -> bool) -> Result<RecordBatch> {
+    let epochs = int_column(&batch, "epoch")?;
+    let keep: arrow_array::BooleanArray = (0..batch.num_rows())
+        .map(|i| Some(wanted(epochs.value(i) as Epoch)))
+        .collect();
+    Ok(arrow_select::filter::filter_record_batch(&batch, &keep)?)
+}
+
 fn decode_hash(text: &str, what: &str) -> Result<[u8; 32]> {
     let mut hash = [0u8; 32];
     hex::decode_to_slice(text, &mut hash)
@@ -1288,36 +1297,7 @@ impl Warehouse {
         up_to: Epoch,
         needs_payload: impl Fn(custody_schemas::EventType) -> bool,
     ) -> Result<Vec<(Epoch, ChainedEvent)>> {
-        use iceberg::expr::Reference;
-        use iceberg::spec::Datum;
-        let table = self.table(tables::EVENTS).await?;
-        if table.metadata().current_snapshot().is_none() {
-            return Ok(Vec::new());
-        }
-        let mut scan = table.scan();
-        if let Some(after) = after {
-            scan =
-                scan.with_filter(Reference::new("epoch").greater_than(Datum::long(after as i64)));
-        }
-        let stream = scan
-            .select([
-                "tenant_id",
-                "seq",
-                "event_id",
-                "schema_version",
-                "event_type",
-                "session_id",
-                "agent_id",
-                "user_id",
-                "parent_event_id",
-                "event_time",
-                "payload",
-                "epoch",
-            ])
-            .build()?
-            .to_arrow()
-            .await?;
-        let batches: Vec<RecordBatch> = stream.try_collect().await?;
+        let batches = self.scan_after(tables::EVENTS, after).await?;
         let mut out = Vec::new();
         for batch in batches {
             let s = |name| string_column(&batch, name);
@@ -1449,44 +1429,90 @@ impl Warehouse {
     }
 
     /// Rows of `name`, only those of `epoch` if given (pruned by file statistics).
-    /// Reads the rows of `name` with an epoch after `after` (every row for `None`); files of
-    /// earlier epochs are skipped by their column statistics, unread.
+    /// Reads the rows of `name` with an epoch after `after` (every row for `None`).
     async fn scan_after(&self, name: &str, after: Option<Epoch>) -> Result<Vec<RecordBatch>> {
         use iceberg::expr::Reference;
         use iceberg::spec::Datum;
-        let Some(after) = after else {
-            return self.scan(name).await;
-        };
-        let table = self.table(name).await?;
-        if table.metadata().current_snapshot().is_none() {
-            return Ok(Vec::new());
+        match after {
+            None => self.scan(name).await,
+            Some(after) => {
+                let filter = Reference::new("epoch").greater_than(Datum::long(after as i64));
+                self.scan_epochs(name, after + 1, |e| e > after, filter)
+                    .await
+            }
         }
-        let stream = table
-            .scan()
-            .with_filter(Reference::new("epoch").greater_than(Datum::long(after as i64)))
-            .build()?
-            .to_arrow()
-            .await?;
-        Ok(stream.try_collect().await?)
     }
 
+    /// Reads the rows of `name` of epoch `epoch` (every row for `None`).
     async fn scan_epoch(&self, name: &str, epoch: Option<Epoch>) -> Result<Vec<RecordBatch>> {
         use iceberg::expr::Reference;
         use iceberg::spec::Datum;
-        let Some(epoch) = epoch else {
-            return self.scan(name).await;
-        };
-        let table = self.table(name).await?;
-        if table.metadata().current_snapshot().is_none() {
-            return Ok(Vec::new());
+        match epoch {
+            None => self.scan(name).await,
+            Some(epoch) => {
+                let filter = Reference::new("epoch").equal_to(Datum::long(epoch as i64));
+                self.scan_epochs(name, epoch, |e| e == epoch, filter).await
+            }
         }
-        let stream = table
-            .scan()
-            .with_filter(Reference::new("epoch").equal_to(Datum::long(epoch as i64)))
-            .build()?
-            .to_arrow()
-            .await?;
-        Ok(stream.try_collect().await?)
+    }
+
+    /// The rows of `name` whose epoch `wanted` accepts, all of them from `from` on.
+    ///
+    /// Each epoch's rows are added to a table by the snapshot of that epoch, so when the
+    /// table's lineage still holds every snapshot from epoch `from` on, only the manifests
+    /// those snapshots added are read (a restart's reads then do not grow with the number of
+    /// epochs ever committed, as a filtered scan's do: it reads every manifest). Otherwise
+    /// (snapshots expired) a scan of the whole table with `filter` (the same rows as `wanted`).
+    async fn scan_epochs(
+        &self,
+        name: &str,
+        from: Epoch,
+        wanted: impl Fn(Epoch) -> bool,
+        filter: iceberg::expr::Predicate,
+    ) -> Result<Vec<RecordBatch>> {
+        use iceberg::spec::ManifestList;
+        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        let table = self.table(name).await?;
+        let metadata = table.metadata();
+        let Some(current) = metadata.current_snapshot() else {
+            return Ok(Vec::new());
+        };
+        let snapshots = lineage(&table);
+        // Complete from `from` on: the oldest snapshot kept is the table's first, or of an
+        // epoch at or before `from`.
+        let complete = snapshots.last().is_some_and(|oldest| {
+            oldest.parent_snapshot_id().is_none()
+                || snapshot_epoch(oldest).is_some_and(|e| e <= from)
+        });
+        let added: std::collections::HashSet<i64> = snapshots
+            .iter()
+            .filter(|s| snapshot_epoch(s).is_some_and(&wanted))
+            .map(|s| s.snapshot_id())
+            .collect();
+        if !complete || snapshots.iter().any(|s| snapshot_epoch(s).is_none()) {
+            let stream = table.scan().with_filter(filter).build()?.to_arrow().await?;
+            return Ok(stream.try_collect().await?);
+        }
+        let io = table.file_io();
+        let list = io.new_input(current.manifest_list())?.read().await?;
+        let list = ManifestList::parse_with_version(&list, metadata.format_version())?;
+        let mut out = Vec::new();
+        for manifest in list.entries() {
+            if !added.contains(&manifest.added_snapshot_id) {
+                continue;
+            }
+            for entry in manifest.load_manifest(io).await?.entries() {
+                if !entry.is_alive() {
+                    continue;
+                }
+                let bytes = io.new_input(entry.data_file().file_path())?.read().await?;
+                let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
+                for batch in reader {
+                    out.push(filter_epochs(batch?, &wanted)?);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The data files of `name`'s current snapshot, each with the SHA-256 of its bytes.
