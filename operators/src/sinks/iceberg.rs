@@ -680,6 +680,22 @@ impl Warehouse {
     /// lack them (roll-forward). Needs the writer lock.
     pub async fn resume_state(&self) -> Result<ResumeState> {
         let mut state = ResumeState::default();
+        // A restart reads the heads and positions of sealed files and only the newest rows
+        // of the tables, so it first checks that every table's history is Custody's own:
+        // appends of an epoch, nothing rewritten or added by another writer.
+        for name in tables::ALL_TABLES {
+            let table = self.table(name).await?;
+            for snapshot in lineage(&table) {
+                let append = snapshot.summary().operation == iceberg::spec::Operation::Append;
+                if !append || snapshot_epoch(snapshot).is_none() {
+                    return Err(Error::Tampered(format!(
+                        "custody.{name} has a snapshot ({}, {:?}) that Custody did not commit",
+                        snapshot.snapshot_id(),
+                        snapshot.summary().operation
+                    )));
+                }
+            }
+        }
         let marker = self.table(tables::EPOCHS).await?;
         for snapshot in lineage(&marker) {
             state.last_epoch = state.last_epoch.max(snapshot_epoch(snapshot));
