@@ -63,6 +63,8 @@ fn run_command(input: &Path, wh: &Path) -> Command {
         .env("CUSTODY__SERVE__LISTEN", "off")
         .env("RUST_LOG", "warn")
         .env("CUSTODY__PIPELINE__BATCH_SIZE", BATCH)
+        // Snapshots (and heads files) within the few epochs of these inputs.
+        .env("CUSTODY__VIEWS__SNAPSHOT_EVERY_EPOCHS", "2")
         .env("CUSTODY__VIEWS__CLOCK_TICK", "0s")
         .env("CUSTODY_SIGNING_KEY", "07".repeat(32));
     command
@@ -473,10 +475,7 @@ fn heads_from_the_heads_file_equal_the_whole_history() {
     // 8 epochs of 5,000: heads files at the snapshot epochs, rows after the last of them.
     let input = workload(dir.path(), 37_000, 7);
     let wh = dir.path().join("wh");
-    let out = run_command(&input, &wh)
-        .env("CUSTODY__VIEWS__SNAPSHOT_EVERY_EPOCHS", "2")
-        .output()
-        .unwrap();
+    let out = run_command(&input, &wh).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
