@@ -1009,6 +1009,18 @@ impl Warehouse {
         format!("snapshots/heads-{epoch:012}.json")
     }
 
+    /// Whether `bytes` of warehouse file `path` match the digest epoch `epoch`'s sealed
+    /// manifest holds for it.
+    async fn is_sealed(&self, epoch: Epoch, path: &str, bytes: &[u8]) -> Result<bool> {
+        let sealed = self
+            .epoch_records(Some(epoch))
+            .await?
+            .pop()
+            .and_then(|r| r.manifest())
+            .and_then(|m| m.sha256.get(path).cloned());
+        Ok(sealed.as_deref() == Some(hex::encode(Sha256::digest(bytes)).as_str()))
+    }
+
     /// The newest heads file at or before epoch `last` whose bytes match the digest its
     /// epoch's sealed manifest holds, with its epoch; none (and no heads) if there is none.
     async fn latest_heads(&self, last: Epoch) -> Result<(Option<Epoch>, HeadsFile)> {
@@ -1032,13 +1044,7 @@ impl Warehouse {
             let Ok(bytes) = std::fs::read(self.root.join(&path)) else {
                 continue;
             };
-            let sealed = self
-                .epoch_records(Some(epoch))
-                .await?
-                .pop()
-                .and_then(|r| r.manifest())
-                .and_then(|m| m.sha256.get(&path).cloned());
-            if sealed.as_deref() != Some(hex::encode(Sha256::digest(&bytes)).as_str()) {
+            if !self.is_sealed(epoch, &path, &bytes).await? {
                 tracing::warn!(%path, "heads file does not match its sealed digest; not used");
                 continue;
             }
@@ -1117,13 +1123,7 @@ impl Warehouse {
         for epoch in found {
             let path = Self::snapshot_path(epoch);
             let bytes = std::fs::read(self.root.join(&path))?;
-            let sealed = self
-                .epoch_records(Some(epoch))
-                .await?
-                .pop()
-                .and_then(|r| r.manifest())
-                .and_then(|m| m.sha256.get(&path).cloned());
-            if sealed.as_deref() != Some(hex::encode(Sha256::digest(&bytes)).as_str()) {
+            if !self.is_sealed(epoch, &path, &bytes).await? {
                 tracing::warn!(%path, "view state snapshot does not match its sealed digest; not used");
                 continue;
             }
