@@ -522,7 +522,8 @@ pub fn run_pipeline(
 }
 
 /// View changes before `first_epoch` are the views' state rebuilt from the lake: applied to
-/// the live state in epoch order once each epoch is complete, not written again.
+/// the live state in epoch order, all at once when every epoch before `first_epoch` is
+/// complete, and not written again.
 fn apply_history<'scope>(
     views: timely::dataflow::StreamVec<'scope, Epoch, ViewUpdate>,
     first_epoch: Epoch,
@@ -549,12 +550,14 @@ fn apply_history<'scope>(
                         }
                     }
                 });
-                while let Some(entry) = history.first_entry() {
-                    if frontier.less_equal(entry.key()) {
-                        break;
-                    }
-                    let (time, updates) = entry.remove_entry();
-                    if let Ok(mut live) = live.lock() {
+                // Applied all at once when the whole history is complete, under one lock:
+                // readers see the views as they were, then as rebuilt, never a partial
+                // rebuild (a snapshot's pending rows before the epochs that retract them).
+                if !history.is_empty()
+                    && frontier.frontier().iter().all(|t| *t >= first_epoch)
+                    && let Ok(mut live) = live.lock()
+                {
+                    for (time, updates) in std::mem::take(&mut history) {
                         live.apply(time, &updates);
                     }
                 }
