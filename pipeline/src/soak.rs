@@ -116,6 +116,31 @@ impl Source for Limited {
     }
 }
 
+/// Every `custody_view_state` gauge, as `view/kind=value` (the views' state sizes).
+fn state_gauges(metrics: &Metrics) -> String {
+    use prometheus::core::Collector;
+    let mut out: Vec<String> = Vec::new();
+    for family in metrics.view_state.collect() {
+        for m in family.get_metric() {
+            let label = |name: &str| {
+                m.get_label()
+                    .iter()
+                    .find(|l| l.name() == name)
+                    .map_or("", |l| l.value())
+                    .to_string()
+            };
+            out.push(format!(
+                "{}/{}={}",
+                label("view"),
+                label("kind"),
+                m.get_gauge().get_value()
+            ));
+        }
+    }
+    out.sort();
+    out.join(" ")
+}
+
 /// What one run took.
 struct RunFigures {
     /// From the call to the views being served (rebuilt from the warehouse).
@@ -205,6 +230,7 @@ fn run(
                         state("tombstones"),
                         live_rows,
                     );
+                    println!("           state: {}", state_gauges(&metrics));
                     (mark_events, mark_cpu, mark_at) = (total, cpu, now);
                 }
                 std::thread::sleep(Duration::from_millis(20));
