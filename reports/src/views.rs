@@ -3,6 +3,7 @@
 pub mod alerts;
 pub mod causal_chains;
 pub mod drift_windows;
+pub mod epoch_stash;
 pub mod event_counts;
 pub mod hitl_groups;
 pub mod hitl_latency;

@@ -959,19 +959,7 @@ impl Warehouse {
     /// committed. What a restart needs of older epochs (heads, source positions) is in the
     /// heads files. Returns the number of snapshots expired.
     async fn expire_history(&self) -> Result<usize> {
-        let Some(keep_from) = std::fs::read_dir(self.snapshot_dir())
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| {
-                let name = e.file_name().into_string().ok()?;
-                name.strip_prefix("heads-")?
-                    .strip_suffix(".json")?
-                    .parse::<Epoch>()
-                    .ok()
-            })
-            .min()
-        else {
+        let Some(keep_from) = self.snapshot_epochs("heads-", ".json").first().copied() else {
             return Ok(0);
         };
         let mut expired = 0;
@@ -1004,6 +992,25 @@ impl Warehouse {
         Ok(expired)
     }
 
+    /// The epochs of the files `<prefix><epoch><suffix>` in the snapshot directory, oldest
+    /// first.
+    fn snapshot_epochs(&self, prefix: &str, suffix: &str) -> Vec<Epoch> {
+        let mut found: Vec<Epoch> = std::fs::read_dir(self.snapshot_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                name.strip_prefix(prefix)?
+                    .strip_suffix(suffix)?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        found.sort_unstable();
+        found
+    }
+
     /// The path (relative to the warehouse) of the heads after epoch `epoch` ([`HeadsFile`]).
     pub fn heads_path(epoch: Epoch) -> String {
         format!("snapshots/heads-{epoch:012}.json")
@@ -1024,22 +1031,8 @@ impl Warehouse {
     /// The newest heads file at or before epoch `last` whose bytes match the digest its
     /// epoch's sealed manifest holds, with its epoch; none (and no heads) if there is none.
     async fn latest_heads(&self, last: Epoch) -> Result<(Option<Epoch>, HeadsFile)> {
-        let mut found: Vec<Epoch> = std::fs::read_dir(self.snapshot_dir())
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| {
-                let name = e.file_name().into_string().ok()?;
-                let n: Epoch = name
-                    .strip_prefix("heads-")?
-                    .strip_suffix(".json")?
-                    .parse()
-                    .ok()?;
-                (n <= last).then_some(n)
-            })
-            .collect();
-        found.sort_unstable_by(|a, b| b.cmp(a));
-        for epoch in found {
+        let found = self.snapshot_epochs("heads-", ".json");
+        for epoch in found.into_iter().rev().filter(|e| *e <= last) {
             let path = Self::heads_path(epoch);
             let Ok(bytes) = std::fs::read(self.root.join(&path)) else {
                 continue;
@@ -1105,22 +1098,8 @@ impl Warehouse {
     /// its epoch's sealed manifest holds: `(epoch, lines)`. A snapshot that does not match is
     /// passed over (with a warning); none means the views rebuild from every event.
     pub async fn latest_snapshot(&self, last: Epoch) -> Result<Option<ViewSnapshot>> {
-        let mut found: Vec<Epoch> = std::fs::read_dir(self.snapshot_dir())
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| {
-                let name = e.file_name().into_string().ok()?;
-                let n: Epoch = name
-                    .strip_prefix("epoch-")?
-                    .strip_suffix(&format!(".v{SNAPSHOT_FORMAT}.ndjson"))?
-                    .parse()
-                    .ok()?;
-                (n <= last).then_some(n)
-            })
-            .collect();
-        found.sort_unstable_by(|a, b| b.cmp(a));
-        for epoch in found {
+        let found = self.snapshot_epochs("epoch-", &format!(".v{SNAPSHOT_FORMAT}.ndjson"));
+        for epoch in found.into_iter().rev().filter(|e| *e <= last) {
             let path = Self::snapshot_path(epoch);
             let bytes = std::fs::read(self.root.join(&path))?;
             if !self.is_sealed(epoch, &path, &bytes).await? {

@@ -27,7 +27,9 @@ use custody_schemas::EventType;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
-use timely::dataflow::operators::{Capability, Operator};
+use timely::dataflow::operators::Operator;
+
+use super::epoch_stash::{EpochStash, Ready};
 
 /// What the view keeps of a `MODEL_DECISION`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -153,15 +155,6 @@ pub enum ModelOut {
     State((String, String), Usage),
 }
 
-type Stash = BTreeMap<
-    Epoch,
-    (
-        Option<Capability<Epoch>>,
-        Vec<((String, String), ModelIn)>,
-        bool,
-    ),
->;
-
 /// Usage per model version; see the module documentation. `ticks` marks live epochs, as in
 /// [`super::session_scoped::session_scoped`].
 pub fn model_versions<'scope>(
@@ -184,30 +177,18 @@ pub fn model_versions<'scope>(
         Pipeline,
         "ModelVersions",
         move |_, _| {
-            let mut stash: Stash = BTreeMap::new();
+            let mut stash: EpochStash<((String, String), ModelIn)> = EpochStash::default();
             let mut state: HashMap<(String, String), (Usage, Option<String>)> = HashMap::new();
             move |(input, input_frontier), (ticks, ticks_frontier), output| {
-                input.for_each(|cap, data| {
-                    // Panic: epochs are totally ordered, so every message has a least time.
-                    let time = *cap.least().expect("a message has a time");
-                    let entry = stash.entry(time).or_default();
-                    entry.0.get_or_insert_with(|| cap.delayed(&time, 0));
-                    entry.1.append(data);
-                });
-                ticks.for_each(|cap, _| {
-                    // Panic: epochs are totally ordered, so every message has a least time.
-                    let time = *cap.least().expect("a message has a time");
-                    let entry = stash.entry(time).or_default();
-                    entry.0.get_or_insert_with(|| cap.delayed(&time, 0));
-                    entry.2 = true;
-                });
-                while let Some(entry) = stash.first_entry() {
-                    let t = *entry.key();
-                    if input_frontier.less_equal(&t) || ticks_frontier.less_equal(&t) {
-                        break;
-                    }
-                    let (cap, inputs, ticked) = entry.remove();
-                    let Some(cap) = cap else { continue };
+                input.for_each(|cap, data| stash.records(&cap, data));
+                ticks.for_each(|cap, _| stash.tick(&cap));
+                while let Some(Ready {
+                    time: t,
+                    cap,
+                    data: inputs,
+                    ticked,
+                }) = stash.next_ready(input_frontier, ticks_frontier)
+                {
                     let mut touched: Vec<(String, String)> = Vec::new();
                     for (key, input) in inputs {
                         let (usage, _) = state.entry(key.clone()).or_insert_with(|| {

@@ -22,15 +22,16 @@
 //! # Metrics
 //! `custody_view_state{view="review_sketches",kind=keys|buckets}`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use custody_operators::Metrics;
 use custody_operators::record::{Epoch, HitlStats};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
-use timely::dataflow::operators::{Capability, Operator};
+use timely::dataflow::operators::Operator;
 
+use super::epoch_stash::{EpochStash, Ready};
 use super::hitl_groups::HitlGroupStats;
 use super::hitl_latency::{Outcome, Review, stats};
 use super::reviews::bucket_value;
@@ -178,8 +179,6 @@ pub enum SketchOut {
     State(SketchKey, Sketch),
 }
 
-type Stash = BTreeMap<Epoch, (Option<Capability<Epoch>>, Vec<SketchIn>, bool)>;
-
 /// Keeps the sketches; see the module documentation.
 pub fn review_sketches<'scope>(
     input: StreamVec<'scope, Epoch, SketchIn>,
@@ -199,31 +198,19 @@ pub fn review_sketches<'scope>(
         Pipeline,
         "ReviewSketches",
         move |_, _| {
-            let mut stash: Stash = BTreeMap::new();
+            let mut stash: EpochStash<SketchIn> = EpochStash::default();
             let mut sketches: HashMap<SketchKey, Sketch> = HashMap::new();
             let mut buckets = 0usize;
             move |(input, input_frontier), (ticks, ticks_frontier), output| {
-                input.for_each(|cap, data| {
-                    // Panic: epochs are totally ordered, so every message has a least time.
-                    let time = *cap.least().expect("a message has a time");
-                    let entry = stash.entry(time).or_default();
-                    entry.0.get_or_insert_with(|| cap.delayed(&time, 0));
-                    entry.1.append(data);
-                });
-                ticks.for_each(|cap, _| {
-                    // Panic: epochs are totally ordered, so every message has a least time.
-                    let time = *cap.least().expect("a message has a time");
-                    let entry = stash.entry(time).or_default();
-                    entry.0.get_or_insert_with(|| cap.delayed(&time, 0));
-                    entry.2 = true;
-                });
-                while let Some(entry) = stash.first_entry() {
-                    let t = *entry.key();
-                    if input_frontier.less_equal(&t) || ticks_frontier.less_equal(&t) {
-                        break;
-                    }
-                    let (cap, inputs, ticked) = entry.remove();
-                    let Some(cap) = cap else { continue };
+                input.for_each(|cap, data| stash.records(&cap, data));
+                ticks.for_each(|cap, _| stash.tick(&cap));
+                while let Some(Ready {
+                    time: t,
+                    cap,
+                    data: inputs,
+                    ticked,
+                }) = stash.next_ready(input_frontier, ticks_frontier)
+                {
                     // Each touched key's row before this epoch, to retract if it changes.
                     let mut before: HashMap<SketchKey, Option<Row>> = HashMap::new();
                     for input in inputs {

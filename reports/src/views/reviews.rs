@@ -23,15 +23,16 @@
 //! `custody_view_late_events_total{view="reviews"}`: decisions dropped unpaired (their
 //! escalation never came within `idle_epochs`, or came and was retired).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use custody_operators::Metrics;
 use custody_operators::record::Epoch;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
-use timely::dataflow::operators::{Capability, Operator};
+use timely::dataflow::operators::Operator;
 
+use super::epoch_stash::{EpochStash, Ready};
 use super::hitl_latency::{
     Decision, DecisionFact, Escalation, EscalationFact, HitlConfig, Outcome, review,
 };
@@ -130,8 +131,6 @@ struct Held {
     decided: Option<Epoch>,
 }
 
-type Stash = BTreeMap<Epoch, (Option<Capability<Epoch>>, Vec<ReviewIn>, bool)>;
-
 /// One (escalation, decision) pair: a review for its tenant's and its group's sketches.
 fn pair(
     hitl: HitlConfig,
@@ -182,31 +181,19 @@ pub fn reviews<'scope>(
         Pipeline,
         "Reviews",
         move |_, _| {
-            let mut stash: Stash = BTreeMap::new();
+            let mut stash: EpochStash<ReviewIn> = EpochStash::default();
             let mut held: HashMap<(String, String), Held> = HashMap::new();
             let mut orphans: HashMap<(String, String), (Vec<DecisionFact>, Epoch)> = HashMap::new();
             move |(input, input_frontier), (ticks, ticks_frontier), output| {
-                input.for_each(|cap, data| {
-                    // Panic: epochs are totally ordered, so every message has a least time.
-                    let time = *cap.least().expect("a message has a time");
-                    let entry = stash.entry(time).or_default();
-                    entry.0.get_or_insert_with(|| cap.delayed(&time, 0));
-                    entry.1.append(data);
-                });
-                ticks.for_each(|cap, _| {
-                    // Panic: epochs are totally ordered, so every message has a least time.
-                    let time = *cap.least().expect("a message has a time");
-                    let entry = stash.entry(time).or_default();
-                    entry.0.get_or_insert_with(|| cap.delayed(&time, 0));
-                    entry.2 = true;
-                });
-                while let Some(entry) = stash.first_entry() {
-                    let t = *entry.key();
-                    if input_frontier.less_equal(&t) || ticks_frontier.less_equal(&t) {
-                        break;
-                    }
-                    let (cap, inputs, ticked) = entry.remove();
-                    let Some(cap) = cap else { continue };
+                input.for_each(|cap, data| stash.records(&cap, data));
+                ticks.for_each(|cap, _| stash.tick(&cap));
+                while let Some(Ready {
+                    time: t,
+                    cap,
+                    data: inputs,
+                    ticked,
+                }) = stash.next_ready(input_frontier, ticks_frontier)
+                {
                     let mut out: Vec<ReviewOut> = Vec::new();
                     for input in inputs {
                         match input {

@@ -43,9 +43,10 @@ use prometheus::IntGauge;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
-use timely::dataflow::operators::{Capability, Operator};
+use timely::dataflow::operators::Operator;
 
 use super::causal_chains::{CausalChain, Link, MAX_DEPTH, is_boundary};
+use super::epoch_stash::{EpochStash, Ready};
 use super::policy_violations::{PolicyFact, PolicyRule, evaluate};
 use super::sessions::{SessionFact, summarize};
 
@@ -310,8 +311,6 @@ pub struct SessionState {
 
 /// Inputs waiting for their epoch to complete: its capability, the inputs, and whether the
 /// clock ticked at it (a live epoch, which may snapshot).
-type Stash = BTreeMap<Epoch, (Option<Capability<Epoch>>, Vec<SessionIn>, bool)>;
-
 /// The session-scoped views over `input`; see the module documentation. `ticks` (the
 /// pipeline's clock, broadcast) marks live epochs: at those that are snapshot epochs
 /// (`snapshot_every`), the state is sent as [`SessionOut::State`].
@@ -329,31 +328,19 @@ pub fn session_scoped<'scope>(
         Pipeline,
         "SessionScoped",
         move |_, _| {
-            let mut stash: Stash = BTreeMap::new();
+            let mut stash: EpochStash<SessionIn> = EpochStash::default();
             let mut open: HashMap<SessionKey, Open> = HashMap::new();
             let mut tombstones: HashMap<SessionKey, Epoch> = HashMap::new();
             move |(input, input_frontier), (ticks, ticks_frontier), output| {
-                input.for_each(|cap, data| {
-                    // Panic: epochs are totally ordered, so every message has a least time.
-                    let time = *cap.least().expect("a message has a time");
-                    let entry = stash.entry(time).or_default();
-                    entry.0.get_or_insert_with(|| cap.delayed(&time, 0));
-                    entry.1.append(data);
-                });
-                ticks.for_each(|cap, _| {
-                    // Panic: epochs are totally ordered, so every message has a least time.
-                    let time = *cap.least().expect("a message has a time");
-                    let entry = stash.entry(time).or_default();
-                    entry.0.get_or_insert_with(|| cap.delayed(&time, 0));
-                    entry.2 = true;
-                });
-                while let Some(entry) = stash.first_entry() {
-                    let t = *entry.key();
-                    if input_frontier.less_equal(&t) || ticks_frontier.less_equal(&t) {
-                        break;
-                    }
-                    let (cap, inputs, ticked) = entry.remove();
-                    let Some(cap) = cap else { continue };
+                input.for_each(|cap, data| stash.records(&cap, data));
+                ticks.for_each(|cap, _| stash.tick(&cap));
+                while let Some(Ready {
+                    time: t,
+                    cap,
+                    data: inputs,
+                    ticked,
+                }) = stash.next_ready(input_frontier, ticks_frontier)
+                {
                     let mut session = output.session(&cap);
                     let mut touched: Vec<SessionKey> = Vec::new();
                     let mut restored: Vec<SessionKey> = Vec::new();

@@ -1,0 +1,101 @@
+//! Per-epoch stash of the operators with a `ticks` input (`binary_frontier` over records and
+//! the driver's live epochs): an epoch's records and tick wait here until both inputs'
+//! frontiers have passed it, then are handed over whole, oldest epoch first.
+//!
+//! # State and its bound
+//! The records of epochs not yet complete: at most the epochs in flight.
+
+use std::collections::BTreeMap;
+
+use custody_operators::record::Epoch;
+use timely::dataflow::operators::{Capability, InputCapability};
+use timely::progress::frontier::MutableAntichain;
+
+/// One complete epoch.
+pub struct Ready<D> {
+    /// The epoch.
+    pub time: Epoch,
+    /// A capability for the operator's (first) output at `time`.
+    pub cap: Capability<Epoch>,
+    /// Its records, in arrival order.
+    pub data: Vec<D>,
+    /// Whether the driver ticked this epoch (a live epoch: snapshots are taken at ticks).
+    pub ticked: bool,
+}
+
+struct Pending<D> {
+    cap: Option<Capability<Epoch>>,
+    data: Vec<D>,
+    ticked: bool,
+}
+
+impl<D> Default for Pending<D> {
+    fn default() -> Self {
+        Pending {
+            cap: None,
+            data: Vec::new(),
+            ticked: false,
+        }
+    }
+}
+
+/// Records and ticks per epoch; see the module documentation.
+pub struct EpochStash<D> {
+    epochs: BTreeMap<Epoch, Pending<D>>,
+}
+
+impl<D> Default for EpochStash<D> {
+    fn default() -> Self {
+        EpochStash {
+            epochs: BTreeMap::new(),
+        }
+    }
+}
+
+fn time_of(cap: &InputCapability<Epoch>) -> Epoch {
+    // Panic: epochs are totally ordered, so every message has a least time.
+    *cap.least().expect("a message has a time")
+}
+
+impl<D> EpochStash<D> {
+    fn entry(&mut self, cap: &InputCapability<Epoch>) -> &mut Pending<D> {
+        let time = time_of(cap);
+        let entry = self.epochs.entry(time).or_default();
+        entry.cap.get_or_insert_with(|| cap.delayed(&time, 0));
+        entry
+    }
+
+    /// Stashes records received with `cap`.
+    pub fn records(&mut self, cap: &InputCapability<Epoch>, data: &mut Vec<D>) {
+        self.entry(cap).data.append(data);
+    }
+
+    /// Notes the tick received with `cap`.
+    pub fn tick(&mut self, cap: &InputCapability<Epoch>) {
+        self.entry(cap).ticked = true;
+    }
+
+    /// The oldest stashed epoch that neither frontier can still send to, if any.
+    pub fn next_ready(
+        &mut self,
+        records: &MutableAntichain<Epoch>,
+        ticks: &MutableAntichain<Epoch>,
+    ) -> Option<Ready<D>> {
+        loop {
+            let entry = self.epochs.first_entry()?;
+            let time = *entry.key();
+            if records.less_equal(&time) || ticks.less_equal(&time) {
+                return None;
+            }
+            let pending = entry.remove();
+            if let Some(cap) = pending.cap {
+                return Some(Ready {
+                    time,
+                    cap,
+                    data: pending.data,
+                    ticked: pending.ticked,
+                });
+            }
+        }
+    }
+}
