@@ -4,18 +4,22 @@
 //! # Inputs
 //! The committed changes of the alerts view ([`ViewId::Alerts`]), handed over by the sink's
 //! commit hook: an inserted row raises an alert, a row retracted without a replacement
-//! resolves it. Only committed epochs are seen, so every alert is backed by the lake.
+//! resolves it, and a retired row (its window fell below the drift horizon: final, no longer
+//! evaluated) stops being re-sent. Only committed epochs are seen, so every alert is backed by
+//! the lake.
 //!
 //! # Outputs
 //! - Alertmanager: every change, and every active alert again each `resend`, with `endsAt`
 //!   three `resend`s ahead while it holds (Alertmanager's own convention) and `endsAt = now`
-//!   once resolved.
+//!   once resolved. A retired alert is not sent again: Alertmanager lets it end at the
+//!   `endsAt` it last received.
 //! - Kafka: one JSON message per change, keyed by `tenant/alert key`.
 //! - `custody_alerts_raised_total{kind}`, `custody_alerts_active{kind}`,
 //!   `custody_alert_deliveries_total{target,outcome}`.
 //!
-//! # State
-//! The active alerts, in memory.
+//! # State and its bound
+//! The active alerts, in memory: those of windows from each agent's drift horizon on (retired
+//! ones leave), so bounded by agents × kept windows, not by history.
 //!
 //! # Failure modes
 //! Alerts are derived data: a delivery failure is logged and counted, retried at the next
@@ -55,45 +59,57 @@ pub struct AlertChange {
     pub key: String,
     /// The alert.
     pub alert: Alert,
-    /// Raised (or changed) if true, resolved if false.
+    /// Raised (or changed) if true, resolved or retired if false.
     pub firing: bool,
+    /// Retired: final and no longer evaluated (not resolved).
+    pub retired: bool,
 }
 
 /// The alert changes among one epoch's view changes.
 pub fn changes(updates: &[ViewUpdate]) -> Vec<AlertChange> {
-    /// The row inserted and the row retracted, per (tenant, key).
-    type Sides<'a> = (Option<&'a str>, Option<&'a str>);
+    /// The row inserted, the row retracted and the row retired, per (tenant, key).
+    type Sides<'a> = (Option<&'a str>, Option<&'a str>, Option<&'a str>);
     let mut by_key: BTreeMap<(&str, &str), Sides<'_>> = BTreeMap::new();
     for u in updates {
-        if let ViewUpdate::Row {
-            view: ViewId::Alerts,
-            tenant_id,
-            key,
-            row,
-            diff,
-        } = u
-        {
-            let e = by_key.entry((tenant_id, key)).or_default();
-            if *diff > 0 {
-                e.0 = Some(row);
-            } else {
-                e.1 = Some(row);
+        match u {
+            ViewUpdate::Row {
+                view: ViewId::Alerts,
+                tenant_id,
+                key,
+                row,
+                diff,
+            } => {
+                let e = by_key.entry((tenant_id, key)).or_default();
+                if *diff > 0 {
+                    e.0 = Some(row);
+                } else {
+                    e.1 = Some(row);
+                }
             }
+            ViewUpdate::Retired {
+                view: ViewId::Alerts,
+                tenant_id,
+                key,
+                row,
+            } => by_key.entry((tenant_id, key)).or_default().2 = Some(row),
+            _ => {}
         }
     }
     by_key
         .into_iter()
-        .filter_map(|((tenant, key), (inserted, retracted))| {
-            let (row, firing) = match (inserted, retracted) {
-                (Some(row), _) => (row, true),
-                (None, Some(row)) => (row, false),
-                (None, None) => return None,
+        .filter_map(|((tenant, key), (inserted, retracted, retired))| {
+            let (row, firing, retired) = match (inserted, retracted, retired) {
+                (Some(row), _, _) => (row, true, false),
+                (None, Some(row), _) => (row, false, false),
+                (None, None, Some(row)) => (row, false, true),
+                (None, None, None) => return None,
             };
             Some(AlertChange {
                 tenant_id: tenant.to_string(),
                 key: key.to_string(),
                 alert: serde_json::from_str(row).ok()?,
                 firing,
+                retired,
             })
         })
         .collect()
@@ -251,6 +267,10 @@ impl Notifier {
                 delivered.push((change, started));
             } else if let Some((_, started)) = self.active.remove(&id) {
                 self.metrics.alerts_active.with_label_values(&[kind]).dec();
+                if change.retired {
+                    // Final: no longer re-sent, and not resolved either.
+                    continue;
+                }
                 tracing::info!(tenant_id = %change.tenant_id, kind, "alert resolved");
                 delivered.push((change, started));
             }
@@ -358,8 +378,29 @@ mod tests {
             .map(|c| (c.key.as_str(), c.firing, c.alert.value))
             .collect();
         assert_eq!(got, [("a", true, 300), ("b", false, 300), ("c", true, 400)]);
+        assert!(c.iter().all(|c| !c.retired));
         let am = alertmanager_alert(&c[1], 0, 1_000_000, Duration::from_secs(60));
         assert_eq!(am["endsAt"], "1970-01-01T00:00:01.000000Z");
         assert_eq!(am["labels"]["kind"], "tool_failure_rate");
+    }
+
+    /// A retired alert leaves the active set (it is no longer re-sent) without resolving.
+    #[test]
+    fn retired_alerts_leave_the_active_set() {
+        let ViewUpdate::Row { row: r, .. } = row("a", 300, -1) else {
+            unreachable!()
+        };
+        let retired = ViewUpdate::Retired {
+            view: ViewId::Alerts,
+            tenant_id: "t".into(),
+            key: "a".into(),
+            row: r,
+        };
+        let c = changes(std::slice::from_ref(&retired));
+        assert_eq!(c.len(), 1);
+        assert!(c[0].retired && !c[0].firing);
+        // A retirement and a re-insertion in one epoch: the alert fires.
+        let c = changes(&[retired, row("a", 400, 1)]);
+        assert!(c[0].firing && !c[0].retired);
     }
 }

@@ -7,6 +7,7 @@
 
 /// mimalloc: the pipeline allocates and frees many small objects across threads; glibc's
 /// allocator spent a third of its CPU on that and fragmented as the heap grew.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

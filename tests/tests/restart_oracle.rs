@@ -531,6 +531,26 @@ fn heads_from_the_heads_file_equal_the_whole_history() {
         from_file.0
     );
     assert!(from_file.0 > Some(0) && !from_file.1.is_empty() && !from_file.2.is_empty());
+    // The views' snapshot: read back in chunks of whole lines that make up the file; the
+    // newest one altered is passed over for the one before it.
+    let latest = || {
+        runtime.block_on(async {
+            let w = Warehouse::open(&wh).await.unwrap();
+            w.latest_snapshot(from_file.0.unwrap()).await.unwrap()
+        })
+    };
+    let (epoch, chunks) = latest().expect("a views' snapshot");
+    let path = wh.join(Warehouse::snapshot_path(epoch));
+    assert_eq!(chunks.concat(), std::fs::read(&path).unwrap());
+    assert!(chunks.iter().all(|c| c.ends_with(b"\n")));
+    let bytes = std::fs::read(&path).unwrap();
+    let mut altered = bytes.clone();
+    let at = altered.len() / 2;
+    altered[at] = if altered[at] == b'1' { b'2' } else { b'1' };
+    std::fs::write(&path, &altered).unwrap();
+    let older = latest().expect("an older views' snapshot");
+    assert!(older.0 < epoch, "{} after {epoch}", older.0);
+    std::fs::write(&path, &bytes).unwrap();
     // The newest heads file altered: passed over for the one before it.
     let newest = files.last().unwrap();
     let text = std::fs::read_to_string(newest).unwrap();

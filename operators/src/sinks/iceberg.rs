@@ -37,6 +37,7 @@
 //! Iceberg commit conflicts are retried by iceberg-rust's transaction backoff.
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender};
@@ -1019,13 +1020,20 @@ impl Warehouse {
     /// Whether `bytes` of warehouse file `path` match the digest epoch `epoch`'s sealed
     /// manifest holds for it.
     async fn is_sealed(&self, epoch: Epoch, path: &str, bytes: &[u8]) -> Result<bool> {
+        let digest = hex::encode(Sha256::digest(bytes));
+        self.is_sealed_digest(epoch, path, &digest).await
+    }
+
+    /// Whether `digest` (SHA-256, hex) is the one epoch `epoch`'s sealed manifest holds for
+    /// warehouse file `path`.
+    async fn is_sealed_digest(&self, epoch: Epoch, path: &str, digest: &str) -> Result<bool> {
         let sealed = self
             .epoch_records(Some(epoch))
             .await?
             .pop()
             .and_then(|r| r.manifest())
             .and_then(|m| m.sha256.get(path).cloned());
-        Ok(sealed.as_deref() == Some(hex::encode(Sha256::digest(bytes)).as_str()))
+        Ok(sealed.as_deref() == Some(digest))
     }
 
     /// The newest heads file at or before epoch `last` whose bytes match the digest its
@@ -1101,23 +1109,28 @@ impl Warehouse {
         let found = self.snapshot_epochs("epoch-", &format!(".v{SNAPSHOT_FORMAT}.ndjson"));
         for epoch in found.into_iter().rev().filter(|e| *e <= last) {
             let path = Self::snapshot_path(epoch);
-            let bytes = std::fs::read(self.root.join(&path))?;
-            if !self.is_sealed(epoch, &path, &bytes).await? {
+            // Read in chunks of whole lines, hashed as they are read: the file is never in
+            // memory twice.
+            let mut file = std::io::BufReader::new(std::fs::File::open(self.root.join(&path))?);
+            let (mut chunks, mut digest) = (Vec::new(), Sha256::new());
+            loop {
+                let mut chunk = Vec::with_capacity(SNAPSHOT_CHUNK + 4096);
+                (&mut file)
+                    .take(SNAPSHOT_CHUNK as u64)
+                    .read_to_end(&mut chunk)?;
+                if chunk.is_empty() {
+                    break;
+                }
+                if chunk.last() != Some(&b'\n') {
+                    file.read_until(b'\n', &mut chunk)?;
+                }
+                digest.update(&chunk);
+                chunks.push(chunk);
+            }
+            let digest = hex::encode(digest.finalize());
+            if !self.is_sealed_digest(epoch, &path, &digest).await? {
                 tracing::warn!(%path, "view state snapshot does not match its sealed digest; not used");
                 continue;
-            }
-            let mut chunks = Vec::new();
-            let mut rest = &bytes[..];
-            while !rest.is_empty() {
-                let cut = match rest.get(SNAPSHOT_CHUNK..) {
-                    None => rest.len(),
-                    Some(tail) => tail
-                        .iter()
-                        .position(|b| *b == b'\n')
-                        .map_or(rest.len(), |i| SNAPSHOT_CHUNK + i + 1),
-                };
-                chunks.push(rest[..cut].to_vec());
-                rest = &rest[cut..];
             }
             return Ok(Some((epoch, chunks)));
         }
