@@ -2,16 +2,17 @@
 //! memory and per-event cost do not grow with history, and that a restart does not either.
 //!
 //! The generator (sessions that start and end, over `--tenants` tenants) writes an NDJSON file
-//! of `events` + [`TAIL`] events. Three runs of the file pipeline (all views, Iceberg commits,
-//! proofs) then share one warehouse:
-//! 1. the first [`FIRST_STOP`] events, then a clean stop;
-//! 2. a restart that goes on to `events`;
-//! 3. a restart that takes the tail.
+//! of `events` + [`TAIL`] events. Then, with the file pipeline (all views, Iceberg commits,
+//! proofs):
+//! 1. one run over the first `events` events, then a clean stop: every million committed
+//!    events it prints RSS (its largest sample over that million, and the peak so far), CPU µs
+//!    per event, events/s over the last million, and the views' state gauges;
+//! 2. a restart of that warehouse that takes the tail;
+//! 3. in a second warehouse, a run over the first [`FIRST_STOP`] events, and a restart that
+//!    takes the next [`TAIL`].
 //!
-//! Every million committed events the first two print RSS (its largest sample over that million,
-//! and the peak so far), CPU µs per
-//! event and events/s over the last million; the restarts print the time from the call to the
-//! views being served again and to the first new epoch committed (ingesting again).
+//! The restarts print the time from the call to the views being served again and to the first
+//! new epoch committed (ingesting again): after [`FIRST_STOP`] and after `events` events.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,7 +29,7 @@ use custody_reports::proofs::LiveLogs;
 use crate::dataflow::{RunOptions, run_pipeline};
 use crate::generate::{Generator, GeneratorConfig};
 
-/// Where the first run stops (the first restart point).
+/// Where the second warehouse's first run stops (the early restart point).
 pub const FIRST_STOP: u64 = 2_000_000;
 /// Events after `events`, taken by the restart after the whole stream.
 pub const TAIL: u64 = 50_000;
@@ -304,10 +305,15 @@ pub fn soak(
         opts.batch_size,
         opts.workers
     );
-    let a = run(&opts, &file, first, 0, true)?;
-    println!("  stopped after {} events", a.committed);
-    let b = run(&opts, &file, events, first, true)?;
+    // One process over the whole stream: what it holds must not grow with what it has seen.
+    let whole = run(&opts, &file, events, 0, true)?;
+    println!("  stopped after {} events", whole.committed);
     let c = run(&opts, &file, events + TAIL, events, false)?;
+    // The restart after `first` events, in a warehouse of its own.
+    let mut early = opts.clone();
+    early.warehouse = temp.path().join(format!("warehouse-{first}"));
+    let a = run(&early, &file, first, 0, false)?;
+    let b = run(&early, &file, first + TAIL, first, false)?;
     let (_, peak) = rss();
     let ms = |d: Option<Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64() * 1e3);
     for (at, r) in [(first, &b), (events, &c)] {
@@ -322,7 +328,7 @@ pub fn soak(
     println!(
         "  peak RSS {:.0} MB; {} events committed in all",
         peak as f64 / 1e6,
-        a.committed + b.committed + c.committed
+        whole.committed + c.committed + a.committed + b.committed
     );
     Ok(())
 }
