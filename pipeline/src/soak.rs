@@ -7,12 +7,14 @@
 //! 1. one run over the first `events` events, then a clean stop: every million committed
 //!    events it prints RSS (its largest sample over that million, and the peak so far), CPU µs
 //!    per event, events/s over the last million, and the views' state gauges;
-//! 2. a restart of that warehouse that takes the tail;
-//! 3. in a second warehouse, a run over the first [`FIRST_STOP`] events, and a restart that
-//!    takes the next [`TAIL`].
+//! 2. [`RESTARTS`] restarts of that warehouse, each taking a share of the tail; then the proof
+//!    latencies from the proof store they leave;
+//! 3. in a second warehouse, a run over the first [`FIRST_STOP`] events, and as many restarts
+//!    over the next [`TAIL`].
 //!
 //! The restarts print the time from the call to the views being served again and to the first
-//! new epoch committed (ingesting again): after [`FIRST_STOP`] and after `events` events.
+//! new epoch committed (ingesting again), after [`FIRST_STOP`] and after `events` events: the
+//! median of the restarts and each of them.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -308,29 +310,80 @@ pub fn soak(
     // One process over the whole stream: what it holds must not grow with what it has seen.
     let whole = run(&opts, &file, events, 0, true)?;
     println!("  stopped after {} events", whole.committed);
-    let c = run(&opts, &file, events + TAIL, events, false)?;
-    // The restart after `first` events, in a warehouse of its own.
-    let mut early = opts.clone();
-    early.warehouse = temp.path().join(format!("warehouse-{first}"));
-    let a = run(&early, &file, first, 0, false)?;
-    let b = run(&early, &file, first + TAIL, first, false)?;
+    let mut committed = whole.committed;
+    let late = restarts(&opts, &file, events, &mut committed)?;
+    // Proofs now, from the store the restarts left (before the second warehouse is written).
+    proof_latency(&file, &late.logs)?;
+    // The restarts after `first` events, in a warehouse of its own.
+    let mut early_opts = opts.clone();
+    early_opts.warehouse = temp.path().join(format!("warehouse-{first}"));
+    committed += run(&early_opts, &file, first, 0, false)?.committed;
+    let early = restarts(&early_opts, &file, first, &mut committed)?;
     let (_, peak) = rss();
-    let ms = |d: Option<Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64() * 1e3);
-    for (at, r) in [(first, &b), (events, &c)] {
+    for (at, r) in [(first, &early), (events, &late)] {
+        let ms = |d: &[Duration]| {
+            d.iter()
+                .map(|d| format!("{:.0}", d.as_secs_f64() * 1e3))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         println!(
-            "  restart after {:.1}M events: views served after {:.0} ms, ingesting again (first epoch committed) after {:.0} ms",
+            "  restart after {:.1}M events ({RESTARTS} restarts, median): views served after {:.0} ms ({}), ingesting again (first epoch committed) after {:.0} ms ({})",
             at as f64 / 1e6,
-            ms(r.ready),
-            ms(r.first_commit)
+            median(&r.ready).as_secs_f64() * 1e3,
+            ms(&r.ready),
+            median(&r.first_commit).as_secs_f64() * 1e3,
+            ms(&r.first_commit),
         );
     }
-    proof_latency(&file, &c.logs)?;
     println!(
         "  peak RSS {:.0} MB; {} events committed in all",
         peak as f64 / 1e6,
-        whole.committed + c.committed + a.committed + b.committed
+        committed
     );
     Ok(())
+}
+
+/// Restarts timed per warehouse.
+const RESTARTS: u64 = 3;
+
+/// What the restarts of one warehouse took.
+struct Restarts {
+    ready: Vec<Duration>,
+    first_commit: Vec<Duration>,
+    /// The proof state the last restart served.
+    logs: Arc<Mutex<LiveLogs>>,
+}
+
+/// [`RESTARTS`] restarts of the warehouse stopped after `at` events, each taking its share of
+/// the [`TAIL`] events after it.
+fn restarts(
+    opts: &RunOptions,
+    file: &Path,
+    at: u64,
+    committed: &mut u64,
+) -> anyhow::Result<Restarts> {
+    let mut out = Restarts {
+        ready: Vec::new(),
+        first_commit: Vec::new(),
+        logs: Arc::default(),
+    };
+    for i in 0..RESTARTS {
+        let (from, to) = (at + TAIL * i / RESTARTS, at + TAIL * (i + 1) / RESTARTS);
+        let r = run(opts, file, to, from, false)?;
+        *committed += r.committed;
+        out.ready.extend(r.ready);
+        out.first_commit.extend(r.first_commit);
+        out.logs = r.logs;
+    }
+    Ok(out)
+}
+
+/// The median of `d` (zero if empty).
+fn median(d: &[Duration]) -> Duration {
+    let mut d = d.to_vec();
+    d.sort();
+    d.get(d.len() / 2).copied().unwrap_or_default()
 }
 
 /// Times inclusion proofs of 2,000 events spread over the input, and as many consistency
