@@ -5,6 +5,7 @@ pub mod causal_chains;
 pub mod drift_windows;
 pub mod epoch_stash;
 pub mod event_counts;
+pub mod event_id;
 pub mod hitl_groups;
 pub mod hitl_latency;
 pub mod model_versions;

@@ -45,6 +45,7 @@ use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::Operator;
 
+use super::event_id::EventId;
 use super::causal_chains::{CausalChain, Link, MAX_DEPTH, is_boundary};
 use super::epoch_stash::{EpochStash, Ready};
 use super::policy_violations::{PolicyFact, PolicyRule, evaluate};
@@ -76,9 +77,9 @@ impl Default for RetireConfig {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SessionEvent {
     /// The event.
-    pub event_id: String,
+    pub event_id: EventId,
     /// Its parent.
-    pub parent: Option<String>,
+    pub parent: Option<EventId>,
     /// What the sessions view reads.
     pub fact: SessionFact,
     /// What the policy rules found.
@@ -107,8 +108,8 @@ impl SessionEvent {
         (
             key,
             SessionEvent {
-                event_id: ev.event_id.clone(),
-                parent: ev.parent_event_id.clone(),
+                event_id: EventId::new(&ev.event_id),
+                parent: ev.parent_event_id.as_deref().map(EventId::new),
                 fact,
                 policy: super::policy_violations::facts(rules, e)
                     .into_iter()
@@ -137,7 +138,10 @@ pub enum SessionOut {
 /// The causal chain of the tool call `tool` among one session's events (`nodes`: event id →
 /// (type, parent)): its ancestors along `parent_event_id`, nearest first, up to and including
 /// the previous boundary, at most [`MAX_DEPTH`] steps.
-pub fn walk(nodes: &HashMap<&str, (EventType, Option<&str>)>, tool: &str) -> CausalChain {
+pub fn walk(
+    nodes: &HashMap<&EventId, (EventType, Option<&EventId>)>,
+    tool: &EventId,
+) -> CausalChain {
     let mut links = Vec::new();
     let mut current = nodes.get(tool);
     let mut depth = 0;
@@ -154,12 +158,12 @@ pub fn walk(nodes: &HashMap<&str, (EventType, Option<&str>)>, tool: &str) -> Cau
         if let Some((pty, _)) = current {
             links.push(Link {
                 depth,
-                event_id: (*parent).to_string(),
+                event_id: parent.to_string(),
                 event_type: *pty,
             });
         }
     }
-    CausalChain::new(tool, links)
+    CausalChain::new(&tool.to_string(), links)
 }
 
 /// An open session.
@@ -187,18 +191,13 @@ pub fn session_rows(
         (ViewId::Sessions, session_id.to_string()),
         json(&summarize(session_id, &facts)),
     );
-    let nodes: HashMap<&str, (EventType, Option<&str>)> = events
+    let nodes: HashMap<&EventId, (EventType, Option<&EventId>)> = events
         .iter()
-        .map(|e| {
-            (
-                e.event_id.as_str(),
-                (e.fact.event_type, e.parent.as_deref()),
-            )
-        })
+        .map(|e| (&e.event_id, (e.fact.event_type, e.parent.as_ref())))
         .collect();
-    let models: HashMap<&str, &str> = events
+    let models: HashMap<&EventId, &str> = events
         .iter()
-        .filter_map(|e| Some((e.event_id.as_str(), e.model.as_deref()?)))
+        .filter_map(|e| Some((&e.event_id, e.model.as_deref()?)))
         .collect();
     let mut attributed = BTreeMap::new();
     for e in events
@@ -209,11 +208,11 @@ pub fn session_rows(
         if let Some(model) = chain
             .model_decisions
             .first()
-            .and_then(|d| models.get(d.as_str()))
+            .and_then(|d| models.get(&EventId::new(d)))
         {
-            attributed.insert(e.event_id.clone(), (*model).to_string());
+            attributed.insert(e.event_id.to_string(), (*model).to_string());
         }
-        rows.insert((ViewId::CausalChains, e.event_id.clone()), json(&chain));
+        rows.insert((ViewId::CausalChains, e.event_id.to_string()), json(&chain));
     }
     let policy: Vec<&PolicyFact> = events.iter().flat_map(|e| &e.policy).collect();
     for v in evaluate(session_id, &policy) {
@@ -569,11 +568,20 @@ mod tests {
                     } else {
                         TYPES[(rng() % 6) as usize]
                     };
+                    // Half the sessions with canonical UUIDs (held as 128 bits), half with
+                    // other ids (held as text).
+                    let id = |i: u64| {
+                        if s % 2 == 0 {
+                            format!("{s:08x}-0000-4000-8000-{i:012x}")
+                        } else {
+                            format!("s{s}e{i}")
+                        }
+                    };
                     let parent = match rng() % 8 {
                         0 => None,
-                        1 => Some(format!("s{s}e{}", i + 1)),
+                        1 => Some(id(i + 1)),
                         2 => Some("missing".to_string()),
-                        _ if i > 0 => Some(format!("s{s}e{}", i - 1 - rng() % i.min(3))),
+                        _ if i > 0 => Some(id(i - 1 - rng() % i.min(3))),
                         _ => None,
                     };
                     let epoch = (start + i / 3).min(epochs - 1);
@@ -590,7 +598,7 @@ mod tests {
                             vec![PolicyFact::Applies(Applies {
                                 rule_id: "r".into(),
                                 deny: false,
-                                event_id: format!("s{s}e{i}"),
+                                event_id: id(i),
                                 ts_us: ts,
                                 tool_name: "pay".into(),
                                 agent_id: "a".into(),
@@ -604,8 +612,8 @@ mod tests {
                         epoch.min(epochs - 1),
                         key.clone(),
                         SessionEvent {
-                            event_id: format!("s{s}e{i}"),
-                            parent,
+                            event_id: EventId::new(&id(i)),
+                            parent: parent.as_deref().map(EventId::new),
                             fact: SessionFact {
                                 ts_us: ts,
                                 event_type: ty,
