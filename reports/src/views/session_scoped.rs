@@ -45,9 +45,9 @@ use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::Operator;
 
-use super::event_id::EventId;
 use super::causal_chains::{CausalChain, Link, MAX_DEPTH, is_boundary};
 use super::epoch_stash::{EpochStash, Ready};
+use super::event_id::EventId;
 use super::policy_violations::{PolicyFact, PolicyRule, evaluate};
 use super::sessions::{SessionFact, summarize};
 
