@@ -8,6 +8,9 @@
 use std::collections::BTreeMap;
 
 use custody_operators::record::Epoch;
+use timely::communication::Pull;
+use timely::dataflow::channels::Message;
+use timely::dataflow::operators::generic::InputHandleCore;
 use timely::dataflow::operators::{Capability, InputCapability};
 use timely::progress::frontier::MutableAntichain;
 
@@ -66,13 +69,26 @@ impl<D> EpochStash<D> {
     }
 
     /// Stashes records received with `cap`.
-    pub fn records(&mut self, cap: &InputCapability<Epoch>, data: &mut Vec<D>) {
+    fn records(&mut self, cap: &InputCapability<Epoch>, data: &mut Vec<D>) {
         self.entry(cap).data.append(data);
     }
 
     /// Notes the tick received with `cap`.
-    pub fn tick(&mut self, cap: &InputCapability<Epoch>) {
+    fn tick(&mut self, cap: &InputCapability<Epoch>) {
         self.entry(cap).ticked = true;
+    }
+
+    /// Stashes everything `records` and `ticks` hold.
+    pub fn receive<P1, P2>(
+        &mut self,
+        records: &mut InputHandleCore<Epoch, Vec<D>, P1>,
+        ticks: &mut InputHandleCore<Epoch, Vec<()>, P2>,
+    ) where
+        P1: Pull<Message<Epoch, Vec<D>>>,
+        P2: Pull<Message<Epoch, Vec<()>>>,
+    {
+        records.for_each(|cap, data| self.records(&cap, data));
+        ticks.for_each(|cap, _| self.tick(&cap));
     }
 
     /// The oldest stashed epoch that neither frontier can still send to, if any.

@@ -180,8 +180,7 @@ pub fn model_versions<'scope>(
             let mut stash: EpochStash<((String, String), ModelIn)> = EpochStash::default();
             let mut state: HashMap<(String, String), (Usage, Option<String>)> = HashMap::new();
             move |(input, input_frontier), (ticks, ticks_frontier), output| {
-                input.for_each(|cap, data| stash.records(&cap, data));
-                ticks.for_each(|cap, _| stash.tick(&cap));
+                stash.receive(input, ticks);
                 while let Some(Ready {
                     time: t,
                     cap,

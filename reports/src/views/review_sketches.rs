@@ -202,8 +202,7 @@ pub fn review_sketches<'scope>(
             let mut sketches: HashMap<SketchKey, Sketch> = HashMap::new();
             let mut buckets = 0usize;
             move |(input, input_frontier), (ticks, ticks_frontier), output| {
-                input.for_each(|cap, data| stash.records(&cap, data));
-                ticks.for_each(|cap, _| stash.tick(&cap));
+                stash.receive(input, ticks);
                 while let Some(Ready {
                     time: t,
                     cap,

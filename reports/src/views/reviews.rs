@@ -185,8 +185,7 @@ pub fn reviews<'scope>(
             let mut held: HashMap<(String, String), Held> = HashMap::new();
             let mut orphans: HashMap<(String, String), (Vec<DecisionFact>, Epoch)> = HashMap::new();
             move |(input, input_frontier), (ticks, ticks_frontier), output| {
-                input.for_each(|cap, data| stash.records(&cap, data));
-                ticks.for_each(|cap, _| stash.tick(&cap));
+                stash.receive(input, ticks);
                 while let Some(Ready {
                     time: t,
                     cap,

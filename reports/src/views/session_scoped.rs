@@ -331,8 +331,7 @@ pub fn session_scoped<'scope>(
             let mut open: HashMap<SessionKey, Open> = HashMap::new();
             let mut tombstones: HashMap<SessionKey, Epoch> = HashMap::new();
             move |(input, input_frontier), (ticks, ticks_frontier), output| {
-                input.for_each(|cap, data| stash.records(&cap, data));
-                ticks.for_each(|cap, _| stash.tick(&cap));
+                stash.receive(input, ticks);
                 while let Some(Ready {
                     time: t,
                     cap,
