@@ -43,7 +43,7 @@ use custody_reports::render_views;
 use custody_schemas::time::now_us;
 use differential_dataflow::input::{Input as _, InputSession};
 use timely::dataflow::operators::vec::Map;
-use timely::dataflow::operators::{Concat, Input, Probe};
+use timely::dataflow::operators::{Concat, Exchange, Input, Probe};
 
 /// Errors that stop a pipeline run.
 #[derive(Debug, thiserror::Error)]
@@ -418,6 +418,14 @@ pub fn run_pipeline(
                 first_epoch,
                 &metrics,
             );
+            // The history worker 0 reads (snapshot chunks, then events) is dealt out to every
+            // worker in turn, so that all of them parse it: the views exchange what they
+            // keep by key anyway.
+            let mut dealt = 0u64;
+            let past = past.exchange(move |_| {
+                dealt = dealt.wrapping_add(1);
+                dealt
+            });
             let (views, state) =
                 render_views(chained.clone().concat(past), now, &views_config, &metrics);
             let views = apply_history(views, first_epoch, worker_live);

@@ -181,6 +181,9 @@ enum Command {
         /// Where `--soak` puts its input and warehouse (a temporary directory in it).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Keep `--soak`'s input and warehouses afterwards (their directory is printed).
+        #[arg(long, requires = "soak")]
+        keep: bool,
     },
 }
 
@@ -358,6 +361,19 @@ fn parse_skip(s: &str) -> Result<(i32, i64), String> {
     ))
 }
 
+/// Turns transparent huge pages off for this process. mimalloc advises them on its arenas, so
+/// every first touch of a 2 MB region (and every touch after the allocator returned part of
+/// one to the OS) zeroes 2 MB: rebuilding the views at a restart spent half its time in the
+/// kernel clearing pages. With small pages, what the allocator returns to the OS leaves the
+/// resident set: RSS read between peaks fell from ~600 to ~250 MB at 1M events of the soak,
+/// for the same CPU per event (71–74 µs either way).
+fn disable_huge_pages() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
+        tracing::debug!(error = %e, "could not turn transparent huge pages off");
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -366,6 +382,7 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    disable_huge_pages();
     exit_on_panic();
     let cli = Cli::parse();
     let config = Config::load(cli.config.as_deref())?;
@@ -459,10 +476,11 @@ fn main() -> anyhow::Result<()> {
             soak: true,
             tenants,
             dir,
+            keep,
             ..
         } => {
             let opts = run_options(&config, std::env::temp_dir(), None)?;
-            soak::soak(opts, events, tenants, dir.as_deref())
+            soak::soak(opts, events, tenants, dir.as_deref(), keep)
         }
         Command::Bench {
             events,

@@ -264,14 +264,16 @@ fn run(
 }
 
 /// The soak benchmark: `events` events over `tenants` tenants in `dir` (a temporary directory
-/// when `None`).
+/// when `None`), removed afterwards unless `keep`.
 pub fn soak(
     opts: RunOptions,
     events: u64,
     tenants: usize,
     dir: Option<&Path>,
+    keep: bool,
 ) -> anyhow::Result<()> {
-    let temp = tempfile::tempdir_in(dir.unwrap_or(&std::env::temp_dir()))?;
+    let mut temp = tempfile::tempdir_in(dir.unwrap_or(&std::env::temp_dir()))?;
+    temp.disable_cleanup(keep);
     let file = temp.path().join("soak.ndjson");
     let started = Instant::now();
     {

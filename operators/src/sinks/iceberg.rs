@@ -680,6 +680,10 @@ impl Warehouse {
     /// point) was written; the data files that row lists are committed to the tables that
     /// lack them (roll-forward). Needs the writer lock.
     pub async fn resume_state(&self) -> Result<ResumeState> {
+        let started = std::time::Instant::now();
+        let step = |name: &str| {
+            tracing::debug!(step = name, ms = started.elapsed().as_millis() as u64, "resume state");
+        };
         let mut state = ResumeState::default();
         // A restart reads the heads and positions of sealed files and only the newest rows
         // of the tables, so it first checks that every table's history is Custody's own:
@@ -697,6 +701,7 @@ impl Warehouse {
                 }
             }
         }
+        step("lineages checked");
         let marker = self.table(tables::EPOCHS).await?;
         for snapshot in lineage(&marker) {
             state.last_epoch = state.last_epoch.max(snapshot_epoch(snapshot));
@@ -705,12 +710,14 @@ impl Warehouse {
         if let Some(last) = state.last_epoch {
             state.rolled_forward = self.roll_forward(&marker, last).await?;
         }
+        step("rolled forward");
         let last = state.last_epoch;
         // The heads at the newest sealed heads file, then the rows of the epochs after it.
         let (after, saved) = match last {
             Some(last) => self.latest_heads(last).await?,
             None => (None, HeadsFile::default()),
         };
+        step("heads file read");
         // The positions the heads file merged are older than every snapshot still in the
         // lineage (older ones are expired).
         let older = saved.sources;
@@ -773,6 +780,7 @@ impl Warehouse {
                 },
             );
         }
+        step("chain heads after it read");
         if let Some(last) = last {
             state.last_record = self.epoch_records(Some(last)).await?.pop();
             for cp in self.checkpoint_rows_of(Some(last)).await? {
@@ -791,6 +799,7 @@ impl Warehouse {
                 state.last_checkpoints.insert(cp.tenant_id.clone(), cp);
             }
         }
+        step("last epoch and checkpoints read");
         let mut emitters: HashMap<(String, String), (i64, [u8; 32])> = HashMap::new();
         for (tenant, agents) in saved.emitters {
             for (agent, hash) in agents {
@@ -815,6 +824,7 @@ impl Warehouse {
             }
         }
         state.emitters = emitters.into_iter().map(|(k, (_, h))| (k, h)).collect();
+        step("emitter heads read");
         Ok(state)
     }
 
@@ -822,8 +832,6 @@ impl Warehouse {
     /// and the table does not hold yet. Epochs are committed one after another, so only the
     /// last can be incomplete.
     async fn roll_forward(&self, marker: &Table, last: Epoch) -> Result<Vec<String>> {
-        use iceberg::expr::Reference;
-        use iceberg::spec::Datum;
         let Some(snapshot) = lineage(marker)
             .into_iter()
             .find(|s| snapshot_epoch(s) == Some(last))
@@ -838,27 +846,18 @@ impl Warehouse {
             .filter(|(k, _)| k.starts_with("custody.") && k.as_str() != SUMMARY_COMMIT_ID)
             .map(|(k, v)| (k.as_str(), v.clone()))
             .collect();
-        let stream = marker
-            .scan()
-            .select(["epoch", "files"])
-            .with_filter(Reference::new("epoch").equal_to(Datum::long(last as i64)))
-            .build()?
-            .to_arrow()
-            .await?;
-        let batches: Vec<RecordBatch> = stream.try_collect().await?;
-        let mut manifest = None;
-        for batch in &batches {
-            let (epochs, files) = (int_column(batch, "epoch")?, string_column(batch, "files")?);
-            for i in 0..batch.num_rows() {
-                if epochs.value(i) as Epoch == last {
-                    manifest = Some(
-                        serde_json::from_str::<EpochManifest>(files.value(i)).map_err(|e| {
-                            Error::SinkStopped(format!("epoch {last}: unreadable manifest: {e}"))
-                        })?,
-                    );
-                }
-            }
-        }
+        // Only the files the last epoch's snapshot added are read (not every manifest of the
+        // table, which would grow with the epochs ever committed).
+        let manifest = self
+            .epoch_records(Some(last))
+            .await?
+            .pop()
+            .map(|r| {
+                serde_json::from_str::<EpochManifest>(&r.files).map_err(|e| {
+                    Error::SinkStopped(format!("epoch {last}: unreadable manifest: {e}"))
+                })
+            })
+            .transpose()?;
         let manifest = manifest.ok_or_else(|| {
             Error::SinkStopped(format!(
                 "custody.epochs has a snapshot for epoch {last} but no row: the warehouse was \

@@ -43,16 +43,16 @@ fn parse_uuid(s: &str) -> Option<u128> {
 }
 
 fn write_uuid(v: u128, f: &mut impl fmt::Write) -> fmt::Result {
-    let h = format!("{v:032x}");
-    write!(
-        f,
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [b'-'; 36];
+    let mut digits = (0..36).filter(|i| !HYPHENS.contains(i));
+    for shift in (0..32).rev() {
+        // Panic-free: 36 places less the 4 hyphens are the 32 digits.
+        let i = digits.next().unwrap_or(0);
+        out[i] = HEX[((v >> (shift * 4)) & 0xf) as usize];
+    }
+    // Panic-free: hex digits and hyphens are ASCII.
+    f.write_str(std::str::from_utf8(&out).unwrap_or_default())
 }
 
 impl EventId {
