@@ -28,6 +28,7 @@ use views::alerts::DriftConfig;
 use views::hitl_latency::{Decision, Escalation, FromEvent, HitlConfig};
 use views::model_versions::ModelOut;
 use views::model_versions::{ModelIn, ModelUse};
+use views::name::Name;
 use views::policy_violations::PolicyRule;
 use views::review_sketches::{Row, SketchIn, SketchOut};
 use views::reviews::{ReviewIn, ReviewOut};
@@ -126,12 +127,12 @@ pub struct ViewsConfig {
 /// The facts the views read, extracted from each event once (or read back from a snapshot).
 #[derive(Clone, Debug)]
 enum Fact {
-    Type((String, String)),
+    Type((Name, Name)),
     Review(ReviewIn),
     Sketch(SketchIn),
     Session(SessionIn),
     Model(((String, String), ModelIn)),
-    Drift(((String, String), views::alerts::DriftFact)),
+    Drift((views::alerts::AgentKey, views::alerts::DriftFact)),
 }
 
 impl Fact {
@@ -184,8 +185,8 @@ impl Fact {
 
     fn of_event(e: &ChainedEvent, rules: &[PolicyRule], drift: &DriftConfig) -> Vec<Fact> {
         let mut out = vec![Fact::Type((
-            e.event.tenant_id.as_str().to_string(),
-            e.event.event_type.as_str().to_string(),
+            Name::new(e.event.tenant_id.as_str()),
+            Name::new(e.event.event_type.as_str()),
         ))];
         out.extend(Escalation::from_event(e).map(|x| Fact::Review(ReviewIn::Escalation(x))));
         out.extend(Decision::from_event(e).map(|x| Fact::Review(ReviewIn::Decision(x))));
@@ -414,8 +415,8 @@ pub fn render_views<'scope>(
         views::event_counts::event_counts(typed),
         "EventCountChanges",
         |((tenant_id, event_type), count), diff| ViewUpdate::EventCount {
-            tenant_id,
-            event_type,
+            tenant_id: tenant_id.to_string(),
+            event_type: event_type.to_string(),
             count: count as i64,
             diff: diff as i64,
         },

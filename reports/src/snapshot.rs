@@ -18,8 +18,9 @@ use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::{Capability, Operator};
 
-use crate::views::alerts::DriftFact;
+use crate::views::alerts::{AgentKey, DriftFact};
 use crate::views::model_versions::Usage;
+use crate::views::name::Name;
 use crate::views::review_sketches::{Sketch, SketchKey};
 use crate::views::reviews::PairingState;
 use crate::views::session_scoped::SessionState;
@@ -28,13 +29,13 @@ use crate::views::session_scoped::SessionState;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum StatePart {
     /// An event count: `((tenant, event_type), count)`.
-    Count((String, String), isize),
+    Count((Name, Name), isize),
     /// The escalation/decision pairing's state.
     Pairing(PairingState),
     /// A tenant's or group's review latency sketch.
     Sketch(SketchKey, Sketch),
     /// A drift fact of `(tenant, agent)`, with its multiplicity.
-    Drift(((String, String), DriftFact), isize),
+    Drift((AgentKey, DriftFact), isize),
     /// An open (or recently retired) session.
     Session(SessionState),
     /// One model version's use: `((tenant, model), usage)`.

@@ -9,6 +9,7 @@ pub mod event_id;
 pub mod hitl_groups;
 pub mod hitl_latency;
 pub mod model_versions;
+pub mod name;
 pub mod policy_violations;
 pub mod review_sketches;
 pub mod reviews;

@@ -682,7 +682,11 @@ impl Warehouse {
     pub async fn resume_state(&self) -> Result<ResumeState> {
         let started = std::time::Instant::now();
         let step = |name: &str| {
-            tracing::debug!(step = name, ms = started.elapsed().as_millis() as u64, "resume state");
+            tracing::debug!(
+                step = name,
+                ms = started.elapsed().as_millis() as u64,
+                "resume state"
+            );
         };
         let mut state = ResumeState::default();
         // A restart reads the heads and positions of sealed files and only the newest rows

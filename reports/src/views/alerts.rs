@@ -39,6 +39,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use custody_operators::record::{ChainedEvent, Epoch, ViewId, ViewUpdate};
 use custody_schemas::EventType;
 use differential_dataflow::VecCollection;
+
+use super::name::Name;
 use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
@@ -85,9 +87,9 @@ pub enum DriftFact {
     /// A human review; whether it overrode the agent.
     Review(i64, bool),
     /// A model decision by `model_id@model_version`.
-    Model(i64, String),
+    Model(i64, Name),
     /// A tool call.
-    Tool(i64, String),
+    Tool(i64, Name),
     /// The agent's first window (kept when older windows are retired).
     First(i64),
     /// Windows before this one are retired: no alert is reported for them.
@@ -95,7 +97,7 @@ pub enum DriftFact {
     /// Tool calls in retired windows (its multiplicity is their number).
     RetiredCalls,
     /// A tool's first window, after that window was retired.
-    FirstTool(i64, String),
+    FirstTool(i64, Name),
 }
 
 impl DriftFact {
@@ -112,13 +114,16 @@ impl DriftFact {
     }
 }
 
+/// A drift key: `(tenant, agent)`.
+pub type AgentKey = (Name, Name);
+
 /// The facts of `e`: always `Event`, plus one for the types the alerts read.
-pub fn facts(cfg: &DriftConfig, e: &ChainedEvent) -> Vec<((String, String), DriftFact)> {
+pub fn facts(cfg: &DriftConfig, e: &ChainedEvent) -> Vec<(AgentKey, DriftFact)> {
     let ev = &e.event;
     let w = ev.timestamp_us.div_euclid(cfg.window_us.max(1));
     let p = &ev.payload;
-    let key = || (ev.tenant_id.as_str().to_string(), ev.agent_id.clone());
-    let mut out = vec![(key(), DriftFact::Event(w))];
+    let key = (Name::new(ev.tenant_id.as_str()), Name::new(&ev.agent_id));
+    let mut out = vec![(key, DriftFact::Event(w))];
     let extra = match ev.event_type {
         EventType::ToolResultReceived => Some(DriftFact::ToolResult(
             w,
@@ -130,19 +135,19 @@ pub fn facts(cfg: &DriftConfig, e: &ChainedEvent) -> Vec<((String, String), Drif
         )),
         EventType::ModelDecision => Some(DriftFact::Model(
             w,
-            format!(
+            Name::new(&format!(
                 "{}@{}",
                 p["model_id"].as_str().unwrap_or("?"),
                 p["model_version"].as_str().unwrap_or("?")
-            ),
+            )),
         )),
         EventType::ToolCalled => Some(DriftFact::Tool(
             w,
-            p["tool_name"].as_str().unwrap_or("?").to_string(),
+            Name::new(p["tool_name"].as_str().unwrap_or("?")),
         )),
         _ => None,
     };
-    out.extend(extra.map(|f| (key(), f)));
+    out.extend(extra.map(|f| (key, f)));
     out
 }
 
@@ -247,7 +252,7 @@ pub fn detect(cfg: &DriftConfig, agent: &str, facts: &[(&DriftFact, isize)]) -> 
             DriftFact::Horizon(_) => {}
             DriftFact::RetiredCalls => retired_calls += n,
             DriftFact::FirstTool(w, t) => {
-                let first = tools.entry(t).or_insert(*w);
+                let first = tools.entry(t.as_str()).or_insert(*w);
                 *first = (*first).min(*w);
             }
             DriftFact::Event(w) => windows.entry(*w).or_default().events += n,
@@ -262,12 +267,12 @@ pub fn detect(cfg: &DriftConfig, agent: &str, facts: &[(&DriftFact, isize)]) -> 
                 x.overrides += if *overridden { n } else { 0 };
             }
             DriftFact::Model(w, m) => {
-                let first = models.entry(m).or_insert(*w);
+                let first = models.entry(m.as_str()).or_insert(*w);
                 *first = (*first).min(*w);
             }
             DriftFact::Tool(w, t) => {
                 *calls_per_window.entry(*w).or_default() += n;
-                let first = tools.entry(t).or_insert(*w);
+                let first = tools.entry(t.as_str()).or_insert(*w);
                 *first = (*first).min(*w);
             }
         }
@@ -425,11 +430,11 @@ pub fn horizon(facts: &[(&DriftFact, isize)]) -> Option<i64> {
 
 /// Alerts per `(tenant, agent)`, and each agent's horizon.
 pub fn alerts<'scope>(
-    facts: VecCollection<'scope, Epoch, ((String, String), DriftFact)>,
+    facts: VecCollection<'scope, Epoch, (AgentKey, DriftFact)>,
     cfg: DriftConfig,
-) -> VecCollection<'scope, Epoch, ((String, String), AlertOut)> {
+) -> VecCollection<'scope, Epoch, (AgentKey, AlertOut)> {
     facts.reduce_named("Alerts", move |(_tenant, agent), input, output| {
-        for alert in detect(&cfg, agent, input) {
+        for alert in detect(&cfg, agent.as_str(), input) {
             output.push((AlertOut::Raised(alert), 1));
         }
         if let Some(h) = horizon(input) {
@@ -444,7 +449,7 @@ pub fn alerts<'scope>(
 ///
 /// State: each agent's horizon (one integer per agent).
 pub fn alert_rows<'scope>(
-    alerts: VecCollection<'scope, Epoch, ((String, String), AlertOut)>,
+    alerts: VecCollection<'scope, Epoch, (AgentKey, AlertOut)>,
     cfg: DriftConfig,
 ) -> StreamVec<'scope, Epoch, ViewUpdate> {
     crate::changes(alerts, "AlertChanges", |x, diff| (x, diff)).unary::<CapacityContainerBuilder<
@@ -453,14 +458,14 @@ pub fn alert_rows<'scope>(
         Pipeline,
         "AlertRows",
         move |_, _| {
-            let mut horizons: HashMap<(String, String), i64> = HashMap::new();
+            let mut horizons: HashMap<AgentKey, i64> = HashMap::new();
             move |input, output| {
                 input.for_each(|cap, data| {
                     // A message holds one epoch's changes (`changes` sends each epoch
                     // apart), and horizons only move forward: learn them first.
                     for ((agent, out), diff) in data.iter() {
                         if let (AlertOut::Horizon(h), 1..) = (out, diff) {
-                            let at = horizons.entry(agent.clone()).or_insert(*h);
+                            let at = horizons.entry(*agent).or_insert(*h);
                             *at = (*at).max(*h);
                         }
                     }
@@ -473,7 +478,8 @@ pub fn alert_rows<'scope>(
                         // Panic-free: an alert is plain strings and integers.
                         let row = serde_json::to_string(&alert).unwrap_or_default();
                         let window = alert.window(&cfg);
-                        let below = horizons.get(&(tenant_id.clone(), agent));
+                        let below = horizons.get(&(tenant_id, agent));
+                        let tenant_id = tenant_id.to_string();
                         session.give(if diff < 0 && below.is_some_and(|h| window < *h) {
                             ViewUpdate::Retired {
                                 view: ViewId::Alerts,
@@ -502,7 +508,13 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::views::oracle::{Keyed, lcg, run};
+    use crate::views::oracle::{lcg, run};
+
+    type Keyed<V> = (AgentKey, V);
+
+    fn key(tenant: &str, agent: &str) -> AgentKey {
+        (Name::new(tenant), Name::new(agent))
+    }
 
     fn cfg() -> DriftConfig {
         DriftConfig {
@@ -566,31 +578,33 @@ mod tests {
                         0 => DriftFact::Event(w),
                         1 => DriftFact::ToolResult(w, rng().is_multiple_of(2 + w as u64)),
                         2 => DriftFact::Review(w, rng().is_multiple_of(3)),
-                        3 => DriftFact::Model(w, format!("m@{}", rng() % 3)),
-                        _ => DriftFact::Tool(w, format!("tool{}", rng() % 4)),
+                        3 => DriftFact::Model(w, Name::new(&format!("m@{}", rng() % 3))),
+                        _ => DriftFact::Tool(w, Name::new(&format!("tool{}", rng() % 4))),
                     };
                     (
                         rng() % 6,
-                        ((format!("t{}", rng() % 2), format!("a{}", rng() % 2)), fact),
+                        (
+                            key(&format!("t{}", rng() % 2), &format!("a{}", rng() % 2)),
+                            fact,
+                        ),
                     )
                 })
                 .collect();
             let states = run(inputs.clone(), 6, |c| alerts(c, cfg()));
             let mut raised = 0;
             for epoch in 0..6u64 {
-                let mut by: BTreeMap<(String, String), BTreeMap<&DriftFact, isize>> =
-                    BTreeMap::new();
+                let mut by: BTreeMap<AgentKey, BTreeMap<&DriftFact, isize>> = BTreeMap::new();
                 for (_, (k, f)) in inputs.iter().filter(|(t, _)| *t <= epoch) {
-                    *by.entry(k.clone()).or_default().entry(f).or_default() += 1;
+                    *by.entry(*k).or_default().entry(f).or_default() += 1;
                 }
                 let want: BTreeMap<_, isize> = by
                     .iter()
                     .flat_map(|((t, a), facts)| {
                         let refs: Vec<(&DriftFact, isize)> =
                             facts.iter().map(|(f, n)| (*f, *n)).collect();
-                        detect(&cfg(), a, &refs)
+                        detect(&cfg(), a.as_str(), &refs)
                             .into_iter()
-                            .map(|al| (((t.clone(), a.clone()), AlertOut::Raised(al)), 1))
+                            .map(|al| (((*t, *a), AlertOut::Raised(al)), 1))
                             .collect::<Vec<_>>()
                     })
                     .collect();
@@ -617,18 +631,18 @@ mod tests {
             subject: None,
             summary: String::new(),
         };
-        let key = || ("t".to_string(), "a".to_string());
+        let agent = || key("t", "a");
         let rx = timely::example(move |scope| {
             let (mut input, alerts) = scope.new_collection();
             let rx = alert_rows(alerts, cfg()).capture();
-            input.insert((key(), AlertOut::Raised(alert(1))));
-            input.insert((key(), AlertOut::Raised(alert(5))));
-            input.insert((key(), AlertOut::Horizon(0)));
+            input.insert((agent(), AlertOut::Raised(alert(1))));
+            input.insert((agent(), AlertOut::Raised(alert(5))));
+            input.insert((agent(), AlertOut::Horizon(0)));
             input.advance_to(1);
-            input.remove((key(), AlertOut::Raised(alert(1))));
-            input.remove((key(), AlertOut::Raised(alert(5))));
-            input.remove((key(), AlertOut::Horizon(0)));
-            input.insert((key(), AlertOut::Horizon(2)));
+            input.remove((agent(), AlertOut::Raised(alert(1))));
+            input.remove((agent(), AlertOut::Raised(alert(5))));
+            input.remove((agent(), AlertOut::Horizon(0)));
+            input.insert((agent(), AlertOut::Horizon(2)));
             rx
         });
         let mut seen: Vec<(u64, String, i64)> = Vec::new();
@@ -684,18 +698,22 @@ mod tests {
                     let fact = match rng() % 5 {
                         0 | 1 => DriftFact::Event(w),
                         2 => DriftFact::ToolResult(w, rng().is_multiple_of(2 + (w as u64 % 5))),
-                        3 => DriftFact::Model(w, format!("m@{}", w.max(0) as u64 / 6 + rng() % 2)),
-                        _ => {
-                            DriftFact::Tool(w, format!("tool{}", rng() % (2 + w.max(0) as u64 / 5)))
-                        }
+                        3 => DriftFact::Model(
+                            w,
+                            Name::new(&format!("m@{}", w.max(0) as u64 / 6 + rng() % 2)),
+                        ),
+                        _ => DriftFact::Tool(
+                            w,
+                            Name::new(&format!("tool{}", rng() % (2 + w.max(0) as u64 / 5))),
+                        ),
                     };
-                    (epoch, ((format!("t{}", rng() % 2), "a".to_string()), fact))
+                    (epoch, (key(&format!("t{}", rng() % 2), "a"), fact))
                 })
                 .collect();
             // The oracle: which facts are late (their window was retired before they came),
             // then `detect` over the rest, at the windows from the horizon on.
             let mut kept: Vec<(u64, Keyed<DriftFact>)> = Vec::new();
-            let mut newest: BTreeMap<(String, String), i64> = BTreeMap::new();
+            let mut newest: BTreeMap<AgentKey, i64> = BTreeMap::new();
             for epoch in 0..epochs {
                 let before = newest.clone();
                 for (t, (k, f)) in inputs.iter().filter(|(t, _)| *t == epoch) {
@@ -706,17 +724,16 @@ mod tests {
                         continue;
                     }
                     if let DriftFact::Event(w) = f {
-                        let m = newest.entry(k.clone()).or_insert(*w);
+                        let m = newest.entry(*k).or_insert(*w);
                         *m = (*m).max(*w);
                     }
-                    kept.push((*t, (k.clone(), f.clone())));
+                    kept.push((*t, (*k, f.clone())));
                 }
             }
             let want_at = |epoch: u64| {
-                let mut by: BTreeMap<(String, String), BTreeMap<&DriftFact, isize>> =
-                    BTreeMap::new();
+                let mut by: BTreeMap<AgentKey, BTreeMap<&DriftFact, isize>> = BTreeMap::new();
                 for (_, (k, f)) in kept.iter().filter(|(t, _)| *t <= epoch) {
-                    *by.entry(k.clone()).or_default().entry(f).or_default() += 1;
+                    *by.entry(*k).or_default().entry(f).or_default() += 1;
                 }
                 let mut want: BTreeMap<Keyed<AlertOut>, isize> = BTreeMap::new();
                 for (k, facts) in &by {
@@ -729,13 +746,13 @@ mod tests {
                             _ => None,
                         })
                         .max();
-                    for al in detect(&cfg(), &k.1, &refs) {
+                    for al in detect(&cfg(), k.1.as_str(), &refs) {
                         if horizon.is_none_or(|h| al.window_start_us >= h * cfg().window_us) {
-                            want.insert((k.clone(), AlertOut::Raised(al)), 1);
+                            want.insert((*k, AlertOut::Raised(al)), 1);
                         }
                     }
                     if let Some(h) = horizon {
-                        want.insert((k.clone(), AlertOut::Horizon(h)), 1);
+                        want.insert((*k, AlertOut::Horizon(h)), 1);
                     }
                 }
                 want

@@ -35,10 +35,14 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::{Capability, Operator};
 
-use super::alerts::{DriftConfig, DriftFact};
-use super::session_scoped::hash_key;
+use super::alerts::{AgentKey as Key, DriftConfig, DriftFact};
+use super::name::Name;
 
-type Key = (String, String);
+/// The exchange hash of an agent's key.
+fn route(key: &Key) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(key)
+}
 
 /// One agent's kept facts.
 #[derive(Debug, Default)]
@@ -76,7 +80,7 @@ pub fn drift_windows<'scope>(
     input
         .inner
         .unary_frontier::<CapacityContainerBuilder<Vec<((Key, DriftFact), Epoch, isize)>>, _, _, _>(
-            Exchange::new(|((key, _), _, _): &((Key, DriftFact), Epoch, isize)| hash_key(key)),
+            Exchange::new(|((key, _), _, _): &((Key, DriftFact), Epoch, isize)| route(key)),
             "DriftWindows",
             move |_, _| {
                 let mut stash: Stash = BTreeMap::new();
@@ -102,11 +106,7 @@ pub fn drift_windows<'scope>(
                         let mut out: Vec<((Key, DriftFact), Epoch, isize)> = Vec::new();
                         let mut touched: Vec<Key> = Vec::new();
                         for (key, fact, diff) in inputs {
-                            if !agents.contains_key(&key) {
-                                agents.insert(key.clone(), Agent::default());
-                            }
-                            // Panic-free: inserted above.
-                            let agent = agents.get_mut(&key).expect("agent");
+                            let agent = agents.entry(key).or_default();
                             match &fact {
                                 DriftFact::Horizon(h) => {
                                     agent.horizon = agent.horizon.max(Some(*h));
@@ -124,7 +124,7 @@ pub fn drift_windows<'scope>(
                                 agent.newest = agent.newest.max(Some(w));
                             }
                             add(&mut agent.facts, fact.clone(), diff);
-                            out.push(((key.clone(), fact), t, diff));
+                            out.push(((key, fact), t, diff));
                             touched.push(key);
                         }
                         touched.sort();
@@ -139,17 +139,17 @@ pub fn drift_windows<'scope>(
                             }
                             // Windows before `horizon - n` go.
                             let keep_from = horizon - n;
-                            let mut first_model: BTreeMap<String, i64> = BTreeMap::new();
-                            let mut first_tool: BTreeMap<String, i64> = BTreeMap::new();
+                            let mut first_model: BTreeMap<Name, i64> = BTreeMap::new();
+                            let mut first_tool: BTreeMap<Name, i64> = BTreeMap::new();
                             let mut first = None::<i64>;
                             for f in agent.facts.keys() {
                                 match f {
                                     DriftFact::Model(w, m) => {
-                                        let e = first_model.entry(m.clone()).or_insert(*w);
+                                        let e = first_model.entry(*m).or_insert(*w);
                                         *e = (*e).min(*w);
                                     }
                                     DriftFact::Tool(w, t) | DriftFact::FirstTool(w, t) => {
-                                        let e = first_tool.entry(t.clone()).or_insert(*w);
+                                        let e = first_tool.entry(*t).or_insert(*w);
                                         *e = (*e).min(*w);
                                     }
                                     DriftFact::Event(w)
@@ -176,7 +176,7 @@ pub fn drift_windows<'scope>(
                                     DriftFact::Tool(w, t) => {
                                         changes.push((DriftFact::RetiredCalls, c));
                                         if first_tool.get(t) == Some(w) {
-                                            changes.push((DriftFact::FirstTool(*w, t.clone()), 1));
+                                            changes.push((DriftFact::FirstTool(*w, *t), 1));
                                         }
                                     }
                                     _ => {}
@@ -202,7 +202,7 @@ pub fn drift_windows<'scope>(
                             agent.horizon = Some(horizon);
                             for (f, c) in changes {
                                 add(&mut agent.facts, f.clone(), c);
-                                out.push(((key.clone(), f), t, c));
+                                out.push(((key, f), t, c));
                             }
                         }
                         let now: i64 = agents.values().map(|a| a.facts.len() as i64).sum();

@@ -8,15 +8,16 @@
 //! new one whenever a count changes.
 //!
 //! # State
-//! One arrangement keyed by `(tenant_id, event_type)`: at most tenants × 11 keys.
+//! One arrangement keyed by `(tenant_id, event_type)` (interned [`super::name::Name`]s in
+//! the pipeline): at most tenants × event types keys.
 
 use custody_operators::record::Epoch;
-use differential_dataflow::VecCollection;
+use differential_dataflow::{ExchangeData, Hashable, VecCollection};
 
-/// Counts events per `(tenant, type)`.
-pub fn event_counts<'scope>(
-    events: VecCollection<'scope, Epoch, (String, String)>,
-) -> VecCollection<'scope, Epoch, ((String, String), isize)> {
+/// Counts events per key (`(tenant, type)`).
+pub fn event_counts<'scope, K: ExchangeData + Hashable>(
+    events: VecCollection<'scope, Epoch, K>,
+) -> VecCollection<'scope, Epoch, (K, isize)> {
     events.count()
 }
 

@@ -79,6 +79,3 @@ where
     });
     accumulate_by_epoch(rx, epochs)
 }
-
-/// A row keyed by `(tenant, key)`.
-pub type Keyed<V> = ((String, String), V);
