@@ -565,9 +565,16 @@ fn apply_history<'scope>(
                     && frontier.frontier().iter().all(|t| *t >= first_epoch)
                     && let Ok(mut live) = live.lock()
                 {
+                    let (started, mut rows) = (std::time::Instant::now(), 0);
                     for (time, updates) in std::mem::take(&mut history) {
+                        rows += updates.len();
                         live.apply(time, &updates);
                     }
+                    tracing::info!(
+                        rows,
+                        apply_ms = started.elapsed().as_millis() as u64,
+                        "views rebuilt: serving them"
+                    );
                 }
             }
         },

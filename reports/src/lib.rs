@@ -360,7 +360,13 @@ pub fn render_views<'scope>(
         metrics,
     );
     let model_decisions = stream!(Model);
-    let drift_facts = views::drift_windows::drift_windows(part!(Drift), drift, metrics);
+    let drift_out =
+        views::drift_windows::drift_windows(part!(Drift), ticks.clone(), drift, every, metrics);
+    let drift_facts = views::drift_windows::kept_facts(drift_out.clone());
+    let drift_states = drift_out.flat_map(|o| match o {
+        views::drift_windows::DriftOut::State(d, n) => Some(StatePart::Drift(d, n)),
+        views::drift_windows::DriftOut::Update(_) => None,
+    });
 
     use snapshot::mirror;
     let states = [
@@ -369,15 +375,9 @@ pub fn render_views<'scope>(
             ticks.clone(),
             every,
             "CountsState",
-            |k, n| StatePart::Count(k.clone(), n),
+            |k, n| StatePart::Count(*k, n),
         ),
-        mirror(
-            drift_facts.clone(),
-            ticks.clone(),
-            every,
-            "DriftState",
-            |d, n| StatePart::Drift(d.clone(), n),
-        ),
+        drift_states,
         review_states,
         sketch_states,
     ];

@@ -4,10 +4,10 @@
 //!
 //! # Inputs
 //! `((tenant_id, agent_id), DriftFact)` insertions (and, from a snapshot, the kept facts with
-//! their multiplicities), exchanged by `(tenant, agent)`.
+//! their multiplicities), exchanged by `(tenant, agent)`; the driver's ticks (live epochs).
 //!
-//! # Outputs
-//! The same facts as a collection, less those of retired windows; for each agent whose
+//! # Outputs ([`DriftOut`])
+//! `Update`s: the same facts as a collection, less those of retired windows; for each agent whose
 //! newest window is `m` and baseline `n`, windows before `m - 2n` are retired:
 //! - `Event`, `ToolResult`, `Review` facts of those windows are retracted;
 //! - a model's `Model` facts are retracted except at its first window;
@@ -16,6 +16,9 @@
 //! - `First` (the agent's first window with events, results or reviews) is kept, and `Horizon(m - n)`: alerts are reported
 //!   only for windows whose whole baseline is kept, so they equal those computed over every
 //!   fact.
+//!
+//! `State`s: at ticked snapshot epochs, every kept fact with its multiplicity (the output
+//! collection's contents, which is what the operator keeps: no second copy to snapshot).
 //!
 //! # State and its bound
 //! Per agent: its facts in `2n + 1` windows, its models' and tools' first windows, and a few
@@ -30,9 +33,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use custody_operators::Metrics;
 use custody_operators::record::Epoch;
-use differential_dataflow::{AsCollection, VecCollection};
+use differential_dataflow::VecCollection;
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::StreamVec;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::{Capability, Operator};
 
 use super::alerts::{AgentKey as Key, DriftConfig, DriftFact};
@@ -42,6 +46,23 @@ use super::name::Name;
 fn route(key: &Key) -> u64 {
     use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
     BuildHasherDefault::<DefaultHasher>::default().hash_one(key)
+}
+
+/// What the operator sends.
+#[derive(Clone, Debug)]
+pub enum DriftOut {
+    /// A change of the kept facts, at its epoch.
+    Update(((Key, DriftFact), Epoch, isize)),
+    /// A kept fact and its multiplicity, at a snapshot epoch.
+    State((Key, DriftFact), isize),
+}
+
+/// One epoch's facts, and whether the driver ticked it.
+#[derive(Default)]
+struct Pending {
+    cap: Option<Capability<Epoch>>,
+    facts: Vec<(Key, DriftFact, isize)>,
+    ticked: bool,
 }
 
 /// One agent's kept facts.
@@ -70,39 +91,52 @@ fn add(facts: &mut HashMap<DriftFact, isize>, fact: DriftFact, n: isize) {
 /// The drift facts with old windows retired; see the module documentation.
 pub fn drift_windows<'scope>(
     input: VecCollection<'scope, Epoch, (Key, DriftFact)>,
+    ticks: StreamVec<'scope, Epoch, ()>,
     cfg: DriftConfig,
+    snapshot_every: u64,
     metrics: &Metrics,
-) -> VecCollection<'scope, Epoch, (Key, DriftFact)> {
+) -> StreamVec<'scope, Epoch, DriftOut> {
     let held = metrics.view_state.with_label_values(&["drift", "facts"]);
     let late = metrics.view_late_events.with_label_values(&["drift"]);
     let n = cfg.baseline_windows.max(1);
-    type Stash = BTreeMap<Epoch, (Capability<Epoch>, Vec<(Key, DriftFact, isize)>)>;
     input
         .inner
-        .unary_frontier::<CapacityContainerBuilder<Vec<((Key, DriftFact), Epoch, isize)>>, _, _, _>(
+        .binary_frontier::<_, CapacityContainerBuilder<Vec<DriftOut>>, _, _, _, _>(
+            ticks,
             Exchange::new(|((key, _), _, _): &((Key, DriftFact), Epoch, isize)| route(key)),
+            Pipeline,
             "DriftWindows",
             move |_, _| {
-                let mut stash: Stash = BTreeMap::new();
+                let mut stash: BTreeMap<Epoch, Pending> = BTreeMap::new();
                 let mut agents: HashMap<Key, Agent> = HashMap::new();
                 let mut total: i64 = 0;
-                move |(input, frontier), output| {
+                move |(input, frontier), (ticks, ticks_frontier), output| {
                     input.for_each(|cap, data| {
                         // An update's time may be later than its message's capability.
                         for ((key, fact), time, diff) in data.drain(..) {
-                            stash
-                                .entry(time)
-                                .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()))
-                                .1
-                                .push((key, fact, diff));
+                            let pending = stash.entry(time).or_default();
+                            pending.cap.get_or_insert_with(|| cap.delayed(&time, 0));
+                            pending.facts.push((key, fact, diff));
                         }
+                    });
+                    ticks.for_each(|cap, _| {
+                        // Panic: epochs are totally ordered, so every message has a least time.
+                        let time = *cap.least().expect("a message has a time");
+                        let pending = stash.entry(time).or_default();
+                        pending.cap.get_or_insert_with(|| cap.delayed(&time, 0));
+                        pending.ticked = true;
                     });
                     while let Some(entry) = stash.first_entry() {
                         let t = *entry.key();
-                        if frontier.less_equal(&t) {
+                        if frontier.less_equal(&t) || ticks_frontier.less_equal(&t) {
                             break;
                         }
-                        let (cap, inputs) = entry.remove();
+                        let Pending {
+                            cap,
+                            facts: inputs,
+                            ticked,
+                        } = entry.remove();
+                        let Some(cap) = cap else { continue };
                         let mut out: Vec<((Key, DriftFact), Epoch, isize)> = Vec::new();
                         let mut touched: Vec<Key> = Vec::new();
                         for (key, fact, diff) in inputs {
@@ -208,10 +242,30 @@ pub fn drift_windows<'scope>(
                         let now: i64 = agents.values().map(|a| a.facts.len() as i64).sum();
                         held.add(now - total);
                         total = now;
-                        output.session(&cap).give_iterator(out.into_iter());
+                        let mut session = output.session(&cap);
+                        session.give_iterator(out.into_iter().map(DriftOut::Update));
+                        if ticked && crate::snapshot::is_snapshot_epoch(t, snapshot_every) {
+                            for (key, agent) in &agents {
+                                for (fact, n) in &agent.facts {
+                                    session.give(DriftOut::State((*key, fact.clone()), *n));
+                                }
+                            }
+                        }
                     }
                 }
             },
         )
-        .as_collection()
+}
+
+/// The kept facts of [`drift_windows`] as a collection.
+pub fn kept_facts<'scope>(
+    out: StreamVec<'scope, Epoch, DriftOut>,
+) -> VecCollection<'scope, Epoch, (Key, DriftFact)> {
+    use differential_dataflow::AsCollection;
+    use timely::dataflow::operators::vec::Map;
+    out.flat_map(|o| match o {
+        DriftOut::Update(u) => Some(u),
+        DriftOut::State(..) => None,
+    })
+    .as_collection()
 }
