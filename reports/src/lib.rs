@@ -362,10 +362,10 @@ pub fn render_views<'scope>(
     let model_decisions = stream!(Model);
     let drift_out =
         views::drift_windows::drift_windows(part!(Drift), ticks.clone(), drift, every, metrics);
-    let drift_facts = views::drift_windows::kept_facts(drift_out.clone());
+    let alerts = views::drift_windows::alerts(drift_out.clone());
     let drift_states = drift_out.flat_map(|o| match o {
         views::drift_windows::DriftOut::State(d, n) => Some(StatePart::Drift(d, n)),
-        views::drift_windows::DriftOut::Update(_) => None,
+        _ => None,
     });
 
     use snapshot::mirror;
@@ -382,7 +382,6 @@ pub fn render_views<'scope>(
         sketch_states,
     ];
 
-    let alerts = views::alerts::alerts(drift_facts, drift);
     let breaches = views::sla_breaches::sla_breaches(pending, clock);
 
     let session_rows = scoped.clone().flat_map(|o| match o {

@@ -18,9 +18,9 @@
 //! `((tenant_id, agent_id), DriftFact)`, one per event; facts carry their window, not their
 //! time, so equal facts consolidate and the state is per window, not per event.
 //!
-//! The facts come through [`super::drift_windows`], which retires windows older than the
-//! baselines need and sets the agent's horizon: alerts are computed for windows at or after
-//! it, where they equal those computed over every fact.
+//! The facts go to [`super::drift_windows`], which retires windows older than the baselines
+//! need, sets the agent's horizon and runs [`detect`] over what it keeps: alerts are computed
+//! for windows at or after the horizon, where they equal those computed over every fact.
 //!
 //! # Outputs
 //! `((tenant_id, agent_id), AlertOut)`: every anomaly found, and the agent's horizon;
@@ -31,8 +31,9 @@
 //! warehouse.
 //!
 //! # State
-//! Per agent: the facts of the windows kept (counts per window and kind, models and tools
-//! seen), the reduce's alerts of those windows, and the horizon.
+//! In [`super::drift_windows`]: per agent, the facts of the windows kept (counts per window
+//! and kind, models and tools seen), its alerts of those windows, and the horizon;
+//! [`alert_rows`] keeps each agent's horizon.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -428,7 +429,9 @@ pub fn horizon(facts: &[(&DriftFact, isize)]) -> Option<i64> {
         .max()
 }
 
-/// Alerts per `(tenant, agent)`, and each agent's horizon.
+/// Alerts per `(tenant, agent)`, and each agent's horizon, as a differential reduce over the
+/// facts: the reference that [`super::drift_windows`]'s own alerts are tested against (it
+/// computes the same without arranging the facts again).
 pub fn alerts<'scope>(
     facts: VecCollection<'scope, Epoch, (AgentKey, DriftFact)>,
     cfg: DriftConfig,
@@ -675,17 +678,33 @@ mod tests {
     /// a run restored from the retained facts at any epoch goes on to the same alerts.
     #[test]
     fn retired_windows_oracle() {
-        use crate::views::drift_windows::{drift_windows, kept_facts};
+        use crate::views::drift_windows::{self, DriftOut, drift_windows, kept_facts};
         use custody_operators::Metrics;
+        use timely::dataflow::StreamVec;
         let n = cfg().baseline_windows;
         let epochs = 14u64;
-        fn retained(
-            c: VecCollection<'_, u64, Keyed<DriftFact>>,
-        ) -> VecCollection<'_, u64, Keyed<DriftFact>> {
+        fn operator(c: VecCollection<'_, u64, Keyed<DriftFact>>) -> StreamVec<'_, u64, DriftOut> {
             use timely::dataflow::operators::ToStream;
             // No ticks: no snapshots (the stream closes at once, so no epoch waits on it).
             let ticks = Vec::<()>::new().to_stream(c.inner.scope());
-            kept_facts(drift_windows(c, ticks, cfg(), 0, &Metrics::new()))
+            drift_windows(c, ticks, cfg(), 0, &Metrics::new())
+        }
+        fn retained(
+            c: VecCollection<'_, u64, Keyed<DriftFact>>,
+        ) -> VecCollection<'_, u64, Keyed<DriftFact>> {
+            kept_facts(operator(c))
+        }
+        // The alerts the operator computes itself, and the differential reduce over the facts
+        // it keeps: both must equal the oracle.
+        fn own(
+            c: VecCollection<'_, u64, Keyed<DriftFact>>,
+        ) -> VecCollection<'_, u64, Keyed<AlertOut>> {
+            drift_windows::alerts(operator(c))
+        }
+        fn reduced(
+            c: VecCollection<'_, u64, Keyed<DriftFact>>,
+        ) -> VecCollection<'_, u64, Keyed<AlertOut>> {
+            alerts(retained(c), cfg())
         }
         let mut raised = 0;
         let mut retired_any = false;
@@ -760,11 +779,13 @@ mod tests {
                 }
                 want
             };
-            let states = run(inputs.clone(), epochs, move |c| alerts(retained(c), cfg()));
+            let states = run(inputs.clone(), epochs, reduced);
+            let operator_states = run(inputs.clone(), epochs, own);
             for epoch in 0..epochs {
                 let want = want_at(epoch);
                 raised += want.len();
                 assert_eq!(states[&epoch], want, "seed {seed} epoch {epoch}");
+                assert_eq!(operator_states[&epoch], want, "seed {seed} epoch {epoch}");
             }
             // Restored at `at` from what the operator retains (as a snapshot holds it).
             for at in [3u64, 8] {
@@ -782,12 +803,18 @@ mod tests {
                         .filter(|(t, _)| *t > at)
                         .map(|(t, f)| (t - at, f.clone())),
                 );
-                let again = run(restored, epochs - at, move |c| alerts(retained(c), cfg()));
+                let again = run(restored.clone(), epochs - at, reduced);
+                let again_own = run(restored, epochs - at, own);
                 for epoch in at..epochs {
                     assert_eq!(
                         again[&(epoch - at)],
                         want_at(epoch),
                         "seed {seed} restored at {at}, epoch {epoch}"
+                    );
+                    assert_eq!(
+                        again_own[&(epoch - at)],
+                        want_at(epoch),
+                        "seed {seed} restored at {at}, epoch {epoch} (the operator's alerts)"
                     );
                 }
             }

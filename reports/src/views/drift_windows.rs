@@ -1,6 +1,6 @@
 //! Retires drift facts whose windows are older than any baseline still needs, keeping what
-//! the alerts need of them in a few banked facts: drift's state is bounded by windows kept
-//! per agent, not by event time.
+//! the alerts need of them in a few banked facts, and computes each agent's alerts over the
+//! facts it keeps: drift's state is bounded by windows kept per agent, not by event time.
 //!
 //! # Inputs
 //! `((tenant_id, agent_id), DriftFact)` insertions (and, from a snapshot, the kept facts with
@@ -17,12 +17,17 @@
 //!   only for windows whose whole baseline is kept, so they equal those computed over every
 //!   fact.
 //!
+//! `Alert`s: the changes of each agent's alerts ([`super::alerts::detect`] over its kept facts,
+//! and its horizon), as a collection: recomputed for the agents whose facts changed at an
+//! epoch, equal to the differential reduce [`super::alerts::alerts`] over the `Update`s (the
+//! oracle tests check both), without arranging every fact once more.
+//!
 //! `State`s: at ticked snapshot epochs, every kept fact with its multiplicity (the output
 //! collection's contents, which is what the operator keeps: no second copy to snapshot).
 //!
 //! # State and its bound
-//! Per agent: its facts in `2n + 1` windows, its models' and tools' first windows, and a few
-//! counters.
+//! Per agent: its facts in `2n + 1` windows, its models' and tools' first windows, a few
+//! counters, and its current alerts (those of the windows from its horizon on).
 //!
 //! # Metrics
 //! `custody_view_state{view="drift",kind="facts"}`; `custody_view_late_events_total{view="drift"}`:
@@ -39,7 +44,7 @@ use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::{Capability, Operator};
 
-use super::alerts::{AgentKey as Key, DriftConfig, DriftFact};
+use super::alerts::{AgentKey as Key, AlertOut, DriftConfig, DriftFact, detect, horizon};
 use super::name::Name;
 
 /// The exchange hash of an agent's key.
@@ -55,6 +60,8 @@ pub enum DriftOut {
     Update(((Key, DriftFact), Epoch, isize)),
     /// A kept fact and its multiplicity, at a snapshot epoch.
     State((Key, DriftFact), isize),
+    /// A change of the agent's alerts, at its epoch.
+    Alert(((Key, AlertOut), Epoch, isize)),
 }
 
 /// One epoch's facts, and whether the driver ticked it.
@@ -65,12 +72,57 @@ struct Pending {
     ticked: bool,
 }
 
-/// One agent's kept facts.
+/// One agent's kept facts, and its alerts over them.
 #[derive(Debug, Default)]
 struct Agent {
     facts: HashMap<DriftFact, isize>,
     newest: Option<i64>,
     horizon: Option<i64>,
+    /// [`current_alerts`] of `facts`, as last sent.
+    alerts: Vec<AlertOut>,
+}
+
+/// An agent's alerts over `facts`: those [`detect`] finds and its horizon, sorted. The same
+/// as the differential reduce [`super::alerts::alerts`] holds for the agent (the oracle tests
+/// compare the two), without arranging every fact a second time.
+fn current_alerts(
+    cfg: &DriftConfig,
+    agent: &str,
+    facts: &HashMap<DriftFact, isize>,
+) -> Vec<AlertOut> {
+    let mut facts: Vec<(&DriftFact, isize)> = facts.iter().map(|(f, n)| (f, *n)).collect();
+    facts.sort();
+    let mut out: Vec<AlertOut> = detect(cfg, agent, &facts)
+        .into_iter()
+        .map(AlertOut::Raised)
+        .collect();
+    out.extend(horizon(&facts).map(AlertOut::Horizon));
+    out.sort();
+    out
+}
+
+/// The changes from `old` to `new`, both sorted (multisets).
+fn alert_changes(old: &[AlertOut], new: &[AlertOut]) -> Vec<(AlertOut, isize)> {
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    while i < old.len() || j < new.len() {
+        match (old.get(i), new.get(j)) {
+            (Some(a), Some(b)) if a == b => (i, j) = (i + 1, j + 1),
+            (Some(a), Some(b)) if a < b => {
+                out.push((a.clone(), -1));
+                i += 1;
+            }
+            (Some(a), None) => {
+                out.push((a.clone(), -1));
+                i += 1;
+            }
+            (_, Some(b)) => {
+                out.push((b.clone(), 1));
+                j += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    out
 }
 
 fn add(facts: &mut HashMap<DriftFact, isize>, fact: DriftFact, n: isize) {
@@ -163,7 +215,7 @@ pub fn drift_windows<'scope>(
                         }
                         touched.sort();
                         touched.dedup();
-                        for key in touched {
+                        for &key in &touched {
                             // Panic-free: touched agents were inserted above.
                             let agent = agents.get_mut(&key).expect("touched");
                             let Some(newest) = agent.newest else { continue };
@@ -239,10 +291,25 @@ pub fn drift_windows<'scope>(
                                 out.push(((key, f), t, c));
                             }
                         }
+                        // The alerts of the agents whose facts changed; horizons first, so that
+                        // the rows know an alert below the horizon is retired, not resolved.
+                        let mut alerts: Vec<((Key, AlertOut), Epoch, isize)> = Vec::new();
+                        for key in &touched {
+                            let Some(agent) = agents.get_mut(key) else {
+                                continue;
+                            };
+                            let now = current_alerts(&cfg, key.1.as_str(), &agent.facts);
+                            for (alert, diff) in alert_changes(&agent.alerts, &now) {
+                                alerts.push(((*key, alert), t, diff));
+                            }
+                            agent.alerts = now;
+                        }
+                        alerts.sort_by_key(|((_, a), _, _)| !matches!(a, AlertOut::Horizon(_)));
                         let now: i64 = agents.values().map(|a| a.facts.len() as i64).sum();
                         held.add(now - total);
                         total = now;
                         let mut session = output.session(&cap);
+                        session.give_iterator(alerts.into_iter().map(DriftOut::Alert));
                         session.give_iterator(out.into_iter().map(DriftOut::Update));
                         if ticked && crate::snapshot::is_snapshot_epoch(t, snapshot_every) {
                             for (key, agent) in &agents {
@@ -265,7 +332,20 @@ pub fn kept_facts<'scope>(
     use timely::dataflow::operators::vec::Map;
     out.flat_map(|o| match o {
         DriftOut::Update(u) => Some(u),
-        DriftOut::State(..) => None,
+        _ => None,
+    })
+    .as_collection()
+}
+
+/// The alerts of [`drift_windows`] as a collection: per agent, what [`current_alerts`] finds.
+pub fn alerts<'scope>(
+    out: StreamVec<'scope, Epoch, DriftOut>,
+) -> VecCollection<'scope, Epoch, (Key, AlertOut)> {
+    use differential_dataflow::AsCollection;
+    use timely::dataflow::operators::vec::Map;
+    out.flat_map(|o| match o {
+        DriftOut::Alert(a) => Some(a),
+        _ => None,
     })
     .as_collection()
 }
