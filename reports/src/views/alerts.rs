@@ -437,13 +437,21 @@ pub fn alerts<'scope>(
     cfg: DriftConfig,
 ) -> VecCollection<'scope, Epoch, (AgentKey, AlertOut)> {
     facts.reduce_named("Alerts", move |(_tenant, agent), input, output| {
-        for alert in detect(&cfg, agent.as_str(), input) {
-            output.push((AlertOut::Raised(alert), 1));
-        }
-        if let Some(h) = horizon(input) {
-            output.push((AlertOut::Horizon(h), 1));
-        }
+        output.extend(agent_alerts(&cfg, agent.as_str(), input).map(|a| (a, 1)));
     })
+}
+
+/// What the view holds for an agent with `facts`: the alerts [`detect`] finds, and its
+/// horizon.
+pub fn agent_alerts(
+    cfg: &DriftConfig,
+    agent: &str,
+    facts: &[(&DriftFact, isize)],
+) -> impl Iterator<Item = AlertOut> {
+    detect(cfg, agent, facts)
+        .into_iter()
+        .map(AlertOut::Raised)
+        .chain(horizon(facts).map(AlertOut::Horizon))
 }
 
 /// The alerts' changes as rows of the view: an alert that leaves because its window fell

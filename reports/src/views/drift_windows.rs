@@ -42,16 +42,12 @@ use differential_dataflow::VecCollection;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
-use timely::dataflow::operators::{Capability, Operator};
+use timely::dataflow::operators::Operator;
 
-use super::alerts::{AgentKey as Key, AlertOut, DriftConfig, DriftFact, detect, horizon};
+use super::alerts::{AgentKey as Key, AlertOut, DriftConfig, DriftFact, agent_alerts};
+use super::epoch_stash::{EpochStash, Ready};
 use super::name::Name;
-
-/// The exchange hash of an agent's key.
-fn route(key: &Key) -> u64 {
-    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-    BuildHasherDefault::<DefaultHasher>::default().hash_one(key)
-}
+use super::session_scoped::hash_key;
 
 /// What the operator sends.
 #[derive(Clone, Debug)]
@@ -64,14 +60,6 @@ pub enum DriftOut {
     Alert(((Key, AlertOut), Epoch, isize)),
 }
 
-/// One epoch's facts, and whether the driver ticked it.
-#[derive(Default)]
-struct Pending {
-    cap: Option<Capability<Epoch>>,
-    facts: Vec<(Key, DriftFact, isize)>,
-    ticked: bool,
-}
-
 /// One agent's kept facts, and its alerts over them.
 #[derive(Debug, Default)]
 struct Agent {
@@ -82,9 +70,9 @@ struct Agent {
     alerts: Vec<AlertOut>,
 }
 
-/// An agent's alerts over `facts`: those [`detect`] finds and its horizon, sorted. The same
-/// as the differential reduce [`super::alerts::alerts`] holds for the agent (the oracle tests
-/// compare the two), without arranging every fact a second time.
+/// An agent's alerts over `facts` ([`agent_alerts`] over them in order): what the
+/// differential reduce [`super::alerts::alerts`] holds for the agent (the oracle tests compare
+/// the two), without arranging every fact a second time.
 fn current_alerts(
     cfg: &DriftConfig,
     agent: &str,
@@ -92,37 +80,18 @@ fn current_alerts(
 ) -> Vec<AlertOut> {
     let mut facts: Vec<(&DriftFact, isize)> = facts.iter().map(|(f, n)| (f, *n)).collect();
     facts.sort();
-    let mut out: Vec<AlertOut> = detect(cfg, agent, &facts)
-        .into_iter()
-        .map(AlertOut::Raised)
-        .collect();
-    out.extend(horizon(&facts).map(AlertOut::Horizon));
-    out.sort();
-    out
+    agent_alerts(cfg, agent, &facts).collect()
 }
 
-/// The changes from `old` to `new`, both sorted (multisets).
+/// The changes from `old` to `new` (multisets).
 fn alert_changes(old: &[AlertOut], new: &[AlertOut]) -> Vec<(AlertOut, isize)> {
-    let (mut i, mut j, mut out) = (0, 0, Vec::new());
-    while i < old.len() || j < new.len() {
-        match (old.get(i), new.get(j)) {
-            (Some(a), Some(b)) if a == b => (i, j) = (i + 1, j + 1),
-            (Some(a), Some(b)) if a < b => {
-                out.push((a.clone(), -1));
-                i += 1;
-            }
-            (Some(a), None) => {
-                out.push((a.clone(), -1));
-                i += 1;
-            }
-            (_, Some(b)) => {
-                out.push((b.clone(), 1));
-                j += 1;
-            }
-            (None, None) => break,
-        }
-    }
-    out
+    let mut changes: Vec<(AlertOut, isize)> = old
+        .iter()
+        .map(|a| (a.clone(), -1))
+        .chain(new.iter().map(|a| (a.clone(), 1)))
+        .collect();
+    differential_dataflow::consolidation::consolidate(&mut changes);
+    changes
 }
 
 fn add(facts: &mut HashMap<DriftFact, isize>, fact: DriftFact, n: isize) {
@@ -155,43 +124,25 @@ pub fn drift_windows<'scope>(
         .inner
         .binary_frontier::<_, CapacityContainerBuilder<Vec<DriftOut>>, _, _, _, _>(
             ticks,
-            Exchange::new(|((key, _), _, _): &((Key, DriftFact), Epoch, isize)| route(key)),
+            Exchange::new(|((key, _), _, _): &((Key, DriftFact), Epoch, isize)| hash_key(key)),
             Pipeline,
             "DriftWindows",
             move |_, _| {
-                let mut stash: BTreeMap<Epoch, Pending> = BTreeMap::new();
+                let mut stash: EpochStash<((Key, DriftFact), isize)> = EpochStash::default();
                 let mut agents: HashMap<Key, Agent> = HashMap::new();
                 let mut total: i64 = 0;
                 move |(input, frontier), (ticks, ticks_frontier), output| {
-                    input.for_each(|cap, data| {
-                        // An update's time may be later than its message's capability.
-                        for ((key, fact), time, diff) in data.drain(..) {
-                            let pending = stash.entry(time).or_default();
-                            pending.cap.get_or_insert_with(|| cap.delayed(&time, 0));
-                            pending.facts.push((key, fact, diff));
-                        }
-                    });
-                    ticks.for_each(|cap, _| {
-                        // Panic: epochs are totally ordered, so every message has a least time.
-                        let time = *cap.least().expect("a message has a time");
-                        let pending = stash.entry(time).or_default();
-                        pending.cap.get_or_insert_with(|| cap.delayed(&time, 0));
-                        pending.ticked = true;
-                    });
-                    while let Some(entry) = stash.first_entry() {
-                        let t = *entry.key();
-                        if frontier.less_equal(&t) || ticks_frontier.less_equal(&t) {
-                            break;
-                        }
-                        let Pending {
-                            cap,
-                            facts: inputs,
-                            ticked,
-                        } = entry.remove();
-                        let Some(cap) = cap else { continue };
+                    stash.receive_updates(input, ticks);
+                    while let Some(Ready {
+                        time: t,
+                        cap,
+                        data: inputs,
+                        ticked,
+                    }) = stash.next_ready(frontier, ticks_frontier)
+                    {
                         let mut out: Vec<((Key, DriftFact), Epoch, isize)> = Vec::new();
                         let mut touched: Vec<Key> = Vec::new();
-                        for (key, fact, diff) in inputs {
+                        for ((key, fact), diff) in inputs {
                             let agent = agents.entry(key).or_default();
                             match &fact {
                                 DriftFact::Horizon(h) => {

@@ -62,7 +62,11 @@ fn time_of(cap: &InputCapability<Epoch>) -> Epoch {
 
 impl<D> EpochStash<D> {
     fn entry(&mut self, cap: &InputCapability<Epoch>) -> &mut Pending<D> {
-        let time = time_of(cap);
+        self.entry_at(time_of(cap), cap)
+    }
+
+    /// The stash of epoch `time`, at or after `cap`'s.
+    fn entry_at(&mut self, time: Epoch, cap: &InputCapability<Epoch>) -> &mut Pending<D> {
         let entry = self.epochs.entry(time).or_default();
         entry.cap.get_or_insert_with(|| cap.delayed(&time, 0));
         entry
@@ -113,5 +117,25 @@ impl<D> EpochStash<D> {
                 });
             }
         }
+    }
+}
+
+impl<T> EpochStash<(T, isize)> {
+    /// Stashes a collection's updates `(record, time, diff)` as `(record, diff)`, each at its own
+    /// time (which may be later than its message's capability), and the ticks.
+    pub fn receive_updates<P1, P2>(
+        &mut self,
+        updates: &mut InputHandleCore<Epoch, Vec<(T, Epoch, isize)>, P1>,
+        ticks: &mut InputHandleCore<Epoch, Vec<()>, P2>,
+    ) where
+        P1: Pull<Message<Epoch, Vec<(T, Epoch, isize)>>>,
+        P2: Pull<Message<Epoch, Vec<()>>>,
+    {
+        updates.for_each(|cap, data| {
+            for (record, time, diff) in data.drain(..) {
+                self.entry_at(time, &cap).data.push((record, diff));
+            }
+        });
+        ticks.for_each(|cap, _| self.tick(&cap));
     }
 }

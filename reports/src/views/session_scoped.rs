@@ -266,9 +266,9 @@ impl Gauges {
     }
 }
 
-/// The exchange hash of a `(tenant, key)` pair.
-pub(crate) fn hash_key(key: &SessionKey) -> u64 {
-    use std::hash::{Hash, Hasher};
+/// The exchange hash of a key (a `(tenant, key)` pair).
+pub(crate) fn hash_key<K: std::hash::Hash + ?Sized>(key: &K) -> u64 {
+    use std::hash::Hasher;
     let mut h = std::hash::DefaultHasher::new();
     key.hash(&mut h);
     h.finish()
