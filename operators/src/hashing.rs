@@ -146,20 +146,15 @@ pub fn canonical_leaf(f: &CanonicalFields<'_>) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// The fields of `event` at position `seq` with its canonical payload text; `timestamp` is
-/// the event time's §2 text ([`custody_schemas::time::rfc3339`]).
-fn event_fields<'a>(
-    event: &'a AuditEvent,
-    payload_json: &'a str,
-    seq: u64,
-    timestamp: &'a str,
-) -> CanonicalFields<'a> {
+/// The fields of `event` at position `seq`; `timestamp` is the event time's §2 text
+/// ([`custody_schemas::time::rfc3339`]).
+fn event_fields<'a>(event: &'a AuditEvent, seq: u64, timestamp: &'a str) -> CanonicalFields<'a> {
     CanonicalFields {
         agent_id: &event.agent_id,
         event_id: &event.event_id,
         event_type: event.event_type.as_str(),
         parent_event_id: event.parent_event_id.as_deref(),
-        payload_json,
+        payload_json: &event.payload,
         schema_version: &event.schema_version,
         seq,
         session_id: &event.session_id,
@@ -169,14 +164,14 @@ fn event_fields<'a>(
     }
 }
 
-/// The canonical bytes of an event at position `seq`, given its canonical payload text.
-pub fn canonical_event(event: &AuditEvent, payload_json: &str, seq: u64) -> Vec<u8> {
+/// The canonical bytes of an event at position `seq`.
+pub fn canonical_event(event: &AuditEvent, seq: u64) -> Vec<u8> {
     let timestamp = rfc3339(event.timestamp_us);
-    canonical_bytes(&event_fields(event, payload_json, seq, timestamp.as_str()))
+    canonical_bytes(&event_fields(event, seq, timestamp.as_str()))
 }
 
 /// The leaf hash of an event at position `seq` ([`canonical_event`] hashed as it is encoded).
-pub fn event_leaf(event: &AuditEvent, payload_json: &str, seq: u64) -> [u8; 32] {
+pub fn event_leaf(event: &AuditEvent, seq: u64) -> [u8; 32] {
     // A wire timestamp already in the §2 form (it parsed, so its fields are in range; a leap
     // second `:60` normalizes to the next minute, so not that) is the canonical text of its
     // instant: no need to format it again.
@@ -187,10 +182,10 @@ pub fn event_leaf(event: &AuditEvent, payload_json: &str, seq: u64) -> [u8; 32] 
         && wire[10] == b'T'
         && &wire[17..19] != b"60"
     {
-        return canonical_leaf(&event_fields(event, payload_json, seq, &event.timestamp));
+        return canonical_leaf(&event_fields(event, seq, &event.timestamp));
     }
     let timestamp = rfc3339(event.timestamp_us);
-    canonical_leaf(&event_fields(event, payload_json, seq, timestamp.as_str()))
+    canonical_leaf(&event_fields(event, seq, timestamp.as_str()))
 }
 
 /// `SHA-256(0x00 || canonical)`.
@@ -224,7 +219,7 @@ mod tests {
     fn canonical_bytes_equal_sorted_json_of_the_whole_event() {
         let text = include_str!("../../schemas/testdata/event_v1_human_review.json").to_string();
         let event = custody_schemas::decode_event(text.as_bytes()).unwrap();
-        let bytes = canonical_event(&event, &canonical_json(&event.payload), 5);
+        let bytes = canonical_event(&event, 5);
         let mut v: Value = serde_json::from_str(&text).unwrap();
         v["seq"] = Value::from(5);
         v["timestamp"] = Value::from("2026-03-08T14:47:00.000000Z");
@@ -240,10 +235,9 @@ mod tests {
             .enumerate()
         {
             event.agent_id = agent.to_string();
-            let payload = canonical_json(&event.payload);
             assert_eq!(
-                event_leaf(&event, &payload, i as u64 * 1000),
-                leaf_hash(&canonical_event(&event, &payload, i as u64 * 1000))
+                event_leaf(&event, i as u64 * 1000),
+                leaf_hash(&canonical_event(&event, i as u64 * 1000))
             );
         }
     }
@@ -262,10 +256,9 @@ mod tests {
         ] {
             event.timestamp = wire.to_string();
             event.timestamp_us = custody_schemas::time::parse_rfc3339(wire).unwrap();
-            let payload = canonical_json(&event.payload);
             assert_eq!(
-                event_leaf(&event, &payload, 3),
-                leaf_hash(&canonical_event(&event, &payload, 3)),
+                event_leaf(&event, 3),
+                leaf_hash(&canonical_event(&event, 3)),
                 "{wire}"
             );
         }

@@ -1,6 +1,6 @@
 //! Custody's dataflow building blocks: sources, transforms and sinks.
 //!
-//! The pipeline is `source → decode → tokenize_pii → hash_chain → views → sink`; see the
+//! The pipeline is `source → decode (and tokenize_pii) → hash_chain → views → sink`; see the
 //! top-level README for the diagram. Every operator file opens with its contract (inputs,
 //! outputs, state, progress, metrics, failure modes).
 #![deny(missing_docs)]
@@ -31,4 +31,3 @@ pub use metrics::Metrics;
 pub use sinks::forward::ForwardToSink;
 pub use transforms::decode::Decode;
 pub use transforms::hash_chain::HashChain;
-pub use transforms::tokenize_pii::TokenizePii;

@@ -17,7 +17,6 @@ use std::sync::{Arc, LazyLock};
 
 use hmac::{Hmac, Mac};
 use regex::bytes::{Regex, RegexBuilder};
-use serde_json::Value;
 use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -543,6 +542,11 @@ impl Tokenizer {
         &self.policy
     }
 
+    /// The policy in force, shared (read while the tokenizer changes).
+    pub fn policy_handle(&self) -> Arc<PiiPolicy> {
+        Arc::clone(&self.policy)
+    }
+
     fn tenant_mac(&mut self, tenant: &str) -> &HmacSha256 {
         if !self.tenant_keys.contains_key(tenant) {
             let mut mac = self.master.clone();
@@ -612,28 +616,6 @@ impl Tokenizer {
         }
         out.push_str(&text[last..]);
         Some(out)
-    }
-
-    /// Tokenizes every string inside `value` (objects and arrays are walked).
-    pub fn tokenize_value(&mut self, tenant: &str, value: &mut Value, counts: &mut [u64; KINDS]) {
-        match value {
-            Value::String(s) => {
-                if let Some(new) = self.tokenize_str(tenant, s, counts) {
-                    *s = new;
-                }
-            }
-            Value::Array(items) => {
-                for item in items {
-                    self.tokenize_value(tenant, item, counts);
-                }
-            }
-            Value::Object(map) => {
-                for (_, item) in map.iter_mut() {
-                    self.tokenize_value(tenant, item, counts);
-                }
-            }
-            Value::Null | Value::Bool(_) | Value::Number(_) => {}
-        }
     }
 }
 

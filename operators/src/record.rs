@@ -69,9 +69,6 @@ pub struct SourcedEvent {
     pub event: AuditEvent,
     /// SHA-256 of the raw bytes, for the emitter-side chain.
     pub raw_sha256: [u8; 32],
-    /// Canonical JSON of the payload, once the payload is final (set by `tokenize_pii`, the
-    /// last stage that rewrites it); computed by `hash_chain` if absent.
-    pub payload_json: Option<String>,
     /// Plaintext for the vault (token values, field content), sealed by the sink; never
     /// written in clear.
     pub vault: Vec<VaultItem>,
@@ -104,10 +101,8 @@ pub struct ChainedEvent {
     pub partition: i32,
     /// Source offset.
     pub offset: i64,
-    /// The (tokenized) event.
+    /// The (tokenized) event; its payload is the canonical JSON stored.
     pub event: AuditEvent,
-    /// Canonical JSON of the payload (sorted keys, no whitespace), as stored.
-    pub payload_json: String,
     /// Position in the tenant's chain, starting at 0.
     pub seq: u64,
     /// Hash of the previous event in the chain (zeros for seq 0).
@@ -128,7 +123,6 @@ impl ChainedEvent {
             partition: 0,
             offset: 0,
             event,
-            payload_json: String::new(),
             seq: 0,
             prev_hash: [0; 32],
             hash: [0; 32],

@@ -62,7 +62,7 @@ impl EventRow {
             user_id: e.event.user_id.clone(),
             event_time: format_rfc3339(e.event.timestamp_us),
             parent_event_id: e.event.parent_event_id.clone(),
-            payload: e.payload_json.clone(),
+            payload: e.event.payload.clone(),
             prev_hash: hex::encode(e.prev_hash),
             hash: hex::encode(e.hash),
             leaf_hash: hex::encode(e.leaf_hash),
@@ -878,7 +878,6 @@ mod tests {
                         offset: i,
                         event,
                         raw_sha256: [0; 32],
-                        payload_json: None,
                         vault: Vec::new(),
                     },
                 )

@@ -17,14 +17,13 @@ use crate::config::Config;
 use crate::dataflow::{RunOptions, run_pipeline};
 
 use custody_operators::checkpoint::Signer;
-use custody_operators::hashing::canonical_json;
 use custody_operators::merkle;
 use custody_operators::pii::Tokenizer;
 use custody_operators::record::SourcedEvent;
 use custody_operators::transforms::hash_chain::{ChainState, append};
-use custody_operators::transforms::tokenize_pii::tokenize_event;
+use custody_operators::transforms::tokenize_pii::tokenize;
 use custody_operators::verify::{EventRow, Verifier};
-use custody_schemas::decode_event;
+use custody_schemas::decode;
 use sha2::{Digest, Sha256};
 
 use crate::generate::{Generator, GeneratorConfig};
@@ -86,21 +85,19 @@ fn chain(events: u64) {
     .enumerate()
     .map(|(i, bytes)| {
         // Panic-free: the generator only produces valid events (its tests check).
-        let event = decode_event(&bytes).expect("generated events are valid");
-        let mut sourced = SourcedEvent {
+        let decoded = decode(&bytes).expect("generated events are valid");
+        let (event, vault) = tokenize(
+            &mut tokenizer,
+            decoded,
+            &mut [0; custody_operators::pii::KINDS],
+        );
+        SourcedEvent {
             partition: 0,
             offset: i as i64,
             event,
             raw_sha256: [0; 32],
-            payload_json: None,
-            vault: Vec::new(),
-        };
-        tokenize_event(
-            &mut tokenizer,
-            &mut sourced,
-            &mut [0; custody_operators::pii::KINDS],
-        );
-        sourced
+            vault,
+        }
     })
     .collect();
     let n = inputs.len() as f64;
@@ -109,13 +106,7 @@ fn chain(events: u64) {
     let canonical: Vec<Vec<u8>> = inputs
         .iter()
         .enumerate()
-        .map(|(i, s)| {
-            custody_operators::hashing::canonical_event(
-                &s.event,
-                &canonical_json(&s.event.payload),
-                i as u64,
-            )
-        })
+        .map(|(i, s)| custody_operators::hashing::canonical_event(&s.event, i as u64))
         .collect();
     let bytes: usize = canonical.iter().map(Vec::len).sum();
 
@@ -155,8 +146,7 @@ fn chain(events: u64) {
         let mut prev = [0u8; 32];
         let mut range = merkle::CompactRange::new();
         for (i, s) in inputs.iter().enumerate() {
-            let payload = s.payload_json.as_deref().unwrap_or_default();
-            let leaf = custody_operators::hashing::event_leaf(&s.event, payload, i as u64);
+            let leaf = custody_operators::hashing::event_leaf(&s.event, i as u64);
             prev = custody_operators::hashing::chain_hash(&prev, &leaf);
             range.append(leaf);
         }

@@ -1,7 +1,7 @@
 //! Assembles sources → transforms → views → sink, and drives it.
 //!
 //! ```text
-//!  source (worker 0) ─► decode ─┬─ oks ─► tokenize_pii ─► hash_chain (by tenant) ─┬─► views ─┐
+//!  source (worker 0) ─► decode+tokenize ─┬─ oks ─► hash_chain (by tenant) ─┬─► views ─┐
 //!                               └─ errs (quarantine) ───────────────────────────────┼──────────┤
 //!                                                                                   └──────────┴─► sink_forward (worker 0)
 //!                                                                                                  ─► IcebergSink thread
@@ -35,7 +35,7 @@ use custody_operators::sources::resume::{ForcedSkip, ResumingSource};
 use custody_operators::transforms::decode::DecodeConfig;
 use custody_operators::vault::{Kek, Keystore};
 use custody_operators::verify::ContinuousVerifier;
-use custody_operators::{Decode, ForwardToSink, HashChain, Metrics, TokenizePii};
+use custody_operators::{Decode, ForwardToSink, HashChain, Metrics};
 use custody_reports::ViewsConfig;
 use custody_reports::live::{LiveViews, RetiredRows};
 use custody_reports::proofs::LiveLogs;
@@ -282,11 +282,9 @@ pub fn run_pipeline(
         _ => None,
     };
     let history = match resume.last_epoch {
-        Some(last) => runtime.block_on(warehouse.view_inputs(
-            snapshot.as_ref().map(|s| s.0),
-            last,
-            custody_reports::view_needs_payload,
-        ))?,
+        Some(last) => {
+            runtime.block_on(warehouse.view_inputs(snapshot.as_ref().map(|s| s.0), last))?
+        }
         None => Vec::new(),
     };
     tracing::info!(
@@ -410,14 +408,8 @@ pub fn run_pipeline(
             let (input, raw) = scope.new_input::<Vec<RawRecord>>();
             let (clock, now) = scope.new_collection::<i64, isize>();
             let (replayed, past) = scope.new_input::<Vec<SinkRecord>>();
-            let (oks, errs) = raw.decode(decode, tokenizer.clone(), &metrics);
-            let chained = oks.tokenize_pii(tokenizer, &metrics).hash_chain(
-                heads,
-                emitters,
-                signer,
-                first_epoch,
-                &metrics,
-            );
+            let (oks, errs) = raw.decode(decode, tokenizer, &metrics);
+            let chained = oks.hash_chain(heads, emitters, signer, first_epoch, &metrics);
             // The history worker 0 reads (snapshot chunks, then events) is dealt out to every
             // worker in turn, so that all of them parse it: the views exchange what they
             // keep by key anyway.

@@ -1,7 +1,7 @@
 //! `custody fuzz`: a time-bounded, structure-aware mutational fuzzer over everything that reads
 //! untrusted input, checking that nothing panics:
 //!
-//! - the event decoder ([`decode_one`]) and, for what it accepts, PII tokenization, or for what
+//! - the event decoder ([`decode_with`]) and, for what it accepts, PII tokenization, or for what
 //!   it rejects, the quarantine record builder;
 //! - the RFC 3339 timestamp parser;
 //! - every API query-parameter parser, through the real HTTP router (paths and query strings
@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use custody_operators::Metrics;
 use custody_operators::pii::{KINDS, Tokenizer};
-use custody_operators::record::{RawRecord, SourcedEvent, ViewUpdate};
-use custody_operators::transforms::decode::{DecodeConfig, decode_one, quarantine};
-use custody_operators::transforms::tokenize_pii::tokenize_event;
+use custody_operators::record::{RawRecord, ViewUpdate};
+use custody_operators::transforms::decode::{DecodeConfig, decode_with, quarantine};
+use custody_operators::transforms::tokenize_pii::tokenize;
 use custody_reports::live::LiveViews;
 use custody_reports::proofs::LiveLogs;
 
@@ -193,20 +193,14 @@ fn fuzz(duration: Duration, seed: u64) -> Result<FuzzReport, String> {
             let bytes = mutate(&mut rng, a, b);
             let raw = RawRecord::new(0, report.decoder as i64, bytes.clone());
             let what = || format!("decoder: {:?}", String::from_utf8_lossy(&bytes));
-            guarded(&mut report, what, || match decode_one(&raw, &config) {
-                Ok(event) => {
-                    let mut sourced = SourcedEvent {
-                        partition: 0,
-                        offset: 0,
-                        event,
-                        raw_sha256: [0; 32],
-                        payload_json: None,
-                        vault: Vec::new(),
-                    };
-                    tokenize_event(&mut tokenizer, &mut sourced, &mut [0; KINDS]);
-                }
-                Err((kind, reason)) => {
-                    quarantine(raw.clone(), kind, reason, &config, &mut tokenizer);
+            guarded(&mut report, what, || {
+                match decode_with(&raw, &config, |decoded| {
+                    tokenize(&mut tokenizer, decoded, &mut [0; KINDS])
+                }) {
+                    Ok(_) => {}
+                    Err((kind, reason)) => {
+                        quarantine(raw.clone(), kind, reason, &config, &mut tokenizer);
+                    }
                 }
             });
             report.decoder += 1;

@@ -95,20 +95,6 @@ impl<'scope, D: Clone + 'static> IntoUpdates<'scope, D> for StreamVec<'scope, Ep
     }
 }
 
-/// Whether the views read the payload of events of this type (the others only need the
-/// envelope): what a restart must load to rebuild their state.
-pub fn view_needs_payload(event_type: custody_schemas::EventType) -> bool {
-    use custody_schemas::EventType as T;
-    matches!(
-        event_type,
-        T::HumanEscalationTriggered
-            | T::HumanReviewDecision
-            | T::ToolCalled
-            | T::ToolResultReceived
-            | T::ModelDecision
-    )
-}
-
 /// Settings of every view.
 #[derive(Clone, Debug, Default)]
 pub struct ViewsConfig {

@@ -6,10 +6,11 @@
 
 use std::fmt;
 
-use serde::de::DeserializeOwned;
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::json::{Json, Text};
 use crate::time::{Micros, parse_rfc3339};
 use crate::{SchemaError, TenantId};
 
@@ -150,9 +151,9 @@ impl fmt::Display for EventType {
 
 /// A validated audit event, as it travels through the dataflow.
 ///
-/// The payload is kept as JSON (validated against the typed payload of its `event_type`), so that
-/// tokenization can rewrite free text without a per-type code path and the canonical encoding
-/// covers every field the producer sent.
+/// The payload is kept as canonical JSON text (validated against the typed payload of its
+/// `event_type`, written once), so that the canonical encoding covers every field the producer
+/// sent and storage writes it as is; what the views read of it is in `facts`, typed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AuditEvent {
     /// Producer-assigned unique id.
@@ -175,105 +176,308 @@ pub struct AuditEvent {
     pub timestamp_us: Micros,
     /// The event that caused this one (causal link), if any.
     pub parent_event_id: Option<String>,
-    /// The type-specific payload.
-    pub payload: Value,
+    /// The type-specific payload, as canonical JSON ([`crate::json`]): after tokenization,
+    /// the text the chain covers and storage keeps.
+    #[serde(with = "raw_json")]
+    pub payload: String,
+    /// What the views read of the payload.
+    #[serde(default)]
+    pub facts: PayloadFacts,
     /// The emitter-side chain: SHA-256 (hex) of the exact bytes of the previous event the same
     /// agent emitted for this tenant, if the producer keeps one.
     #[serde(default)]
     pub previous_event_hash: Option<String>,
 }
 
+/// The payload (de)serialized as the JSON it is, not as a string holding it (off the hot
+/// path: records are serialized only for tests and the dead-letter topic).
+mod raw_json {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde_json::Value;
+
+    pub fn serialize<S: Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
+        serde_json::from_str::<Value>(text)
+            .map_err(serde::ser::Error::custom)?
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        // `Value`'s maps are sorted: its text is canonical.
+        Ok(Value::deserialize(d)?.to_string())
+    }
+}
+
+/// What the views read of a payload, typed: taken once from the final (tokenized) payload
+/// when the event is decoded, and from the stored payload when the views are rebuilt from
+/// the lake, so both read the same.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub enum PayloadFacts {
+    /// The event type's payload holds nothing the views read.
+    #[default]
+    None,
+    /// `MODEL_DECISION`.
+    Model {
+        /// `model_id`.
+        model_id: String,
+        /// `model_version`.
+        model_version: String,
+    },
+    /// `TOOL_CALLED`.
+    ToolCall {
+        /// `tool_name`.
+        tool_name: String,
+        /// `elevated`.
+        elevated: bool,
+        /// The numbers among the members of `input` (policy rules compare amounts).
+        amounts: Vec<(String, f64)>,
+    },
+    /// `TOOL_RESULT_RECEIVED`.
+    ToolResult {
+        /// `status` is `error`.
+        error: bool,
+    },
+    /// `HUMAN_ESCALATION_TRIGGERED`.
+    Escalation {
+        /// `presented_at` in UTC micros (none if it no longer reads as a time, e.g. tokenized).
+        presented_us: Option<Micros>,
+        /// `sla_seconds`.
+        sla_seconds: Option<i64>,
+        /// `risk_tier`.
+        risk_tier: String,
+    },
+    /// `HUMAN_REVIEW_DECISION`.
+    Review {
+        /// `escalation_event_id`.
+        escalation_event_id: String,
+        /// `decided_at` in UTC micros (none if it no longer reads as a time).
+        decided_us: Option<Micros>,
+        /// `decision`.
+        decision: String,
+    },
+}
+
+impl PayloadFacts {
+    /// The facts of a payload of `event_type`.
+    pub fn of(event_type: EventType, payload: &Json<'_>) -> PayloadFacts {
+        let text = |name: &str| {
+            payload
+                .get(name)
+                .and_then(Json::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        let time = |name: &str| {
+            payload
+                .get(name)
+                .and_then(Json::as_str)
+                .and_then(|t| parse_rfc3339(t).ok())
+        };
+        match event_type {
+            EventType::ModelDecision => PayloadFacts::Model {
+                model_id: text("model_id"),
+                model_version: text("model_version"),
+            },
+            EventType::ToolCalled => PayloadFacts::ToolCall {
+                tool_name: text("tool_name"),
+                elevated: payload
+                    .get("elevated")
+                    .and_then(Json::as_bool)
+                    .unwrap_or(false),
+                amounts: match payload.get("input") {
+                    Some(Json::Obj(members)) => members
+                        .iter()
+                        .filter_map(|(k, v)| Some((k.to_string(), v.as_f64()?)))
+                        .collect(),
+                    _ => Vec::new(),
+                },
+            },
+            EventType::ToolResultReceived => PayloadFacts::ToolResult {
+                error: payload.get("status").and_then(Json::as_str) == Some("error"),
+            },
+            EventType::HumanEscalationTriggered => PayloadFacts::Escalation {
+                presented_us: time("presented_at"),
+                sla_seconds: payload
+                    .get("sla_seconds")
+                    .and_then(Json::as_u64)
+                    .and_then(|s| i64::try_from(s).ok()),
+                risk_tier: text("risk_tier"),
+            },
+            EventType::HumanReviewDecision => PayloadFacts::Review {
+                escalation_event_id: text("escalation_event_id"),
+                decided_us: time("decided_at"),
+                decision: text("decision"),
+            },
+            _ => PayloadFacts::None,
+        }
+    }
+
+    /// Whether payloads of `event_type` hold facts.
+    pub fn has_facts(event_type: EventType) -> bool {
+        matches!(
+            event_type,
+            EventType::ModelDecision
+                | EventType::ToolCalled
+                | EventType::ToolResultReceived
+                | EventType::HumanEscalationTriggered
+                | EventType::HumanReviewDecision
+        )
+    }
+
+    /// The facts of a stored (canonical) payload of `event_type`; none if it is not JSON.
+    pub fn of_text(event_type: EventType, payload: &str) -> PayloadFacts {
+        if !PayloadFacts::has_facts(event_type) {
+            return PayloadFacts::None;
+        }
+        match crate::json::parse(payload) {
+            Ok(tree) => PayloadFacts::of(event_type, &tree),
+            Err(_) => PayloadFacts::None,
+        }
+    }
+}
+
+/// An event decoded and validated, its payload still a tree borrowing from the input: what
+/// is done to the payload (tokenization) happens here, before it is written out once by
+/// [`Decoded::finish`].
+#[derive(Debug)]
+pub struct Decoded<'a> {
+    /// The event, without its payload and facts (set by [`Decoded::finish`]).
+    pub event: AuditEvent,
+    /// The payload (an object).
+    pub payload: Json<'a>,
+}
+
+impl Decoded<'_> {
+    /// The event with its payload written as canonical JSON and its facts taken.
+    pub fn finish(self) -> AuditEvent {
+        let Decoded { mut event, payload } = self;
+        event.facts = PayloadFacts::of(event.event_type, &payload);
+        event.payload = payload.to_canonical();
+        event
+    }
+}
+
 /// The envelope as it appears on the wire.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct WireEnvelope {
-    event_id: String,
-    schema_version: String,
-    tenant_id: String,
-    session_id: String,
-    agent_id: String,
-    #[serde(default)]
-    user_id: Option<String>,
-    event_type: String,
-    timestamp: String,
-    parent_event_id: Option<String>,
-    payload: Value,
-    #[serde(default)]
-    previous_event_hash: Option<String>,
+struct WireEnvelope<'a> {
+    #[serde(borrow)]
+    event_id: Text<'a>,
+    #[serde(borrow)]
+    schema_version: Text<'a>,
+    #[serde(borrow)]
+    tenant_id: Text<'a>,
+    #[serde(borrow)]
+    session_id: Text<'a>,
+    #[serde(borrow)]
+    agent_id: Text<'a>,
+    #[serde(default, borrow)]
+    user_id: Option<Text<'a>>,
+    #[serde(borrow)]
+    event_type: Text<'a>,
+    #[serde(borrow)]
+    timestamp: Text<'a>,
+    #[serde(borrow)]
+    parent_event_id: Option<Text<'a>>,
+    #[allow(dead_code)]
+    payload: IgnoredAny,
+    #[serde(default, borrow)]
+    previous_event_hash: Option<Text<'a>>,
 }
 
 /// Decodes and validates one event from raw bytes.
 pub fn decode_event(bytes: &[u8]) -> Result<AuditEvent, SchemaError> {
+    decode(bytes).map(Decoded::finish)
+}
+
+/// Decodes and validates one event from raw bytes, leaving its payload a tree: the input is
+/// parsed once, and no string without an escape is copied until the event is finished.
+pub fn decode(bytes: &[u8]) -> Result<Decoded<'_>, SchemaError> {
     let text = std::str::from_utf8(bytes).map_err(|e| SchemaError::Utf8(e.to_string()))?;
-    let value = crate::strict_json::from_str(text).map_err(|e| {
+    let tree = crate::json::parse(text).map_err(|e| {
         if e.is_data() {
             SchemaError::DuplicateMember(e.to_string())
         } else {
             SchemaError::Json(e.to_string())
         }
     })?;
-    decode_value(value)
+    decode_tree(tree)
 }
 
 /// Validates one event already parsed as JSON.
 pub fn decode_value(value: Value) -> Result<AuditEvent, SchemaError> {
-    let Value::Object(map) = &value else {
+    let text = value.to_string();
+    decode_event(text.as_bytes())
+}
+
+fn decode_tree(mut tree: Json<'_>) -> Result<Decoded<'_>, SchemaError> {
+    let Json::Obj(_) = &tree else {
         return Err(SchemaError::NotAnObject);
     };
-    match map.get("schema_version") {
+    match tree.get("schema_version") {
         None => {
             return Err(SchemaError::Envelope(
                 "missing field `schema_version`".into(),
             ));
         }
-        Some(Value::String(v)) => check_version(v)?,
+        Some(Json::Str(v)) => check_version(v)?,
         Some(other) => {
             return Err(SchemaError::Envelope(format!(
                 "`schema_version` must be a string, got {}",
-                json_kind(other)
+                other.kind()
             )));
         }
     }
-    let wire: WireEnvelope = from_value(value).map_err(SchemaError::Envelope)?;
-    for (name, v) in [
-        ("event_id", &wire.event_id),
-        ("tenant_id", &wire.tenant_id),
-        ("session_id", &wire.session_id),
-        ("agent_id", &wire.agent_id),
-    ] {
-        check_id(name, v)?;
-    }
-    if let Some(parent) = &wire.parent_event_id {
-        check_id("parent_event_id", parent)?;
-    }
-    if let Some(h) = &wire.previous_event_hash
-        && (h.len() != 64
-            || !h
-                .bytes()
-                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()))
-    {
-        return Err(SchemaError::Envelope(
-            "`previous_event_hash` must be 64 lowercase hex digits".into(),
-        ));
-    }
-    let event_type = EventType::parse(&wire.event_type)
-        .ok_or_else(|| SchemaError::UnknownEventType(wire.event_type.clone()))?;
-    let timestamp_us = parse_rfc3339(&wire.timestamp)?;
-    validate_payload(event_type, &wire.payload)?;
-    Ok(AuditEvent {
-        event_id: wire.event_id,
-        schema_version: wire.schema_version,
-        tenant_id: TenantId::new(wire.tenant_id),
-        session_id: wire.session_id,
-        agent_id: wire.agent_id,
-        user_id: wire.user_id,
-        event_type,
-        timestamp: wire.timestamp,
-        timestamp_us,
-        parent_event_id: wire.parent_event_id,
-        payload: wire.payload,
-        previous_event_hash: wire.previous_event_hash,
-    })
+    let event = {
+        let wire: WireEnvelope<'_> = from_tree(&tree).map_err(SchemaError::Envelope)?;
+        for (name, v) in [
+            ("event_id", &wire.event_id),
+            ("tenant_id", &wire.tenant_id),
+            ("session_id", &wire.session_id),
+            ("agent_id", &wire.agent_id),
+        ] {
+            check_id(name, v.as_str())?;
+        }
+        if let Some(parent) = &wire.parent_event_id {
+            check_id("parent_event_id", parent.as_str())?;
+        }
+        if let Some(h) = &wire.previous_event_hash
+            && (h.as_str().len() != 64
+                || !h
+                    .as_str()
+                    .bytes()
+                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()))
+        {
+            return Err(SchemaError::Envelope(
+                "`previous_event_hash` must be 64 lowercase hex digits".into(),
+            ));
+        }
+        let event_type = EventType::parse(wire.event_type.as_str())
+            .ok_or_else(|| SchemaError::UnknownEventType(wire.event_type.as_str().to_string()))?;
+        let timestamp_us = parse_rfc3339(wire.timestamp.as_str())?;
+        let owned = |t: Text<'_>| t.0.into_owned();
+        AuditEvent {
+            event_id: owned(wire.event_id),
+            schema_version: owned(wire.schema_version),
+            tenant_id: TenantId::new(owned(wire.tenant_id)),
+            session_id: owned(wire.session_id),
+            agent_id: owned(wire.agent_id),
+            user_id: wire.user_id.map(owned),
+            event_type,
+            timestamp: owned(wire.timestamp),
+            timestamp_us,
+            parent_event_id: wire.parent_event_id.map(owned),
+            payload: String::new(),
+            facts: PayloadFacts::None,
+            previous_event_hash: wire.previous_event_hash.map(owned),
+        }
+    };
+    let payload = match tree.get_mut("payload") {
+        Some(p) => std::mem::replace(p, Json::Null),
+        // Panic-free alternative: the envelope requires it.
+        None => return Err(SchemaError::Envelope("missing field `payload`".into())),
+    };
+    validate_payload(event.event_type, &payload)?;
+    Ok(Decoded { event, payload })
 }
 
 fn check_version(v: &str) -> Result<(), SchemaError> {
@@ -305,19 +509,9 @@ fn check_id(name: &'static str, v: &str) -> Result<(), SchemaError> {
     Ok(())
 }
 
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
-}
-
-fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, String> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
+/// `T` read from the tree, the error naming where.
+fn from_tree<'de, T: Deserialize<'de>>(tree: &'de Json<'de>) -> Result<T, String> {
+    serde_path_to_error::deserialize(tree).map_err(|e| {
         let path = e.path().to_string();
         if path == "." {
             e.inner().to_string()
@@ -328,83 +522,88 @@ fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, String> {
 }
 
 /// Checks a payload against the typed schema of its event type.
-pub fn validate_payload(event_type: EventType, payload: &Value) -> Result<(), SchemaError> {
-    fn check<T: DeserializeOwned>(t: EventType, v: &Value) -> Result<(), SchemaError> {
-        from_value::<T>(v.clone())
-            .map(drop)
-            .map_err(|reason| SchemaError::Payload {
-                event_type: t,
-                reason,
-            })
+pub fn validate_payload(event_type: EventType, payload: &Json<'_>) -> Result<(), SchemaError> {
+    fn check<'de, T: Deserialize<'de>>(t: EventType, v: &'de Json<'de>) -> Result<T, SchemaError> {
+        from_tree::<T>(v).map_err(|reason| SchemaError::Payload {
+            event_type: t,
+            reason,
+        })
     }
-    if !payload.is_object() {
+    if !matches!(payload, Json::Obj(_)) {
         return Err(SchemaError::Payload {
             event_type,
-            reason: format!("payload must be an object, got {}", json_kind(payload)),
+            reason: format!("payload must be an object, got {}", payload.kind()),
         });
     }
     use payload::*;
     match event_type {
-        EventType::TaskInitiated => check::<TaskInitiated>(event_type, payload),
-        EventType::ModelDecision => check::<ModelDecision>(event_type, payload),
-        EventType::DecisionPoint => check::<DecisionPoint>(event_type, payload),
-        EventType::ToolCalled => check::<ToolCalled>(event_type, payload),
-        EventType::ToolResultReceived => check::<ToolResultReceived>(event_type, payload),
-        EventType::DataAccessed => check::<DataAccessed>(event_type, payload),
+        EventType::TaskInitiated => check::<TaskInitiated>(event_type, payload).map(drop),
+        EventType::ModelDecision => check::<ModelDecision>(event_type, payload).map(drop),
+        EventType::DecisionPoint => check::<DecisionPoint>(event_type, payload).map(drop),
+        EventType::ToolCalled => check::<ToolCalled>(event_type, payload).map(drop),
+        EventType::ToolResultReceived => check::<ToolResultReceived>(event_type, payload).map(drop),
+        EventType::DataAccessed => check::<DataAccessed>(event_type, payload).map(drop),
         EventType::HumanEscalationTriggered => {
-            check::<HumanEscalationTriggered>(event_type, payload)?;
-            let presented = payload["presented_at"].as_str().unwrap_or_default();
-            parse_rfc3339(presented).map(drop)
+            let p = check::<HumanEscalationTriggered>(event_type, payload)?;
+            parse_rfc3339(p.presented_at.as_str()).map(drop)
         }
         EventType::HumanReviewDecision => {
-            check::<HumanReviewDecision>(event_type, payload)?;
-            let decided = payload["decided_at"].as_str().unwrap_or_default();
-            parse_rfc3339(decided).map(drop)
+            let p = check::<HumanReviewDecision>(event_type, payload)?;
+            parse_rfc3339(p.decided_at.as_str()).map(drop)
         }
-        EventType::PolicyDecision => check::<PolicyDecision>(event_type, payload),
-        EventType::TaskCompleted => check::<TaskCompleted>(event_type, payload),
-        EventType::TaskFailed => check::<TaskFailed>(event_type, payload),
-        EventType::DataErased => check::<DataErased>(event_type, payload),
-        EventType::DataReidentified => check::<DataReidentified>(event_type, payload),
-        EventType::AuditLogAccessed => check::<AuditLogAccessed>(event_type, payload),
+        EventType::PolicyDecision => check::<PolicyDecision>(event_type, payload).map(drop),
+        EventType::TaskCompleted => check::<TaskCompleted>(event_type, payload).map(drop),
+        EventType::TaskFailed => check::<TaskFailed>(event_type, payload).map(drop),
+        EventType::DataErased => check::<DataErased>(event_type, payload).map(drop),
+        EventType::DataReidentified => check::<DataReidentified>(event_type, payload).map(drop),
+        EventType::AuditLogAccessed => check::<AuditLogAccessed>(event_type, payload).map(drop),
     }
 }
 
 /// Typed payloads of schema v1, one per event type. Unknown payload fields are rejected.
 pub mod payload {
+    use serde::de::IgnoredAny;
     use serde::{Deserialize, Serialize};
-    use serde_json::Value;
+
+    use crate::json::Text;
 
     /// `TASK_INITIATED`.
-    #[derive(Clone, Debug, Serialize, Deserialize)]
+    #[derive(Clone, Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
-    pub struct TaskInitiated {
+    pub struct TaskInitiated<'a> {
         /// The goal or instruction given to the agent.
-        pub goal: String,
+        #[serde(borrow)]
+        pub goal: Text<'a>,
         /// The (sanitized) input payload.
-        pub input: String,
+        #[serde(borrow)]
+        pub input: Text<'a>,
         /// The agent build that took the task.
-        pub agent_version: String,
+        #[serde(borrow)]
+        pub agent_version: Text<'a>,
         /// Channel the task came from (api, chat, schedule, …).
-        #[serde(default)]
-        pub channel: Option<String>,
+        #[serde(default, borrow)]
+        pub channel: Option<Text<'a>>,
     }
 
     /// `MODEL_DECISION`.
-    #[derive(Clone, Debug, Serialize, Deserialize)]
+    #[derive(Clone, Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
-    pub struct ModelDecision {
+    pub struct ModelDecision<'a> {
         /// Model identifier.
-        pub model_id: String,
+        #[serde(borrow)]
+        pub model_id: Text<'a>,
         /// Model version or checkpoint.
-        pub model_version: String,
+        #[serde(borrow)]
+        pub model_version: Text<'a>,
         /// Full prompt context sent to the model.
-        pub prompt: String,
+        #[serde(borrow)]
+        pub prompt: Text<'a>,
         /// Raw model output.
-        pub output: String,
+        #[serde(borrow)]
+        pub output: Text<'a>,
         /// Reasoning trace, where the model exposes one.
-        #[serde(default)]
-        pub reasoning: Option<String>,
+        #[serde(default, borrow)]
+        pub reasoning: Option<Text<'a>>,
         /// Prompt tokens.
         pub prompt_tokens: u64,
         /// Completion tokens.
@@ -417,53 +616,58 @@ pub mod payload {
     }
 
     /// `DECISION_POINT`.
-    #[derive(Clone, Debug, Serialize, Deserialize)]
+    #[derive(Clone, Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
-    pub struct DecisionPoint {
+    pub struct DecisionPoint<'a> {
         /// Why the agent chose as it did.
-        pub reasoning_summary: String,
+        #[serde(borrow)]
+        pub reasoning_summary: Text<'a>,
         /// Options considered.
-        pub options: Vec<String>,
+        pub options: Vec<Text<'a>>,
         /// The option taken.
-        pub selected_action: String,
+        #[serde(borrow)]
+        pub selected_action: Text<'a>,
     }
 
     /// `TOOL_CALLED`.
-    #[derive(Clone, Debug, Serialize, Deserialize)]
+    #[derive(Clone, Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
-    pub struct ToolCalled {
+    pub struct ToolCalled<'a> {
         /// Tool name.
-        pub tool_name: String,
+        #[serde(borrow)]
+        pub tool_name: Text<'a>,
         /// Tool version.
-        #[serde(default)]
-        pub tool_version: Option<String>,
+        #[serde(default, borrow)]
+        pub tool_version: Option<Text<'a>>,
         /// Input parameters as sent to the tool.
-        pub input: Value,
+        pub input: IgnoredAny,
         /// Whether the call needed elevated permissions.
         pub elevated: bool,
     }
 
     /// `TOOL_RESULT_RECEIVED`.
-    #[derive(Clone, Debug, Serialize, Deserialize)]
+    #[derive(Clone, Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
-    pub struct ToolResultReceived {
+    pub struct ToolResultReceived<'a> {
         /// Tool name.
-        pub tool_name: String,
+        #[serde(borrow)]
+        pub tool_name: Text<'a>,
         /// `success` or `error`.
         pub status: ToolStatus,
         /// Result summary or raw output.
-        pub output: String,
+        #[serde(borrow)]
+        pub output: Text<'a>,
         /// Execution duration in milliseconds.
         pub latency_ms: u64,
         /// Error code, on failure.
-        #[serde(default)]
-        pub error_code: Option<String>,
+        #[serde(default, borrow)]
+        pub error_code: Option<Text<'a>>,
         /// Error message, on failure.
-        #[serde(default)]
-        pub error_message: Option<String>,
+        #[serde(default, borrow)]
+        pub error_message: Option<Text<'a>>,
         /// External system identifiers touched (transaction ids, record ids).
-        #[serde(default)]
-        pub external_ids: Vec<String>,
+        #[serde(default, borrow)]
+        pub external_ids: Vec<Text<'a>>,
     }
 
     /// Tool outcome.
@@ -477,21 +681,22 @@ pub mod payload {
     }
 
     /// `DATA_ACCESSED`.
-    #[derive(Clone, Debug, Serialize, Deserialize)]
+    #[derive(Clone, Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
-    pub struct DataAccessed {
+    pub struct DataAccessed<'a> {
         /// The data store.
-        pub data_store: String,
+        #[serde(borrow)]
+        pub data_store: Text<'a>,
         /// `read` or `write`.
         pub operation: DataOperation,
         /// Records touched.
-        pub record_ids: Vec<String>,
+        pub record_ids: Vec<Text<'a>>,
         /// Stated purpose.
-        #[serde(default)]
-        pub purpose: Option<String>,
+        #[serde(default, borrow)]
+        pub purpose: Option<Text<'a>>,
         /// Query text, if any.
-        #[serde(default)]
-        pub query: Option<String>,
+        #[serde(default, borrow)]
+        pub query: Option<Text<'a>>,
     }
 
     /// Data access kind.
@@ -505,17 +710,20 @@ pub mod payload {
     }
 
     /// `HUMAN_ESCALATION_TRIGGERED`.
-    #[derive(Clone, Debug, Serialize, Deserialize)]
+    #[derive(Clone, Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
-    pub struct HumanEscalationTriggered {
+    pub struct HumanEscalationTriggered<'a> {
         /// Why a human is needed.
-        pub reason: String,
+        #[serde(borrow)]
+        pub reason: Text<'a>,
         /// The action presented for review.
-        pub proposed_action: String,
+        #[serde(borrow)]
+        pub proposed_action: Text<'a>,
         /// `low`, `medium`, `high` or `critical`.
         pub risk_tier: RiskTier,
         /// When the action was presented to a reviewer (RFC 3339).
-        pub presented_at: String,
+        #[serde(borrow)]
+        pub presented_at: Text<'a>,
         /// Review SLA in seconds.
         pub sla_seconds: u64,
     }
@@ -535,25 +743,29 @@ pub mod payload {
     }
 
     /// `HUMAN_REVIEW_DECISION`.
-    #[derive(Clone, Debug, Serialize, Deserialize)]
+    #[derive(Clone, Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
-    pub struct HumanReviewDecision {
+    pub struct HumanReviewDecision<'a> {
         /// The `HUMAN_ESCALATION_TRIGGERED` event this decides.
-        pub escalation_event_id: String,
+        #[serde(borrow)]
+        pub escalation_event_id: Text<'a>,
         /// Reviewer identity.
-        pub reviewer_id: String,
+        #[serde(borrow)]
+        pub reviewer_id: Text<'a>,
         /// Reviewer role.
-        pub reviewer_role: String,
+        #[serde(borrow)]
+        pub reviewer_role: Text<'a>,
         /// The decision.
         pub decision: ReviewOutcome,
         /// When the decision was made (RFC 3339).
-        pub decided_at: String,
+        #[serde(borrow)]
+        pub decided_at: Text<'a>,
         /// Stated rationale.
-        #[serde(default)]
-        pub rationale: Option<String>,
+        #[serde(default, borrow)]
+        pub rationale: Option<Text<'a>>,
         /// The modified action, for `modify`.
-        #[serde(default)]
-        pub modification: Option<String>,
+        #[serde(default, borrow)]
+        pub modification: Option<Text<'a>>,
     }
 
     /// Review outcomes.
@@ -571,15 +783,17 @@ pub mod payload {
     }
 
     /// `POLICY_DECISION`.
-    #[derive(Clone, Debug, Serialize, Deserialize)]
+    #[derive(Clone, Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
-    pub struct PolicyDecision {
+    pub struct PolicyDecision<'a> {
         /// Policy identifier.
-        pub policy_id: String,
+        #[serde(borrow)]
+        pub policy_id: Text<'a>,
         /// `allow`, `deny` or `require_approval`.
         pub outcome: PolicyOutcome,
         /// Why.
-        pub reason: String,
+        #[serde(borrow)]
+        pub reason: Text<'a>,
     }
 
     /// Policy outcomes.
@@ -595,11 +809,12 @@ pub mod payload {
     }
 
     /// `TASK_COMPLETED`.
-    #[derive(Clone, Debug, Serialize, Deserialize)]
+    #[derive(Clone, Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
-    pub struct TaskCompleted {
+    pub struct TaskCompleted<'a> {
         /// Final output.
-        pub output: String,
+        #[serde(borrow)]
+        pub output: Text<'a>,
         /// Total duration in milliseconds.
         pub duration_ms: u64,
         /// Total tokens consumed.
@@ -607,13 +822,15 @@ pub mod payload {
     }
 
     /// `TASK_FAILED`.
-    #[derive(Clone, Debug, Serialize, Deserialize)]
+    #[derive(Clone, Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
-    pub struct TaskFailed {
+    pub struct TaskFailed<'a> {
         /// Failure reason.
-        pub reason: String,
+        #[serde(borrow)]
+        pub reason: Text<'a>,
         /// Last known state.
-        pub last_state: String,
+        #[serde(borrow)]
+        pub last_state: Text<'a>,
     }
 
     /// What an erasure covered.
@@ -627,49 +844,58 @@ pub mod payload {
     }
 
     /// `DATA_ERASED`.
-    #[derive(Clone, Debug, Serialize, Deserialize)]
+    #[derive(Clone, Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
-    pub struct DataErased {
+    pub struct DataErased<'a> {
         /// Tenant or subject.
         pub scope: ErasureScope,
         /// The token erased, for a subject erasure.
-        #[serde(default)]
-        pub subject: Option<String>,
+        #[serde(default, borrow)]
+        pub subject: Option<Text<'a>>,
         /// Data keys destroyed.
         pub keys_destroyed: u64,
         /// Who asked.
-        pub requested_by: String,
+        #[serde(borrow)]
+        pub requested_by: Text<'a>,
         /// Why (e.g. the GDPR Art. 17 request reference).
-        pub reason: String,
+        #[serde(borrow)]
+        pub reason: Text<'a>,
     }
 
     /// `DATA_REIDENTIFIED`.
-    #[derive(Clone, Debug, Serialize, Deserialize)]
+    #[derive(Clone, Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
-    pub struct DataReidentified {
+    pub struct DataReidentified<'a> {
         /// The token revealed.
-        pub token: String,
+        #[serde(borrow)]
+        pub token: Text<'a>,
         /// Who asked.
-        pub requested_by: String,
+        #[serde(borrow)]
+        pub requested_by: Text<'a>,
         /// Why.
-        pub reason: String,
+        #[serde(borrow)]
+        pub reason: Text<'a>,
     }
 
     /// `AUDIT_LOG_ACCESSED`.
-    #[derive(Clone, Debug, Serialize, Deserialize)]
+    #[derive(Clone, Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
-    pub struct AuditLogAccessed {
+    pub struct AuditLogAccessed<'a> {
         /// The API token's name (`anonymous` on an open development API).
-        pub principal: String,
+        #[serde(borrow)]
+        pub principal: Text<'a>,
         /// Its role.
-        pub role: String,
+        #[serde(borrow)]
+        pub role: Text<'a>,
         /// HTTP method.
-        pub method: String,
+        #[serde(borrow)]
+        pub method: Text<'a>,
         /// Request path.
-        pub path: String,
+        #[serde(borrow)]
+        pub path: Text<'a>,
         /// Query string, if any.
-        #[serde(default)]
-        pub query: Option<String>,
+        #[serde(default, borrow)]
+        pub query: Option<Text<'a>>,
         /// Response status.
         pub status: u16,
     }

@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 pub mod event;
+pub mod json;
 pub mod strict_json;
 pub mod tables;
 pub mod time;
@@ -14,7 +15,10 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-pub use event::{AuditEvent, EventType, SCHEMA_VERSION, decode_event, decode_value};
+pub use event::{
+    AuditEvent, Decoded, EventType, PayloadFacts, SCHEMA_VERSION, decode, decode_event,
+    decode_value,
+};
 
 /// A tenant identifier. Every record the pipeline emits carries one.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -119,9 +119,10 @@ fn demo_end_to_end() {
     let mut secrets: BTreeSet<String> = BTreeSet::new();
     for line in text.lines() {
         let event = decode_event(line.as_bytes()).unwrap();
+        let payload: serde_json::Value = serde_json::from_str(&event.payload).unwrap();
         for field in event.event_type.text_fields() {
             let mut strings = Vec::new();
-            collect_strings(&event.payload[*field], &mut strings);
+            collect_strings(&payload[*field], &mut strings);
             for s in strings {
                 for span in scan(&s) {
                     if matches!(span.kind, PiiKind::Email | PiiKind::Card | PiiKind::Secret) {

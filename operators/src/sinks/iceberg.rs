@@ -1298,15 +1298,13 @@ impl Warehouse {
     }
 
     /// Every event committed after epoch `after` (every event if `None`) up to `up_to`, as the
-    /// views see it, with its epoch, in epoch order, to rebuild
-    /// their state after a restart: the envelope of each event, and its payload only where
-    /// `needs_payload` says so (the rest get `null`, which keeps memory to the envelope).
-    /// Chain fields are zero.
+    /// views see it, with its epoch, in epoch order, to rebuild their state after a restart:
+    /// the envelope of each event and its payload's facts (not the payload text, which keeps
+    /// memory to the envelope). Chain fields are zero.
     pub async fn view_inputs(
         &self,
         after: Option<Epoch>,
         up_to: Epoch,
-        needs_payload: impl Fn(custody_schemas::EventType) -> bool,
     ) -> Result<Vec<(Epoch, ChainedEvent)>> {
         let batches = self.scan_after(tables::EVENTS, after).await?;
         let mut out = Vec::new();
@@ -1336,11 +1334,6 @@ impl Warehouse {
                 let Some(event_type) = custody_schemas::EventType::parse(ty.value(i)) else {
                     continue;
                 };
-                let payload_value = if needs_payload(event_type) {
-                    serde_json::from_str(payload.value(i)).unwrap_or_default()
-                } else {
-                    serde_json::Value::Null
-                };
                 let event = custody_schemas::AuditEvent {
                     event_id: id.value(i).to_string(),
                     schema_version: version.value(i).to_string(),
@@ -1352,7 +1345,8 @@ impl Warehouse {
                     timestamp: format_rfc3339(time.value(i)),
                     timestamp_us: time.value(i),
                     parent_event_id: opt_string(parent, i),
-                    payload: payload_value,
+                    payload: String::new(),
+                    facts: custody_schemas::PayloadFacts::of_text(event_type, payload.value(i)),
                     previous_event_hash: None,
                 };
                 out.push((
@@ -2312,7 +2306,7 @@ fn events_batch(rows: &[ChainedEvent], source: &str, epoch: Epoch) -> Result<Rec
                 .with_timezone("+00:00"),
             ),
             opt_strings(rows.iter().map(|r| r.event.parent_event_id.as_deref())),
-            strings(rows.iter().map(|r| r.payload_json.as_str())),
+            strings(rows.iter().map(|r| r.event.payload.as_str())),
             strings(rows.iter().map(|r| hex::encode(r.prev_hash))),
             strings(rows.iter().map(|r| hex::encode(r.hash))),
             strings(rows.iter().map(|r| format!("{source}#{}", r.partition))),

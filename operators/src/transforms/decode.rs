@@ -1,36 +1,41 @@
-//! Decode raw bytes into validated audit events.
+//! Decode raw bytes into validated, tokenized audit events.
 //!
 //! # Inputs
 //! A stream of [`RawRecord`] at [`Epoch`] timestamps, exchanged round-robin by offset so that
 //! parsing runs on every worker.
 //!
 //! # Outputs
-//! - oks: [`SourcedEvent`]s that match schema v1;
+//! - oks: [`SourcedEvent`]s that match schema v1, their payload tokenized
+//!   ([`super::tokenize_pii`]) and written once as canonical JSON: each input is parsed once,
+//!   into a tree borrowing its strings, and validated against the typed payload structs
+//!   without copying them;
 //! - errs: [`Quarantined`] records with the precise reason, a SHA-256 of the raw bytes and a
 //!   truncated, PII-tokenized copy of the input.
 //!
 //! # State
-//! None (a PII tokenizer with cached per-scope keys).
+//! None (PII tokenizers with cached per-tenant keys: one entry per tenant seen).
 //!
 //! # Progress
 //! Holds no capabilities.
 //!
 //! # Metrics
 //! `custody_operator_events_{received,sent}_total{operator="decode"}`,
-//! `custody_operator_errors_total{operator="decode"}`, `custody_events_quarantined_total{reason}`.
+//! `custody_operator_errors_total{operator="decode"}`, `custody_events_quarantined_total{reason}`,
+//! `custody_pii_tokens_total{kind}`.
 //!
 //! # Failure modes
 //! None: every input ends on exactly one of the two outputs.
 
-use custody_schemas::{EventType, SchemaError, decode_event};
+use custody_schemas::{Decoded, EventType, SchemaError, decode};
 use sha2::{Digest, Sha256};
 use timely::dataflow::StreamVec;
 use timely::dataflow::operators::{Exchange, OkErr};
 
 use crate::identity::ProducerRegistry;
 use crate::metrics::Metrics;
-use crate::pii::{QUARANTINE_SCOPE, Tokenizer};
+use crate::pii::{KINDS, PiiKind, QUARANTINE_SCOPE, Tokenizer};
 use crate::record::{Epoch, Quarantined, RawRecord, SourcedEvent};
+use crate::transforms::tokenize_pii::tokenize;
 
 /// Limits applied while decoding.
 #[derive(Clone, Debug)]
@@ -86,23 +91,39 @@ impl<'scope> Decode<'scope> for StreamVec<'scope, Epoch, RawRecord> {
         StreamVec<'scope, Epoch, Quarantined>,
     ) {
         // Quarantined input is tokenized but never vaulted.
-        let mut tokenizer = tokenizer.with_vault(crate::pii::VaultMode::default());
+        let mut redactor = tokenizer
+            .clone()
+            .with_vault(crate::pii::VaultMode::default());
+        let mut tokenizer = tokenizer;
         let op = metrics.operator("decode");
         let quarantined = metrics.events_quarantined.clone();
         let spoofs = metrics.tenant_spoofs.clone();
+        let per_kind: Vec<_> = PiiKind::ALL
+            .iter()
+            .chain([&PiiKind::Custom])
+            .map(|k| metrics.pii_tokens.with_label_values(&[k.label()]))
+            .collect();
         self.exchange(|raw: &RawRecord| raw.offset as u64 ^ ((raw.partition as u64) << 48))
             .ok_err(move |raw: RawRecord| {
                 op.received.inc();
-                match decode_one(&raw, &config) {
-                    Ok(event) => {
+                let mut counts = [0u64; KINDS];
+                let decoded = decode_with(&raw, &config, |decoded| {
+                    tokenize(&mut tokenizer, decoded, &mut counts)
+                });
+                match decoded {
+                    Ok((event, vault)) => {
                         op.sent.inc();
+                        for (counter, n) in per_kind.iter().zip(counts) {
+                            if n > 0 {
+                                counter.inc_by(n);
+                            }
+                        }
                         Ok(SourcedEvent {
                             partition: raw.partition,
                             offset: raw.offset,
                             event,
                             raw_sha256: Sha256::digest(&raw.bytes).into(),
-                            payload_json: None,
-                            vault: Vec::new(),
+                            vault,
                         })
                     }
                     Err((kind, reason)) => {
@@ -112,19 +133,29 @@ impl<'scope> Decode<'scope> for StreamVec<'scope, Epoch, RawRecord> {
                             spoofs.inc();
                             tracing::debug!(%reason, "spoofed tenant quarantined");
                         }
-                        Err(quarantine(raw, kind, reason, &config, &mut tokenizer))
+                        Err(quarantine(raw, kind, reason, &config, &mut redactor))
                     }
                 }
             })
     }
 }
 
-/// Decodes and authenticates one raw record: the event, or the quarantine reason's kind and
-/// text. Never panics, whatever the bytes (fuzzed by `custody fuzz`).
+/// Decodes and authenticates one raw record: the event (untokenized), or the quarantine
+/// reason's kind and text. Never panics, whatever the bytes (fuzzed by `custody fuzz`).
 pub fn decode_one(
     raw: &RawRecord,
     config: &DecodeConfig,
 ) -> Result<custody_schemas::AuditEvent, (&'static str, String)> {
+    decode_with(raw, config, |decoded| decoded.finish())
+}
+
+/// Decodes and authenticates one raw record, then hands the accepted event, its payload still
+/// a tree borrowing from the input, to `finish`.
+pub fn decode_with<T>(
+    raw: &RawRecord,
+    config: &DecodeConfig,
+    finish: impl FnOnce(Decoded<'_>) -> T,
+) -> Result<T, (&'static str, String)> {
     if let Some((from, why)) = &raw.skipped {
         return Err((
             "operator_skip",
@@ -160,7 +191,8 @@ pub fn decode_one(
         } else {
             &raw.bytes[..]
         };
-        let event = decode_event(bytes).map_err(|e| schema_error(bytes, e))?;
+        let decoded = decode(bytes).map_err(|e| schema_error(bytes, e))?;
+        let event = &decoded.event;
         let allowed = match raw.partition {
             crate::record::ACCESS_LOG_PARTITION => event.event_type == EventType::AuditLogAccessed,
             crate::record::ADMIN_PARTITION => matches!(
@@ -178,7 +210,7 @@ pub fn decode_one(
                 ),
             ));
         }
-        return Ok(event);
+        return Ok(finish(decoded));
     }
     let bound = match &config.producers {
         Some(registry) => Some(
@@ -194,12 +226,13 @@ pub fn decode_one(
             format!("{t} is written by Custody itself, never accepted from a producer"),
         )
     };
-    let event = decode_event(&raw.bytes).map_err(|e| match e {
+    let decoded = decode(&raw.bytes).map_err(|e| match e {
         SchemaError::Payload { event_type, .. } if event_type.is_custody_action() => {
             reserved(event_type)
         }
         e => schema_error(&raw.bytes, e),
     })?;
+    let event = &decoded.event;
     if event.event_type.is_custody_action() {
         return Err(reserved(event.event_type));
     }
@@ -210,7 +243,7 @@ pub fn decode_one(
             .check_tenant(claim, bound, event.tenant_id.as_str())
             .map_err(|e| (e.kind(), e.to_string()))?;
     }
-    Ok(event)
+    Ok(finish(decoded))
 }
 
 /// The quarantine kind and reason of a schema error; a duplicated member names every tenant the

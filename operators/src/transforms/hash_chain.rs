@@ -47,7 +47,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::{Capability, Operator};
 
 use crate::checkpoint::Signer;
-use crate::hashing::{canonical_json, chain_hash, event_leaf};
+use crate::hashing::{chain_hash, event_leaf};
 use crate::merkle::CompactRange;
 use crate::metrics::Metrics;
 use crate::record::{
@@ -325,7 +325,6 @@ pub fn append(chains: &mut ChainState, sourced: SourcedEvent) -> ChainedEvent {
         partition,
         offset,
         event,
-        payload_json,
         vault,
         ..
     } = sourced;
@@ -338,15 +337,13 @@ pub fn append(chains: &mut ChainState, sourced: SourcedEvent) -> ChainedEvent {
     };
     let seq = log.merkle.size();
     let prev_hash = log.head;
-    let payload_json = payload_json.unwrap_or_else(|| canonical_json(&event.payload));
-    let leaf = event_leaf(&event, &payload_json, seq);
+    let leaf = event_leaf(&event, seq);
     let hash = chain_hash(&prev_hash, &leaf);
     log.merkle.append(leaf);
     log.head = hash;
     ChainedEvent {
         partition,
         offset,
-        payload_json,
         event,
         seq,
         prev_hash,
@@ -375,7 +372,6 @@ mod tests {
             offset,
             event,
             raw_sha256: [offset as u8; 32],
-            payload_json: None,
             vault: Vec::new(),
         }
     }

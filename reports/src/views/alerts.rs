@@ -38,7 +38,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use custody_operators::record::{ChainedEvent, Epoch, ViewId, ViewUpdate};
-use custody_schemas::EventType;
+use custody_schemas::PayloadFacts;
 use differential_dataflow::VecCollection;
 
 use super::name::Name;
@@ -122,30 +122,22 @@ pub type AgentKey = (Name, Name);
 pub fn facts(cfg: &DriftConfig, e: &ChainedEvent) -> Vec<(AgentKey, DriftFact)> {
     let ev = &e.event;
     let w = ev.timestamp_us.div_euclid(cfg.window_us.max(1));
-    let p = &ev.payload;
     let key = (Name::new(ev.tenant_id.as_str()), Name::new(&ev.agent_id));
     let mut out = vec![(key, DriftFact::Event(w))];
-    let extra = match ev.event_type {
-        EventType::ToolResultReceived => Some(DriftFact::ToolResult(
+    let extra = match &ev.facts {
+        PayloadFacts::ToolResult { error } => Some(DriftFact::ToolResult(w, *error)),
+        PayloadFacts::Review { decision, .. } => Some(DriftFact::Review(
             w,
-            p["status"].as_str() == Some("error"),
+            matches!(decision.as_str(), "reject" | "modify"),
         )),
-        EventType::HumanReviewDecision => Some(DriftFact::Review(
+        PayloadFacts::Model {
+            model_id,
+            model_version,
+        } => Some(DriftFact::Model(
             w,
-            matches!(p["decision"].as_str(), Some("reject" | "modify")),
+            Name::new(&format!("{model_id}@{model_version}")),
         )),
-        EventType::ModelDecision => Some(DriftFact::Model(
-            w,
-            Name::new(&format!(
-                "{}@{}",
-                p["model_id"].as_str().unwrap_or("?"),
-                p["model_version"].as_str().unwrap_or("?")
-            )),
-        )),
-        EventType::ToolCalled => Some(DriftFact::Tool(
-            w,
-            Name::new(p["tool_name"].as_str().unwrap_or("?")),
-        )),
+        PayloadFacts::ToolCall { tool_name, .. } => Some(DriftFact::Tool(w, Name::new(tool_name))),
         _ => None,
     };
     out.extend(extra.map(|f| (key, f)));

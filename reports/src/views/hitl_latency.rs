@@ -10,8 +10,7 @@
 //! [`super::review_sketches`], which documents the state and its bound.
 
 use custody_operators::record::{ChainedEvent, HitlStats};
-use custody_schemas::EventType;
-use custody_schemas::time::parse_rfc3339;
+use custody_schemas::PayloadFacts;
 
 use serde::{Deserialize, Serialize};
 
@@ -97,20 +96,24 @@ pub trait FromEvent: Sized {
 
 impl FromEvent for Escalation {
     fn from_event(e: &ChainedEvent) -> Option<Self> {
-        if e.event.event_type != EventType::HumanEscalationTriggered {
+        let PayloadFacts::Escalation {
+            presented_us: Some(presented_us),
+            sla_seconds: Some(sla_s),
+            risk_tier,
+        } = &e.event.facts
+        else {
             return None;
-        }
-        let p = &e.event.payload;
+        };
         Some((
             (
                 e.event.tenant_id.as_str().to_string(),
                 e.event.event_id.clone(),
             ),
             EscalationFact {
-                presented_us: parse_rfc3339(p["presented_at"].as_str()?).ok()?,
-                sla_s: p["sla_seconds"].as_i64()?,
+                presented_us: *presented_us,
+                sla_s: *sla_s,
                 agent_id: e.event.agent_id.clone(),
-                risk_tier: p["risk_tier"].as_str()?.to_string(),
+                risk_tier: risk_tier.clone(),
             },
         ))
     }
@@ -118,16 +121,22 @@ impl FromEvent for Escalation {
 
 impl FromEvent for Decision {
     fn from_event(e: &ChainedEvent) -> Option<Self> {
-        if e.event.event_type != EventType::HumanReviewDecision {
+        let PayloadFacts::Review {
+            escalation_event_id,
+            decided_us: Some(decided_us),
+            decision,
+        } = &e.event.facts
+        else {
             return None;
-        }
-        let p = &e.event.payload;
-        let escalation = p["escalation_event_id"].as_str()?.to_string();
+        };
         Some((
-            (e.event.tenant_id.as_str().to_string(), escalation),
+            (
+                e.event.tenant_id.as_str().to_string(),
+                escalation_event_id.clone(),
+            ),
             DecisionFact {
-                decided_us: parse_rfc3339(p["decided_at"].as_str()?).ok()?,
-                outcome: Outcome::parse(p["decision"].as_str()?)?,
+                decided_us: *decided_us,
+                outcome: Outcome::parse(decision)?,
             },
         ))
     }

@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use custody_operators::Metrics;
 use custody_operators::record::{ChainedEvent, Epoch, ViewId, ViewUpdate};
-use custody_schemas::EventType;
+use custody_schemas::PayloadFacts;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
@@ -46,15 +46,15 @@ impl ModelUse {
     /// The use of `e`, keyed by `(tenant, model)`, if it is a model decision.
     pub fn from_event(e: &ChainedEvent) -> Option<((String, String), ModelIn)> {
         let ev = &e.event;
-        if ev.event_type != EventType::ModelDecision {
+        let PayloadFacts::Model {
+            model_id,
+            model_version,
+        } = &ev.facts
+        else {
             return None;
-        }
+        };
         let u = ModelUse {
-            model: format!(
-                "{}@{}",
-                ev.payload["model_id"].as_str()?,
-                ev.payload["model_version"].as_str()?
-            ),
+            model: format!("{model_id}@{model_version}"),
             agent_id: ev.agent_id.clone(),
             ts_us: ev.timestamp_us,
         };

@@ -24,8 +24,7 @@
 //! vaulted, or the field is not a number), the call needs an approval.
 
 use custody_operators::record::ChainedEvent;
-use custody_schemas::EventType;
-use custody_schemas::time::parse_rfc3339;
+use custody_schemas::{EventType, PayloadFacts};
 use serde::{Deserialize, Serialize};
 
 /// What a rule asks.
@@ -117,18 +116,25 @@ pub fn facts(rules: &[PolicyRule], e: &ChainedEvent) -> Vec<((String, String), P
     let ev = &e.event;
     let key = || (ev.tenant_id.as_str().to_string(), ev.session_id.clone());
     match ev.event_type {
-        EventType::HumanReviewDecision => {
-            let p = &ev.payload;
-            let approved = matches!(p["decision"].as_str(), Some("approve" | "modify"));
-            match p["decided_at"].as_str().map(parse_rfc3339) {
-                Some(Ok(at)) if approved => vec![(key(), PolicyFact::Approval(at))],
-                _ => Vec::new(),
+        EventType::HumanReviewDecision => match &ev.facts {
+            PayloadFacts::Review {
+                decided_us: Some(at),
+                decision,
+                ..
+            } if matches!(decision.as_str(), "approve" | "modify") => {
+                vec![(key(), PolicyFact::Approval(*at))]
             }
-        }
+            _ => Vec::new(),
+        },
         EventType::ToolCalled => {
-            let p = &ev.payload;
-            let tool = p["tool_name"].as_str().unwrap_or_default();
-            let elevated = p["elevated"].as_bool().unwrap_or(false);
+            let (tool, elevated, amounts) = match &ev.facts {
+                PayloadFacts::ToolCall {
+                    tool_name,
+                    elevated,
+                    amounts,
+                } => (tool_name.as_str(), *elevated, amounts.as_slice()),
+                _ => ("", false, &[][..]),
+            };
             rules
                 .iter()
                 .filter(|r| {
@@ -140,13 +146,15 @@ pub fn facts(rules: &[PolicyRule], e: &ChainedEvent) -> Vec<((String, String), P
                 })
                 .filter_map(|r| {
                     let detail = match (&r.amount_field, r.above) {
-                        (Some(field), Some(above)) => match p["input"][field].as_f64() {
-                            Some(amount) if amount > above => {
-                                format!("{tool} with {field} {amount} above {above}")
+                        (Some(field), Some(above)) => {
+                            match amounts.iter().find(|(k, _)| k == field).map(|(_, a)| *a) {
+                                Some(amount) if amount > above => {
+                                    format!("{tool} with {field} {amount} above {above}")
+                                }
+                                Some(_) => return None,
+                                None => format!("{tool} with unreadable {field} (fails closed)"),
                             }
-                            Some(_) => return None,
-                            None => format!("{tool} with unreadable {field} (fails closed)"),
-                        },
+                        }
                         _ => tool.to_string(),
                     };
                     Some((

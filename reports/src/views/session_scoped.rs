@@ -38,7 +38,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use custody_operators::Metrics;
 use custody_operators::record::{ChainedEvent, Epoch, ViewId, ViewUpdate};
-use custody_schemas::EventType;
+use custody_schemas::{EventType, PayloadFacts};
 use prometheus::IntGauge;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::StreamVec;
@@ -96,15 +96,13 @@ impl SessionEvent {
     pub fn from_event(e: &ChainedEvent, rules: &[PolicyRule]) -> (SessionKey, SessionEvent) {
         let (key, fact) = SessionFact::from_event(e);
         let ev = &e.event;
-        let model = (ev.event_type == EventType::ModelDecision)
-            .then(|| {
-                Some(format!(
-                    "{}@{}",
-                    ev.payload["model_id"].as_str()?,
-                    ev.payload["model_version"].as_str()?
-                ))
-            })
-            .flatten();
+        let model = match &ev.facts {
+            PayloadFacts::Model {
+                model_id,
+                model_version,
+            } => Some(format!("{model_id}@{model_version}")),
+            _ => None,
+        };
         (
             key,
             SessionEvent {

@@ -8,7 +8,7 @@
 //! and `last`.
 
 use custody_operators::record::ChainedEvent;
-use custody_schemas::EventType;
+use custody_schemas::{EventType, PayloadFacts};
 use serde::{Deserialize, Serialize};
 
 /// What the view keeps of each event.
@@ -36,8 +36,7 @@ impl SessionFact {
                 event_type: ev.event_type,
                 started_by: (ev.event_type == EventType::TaskInitiated)
                     .then(|| (ev.agent_id.clone(), ev.user_id.clone())),
-                tool_failed: ev.event_type == EventType::ToolResultReceived
-                    && ev.payload["status"].as_str() == Some("error"),
+                tool_failed: matches!(ev.facts, PayloadFacts::ToolResult { error: true }),
             },
         )
     }
