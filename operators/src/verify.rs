@@ -795,7 +795,10 @@ impl ContinuousVerifier {
         let mut out = Vec::new();
         for e in events {
             let tenant = e.event.tenant_id.as_str();
-            let (next, head) = self.heads.entry(tenant.to_string()).or_insert((0, [0; 32]));
+            let (next, head) = match self.heads.get_mut(tenant) {
+                Some(h) => h,
+                None => self.heads.entry(tenant.to_string()).or_insert((0, [0; 32])),
+            };
             let problem = if e.seq < *next {
                 Some((ProblemKind::Fork, format!("seq {} written again", e.seq)))
             } else if e.seq > *next {

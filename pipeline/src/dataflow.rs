@@ -39,7 +39,7 @@ use custody_operators::{Decode, ForwardToSink, HashChain, Metrics};
 use custody_reports::ViewsConfig;
 use custody_reports::live::{LiveViews, RetiredRows};
 use custody_reports::proofs::LiveLogs;
-use custody_reports::render_views;
+use custody_reports::{render_views, split_view_facts, view_facts};
 use custody_schemas::time::now_us;
 use differential_dataflow::input::{Input as _, InputSession};
 use timely::dataflow::operators::vec::Map;
@@ -418,8 +418,9 @@ pub fn run_pipeline(
                 dealt = dealt.wrapping_add(1);
                 dealt
             });
-            let (views, state) =
-                render_views(chained.clone().concat(past), now, &views_config, &metrics);
+            let (chained, facts) = split_view_facts(chained, &views_config);
+            let facts = facts.concat(view_facts(past, &views_config));
+            let (views, state) = render_views(facts, now, &views_config, &metrics);
             let views = apply_history(views, first_epoch, worker_live);
             let (probe, _) = chained
                 .concat(errs.map(|q| SinkRecord::Quarantine(Box::new(q))))

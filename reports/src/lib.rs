@@ -246,11 +246,51 @@ fn rows<'scope, R: serde::Serialize + Clone + 'static>(
     )
 }
 
-/// Builds every view over the chained events (the `Event` records of the hash chain's
-/// output, and `ViewState` records read back from a snapshot) and the pipeline's clock;
-/// returns their changes, and their state at snapshot epochs (JSON lines of [`StatePart`]s).
+/// What the views read of a stream of records: every view's small facts, extracted once
+/// per record (the records themselves, with their payloads, are never copied for the views).
+pub struct ViewFacts<'scope>(VecCollection<'scope, Epoch, Fact>);
+
+impl<'scope> ViewFacts<'scope> {
+    /// The facts of both.
+    pub fn concat(self, other: ViewFacts<'scope>) -> ViewFacts<'scope> {
+        ViewFacts(self.0.concat(other.0))
+    }
+}
+
+/// The views' facts of `records` (the `Event` records of the hash chain's output, and
+/// `ViewState` records read back from a snapshot), which the views alone consume.
+pub fn view_facts<'scope>(
+    records: StreamVec<'scope, Epoch, SinkRecord>,
+    cfg: &ViewsConfig,
+) -> ViewFacts<'scope> {
+    let (rules, drift) = (Arc::clone(&cfg.rules), cfg.drift);
+    ViewFacts(updates(records, "ViewFacts", move |r| {
+        Fact::of(r, &rules, &drift)
+    }))
+}
+
+/// Splits `records` into themselves, moved on (to the sink), and the views' facts of them:
+/// no record is cloned, as it would be for two consumers of one stream.
+pub fn split_view_facts<'scope>(
+    records: StreamVec<'scope, Epoch, SinkRecord>,
+    cfg: &ViewsConfig,
+) -> (StreamVec<'scope, Epoch, SinkRecord>, ViewFacts<'scope>) {
+    use timely::dataflow::operators::OkErr;
+    let (rules, drift) = (Arc::clone(&cfg.rules), cfg.drift);
+    let (records, facts) = records
+        .flat_map(move |r| {
+            let facts = Fact::of(&r, &rules, &drift);
+            std::iter::once(Ok(r)).chain(facts.into_iter().map(Err))
+        })
+        .ok_err(|x| x);
+    (records, ViewFacts(facts.into_updates()))
+}
+
+/// Builds every view over their facts ([`view_facts`], [`split_view_facts`]) and the
+/// pipeline's clock; returns their changes, and their state at snapshot epochs (JSON lines of
+/// [`StatePart`]s).
 pub fn render_views<'scope>(
-    events: StreamVec<'scope, Epoch, SinkRecord>,
+    facts: ViewFacts<'scope>,
     clock: VecCollection<'scope, Epoch, i64>,
     cfg: &ViewsConfig,
     metrics: &Metrics,
@@ -262,14 +302,12 @@ pub fn render_views<'scope>(
     use timely::dataflow::operators::{Concat, Concatenate};
     let hitl = cfg.hitl;
     let every = cfg.snapshot_every;
-    let (rules, drift) = (Arc::clone(&cfg.rules), cfg.drift);
+    let drift = cfg.drift;
     // The clock moves at every live epoch (never at replayed ones): the views snapshot at
     // those, on every worker.
     let ticks = clock.inner.clone().map(|_| ()).broadcast();
-    // One pass over the events extracts every view's small facts; the events themselves (with
-    // their payloads) are not copied per view.
-    let facts = updates(events, "ViewFacts", move |r| Fact::of(r, &rules, &drift));
     let mut parts = facts
+        .0
         .inner
         .partition(Fact::KINDS, |(f, t, r)| (f.kind(), (f, t, r)));
     let mut next = || parts.remove(0);
@@ -484,7 +522,8 @@ mod tests {
         let rx = timely::example(move |scope| {
             let (mut input, stream) = scope.new_input::<Vec<SinkRecord>>();
             let (mut clock, now) = scope.new_collection::<i64, isize>();
-            let rx = render_views(stream, now, &ViewsConfig::default(), &Metrics::new())
+            let cfg = ViewsConfig::default();
+            let rx = render_views(view_facts(stream, &cfg), now, &cfg, &Metrics::new())
                 .0
                 .capture();
             // Everything is sent before the dataflow runs at all.

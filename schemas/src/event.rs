@@ -511,6 +511,10 @@ fn check_id(name: &'static str, v: &str) -> Result<(), SchemaError> {
 
 /// `T` read from the tree, the error naming where.
 fn from_tree<'de, T: Deserialize<'de>>(tree: &'de Json<'de>) -> Result<T, String> {
+    // Read again to say where only when it fails: tracking the path costs as much as reading.
+    if let Ok(t) = T::deserialize(tree) {
+        return Ok(t);
+    }
     serde_path_to_error::deserialize(tree).map_err(|e| {
         let path = e.path().to_string();
         if path == "." {

@@ -61,7 +61,7 @@ use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
 use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
 use iceberg::{Catalog, CatalogBuilder, NamespaceIdent, TableCreation, TableIdent};
 use iceberg_catalog_sql::{SqlBindStyle, SqlCatalog, SqlCatalogBuilder};
-use parquet::basic::Compression;
+use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -922,7 +922,7 @@ impl Warehouse {
             DataFileFormat::Parquet,
         );
         let props = WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
+            .set_compression(Compression::ZSTD(ZstdLevel::default()))
             .build();
         let rolling = RollingFileWriterBuilder::new_with_default_file_size(
             ParquetWriterBuilder::new(props, schema),
@@ -2000,9 +2000,7 @@ impl IcebergSink {
                 keyed.entry(*view).or_default().push(v);
             }
         }
-        events.sort_by(|a, b| {
-            (a.event.tenant_id.as_str(), a.seq).cmp(&(b.event.tenant_id.as_str(), b.seq))
-        });
+        let events = sorted_by_tenant_and_seq(events);
         heads.sort_by(|a, b| a.tenant_id.cmp(&b.tenant_id));
         if let Some(verifier) = self.verifier.as_mut() {
             for (tenant, problem) in verifier.observe(&events, &checkpoints) {
@@ -2258,6 +2256,21 @@ impl IcebergSink {
         tracing::debug!(epoch, ?rows, "committed epoch");
         Ok(rows)
     }
+}
+
+/// `events` in `(tenant, seq)` order, each moved twice (sorting the events themselves would
+/// move each of these large records many times).
+fn sorted_by_tenant_and_seq(events: Vec<ChainedEvent>) -> Vec<ChainedEvent> {
+    let mut order: Vec<u32> = (0..events.len() as u32).collect();
+    order.sort_unstable_by(|&a, &b| {
+        let (a, b) = (&events[a as usize], &events[b as usize]);
+        (a.event.tenant_id.as_str(), a.seq).cmp(&(b.event.tenant_id.as_str(), b.seq))
+    });
+    let mut slots: Vec<Option<ChainedEvent>> = events.into_iter().map(Some).collect();
+    order
+        .into_iter()
+        .filter_map(|i| slots[i as usize].take())
+        .collect()
 }
 
 fn nonempty<T>(
