@@ -132,6 +132,69 @@ impl ChainedEvent {
     }
 }
 
+/// What the commit needs of an event its worker wrote to a data file: its place in its
+/// tenant's chain and where it came from (the event itself stays with the writer).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WrittenEvent {
+    /// The tenant.
+    pub tenant_id: String,
+    /// Position in the tenant's chain.
+    pub seq: u64,
+    /// The event id.
+    pub event_id: String,
+    /// Source partition.
+    pub partition: i32,
+    /// Source offset.
+    pub offset: i64,
+    /// Hash of the previous event in the chain.
+    pub prev_hash: [u8; 32],
+    /// This event's chain hash.
+    pub hash: [u8; 32],
+    /// This event's Merkle leaf.
+    pub leaf_hash: [u8; 32],
+}
+
+impl WrittenEvent {
+    /// The digest of `e`.
+    pub fn of(e: &ChainedEvent) -> Self {
+        WrittenEvent {
+            tenant_id: e.event.tenant_id.as_str().to_string(),
+            seq: e.seq,
+            event_id: e.event.event_id.clone(),
+            partition: e.partition,
+            offset: e.offset,
+            prev_hash: e.prev_hash,
+            hash: e.hash,
+            leaf_hash: e.leaf_hash,
+        }
+    }
+
+    /// The digest of `e`, taking its strings.
+    pub fn take(e: ChainedEvent) -> Self {
+        WrittenEvent {
+            tenant_id: String::from(e.event.tenant_id),
+            seq: e.seq,
+            event_id: e.event.event_id,
+            partition: e.partition,
+            offset: e.offset,
+            prev_hash: e.prev_hash,
+            hash: e.hash,
+            leaf_hash: e.leaf_hash,
+        }
+    }
+}
+
+/// An event's plaintext for the vault, with the event it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VaultEvent {
+    /// The tenant.
+    pub tenant_id: String,
+    /// The event id.
+    pub event_id: String,
+    /// What to seal.
+    pub items: Vec<VaultItem>,
+}
+
 /// Input that was rejected, with the reason. Never dropped: it is written to `custody.quarantine`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Quarantined {

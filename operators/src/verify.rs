@@ -789,12 +789,12 @@ impl ContinuousVerifier {
     /// with the tenant they concern.
     pub fn observe(
         &mut self,
-        events: &[crate::record::ChainedEvent],
+        events: &[crate::record::WrittenEvent],
         checkpoints: &[Checkpoint],
     ) -> Vec<(String, Problem)> {
         let mut out = Vec::new();
         for e in events {
-            let tenant = e.event.tenant_id.as_str();
+            let tenant = e.tenant_id.as_str();
             let (next, head) = match self.heads.get_mut(tenant) {
                 Some(h) => h,
                 None => self.heads.entry(tenant.to_string()).or_insert((0, [0; 32])),
@@ -924,7 +924,10 @@ mod tests {
 
     #[test]
     fn continuous_verifier_flags_gaps_forks_and_bad_checkpoints() {
-        let evs = events(6);
+        let evs: Vec<_> = events(6)
+            .iter()
+            .map(crate::record::WrittenEvent::of)
+            .collect();
         let signer = Signer::from_seed(&[3; 32]);
         let mut v = ContinuousVerifier::new(signer.public_key(), &Arc::new(ChainState::new()));
         assert!(v.observe(&evs[..3], &[]).is_empty());

@@ -22,8 +22,11 @@ use std::time::{Duration, Instant};
 use custody_operators::checkpoint::Signer;
 use custody_operators::pii::{Tokenizer, VaultMode};
 use custody_operators::proof_store::ProofStore;
-use custody_operators::record::{ACCESS_LOG_PARTITION, Epoch, RawRecord, SinkRecord, ViewUpdate};
+use custody_operators::record::{
+    ACCESS_LOG_PARTITION, Epoch, RawRecord, SinkRecord, ViewUpdate, WrittenEvent,
+};
 use custody_operators::sinks::dead_letter::DeadLetter;
+use custody_operators::sinks::event_writer::{EventWriter, WriteEvents};
 use custody_operators::sinks::iceberg::{
     Committed, HeadsFile, IcebergSink, Sealer, SinkMsg, SourcePositions, ViewSnapshot, Warehouse,
     Watermark,
@@ -308,7 +311,7 @@ pub fn run_pipeline(
             tracing::warn!(error = %e, "no coverage beside the views' snapshot");
         }
         for chunk in history.chunk_by(|a, b| a.0 == b.0) {
-            let events: Vec<_> = chunk.iter().map(|(_, e)| e.clone()).collect();
+            let events: Vec<_> = chunk.iter().map(|(_, e)| WrittenEvent::of(e)).collect();
             l.observe(chunk[0].0, &events);
         }
     }
@@ -328,7 +331,12 @@ pub fn run_pipeline(
     );
     publish_key(warehouse.root(), &opts.key_dir, &signer)?;
 
+    let event_writer = EventWriter {
+        table: runtime.block_on(warehouse.table(custody_schemas::tables::EVENTS))?,
+        source: source.name(),
+    };
     let (sink_tx, sink_rx) = mpsc::sync_channel::<SinkMsg>(1024);
+    let writer_tx = sink_tx.clone();
     let (committed_tx, committed_rx) = mpsc::channel::<Committed>();
     let hook_live = Arc::clone(&live);
     let hook_snapshots = warehouse.snapshot_dir();
@@ -398,6 +406,8 @@ pub fn run_pipeline(
             None
         };
         let tx = parts.as_ref().map(|p| p.sink_tx.clone());
+        let writer_tx = writer_tx.clone();
+        let event_writer = event_writer.clone();
         let decode = opts.decode.clone();
         let views_config = opts.views.clone();
         let heads = Arc::clone(&heads);
@@ -419,6 +429,7 @@ pub fn run_pipeline(
                 dealt
             });
             let (chained, facts) = split_view_facts(chained, &views_config);
+            let chained = chained.write_events(event_writer, writer_tx, &metrics);
             let facts = facts.concat(view_facts(past, &views_config));
             let (views, state) = render_views(facts, now, &views_config, &metrics);
             let views = apply_history(views, first_epoch, worker_live);

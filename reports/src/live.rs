@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
-use custody_operators::record::{ChainedEvent, Epoch, HitlStats, ViewId, ViewUpdate};
+use custody_operators::record::{Epoch, HitlStats, ViewId, ViewUpdate, WrittenEvent};
 use serde::Serialize;
 
 /// Current view contents, per tenant.
@@ -238,15 +238,18 @@ impl LiveViews {
     }
 
     /// Records which committed events the views now reflect.
-    pub fn observe(&mut self, epoch: Epoch, events: &[ChainedEvent]) {
+    pub fn observe(&mut self, epoch: Epoch, events: &[WrittenEvent]) {
         for e in events {
-            let c = self
-                .coverage
-                .entry(e.event.tenant_id.as_str().to_string())
-                .or_insert_with(|| Coverage {
-                    epochs: (epoch, epoch),
-                    ..Coverage::default()
-                });
+            let c = match self.coverage.get_mut(e.tenant_id.as_str()) {
+                Some(c) => c,
+                None => self
+                    .coverage
+                    .entry(e.tenant_id.clone())
+                    .or_insert_with(|| Coverage {
+                        epochs: (epoch, epoch),
+                        ..Coverage::default()
+                    }),
+            };
             c.events += 1;
             c.epochs = (c.epochs.0.min(epoch), c.epochs.1.max(epoch));
             let o = c.offsets.entry(e.partition).or_insert((e.offset, e.offset));

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use custody_operators::checkpoint::Checkpoint;
 use custody_operators::merkle::Hash;
 use custody_operators::proof_store::ProofStore;
-use custody_operators::record::{ChainedEvent, Epoch};
+use custody_operators::record::{Epoch, WrittenEvent};
 use serde::Serialize;
 
 /// Every tenant's latest checkpoint, and the proof store.
@@ -99,7 +99,7 @@ impl LiveLogs {
     pub fn apply(
         &mut self,
         epoch: Epoch,
-        events: &[ChainedEvent],
+        events: &[WrittenEvent],
         checkpoints: &[Checkpoint],
     ) -> std::io::Result<()> {
         if let Some(store) = &mut self.store {
@@ -107,9 +107,9 @@ impl LiveLogs {
                 epoch,
                 events.iter().map(|e| {
                     (
-                        e.event.tenant_id.as_str(),
+                        e.tenant_id.as_str(),
                         e.seq,
-                        e.event.event_id.as_str(),
+                        e.event_id.as_str(),
                         e.leaf_hash,
                     )
                 }),

@@ -588,7 +588,7 @@ fn iso42001(i: &Inputs<'_>) -> Vec<ReportRow> {
 
 #[cfg(test)]
 mod tests {
-    use custody_operators::record::{ChainedEvent, ViewUpdate};
+    use custody_operators::record::{ChainedEvent, ViewUpdate, WrittenEvent};
     use custody_schemas::decode_event;
 
     use super::*;
@@ -741,8 +741,8 @@ mod tests {
             },
         ));
         live.apply(7, &updates);
-        live.observe(3, &[event(10)]);
-        live.observe(7, &[event(41)]);
+        live.observe(3, &[WrittenEvent::of(&event(10))]);
+        live.observe(7, &[WrittenEvent::of(&event(41))]);
         let ctx = ReportContext {
             checkpoint: Some(CheckpointRef {
                 tree_size: 21,

@@ -72,9 +72,9 @@ use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::merkle::{CompactRange, Hash};
 use crate::metrics::Metrics;
-use crate::record::VaultItem;
 use crate::record::{
-    ChainHead, ChainedEvent, EmitterHead, Epoch, Quarantined, SinkRecord, ViewId, ViewUpdate,
+    ChainHead, ChainedEvent, EmitterHead, Epoch, Quarantined, SinkRecord, VaultEvent, VaultItem,
+    ViewId, ViewUpdate, WrittenEvent,
 };
 use crate::sinks::dead_letter::DeadLetter;
 use crate::transforms::hash_chain::{ChainState, EmitterState, TenantLog};
@@ -121,8 +121,26 @@ pub struct SourcePositions {
 pub enum SinkMsg {
     /// Records of an epoch; more may follow for the same epoch.
     Records(Epoch, Vec<SinkRecord>),
+    /// One worker's events of an epoch, written to data files
+    /// ([`super::event_writer`]); each worker sends at most one per epoch.
+    Events(Epoch, EventFiles),
+    /// A worker could not write its events of an epoch: the epoch cannot be committed.
+    WriterFailed(Epoch, String),
     /// Every record of the epoch has been sent; commit it.
     Seal(Epoch, SourcePositions),
+}
+
+/// One worker's events of an epoch, written but not visible.
+#[derive(Debug, Default)]
+pub struct EventFiles {
+    /// The data files of `custody.events`.
+    pub files: Vec<iceberg::spec::DataFile>,
+    /// `(path, SHA-256 hex)` of each.
+    pub sha256: Vec<(String, String)>,
+    /// The events they hold, in `(tenant, seq)` order.
+    pub events: Vec<WrittenEvent>,
+    /// The plaintext the vault must seal, per event.
+    pub vault: Vec<VaultEvent>,
 }
 
 /// Sent back to the driver once an epoch is durable in every table.
@@ -912,27 +930,7 @@ impl Warehouse {
         epoch: Epoch,
         batch: RecordBatch,
     ) -> Result<Vec<iceberg::spec::DataFile>> {
-        let schema = table.metadata().current_schema().clone();
-        let arrow = Arc::new(schema_to_arrow_schema(&schema)?);
-        let batch = RecordBatch::try_new(arrow, batch.columns().to_vec())?;
-        let location = DefaultLocationGenerator::new(table.metadata())?;
-        let names = DefaultFileNameGenerator::new(
-            format!("epoch-{epoch:012}"),
-            Some(uuid::Uuid::new_v4().to_string()),
-            DataFileFormat::Parquet,
-        );
-        let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::default()))
-            .build();
-        let rolling = RollingFileWriterBuilder::new_with_default_file_size(
-            ParquetWriterBuilder::new(props, schema),
-            table.file_io().clone(),
-            location,
-            names,
-        );
-        let mut writer = DataFileWriterBuilder::new(rolling).build(None).await?;
-        writer.write(batch).await?;
-        Ok(writer.close().await?)
+        write_data_files(table, epoch, batch).await
     }
 
     /// Where the views' state snapshots are kept.
@@ -1142,8 +1140,7 @@ impl Warehouse {
 
     /// SHA-256 of a data file's bytes, hex.
     pub async fn file_sha256(&self, table: &Table, path: &str) -> Result<String> {
-        let bytes = table.file_io().new_input(path)?.read().await?;
-        Ok(hex::encode(Sha256::digest(&bytes)))
+        data_file_sha256(table, path).await
     }
 
     /// Commits data files to `table` as one fast-append snapshot of `epoch`.
@@ -1195,6 +1192,43 @@ impl Warehouse {
             })
             .collect()
     }
+}
+
+/// Writes `batch` as Parquet data files (zstd) of `table` for `epoch`, named uniquely (epoch
+/// and a UUID, so that writers on several workers never collide); nothing is visible until
+/// they are committed.
+pub async fn write_data_files(
+    table: &Table,
+    epoch: Epoch,
+    batch: RecordBatch,
+) -> Result<Vec<iceberg::spec::DataFile>> {
+    let schema = table.metadata().current_schema().clone();
+    let arrow = Arc::new(schema_to_arrow_schema(&schema)?);
+    let batch = RecordBatch::try_new(arrow, batch.columns().to_vec())?;
+    let location = DefaultLocationGenerator::new(table.metadata())?;
+    let names = DefaultFileNameGenerator::new(
+        format!("epoch-{epoch:012}"),
+        Some(uuid::Uuid::new_v4().to_string()),
+        DataFileFormat::Parquet,
+    );
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .build();
+    let rolling = RollingFileWriterBuilder::new_with_default_file_size(
+        ParquetWriterBuilder::new(props, schema),
+        table.file_io().clone(),
+        location,
+        names,
+    );
+    let mut writer = DataFileWriterBuilder::new(rolling).build(None).await?;
+    writer.write(batch).await?;
+    Ok(writer.close().await?)
+}
+
+/// SHA-256 of a data file's bytes, hex.
+pub async fn data_file_sha256(table: &Table, path: &str) -> Result<String> {
+    let bytes = table.file_io().new_input(path)?.read().await?;
+    Ok(hex::encode(Sha256::digest(&bytes)))
 }
 
 /// The first file under `dir` (recursively) with extension `ext`, if any.
@@ -1740,6 +1774,8 @@ pub struct IcebergSink {
     sink_id: String,
     metrics: Metrics,
     pending: BTreeMap<Epoch, Vec<SinkRecord>>,
+    /// Events the workers wrote, by epoch.
+    written: BTreeMap<Epoch, Vec<EventFiles>>,
     /// Snapshots of the views' state being written, by epoch.
     snapshots: BTreeMap<Epoch, SnapshotFile>,
     on_commit: Option<CommitHook>,
@@ -1839,8 +1875,8 @@ struct VaultRow {
 pub struct CommitNotice<'a> {
     /// The epoch.
     pub epoch: Epoch,
-    /// Its events, sorted by tenant and seq.
-    pub events: &'a [ChainedEvent],
+    /// Its events, in `(tenant, seq)` order per tenant.
+    pub events: &'a [WrittenEvent],
     /// Its checkpoints.
     pub checkpoints: &'a [Checkpoint],
     /// Its view changes.
@@ -1860,6 +1896,7 @@ impl IcebergSink {
             sink_id: sink_id.into(),
             metrics,
             pending: BTreeMap::new(),
+            written: BTreeMap::new(),
             snapshots: BTreeMap::new(),
             on_commit: None,
             verifier: None,
@@ -1928,9 +1965,20 @@ impl IcebergSink {
                     }
                     self.pending.entry(epoch).or_default().extend(rest);
                 }
+                SinkMsg::Events(epoch, files) => {
+                    self.written.entry(epoch).or_default().push(files);
+                }
+                SinkMsg::WriterFailed(epoch, why) => {
+                    return Err(Error::SinkStopped(format!(
+                        "a worker could not write the events of epoch {epoch}: {why}"
+                    )));
+                }
                 SinkMsg::Seal(epoch, positions) => {
                     let records = self.pending.remove(&epoch).unwrap_or_default();
-                    let rows = self.commit_epoch(epoch, records, &positions).await?;
+                    let written = self.written.remove(&epoch).unwrap_or_default();
+                    let rows = self
+                        .commit_epoch(epoch, records, written, &positions)
+                        .await?;
                     if committed
                         .send(Committed {
                             epoch,
@@ -1958,11 +2006,13 @@ impl IcebergSink {
         file.write(lines)
     }
 
-    /// Writes one epoch to every table it touches.
+    /// Writes one epoch to every table it touches; its events are in `written` (files the
+    /// workers wrote) and in `records` (written here).
     pub async fn commit_epoch(
         &mut self,
         epoch: Epoch,
         records: Vec<SinkRecord>,
+        mut written: Vec<EventFiles>,
         positions: &SourcePositions,
     ) -> Result<BTreeMap<&'static str, usize>> {
         let started = Instant::now();
@@ -2000,7 +2050,28 @@ impl IcebergSink {
                 keyed.entry(*view).or_default().push(v);
             }
         }
-        let events = sorted_by_tenant_and_seq(events);
+        let events_table = self.warehouse.table(tables::EVENTS).await?;
+        if !events.is_empty() {
+            let writer = crate::sinks::event_writer::EventWriter {
+                table: events_table.clone(),
+                source: positions.source.clone(),
+            };
+            written.push(crate::sinks::event_writer::write(&writer, epoch, events).await?);
+        }
+        let mut event_files = Vec::new();
+        let mut events: Vec<WrittenEvent> = Vec::new();
+        let mut vault_events: Vec<VaultEvent> = Vec::new();
+        let mut event_digests = Vec::new();
+        for w in written {
+            event_files.extend(w.files);
+            event_digests.extend(w.sha256);
+            if events.is_empty() {
+                events = w.events;
+            } else {
+                events.extend(w.events);
+            }
+            vault_events.extend(w.vault);
+        }
         heads.sort_by(|a, b| a.tenant_id.cmp(&b.tenant_id));
         if let Some(verifier) = self.verifier.as_mut() {
             for (tenant, problem) in verifier.observe(&events, &checkpoints) {
@@ -2019,7 +2090,7 @@ impl IcebergSink {
         }
         let (vault, subjects) = match self.keystore.as_mut() {
             Some(keystore) => {
-                let (mut rows, subjects) = seal_vault(keystore, &events).await?;
+                let (mut rows, subjects) = seal_vault(keystore, &vault_events).await?;
                 if self.seal_quarantine {
                     rows.extend(
                         seal_quarantined(keystore, &positions.source, &mut quarantine).await?,
@@ -2043,11 +2114,6 @@ impl IcebergSink {
             (SUMMARY_CHECKPOINT_DIGEST, hex::encode(digest.finalize())),
         ];
         let mut batches: Vec<(&'static str, usize, Option<RecordBatch>)> = vec![
-            (
-                tables::EVENTS,
-                events.len(),
-                nonempty(&events, |e| events_batch(e, &positions.source, epoch))?,
-            ),
             (
                 tables::QUARANTINE,
                 quarantine.len(),
@@ -2100,9 +2166,18 @@ impl IcebergSink {
         {
             dead_letter.publish(&positions.source, &quarantine).await?;
         }
-        // 1. Every table's data files, written but not visible.
+        // 1. Every table's data files, written but not visible (the events' by the workers).
         let mut staged = Vec::new();
         let mut manifest = EpochManifest::default();
+        if !event_files.is_empty() {
+            manifest.sha256.extend(event_digests);
+            manifest.tables.insert(
+                tables::EVENTS.to_string(),
+                Warehouse::files_json(&events_table, &event_files)?,
+            );
+            rows.insert(tables::EVENTS, events.len());
+            staged.push((tables::EVENTS, events.len(), events_table, event_files));
+        }
         for (name, n, batch) in batches {
             let Some(batch) = batch else { continue };
             let table = self.warehouse.table(name).await?;
@@ -2258,21 +2333,6 @@ impl IcebergSink {
     }
 }
 
-/// `events` in `(tenant, seq)` order, each moved twice (sorting the events themselves would
-/// move each of these large records many times).
-fn sorted_by_tenant_and_seq(events: Vec<ChainedEvent>) -> Vec<ChainedEvent> {
-    let mut order: Vec<u32> = (0..events.len() as u32).collect();
-    order.sort_unstable_by(|&a, &b| {
-        let (a, b) = (&events[a as usize], &events[b as usize]);
-        (a.event.tenant_id.as_str(), a.seq).cmp(&(b.event.tenant_id.as_str(), b.seq))
-    });
-    let mut slots: Vec<Option<ChainedEvent>> = events.into_iter().map(Some).collect();
-    order
-        .into_iter()
-        .filter_map(|i| slots[i as usize].take())
-        .collect()
-}
-
 fn nonempty<T>(
     rows: &[T],
     build: impl FnOnce(&[T]) -> Result<RecordBatch>,
@@ -2300,7 +2360,11 @@ fn batch(schema: arrow_schema::SchemaRef, columns: Vec<ArrayRef>) -> Result<Reco
     Ok(RecordBatch::try_new(schema, columns)?)
 }
 
-fn events_batch(rows: &[ChainedEvent], source: &str, epoch: Epoch) -> Result<RecordBatch> {
+pub(crate) fn events_batch(
+    rows: &[ChainedEvent],
+    source: &str,
+    epoch: Epoch,
+) -> Result<RecordBatch> {
     batch(
         tables::events_schema(),
         vec![
@@ -2335,15 +2399,15 @@ fn events_batch(rows: &[ChainedEvent], source: &str, epoch: Epoch) -> Result<Rec
 /// subjects to mark vaulted once the rows are committed.
 async fn seal_vault(
     keystore: &mut Keystore,
-    events: &[ChainedEvent],
+    events: &[VaultEvent],
 ) -> Result<(Vec<VaultRow>, Vec<(String, String)>)> {
     let fail = |e: crate::vault::VaultError| Error::SinkStopped(e.to_string());
     // Every key this epoch needs, fetched or created in one keystore transaction.
     let mut wanted: Vec<(String, String)> = Vec::new();
     let mut index: HashMap<(String, String), usize> = HashMap::new();
     for e in events {
-        let tenant = e.event.tenant_id.as_str();
-        for item in &e.vault {
+        let tenant = e.tenant_id.as_str();
+        for item in &e.items {
             let subject = match item {
                 VaultItem::Token { token, .. } if !keystore.is_vaulted(tenant, token) => {
                     token.as_str()
@@ -2366,8 +2430,8 @@ async fn seal_vault(
     let mut subjects = Vec::new();
     let mut sealed_tokens = std::collections::HashSet::new();
     for e in events {
-        let tenant = e.event.tenant_id.as_str();
-        for item in &e.vault {
+        let tenant = e.tenant_id.as_str();
+        for item in &e.items {
             match item {
                 VaultItem::Token { token, value } => {
                     let Some(&i) = index.get(&(tenant.to_string(), token.clone())) else {
@@ -2389,7 +2453,7 @@ async fn seal_vault(
                 }
                 VaultItem::Content { field, json } => {
                     let (key, _) = &keys[index[&(tenant.to_string(), String::new())]];
-                    let reference = format!("{}#{field}", e.event.event_id);
+                    let reference = format!("{}#{field}", e.event_id);
                     let sealed = seal(&key.key, &vault_aad(tenant, &reference), json.as_bytes());
                     rows.push(VaultRow {
                         tenant_id: tenant.to_string(),
