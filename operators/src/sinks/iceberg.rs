@@ -2348,6 +2348,37 @@ fn strings<S: AsRef<str>>(it: impl Iterator<Item = S>) -> ArrayRef {
     Arc::new(StringArray::from_iter_values(it))
 }
 
+/// Hashes as hex text, encoded on the stack (no string per value).
+fn hexes<'a>(it: impl ExactSizeIterator<Item = &'a [u8; 32]>) -> ArrayRef {
+    let mut out = arrow_array::builder::StringBuilder::with_capacity(it.len(), it.len() * 64);
+    let mut buf = [0u8; 64];
+    for hash in it {
+        // Panic-free: 64 bytes hold the hex of 32.
+        let _ = hex::encode_to_slice(hash, &mut buf);
+        // Hex digits are ASCII.
+        out.append_value(std::str::from_utf8(&buf).unwrap_or_default());
+    }
+    Arc::new(out.finish())
+}
+
+/// `source#partition` per row, each label formatted once.
+fn source_partitions(source: &str, partitions: impl ExactSizeIterator<Item = i32>) -> ArrayRef {
+    let mut labels: Vec<(i32, String)> = Vec::new();
+    let mut out = arrow_array::builder::StringBuilder::with_capacity(partitions.len(), 0);
+    for p in partitions {
+        let label = match labels.iter().find(|(q, _)| *q == p) {
+            Some((_, l)) => l,
+            None => {
+                labels.push((p, format!("{source}#{p}")));
+                // Panic-free: just pushed.
+                &labels.last().expect("just pushed").1
+            }
+        };
+        out.append_value(label);
+    }
+    Arc::new(out.finish())
+}
+
 fn opt_strings<'a>(it: impl Iterator<Item = Option<&'a str>>) -> ArrayRef {
     Arc::new(it.collect::<StringArray>())
 }
@@ -2384,12 +2415,12 @@ pub(crate) fn events_batch(
             ),
             opt_strings(rows.iter().map(|r| r.event.parent_event_id.as_deref())),
             strings(rows.iter().map(|r| r.event.payload.as_str())),
-            strings(rows.iter().map(|r| hex::encode(r.prev_hash))),
-            strings(rows.iter().map(|r| hex::encode(r.hash))),
-            strings(rows.iter().map(|r| format!("{source}#{}", r.partition))),
+            hexes(rows.iter().map(|r| &r.prev_hash)),
+            hexes(rows.iter().map(|r| &r.hash)),
+            source_partitions(source, rows.iter().map(|r| r.partition)),
             ints(rows.iter().map(|r| r.offset)),
             ints(rows.iter().map(|_| epoch as i64)),
-            strings(rows.iter().map(|r| hex::encode(r.leaf_hash))),
+            hexes(rows.iter().map(|r| &r.leaf_hash)),
         ],
     )
 }
