@@ -10,6 +10,7 @@
 //! The full specification is `docs/chain-format.md`.
 
 use custody_schemas::AuditEvent;
+use custody_schemas::json;
 use custody_schemas::time::rfc3339;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -67,20 +68,14 @@ impl Out for Sha256 {
 /// A JSON string, escaped as `serde_json` does (§2): most ids need no escape and go out as
 /// one slice.
 fn put_str(out: &mut impl Out, s: &str) {
-    let bytes = s.as_bytes();
-    // Without short-circuit, so the scan vectorizes.
-    let needs_escape = bytes.iter().fold(false, |acc, &b| {
-        acc | (b < 0x20) | (b == b'"') | (b == b'\\')
-    });
-    if !needs_escape {
+    if !json::needs_escape(s) {
         out.put(b"\"");
-        out.put(bytes);
+        out.put(s.as_bytes());
         out.put(b"\"");
         return;
     }
-    let mut escaped = Vec::with_capacity(bytes.len() + 8);
-    // Writing a string to a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut escaped, s);
+    let mut escaped = Vec::with_capacity(s.len() + 8);
+    json::write_str(&mut escaped, s);
     out.put(&escaped);
 }
 
@@ -91,18 +86,8 @@ fn put_opt(out: &mut impl Out, s: Option<&str>) {
     }
 }
 
-fn put_u64(out: &mut impl Out, mut v: u64) {
-    let mut buf = [0u8; 20];
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    out.put(&buf[at..]);
+fn put_u64(out: &mut impl Out, v: u64) {
+    out.put(json::u64_digits(v, &mut [0; 20]));
 }
 
 fn put_canonical(out: &mut impl Out, f: &CanonicalFields<'_>) {

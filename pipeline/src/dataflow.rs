@@ -333,7 +333,7 @@ pub fn run_pipeline(
 
     let event_writer = EventWriter {
         table: runtime.block_on(warehouse.table(custody_schemas::tables::EVENTS))?,
-        source: source.name(),
+        source: source_name.clone(),
     };
     let (sink_tx, sink_rx) = mpsc::sync_channel::<SinkMsg>(1024);
     let writer_tx = sink_tx.clone();

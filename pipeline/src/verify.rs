@@ -107,7 +107,7 @@ const CHECKPOINT_MEMBERS: [&str; 9] = [
 /// are lowercase hex of the given length (§5): duplicated or missing members (nulls are
 /// written, never omitted), unknown members, uppercase or malformed hex, negative numbers.
 fn strict_row(line: &str, members: &[&str], hashes: &[(&str, usize)]) -> Result<Value, String> {
-    let value = custody_schemas::strict_json::from_str(line).map_err(|e| e.to_string())?;
+    let value = custody_schemas::json::to_value(line).map_err(|e| e.to_string())?;
     let Value::Object(map) = &value else {
         return Err("not a JSON object".into());
     };

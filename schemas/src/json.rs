@@ -51,6 +51,39 @@ pub fn parse(text: &str) -> Result<Json<'_>, serde_json::Error> {
     Ok(value)
 }
 
+/// Parses `text` as a [`serde_json::Value`], refusing duplicate member names at any depth.
+pub fn to_value(text: &str) -> Result<serde_json::Value, serde_json::Error> {
+    serde::Deserialize::deserialize(&parse(text)?)
+}
+
+/// Every string value of the top-level member `name` of a JSON object, in document order, even
+/// when the name is duplicated (what a quarantine row must report about a record claiming two
+/// tenants). Empty for anything that is not an object.
+pub fn top_level_strings(text: &str, name: &str) -> Vec<String> {
+    struct Collect<'a>(&'a str);
+    impl<'de> Visitor<'de> for Collect<'_> {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Vec<String>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(key) = map.next_key_seed(Name)? {
+                if key == self.0 {
+                    if let serde_json::Value::String(s) = map.next_value()? {
+                        out.push(s);
+                    }
+                } else {
+                    map.next_value::<de::IgnoredAny>()?;
+                }
+            }
+            Ok(out)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    de.deserialize_map(Collect(name)).unwrap_or_default()
+}
+
 impl<'a> Json<'a> {
     /// The member `name` of an object.
     pub fn get(&self, name: &str) -> Option<&Json<'a>> {
@@ -185,8 +218,12 @@ impl<'a> Json<'a> {
     }
 }
 
-fn write_u64(out: &mut Vec<u8>, mut v: u64) {
-    let mut buf = [0u8; 20];
+fn write_u64(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(u64_digits(v, &mut [0; 20]));
+}
+
+/// The decimal digits of `v`, written into `buf`.
+pub fn u64_digits(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut at = buf.len();
     loop {
         at -= 1;
@@ -196,18 +233,23 @@ fn write_u64(out: &mut Vec<u8>, mut v: u64) {
             break;
         }
     }
-    out.extend_from_slice(&buf[at..]);
+    &buf[at..]
+}
+
+/// Whether `s` needs an escape as a JSON string (`"`, `\\` or a control character): most
+/// strings go out as they are.
+pub fn needs_escape(s: &str) -> bool {
+    // Without short-circuit, so the scan vectorizes.
+    s.bytes().fold(false, |acc, b| {
+        acc | (b < 0x20) | (b == b'"') | (b == b'\\')
+    })
 }
 
 /// Appends `s` as a JSON string, escaped as `serde_json` does: most strings need no escape
 /// and go out as one slice.
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
-    // Without short-circuit, so the scan vectorizes.
-    let needs_escape = bytes.iter().fold(false, |acc, &b| {
-        acc | (b < 0x20) | (b == b'"') | (b == b'\\')
-    });
-    if !needs_escape {
+    if !needs_escape(s) {
         out.reserve(bytes.len() + 2);
         out.push(b'"');
         out.extend_from_slice(bytes);
@@ -543,6 +585,34 @@ mod tests {
         // Escapes are decoded before names are compared.
         assert!(parse(r#"{"a":1,"\u0061":2}"#).is_err());
         assert!(parse(r#"{"a":1} x"#).is_err());
+    }
+
+    #[test]
+    fn values_equal_the_lenient_parser_on_valid_input() {
+        for text in [
+            r#"{"a":[1,-2,3.5,1e300,"s\n",null,true,{}],"b":18446744073709551615}"#,
+            r#"[]"#,
+            r#""x""#,
+        ] {
+            assert_eq!(
+                to_value(text).unwrap(),
+                serde_json::from_str::<Value>(text).unwrap()
+            );
+        }
+        let err = to_value(r#"{"p":{"q":[{"k":1,"k":1}]}}"#).unwrap_err();
+        assert!(err.to_string().contains("`.p.q[0]`"), "{err}");
+    }
+
+    #[test]
+    fn every_claim_is_reported() {
+        assert_eq!(
+            top_level_strings(
+                r#"{"tenant_id":"a","n":{"tenant_id":"z"},"tenant_id":"b"}"#,
+                "tenant_id"
+            ),
+            ["a", "b"]
+        );
+        assert!(top_level_strings("[1]", "tenant_id").is_empty());
     }
 
     /// Canonical text equals `serde_json`'s writing of a `Value` parsed from the same text,

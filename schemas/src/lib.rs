@@ -7,7 +7,6 @@
 
 pub mod event;
 pub mod json;
-pub mod strict_json;
 pub mod tables;
 pub mod time;
 

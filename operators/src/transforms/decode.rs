@@ -304,7 +304,7 @@ fn claimed_tenants(bytes: &[u8]) -> Vec<String> {
     let Ok(text) = std::str::from_utf8(bytes) else {
         return Vec::new();
     };
-    let mut claims = custody_schemas::strict_json::top_level_strings(text, "tenant_id");
+    let mut claims = custody_schemas::json::top_level_strings(text, "tenant_id");
     claims.retain(|t| !t.is_empty() && t.len() <= custody_schemas::event::MAX_ID_LEN);
     claims
 }
