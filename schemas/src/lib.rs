@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 pub mod event;
+pub mod id;
 pub mod json;
 pub mod tables;
 pub mod time;

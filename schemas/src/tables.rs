@@ -1,8 +1,10 @@
 //! Arrow schemas of the Iceberg tables the pipeline writes, with stable Iceberg field ids.
 //!
-//! Field ids are assigned once and never renumbered; a new column gets the next unused id.
-//! The ids live in Arrow field metadata under [`FIELD_ID_KEY`], which is how Iceberg and
-//! Parquet readers (iceberg-rust, pyiceberg, Spark) map columns.
+//! Field ids are the columns' positions (1..n): a catalog assigns fresh ids in that order when it
+//! creates a table, and the data files must carry the same ones. The ids live in Arrow field
+//! metadata under [`FIELD_ID_KEY`], which is how Iceberg and Parquet readers (iceberg-rust,
+//! pyiceberg, Spark) map columns. A warehouse whose tables have another layout was written by
+//! another version of Custody and is refused when opened.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -108,26 +110,29 @@ pub fn table_schema(name: &str) -> Option<SchemaRef> {
     }
 }
 
-/// `custody.events`.
+/// `custody.events`: what the leaf hashes, stored compactly. The ids are in two columns each
+/// ([`crate::id`]): the UUID's 16 bytes, or the text when the id is not a canonical UUID. The
+/// chain hash is 32 bytes; the leaf hash (recomputable from the row) and the previous hash (the
+/// previous row's `hash`) are not stored.
 pub fn events_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         field(1, "tenant_id", DataType::Utf8, false),
         field(2, "seq", DataType::Int64, false),
-        field(3, "event_id", DataType::Utf8, false),
-        field(4, "schema_version", DataType::Utf8, false),
-        field(5, "event_type", DataType::Utf8, false),
-        field(6, "session_id", DataType::Utf8, false),
-        field(7, "agent_id", DataType::Utf8, false),
-        field(8, "user_id", DataType::Utf8, true),
-        field(9, "event_time", utc_micros(), false),
-        field(10, "parent_event_id", DataType::Utf8, true),
-        field(11, "payload", DataType::Utf8, false),
-        field(12, "prev_hash", DataType::Utf8, false),
-        field(13, "hash", DataType::Utf8, false),
-        field(14, "source", DataType::Utf8, false),
-        field(15, "source_offset", DataType::Int64, false),
-        field(16, "epoch", DataType::Int64, false),
-        field(17, "leaf_hash", DataType::Utf8, false),
+        field(3, "event_uuid", DataType::FixedSizeBinary(16), true),
+        field(4, "event_id_text", DataType::Utf8, true),
+        field(5, "schema_version", DataType::Utf8, false),
+        field(6, "event_type", DataType::Utf8, false),
+        field(7, "session_id", DataType::Utf8, false),
+        field(8, "agent_id", DataType::Utf8, false),
+        field(9, "user_id", DataType::Utf8, true),
+        field(10, "event_time", utc_micros(), false),
+        field(11, "parent_uuid", DataType::FixedSizeBinary(16), true),
+        field(12, "parent_id_text", DataType::Utf8, true),
+        field(13, "payload", DataType::Utf8, false),
+        field(14, "hash", DataType::FixedSizeBinary(32), false),
+        field(15, "source", DataType::Utf8, false),
+        field(16, "source_offset", DataType::Int64, false),
+        field(17, "epoch", DataType::Int64, false),
     ]))
 }
 

@@ -5,8 +5,10 @@ as one JSON object: {"table": [row, ...], ...}. Used by the end-to-end tests.
     dump_tables.py WAREHOUSE events:tenant_id,seq quarantine   # chosen tables and columns
 """
 
+import datetime
 import json
 import sys
+import uuid
 
 from pyiceberg.catalog.sql import SqlCatalog
 
@@ -20,6 +22,43 @@ TABLES = [
     "vault",
     "epochs",
 ]
+
+
+# Ids are stored in two columns (the UUID's 16 bytes, or the text when the id is not a
+# canonical UUID); asking for the id reads both and gives the text.
+IDS = {
+    "event_id": ("event_uuid", "event_id_text"),
+    "parent_event_id": ("parent_uuid", "parent_id_text"),
+}
+
+
+def plain(value):
+    """Binary columns (hashes) as lowercase hex, timestamps in Custody's text form."""
+    if isinstance(value, (bytes, bytearray)):
+        return value.hex()
+    if isinstance(value, datetime.datetime):
+        utc = value.astimezone(datetime.timezone.utc)
+        return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return str(value)
+
+
+def with_ids(rows):
+    for row in rows:
+        for name, (binary, text) in IDS.items():
+            if binary in row or text in row:
+                b, t = row.pop(binary, None), row.pop(text, None)
+                row[name] = str(uuid.UUID(bytes=b)) if b is not None else t
+    return rows
+
+
+def columns(name, cols):
+    """The stored columns behind `cols` (ids expanded)."""
+    if cols is None or name != "events":
+        return cols
+    out = []
+    for c in cols:
+        out.extend(IDS.get(c, (c,)))
+    return tuple(out)
 
 
 def main() -> None:
@@ -38,9 +77,11 @@ def main() -> None:
     out = {}
     for name, cols in wanted:
         table = catalog.load_table(("custody", name))
+        cols = columns(name, cols)
         scan = table.scan(selected_fields=cols) if cols else table.scan()
-        out[name] = scan.to_arrow().to_pylist()
-    json.dump(out, sys.stdout, default=str)
+        rows = scan.to_arrow().to_pylist()
+        out[name] = with_ids(rows) if name == "events" else rows
+    json.dump(out, sys.stdout, default=plain)
 
 
 if __name__ == "__main__":

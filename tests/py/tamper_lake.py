@@ -18,6 +18,7 @@ import hashlib
 import json
 import sqlite3
 import sys
+import uuid
 
 import pyarrow as pa
 from pyiceberg.catalog.sql import SqlCatalog
@@ -79,6 +80,19 @@ def compact_range(leaves):
     return f"{len(leaves)}:" + ",".join(h.hex() for _, h in stack)
 
 
+def as_text(row):
+    """An events row as the canonical encoding reads it: ids and times as text."""
+    out = dict(row)
+    for name, binary, text in (
+        ("event_id", "event_uuid", "event_id_text"),
+        ("parent_event_id", "parent_uuid", "parent_id_text"),
+    ):
+        b, t = out.pop(binary), out.pop(text)
+        out[name] = str(uuid.UUID(bytes=b)) if b is not None else t
+    out["event_time"] = row["event_time"].strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return out
+
+
 def forge_history(cat, tenant, seq):
     """Rewrites event `seq` of `tenant`, re-hashes the chain from there, rewrites the tenant's
     chain heads and removes the checkpoints that covered the original."""
@@ -91,14 +105,12 @@ def forge_history(cat, tenant, seq):
     key = next(k for k, v in sorted(payload.items()) if isinstance(v, str))
     payload[key] = "forged: " + payload[key]
     target["payload"] = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    prev = bytes.fromhex(mine[seq - 1]["hash"]) if seq > 0 else bytes(32)
-    leaves = [bytes.fromhex(r["leaf_hash"]) for r in mine[:seq]]
+    prev = mine[seq - 1]["hash"] if seq > 0 else bytes(32)
+    leaves = [leaf_hash(as_text(r)) for r in mine[:seq]]
     for r in mine[seq:]:
-        row = dict(r)
-        row["event_time"] = r["event_time"].strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        leaf = leaf_hash(row)
+        leaf = leaf_hash(as_text(r))
         h = sha256(b"\x02" + prev + leaf)
-        r["prev_hash"], r["leaf_hash"], r["hash"] = prev.hex(), leaf.hex(), h.hex()
+        r["hash"] = h
         leaves.append(leaf)
         prev = h
     events.overwrite(pa.Table.from_pylist(rows, schema=arrow.schema), overwrite_filter=AlwaysTrue())
@@ -108,7 +120,7 @@ def forge_history(cat, tenant, seq):
     for r in hrows:
         if r["tenant_id"] == tenant:
             size = r["seq"] + 1
-            r["head_hash"] = mine[r["seq"]]["hash"]
+            r["head_hash"] = mine[r["seq"]]["hash"].hex()
             r["merkle_range"] = compact_range(leaves[:size])
     heads.overwrite(pa.Table.from_pylist(hrows, schema=harrow.schema), overwrite_filter=AlwaysTrue())
     cps = cat.load_table(("custody", "checkpoints"))

@@ -12,6 +12,7 @@ import argparse
 import hashlib
 import json
 import sys
+import uuid
 from collections import defaultdict
 
 from nacl.exceptions import BadSignatureError
@@ -255,12 +256,13 @@ def verify_tenant(tenant, events, checkpoints, held, trusted, latest):
             broken = True
             continue
         leaf = leaf_hash(row)
-        if row["prev_hash"] != prev.hex():
+        # A warehouse row stores neither (None): the hash check below covers both.
+        if row["prev_hash"] is not None and row["prev_hash"] != prev.hex():
             problem("broken_link", seq, "prev_hash is not the previous hash")
             broken = True
             continue
         h = sha256(b"\x02" + prev + leaf)
-        if row["leaf_hash"] != leaf.hex() or row["hash"] != h.hex():
+        if row["leaf_hash"] not in (None, leaf.hex()) or row["hash"] != h.hex():
             problem("modified", seq, "content does not match its hashes")
             broken = True
             continue
@@ -311,6 +313,10 @@ def registry_root(entries: list) -> bytes:
     return mth(leaves)
 
 
+def stored_id(binary, text):
+    return str(uuid.UUID(bytes=binary)) if binary is not None else text
+
+
 def read_warehouse(path: str):
     """Events, checkpoints, epoch rows and every table's current data files (with SHA-256)."""
     from pyiceberg.catalog.sql import SqlCatalog
@@ -322,7 +328,15 @@ def read_warehouse(path: str):
 
     events = []
     for r in rows("events"):
+        # Section 6.1: ids are stored as a UUID's 16 bytes or, when not a canonical UUID,
+        # as text; the hash as 32 bytes. The leaf and the predecessor's hash are not stored:
+        # they are recomputed from the row and from the previous row.
         r["event_time"] = timestamp(r["event_time"])
+        r["event_id"] = stored_id(r["event_uuid"], r["event_id_text"])
+        r["parent_event_id"] = stored_id(r["parent_uuid"], r["parent_id_text"])
+        r["hash"] = r["hash"].hex()
+        r["prev_hash"] = None
+        r["leaf_hash"] = None
         events.append({k: r[k] for k in EVENT_MEMBERS})
     checkpoints = [{k: r[k] for k in CHECKPOINT_MEMBERS} for r in rows("checkpoints")]
     epochs = rows("epochs")

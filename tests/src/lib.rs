@@ -227,34 +227,60 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Checks each tenant's chain in the `events` rows: seq 0.. without gaps, each `prev_hash`
-/// equal to the previous row's `hash`. Returns the number of tenants.
+/// The columns of `custody.events` that [`assert_chains_link`] needs (the ids read back as
+/// text by `dump_tables.py`).
+pub const CHAIN_COLUMNS: &str = "events:tenant_id,seq,event_id,schema_version,event_type,\
+    session_id,agent_id,user_id,event_time,parent_event_id,payload,hash";
+
+/// Checks each tenant's chain in the `events` rows (with at least [`CHAIN_COLUMNS`]): seq 0..
+/// without gaps, each row's leaf recomputed from its content and its `hash` equal to
+/// `SHA-256(0x02 ‖ previous hash ‖ leaf)`. Returns the number of tenants.
 pub fn assert_chains_link(events: &[Value]) -> usize {
-    let mut by_tenant: std::collections::BTreeMap<&str, Vec<(i64, &str, &str)>> =
-        Default::default();
+    use custody_operators::hashing::chain_hash;
+    use custody_operators::verify::EventRow;
+    let text = |e: &Value, k: &str| e[k].as_str().unwrap_or_else(|| panic!("{k}")).to_string();
+    let opt = |e: &Value, k: &str| e[k].as_str().map(str::to_string);
+    let mut by_tenant: std::collections::BTreeMap<String, Vec<EventRow>> = Default::default();
     for e in events {
+        let row = EventRow {
+            tenant_id: text(e, "tenant_id"),
+            seq: e["seq"].as_i64().expect("seq"),
+            event_id: text(e, "event_id"),
+            schema_version: text(e, "schema_version"),
+            event_type: text(e, "event_type"),
+            session_id: text(e, "session_id"),
+            agent_id: text(e, "agent_id"),
+            user_id: opt(e, "user_id"),
+            event_time: text(e, "event_time"),
+            parent_event_id: opt(e, "parent_event_id"),
+            payload: text(e, "payload"),
+            prev_hash: String::new(),
+            hash: text(e, "hash"),
+            leaf_hash: String::new(),
+        };
         by_tenant
-            .entry(e["tenant_id"].as_str().expect("tenant"))
+            .entry(row.tenant_id.clone())
             .or_default()
-            .push((
-                e["seq"].as_i64().expect("seq"),
-                e["prev_hash"].as_str().expect("prev"),
-                e["hash"].as_str().expect("hash"),
-            ));
+            .push(row);
     }
     for (tenant, chain) in &mut by_tenant {
-        chain.sort();
-        let mut prev = "0".repeat(64);
-        for (i, (seq, prev_hash, hash)) in chain.iter().enumerate() {
+        chain.sort_by_key(|r| r.seq);
+        let mut prev = [0u8; 32];
+        for (i, row) in chain.iter().enumerate() {
             assert_eq!(
-                *seq, i as i64,
-                "tenant {tenant}: gap or duplicate at seq {seq}"
+                row.seq, i as i64,
+                "tenant {tenant}: gap or duplicate at seq {}",
+                row.seq
             );
+            let leaf = row.recompute_leaf().expect("leaf");
+            let hash = chain_hash(&prev, &leaf);
             assert_eq!(
-                *prev_hash, prev,
-                "tenant {tenant}: broken link at seq {seq}"
+                row.hash,
+                hex::encode(hash),
+                "tenant {tenant}: seq {} does not hash to its stored hash after its predecessor",
+                row.seq
             );
-            prev = hash.to_string();
+            prev = hash;
         }
     }
     by_tenant.len()

@@ -10,8 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use custody_tests::{
-    StderrWatch, Tansu, assert_chains_link, custody, custody_bin, generate_ndjson, read_columns,
-    rows,
+    CHAIN_COLUMNS, StderrWatch, Tansu, assert_chains_link, custody, custody_bin, generate_ndjson,
+    read_columns, rows,
 };
 
 const TOPIC: &str = "agent-events";
@@ -123,7 +123,7 @@ fn assert_exactly_once(wh: &Path, n: usize, tenants: usize) {
     let tables = read_columns(
         wh,
         &[
-            "events:tenant_id,seq,event_id,prev_hash,hash,source,source_offset",
+            &format!("{CHAIN_COLUMNS},source,source_offset"),
             "quarantine:reason_kind",
         ],
     );

@@ -108,7 +108,7 @@ fn run_and_kill(input: &Path, wh: &Path, point: &str, fallback: Duration) -> (bo
 /// depends on them.
 const COMPARED: &[&str] = &[
     "events:tenant_id,seq,event_id,event_type,session_id,agent_id,user_id,event_time,\
-     parent_event_id,payload,prev_hash,hash,source,source_offset,epoch,leaf_hash",
+     parent_event_id,payload,hash,source,source_offset,epoch",
     "quarantine:source,source_offset,epoch,reason_kind,reason,tenant_id,raw_len,raw_sha256,\
      raw_redacted",
     "chain_heads:tenant_id,seq,head_hash,epoch_events,epoch,merkle_range",

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use custody_operators::sources::kafka::kafka_client_config;
-use custody_tests::{Tansu, assert_chains_link, custody, read_columns, rows};
+use custody_tests::{CHAIN_COLUMNS, Tansu, assert_chains_link, custody, read_columns, rows};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
@@ -131,10 +131,7 @@ fn spoofed_tenants_are_quarantined_and_dead_lettered() {
 
     let tables = read_columns(
         &wh,
-        &[
-            "events:tenant_id,seq,prev_hash,hash,event_id",
-            "quarantine:reason_kind,tenant_id,reason",
-        ],
+        &[CHAIN_COLUMNS, "quarantine:reason_kind,tenant_id,reason"],
     );
     let events = rows(&tables, "events");
     assert_eq!(events.len(), n);

@@ -43,8 +43,10 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender};
 use std::time::Instant;
 
+use arrow_array::builder::FixedSizeBinaryBuilder;
 use arrow_array::{
-    Array, ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    Array, ArrayRef, FixedSizeBinaryArray, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
 };
 use futures::TryStreamExt;
 use iceberg::arrow::{arrow_schema_to_schema, schema_to_arrow_schema};
@@ -644,6 +646,30 @@ impl Warehouse {
                  export it (`custody export`) and start a new warehouse",
                 self.root.display()
             )));
+        }
+        for name in tables::ALL_TABLES {
+            let ident = TableIdent::new(ns.clone(), name.to_string());
+            if !self.catalog.table_exists(&ident).await? {
+                continue;
+            }
+            let table = self.catalog.load_table(&ident).await?;
+            // Panic: ALL_TABLES lists exactly the names table_schema knows.
+            let want = arrow_schema_to_schema(&tables::table_schema(name).expect("known table"))?;
+            let layout = |s: &iceberg::spec::Schema| -> Vec<(i32, String, bool, String)> {
+                s.as_struct()
+                    .fields()
+                    .iter()
+                    .map(|f| (f.id, f.name.clone(), f.required, f.field_type.to_string()))
+                    .collect()
+            };
+            if layout(table.metadata().current_schema()) != layout(&want) {
+                return Err(Error::WarehouseDamaged(format!(
+                    "{}: table {NAMESPACE}.{name} has another layout than this version of \
+                     Custody writes (it was written by another version); export it with the \
+                     version that wrote it (`custody export`) and start a new warehouse",
+                    self.root.display()
+                )));
+            }
         }
         Ok(())
     }
@@ -1264,12 +1290,14 @@ fn decode_hash(text: &str, what: &str) -> Result<[u8; 32]> {
 }
 
 impl Warehouse {
-    /// Every row of `custody.events`, for verification and export.
+    /// Every row of `custody.events`, for verification and export, in `(tenant, seq)` order,
+    /// each linked to the row before it ([`link_rows`]).
     pub async fn event_rows(&self) -> Result<Vec<EventRow>> {
         let mut rows = Vec::new();
         for batch in self.scan(tables::EVENTS).await? {
             event_rows_of(&batch, &mut rows)?;
         }
+        link_rows(&mut rows);
         Ok(rows)
     }
 
@@ -1300,8 +1328,14 @@ impl Warehouse {
             predicate = predicate.and(Reference::new("session_id").equal_to(Datum::string(s)));
         }
         if let Some(ids) = &query.event_ids {
-            predicate =
-                predicate.and(Reference::new("event_id").is_in(ids.iter().map(Datum::string)));
+            // Only when every id is a UUID can the lookup go to one column.
+            let uuids: Option<Vec<Datum>> = ids
+                .iter()
+                .map(|id| custody_schemas::id::uuid_bytes(id).map(|b| Datum::fixed(b.to_vec())))
+                .collect();
+            if let Some(uuids) = uuids {
+                predicate = predicate.and(Reference::new("event_uuid").is_in(uuids));
+            }
         }
         if let Some(from) = query.from_us {
             predicate = predicate.and(
@@ -1328,7 +1362,54 @@ impl Warehouse {
         rows.retain(|r| query.matches(tenant, r));
         rows.sort_by_key(|r| r.seq);
         rows.truncate(query.limit);
+        self.fill_prev_hashes(tenant, &mut rows).await?;
         Ok(rows)
+    }
+
+    /// Sets each row's `prev_hash` (not stored: the `hash` of the tenant's row before it): from
+    /// the row before it in `rows` when that is its predecessor, else read with one scan.
+    async fn fill_prev_hashes(&self, tenant: &str, rows: &mut [EventRow]) -> Result<()> {
+        use iceberg::expr::Reference;
+        use iceberg::spec::Datum;
+        link_rows(rows);
+        let missing: Vec<i64> = rows
+            .iter()
+            .filter(|r| r.prev_hash.is_empty())
+            .map(|r| r.seq - 1)
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let table = self.table(tables::EVENTS).await?;
+        let predicate = Reference::new("tenant_id")
+            .equal_to(Datum::string(tenant))
+            .and(Reference::new("seq").is_in(missing.iter().map(|&s| Datum::long(s))));
+        let stream = table
+            .scan()
+            .select(["tenant_id", "seq", "hash"])
+            .with_filter(predicate)
+            .build()?
+            .to_arrow()
+            .await?;
+        let batches: Vec<RecordBatch> = stream.try_collect().await?;
+        let mut found: HashMap<i64, String> = HashMap::new();
+        for batch in &batches {
+            let (tenants, seqs) = (
+                string_column(batch, "tenant_id")?,
+                int_column(batch, "seq")?,
+            );
+            let hash = fixed_column(batch, "hash", 32)?;
+            for i in 0..batch.num_rows() {
+                if tenants.value(i) == tenant {
+                    found.insert(seqs.value(i), hex::encode(hash.value(i)));
+                }
+            }
+        }
+        for r in rows.iter_mut().filter(|r| r.prev_hash.is_empty()) {
+            // A predecessor that is not there (a damaged log) links to nothing.
+            r.prev_hash = found.remove(&(r.seq - 1)).unwrap_or_default();
+        }
+        Ok(())
     }
 
     /// Every event committed after epoch `after` (every event if `None`) up to `up_to`, as the
@@ -1343,50 +1424,36 @@ impl Warehouse {
         let batches = self.scan_after(tables::EVENTS, after).await?;
         let mut out = Vec::new();
         for batch in batches {
-            let s = |name| string_column(&batch, name);
-            let (tenant, id, version, ty, session, agent, payload) = (
-                s("tenant_id")?,
-                s("event_id")?,
-                s("schema_version")?,
-                s("event_type")?,
-                s("session_id")?,
-                s("agent_id")?,
-                s("payload")?,
-            );
-            let (user, parent) = (s("user_id")?, s("parent_event_id")?);
-            let seq = int_column(&batch, "seq")?;
-            let epochs = int_column(&batch, "epoch")?;
-            let time = batch
-                .column_by_name("event_time")
-                .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
-                .ok_or_else(|| Error::SinkStopped("column \"event_time\" missing".into()))?;
+            let c = EventColumns::of(&batch)?;
             for i in 0..batch.num_rows() {
                 // A half-committed epoch is replayed, and seen by the views then.
-                if epochs.value(i) as Epoch > up_to {
+                if c.epoch.value(i) as Epoch > up_to {
                     continue;
                 }
-                let Some(event_type) = custody_schemas::EventType::parse(ty.value(i)) else {
+                let Some(event_type) = custody_schemas::EventType::parse(c.event_type.value(i))
+                else {
                     continue;
                 };
+                let time = c.time.value(i);
                 let event = custody_schemas::AuditEvent {
-                    event_id: id.value(i).to_string(),
-                    schema_version: version.value(i).to_string(),
-                    tenant_id: custody_schemas::TenantId::new(tenant.value(i)),
-                    session_id: session.value(i).to_string(),
-                    agent_id: agent.value(i).to_string(),
-                    user_id: opt_string(user, i),
+                    event_id: c.event_id(i)?,
+                    schema_version: c.version.value(i).to_string(),
+                    tenant_id: custody_schemas::TenantId::new(c.tenant.value(i)),
+                    session_id: c.session.value(i).to_string(),
+                    agent_id: c.agent.value(i).to_string(),
+                    user_id: opt_string(c.user, i),
                     event_type,
-                    timestamp: format_rfc3339(time.value(i)),
-                    timestamp_us: time.value(i),
-                    parent_event_id: opt_string(parent, i),
+                    timestamp: format_rfc3339(time),
+                    timestamp_us: time,
+                    parent_event_id: c.parent_id(i)?,
                     payload: String::new(),
-                    facts: custody_schemas::PayloadFacts::of_text(event_type, payload.value(i)),
+                    facts: custody_schemas::PayloadFacts::of_text(event_type, c.payload.value(i)),
                     previous_event_hash: None,
                 };
                 out.push((
-                    epochs.value(i) as Epoch,
+                    c.epoch.value(i) as Epoch,
                     ChainedEvent {
-                        seq: seq.value(i) as u64,
+                        seq: c.seq.value(i) as u64,
                         ..ChainedEvent::unchained(event)
                     },
                 ));
@@ -1398,7 +1465,7 @@ impl Warehouse {
     }
 
     /// `(tenant, seq, event_id, leaf_hash)` of every event committed after epoch `after` (of
-    /// every event if `None`), for the proof store.
+    /// every event if `None`), for the proof store; the leaves recomputed from the rows.
     pub async fn leaf_index(
         &self,
         after: Option<Epoch>,
@@ -1409,9 +1476,7 @@ impl Warehouse {
         if table.metadata().current_snapshot().is_none() {
             return Ok(Vec::new());
         }
-        let mut scan = table
-            .scan()
-            .select(["tenant_id", "seq", "event_id", "leaf_hash"]);
+        let mut scan = table.scan();
         if let Some(after) = after {
             scan =
                 scan.with_filter(Reference::new("epoch").greater_than(Datum::long(after as i64)));
@@ -1420,18 +1485,13 @@ impl Warehouse {
         let batches: Vec<RecordBatch> = stream.try_collect().await?;
         let mut out = Vec::new();
         for batch in batches {
-            let (tenant, id, leaf) = (
-                string_column(&batch, "tenant_id")?,
-                string_column(&batch, "event_id")?,
-                string_column(&batch, "leaf_hash")?,
-            );
-            let seq = int_column(&batch, "seq")?;
+            let c = EventColumns::of(&batch)?;
             for i in 0..batch.num_rows() {
                 out.push((
-                    tenant.value(i).to_string(),
-                    seq.value(i) as u64,
-                    id.value(i).to_string(),
-                    decode_hash(leaf.value(i), "leaf hash")?,
+                    c.tenant.value(i).to_string(),
+                    c.seq.value(i) as u64,
+                    c.event_id(i)?,
+                    c.leaf(i)?,
                 ));
             }
         }
@@ -1707,51 +1767,165 @@ impl EventQuery {
     }
 }
 
-/// Appends the `EventRow`s of a batch of `custody.events`.
+/// The columns of a batch of `custody.events` (every column selected).
+struct EventColumns<'a> {
+    tenant: &'a StringArray,
+    seq: &'a Int64Array,
+    event_uuid: &'a FixedSizeBinaryArray,
+    event_id_text: &'a StringArray,
+    version: &'a StringArray,
+    event_type: &'a StringArray,
+    session: &'a StringArray,
+    agent: &'a StringArray,
+    user: &'a StringArray,
+    time: &'a TimestampMicrosecondArray,
+    parent_uuid: &'a FixedSizeBinaryArray,
+    parent_id_text: &'a StringArray,
+    payload: &'a StringArray,
+    hash: &'a FixedSizeBinaryArray,
+    epoch: &'a Int64Array,
+}
+
+impl<'a> EventColumns<'a> {
+    fn of(batch: &'a RecordBatch) -> Result<Self> {
+        let s = |name| string_column(batch, name);
+        Ok(EventColumns {
+            tenant: s("tenant_id")?,
+            seq: int_column(batch, "seq")?,
+            event_uuid: fixed_column(batch, "event_uuid", 16)?,
+            event_id_text: s("event_id_text")?,
+            version: s("schema_version")?,
+            event_type: s("event_type")?,
+            session: s("session_id")?,
+            agent: s("agent_id")?,
+            user: s("user_id")?,
+            time: batch
+                .column_by_name("event_time")
+                .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
+                .ok_or_else(|| Error::SinkStopped("column \"event_time\" missing".into()))?,
+            parent_uuid: fixed_column(batch, "parent_uuid", 16)?,
+            parent_id_text: s("parent_id_text")?,
+            payload: s("payload")?,
+            hash: fixed_column(batch, "hash", 32)?,
+            epoch: int_column(batch, "epoch")?,
+        })
+    }
+
+    /// The id in `uuid` or `text` of row `i`, if any.
+    fn id(uuid: &FixedSizeBinaryArray, text: &StringArray, i: usize) -> Result<Option<String>> {
+        let (u, t) = (
+            (!uuid.is_null(i)).then(|| uuid.value(i)),
+            (!text.is_null(i)).then(|| text.value(i)),
+        );
+        match (u, t) {
+            (None, None) => Ok(None),
+            (u, t) => custody_schemas::id::id_from_columns(u, t)
+                .map(Some)
+                .ok_or_else(|| {
+                    Error::WarehouseDamaged(format!(
+                        "custody.events row {i} holds an id both as a UUID and as text"
+                    ))
+                }),
+        }
+    }
+
+    fn event_id(&self, i: usize) -> Result<String> {
+        Self::id(self.event_uuid, self.event_id_text, i)?.ok_or_else(|| {
+            Error::WarehouseDamaged(format!("custody.events row {i} has no event id"))
+        })
+    }
+
+    fn parent_id(&self, i: usize) -> Result<Option<String>> {
+        Self::id(self.parent_uuid, self.parent_id_text, i)
+    }
+
+    /// The leaf hash of row `i`, recomputed from its content.
+    fn leaf(&self, i: usize) -> Result<Hash> {
+        let seq = u64::try_from(self.seq.value(i)).map_err(|_| {
+            Error::WarehouseDamaged(format!("custody.events row {i} has a negative seq"))
+        })?;
+        let (event_id, parent) = (self.event_id(i)?, self.parent_id(i)?);
+        let timestamp = custody_schemas::time::rfc3339(self.time.value(i));
+        Ok(crate::hashing::canonical_leaf(
+            &crate::hashing::CanonicalFields {
+                agent_id: self.agent.value(i),
+                event_id: &event_id,
+                event_type: self.event_type.value(i),
+                parent_event_id: parent.as_deref(),
+                payload_json: self.payload.value(i),
+                schema_version: self.version.value(i),
+                seq,
+                session_id: self.session.value(i),
+                tenant_id: self.tenant.value(i),
+                timestamp: timestamp.as_str(),
+                user_id: (!self.user.is_null(i)).then(|| self.user.value(i)),
+            },
+        ))
+    }
+}
+
+/// Appends the `EventRow`s of a batch of `custody.events`: the leaf hash recomputed, the
+/// previous hash left empty (see [`link_rows`]).
 fn event_rows_of(batch: &RecordBatch, rows: &mut Vec<EventRow>) -> Result<()> {
-    let s = |name| string_column(batch, name);
-    let (tenant, event_id, version, event_type) = (
-        s("tenant_id")?,
-        s("event_id")?,
-        s("schema_version")?,
-        s("event_type")?,
-    );
-    let (session, agent, user, parent) = (
-        s("session_id")?,
-        s("agent_id")?,
-        s("user_id")?,
-        s("parent_event_id")?,
-    );
-    let (payload, prev, hash, leaf) = (s("payload")?, s("prev_hash")?, s("hash")?, s("leaf_hash")?);
-    let seq = int_column(batch, "seq")?;
-    let time = batch
-        .column_by_name("event_time")
-        .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
-        .ok_or_else(|| Error::SinkStopped("column \"event_time\" missing".into()))?;
+    let c = EventColumns::of(batch)?;
     for i in 0..batch.num_rows() {
         rows.push(EventRow {
-            tenant_id: tenant.value(i).to_string(),
-            seq: seq.value(i),
-            event_id: event_id.value(i).to_string(),
-            schema_version: version.value(i).to_string(),
-            event_type: event_type.value(i).to_string(),
-            session_id: session.value(i).to_string(),
-            agent_id: agent.value(i).to_string(),
-            user_id: opt_string(user, i),
-            event_time: format_rfc3339(time.value(i)),
-            parent_event_id: opt_string(parent, i),
-            payload: payload.value(i).to_string(),
-            prev_hash: prev.value(i).to_string(),
-            hash: hash.value(i).to_string(),
-            leaf_hash: leaf.value(i).to_string(),
+            tenant_id: c.tenant.value(i).to_string(),
+            seq: c.seq.value(i),
+            event_id: c.event_id(i)?,
+            schema_version: c.version.value(i).to_string(),
+            event_type: c.event_type.value(i).to_string(),
+            session_id: c.session.value(i).to_string(),
+            agent_id: c.agent.value(i).to_string(),
+            user_id: opt_string(c.user, i),
+            event_time: format_rfc3339(c.time.value(i)),
+            parent_event_id: c.parent_id(i)?,
+            payload: c.payload.value(i).to_string(),
+            prev_hash: String::new(),
+            hash: hex::encode(c.hash.value(i)),
+            leaf_hash: hex::encode(c.leaf(i)?),
         });
     }
     Ok(())
 }
 
+/// Sorts `rows` by `(tenant, seq)` and sets the `prev_hash` of each row whose predecessor is
+/// there: the previous row's `hash` (zeros at seq 0). Two rows with one `seq` (a fork) link to
+/// the same predecessor. Rows whose predecessor is missing keep an empty `prev_hash`.
+pub fn link_rows(rows: &mut [EventRow]) {
+    rows.sort_by(|a, b| (&a.tenant_id, a.seq).cmp(&(&b.tenant_id, b.seq)));
+    let mut before: Option<(usize, i64)> = None; // (index of the last row of the previous seq, seq)
+    for i in 0..rows.len() {
+        if i > 0 && rows[i].tenant_id != rows[i - 1].tenant_id {
+            before = None;
+        }
+        if i > 0 && rows[i - 1].tenant_id == rows[i].tenant_id && rows[i - 1].seq < rows[i].seq {
+            before = Some((i - 1, rows[i - 1].seq));
+        }
+        let seq = rows[i].seq;
+        rows[i].prev_hash = match before {
+            _ if seq == 0 => hex::encode([0u8; 32]),
+            Some((j, s)) if s == seq - 1 => rows[j].hash.clone(),
+            _ => String::new(),
+        };
+    }
+}
+
 /// Row `i` of a nullable string column.
 fn opt_string(a: &StringArray, i: usize) -> Option<String> {
     (!a.is_null(i)).then(|| a.value(i).to_string())
+}
+
+fn fixed_column<'a>(
+    batch: &'a RecordBatch,
+    name: &str,
+    width: i32,
+) -> Result<&'a FixedSizeBinaryArray> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<FixedSizeBinaryArray>())
+        .filter(|a| a.value_length() == width)
+        .ok_or_else(|| Error::SinkStopped(format!("column {name:?} missing or not fixed({width})")))
 }
 
 fn string_column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a StringArray> {
@@ -2348,17 +2522,39 @@ fn strings<S: AsRef<str>>(it: impl Iterator<Item = S>) -> ArrayRef {
     Arc::new(StringArray::from_iter_values(it))
 }
 
-/// Hashes as hex text, encoded on the stack (no string per value).
-fn hexes<'a>(it: impl ExactSizeIterator<Item = &'a [u8; 32]>) -> ArrayRef {
-    let mut out = arrow_array::builder::StringBuilder::with_capacity(it.len(), it.len() * 64);
-    let mut buf = [0u8; 64];
+/// Hashes as `fixed(32)`.
+fn hashes<'a>(it: impl ExactSizeIterator<Item = &'a [u8; 32]>) -> ArrayRef {
+    let mut out = FixedSizeBinaryBuilder::with_capacity(it.len(), 32);
     for hash in it {
-        // Panic-free: 64 bytes hold the hex of 32.
-        let _ = hex::encode_to_slice(hash, &mut buf);
-        // Hex digits are ASCII.
-        out.append_value(std::str::from_utf8(&buf).unwrap_or_default());
+        // Panic-free: every value is 32 bytes, the builder's width.
+        out.append_value(hash).expect("32 bytes");
     }
     Arc::new(out.finish())
+}
+
+/// Ids in their two stored columns ([`custody_schemas::id`]): the UUID's bytes, or the text.
+fn ids<'a>(it: impl ExactSizeIterator<Item = Option<&'a str>>) -> (ArrayRef, ArrayRef) {
+    use custody_schemas::id::StoredId;
+    let mut uuids = FixedSizeBinaryBuilder::with_capacity(it.len(), 16);
+    let mut texts = arrow_array::builder::StringBuilder::with_capacity(it.len(), 0);
+    for id in it {
+        match id.map(StoredId::of) {
+            Some(StoredId::Uuid(bytes)) => {
+                // Panic-free: 16 bytes, the builder's width.
+                uuids.append_value(bytes).expect("16 bytes");
+                texts.append_null();
+            }
+            Some(StoredId::Text(text)) => {
+                uuids.append_null();
+                texts.append_value(text);
+            }
+            None => {
+                uuids.append_null();
+                texts.append_null();
+            }
+        }
+    }
+    (Arc::new(uuids.finish()), Arc::new(texts.finish()))
 }
 
 /// `source#partition` per row, each label formatted once.
@@ -2396,12 +2592,16 @@ pub(crate) fn events_batch(
     source: &str,
     epoch: Epoch,
 ) -> Result<RecordBatch> {
+    let (event_uuid, event_id_text) = ids(rows.iter().map(|r| Some(r.event.event_id.as_str())));
+    let (parent_uuid, parent_id_text) =
+        ids(rows.iter().map(|r| r.event.parent_event_id.as_deref()));
     batch(
         tables::events_schema(),
         vec![
             strings(rows.iter().map(|r| r.event.tenant_id.as_str())),
             ints(rows.iter().map(|r| r.seq as i64)),
-            strings(rows.iter().map(|r| r.event.event_id.as_str())),
+            event_uuid,
+            event_id_text,
             strings(rows.iter().map(|r| r.event.schema_version.as_str())),
             strings(rows.iter().map(|r| r.event.event_type.as_str())),
             strings(rows.iter().map(|r| r.event.session_id.as_str())),
@@ -2413,14 +2613,13 @@ pub(crate) fn events_batch(
                 )
                 .with_timezone("+00:00"),
             ),
-            opt_strings(rows.iter().map(|r| r.event.parent_event_id.as_deref())),
+            parent_uuid,
+            parent_id_text,
             strings(rows.iter().map(|r| r.event.payload.as_str())),
-            hexes(rows.iter().map(|r| &r.prev_hash)),
-            hexes(rows.iter().map(|r| &r.hash)),
+            hashes(rows.iter().map(|r| &r.hash)),
             source_partitions(source, rows.iter().map(|r| r.partition)),
             ints(rows.iter().map(|r| r.offset)),
             ints(rows.iter().map(|_| epoch as i64)),
-            hexes(rows.iter().map(|r| &r.leaf_hash)),
         ],
     )
 }
