@@ -310,7 +310,7 @@ impl ViewUpdate {
     }
 }
 
-/// The keyed views, each a changelog table `custody.view_<name>` of JSON rows.
+/// The keyed views; their rows share one changelog table `custody.view_changes`, keyed by view.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ViewId {
@@ -352,20 +352,6 @@ impl ViewId {
             ViewId::PolicyViolations => "policy_violations",
             ViewId::Alerts => "alerts",
             ViewId::ModelVersions => "model_versions",
-        }
-    }
-
-    /// Its changelog table.
-    pub fn table(self) -> &'static str {
-        use custody_schemas::tables;
-        match self {
-            ViewId::Sessions => tables::VIEW_SESSIONS,
-            ViewId::CausalChains => tables::VIEW_CAUSAL_CHAINS,
-            ViewId::HitlGroups => tables::VIEW_HITL_GROUPS,
-            ViewId::SlaBreaches => tables::VIEW_SLA_BREACHES,
-            ViewId::PolicyViolations => tables::VIEW_POLICY_VIOLATIONS,
-            ViewId::Alerts => tables::VIEW_ALERTS,
-            ViewId::ModelVersions => tables::VIEW_MODEL_VERSIONS,
         }
     }
 }

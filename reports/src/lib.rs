@@ -234,7 +234,7 @@ fn rows<'scope, R: serde::Serialize + Clone + 'static>(
 ) -> StreamVec<'scope, Epoch, ViewUpdate> {
     changes(
         collection,
-        view.table(),
+        view.name(),
         move |((tenant_id, key), row), diff| ViewUpdate::Row {
             view,
             tenant_id,

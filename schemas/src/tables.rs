@@ -25,34 +25,13 @@ pub const QUARANTINE: &str = "quarantine";
 pub const CHAIN_HEADS: &str = "chain_heads";
 /// Signed per-tenant checkpoints, one per tenant per epoch.
 pub const CHECKPOINTS: &str = "checkpoints";
-/// Changelog of the per-tenant event counts view.
-pub const VIEW_EVENT_COUNTS: &str = "view_event_counts";
-/// Changelog of the per-tenant HITL review latency view.
-pub const VIEW_HITL_LATENCY: &str = "view_hitl_latency";
-/// Changelog of the sessions view.
-pub const VIEW_SESSIONS: &str = "view_sessions";
-/// Changelog of the causal chains view (tool call → the decisions that led to it).
-pub const VIEW_CAUSAL_CHAINS: &str = "view_causal_chains";
-/// Changelog of HITL statistics per agent and risk tier.
-pub const VIEW_HITL_GROUPS: &str = "view_hitl_groups";
-/// Changelog of escalations undecided past their SLA.
-pub const VIEW_SLA_BREACHES: &str = "view_sla_breaches";
-/// Changelog of policy violations.
-pub const VIEW_POLICY_VIOLATIONS: &str = "view_policy_violations";
-/// Changelog of drift and anomaly alerts.
-pub const VIEW_ALERTS: &str = "view_alerts";
-/// Changelog of model-version attribution.
-pub const VIEW_MODEL_VERSIONS: &str = "view_model_versions";
-/// The keyed views' tables, all of [`view_rows_schema`].
-pub const KEYED_VIEWS: [&str; 7] = [
-    VIEW_SESSIONS,
-    VIEW_CAUSAL_CHAINS,
-    VIEW_HITL_GROUPS,
-    VIEW_SLA_BREACHES,
-    VIEW_POLICY_VIOLATIONS,
-    VIEW_ALERTS,
-    VIEW_MODEL_VERSIONS,
-];
+/// The views' changelog: every change of every view, one table keyed by view name
+/// ([`view_changes_schema`]).
+pub const VIEW_CHANGES: &str = "view_changes";
+/// The name of the event counts view in [`VIEW_CHANGES`] (key: the event type).
+pub const VIEW_EVENT_COUNTS: &str = "event_counts";
+/// The name of the HITL review latency view in [`VIEW_CHANGES`] (one row per tenant, key "").
+pub const VIEW_HITL_LATENCY: &str = "hitl_latency";
 
 /// Sealed token values and field content (XChaCha20-Poly1305 under per-tenant data keys).
 pub const VAULT: &str = "vault";
@@ -65,20 +44,12 @@ pub const EPOCHS: &str = "epochs";
 pub const EMITTER_HEADS: &str = "emitter_heads";
 
 /// Every table, in creation order; after `epochs`, the order an epoch's commits are applied in.
-pub const ALL_TABLES: [&str; 16] = [
+pub const ALL_TABLES: [&str; 8] = [
     EVENTS,
     QUARANTINE,
     CHAIN_HEADS,
     CHECKPOINTS,
-    VIEW_EVENT_COUNTS,
-    VIEW_HITL_LATENCY,
-    VIEW_SESSIONS,
-    VIEW_CAUSAL_CHAINS,
-    VIEW_HITL_GROUPS,
-    VIEW_SLA_BREACHES,
-    VIEW_POLICY_VIOLATIONS,
-    VIEW_ALERTS,
-    VIEW_MODEL_VERSIONS,
+    VIEW_CHANGES,
     VAULT,
     EMITTER_HEADS,
     EPOCHS,
@@ -100,12 +71,10 @@ pub fn table_schema(name: &str) -> Option<SchemaRef> {
         QUARANTINE => Some(quarantine_schema()),
         CHAIN_HEADS => Some(chain_heads_schema()),
         CHECKPOINTS => Some(checkpoints_schema()),
-        VIEW_EVENT_COUNTS => Some(view_event_counts_schema()),
-        VIEW_HITL_LATENCY => Some(view_hitl_latency_schema()),
+        VIEW_CHANGES => Some(view_changes_schema()),
         EPOCHS => Some(epochs_schema()),
         VAULT => Some(vault_schema()),
         EMITTER_HEADS => Some(emitter_heads_schema()),
-        name if KEYED_VIEWS.contains(&name) => Some(view_rows_schema()),
         _ => None,
     }
 }
@@ -219,41 +188,19 @@ pub fn emitter_heads_schema() -> SchemaRef {
     ]))
 }
 
-/// `custody.view_event_counts`: a changelog (`diff` is +1 or -1) of `(tenant, type) -> count`.
-pub fn view_event_counts_schema() -> SchemaRef {
+/// `custody.view_changes`: the changelog of every view, `(view, tenant, key) -> row` with
+/// `diff` +1 (inserted) or -1 (retracted) at `epoch`. `row` is the view's row as JSON (its
+/// fields are documented per view in `reports/src/views/`; `event_counts` rows are
+/// `{"count":n}` keyed by event type, `hitl_latency` rows the tenant's statistics under key
+/// ""). One table for all views: an epoch commits it once, whatever the views changed.
+pub fn view_changes_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
-        field(1, "tenant_id", DataType::Utf8, false),
-        field(2, "event_type", DataType::Utf8, false),
-        field(3, "count", DataType::Int64, false),
-        field(4, "epoch", DataType::Int64, false),
-        field(5, "diff", DataType::Int64, false),
-    ]))
-}
-
-/// `custody.view_hitl_latency`: a changelog of per-tenant review latency statistics.
-pub fn view_hitl_latency_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        field(1, "tenant_id", DataType::Utf8, false),
-        field(2, "reviews", DataType::Int64, false),
-        field(3, "p50_ms", DataType::Int64, false),
-        field(4, "p95_ms", DataType::Int64, false),
-        field(5, "max_ms", DataType::Int64, false),
-        field(6, "rubber_stamps", DataType::Int64, false),
-        field(7, "over_sla", DataType::Int64, false),
-        field(8, "epoch", DataType::Int64, false),
-        field(9, "diff", DataType::Int64, false),
-    ]))
-}
-
-/// `custody.view_<name>` for the keyed views: a changelog of `(tenant, key) -> row`, the row
-/// as JSON (its fields are documented per view in `reports/src/views/`).
-pub fn view_rows_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        field(1, "tenant_id", DataType::Utf8, false),
-        field(2, "key", DataType::Utf8, false),
-        field(3, "row", DataType::Utf8, false),
-        field(4, "epoch", DataType::Int64, false),
-        field(5, "diff", DataType::Int64, false),
+        field(1, "view", DataType::Utf8, false),
+        field(2, "tenant_id", DataType::Utf8, false),
+        field(3, "key", DataType::Utf8, false),
+        field(4, "row", DataType::Utf8, false),
+        field(5, "epoch", DataType::Int64, false),
+        field(6, "diff", DataType::Int64, false),
     ]))
 }
 

@@ -17,8 +17,7 @@ TABLES = [
     "quarantine",
     "chain_heads",
     "checkpoints",
-    "view_event_counts",
-    "view_hitl_latency",
+    "view_changes",
     "vault",
     "epochs",
 ]

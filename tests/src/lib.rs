@@ -116,6 +116,40 @@ pub fn rows<'a>(tables: &'a Value, table: &str) -> &'a Vec<Value> {
     tables[table].as_array().expect("table rows")
 }
 
+/// The changes of one view in `custody.view_changes` (read with its `view`, `tenant_id`, `key`,
+/// `row` and `diff` columns), each as one flat object: `tenant_id`, `diff` and the row's fields,
+/// with the key as `event_type` for `event_counts` and as `key` for the keyed views.
+pub fn view_rows(tables: &Value, view: &str) -> Vec<Value> {
+    rows(tables, "view_changes")
+        .iter()
+        .filter(|r| r["view"] == view)
+        .map(|r| {
+            let mut out = serde_json::Map::new();
+            out.insert("tenant_id".into(), r["tenant_id"].clone());
+            let key = r["key"].clone();
+            match view {
+                "event_counts" => {
+                    out.insert("event_type".into(), key);
+                }
+                "hitl_latency" => {}
+                _ => {
+                    out.insert("key".into(), key);
+                    out.insert("row".into(), r["row"].clone());
+                }
+            }
+            if matches!(view, "event_counts" | "hitl_latency") {
+                let fields: Value =
+                    serde_json::from_str(r["row"].as_str().expect("row")).expect("row JSON");
+                for (k, v) in fields.as_object().expect("row object") {
+                    out.insert(k.clone(), v.clone());
+                }
+            }
+            out.insert("diff".into(), r["diff"].clone());
+            Value::Object(out)
+        })
+        .collect()
+}
+
 /// A tansu broker on a free loopback port, killed on drop.
 pub struct Tansu {
     child: Child,

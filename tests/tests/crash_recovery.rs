@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use custody_tests::{
     CHAIN_COLUMNS, StderrWatch, Tansu, assert_chains_link, custody, custody_bin, generate_ndjson,
-    read_columns, rows,
+    read_columns, rows, view_rows,
 };
 
 const TOPIC: &str = "agent-events";
@@ -179,7 +179,7 @@ fn kill_9_at_ten_points_loses_and_duplicates_nothing() {
         "after-commit:checkpoints",
         "",
         "commit-start",
-        "after-commit:view_hitl_latency",
+        "after-commit:view_changes",
         "after-commit:epochs",
         "",
     ];
@@ -294,8 +294,7 @@ fn views_resume_their_state_across_restarts() {
         &wh,
         &[
             "events:tenant_id,event_type,event_id,payload",
-            "view_event_counts:tenant_id,event_type,count,diff",
-            "view_hitl_latency:tenant_id,reviews,diff",
+            "view_changes:view,tenant_id,key,row,diff",
         ],
     );
     // Recomputed from the events.
@@ -326,7 +325,7 @@ fn views_resume_their_state_across_restarts() {
     }
     // The changelog, netted.
     let mut net: BTreeMap<(String, String, i64), i64> = BTreeMap::new();
-    for r in rows(&tables, "view_event_counts") {
+    for r in &view_rows(&tables, "event_counts") {
         *net.entry((
             r["tenant_id"].as_str().unwrap().into(),
             r["event_type"].as_str().unwrap().into(),
@@ -351,7 +350,7 @@ fn views_resume_their_state_across_restarts() {
         }
     }
     let mut net: BTreeMap<(String, i64), i64> = BTreeMap::new();
-    for r in rows(&tables, "view_hitl_latency") {
+    for r in &view_rows(&tables, "hitl_latency") {
         *net.entry((
             r["tenant_id"].as_str().unwrap().into(),
             r["reviews"].as_i64().unwrap(),

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use custody_operators::pii::{PiiKind, scan};
 use custody_schemas::decode_event;
-use custody_tests::{assert_chains_link, custody, files_under, read_tables, rows};
+use custody_tests::{assert_chains_link, custody, files_under, read_tables, rows, view_rows};
 
 const EVENTS: &str = "20000";
 const TENANTS: &str = "30";
@@ -69,7 +69,7 @@ fn demo_end_to_end() {
     // The event-counts changelog consolidates to the counts of the events table.
     let mut from_view: BTreeMap<(String, String), i64> = BTreeMap::new();
     let mut net: BTreeMap<(String, String, i64), i64> = BTreeMap::new();
-    for r in rows(&tables, "view_event_counts") {
+    for r in &view_rows(&tables, "event_counts") {
         let key = (
             r["tenant_id"].as_str().unwrap().to_string(),
             r["event_type"].as_str().unwrap().to_string(),
@@ -93,7 +93,7 @@ fn demo_end_to_end() {
             .or_default() += 1;
     }
     assert_eq!(from_view, from_events);
-    let hitl = rows(&tables, "view_hitl_latency");
+    let hitl = view_rows(&tables, "hitl_latency");
     assert!(!hitl.is_empty());
     assert!(
         hitl.iter()

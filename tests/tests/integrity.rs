@@ -257,9 +257,9 @@ fn classes() -> Vec<Class> {
             steps: |s| {
                 vec![args(&[
                     "edit",
-                    "view_event_counts",
+                    "view_changes",
                     &format!("--where=tenant_id={}", tenant(s)),
-                    &format!("--set=count={s}"),
+                    &format!("--set=key=forged-{s}"),
                 ])]
             },
             log: warehouse_log,
@@ -271,7 +271,7 @@ fn classes() -> Vec<Class> {
             steps: |s| {
                 vec![args(&[
                     "delete",
-                    "view_event_counts",
+                    "view_changes",
                     &format!("--where=tenant_id={}", tenant(s)),
                 ])]
             },

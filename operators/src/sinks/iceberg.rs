@@ -37,13 +37,14 @@
 //! Iceberg commit conflicts are retried by iceberg-rust's transaction backoff.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
 use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender};
 use std::time::Instant;
 
-use arrow_array::builder::FixedSizeBinaryBuilder;
+use arrow_array::builder::{ArrayBuilder, FixedSizeBinaryBuilder, Int64Builder, StringBuilder};
 use arrow_array::{
     Array, ArrayRef, FixedSizeBinaryArray, Int64Array, RecordBatch, StringArray,
     TimestampMicrosecondArray,
@@ -76,7 +77,7 @@ use crate::merkle::{CompactRange, Hash};
 use crate::metrics::Metrics;
 use crate::record::{
     ChainHead, ChainedEvent, EmitterHead, Epoch, Quarantined, SinkRecord, VaultEvent, VaultItem,
-    ViewId, ViewUpdate, WrittenEvent,
+    ViewUpdate, WrittenEvent,
 };
 use crate::sinks::dead_letter::DeadLetter;
 use crate::transforms::hash_chain::{ChainState, EmitterState, TenantLog};
@@ -645,6 +646,23 @@ impl Warehouse {
                 "{} was written by an older Custody whose commit log has no epoch seals; \
                  export it (`custody export`) and start a new warehouse",
                 self.root.display()
+            )));
+        }
+        // A table this version does not write (the per-view tables of older versions, say)
+        // means the warehouse holds state this version would silently ignore on resume.
+        if let Some(other) = self
+            .catalog
+            .list_tables(&ns)
+            .await?
+            .into_iter()
+            .find(|t| !tables::ALL_TABLES.contains(&t.name()))
+        {
+            return Err(Error::WarehouseDamaged(format!(
+                "{}: table {NAMESPACE}.{} is not one this version of Custody writes (it was \
+                 written by another version); export it with the version that wrote it \
+                 (`custody export`) and start a new warehouse",
+                self.root.display(),
+                other.name()
             )));
         }
         for name in tables::ALL_TABLES {
@@ -2210,20 +2228,10 @@ impl IcebergSink {
         checkpoints.sort_by(|a, b| a.tenant_id.cmp(&b.tenant_id));
         emitters.sort_by(|a, b| (&a.tenant_id, &a.agent_id).cmp(&(&b.tenant_id, &b.agent_id)));
         quarantine.sort_by_key(|q| (q.partition, q.offset));
-        let counts: Vec<&ViewUpdate> = views
+        let changes = views
             .iter()
-            .filter(|v| matches!(v, ViewUpdate::EventCount { .. }))
-            .collect();
-        let hitl: Vec<&ViewUpdate> = views
-            .iter()
-            .filter(|v| matches!(v, ViewUpdate::HitlLatency { .. }))
-            .collect();
-        let mut keyed: BTreeMap<ViewId, Vec<&ViewUpdate>> = BTreeMap::new();
-        for v in &views {
-            if let ViewUpdate::Row { view, .. } = v {
-                keyed.entry(*view).or_default().push(v);
-            }
-        }
+            .filter(|v| !matches!(v, ViewUpdate::Retired { .. }))
+            .count();
         let events_table = self.warehouse.table(tables::EVENTS).await?;
         if !events.is_empty() {
             let writer = crate::sinks::event_writer::EventWriter {
@@ -2306,24 +2314,14 @@ impl IcebergSink {
                 nonempty(&checkpoints, checkpoints_batch)?,
             ),
             (
-                tables::VIEW_EVENT_COUNTS,
-                counts.len(),
-                nonempty(&counts, |c| counts_batch(c, epoch))?,
-            ),
-            (
-                tables::VIEW_HITL_LATENCY,
-                hitl.len(),
-                nonempty(&hitl, |h| hitl_batch(h, epoch))?,
+                tables::VIEW_CHANGES,
+                changes,
+                match changes {
+                    0 => None,
+                    _ => Some(view_changes_batch(&views, epoch)?),
+                },
             ),
         ];
-        for view in ViewId::ALL {
-            let rows = keyed.remove(&view).unwrap_or_default();
-            batches.push((
-                view.table(),
-                rows.len(),
-                nonempty(&rows, |r| view_rows_batch(r, epoch))?,
-            ));
-        }
         batches.push((
             tables::VAULT,
             vault.len(),
@@ -2866,81 +2864,71 @@ fn checkpoints_batch(rows: &[Checkpoint]) -> Result<RecordBatch> {
     )
 }
 
-fn view_rows_batch(rows: &[&ViewUpdate], epoch: Epoch) -> Result<RecordBatch> {
-    let rows: Vec<(&str, &str, &str, i64)> = rows
-        .iter()
-        .filter_map(|v| match v {
-            ViewUpdate::Row {
-                tenant_id,
-                key,
-                row,
-                diff,
-                ..
-            } => Some((tenant_id.as_str(), key.as_str(), row.as_str(), *diff)),
-            _ => None,
-        })
-        .collect();
-    batch(
-        tables::view_rows_schema(),
-        vec![
-            strings(rows.iter().map(|r| r.0)),
-            strings(rows.iter().map(|r| r.1)),
-            strings(rows.iter().map(|r| r.2)),
-            ints(rows.iter().map(|_| epoch as i64)),
-            ints(rows.iter().map(|r| r.3)),
-        ],
-    )
-}
-
-fn counts_batch(rows: &[&ViewUpdate], epoch: Epoch) -> Result<RecordBatch> {
-    let rows: Vec<(&str, &str, i64, i64)> = rows
-        .iter()
-        .filter_map(|v| match v {
+/// Every change of `views` (retirements are not changes) as rows of `custody.view_changes`.
+fn view_changes_batch(views: &[ViewUpdate], epoch: Epoch) -> Result<RecordBatch> {
+    let n = views.len();
+    let mut view = StringBuilder::with_capacity(n, n * 12);
+    let mut tenant = StringBuilder::with_capacity(n, n * 16);
+    let mut key = StringBuilder::with_capacity(n, n * 24);
+    let mut row = StringBuilder::with_capacity(n, n * 64);
+    let mut diff = Int64Builder::with_capacity(n);
+    let mut text = String::new();
+    for v in views {
+        let d = match v {
             ViewUpdate::EventCount {
                 tenant_id,
                 event_type,
                 count,
                 diff,
-            } => Some((tenant_id.as_str(), event_type.as_str(), *count, *diff)),
-            _ => None,
-        })
-        .collect();
-    batch(
-        tables::view_event_counts_schema(),
-        vec![
-            strings(rows.iter().map(|r| r.0)),
-            strings(rows.iter().map(|r| r.1)),
-            ints(rows.iter().map(|r| r.2)),
-            ints(rows.iter().map(|_| epoch as i64)),
-            ints(rows.iter().map(|r| r.3)),
-        ],
-    )
-}
-
-fn hitl_batch(rows: &[&ViewUpdate], epoch: Epoch) -> Result<RecordBatch> {
-    let rows: Vec<(&str, &crate::record::HitlStats, i64)> = rows
-        .iter()
-        .filter_map(|v| match v {
+            } => {
+                view.append_value(tables::VIEW_EVENT_COUNTS);
+                tenant.append_value(tenant_id);
+                key.append_value(event_type);
+                text.clear();
+                // Panic-free: writing to a String cannot fail.
+                let _ = write!(text, "{{\"count\":{count}}}");
+                row.append_value(&text);
+                *diff
+            }
             ViewUpdate::HitlLatency {
                 tenant_id,
                 stats,
                 diff,
-            } => Some((tenant_id.as_str(), stats, *diff)),
-            _ => None,
-        })
-        .collect();
+            } => {
+                view.append_value(tables::VIEW_HITL_LATENCY);
+                tenant.append_value(tenant_id);
+                key.append_value("");
+                // Panic-free: the statistics are plain integers.
+                row.append_value(serde_json::to_string(stats).unwrap_or_default());
+                *diff
+            }
+            ViewUpdate::Row {
+                view: id,
+                tenant_id,
+                key: k,
+                row: r,
+                diff,
+            } => {
+                view.append_value(id.name());
+                tenant.append_value(tenant_id);
+                key.append_value(k);
+                row.append_value(r);
+                *diff
+            }
+            ViewUpdate::Retired { .. } => continue,
+        };
+        diff.append_value(d);
+    }
+    let rows = view.len();
     batch(
-        tables::view_hitl_latency_schema(),
+        tables::view_changes_schema(),
         vec![
-            strings(rows.iter().map(|r| r.0)),
-            ints(rows.iter().map(|r| r.1.reviews)),
-            ints(rows.iter().map(|r| r.1.p50_ms)),
-            ints(rows.iter().map(|r| r.1.p95_ms)),
-            ints(rows.iter().map(|r| r.1.max_ms)),
-            ints(rows.iter().map(|r| r.1.rubber_stamps)),
-            ints(rows.iter().map(|r| r.1.over_sla)),
-            ints(rows.iter().map(|_| epoch as i64)),
-            ints(rows.iter().map(|r| r.2)),
+            Arc::new(view.finish()),
+            Arc::new(tenant.finish()),
+            Arc::new(key.finish()),
+            Arc::new(row.finish()),
+            ints(std::iter::repeat_n(epoch as i64, rows)),
+            Arc::new(diff.finish()),
         ],
     )
 }
