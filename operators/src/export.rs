@@ -5,7 +5,9 @@
 //! [`ExportManifest::message`]: the tenant, the format, the SHA-256 of the exact body bytes,
 //! the number of events and the tree size and root of the checkpoint it was cut at. A holder of
 //! the public key (`keys/<key_id>.pub`) checks the body hash and the signature, and then the
-//! rows against the checkpoint (their leaf hashes rebuild its Merkle root).
+//! rows against the checkpoint (their leaf hashes rebuild its Merkle root). An export of a
+//! period (`from`, `to`: event times) signs the period too; its rows are a part of the log,
+//! each checked against the checkpoint with an inclusion proof.
 
 use std::sync::Arc;
 
@@ -76,6 +78,12 @@ pub struct ExportManifest {
     pub root: String,
     /// Signing key id.
     pub key_id: String,
+    /// The export covers only events at or after this event time (RFC 3339), if set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// The export covers only events before this event time (RFC 3339), if set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
     /// Ed25519 signature over [`ExportManifest::message`], hex.
     pub signature: String,
 }
@@ -83,7 +91,7 @@ pub struct ExportManifest {
 impl ExportManifest {
     /// The signed bytes.
     pub fn message(&self) -> Vec<u8> {
-        format!(
+        let mut m = format!(
             "{EXPORT_DOMAIN}tenant_id={}\nformat={}\nbody_sha256={}\nevents={}\ntree_size={}\nroot={}\nkey_id={}\n",
             self.tenant_id,
             self.format.as_str(),
@@ -92,8 +100,15 @@ impl ExportManifest {
             self.tree_size,
             self.root,
             self.key_id
-        )
-        .into_bytes()
+        );
+        // A period is signed when there is one (a whole-log export's message is unchanged).
+        if let Some(from) = &self.from {
+            m.push_str(&format!("from={from}\n"));
+        }
+        if let Some(to) = &self.to {
+            m.push_str(&format!("to={to}\n"));
+        }
+        m.into_bytes()
     }
 
     /// Whether `body` and the signature check out under `key`.
@@ -175,25 +190,38 @@ fn parquet(rows: &[EventRow]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Signs an export of `tenant` whose `body` holds `events` rows, cut at a checkpoint of
-/// `tree_size` and `root`.
+/// The part of a tenant's log an export holds.
+#[derive(Clone, Copy, Debug)]
+pub struct ExportCut<'a> {
+    /// Tree size of the checkpoint the export was cut at.
+    pub tree_size: u64,
+    /// That checkpoint's root, hex.
+    pub root: &'a str,
+    /// Event time range (RFC 3339), if the export is of a period.
+    pub from: Option<&'a str>,
+    /// See `from`.
+    pub to: Option<&'a str>,
+}
+
+/// Signs an export of `tenant` whose `body` holds `events` rows, cut at `cut`.
 pub fn sign(
     signer: &Signer,
     tenant: &str,
     format: ExportFormat,
     body: &[u8],
     events: u64,
-    tree_size: u64,
-    root: &str,
+    cut: ExportCut<'_>,
 ) -> ExportManifest {
     let mut m = ExportManifest {
         tenant_id: tenant.to_string(),
         format,
         body_sha256: hex::encode(Sha256::digest(body)),
         events,
-        tree_size,
-        root: root.to_string(),
+        tree_size: cut.tree_size,
+        root: cut.root.to_string(),
         key_id: signer.key_id().to_string(),
+        from: cut.from.map(str::to_string),
+        to: cut.to.map(str::to_string),
         signature: String::new(),
     };
     m.signature = signer.sign_bytes(&m.message());
@@ -229,7 +257,13 @@ mod tests {
         let rows = [row(0), row(1)];
         for format in [ExportFormat::Ndjson, ExportFormat::Parquet] {
             let body = encode(&rows, format).unwrap();
-            let m = sign(&signer, "acme", format, &body, 2, 2, "ab");
+            let cut = ExportCut {
+                tree_size: 2,
+                root: "ab",
+                from: None,
+                to: None,
+            };
+            let m = sign(&signer, "acme", format, &body, 2, cut);
             assert!(m.verify(&body, &signer.public_key()));
             let mut tampered = body.clone();
             let mid = tampered.len() / 2;
@@ -238,6 +272,17 @@ mod tests {
             let mut other = m.clone();
             other.tenant_id = "globex".into();
             assert!(!other.verify(&body, &signer.public_key()));
+            // A period is signed: widening it after the fact breaks the signature.
+            let period = ExportCut {
+                from: Some("2026-01-01T00:00:00Z"),
+                to: Some("2026-04-01T00:00:00Z"),
+                ..cut
+            };
+            let m = sign(&signer, "acme", format, &body, 2, period);
+            assert!(m.verify(&body, &signer.public_key()));
+            let mut widened = m.clone();
+            widened.from = None;
+            assert!(!widened.verify(&body, &signer.public_key()));
         }
         let ndjson = encode(&rows, ExportFormat::Ndjson).unwrap();
         assert_eq!(ndjson.iter().filter(|b| **b == b'\n').count(), 2);

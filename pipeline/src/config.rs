@@ -232,6 +232,34 @@ impl KeysConfig {
 pub struct ServeConfig {
     /// Listen address.
     pub listen: String,
+    /// Lake queries run at once; more wait for a slot (within their deadline).
+    #[serde(default = "default_query_slots")]
+    pub query_slots: usize,
+    /// Deadline of one lake query, waiting for a slot included; past it the answer is 503.
+    #[serde(default = "default_query_timeout", with = "humantime_serde")]
+    pub query_timeout: std::time::Duration,
+    /// Deadline of any request; past it the answer is 503.
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: std::time::Duration,
+    /// Threads serving HTTP (views and API); lake queries run on their own.
+    #[serde(default = "default_http_threads")]
+    pub http_threads: usize,
+}
+
+fn default_query_slots() -> usize {
+    4
+}
+
+fn default_query_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(10)
+}
+
+fn default_request_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(30)
+}
+
+fn default_http_threads() -> usize {
+    2
 }
 
 /// PII tokenization.

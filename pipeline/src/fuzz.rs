@@ -262,6 +262,7 @@ fn fuzz_router() -> axum::Router {
         // Panic-free: no tokens is a valid configuration.
         auth: Arc::new(crate::auth::ApiAuth::new(no_tokens).unwrap_or_else(|_| unreachable!())),
         lake: None,
+        request_timeout: std::time::Duration::from_secs(30),
         cursor_key: [7; 32],
         metrics: Metrics::new(),
         live: Arc::new(Mutex::new(live)),

@@ -21,6 +21,7 @@ mod dashboard;
 mod dataflow;
 mod fuzz;
 mod generate;
+mod lake_pool;
 mod serve;
 mod soak;
 mod verify;
@@ -698,7 +699,7 @@ fn start_server(
         return Ok(None);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+        .worker_threads(config.serve.http_threads.max(1))
         .thread_name("custody-http")
         .enable_all()
         .build()?;
@@ -718,7 +719,11 @@ fn start_server(
         tracing::warn!("no api.tokens configured: the tenant API is open (development only)");
     }
     let lake = match runtime.block_on(Warehouse::open(warehouse)) {
-        Ok(w) => Some(Arc::new(w)),
+        Ok(w) => Some(Arc::new(lake_pool::LakePool::new(
+            w,
+            config.serve.query_slots,
+            config.serve.query_timeout,
+        )?)),
         Err(e) => {
             tracing::warn!(error = %e, "event queries unavailable: cannot open the warehouse");
             None
@@ -732,6 +737,7 @@ fn start_server(
     let app = serve::router(serve::AppState {
         auth: Arc::new(auth),
         lake,
+        request_timeout: config.serve.request_timeout,
         cursor_key,
         metrics: metrics.clone(),
         live: Arc::clone(live),

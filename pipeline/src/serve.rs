@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -19,15 +19,20 @@ use serde_json::{Value, json};
 
 use crate::access_log::{Access, AccessLog};
 use crate::auth::{ApiAuth, Need, not_found};
-use custody_operators::sinks::iceberg::{EventQuery, Warehouse};
+use crate::lake_pool::{LakeError, LakePool};
+use custody_operators::sinks::iceberg::EventQuery;
+use custody_operators::verify::EventRow;
+use custody_schemas::event::EventType;
 
 /// Shared state of the HTTP handlers.
 #[derive(Clone)]
 pub struct AppState {
     /// Bearer tokens.
     pub auth: Arc<ApiAuth>,
-    /// The lake, for event queries.
-    pub lake: Option<Arc<Warehouse>>,
+    /// The lake, for event queries (run off the serving threads, bounded, with deadlines).
+    pub lake: Option<Arc<LakePool>>,
+    /// Deadline of any request.
+    pub request_timeout: std::time::Duration,
     /// Key binding page cursors to their tenant (per process).
     pub cursor_key: [u8; 32],
     /// Process metrics.
@@ -73,6 +78,10 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             record_access,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            deadline,
+        ))
         // A handler that panics (a bug: no input may make one) answers 500 instead of
         // dropping the connection; the server goes on.
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
@@ -84,6 +93,49 @@ pub fn router(state: AppState) -> Router {
         }))
         .with_state(state)
 }
+
+/// Answers 503 to a request still unanswered at its deadline (its work is dropped).
+async fn deadline(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match tokio::time::timeout(state.request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "5")],
+            Json(json!({"error": format!(
+                "no answer within {:?}; try again or narrow the request",
+                state.request_timeout
+            )})),
+        )
+            .into_response(),
+    }
+}
+
+/// Query parameters read strictly: a parameter the endpoint does not know, or a value it
+/// cannot read, is a 400 that names it (never silently ignored).
+struct Params<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for Params<T> {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Response> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(t)) => Ok(Params(t)),
+            Err(rejection) => Err(bad_request(rejection.body_text())),
+        }
+    }
+}
+
+/// The parameters of an endpoint that takes none.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoParams {}
 
 /// Records each tenant API request in a tenant's audit log before answering it.
 async fn record_access(
@@ -170,7 +222,11 @@ fn unavailable() -> Response {
         .into_response()
 }
 
-async fn tenants(State(state): State<AppState>, headers: HeaderMap) -> Response {
+async fn tenants(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Params(NoParams {}): Params<NoParams>,
+) -> Response {
     let principal = match state.auth.principal(&headers) {
         Ok(p) => p,
         Err(denied) => return denied.into_response(),
@@ -193,6 +249,7 @@ async fn event_counts(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(tenant): Path<String>,
+    Params(NoParams {}): Params<NoParams>,
 ) -> Response {
     if let Err(denied) = state.auth.authorize(&headers, &tenant, Need::Views) {
         return denied.into_response();
@@ -210,6 +267,7 @@ async fn hitl_latency(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(tenant): Path<String>,
+    Params(NoParams {}): Params<NoParams>,
 ) -> Response {
     if let Err(denied) = state.auth.authorize(&headers, &tenant, Need::Views) {
         return denied.into_response();
@@ -235,6 +293,7 @@ async fn latest_checkpoint(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(tenant): Path<String>,
+    Params(NoParams {}): Params<NoParams>,
 ) -> Response {
     if let Err(denied) = state.auth.authorize(&headers, &tenant, Need::Evidence) {
         return denied.into_response();
@@ -267,7 +326,11 @@ fn witness_denied(state: &AppState, headers: &HeaderMap) -> Option<Response> {
 
 /// Every tenant's latest checkpoint, for witnesses. Not a tenant's data (sizes, roots and
 /// signatures only), so not recorded in a tenant's access log.
-async fn witness_checkpoints(State(state): State<AppState>, headers: HeaderMap) -> Response {
+async fn witness_checkpoints(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Params(NoParams {}): Params<NoParams>,
+) -> Response {
     if let Some(denied) = witness_denied(&state, &headers) {
         return denied;
     }
@@ -279,6 +342,7 @@ async fn witness_checkpoints(State(state): State<AppState>, headers: HeaderMap) 
 
 /// `?tenant=&from=&to=`.
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct WitnessConsistencyQuery {
     tenant: String,
     from: u64,
@@ -289,7 +353,7 @@ struct WitnessConsistencyQuery {
 async fn witness_consistency(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(q): Query<WitnessConsistencyQuery>,
+    Params(q): Params<WitnessConsistencyQuery>,
 ) -> Response {
     if let Some(denied) = witness_denied(&state, &headers) {
         return denied;
@@ -299,6 +363,7 @@ async fn witness_consistency(
 
 /// `?event_id=`.
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct InclusionQuery {
     event_id: String,
 }
@@ -307,7 +372,7 @@ async fn inclusion(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(tenant): Path<String>,
-    Query(q): Query<InclusionQuery>,
+    Params(q): Params<InclusionQuery>,
 ) -> Response {
     if let Err(denied) = state.auth.authorize(&headers, &tenant, Need::Evidence) {
         return denied.into_response();
@@ -323,6 +388,7 @@ async fn inclusion(
 
 /// `?from=&to=`.
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ConsistencyQuery {
     from: u64,
     to: u64,
@@ -332,7 +398,7 @@ async fn consistency(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(tenant): Path<String>,
-    Query(q): Query<ConsistencyQuery>,
+    Params(q): Params<ConsistencyQuery>,
 ) -> Response {
     if let Err(denied) = state.auth.authorize(&headers, &tenant, Need::Evidence) {
         return denied.into_response();
@@ -356,7 +422,7 @@ fn tenant_lake(
     state: &AppState,
     headers: &HeaderMap,
     tenant: &str,
-) -> Result<Arc<Warehouse>, Box<Response>> {
+) -> Result<Arc<LakePool>, Box<Response>> {
     state
         .auth
         .authorize(headers, tenant, Need::Views)
@@ -364,13 +430,90 @@ fn tenant_lake(
     state.lake.clone().ok_or_else(|| Box::new(unavailable()))
 }
 
-/// `?type=&agent=&user=&from=&to=&limit=&cursor=`.
+/// The answer to a lake query that has none: 503, with `Retry-After` when the lake is busy.
+fn lake_failed(what: &str, e: LakeError) -> Response {
+    match e {
+        LakeError::Busy(_) | LakeError::TimedOut(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "5")],
+            Json(json!({"error": e.to_string()})),
+        )
+            .into_response(),
+        LakeError::Failed(_) => {
+            tracing::error!(error = %e, "{what} failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"error": format!("{what} failed")})),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// Runs an event query of `tenant` on the lake pool.
+async fn query_lake(
+    lake: &LakePool,
+    tenant: &str,
+    query: EventQuery,
+) -> Result<Vec<EventRow>, LakeError> {
+    let tenant = tenant.to_string();
+    lake.run(move |w| async move {
+        w.query_events(&tenant, &query)
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await
+}
+
+/// `from` and `to` (RFC 3339) as µs since the epoch: `from` inclusive, `to` exclusive.
+fn time_range(from: &Option<String>, to: &Option<String>) -> Result<TimeRange, String> {
+    let time = |name: &str, v: &Option<String>| -> Result<Option<i64>, String> {
+        v.as_deref()
+            .map(|t| custody_schemas::time::parse_rfc3339(t).map_err(|e| format!("{name}: {e}")))
+            .transpose()
+    };
+    let range = TimeRange {
+        from_us: time("from", from)?,
+        to_us: time("to", to)?,
+    };
+    if let (Some(f), Some(t)) = (range.from_us, range.to_us)
+        && f > t
+    {
+        return Err("from is after to".into());
+    }
+    Ok(range)
+}
+
+/// A time range (µs since the epoch).
+#[derive(Clone, Copy, Default)]
+struct TimeRange {
+    from_us: Option<i64>,
+    to_us: Option<i64>,
+}
+
+/// An event type as the API takes it: its wire name, exactly.
+fn event_type_param(name: &str) -> Result<EventType, String> {
+    EventType::parse(name).ok_or_else(|| {
+        let hint = EventType::parse(&name.to_ascii_uppercase())
+            .map(|t| format!("; event types are upper case: {}", t.as_str()))
+            .unwrap_or_else(|| {
+                let known: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
+                format!("; known types: {}", known.join(", "))
+            });
+        format!("unknown event type {name:?}{hint}")
+    })
+}
+
+/// `?type=&agent=&user=&session=&model_version=&from=&to=&limit=&cursor=`.
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct EventsQuery {
     #[serde(rename = "type")]
     event_type: Option<String>,
     agent: Option<String>,
     user: Option<String>,
+    session: Option<String>,
+    model_version: Option<String>,
     from: Option<String>,
     to: Option<String>,
     limit: Option<usize>,
@@ -414,20 +557,22 @@ async fn events(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(tenant): Path<String>,
-    Query(q): Query<EventsQuery>,
+    Params(q): Params<EventsQuery>,
 ) -> Response {
     if let Err(denied) = state.auth.authorize(&headers, &tenant, Need::Views) {
         return denied.into_response();
     }
-    let time = |name: &str, v: &Option<String>| -> Result<Option<i64>, String> {
-        v.as_deref()
-            .map(|t| custody_schemas::time::parse_rfc3339(t).map_err(|e| format!("{name}: {e}")))
-            .transpose()
+    let range = match time_range(&q.from, &q.to) {
+        Ok(r) => r,
+        Err(e) => return bad_request(e),
     };
-    let (from_us, to_us) = match (time("from", &q.from), time("to", &q.to)) {
-        (Ok(f), Ok(t)) => (f, t),
-        (Err(e), _) | (_, Err(e)) => return bad_request(e),
+    let event_type = match q.event_type.as_deref().map(event_type_param).transpose() {
+        Ok(t) => t,
+        Err(e) => return bad_request(e),
     };
+    if q.limit == Some(0) {
+        return bad_request("limit must be at least 1".into());
+    }
     let after_seq = match &q.cursor {
         Some(c) => match decode_cursor(&state.cursor_key, &tenant, c) {
             Some(seq) => Some(seq),
@@ -442,20 +587,19 @@ async fn events(
     };
     let query = EventQuery {
         after_seq,
-        event_type: q.event_type,
+        event_type: event_type.map(|t| t.as_str().to_string()),
         agent_id: q.agent,
         user_id: q.user,
-        from_us,
-        to_us,
+        session_id: q.session,
+        model_version: q.model_version,
+        from_us: range.from_us,
+        to_us: range.to_us,
         limit,
         ..EventQuery::default()
     };
-    let rows = match lake.query_events(&tenant, &query).await {
+    let rows = match query_lake(&lake, &tenant, query).await {
         Ok(rows) => rows,
-        Err(e) => {
-            tracing::error!(error = %e, "event query failed");
-            return unavailable();
-        }
+        Err(e) => return lake_failed("event query", e),
     };
     if rows.is_empty() && after_seq.is_none() {
         let known = known_tenant(&state, &tenant);
@@ -504,6 +648,7 @@ async fn session(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path((tenant, session_id)): Path<(String, String)>,
+    Params(NoParams {}): Params<NoParams>,
 ) -> Response {
     let lake = match tenant_lake(&state, &headers, &tenant) {
         Ok(lake) => lake,
@@ -514,17 +659,14 @@ async fn session(
         limit: MAX_SESSION,
         ..EventQuery::default()
     };
-    match lake.query_events(&tenant, &query).await {
+    match query_lake(&lake, &tenant, query).await {
         Ok(rows) if rows.is_empty() => missing("session", &session_id),
         Ok(rows) => {
             let narrative: Vec<String> = rows.iter().map(narrate).collect();
             Json(json!({ "session_id": session_id, "events": rows, "narrative": narrative }))
                 .into_response()
         }
-        Err(e) => {
-            tracing::error!(error = %e, "session query failed");
-            unavailable()
-        }
+        Err(e) => lake_failed("session query", e),
     }
 }
 
@@ -533,6 +675,7 @@ async fn causes(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path((tenant, event_id)): Path<(String, String)>,
+    Params(NoParams {}): Params<NoParams>,
 ) -> Response {
     let lake = match tenant_lake(&state, &headers, &tenant) {
         Ok(lake) => lake,
@@ -550,17 +693,14 @@ async fn causes(
             limit: 1,
             ..EventQuery::default()
         };
-        match lake.query_events(&tenant, &query).await {
+        match query_lake(&lake, &tenant, query).await {
             Ok(mut rows) => {
                 if let Some(row) = rows.pop() {
                     next = row.parent_event_id.clone();
                     chain.push(row);
                 }
             }
-            Err(e) => {
-                tracing::error!(error = %e, "causal chain query failed");
-                return unavailable();
-            }
+            Err(e) => return lake_failed("causal chain query", e),
         }
     }
     if chain.is_empty() {
@@ -578,6 +718,7 @@ fn view_by_name(name: &str) -> Option<ViewId> {
 
 /// `?limit=&offset=` over a view's rows (in key order).
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct PageQuery {
     limit: Option<usize>,
     offset: Option<usize>,
@@ -589,7 +730,7 @@ async fn keyed_view(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path((tenant, name)): Path<(String, String)>,
-    Query(q): Query<PageQuery>,
+    Params(q): Params<PageQuery>,
 ) -> Response {
     if let Err(denied) = state.auth.authorize(&headers, &tenant, Need::Views) {
         return denied.into_response();
@@ -623,21 +764,36 @@ async fn keyed_view(
 }
 
 /// Human overrides: review decisions that rejected or modified the agent's proposal.
+/// `?from=&to=` (of the decision's event time).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RangeQuery {
+    from: Option<String>,
+    to: Option<String>,
+}
+
 async fn overrides(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(tenant): Path<String>,
+    Params(q): Params<RangeQuery>,
 ) -> Response {
+    let range = match time_range(&q.from, &q.to) {
+        Ok(r) => r,
+        Err(e) => return bad_request(e),
+    };
     let lake = match tenant_lake(&state, &headers, &tenant) {
         Ok(lake) => lake,
         Err(response) => return *response,
     };
     let query = EventQuery {
         event_type: Some("HUMAN_REVIEW_DECISION".into()),
+        from_us: range.from_us,
+        to_us: range.to_us,
         limit: usize::MAX,
         ..EventQuery::default()
     };
-    match lake.query_events(&tenant, &query).await {
+    match query_lake(&lake, &tenant, query).await {
         Ok(rows) => {
             let overrides: Vec<Value> = rows
                 .iter()
@@ -665,10 +821,7 @@ async fn overrides(
             }
             Json(json!({ "tenant_id": tenant, "overrides": overrides })).into_response()
         }
-        Err(e) => {
-            tracing::error!(error = %e, "overrides query failed");
-            unavailable()
-        }
+        Err(e) => lake_failed("overrides query", e),
     }
 }
 
@@ -676,6 +829,7 @@ async fn reports(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(tenant): Path<String>,
+    Params(NoParams {}): Params<NoParams>,
 ) -> Response {
     if let Err(denied) = state.auth.authorize(&headers, &tenant, Need::Evidence) {
         return denied.into_response();
@@ -699,9 +853,17 @@ async fn report(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path((tenant, name)): Path<(String, String)>,
+    Params(q): Params<RangeQuery>,
 ) -> Response {
     if let Err(denied) = state.auth.authorize(&headers, &tenant, Need::Evidence) {
         return denied.into_response();
+    }
+    if q.from.is_some() || q.to.is_some() {
+        return bad_request(
+            "reports cover the whole log as of the latest checkpoint; reports of a period \
+             (from, to) are not available yet"
+                .into(),
+        );
     }
     let mut ctx = (*state.report_ctx).clone();
     ctx.checkpoint = state
@@ -721,9 +883,13 @@ async fn report(
     }
 }
 
+/// `?format=&from=&to=`.
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ExportQuery {
     format: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
 }
 
 /// Every event of the tenant up to its latest checkpoint, signed (see
@@ -732,11 +898,15 @@ async fn export_events(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(tenant): Path<String>,
-    Query(q): Query<ExportQuery>,
+    Params(q): Params<ExportQuery>,
 ) -> Response {
     if let Err(denied) = state.auth.authorize(&headers, &tenant, Need::Evidence) {
         return denied.into_response();
     }
+    let range = match time_range(&q.from, &q.to) {
+        Ok(r) => r,
+        Err(e) => return bad_request(e),
+    };
     let Some(format) = ExportFormat::parse(q.format.as_deref().unwrap_or("ndjson")) else {
         return bad_request("format must be ndjson or parquet".into());
     };
@@ -752,15 +922,14 @@ async fn export_events(
         return not_found(&tenant);
     };
     let query = EventQuery {
+        from_us: range.from_us,
+        to_us: range.to_us,
         limit: usize::MAX,
         ..EventQuery::default()
     };
-    let mut rows = match lake.query_events(&tenant, &query).await {
+    let mut rows = match query_lake(&lake, &tenant, query).await {
         Ok(rows) => rows,
-        Err(e) => {
-            tracing::error!(error = %e, "export query failed");
-            return unavailable();
-        }
+        Err(e) => return lake_failed("export query", e),
     };
     // Exactly the log the checkpoint signs: later commits wait for the next checkpoint.
     rows.retain(|r| (r.seq as u64) < checkpoint.tree_size);
@@ -777,8 +946,12 @@ async fn export_events(
         format,
         &body,
         rows.len() as u64,
-        checkpoint.tree_size,
-        &checkpoint.root,
+        export::ExportCut {
+            tree_size: checkpoint.tree_size,
+            root: &checkpoint.root,
+            from: q.from.as_deref(),
+            to: q.to.as_deref(),
+        },
     );
     let file = format!("{tenant}-events.{}", format.as_str());
     let header = |v: String| {
@@ -808,6 +981,11 @@ async fn export_events(
     ] {
         h.insert(name, header(value));
     }
+    for (name, value) in [("x-custody-from", &m.from), ("x-custody-to", &m.to)] {
+        if let Some(v) = value {
+            h.insert(name, header(v.clone()));
+        }
+    }
     response
 }
 
@@ -825,6 +1003,7 @@ mod tests {
 
     use super::*;
     use crate::auth::{Role, TokenSettings};
+    use custody_operators::sinks::iceberg::Warehouse;
 
     const TENANTS: [&str; 2] = ["tenant-a", "tenant-b"];
 
@@ -888,7 +1067,10 @@ mod tests {
         .collect();
         let app = router(AppState {
             auth: Arc::new(ApiAuth::new(tokens.iter().map(|(n, t)| (n, t))).unwrap()),
-            lake: Some(Arc::new(lake)),
+            lake: Some(Arc::new(
+                LakePool::new(lake, 4, std::time::Duration::from_secs(30)).unwrap(),
+            )),
+            request_timeout: std::time::Duration::from_secs(30),
             cursor_key: [3; 32],
             metrics: Metrics::new(),
             live: Arc::new(Mutex::new(live)),
@@ -980,6 +1162,65 @@ mod tests {
                 assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
                 assert!(body.contains(name), "{uri}: {body}");
             }
+        }
+    }
+
+    /// A filter an endpoint does not know was once ignored (answering as if unfiltered): it
+    /// is a 400 that names it, on every endpoint.
+    #[tokio::test]
+    async fn unknown_parameters_are_bad_requests_naming_them() {
+        let app = app().await;
+        let mut uris: Vec<String> = endpoints("tenant-a");
+        uris.extend([
+            "/v1/tenants".to_string(),
+            "/v1/checkpoints".to_string(),
+            "/v1/checkpoints/consistency?tenant=tenant-a&from=1&to=3".to_string(),
+        ]);
+        for uri in uris {
+            let sep = if uri.contains('?') { '&' } else { '?' };
+            let uri = format!("{uri}{sep}colour=blue");
+            let (status, body) = get(&app, &uri, Some("root")).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
+            assert!(body.contains("colour"), "{uri}: {body}");
+            let error: Value = serde_json::from_str(&body).unwrap();
+            assert!(error["error"].is_string(), "{uri}: {body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn filter_values_are_checked() {
+        let app = app().await;
+        for (uri, says) in [
+            ("events?type=tool_called", "upper case: TOOL_CALLED"),
+            ("events?type=TOOL_CALLS", "known types"),
+            ("events?limit=0", "limit"),
+            ("events?limit=-3", "limit"),
+            (
+                "events?from=2026-03-02T00:00:00Z&to=2026-03-01T00:00:00Z",
+                "from is after to",
+            ),
+            ("export?from=yesterday", "from"),
+            ("export?format=csv", "format"),
+            ("overrides?to=soon", "to"),
+            (
+                "reports/eu-ai-act-art14?from=2026-01-01T00:00:00Z",
+                "period",
+            ),
+        ] {
+            let uri = format!("/v1/tenants/tenant-a/{uri}");
+            let (status, body) = get(&app, &uri, Some("root")).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
+            assert!(body.contains(says), "{uri}: {body}");
+        }
+        // Filters that exist are taken.
+        for uri in [
+            "events?type=TOOL_CALLED&agent=a&user=u&session=s&model_version=v1&limit=5",
+            "events?from=2026-03-01T00:00:00Z&to=2026-03-02T00:00:00Z",
+            "overrides?from=2026-03-01T00:00:00Z",
+        ] {
+            let uri = format!("/v1/tenants/tenant-a/{uri}");
+            let (status, body) = get(&app, &uri, Some("root")).await;
+            assert_eq!(status, StatusCode::OK, "{uri}: {body}");
         }
     }
 

@@ -80,12 +80,60 @@ fn events_page_through_a_tenant_and_never_across() {
     assert_eq!(code, 200);
     let tools = page["events"].as_array().unwrap();
     assert!(!tools.is_empty() && tools.iter().all(|e| e["event_type"] == "TOOL_CALLED"));
-    let (_, page) = get(
+    // A type that does not exist (an injection attempt, or lower case) is an error, not an
+    // empty page.
+    for ty in ["TOOL_CALLED%27%20OR%20%271%27=%271", "tool_called"] {
+        let (code, page) = get(
+            &addr,
+            &format!("/v1/tenants/tenant-0000/events?type={ty}"),
+            "token-a",
+        );
+        assert_eq!(code, 400, "{page}");
+    }
+    // Model version attribution: the decisions of one model version, and only those.
+    let (code, decisions) = get(
         &addr,
-        "/v1/tenants/tenant-0000/events?type=TOOL_CALLED%27%20OR%20%271%27=%271",
+        "/v1/tenants/tenant-0000/events?type=MODEL_DECISION&limit=1000",
         "token-a",
     );
-    assert_eq!(page["events"].as_array().map(Vec::len), Some(0), "{page}");
+    assert_eq!(code, 200);
+    let version_of = |e: &Value| -> String {
+        let p: Value = serde_json::from_str(e["payload"].as_str().unwrap()).unwrap();
+        p["model_version"].as_str().unwrap().to_string()
+    };
+    let decisions = decisions["events"].as_array().unwrap().clone();
+    let version = version_of(&decisions[0]);
+    let (code, page) = get(
+        &addr,
+        &format!("/v1/tenants/tenant-0000/events?model_version={version}&limit=1000"),
+        "token-a",
+    );
+    assert_eq!(code, 200, "{page}");
+    let by_version: Vec<i64> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            assert_eq!(e["event_type"], "MODEL_DECISION");
+            assert_eq!(version_of(e), version);
+            e["seq"].as_i64().unwrap()
+        })
+        .collect();
+    let expected_by_version: Vec<i64> = decisions
+        .iter()
+        .filter(|e| version_of(e) == version)
+        .map(|e| e["seq"].as_i64().unwrap())
+        .collect();
+    assert!(!by_version.is_empty());
+    assert_eq!(by_version, expected_by_version);
+    // A filter that does not exist is an error, not ignored.
+    let (code, page) = get(
+        &addr,
+        "/v1/tenants/tenant-0000/events?model=gpt&limit=1",
+        "token-a",
+    );
+    assert_eq!(code, 400, "{page}");
+    assert!(page["error"].as_str().unwrap().contains("model"), "{page}");
     let (_, page) = get(
         &addr,
         "/v1/tenants/tenant-0000/events?from=2099-01-01T00:00:00Z",

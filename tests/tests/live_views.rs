@@ -328,6 +328,8 @@ fn views_reports_alerts_export_and_dashboard() {
             tree_size: h("x-custody-tree-size").parse().unwrap(),
             root: h("x-custody-root"),
             key_id: h("x-custody-key-id"),
+            from: None,
+            to: None,
             signature: h("x-custody-signature"),
         };
         let key =
@@ -349,6 +351,7 @@ fn views_reports_alerts_export_and_dashboard() {
             ExportFormat::Parquet => assert_eq!(&body[..4], b"PAR1"),
         }
     }
+    period_export(&addr, &wh);
 
     // The dashboard, rendered by headless Chromium.
     let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
@@ -390,4 +393,67 @@ fn views_reports_alerts_export_and_dashboard() {
     assert!(count("class=\"alert ") >= 1, "alerts panel");
     assert!(count("class=\"overdue\"") >= 1, "SLA panel");
     assert!(!dom.contains("tenant-0001"), "no other tenant on the page");
+}
+
+/// An export of a period holds exactly the events of the period (of the log its checkpoint
+/// signs), and signs the period: the same manifest without it does not verify.
+fn period_export(addr: &str, wh: &std::path::Path) {
+    let ndjson = |path: &str| -> (Vec<Value>, Vec<(String, String)>, Vec<u8>) {
+        let (code, headers, body) = http_get(addr, path, "secret-reg");
+        assert_eq!(code, 200, "{path}");
+        let rows = body
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
+        (rows, headers, body)
+    };
+    let (all, _, _) = ndjson(&format!("/v1/tenants/{TENANT}/export?format=ndjson"));
+    let mut times: Vec<String> = all
+        .iter()
+        .map(|e| e["event_time"].as_str().unwrap().to_string())
+        .collect();
+    times.sort();
+    let (from, to) = (&times[times.len() / 4], &times[times.len() * 3 / 4]);
+    let path = format!("/v1/tenants/{TENANT}/export?format=ndjson&from={from}&to={to}");
+    let (part, headers, body) = ndjson(&path);
+    let h = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("header {name}"))
+    };
+    let tree_size: i64 = h("x-custody-tree-size").parse().unwrap();
+    let within = |e: &Value| {
+        let t = e["event_time"].as_str().unwrap();
+        t >= from.as_str() && t < to.as_str() && e["seq"].as_i64().unwrap() < tree_size
+    };
+    let seqs = |rows: &[Value]| -> Vec<i64> {
+        rows.iter()
+            .filter(|e| within(e))
+            .map(|e| e["seq"].as_i64().unwrap())
+            .collect()
+    };
+    assert!(!part.is_empty());
+    assert!(part.iter().all(within), "only the period's events");
+    assert_eq!(seqs(&part), seqs(&all), "every event of the period");
+    let mut manifest = ExportManifest {
+        tenant_id: h("x-custody-tenant"),
+        format: ExportFormat::Ndjson,
+        body_sha256: h("x-custody-body-sha256"),
+        events: h("x-custody-events").parse().unwrap(),
+        tree_size: tree_size as u64,
+        root: h("x-custody-root"),
+        key_id: h("x-custody-key-id"),
+        from: Some(h("x-custody-from")),
+        to: Some(h("x-custody-to")),
+        signature: h("x-custody-signature"),
+    };
+    assert_eq!(manifest.events as usize, part.len());
+    let key = std::fs::read_to_string(wh.join(format!("keys/{}.pub", manifest.key_id))).unwrap();
+    let key = parse_public_key(key.trim()).unwrap();
+    assert!(manifest.verify(&body, &key), "the period export verifies");
+    manifest.from = None;
+    assert!(!manifest.verify(&body, &key), "the period is signed");
 }

@@ -1336,6 +1336,10 @@ impl Warehouse {
         if let Some(t) = &query.event_type {
             predicate = predicate.and(Reference::new("event_type").equal_to(Datum::string(t)));
         }
+        if query.model_version.is_some() {
+            predicate = predicate
+                .and(Reference::new("event_type").equal_to(Datum::string("MODEL_DECISION")));
+        }
         if let Some(a) = &query.agent_id {
             predicate = predicate.and(Reference::new("agent_id").equal_to(Datum::string(a)));
         }
@@ -1760,6 +1764,8 @@ pub struct EventQuery {
     pub from_us: Option<i64>,
     /// Event time before (µs since the epoch).
     pub to_us: Option<i64>,
+    /// Only model decisions by this model version (`model_version` of the payload).
+    pub model_version: Option<String>,
     /// Page size.
     pub limit: usize,
 }
@@ -1782,6 +1788,13 @@ impl EventQuery {
                 .is_none_or(|ids| ids.contains(&r.event_id))
             && self.from_us.is_none_or(|f| time >= f)
             && self.to_us.is_none_or(|t| time < t)
+            && self.model_version.as_ref().is_none_or(|v| {
+                let facts = custody_schemas::event::EventType::parse(&r.event_type)
+                    .map(|t| custody_schemas::event::PayloadFacts::of_text(t, &r.payload));
+                matches!(facts, Some(custody_schemas::event::PayloadFacts::Model {
+                    model_version, ..
+                }) if model_version == *v)
+            })
     }
 }
 
