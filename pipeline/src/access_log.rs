@@ -54,6 +54,8 @@ pub struct Access<'a> {
     pub path: &'a str,
     /// Query string.
     pub query: Option<&'a str>,
+    /// The SQL text of a query request.
+    pub sql: Option<&'a str>,
     /// Response status.
     pub status: u16,
 }
@@ -76,7 +78,7 @@ impl AccessLog {
     /// Appends one access event and syncs it to disk.
     pub fn record(&self, a: &Access<'_>) -> std::io::Result<()> {
         let now = custody_schemas::time::now_us();
-        let event = json!({
+        let mut event = json!({
             "event_id": format!("custody-access-{}", uuid::Uuid::new_v4()),
             "schema_version": custody_schemas::event::SCHEMA_VERSION,
             "tenant_id": a.tenant,
@@ -95,6 +97,9 @@ impl AccessLog {
                 "status": a.status,
             },
         });
+        if let Some(sql) = a.sql {
+            event["payload"]["sql"] = sql.into();
+        }
         let line = AccessLine::new(&self.key, event.to_string());
         let mut line = serde_json::to_vec(&line)?;
         line.push(b'\n');

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use custody_operators::Metrics;
 use custody_operators::checkpoint::Signer;
@@ -14,6 +14,7 @@ use custody_operators::export::{self, ExportFormat};
 use custody_operators::record::ViewId;
 use custody_reports::live::LiveViews;
 use custody_reports::proofs::{LiveLogs, ProofError};
+use custody_reports::query::{LakeEngine, QueryError};
 use custody_reports::regulatory::{self, CheckpointRef, ReportContext};
 use serde_json::{Value, json};
 
@@ -73,6 +74,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tenants/{tenant}/reports", get(reports))
         .route("/v1/tenants/{tenant}/reports/{report}", get(report))
         .route("/v1/tenants/{tenant}/export", get(export_events))
+        .route("/v1/tenants/{tenant}/sql", post(sql))
         .route("/dashboard", get(crate::dashboard::page))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -163,6 +165,11 @@ async fn record_access(
         Err(_) => None,
     };
     let response = next.run(request).await;
+    // The text of a SQL query, which the handler leaves on its answer to be recorded.
+    let sql = response
+        .extensions()
+        .get::<RecordedSql>()
+        .map(|s| s.0.clone());
     let (Some(access), Some(target), Some(caller)) = (&state.access, target, caller) else {
         return response;
     };
@@ -186,6 +193,7 @@ async fn record_access(
         method: &method,
         path: &path,
         query: query.as_deref(),
+        sql: sql.as_deref(),
         status: response.status().as_u16(),
     });
     match recorded {
@@ -458,9 +466,12 @@ async fn query_lake(
 ) -> Result<Vec<EventRow>, LakeError> {
     let tenant = tenant.to_string();
     lake.run(move |w| async move {
-        w.query_events(&tenant, &query)
+        let engine = LakeEngine::new(w);
+        let lake = engine
+            .tenant_tables(&tenant, &[custody_schemas::tables::EVENTS])
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        lake.events(&query).await.map_err(|e| e.to_string())
     })
     .await
 }
@@ -688,8 +699,15 @@ async fn causes(
         if !seen.insert(id.clone()) || chain.len() >= MAX_SESSION {
             break;
         }
+        // The event index gives the position, so the lake reads only the files that hold it.
+        let seq = state
+            .logs
+            .lock()
+            .ok()
+            .and_then(|logs| logs.seq_of(&tenant, &id));
         let query = EventQuery {
             event_ids: Some(vec![id]),
+            seqs: seq.map(|s| vec![s]),
             limit: 1,
             ..EventQuery::default()
         };
@@ -987,6 +1005,83 @@ async fn export_events(
         }
     }
     response
+}
+
+/// The SQL text of a request, left on its response for the access log.
+#[derive(Clone)]
+struct RecordedSql(String);
+
+/// Most rows one SQL query answers.
+const MAX_SQL_ROWS: usize = 10_000;
+/// Longest SQL text accepted.
+const MAX_SQL_BYTES: usize = 64 * 1024;
+
+/// `{"sql": "...", "max_rows": n}`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SqlRequest {
+    sql: String,
+    max_rows: Option<usize>,
+}
+
+/// Read-only SQL over the tenant's tables (regulator and admin roles): every table is seen
+/// through a view scoped to the tenant in the plan (see [`custody_reports::query`]); at most
+/// [`MAX_SQL_ROWS`] rows, within the query deadline; the SQL text is recorded in the tenant's
+/// access log.
+async fn sql(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    Params(NoParams {}): Params<NoParams>,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(denied) = state.auth.authorize(&headers, &tenant, Need::Evidence) {
+        return denied.into_response();
+    }
+    let request: SqlRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return bad_request(format!("body: {e} (expected {{\"sql\": \"...\"}})")),
+    };
+    let mut response = sql_answer(&state, &tenant, &request).await;
+    let mut text = request.sql;
+    if text.len() > MAX_SQL_BYTES {
+        let mut cut = MAX_SQL_BYTES;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    response.extensions_mut().insert(RecordedSql(text));
+    response
+}
+
+async fn sql_answer(state: &AppState, tenant: &str, request: &SqlRequest) -> Response {
+    if request.sql.len() > MAX_SQL_BYTES {
+        return bad_request(format!("the query is longer than {MAX_SQL_BYTES} bytes"));
+    }
+    if !known_tenant(state, tenant) {
+        return not_found(tenant);
+    }
+    let Some(lake) = state.lake.clone() else {
+        return unavailable();
+    };
+    let max_rows = request.max_rows.unwrap_or(1000).clamp(1, MAX_SQL_ROWS);
+    let (tenant, text) = (tenant.to_string(), request.sql.clone());
+    let answer = lake
+        .run(move |w| async move {
+            let answer = match LakeEngine::new(w).tenant(&tenant).await {
+                Ok(lake) => lake.sql(&text, max_rows).await,
+                Err(e) => Err(e),
+            };
+            Ok(answer)
+        })
+        .await;
+    match answer {
+        Ok(Ok(answer)) => Json(answer).into_response(),
+        Ok(Err(QueryError::Invalid(reason))) => bad_request(reason),
+        Ok(Err(e)) => lake_failed("sql query", LakeError::Failed(e.to_string())),
+        Err(e) => lake_failed("sql query", e),
+    }
 }
 
 #[cfg(test)]

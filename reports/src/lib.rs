@@ -8,6 +8,7 @@
 
 pub mod live;
 pub mod proofs;
+pub mod query;
 pub mod regulatory;
 pub mod snapshot;
 pub mod views;

@@ -133,6 +133,12 @@ impl LiveLogs {
         out
     }
 
+    /// The position of `event_id` in `tenant`'s log, from the event index (no lake scan);
+    /// `None` if it is not indexed (yet).
+    pub fn seq_of(&self, tenant: &str, event_id: &str) -> Option<u64> {
+        self.store.as_ref()?.lookup(tenant, event_id).ok().flatten()
+    }
+
     /// Proves that `event_id` is in `tenant`'s log at its latest checkpoint.
     pub fn inclusion(
         &mut self,

@@ -119,7 +119,7 @@ impl EventType {
             EventType::TaskFailed => &["reason", "last_state"],
             EventType::DataErased | EventType::DataReidentified => &["reason"],
             // Query strings and paths carry whatever a caller typed (e-mails, card numbers).
-            EventType::AuditLogAccessed => &["path", "query"],
+            EventType::AuditLogAccessed => &["path", "query", "sql"],
         }
     }
 
@@ -900,6 +900,9 @@ pub mod payload {
         /// Query string, if any.
         #[serde(default, borrow)]
         pub query: Option<Text<'a>>,
+        /// The SQL text of a query request (`POST …/sql`), if any.
+        #[serde(default, borrow)]
+        pub sql: Option<Text<'a>>,
         /// Response status.
         pub status: u16,
     }

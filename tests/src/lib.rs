@@ -384,13 +384,34 @@ impl Drop for KillOnDrop {
 /// An HTTP/1.1 GET with a bearer token: status, headers (lowercase names) and the body
 /// (de-chunked).
 pub fn http_get(addr: &str, path: &str, token: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    http_request(addr, "GET", path, token, b"")
+}
+
+/// POSTs `body` (JSON) and reads the answer as JSON (`Null` if it is not JSON).
+pub fn post_json(addr: &str, path: &str, token: &str, body: &serde_json::Value) -> (u16, Value) {
+    let body = serde_json::to_vec(body).expect("json");
+    let (code, _, answer) = http_request(addr, "POST", path, token, &body);
+    (code, serde_json::from_slice(&answer).unwrap_or(Value::Null))
+}
+
+/// One HTTP/1.1 request with a bearer token: status, headers (lower-case names), body.
+pub fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: &[u8],
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
     )
     .expect("write request");
+    s.write_all(body).expect("write body");
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).expect("read response");
     let split = raw

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use custody_tests::{free_addr, get_json, read_columns, rows, serve_demo};
+use custody_tests::{free_addr, get_json, post_json, read_columns, rows, serve_demo};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -283,10 +283,16 @@ fn events_page_through_a_tenant_and_never_across() {
 fn access_records_are_authenticated_canonical_and_tokenized() {
     let dir = tempfile::tempdir().unwrap();
     let addr = free_addr();
-    let cfg = format!(
+    let mut cfg = format!(
         "[api.tokens.root]\nsha256 = \"{}\"\ntenant = \"*\"\nrole = \"admin\"\n",
         hex::encode(Sha256::digest("token-root"))
     );
+    for (name, role) in [("a", "dashboard"), ("b", "regulator")] {
+        cfg.push_str(&format!(
+            "[api.tokens.{name}]\nsha256 = \"{}\"\ntenant = \"tenant-0001\"\nrole = \"{role}\"\n",
+            hex::encode(Sha256::digest(format!("token-{name}")))
+        ));
+    }
     let cfg_path = dir.path().join("custody.toml");
     std::fs::write(&cfg_path, cfg).unwrap();
     let wh = dir.path().join("wh");
@@ -361,5 +367,159 @@ fn access_records_are_authenticated_canonical_and_tokenized() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+    sql_stays_in_its_tenant(&addr, &wh);
     drop(server);
+}
+
+/// The SQL endpoint: whatever the query (joins, subqueries, unions, casing, comments,
+/// catalogs, table functions, statements), no row of another tenant, and every query is
+/// recorded in the tenant's log.
+fn sql_stays_in_its_tenant(addr: &str, wh: &std::path::Path) {
+    let sql = |token: &str, text: &str| {
+        post_json(
+            addr,
+            "/v1/tenants/tenant-0001/sql",
+            token,
+            &serde_json::json!({"sql": text, "max_rows": 10000}),
+        )
+    };
+    // Only regulators and admins.
+    let (code, _) = sql("token-a", "SELECT 1");
+    assert!(
+        code == 403 || code == 404,
+        "a dashboard token ran SQL: {code}"
+    );
+    let (code, answer) = sql(
+        "token-b",
+        "SELECT tenant_id, count(*) AS n FROM events GROUP BY tenant_id",
+    );
+    assert_eq!(code, 200, "{answer}");
+    let groups = answer["rows"].as_array().unwrap();
+    assert_eq!(groups.len(), 1, "{answer}");
+    assert_eq!(groups[0]["tenant_id"], "tenant-0001");
+    let own = {
+        let tables = read_columns(wh, &["events:tenant_id,seq"]);
+        rows(&tables, "events")
+            .iter()
+            .filter(|e| e["tenant_id"] == "tenant-0001")
+            .count() as i64
+    };
+    assert!(groups[0]["n"].as_i64().unwrap() >= own.min(1), "{answer}");
+
+    let data_file = std::fs::read_dir(wh.join("data/custody/events/data"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .unwrap();
+    let data_file = data_file.display();
+    let scoped = [
+        "SELECT * FROM events".to_string(),
+        "SELECT * FROM events WHERE tenant_id = 'tenant-0000'".into(),
+        "SELECT * FROM events WHERE tenant_id <> 'tenant-0001' OR 1 = 1".into(),
+        "SELECT e1.tenant_id, e2.tenant_id AS t2 FROM events e1 JOIN events e2 ON e1.seq = e2.seq"
+            .into(),
+        "SELECT e1.tenant_id FROM events e1 CROSS JOIN checkpoints c LIMIT 500".into(),
+        "SELECT * FROM (SELECT * FROM events) sub WHERE tenant_id IN \
+         (SELECT tenant_id FROM checkpoints)"
+            .into(),
+        "SELECT tenant_id FROM events UNION ALL SELECT tenant_id FROM view_changes \
+         UNION ALL SELECT tenant_id FROM quarantine UNION ALL SELECT tenant_id FROM chain_heads \
+         UNION ALL SELECT tenant_id FROM checkpoints"
+            .into(),
+        "SELECT * FROM custody.custody.EVENTS".into(),
+        "SeLeCt * FrOm CUSTODY.Events".into(),
+        "SELECT * FROM events /* WHERE tenant_id = 'tenant-0000' */ -- OR 1=1".into(),
+        "WITH t AS (SELECT * FROM events) SELECT * FROM t WHERE t.tenant_id LIKE '%'".into(),
+        "SELECT * FROM view_changes WHERE tenant_id = 'tenant-0000' OR tenant_id IS NULL".into(),
+        "SELECT * FROM quarantine".into(),
+        "SELECT * FROM generate_series(1, 3)".into(),
+    ];
+    for text in &scoped {
+        let (code, answer) = sql("token-b", text);
+        assert_eq!(code, 200, "{text}: {answer}");
+        for row in answer["rows"].as_array().unwrap() {
+            for (column, value) in row.as_object().unwrap() {
+                if column == "tenant_id" || column == "t2" {
+                    assert_eq!(value, "tenant-0001", "{text}: {row}");
+                }
+            }
+        }
+    }
+    let refused = [
+        "SELECT * FROM information_schema.tables".to_string(),
+        "SHOW TABLES".into(),
+        "SELECT * FROM datafusion.public.events".into(),
+        "SELECT * FROM \"Events\"".into(),
+        "SELECT * FROM epochs".into(),
+        "SELECT * FROM vault".into(),
+        "SELECT * FROM emitter_heads".into(),
+        format!("SELECT * FROM read_parquet('{data_file}')"),
+        format!("SELECT * FROM '{data_file}'"),
+        "CREATE TABLE x AS SELECT 1".into(),
+        "CREATE VIEW v AS SELECT * FROM events".into(),
+        "CREATE EXTERNAL TABLE x STORED AS PARQUET LOCATION '/'".into(),
+        "COPY (SELECT * FROM events) TO '/tmp/custody-leak.csv'".into(),
+        "INSERT INTO events SELECT * FROM events".into(),
+        "DELETE FROM events".into(),
+        "DROP TABLE events".into(),
+        "SET datafusion.catalog.information_schema = true".into(),
+        "SELECT * FROM events; SELECT * FROM events".into(),
+        "this is not sql".into(),
+    ];
+    for text in &refused {
+        let (code, answer) = sql("token-b", text);
+        assert_eq!(code, 400, "{text}: {answer}");
+        assert!(answer["error"].is_string(), "{text}: {answer}");
+    }
+    assert!(!std::path::Path::new("/tmp/custody-leak.csv").exists());
+    // EXPLAIN shows the plan: the only tenant in it is the caller's.
+    let (code, answer) = sql("token-b", "EXPLAIN SELECT * FROM events");
+    assert_eq!(code, 200, "{answer}");
+    let plan = answer.to_string();
+    assert!(plan.contains("tenant-0001"), "{plan}");
+    assert!(!plan.contains("tenant-0000"), "{plan}");
+    // An admin of every tenant is still scoped to the tenant of the path.
+    let (code, answer) = post_json(
+        addr,
+        "/v1/tenants/tenant-0000/sql",
+        "token-root",
+        &serde_json::json!({"sql": "SELECT DISTINCT tenant_id FROM events"}),
+    );
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(
+        answer["rows"],
+        serde_json::json!([{"tenant_id": "tenant-0000"}])
+    );
+    // Row limits.
+    let (code, answer) = post_json(
+        addr,
+        "/v1/tenants/tenant-0001/sql",
+        "token-b",
+        &serde_json::json!({"sql": "SELECT seq FROM events", "max_rows": 5}),
+    );
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(answer["rows"].as_array().unwrap().len(), 5);
+    assert_eq!(answer["truncated"], true);
+
+    // Every query is in the tenant's log, with its text.
+    let marker = "SELECT count(*) AS recorded FROM events -- recorded";
+    let (code, _) = sql("token-b", marker);
+    assert_eq!(code, 200);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, page) = get(
+            addr,
+            "/v1/tenants/tenant-0001/events?type=AUDIT_LOG_ACCESSED&limit=1000",
+            "token-b",
+        );
+        let found = page["events"].as_array().unwrap().iter().any(|e| {
+            let p: Value = serde_json::from_str(e["payload"].as_str().unwrap()).unwrap();
+            p["sql"] == marker && p["path"] == "/v1/tenants/tenant-0001/sql"
+        });
+        if found {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the SQL query was not recorded");
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }

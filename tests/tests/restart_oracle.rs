@@ -267,7 +267,11 @@ fn served(addr: &str, tenant: &str) -> Vec<(String, Value)> {
     views
         .iter()
         .map(|view| {
-            let path = format!("/v1/tenants/{tenant}/views/{view}?limit=10000");
+            // The keyed views page (`limit`); the two summary views take no parameters.
+            let path = match *view {
+                "event-counts" | "hitl-latency" => format!("/v1/tenants/{tenant}/views/{view}"),
+                _ => format!("/v1/tenants/{tenant}/views/{view}?limit=10000"),
+            };
             let (code, mut body) = get_json(addr, &path, "");
             assert_eq!(code, 200, "{path}: {body}");
             let o = body.as_object_mut().unwrap();

@@ -1359,6 +1359,10 @@ impl Warehouse {
                 predicate = predicate.and(Reference::new("event_uuid").is_in(uuids));
             }
         }
+        if let Some(seqs) = &query.seqs {
+            predicate = predicate
+                .and(Reference::new("seq").is_in(seqs.iter().map(|&s| Datum::long(s as i64))));
+        }
         if let Some(from) = query.from_us {
             predicate = predicate.and(
                 Reference::new("event_time")
@@ -1384,6 +1388,22 @@ impl Warehouse {
         rows.retain(|r| query.matches(tenant, r));
         rows.sort_by_key(|r| r.seq);
         rows.truncate(query.limit);
+        self.fill_prev_hashes(tenant, &mut rows).await?;
+        Ok(rows)
+    }
+
+    /// The events of `tenant` in `batches` (every column of `custody.events`, as a query
+    /// engine returns them) as rows, with their `prev_hash` (read from the lake when the row
+    /// before is not among them).
+    pub async fn event_rows_of_tenant(
+        &self,
+        tenant: &str,
+        batches: &[RecordBatch],
+    ) -> Result<Vec<EventRow>> {
+        let mut rows = Vec::new();
+        for batch in batches {
+            event_rows_of(batch, &mut rows)?;
+        }
         self.fill_prev_hashes(tenant, &mut rows).await?;
         Ok(rows)
     }
@@ -1760,6 +1780,8 @@ pub struct EventQuery {
     pub session_id: Option<String>,
     /// Only these event ids.
     pub event_ids: Option<Vec<String>>,
+    /// Only these positions in the chain.
+    pub seqs: Option<Vec<u64>>,
     /// Event time at or after (µs since the epoch).
     pub from_us: Option<i64>,
     /// Event time before (µs since the epoch).
@@ -1771,7 +1793,8 @@ pub struct EventQuery {
 }
 
 impl EventQuery {
-    fn matches(&self, tenant: &str, r: &EventRow) -> bool {
+    /// Whether `r`, a row of `tenant`, passes every filter (the page aside).
+    pub fn matches(&self, tenant: &str, r: &EventRow) -> bool {
         let time = custody_schemas::time::parse_rfc3339(&r.event_time).unwrap_or(i64::MIN);
         r.tenant_id == tenant
             && self.after_seq.is_none_or(|a| r.seq as u64 > a)
@@ -1786,6 +1809,10 @@ impl EventQuery {
                 .event_ids
                 .as_ref()
                 .is_none_or(|ids| ids.contains(&r.event_id))
+            && self
+                .seqs
+                .as_ref()
+                .is_none_or(|seqs| seqs.contains(&(r.seq as u64)))
             && self.from_us.is_none_or(|f| time >= f)
             && self.to_us.is_none_or(|t| time < t)
             && self.model_version.as_ref().is_none_or(|v| {

@@ -1,0 +1,342 @@
+//! The lake's query engine: DataFusion over Custody's Iceberg tables, one tenant at a time.
+//!
+//! Every query, from an API endpoint or from SQL, runs in a context built for one tenant
+//! ([`LakeEngine::tenant`]). Its only catalog, `custody`, holds one *view* per table of
+//! [`TENANT_TABLES`]: the table filtered to `tenant_id = T` in the logical plan itself. The
+//! tables are in no catalog, so no SQL text, join, subquery, alias or casing can name them;
+//! whatever a query does, it reads the tenant's views. The filter is pushed down into the
+//! Iceberg scan (file and row-group pruning) and applied again on the rows.
+//!
+//! The contexts have no `information_schema`, no other catalog, no URL tables, and SQL runs
+//! with DDL, DML and statements (`SET`, `COPY`, …) refused. All queries share one memory pool
+//! of [`MEMORY_LIMIT`] bytes: a query that needs more fails instead of the process.
+//!
+//! # Failure modes
+//! A table that cannot be loaded, a plan that fails or an unreadable batch is a
+//! [`QueryError`]; a query the user wrote wrongly is [`QueryError::Invalid`].
+
+use std::sync::{Arc, OnceLock};
+
+use futures::StreamExt;
+
+use custody_operators::sinks::iceberg::{EventQuery, Warehouse};
+use custody_operators::verify::EventRow;
+use custody_schemas::tables;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::catalog::{
+    CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider, TableProvider,
+};
+use datafusion::common::ScalarValue;
+use datafusion::datasource::provider_as_source;
+use datafusion::datasource::view::ViewTable;
+use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::logical_expr::{Expr, LogicalPlanBuilder, col, lit};
+use iceberg_datafusion::IcebergStaticTableProvider;
+
+/// The catalog (and schema) a tenant's queries see.
+pub const CATALOG: &str = "custody";
+
+/// The tables a tenant may query, each scoped to the tenant by its `tenant_id` column.
+pub const TENANT_TABLES: [&str; 5] = [
+    tables::EVENTS,
+    tables::VIEW_CHANGES,
+    tables::CHECKPOINTS,
+    tables::CHAIN_HEADS,
+    tables::QUARANTINE,
+];
+
+/// Why a query has no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The query is not one the engine accepts (bad SQL, unknown table, refused statement).
+    #[error("{0}")]
+    Invalid(String),
+    /// The lake could not be read.
+    #[error("lake: {0}")]
+    Lake(#[from] custody_operators::error::Error),
+    /// Planning or running the query failed.
+    #[error("query: {0}")]
+    Engine(String),
+}
+
+impl From<datafusion::error::DataFusionError> for QueryError {
+    fn from(e: datafusion::error::DataFusionError) -> Self {
+        use datafusion::error::DataFusionError as E;
+        match e.find_root() {
+            E::SQL(..) | E::Plan(_) | E::SchemaError(..) | E::NotImplemented(_) => {
+                QueryError::Invalid(e.to_string())
+            }
+            _ => QueryError::Engine(e.to_string()),
+        }
+    }
+}
+
+/// The query engine over one warehouse.
+#[derive(Clone)]
+pub struct LakeEngine {
+    warehouse: Arc<Warehouse>,
+}
+
+/// A query context scoped to one tenant.
+pub struct TenantLake {
+    ctx: SessionContext,
+    tenant: String,
+    warehouse: Arc<Warehouse>,
+}
+
+/// The result of a SQL query: column names and rows (JSON values), at most the row limit.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SqlAnswer {
+    /// Column names, in order.
+    pub columns: Vec<String>,
+    /// Rows, each a JSON object by column name.
+    pub rows: Vec<serde_json::Value>,
+    /// Whether rows past the limit were left out.
+    pub truncated: bool,
+}
+
+impl LakeEngine {
+    /// The engine over `warehouse`.
+    pub fn new(warehouse: Arc<Warehouse>) -> Self {
+        LakeEngine { warehouse }
+    }
+
+    /// A context whose catalog holds `tenant`'s views of every table of [`TENANT_TABLES`],
+    /// at the tables' current snapshots.
+    pub async fn tenant(&self, tenant: &str) -> Result<TenantLake, QueryError> {
+        self.tenant_tables(tenant, &TENANT_TABLES).await
+    }
+
+    /// A context whose catalog holds `tenant`'s views of `names` (of [`TENANT_TABLES`]) only.
+    pub async fn tenant_tables(
+        &self,
+        tenant: &str,
+        names: &[&str],
+    ) -> Result<TenantLake, QueryError> {
+        let config = SessionConfig::new()
+            .with_information_schema(false)
+            .with_create_default_catalog_and_schema(false)
+            .with_default_catalog_and_schema(CATALOG, CATALOG)
+            .with_target_partitions(2);
+        let ctx = SessionContext::new_with_config_rt(config, runtime()?);
+        let schema = Arc::new(MemorySchemaProvider::new());
+        for &name in names {
+            if !TENANT_TABLES.contains(&name) {
+                return Err(QueryError::Invalid(format!("{name} is not a tenant table")));
+            }
+            let table = self.warehouse.table(name).await?;
+            let provider: Arc<dyn TableProvider> = Arc::new(
+                IcebergStaticTableProvider::try_new_from_table(table)
+                    .await
+                    .map_err(|e| QueryError::Engine(e.to_string()))?,
+            );
+            schema.register_table(name.to_string(), scoped(name, provider, tenant)?)?;
+        }
+        let catalog = Arc::new(MemoryCatalogProvider::new());
+        catalog.register_schema(CATALOG, schema)?;
+        ctx.register_catalog(CATALOG, catalog);
+        Ok(TenantLake {
+            ctx,
+            tenant: tenant.to_string(),
+            warehouse: Arc::clone(&self.warehouse),
+        })
+    }
+}
+
+/// Memory every lake query of the process shares; a query past it fails, not the process.
+pub const MEMORY_LIMIT: usize = 512 * 1024 * 1024;
+
+/// The runtime (and memory pool) of every query context.
+fn runtime() -> Result<Arc<RuntimeEnv>, QueryError> {
+    static RUNTIME: OnceLock<Arc<RuntimeEnv>> = OnceLock::new();
+    if let Some(r) = RUNTIME.get() {
+        return Ok(Arc::clone(r));
+    }
+    let built = RuntimeEnvBuilder::new()
+        .with_memory_limit(MEMORY_LIMIT, 1.0)
+        .build_arc()?;
+    Ok(Arc::clone(RUNTIME.get_or_init(|| built)))
+}
+
+/// `provider` seen through a view that keeps only `tenant`'s rows.
+fn scoped(
+    name: &str,
+    provider: Arc<dyn TableProvider>,
+    tenant: &str,
+) -> Result<Arc<dyn TableProvider>, QueryError> {
+    let field = provider.schema().field_with_name("tenant_id").cloned();
+    let field = field.map_err(|e| QueryError::Engine(format!("{name}: {e}")))?;
+    let tenant = match field.data_type() {
+        DataType::LargeUtf8 => ScalarValue::LargeUtf8(Some(tenant.to_string())),
+        DataType::Utf8View => ScalarValue::Utf8View(Some(tenant.to_string())),
+        _ => ScalarValue::Utf8(Some(tenant.to_string())),
+    };
+    let plan = LogicalPlanBuilder::scan(name, provider_as_source(provider), None)?
+        .filter(col("tenant_id").eq(lit(tenant)))?
+        .build()?;
+    Ok(Arc::new(ViewTable::new(plan, None)))
+}
+
+/// A timestamp literal of the lake's `timestamptz` columns.
+fn micros(us: i64) -> Expr {
+    lit(ScalarValue::TimestampMicrosecond(
+        Some(us),
+        Some("+00:00".into()),
+    ))
+}
+
+impl TenantLake {
+    /// The tenant.
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    /// The tenant's events matching `query`, in chain order, at most `query.limit`.
+    pub async fn events(&self, query: &EventQuery) -> Result<Vec<EventRow>, QueryError> {
+        let mut filters: Vec<Expr> = Vec::new();
+        if let Some(after) = query.after_seq {
+            filters.push(col("seq").gt(lit(after as i64)));
+        }
+        if let Some(t) = &query.event_type {
+            filters.push(col("event_type").eq(lit(t.as_str())));
+        }
+        if query.model_version.is_some() {
+            filters.push(col("event_type").eq(lit("MODEL_DECISION")));
+        }
+        if let Some(a) = &query.agent_id {
+            filters.push(col("agent_id").eq(lit(a.as_str())));
+        }
+        if let Some(u) = &query.user_id {
+            filters.push(col("user_id").eq(lit(u.as_str())));
+        }
+        if let Some(s) = &query.session_id {
+            filters.push(col("session_id").eq(lit(s.as_str())));
+        }
+        if let Some(seqs) = &query.seqs {
+            filters.push(col("seq").in_list(seqs.iter().map(|&s| lit(s as i64)).collect(), false));
+        }
+        if let Some(from) = query.from_us {
+            filters.push(col("event_time").gt_eq(micros(from)));
+        }
+        if let Some(to) = query.to_us {
+            filters.push(col("event_time").lt(micros(to)));
+        }
+        let mut df = self.ctx.table(tables::EVENTS).await?;
+        if let Some(all) = filters.into_iter().reduce(Expr::and) {
+            df = df.filter(all)?;
+        }
+        df = df.sort(vec![col("seq").sort(true, false)])?;
+        // Filters the lake cannot evaluate (event ids, payload members) are applied to the
+        // rows; the page is cut after them.
+        let exact = query.event_ids.is_none() && query.model_version.is_none();
+        if exact && query.limit < usize::MAX {
+            df = df.limit(0, Some(query.limit))?;
+        }
+        let batches = df.collect().await?;
+        let mut rows = self
+            .warehouse
+            .event_rows_of_tenant(&self.tenant, &batches)
+            .await?;
+        rows.retain(|r| query.matches(&self.tenant, r));
+        rows.truncate(query.limit);
+        Ok(rows)
+    }
+
+    /// Runs read-only `sql` over the tenant's views; at most `max_rows` rows are returned.
+    pub async fn sql(&self, sql: &str, max_rows: usize) -> Result<SqlAnswer, QueryError> {
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let df = self.ctx.sql_with_options(sql, options).await?;
+        let columns: Vec<String> = df
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        // Read only as far as the limit (one row more tells that there was more).
+        let mut stream = df.execute_stream().await?;
+        let (mut batches, mut read) = (Vec::new(), 0usize);
+        while read <= max_rows {
+            let Some(batch) = stream.next().await.transpose()? else {
+                break;
+            };
+            read += batch.num_rows();
+            batches.push(batch);
+        }
+        drop(stream);
+        let mut rows = batches_to_json(&batches)?;
+        let truncated = rows.len() > max_rows;
+        rows.truncate(max_rows);
+        Ok(SqlAnswer {
+            columns,
+            rows,
+            truncated,
+        })
+    }
+}
+
+/// Rows of `batches` as JSON objects (binary as hex, timestamps as RFC 3339).
+fn batches_to_json(batches: &[RecordBatch]) -> Result<Vec<serde_json::Value>, QueryError> {
+    use datafusion::arrow::array::Array;
+    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+    let options = FormatOptions::default().with_null("");
+    let mut out = Vec::new();
+    for batch in batches {
+        let schema = batch.schema();
+        let formatters: Vec<(ArrayFormatter<'_>, &dyn Array)> = batch
+            .columns()
+            .iter()
+            .map(|c| {
+                ArrayFormatter::try_new(c.as_ref(), &options)
+                    .map(|f| (f, c.as_ref()))
+                    .map_err(|e| QueryError::Engine(e.to_string()))
+            })
+            .collect::<Result<_, _>>()?;
+        for i in 0..batch.num_rows() {
+            let mut row = serde_json::Map::new();
+            for (field, (format, array)) in schema.fields().iter().zip(&formatters) {
+                let value = if array.is_null(i) {
+                    serde_json::Value::Null
+                } else {
+                    json_value(*array, i, format)
+                };
+                row.insert(field.name().clone(), value);
+            }
+            out.push(serde_json::Value::Object(row));
+        }
+    }
+    Ok(out)
+}
+
+/// One cell: numbers and booleans as JSON numbers and booleans, anything else as its text.
+fn json_value(
+    array: &dyn datafusion::arrow::array::Array,
+    i: usize,
+    format: &datafusion::arrow::util::display::ArrayFormatter<'_>,
+) -> serde_json::Value {
+    use datafusion::arrow::array::{AsArray, types};
+    match array.data_type() {
+        DataType::Boolean => array.as_boolean().value(i).into(),
+        DataType::Int8 => array.as_primitive::<types::Int8Type>().value(i).into(),
+        DataType::Int16 => array.as_primitive::<types::Int16Type>().value(i).into(),
+        DataType::Int32 => array.as_primitive::<types::Int32Type>().value(i).into(),
+        DataType::Int64 => array.as_primitive::<types::Int64Type>().value(i).into(),
+        DataType::UInt8 => array.as_primitive::<types::UInt8Type>().value(i).into(),
+        DataType::UInt16 => array.as_primitive::<types::UInt16Type>().value(i).into(),
+        DataType::UInt32 => array.as_primitive::<types::UInt32Type>().value(i).into(),
+        DataType::UInt64 => array.as_primitive::<types::UInt64Type>().value(i).into(),
+        DataType::Float32 => serde_json::Number::from_f64(f64::from(
+            array.as_primitive::<types::Float32Type>().value(i),
+        ))
+        .map_or(serde_json::Value::Null, Into::into),
+        DataType::Float64 => {
+            serde_json::Number::from_f64(array.as_primitive::<types::Float64Type>().value(i))
+                .map_or(serde_json::Value::Null, Into::into)
+        }
+        _ => format.value(i).to_string().into(),
+    }
+}
