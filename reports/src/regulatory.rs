@@ -138,6 +138,8 @@ pub enum Status {
     NotMet,
     /// A figure with no pass/fail.
     Info,
+    /// Nothing is configured to meet it: no evidence either way, a person must set it up.
+    NotConfigured,
 }
 
 /// One report row.
@@ -441,9 +443,11 @@ fn retention(i: &Inputs<'_>) -> Vec<ReportRow> {
     };
     let erasures = i.counts.get("DATA_ERASED").copied().unwrap_or(0);
     let (kept, status) = match i.ctx.retention_days {
+        // Keeping everything forever is not a retention policy: the report says so rather
+        // than calling the requirement met.
         None => (
-            "indefinitely (no expiry configured)".to_string(),
-            Status::Met,
+            "no retention policy configured (nothing expires)".to_string(),
+            Status::NotConfigured,
         ),
         Some(d) if d >= 183 => (format!("{d} days"), Status::Met),
         Some(d) => (format!("{d} days"), Status::NotMet),
@@ -765,6 +769,24 @@ mod tests {
             continuous_verification: true,
         };
         (live, ctx)
+    }
+
+    /// Nothing configured is not "met": the six-month minimum is met only by a policy that
+    /// keeps logs at least that long.
+    #[test]
+    fn retention_is_met_only_by_a_configured_policy_of_six_months() {
+        let (live, mut ctx) = fixture();
+        for (days, want) in [
+            (None, Status::NotConfigured),
+            (Some(30), Status::NotMet),
+            (Some(182), Status::NotMet),
+            (Some(183), Status::Met),
+            (Some(3650), Status::Met),
+        ] {
+            ctx.retention_days = days;
+            let report = render("eu-ai-act-retention", "acme", &live, &ctx).unwrap();
+            assert_eq!(report.rows[0].status, want, "{days:?}");
+        }
     }
 
     /// Each report equals its golden file (`UPDATE_GOLDEN=1` rewrites them after a deliberate
