@@ -313,25 +313,8 @@ fn views_reports_alerts_export_and_dashboard() {
             "secret-reg",
         );
         assert_eq!(code, 200);
-        let h = |name: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-                .unwrap_or_else(|| panic!("header {name}"))
-        };
-        let manifest = ExportManifest {
-            tenant_id: h("x-custody-tenant"),
-            format,
-            body_sha256: h("x-custody-body-sha256"),
-            events: h("x-custody-events").parse().unwrap(),
-            tree_size: h("x-custody-tree-size").parse().unwrap(),
-            root: h("x-custody-root"),
-            key_id: h("x-custody-key-id"),
-            from: None,
-            to: None,
-            signature: h("x-custody-signature"),
-        };
+        let manifest = manifest_of(&headers, format);
+        assert_eq!((&manifest.from, &manifest.to), (&None, &None));
         let key =
             std::fs::read_to_string(wh.join(format!("keys/{}.pub", manifest.key_id))).unwrap();
         let key = parse_public_key(key.trim()).unwrap();
@@ -417,14 +400,8 @@ fn period_export(addr: &str, wh: &std::path::Path) {
     let (from, to) = (&times[times.len() / 4], &times[times.len() * 3 / 4]);
     let path = format!("/v1/tenants/{TENANT}/export?format=ndjson&from={from}&to={to}");
     let (part, headers, body) = ndjson(&path);
-    let h = |name: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_else(|| panic!("header {name}"))
-    };
-    let tree_size: i64 = h("x-custody-tree-size").parse().unwrap();
+    let mut manifest = manifest_of(&headers, ExportFormat::Ndjson);
+    let tree_size = manifest.tree_size as i64;
     let within = |e: &Value| {
         let t = e["event_time"].as_str().unwrap();
         t >= from.as_str() && t < to.as_str() && e["seq"].as_i64().unwrap() < tree_size
@@ -438,22 +415,35 @@ fn period_export(addr: &str, wh: &std::path::Path) {
     assert!(!part.is_empty());
     assert!(part.iter().all(within), "only the period's events");
     assert_eq!(seqs(&part), seqs(&all), "every event of the period");
-    let mut manifest = ExportManifest {
-        tenant_id: h("x-custody-tenant"),
-        format: ExportFormat::Ndjson,
-        body_sha256: h("x-custody-body-sha256"),
-        events: h("x-custody-events").parse().unwrap(),
-        tree_size: tree_size as u64,
-        root: h("x-custody-root"),
-        key_id: h("x-custody-key-id"),
-        from: Some(h("x-custody-from")),
-        to: Some(h("x-custody-to")),
-        signature: h("x-custody-signature"),
-    };
+    assert_eq!(manifest.from.as_deref(), Some(from.as_str()));
+    assert_eq!(manifest.to.as_deref(), Some(to.as_str()));
     assert_eq!(manifest.events as usize, part.len());
     let key = std::fs::read_to_string(wh.join(format!("keys/{}.pub", manifest.key_id))).unwrap();
     let key = parse_public_key(key.trim()).unwrap();
     assert!(manifest.verify(&body, &key), "the period export verifies");
     manifest.from = None;
     assert!(!manifest.verify(&body, &key), "the period is signed");
+}
+
+/// An export's manifest, as its `x-custody-*` headers carry it (the period only if it has one).
+fn manifest_of(headers: &[(String, String)], format: ExportFormat) -> ExportManifest {
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let h = |name: &str| header(name).unwrap_or_else(|| panic!("header {name}"));
+    ExportManifest {
+        tenant_id: h("x-custody-tenant"),
+        format,
+        body_sha256: h("x-custody-body-sha256"),
+        events: h("x-custody-events").parse().unwrap(),
+        tree_size: h("x-custody-tree-size").parse().unwrap(),
+        root: h("x-custody-root"),
+        key_id: h("x-custody-key-id"),
+        from: header("x-custody-from"),
+        to: header("x-custody-to"),
+        signature: h("x-custody-signature"),
+    }
 }
