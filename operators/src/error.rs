@@ -49,6 +49,20 @@ pub enum Error {
     /// The sink stopped; the pipeline must stop consuming.
     #[error("sink stopped: {0}")]
     SinkStopped(String),
+    /// Another writer committed to the table between our read of it and our commit.
+    #[error("commit conflict on custody.{0}: the table changed while this commit was prepared")]
+    CommitConflict(String),
+    /// A compaction's output does not hold exactly its inputs' rows.
+    #[error("compaction of custody.{table}: {detail}")]
+    Compaction {
+        /// The table.
+        table: String,
+        /// What did not add up.
+        detail: String,
+    },
+    /// The SQL catalog database failed.
+    #[error("catalog database: {0}")]
+    CatalogDb(#[from] sqlx::Error),
     /// The warehouse is not in a state Custody may write to (or trust); nothing was changed.
     #[error("warehouse refused: {0}")]
     WarehouseDamaged(String),
@@ -82,12 +96,16 @@ impl Error {
             | Error::Kafka(_)
             | Error::Iceberg(_)
             | Error::Parquet(_)
-            | Error::Io(_) => ErrorDomain::External,
+            | Error::Io(_)
+            | Error::CatalogDb(_)
+            | Error::CommitConflict(_) => ErrorDomain::External,
             Error::NeverConnected { .. } => ErrorDomain::External,
             Error::WarehouseDamaged(_) | Error::Tampered(_) | Error::SourceMismatch { .. } => {
                 ErrorDomain::User
             }
-            Error::Arrow(_) | Error::SinkStopped(_) => ErrorDomain::Internal,
+            Error::Arrow(_) | Error::SinkStopped(_) | Error::Compaction { .. } => {
+                ErrorDomain::Internal
+            }
         }
     }
 

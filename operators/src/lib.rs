@@ -6,12 +6,14 @@
 #![deny(missing_docs)]
 
 pub mod checkpoint;
+pub mod compaction;
 pub mod cosign;
 pub mod error;
 pub mod export;
 pub mod failpoint;
 pub mod hashing;
 pub mod identity;
+pub mod layout;
 pub mod merkle;
 pub mod metrics;
 pub mod pii;

@@ -28,6 +28,8 @@ pub struct Metrics {
     pub sink_rows: IntCounterVec,
     /// Iceberg commits per table.
     pub sink_commits: IntCounterVec,
+    /// Data files replaced by compaction, per table.
+    pub compacted_files: IntCounterVec,
     /// Duration of one epoch's commit (all tables).
     pub sink_commit_seconds: Histogram,
     /// Last epoch committed to the lake.
@@ -173,6 +175,12 @@ impl Metrics {
                 &registry,
                 "custody_sink_commits_total",
                 "iceberg commits per table",
+                &["table"],
+            ),
+            compacted_files: counter_vec(
+                &registry,
+                "custody_compacted_files_total",
+                "data files merged into larger ones by compaction, per table",
                 &["table"],
             ),
             verifier_alerts: counter_vec(

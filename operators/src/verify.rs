@@ -509,10 +509,13 @@ pub struct WarehouseState {
     pub files: BTreeMap<String, BTreeMap<String, String>>,
 }
 
-/// The path of a data file in Iceberg's JSON form.
-fn data_file_path(json: &str) -> Option<String> {
+/// The path and row count of a data file in Iceberg's JSON form.
+fn data_file_path_rows(json: &str) -> Option<(String, u64)> {
     let v: serde_json::Value = serde_json::from_str(json).ok()?;
-    v.get("file_path")?.as_str().map(str::to_string)
+    Some((
+        v.get("file_path")?.as_str()?.to_string(),
+        v.get("record_count")?.as_u64()?,
+    ))
 }
 
 impl Verifier {
@@ -540,6 +543,7 @@ impl Verifier {
             checkpoints.iter().map(|c| c.tenant_id.as_str()).collect();
         tenants_ever.extend(tenants_with_events.iter().copied());
         let mut sealed_files: HashMap<String, (String, String)> = HashMap::new();
+        let mut sealed_rows: HashMap<String, u64> = HashMap::new();
         let mut registered: std::collections::HashSet<(crate::record::Epoch, String)> =
             std::collections::HashSet::new();
         let mut prev: Option<Hash> = None;
@@ -643,7 +647,7 @@ impl Verifier {
                 Some(manifest) => {
                     for (table, files) in &manifest.tables {
                         for json in files {
-                            let Some(path) = data_file_path(json) else {
+                            let Some((path, rows)) = data_file_path_rows(json) else {
                                 bad(
                                     &mut report,
                                     format!("epoch {epoch}: unreadable manifest entry"),
@@ -651,7 +655,51 @@ impl Verifier {
                                 continue;
                             };
                             let digest = manifest.sha256.get(&path).cloned().unwrap_or_default();
+                            sealed_rows.insert(path.clone(), rows);
                             sealed_files.insert(path, (table.clone(), digest));
+                        }
+                    }
+                    // Merges replace sealed files by files under this seal, row for row.
+                    for (table, merges) in &manifest.compacted {
+                        for merge in merges {
+                            let mut replaced = 0u64;
+                            for input in &merge.inputs {
+                                match sealed_files.remove(input) {
+                                    Some((t, _)) if t == *table => {
+                                        replaced += sealed_rows.remove(input).unwrap_or(0);
+                                    }
+                                    _ => bad(
+                                        &mut report,
+                                        format!(
+                                            "epoch {epoch} compacts custody.{table} file                                              {input}, which no earlier epoch sealed"
+                                        ),
+                                    ),
+                                }
+                            }
+                            let mut merged = 0u64;
+                            for json in &merge.outputs {
+                                let Some((path, rows)) = data_file_path_rows(json) else {
+                                    bad(
+                                        &mut report,
+                                        format!("epoch {epoch}: unreadable compaction entry"),
+                                    );
+                                    continue;
+                                };
+                                merged += rows;
+                                let digest =
+                                    manifest.sha256.get(&path).cloned().unwrap_or_default();
+                                sealed_rows.insert(path.clone(), rows);
+                                sealed_files.insert(path, (table.clone(), digest));
+                            }
+                            if replaced != merge.rows || merged != merge.rows {
+                                bad(
+                                    &mut report,
+                                    format!(
+                                        "epoch {epoch} compacts {replaced} rows of custody.{table}                                          into {merged} (recorded: {})",
+                                        merge.rows
+                                    ),
+                                );
+                            }
                         }
                     }
                 }

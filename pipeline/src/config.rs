@@ -149,6 +149,8 @@ pub struct WarehouseConfig {
     pub path: PathBuf,
     /// Names this pipeline in snapshot commit ids.
     pub sink_id: String,
+    /// Compact the tables' small files with every this many epochs' commits; 0 = never.
+    pub compact_every_epochs: u64,
 }
 
 /// Secret key material.

@@ -97,6 +97,8 @@ pub struct RunOptions {
     pub warehouse: PathBuf,
     /// Sink id for commit ids.
     pub sink_id: String,
+    /// Compaction with the epochs' commits, if on.
+    pub compact: Option<custody_operators::sinks::iceberg::CompactSchedule>,
     /// Kafka brokers and topic for quarantined raw records.
     pub dead_letter: Option<(String, String)>,
     /// Skips an operator forced (each recorded as a gap marker).
@@ -346,6 +348,7 @@ pub fn run_pipeline(
     let sink = IcebergSink::new(warehouse, opts.sink_id.clone(), metrics.clone())
         .with_verifier(verifier)
         .with_heads(kept_heads)
+        .with_compaction_opt(opts.compact)
         .with_dead_letter(dead_letter)
         .with_vault(keystore, opts.vault.content)
         .with_sealer(Sealer {

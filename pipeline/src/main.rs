@@ -657,6 +657,12 @@ fn run_options(
         warehouse,
         key_dir,
         sink_id: config.warehouse.sink_id.clone(),
+        compact: (config.warehouse.compact_every_epochs > 0).then(|| {
+            custody_operators::sinks::iceberg::CompactSchedule::new(
+                config.warehouse.compact_every_epochs,
+                custody_operators::compaction::Policy::default(),
+            )
+        }),
         dead_letter: None,
         skips: Vec::new(),
         alerts: None,

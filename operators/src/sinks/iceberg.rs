@@ -36,7 +36,7 @@
 //! one before it leaves only unreferenced data files, and the epoch is read again.
 //! Iceberg commit conflicts are retried by iceberg-rust's transaction backoff.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
@@ -489,6 +489,21 @@ pub struct EpochManifest {
     /// Data file path → SHA-256 of its bytes, hex: the epoch's seal covers every byte.
     #[serde(default)]
     pub sha256: BTreeMap<String, String>,
+    /// Table → the merges committed with the epoch ([`crate::compaction`]): files replaced
+    /// and their replacements (whose digests are in `sha256`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub compacted: BTreeMap<String, Vec<crate::compaction::Compaction>>,
+}
+
+impl EpochManifest {
+    /// The tables the epoch commits to: those it adds files to or compacts.
+    pub fn committed_tables(&self) -> std::collections::BTreeSet<&str> {
+        self.tables
+            .keys()
+            .chain(self.compacted.keys())
+            .map(String::as_str)
+            .collect()
+    }
 }
 
 /// The current snapshot of `table` and its ancestors, newest first (a rolled-back table's
@@ -680,7 +695,10 @@ impl Warehouse {
                     .map(|f| (f.id, f.name.clone(), f.required, f.field_type.to_string()))
                     .collect()
             };
-            if layout(table.metadata().current_schema()) != layout(&want) {
+            let partitioned_as =
+                crate::layout::spec_layout(table.metadata().default_partition_spec())
+                    == crate::layout::unbound_layout(&crate::layout::partition_spec(name)?);
+            if layout(table.metadata().current_schema()) != layout(&want) || !partitioned_as {
                 return Err(Error::WarehouseDamaged(format!(
                     "{}: table {NAMESPACE}.{name} has another layout than this version of \
                      Custody writes (it was written by another version); export it with the \
@@ -710,6 +728,7 @@ impl Warehouse {
                 let creation = TableCreation::builder()
                     .name(name.to_string())
                     .schema(arrow_schema_to_schema(&arrow)?)
+                    .partition_spec(crate::layout::partition_spec(name)?)
                     .properties(HashMap::from([(
                         "write.format.default".to_string(),
                         "parquet".to_string(),
@@ -931,7 +950,7 @@ impl Warehouse {
             ))
         })?;
         let mut completed = Vec::new();
-        for (name, files) in &manifest.tables {
+        for name in manifest.committed_tables() {
             let table = self.table(name).await?;
             if lineage(&table)
                 .iter()
@@ -943,8 +962,17 @@ impl Warehouse {
             let schema = metadata.current_schema();
             let spec = metadata.default_partition_spec();
             let partition_type = spec.partition_type(schema)?;
-            let files = files
-                .iter()
+            let compacted = manifest
+                .compacted
+                .get(name)
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
+            let files = manifest
+                .tables
+                .get(name)
+                .into_iter()
+                .flatten()
+                .chain(compacted.iter().flat_map(|c| &c.outputs))
                 .map(|json| {
                     iceberg::spec::deserialize_data_file_from_json(
                         json,
@@ -954,14 +982,18 @@ impl Warehouse {
                     )
                 })
                 .collect::<std::result::Result<Vec<_>, _>>()?;
+            let removed: std::collections::HashSet<String> = compacted
+                .iter()
+                .flat_map(|c| c.inputs.iter().cloned())
+                .collect();
             tracing::warn!(
                 table = %name,
                 epoch = last,
                 "completing a commit a crash cut short (roll-forward)"
             );
-            self.commit_files(&table, name, last, files, &summary)
+            self.commit_files(&table, name, last, files, &removed, &summary)
                 .await?;
-            completed.push(name.clone());
+            completed.push(name.to_string());
         }
         Ok(completed)
     }
@@ -1036,6 +1068,63 @@ impl Warehouse {
             tx.commit(self.catalog.as_ref()).await?;
         }
         Ok(expired)
+    }
+
+    /// Deletes, in every table, the data files no snapshot of the table references any more
+    /// and written for an epoch up to `upto` (so never a file of an epoch still being written
+    /// or committed): the inputs of compactions whose snapshots have expired, and files of
+    /// attempts a crash abandoned. Returns the number of files deleted.
+    pub async fn remove_orphans(&self, upto: Epoch) -> Result<usize> {
+        let mut removed = 0;
+        for name in tables::ALL_TABLES {
+            let table = self.table(name).await?;
+            let metadata = table.metadata();
+            let mut referenced: HashSet<String> = HashSet::new();
+            let mut seen = HashSet::new();
+            for snapshot in metadata.snapshots() {
+                for path in crate::compaction::snapshot_files(&table, snapshot, &mut seen).await? {
+                    referenced.insert(path);
+                }
+            }
+            let Some(dir) = metadata
+                .location()
+                .strip_prefix("file://")
+                .map(|l| PathBuf::from(l).join("data"))
+            else {
+                continue;
+            };
+            let mut stack = vec![dir];
+            while let Some(dir) = stack.pop() {
+                let Ok(entries) = std::fs::read_dir(&dir) else {
+                    continue;
+                };
+                for entry in entries.flatten() {
+                    let path = entry.path();
+                    if path.is_dir() {
+                        stack.push(path);
+                        continue;
+                    }
+                    let Some(file) = path.file_name().and_then(|f| f.to_str()) else {
+                        continue;
+                    };
+                    let epoch = file
+                        .strip_prefix("epoch-")
+                        .or_else(|| file.strip_prefix("compact-"))
+                        .and_then(|rest| rest.get(..12))
+                        .and_then(|e| e.parse::<Epoch>().ok());
+                    if !file.ends_with(".parquet") || epoch.is_none_or(|e| e > upto) {
+                        continue;
+                    }
+                    let uri = format!("file://{}", path.display());
+                    if !referenced.contains(&uri) && !referenced.contains(&*path.to_string_lossy())
+                    {
+                        std::fs::remove_file(&path)?;
+                        removed += 1;
+                    }
+                }
+            }
+        }
+        Ok(removed)
     }
 
     /// The epochs of the files `<prefix><epoch><suffix>` in the snapshot directory, oldest
@@ -1194,6 +1283,7 @@ impl Warehouse {
         name: &str,
         epoch: Epoch,
         files: Vec<iceberg::spec::DataFile>,
+        removed: &std::collections::HashSet<String>,
         extra_summary: &[(&str, String)],
     ) -> Result<()> {
         let mut summary = HashMap::from([
@@ -1205,6 +1295,18 @@ impl Warehouse {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.clone())),
         );
+        if !removed.is_empty() {
+            // A compaction rides on this commit: one snapshot adds and replaces.
+            return crate::compaction::commit_replacing(
+                &self.root.join("catalog.db"),
+                table,
+                name,
+                files,
+                removed,
+                summary,
+            )
+            .await;
+        }
         let tx = Transaction::new(table);
         // No duplicate check: it reads every manifest of the table, so a commit's cost would
         // grow with history. Data file names are unique (epoch and UUID), and an epoch is
@@ -1221,6 +1323,13 @@ impl Warehouse {
 
     /// Iceberg's JSON form of `table`'s data files (the epoch manifest's entries).
     fn files_json(table: &Table, files: &[iceberg::spec::DataFile]) -> Result<Vec<String>> {
+        data_files_json(table, files)
+    }
+}
+
+/// Iceberg's JSON form of `table`'s data files (the epoch manifest's entries).
+pub fn data_files_json(table: &Table, files: &[iceberg::spec::DataFile]) -> Result<Vec<String>> {
+    {
         let metadata = table.metadata();
         let partition_type = metadata
             .default_partition_spec()
@@ -1246,27 +1355,48 @@ pub async fn write_data_files(
     epoch: Epoch,
     batch: RecordBatch,
 ) -> Result<Vec<iceberg::spec::DataFile>> {
-    let schema = table.metadata().current_schema().clone();
+    write_parquet(table, &format!("epoch-{epoch:012}"), batch, None).await
+}
+
+/// Writes `batch` as zstd Parquet data files of `table`, one set per partition of the table's
+/// spec ([`crate::layout`]), named `<prefix>-<uuid>-…`; `max_row_group_rows` bounds the row
+/// groups (the writer's default when `None`). Nothing is visible until committed.
+pub(crate) async fn write_parquet(
+    table: &Table,
+    prefix: &str,
+    batch: RecordBatch,
+    max_row_group_rows: Option<usize>,
+) -> Result<Vec<iceberg::spec::DataFile>> {
+    let metadata = table.metadata();
+    let schema = metadata.current_schema().clone();
     let arrow = Arc::new(schema_to_arrow_schema(&schema)?);
     let batch = RecordBatch::try_new(arrow, batch.columns().to_vec())?;
-    let location = DefaultLocationGenerator::new(table.metadata())?;
+    let mut props =
+        WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default()));
+    if let Some(rows) = max_row_group_rows {
+        props = props.set_max_row_group_row_count(Some(rows));
+    }
+    let props = props.build();
+    let location = DefaultLocationGenerator::new(metadata)?;
     let names = DefaultFileNameGenerator::new(
-        format!("epoch-{epoch:012}"),
+        prefix.to_string(),
         Some(uuid::Uuid::new_v4().to_string()),
         DataFileFormat::Parquet,
     );
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::default()))
-        .build();
-    let rolling = RollingFileWriterBuilder::new_with_default_file_size(
-        ParquetWriterBuilder::new(props, schema),
-        table.file_io().clone(),
-        location,
-        names,
-    );
-    let mut writer = DataFileWriterBuilder::new(rolling).build(None).await?;
-    writer.write(batch).await?;
-    Ok(writer.close().await?)
+    let spec = metadata.default_partition_spec();
+    let mut out = Vec::new();
+    for (key, part) in crate::layout::split_by_partition(spec, &schema, batch)? {
+        let rolling = RollingFileWriterBuilder::new_with_default_file_size(
+            ParquetWriterBuilder::new(props.clone(), schema.clone()),
+            table.file_io().clone(),
+            location.clone(),
+            names.clone(),
+        );
+        let mut writer = DataFileWriterBuilder::new(rolling).build(key).await?;
+        writer.write(part).await?;
+        out.extend(writer.close().await?);
+    }
+    Ok(out)
 }
 
 /// SHA-256 of a data file's bytes, hex.
@@ -1945,6 +2075,30 @@ pub struct IcebergSink {
     sealer: Option<Sealer>,
     /// The heads after the last committed epoch, kept to write beside each snapshot.
     heads: Option<HeadsFile>,
+    /// Compaction with epochs' commits, when on.
+    compact: Option<CompactSchedule>,
+}
+
+/// Compacting every `every_epochs` epochs under `policy`.
+#[derive(Clone, Copy, Debug)]
+pub struct CompactSchedule {
+    /// Epochs between compactions.
+    pub every_epochs: u64,
+    /// What to merge.
+    pub policy: crate::compaction::Policy,
+    epochs_since: u64,
+}
+
+impl CompactSchedule {
+    /// Compacting every `every_epochs` epochs (the first with the first epoch committed, so a
+    /// restart or `custody compact` catches up at once).
+    pub fn new(every_epochs: u64, policy: crate::compaction::Policy) -> Self {
+        CompactSchedule {
+            every_epochs: every_epochs.max(1),
+            policy,
+            epochs_since: every_epochs.max(1) - 1,
+        }
+    }
 }
 
 /// A view state snapshot being written (`<path>.tmp` until it is finished).
@@ -2064,7 +2218,19 @@ impl IcebergSink {
             seal_quarantine: false,
             sealer: None,
             heads: None,
+            compact: None,
         }
+    }
+
+    /// Compacts the tables' small files with epochs' commits ([`crate::compaction`]).
+    pub fn with_compaction(self, schedule: CompactSchedule) -> Self {
+        self.with_compaction_opt(Some(schedule))
+    }
+
+    /// [`Self::with_compaction`], or none.
+    pub fn with_compaction_opt(mut self, schedule: Option<CompactSchedule>) -> Self {
+        self.compact = schedule;
+        self
     }
 
     /// Keeps every chain and emitter head, starting from `heads`, and writes them beside
@@ -2348,6 +2514,45 @@ impl IcebergSink {
                 Some(path)
             }
         };
+        // Compactions due with this epoch: outputs written, not visible; the manifest names
+        // them and the files they replace, and each table they touch is committed below.
+        let mut compactions: BTreeMap<&str, (Vec<iceberg::spec::DataFile>, HashSet<String>)> =
+            BTreeMap::new();
+        if let Some(compact) = self.compact.as_mut() {
+            compact.epochs_since += 1;
+            if compact.epochs_since >= compact.every_epochs {
+                compact.epochs_since = 0;
+                for name in crate::compaction::COMPACTED_TABLES {
+                    let table = match staged.iter().find(|(n, ..)| *n == name) {
+                        Some((_, _, table, _)) => table.clone(),
+                        None => self.warehouse.table(name).await?,
+                    };
+                    let merges =
+                        crate::compaction::stage(&table, name, epoch, &compact.policy).await?;
+                    if merges.is_empty() {
+                        continue;
+                    }
+                    let mut outputs = Vec::new();
+                    let mut removed = HashSet::new();
+                    let mut records = Vec::new();
+                    for merge in merges {
+                        manifest.sha256.extend(merge.sha256);
+                        outputs.extend(merge.files);
+                        removed.extend(merge.record.inputs.iter().cloned());
+                        records.push(merge.record);
+                    }
+                    self.metrics
+                        .compacted_files
+                        .with_label_values(&[name])
+                        .inc_by(removed.len() as u64);
+                    manifest.compacted.insert(name.to_string(), records);
+                    if !staged.iter().any(|(n, ..)| *n == name) {
+                        staged.push((name, 0, table, Vec::new()));
+                    }
+                    compactions.insert(name, (outputs, removed));
+                }
+            }
+        }
         crate::failpoint::hit("files-written", epoch);
         // 2. The commit point: the epoch's row in custody.epochs, listing those files, under
         //    the epoch's seal.
@@ -2386,7 +2591,14 @@ impl IcebergSink {
             .write_files(&epochs_table, epoch, marker)
             .await?;
         self.warehouse
-            .commit_files(&epochs_table, tables::EPOCHS, epoch, marker_files, &summary)
+            .commit_files(
+                &epochs_table,
+                tables::EPOCHS,
+                epoch,
+                marker_files,
+                &Default::default(),
+                &summary,
+            )
             .await?;
         self.metrics
             .sink_commits
@@ -2403,9 +2615,17 @@ impl IcebergSink {
         // writes to it, so a crash test can stop at each of them in any epoch.
         for name in crate::failpoint::committed_tables() {
             crate::failpoint::hit_table("before-commit", name, epoch);
-            if let Some((n, table, files)) = staged.remove(name) {
+            let replacing = compactions.remove(name);
+            if let Some((n, table, mut files)) = staged.remove(name) {
+                let removed = match replacing {
+                    Some((outputs, removed)) => {
+                        files.extend(outputs);
+                        removed
+                    }
+                    None => Default::default(),
+                };
                 self.warehouse
-                    .commit_files(&table, name, epoch, files, &summary)
+                    .commit_files(&table, name, epoch, files, &removed, &summary)
                     .await?;
                 self.metrics
                     .sink_rows
@@ -2415,7 +2635,7 @@ impl IcebergSink {
             }
             crate::failpoint::hit_table("after-commit", name, epoch);
         }
-        if let Some(name) = staged.keys().next() {
+        if let Some(name) = staged.keys().chain(compactions.keys()).next() {
             // Panic-free alternative to an invariant: every table written is listed.
             return Err(Error::SinkStopped(format!(
                 "table {name:?} is missing from the commit order"
@@ -2455,8 +2675,10 @@ impl IcebergSink {
             if self.heads.is_some() {
                 let started = Instant::now();
                 let expired = self.warehouse.expire_history().await?;
+                let orphans = self.warehouse.remove_orphans(epoch).await?;
                 tracing::debug!(
                     expired,
+                    orphans,
                     ms = started.elapsed().as_millis() as u64,
                     "expired Iceberg snapshots before the oldest heads file"
                 );
