@@ -16,6 +16,7 @@ mod admin;
 mod alerting;
 mod auth;
 mod bench;
+mod compact;
 mod config;
 mod dashboard;
 mod dataflow;
@@ -132,6 +133,14 @@ enum Command {
         /// Why (recorded).
         #[arg(long)]
         reason: String,
+        /// Warehouse directory (default from config).
+        #[arg(long)]
+        warehouse: Option<PathBuf>,
+    },
+    /// Merge the tables' small data files, expire old snapshots and delete unreferenced
+    /// files, on a warehouse no pipeline is writing to (a running pipeline does this itself
+    /// every `warehouse.compact_every_epochs` epochs). Commits one epoch, under its seal.
+    Compact {
         /// Warehouse directory (default from config).
         #[arg(long)]
         warehouse: Option<PathBuf>,
@@ -464,6 +473,32 @@ fn main() -> anyhow::Result<()> {
                 // A closed pipe (`| head`) ends the listing.
                 if writeln!(out, "{point}").is_err() {
                     break;
+                }
+            }
+            Ok(())
+        }
+        Command::Compact { warehouse } => {
+            let warehouse = warehouse.unwrap_or_else(|| config.warehouse.path.clone());
+            let key_dir = config.keys.dir(&warehouse)?;
+            let seed = config.checkpoints.signing_seed(&key_dir)?;
+            let report = compact::compact(
+                &warehouse,
+                &key_dir,
+                &seed,
+                &config.warehouse.sink_id,
+                custody_operators::compaction::Policy::default(),
+            )?;
+            match report.epoch {
+                None => println!("custody compact: nothing committed yet; nothing to do"),
+                Some(epoch) => {
+                    println!("custody compact: committed epoch {epoch}");
+                    for (table, (before, after)) in &report.files {
+                        println!("  custody.{table}: {before} -> {after} data files");
+                    }
+                    println!(
+                        "  snapshots expired: {}, unreferenced files deleted: {}",
+                        report.snapshots_expired, report.orphans_removed
+                    );
                 }
             }
             Ok(())

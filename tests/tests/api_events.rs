@@ -406,11 +406,21 @@ fn sql_stays_in_its_tenant(addr: &str, wh: &std::path::Path) {
     };
     assert!(groups[0]["n"].as_i64().unwrap() >= own.min(1), "{answer}");
 
-    let data_file = std::fs::read_dir(wh.join("data/custody/events/data"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|x| x == "parquet"))
-        .unwrap();
+    // Data files sit in partition directories (tenant_bucket=…/event_day=…).
+    let data_file = {
+        let mut stack = vec![wh.join("data/custody/events/data")];
+        let mut found = None;
+        while let Some(dir) = stack.pop() {
+            for p in std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()) {
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|x| x == "parquet") {
+                    found = Some(p);
+                }
+            }
+        }
+        found.unwrap()
+    };
     let data_file = data_file.display();
     let scoped = [
         "SELECT * FROM events".to_string(),

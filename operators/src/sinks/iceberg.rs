@@ -772,12 +772,17 @@ impl Warehouse {
         let mut state = ResumeState::default();
         // A restart reads the heads and positions of sealed files and only the newest rows
         // of the tables, so it first checks that every table's history is Custody's own:
-        // appends of an epoch, nothing rewritten or added by another writer.
+        // commits of an epoch, nothing rewritten or added by another writer.
         for name in tables::ALL_TABLES {
             let table = self.table(name).await?;
             for snapshot in lineage(&table) {
-                let append = snapshot.summary().operation == iceberg::spec::Operation::Append;
-                if !append || snapshot_epoch(snapshot).is_none() {
+                // An epoch's commit appends, or (with a compaction) replaces files by files
+                // of the same rows: `custody verify` checks those against the seals.
+                let ours = matches!(
+                    snapshot.summary().operation,
+                    iceberg::spec::Operation::Append | iceberg::spec::Operation::Overwrite
+                );
+                if !ours || snapshot_epoch(snapshot).is_none() {
                     return Err(Error::Tampered(format!(
                         "custody.{name} has a snapshot ({}, {:?}) that Custody did not commit",
                         snapshot.snapshot_id(),
@@ -1036,7 +1041,7 @@ impl Warehouse {
     /// every commit, then holds a bounded number of snapshots instead of one per epoch ever
     /// committed. What a restart needs of older epochs (heads, source positions) is in the
     /// heads files. Returns the number of snapshots expired.
-    async fn expire_history(&self) -> Result<usize> {
+    pub async fn expire_history(&self) -> Result<usize> {
         let Some(keep_from) = self.snapshot_epochs("heads-", ".json").first().copied() else {
             return Ok(0);
         };
@@ -1068,6 +1073,16 @@ impl Warehouse {
             tx.commit(self.catalog.as_ref()).await?;
         }
         Ok(expired)
+    }
+
+    /// The source positions (and views' clock) epoch `epoch` committed, from its commit in
+    /// `custody.epochs`.
+    pub async fn epoch_positions(&self, epoch: Epoch) -> Result<Option<SourcePositions>> {
+        let table = self.table(tables::EPOCHS).await?;
+        Ok(lineage(&table)
+            .into_iter()
+            .find(|s| snapshot_epoch(s) == Some(epoch))
+            .and_then(|s| snapshot_positions(s)))
     }
 
     /// Deletes, in every table, the data files no snapshot of the table references any more
@@ -2222,6 +2237,11 @@ impl IcebergSink {
         }
     }
 
+    /// The warehouse written to.
+    pub fn warehouse(&self) -> &Warehouse {
+        &self.warehouse
+    }
+
     /// Compacts the tables' small files with epochs' commits ([`crate::compaction`]).
     pub fn with_compaction(self, schedule: CompactSchedule) -> Self {
         self.with_compaction_opt(Some(schedule))
@@ -2518,10 +2538,20 @@ impl IcebergSink {
         // them and the files they replace, and each table they touch is committed below.
         let mut compactions: BTreeMap<&str, (Vec<iceberg::spec::DataFile>, HashSet<String>)> =
             BTreeMap::new();
+        let mut log_merge: (Vec<iceberg::spec::DataFile>, HashSet<String>) = Default::default();
         if let Some(compact) = self.compact.as_mut() {
             compact.epochs_since += 1;
             if compact.epochs_since >= compact.every_epochs {
                 compact.epochs_since = 0;
+                // The commit log's own files, merged with the commit point itself. They are
+                // not under the seals (their rows are), so the manifest does not list them.
+                let log = self.warehouse.table(tables::EPOCHS).await?;
+                for merge in
+                    crate::compaction::stage(&log, tables::EPOCHS, epoch, &compact.policy).await?
+                {
+                    log_merge.0.extend(merge.files);
+                    log_merge.1.extend(merge.record.inputs);
+                }
                 for name in crate::compaction::COMPACTED_TABLES {
                     let table = match staged.iter().find(|(n, ..)| *n == name) {
                         Some((_, _, table, _)) => table.clone(),
@@ -2586,17 +2616,18 @@ impl IcebergSink {
         }
         let marker = epochs_batch(&row)?;
         let epochs_table = self.warehouse.table(tables::EPOCHS).await?;
-        let marker_files = self
+        let mut marker_files = self
             .warehouse
             .write_files(&epochs_table, epoch, marker)
             .await?;
+        marker_files.extend(log_merge.0);
         self.warehouse
             .commit_files(
                 &epochs_table,
                 tables::EPOCHS,
                 epoch,
                 marker_files,
-                &Default::default(),
+                &log_merge.1,
                 &summary,
             )
             .await?;
