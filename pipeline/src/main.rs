@@ -16,6 +16,7 @@ mod admin;
 mod alerting;
 mod auth;
 mod bench;
+mod bench_api;
 mod compact;
 mod config;
 mod dashboard;
@@ -194,6 +195,19 @@ enum Command {
         /// Keep `--soak`'s input and warehouses afterwards (their directory is printed).
         #[arg(long, requires = "soak")]
         keep: bool,
+        /// Instead: latency of the lake-backed API endpoints of the server at this address
+        /// under load (`--requests` from `--concurrency` connections).
+        #[arg(long, conflicts_with_all = ["kafka", "freshness", "soak"])]
+        api: Option<String>,
+        /// Requests for `--api`.
+        #[arg(long, default_value_t = 10_000)]
+        requests: usize,
+        /// Connections for `--api`.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// API token for `--api` (none for a server without tokens).
+        #[arg(long)]
+        token: Option<String>,
     },
 }
 
@@ -507,6 +521,14 @@ fn main() -> anyhow::Result<()> {
             &config,
             &warehouse.unwrap_or_else(|| config.warehouse.path.clone()),
         ),
+        Command::Bench {
+            api: Some(addr),
+            requests,
+            concurrency,
+            token,
+            tenants,
+            ..
+        } => bench_api::run(&addr, token.as_deref(), requests, concurrency, tenants),
         Command::Bench {
             events,
             soak: true,

@@ -126,7 +126,7 @@ impl LakeEngine {
             if !TENANT_TABLES.contains(&name) {
                 return Err(QueryError::Invalid(format!("{name} is not a tenant table")));
             }
-            let table = self.warehouse.table(name).await?;
+            let table = self.warehouse.table_current(name).await?;
             let provider: Arc<dyn TableProvider> = Arc::new(
                 IcebergStaticTableProvider::try_new_from_table(table)
                     .await

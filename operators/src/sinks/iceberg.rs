@@ -563,6 +563,11 @@ fn merge_positions(state: &mut ResumeState, positions: Option<SourcePositions>) 
 pub struct Warehouse {
     catalog: Arc<SqlCatalog>,
     root: PathBuf,
+    /// Tables loaded for queries, by name, reused while the catalog still points at the same
+    /// metadata (a clone shares the table's cache of manifests).
+    cached: Arc<std::sync::Mutex<HashMap<String, Table>>>,
+    /// A read-only connection pool on the catalog, to look up tables' metadata locations.
+    lookups: sqlx::SqlitePool,
 }
 
 impl std::fmt::Debug for Warehouse {
@@ -597,9 +602,14 @@ impl Warehouse {
             .with_storage_factory(Arc::new(LocalFsStorageFactory))
             .load(CATALOG_NAME, HashMap::new())
             .await?;
+        let lookups = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_lazy(&format!("sqlite://{}?mode=ro", db.display()))?;
         Ok(Warehouse {
             catalog: Arc::new(catalog),
             root,
+            cached: Arc::default(),
+            lookups,
         })
     }
 
@@ -738,6 +748,31 @@ impl Warehouse {
             }
         }
         Ok(())
+    }
+
+    /// Table `name` at its current metadata, loaded only when that changed since the last
+    /// call (for queries: the table's manifests stay cached between them).
+    pub async fn table_current(&self, name: &str) -> Result<Table> {
+        let location: String = sqlx::query_scalar(
+            "SELECT metadata_location FROM iceberg_tables \
+             WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?",
+        )
+        .bind(CATALOG_NAME)
+        .bind(NAMESPACE)
+        .bind(name)
+        .fetch_one(&self.lookups)
+        .await?;
+        if let Ok(cached) = self.cached.lock()
+            && let Some(table) = cached.get(name)
+            && table.metadata_location() == Some(location.as_str())
+        {
+            return Ok(table.clone());
+        }
+        let table = self.table(name).await?;
+        if let Ok(mut cached) = self.cached.lock() {
+            cached.insert(name.to_string(), table.clone());
+        }
+        Ok(table)
     }
 
     /// Loads a table by name.
