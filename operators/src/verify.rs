@@ -671,7 +671,8 @@ impl Verifier {
                                     _ => bad(
                                         &mut report,
                                         format!(
-                                            "epoch {epoch} compacts custody.{table} file                                              {input}, which no earlier epoch sealed"
+                                            "epoch {epoch} compacts custody.{table} file {input}, which no earlier \
+                                             epoch sealed"
                                         ),
                                     ),
                                 }
@@ -695,7 +696,8 @@ impl Verifier {
                                 bad(
                                     &mut report,
                                     format!(
-                                        "epoch {epoch} compacts {replaced} rows of custody.{table}                                          into {merged} (recorded: {})",
+                                        "epoch {epoch} compacts {replaced} rows of custody.{table} into \
+                                         {merged} (recorded: {})",
                                         merge.rows
                                     ),
                                 );

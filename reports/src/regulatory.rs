@@ -23,7 +23,10 @@ use crate::live::{Coverage, LiveViews};
 use crate::views::alerts::Alert;
 use crate::views::hitl_groups::HitlGroupStats;
 use crate::views::model_versions::ModelUsage;
-use crate::views::policy_violations::{PolicyRule, Violation};
+use crate::views::policy_violations::{
+    ACTION_AFTER_REJECTION, BEFORE_CAUSE, CONTRADICTORY_DECISIONS, OVERSIGHT_RULES, PolicyRule,
+    Violation,
+};
 use crate::views::sessions::{SessionStatus, SessionSummary};
 use crate::views::sla_breaches::SlaBreach;
 
@@ -70,8 +73,13 @@ pub fn view_definition(view: &str) -> &'static str {
              result or task start"
         }
         "policy_violations" => {
-            "policy.rules over TOOL_CALLED; approval_required: no approving \
-             HUMAN_REVIEW_DECISION in the session decided at or before the call"
+            "policy.rules over TOOL_CALLED; approval_required: no approve/modify \
+             HUMAN_REVIEW_DECISION in the session, decided at or before the call, whose \
+             escalation's proposed_action (or modification) is the same tool with the same \
+             arguments and amounts at least the call's; oversight rules per session: a tool \
+             call after a rejection of that action, an event before its parent_event_id or a \
+             decision before its escalation was presented, an escalation both approved and \
+             rejected"
         }
         "alerts" => {
             "per (tenant_id, agent_id): each event-time window against the mean of the \
@@ -431,7 +439,50 @@ fn art14(i: &Inputs<'_>) -> Vec<ReportRow> {
             Status::Info,
             &["hitl_groups"],
         ),
+        oversight_rule(
+            i,
+            "Art. 14(4)(d)",
+            "no action taken after a human rejected it",
+            ACTION_AFTER_REJECTION,
+        ),
+        oversight_rule(
+            i,
+            "Art. 12(2)",
+            "no event recorded before its cause, no decision before its escalation",
+            BEFORE_CAUSE,
+        ),
+        oversight_rule(
+            i,
+            "Art. 14(4)(d)",
+            "no escalation both approved and rejected",
+            CONTRADICTORY_DECISIONS,
+        ),
     ]
+}
+
+/// A row for one oversight rule: its findings (at most 20 listed) and whether there are none.
+fn oversight_rule(
+    i: &Inputs<'_>,
+    article: &'static str,
+    requirement: &'static str,
+    rule: &str,
+) -> ReportRow {
+    let found: Vec<&Violation> = i.violations.iter().filter(|v| v.rule_id == rule).collect();
+    i.row(
+        article,
+        requirement,
+        json!({
+            "rule": rule,
+            "findings": found.len(),
+            "first": found
+                .iter()
+                .take(20)
+                .map(|v| json!({"event_id": v.event_id, "session_id": v.session_id, "detail": v.detail}))
+                .collect::<Vec<_>>(),
+        }),
+        clean(found.is_empty()),
+        &["policy_violations"],
+    )
 }
 
 fn retention(i: &Inputs<'_>) -> Vec<ReportRow> {
@@ -548,6 +599,11 @@ fn iso42001(i: &Inputs<'_>) -> Vec<ReportRow> {
         .rules
         .iter()
         .map(|r| json!({"id": r.id, "description": r.description}))
+        .chain(
+            OVERSIGHT_RULES
+                .iter()
+                .map(|(id, description)| json!({"id": id, "description": description})),
+        )
         .collect();
     vec![
         i.row(
@@ -715,6 +771,21 @@ mod tests {
                 tool_name: "payments.refund".into(),
                 at_us: t,
                 detail: "no prior human approval: payments.refund with amount 900 above 500".into(),
+            },
+        ));
+        updates.push(row(
+            ViewId::PolicyViolations,
+            "oversight.action-after-rejection/e12",
+            &Violation {
+                rule_id: ACTION_AFTER_REJECTION.into(),
+                event_id: "e12".into(),
+                session_id: "s3".into(),
+                agent_id: "agent-2".into(),
+                tool_name: "payments.refund".into(),
+                at_us: t,
+                detail: "payments.refund(amount=900, card=tok_1) made after reviewer-4 rejected \
+                         it (decision e11, escalation e10)"
+                    .into(),
             },
         ));
         updates.push(row(

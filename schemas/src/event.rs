@@ -230,6 +230,8 @@ pub enum PayloadFacts {
         elevated: bool,
         /// The numbers among the members of `input` (policy rules compare amounts).
         amounts: Vec<(String, f64)>,
+        /// The strings among the members of `input` (an approval binds them).
+        args: Vec<(String, String)>,
     },
     /// `TOOL_RESULT_RECEIVED`.
     ToolResult {
@@ -244,6 +246,8 @@ pub enum PayloadFacts {
         sla_seconds: Option<i64>,
         /// `risk_tier`.
         risk_tier: String,
+        /// `proposed_action`, when it is a tool call (not free text).
+        action: Option<ActionFacts>,
     },
     /// `HUMAN_REVIEW_DECISION`.
     Review {
@@ -253,7 +257,59 @@ pub enum PayloadFacts {
         decided_us: Option<Micros>,
         /// `decision`.
         decision: String,
+        /// `reviewer_id`.
+        reviewer_id: String,
+        /// `modification`, when it is a tool call.
+        modification: Option<ActionFacts>,
     },
+}
+
+/// A tool call put to a human (an escalation's `proposed_action`, a decision's
+/// `modification`): what an approval binds.
+#[derive(Clone, Debug, Default, PartialEq, PartialOrd, Serialize, Deserialize)]
+pub struct ActionFacts {
+    /// The tool.
+    pub tool_name: String,
+    /// The numbers among the members of its input.
+    pub amounts: Vec<(String, f64)>,
+    /// The strings among the members of its input.
+    pub args: Vec<(String, String)>,
+}
+
+impl ActionFacts {
+    /// The action in `v` (`{"tool_name": …, "input": {…}}`), if it is one.
+    pub fn of(v: Option<&Json<'_>>) -> Option<ActionFacts> {
+        let v = v?;
+        let tool_name = v.get("tool_name")?.as_str()?.to_string();
+        let input = v.get("input");
+        Some(ActionFacts {
+            tool_name,
+            amounts: numbers(input),
+            args: strings(input),
+        })
+    }
+}
+
+/// The numeric members of an object.
+fn numbers(v: Option<&Json<'_>>) -> Vec<(String, f64)> {
+    match v {
+        Some(Json::Obj(members)) => members
+            .iter()
+            .filter_map(|(k, v)| Some((k.to_string(), v.as_f64()?)))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The string members of an object.
+fn strings(v: Option<&Json<'_>>) -> Vec<(String, String)> {
+    match v {
+        Some(Json::Obj(members)) => members
+            .iter()
+            .filter_map(|(k, v)| Some((k.to_string(), v.as_str()?.to_string())))
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 impl PayloadFacts {
@@ -283,13 +339,8 @@ impl PayloadFacts {
                     .get("elevated")
                     .and_then(Json::as_bool)
                     .unwrap_or(false),
-                amounts: match payload.get("input") {
-                    Some(Json::Obj(members)) => members
-                        .iter()
-                        .filter_map(|(k, v)| Some((k.to_string(), v.as_f64()?)))
-                        .collect(),
-                    _ => Vec::new(),
-                },
+                amounts: numbers(payload.get("input")),
+                args: strings(payload.get("input")),
             },
             EventType::ToolResultReceived => PayloadFacts::ToolResult {
                 error: payload.get("status").and_then(Json::as_str) == Some("error"),
@@ -301,11 +352,14 @@ impl PayloadFacts {
                     .and_then(Json::as_u64)
                     .and_then(|s| i64::try_from(s).ok()),
                 risk_tier: text("risk_tier"),
+                action: ActionFacts::of(payload.get("proposed_action")),
             },
             EventType::HumanReviewDecision => PayloadFacts::Review {
                 escalation_event_id: text("escalation_event_id"),
                 decided_us: time("decided_at"),
                 decision: text("decision"),
+                reviewer_id: text("reviewer_id"),
+                modification: ActionFacts::of(payload.get("modification")),
             },
             _ => PayloadFacts::None,
         }
@@ -722,7 +776,7 @@ pub mod payload {
         pub reason: Text<'a>,
         /// The action presented for review.
         #[serde(borrow)]
-        pub proposed_action: Text<'a>,
+        pub proposed_action: Action<'a>,
         /// `low`, `medium`, `high` or `critical`.
         pub risk_tier: RiskTier,
         /// When the action was presented to a reviewer (RFC 3339).
@@ -769,7 +823,32 @@ pub mod payload {
         pub rationale: Option<Text<'a>>,
         /// The modified action, for `modify`.
         #[serde(default, borrow)]
-        pub modification: Option<Text<'a>>,
+        pub modification: Option<Action<'a>>,
+    }
+
+    /// An action put to a human: free text, or the tool call itself, which binds an approval
+    /// to that tool and its arguments.
+    #[derive(Clone, Debug, Deserialize)]
+    #[serde(untagged)]
+    pub enum Action<'a> {
+        /// Described in words.
+        #[serde(borrow)]
+        Described(Text<'a>),
+        /// The tool call.
+        #[serde(borrow)]
+        Tool(ToolAction<'a>),
+    }
+
+    /// A tool call put to a human.
+    #[derive(Clone, Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct ToolAction<'a> {
+        /// Tool name.
+        #[serde(borrow)]
+        pub tool_name: Text<'a>,
+        /// Its input parameters.
+        #[serde(default)]
+        pub input: Option<serde_json::Map<String, serde_json::Value>>,
     }
 
     /// Review outcomes.

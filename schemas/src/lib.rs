@@ -16,8 +16,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub use event::{
-    AuditEvent, Decoded, EventType, PayloadFacts, SCHEMA_VERSION, decode, decode_event,
-    decode_value,
+    ActionFacts, AuditEvent, Decoded, EventType, PayloadFacts, SCHEMA_VERSION, decode,
+    decode_event, decode_value,
 };
 
 /// A tenant identifier. Every record the pipeline emits carries one.

@@ -30,7 +30,7 @@ fn fixtures_decode_or_fail_with_their_reason() {
             ),
         }
     }
-    assert_eq!(seen, expected.len() + 3);
+    assert_eq!(seen, expected.len() + 4);
 }
 
 #[test]

@@ -365,6 +365,7 @@ def verify_warehouse(epochs, checkpoints, files, trusted, tenants_with_events):
     stored = {(c["epoch"], c["tenant_id"]): sha256(checkpoint_message(c)).hex() for c in checkpoints}
     ever = {c["tenant_id"] for c in checkpoints} | set(tenants_with_events)
     registered, sealed, prev, last = set(), {}, None, None
+    sealed_rows = {}
     for row in sorted(epochs, key=lambda r: r["epoch"]):
         epoch = row["epoch"]
         if epoch == last:
@@ -409,10 +410,32 @@ def verify_warehouse(epochs, checkpoints, files, trusted, tenants_with_events):
                 kind = "checkpoint_chain" if have is not None or tenant in ever else "tenant_missing"
                 tenant_problems[tenant].append({"kind": kind, "seq": None, "detail": f"epoch {epoch}"})
         manifest = json.loads(row["files"])
+        digests = manifest.get("sha256", {})
         for table, entries in manifest.get("tables", {}).items():
             for entry in entries:
-                path = json.loads(entry)["file_path"]
-                sealed[path] = (table, manifest.get("sha256", {}).get(path))
+                data_file = json.loads(entry)
+                path = data_file["file_path"]
+                sealed[path] = (table, digests.get(path))
+                sealed_rows[path] = data_file["record_count"]
+        # Compactions: sealed files replaced, row for row, by files under this seal.
+        for table, merges in manifest.get("compacted", {}).items():
+            for merge in merges:
+                replaced = 0
+                for path in merge["inputs"]:
+                    if path in sealed and sealed[path][0] == table:
+                        del sealed[path]
+                        replaced += sealed_rows.pop(path, 0)
+                    else:
+                        bad("bad_seal", f"epoch {epoch} compacts {path}, which no epoch sealed")
+                merged = 0
+                for entry in merge["outputs"]:
+                    data_file = json.loads(entry)
+                    path = data_file["file_path"]
+                    sealed[path] = (table, digests.get(path))
+                    sealed_rows[path] = data_file["record_count"]
+                    merged += data_file["record_count"]
+                if replaced != merge["rows"] or merged != merge["rows"]:
+                    bad("bad_seal", f"epoch {epoch} compacts {replaced} rows into {merged}")
     for c in checkpoints:
         if (c["epoch"], c["tenant_id"]) not in registered:
             tenant_problems[c["tenant_id"]].append(

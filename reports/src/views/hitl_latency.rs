@@ -100,6 +100,7 @@ impl FromEvent for Escalation {
             presented_us: Some(presented_us),
             sla_seconds: Some(sla_s),
             risk_tier,
+            ..
         } = &e.event.facts
         else {
             return None;
@@ -125,6 +126,7 @@ impl FromEvent for Decision {
             escalation_event_id,
             decided_us: Some(decided_us),
             decision,
+            ..
         } = &e.event.facts
         else {
             return None;

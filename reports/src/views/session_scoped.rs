@@ -48,7 +48,7 @@ use timely::dataflow::operators::Operator;
 use super::causal_chains::{CausalChain, Link, MAX_DEPTH, is_boundary};
 use super::epoch_stash::{EpochStash, Ready};
 use super::event_id::EventId;
-use super::policy_violations::{PolicyFact, PolicyRule, evaluate};
+use super::policy_violations::{PolicyFact, PolicyRule, Timed, evaluate};
 use super::sessions::{SessionFact, summarize};
 
 /// Retirement settings.
@@ -213,7 +213,25 @@ pub fn session_rows(
         rows.insert((ViewId::CausalChains, e.event_id.to_string()), json(&chain));
     }
     let policy: Vec<&PolicyFact> = events.iter().flat_map(|e| &e.policy).collect();
-    for v in evaluate(session_id, &policy) {
+    let ids: Vec<(String, Option<String>)> = events
+        .iter()
+        .map(|e| {
+            (
+                e.event_id.to_string(),
+                e.parent.as_ref().map(|p| p.to_string()),
+            )
+        })
+        .collect();
+    let timed: Vec<Timed<'_>> = events
+        .iter()
+        .zip(&ids)
+        .map(|(e, (id, parent))| Timed {
+            event_id: id,
+            ts_us: e.fact.ts_us,
+            parent: parent.as_deref(),
+        })
+        .collect();
+    for v in evaluate(session_id, &policy, &timed) {
         rows.insert(
             (
                 ViewId::PolicyViolations,
@@ -518,7 +536,7 @@ mod tests {
 
     use super::*;
     use crate::views::oracle::lcg;
-    use crate::views::policy_violations::Applies;
+    use crate::views::policy_violations::{Action, Amount, Applies, Call, Decided, Escalated};
 
     const TYPES: [EventType; 6] = [
         EventType::ModelDecision,
@@ -592,17 +610,57 @@ mod tests {
                     let ts = (rng() % 1000) as i64;
                     let policy = match ty {
                         EventType::ToolCalled if rng().is_multiple_of(2) => {
-                            vec![PolicyFact::Applies(Applies {
-                                rule_id: "r".into(),
-                                deny: false,
+                            vec![
+                                PolicyFact::Call(Call {
+                                    event_id: id(i),
+                                    ts_us: ts,
+                                    agent_id: "a".into(),
+                                    action: Action {
+                                        tool_name: "pay".into(),
+                                        amounts: vec![(
+                                            "amount".into(),
+                                            Amount::new((rng() % 100) as f64),
+                                        )],
+                                        args: Vec::new(),
+                                    },
+                                }),
+                                PolicyFact::Applies(Applies {
+                                    rule_id: "r".into(),
+                                    deny: false,
+                                    event_id: id(i),
+                                    ts_us: ts,
+                                    tool_name: "pay".into(),
+                                    agent_id: "a".into(),
+                                    detail: "pay".into(),
+                                }),
+                            ]
+                        }
+                        EventType::HumanReviewDecision => {
+                            vec![PolicyFact::Decided(Decided {
                                 event_id: id(i),
-                                ts_us: ts,
-                                tool_name: "pay".into(),
+                                escalation_id: id(i.saturating_sub(1)),
+                                decision: ["approve", "reject", "modify"][(rng() % 3) as usize]
+                                    .into(),
+                                decided_us: ts,
+                                reviewer_id: format!("r{}", rng() % 3),
                                 agent_id: "a".into(),
-                                detail: "pay".into(),
+                                modification: None,
                             })]
                         }
-                        EventType::HumanReviewDecision => vec![PolicyFact::Approval(ts)],
+                        EventType::ModelDecision if rng().is_multiple_of(2) => {
+                            vec![PolicyFact::Escalated(Escalated {
+                                event_id: id(i),
+                                presented_us: ts,
+                                action: Some(Action {
+                                    tool_name: "pay".into(),
+                                    amounts: vec![(
+                                        "amount".into(),
+                                        Amount::new((rng() % 100) as f64),
+                                    )],
+                                    args: Vec::new(),
+                                }),
+                            })]
+                        }
                         _ => Vec::new(),
                     };
                     inputs.push((
