@@ -20,11 +20,12 @@ if ! "$TANSU_BIN" --version 2>/dev/null | grep -q "$TANSU_VERSION" \
 fi
 
 export CUSTODY_PYTHON="$CACHE/venv/bin/python"
-if ! "$CUSTODY_PYTHON" -c "import pyiceberg, pyarrow, sqlalchemy, nacl" 2>/dev/null; then
+# pyiceberg-core: pyiceberg's bucket transform, to write Custody's bucket-partitioned tables.
+if ! "$CUSTODY_PYTHON" -c "import pyiceberg, pyarrow, sqlalchemy, nacl, pyiceberg_core" 2>/dev/null; then
   echo "==> creating the python venv for interop tests (pyiceberg, pyarrow)"
   python3 -m venv "$CACHE/venv"
   "$CACHE/venv/bin/pip" install --quiet --disable-pip-version-check \
-    "pyiceberg[sql-sqlite,pyarrow]==0.12.0" "pynacl==1.5.0"
+    "pyiceberg[sql-sqlite,pyarrow,pyiceberg-core]==0.12.0" "pyiceberg-core==0.10.1" "pynacl==1.5.0"
 fi
 
 # Headless Chromium renders the dashboard in tests/tests/live_views.rs (Debian's package).
