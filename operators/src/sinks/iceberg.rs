@@ -1679,81 +1679,75 @@ impl Warehouse {
     /// Rows of `name`, only those of `epoch` if given (pruned by file statistics).
     /// Reads the rows of `name` with an epoch after `after` (every row for `None`).
     async fn scan_after(&self, name: &str, after: Option<Epoch>) -> Result<Vec<RecordBatch>> {
-        use iceberg::expr::Reference;
-        use iceberg::spec::Datum;
         match after {
             None => self.scan(name).await,
-            Some(after) => {
-                let filter = Reference::new("epoch").greater_than(Datum::long(after as i64));
-                self.scan_epochs(name, after + 1, |e| e > after, filter)
-                    .await
-            }
+            Some(after) => self.scan_epochs(name, after + 1, None, |e| e > after).await,
         }
     }
 
     /// Reads the rows of `name` of epoch `epoch` (every row for `None`).
     async fn scan_epoch(&self, name: &str, epoch: Option<Epoch>) -> Result<Vec<RecordBatch>> {
-        use iceberg::expr::Reference;
-        use iceberg::spec::Datum;
         match epoch {
             None => self.scan(name).await,
             Some(epoch) => {
-                let filter = Reference::new("epoch").equal_to(Datum::long(epoch as i64));
-                self.scan_epochs(name, epoch, |e| e == epoch, filter).await
+                self.scan_epochs(name, epoch, Some(epoch), |e| e == epoch)
+                    .await
             }
         }
     }
 
-    /// The rows of `name` whose epoch `wanted` accepts, all of them from `from` on.
+    /// The rows of `name` whose epoch `wanted` accepts: all of them are in `from..=to`.
     ///
-    /// Each epoch's rows are added to a table by the snapshot of that epoch, so when the
-    /// table's lineage still holds every snapshot from epoch `from` on, only the manifests
-    /// those snapshots added are read (a restart's reads then do not grow with the number of
-    /// epochs ever committed, as a filtered scan's do: it reads every manifest). Otherwise
-    /// (snapshots expired) a scan of the whole table with `filter` (the same rows as `wanted`).
+    /// Reads only the data files whose `epoch` column bounds (from the manifests) meet that
+    /// range: an epoch's own files hold that epoch only, and a compaction's files the range
+    /// of the epochs merged, so a restart's reads do not grow with the epochs ever committed
+    /// (as a filtered scan's planning would not either, but it also decodes every file's
+    /// footer). A file without bounds is read. Rows are then filtered by `wanted`.
     async fn scan_epochs(
         &self,
         name: &str,
         from: Epoch,
+        to: Option<Epoch>,
         wanted: impl Fn(Epoch) -> bool,
-        filter: iceberg::expr::Predicate,
     ) -> Result<Vec<RecordBatch>> {
-        use iceberg::spec::ManifestList;
+        use iceberg::spec::{ManifestList, PrimitiveLiteral};
         use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
         let table = self.table(name).await?;
         let metadata = table.metadata();
         let Some(current) = metadata.current_snapshot() else {
             return Ok(Vec::new());
         };
-        let snapshots = lineage(&table);
-        // Complete from `from` on: the oldest snapshot kept is the table's first, or of an
-        // epoch at or before `from`.
-        let complete = snapshots.last().is_some_and(|oldest| {
-            oldest.parent_snapshot_id().is_none()
-                || snapshot_epoch(oldest).is_some_and(|e| e <= from)
-        });
-        let added: std::collections::HashSet<i64> = snapshots
-            .iter()
-            .filter(|s| snapshot_epoch(s).is_some_and(&wanted))
-            .map(|s| s.snapshot_id())
-            .collect();
-        if !complete || snapshots.iter().any(|s| snapshot_epoch(s).is_none()) {
-            let stream = table.scan().with_filter(filter).build()?.to_arrow().await?;
-            return Ok(stream.try_collect().await?);
-        }
+        let Some(epoch_field) = metadata.current_schema().field_by_name("epoch") else {
+            return Err(Error::SinkStopped(format!(
+                "custody.{name} has no epoch column"
+            )));
+        };
+        let field = epoch_field.id;
+        let bound = |d: Option<&iceberg::spec::Datum>| match d.map(|d| d.literal()) {
+            Some(PrimitiveLiteral::Long(v)) => Some(*v),
+            Some(PrimitiveLiteral::Int(v)) => Some(i64::from(*v)),
+            _ => None,
+        };
         let io = table.file_io();
         let list = io.new_input(current.manifest_list())?.read().await?;
         let list = ManifestList::parse_with_version(&list, metadata.format_version())?;
         let mut out = Vec::new();
         for manifest in list.entries() {
-            if !added.contains(&manifest.added_snapshot_id) {
-                continue;
-            }
             for entry in manifest.load_manifest(io).await?.entries() {
                 if !entry.is_alive() {
                     continue;
                 }
-                let bytes = io.new_input(entry.data_file().file_path())?.read().await?;
+                let file = entry.data_file();
+                let (lo, hi) = (
+                    bound(file.lower_bounds().get(&field)),
+                    bound(file.upper_bounds().get(&field)),
+                );
+                if hi.is_some_and(|hi| hi < from as i64)
+                    || matches!((lo, to), (Some(lo), Some(to)) if lo > to as i64)
+                {
+                    continue;
+                }
+                let bytes = io.new_input(file.file_path())?.read().await?;
                 let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
                 for batch in reader {
                     out.push(filter_epochs(batch?, &wanted)?);
