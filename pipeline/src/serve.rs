@@ -596,8 +596,15 @@ async fn events(
         Ok(lake) => lake,
         Err(response) => return *response,
     };
+    // The chain's committed length bounds the positions a page may walk.
+    let end_seq = state
+        .logs
+        .lock()
+        .ok()
+        .and_then(|l| l.latest_checkpoint(&tenant).map(|cp| cp.tree_size));
     let query = EventQuery {
         after_seq,
+        end_seq,
         event_type: event_type.map(|t| t.as_str().to_string()),
         agent_id: q.agent,
         user_id: q.user,

@@ -195,7 +195,40 @@ impl TenantLake {
 
     /// The tenant's events matching `query`, in chain order, at most `query.limit`.
     pub async fn events(&self, query: &EventQuery) -> Result<Vec<EventRow>, QueryError> {
+        // A page of a chain whose length is known walks windows of positions (growing four
+        // times each), each read with `seq` bounds that prune files and row groups, until
+        // the page is full: late materialization without a second pass.
+        let Some(end) = query
+            .end_seq
+            .filter(|_| query.seqs.is_none() && query.limit < usize::MAX)
+        else {
+            return self.events_once(query).await;
+        };
+        let mut start = query.after_seq.map_or(0, |a| a + 1);
+        let mut window = (query.limit as u64).saturating_mul(8).max(512);
+        let mut rows: Vec<EventRow> = Vec::new();
+        while start < end && rows.len() < query.limit {
+            let stop = start.saturating_add(window).min(end);
+            let part = EventQuery {
+                seq_range: Some((start, stop)),
+                limit: query.limit - rows.len(),
+                end_seq: None,
+                ..query.clone()
+            };
+            rows.extend(self.events_once(&part).await?);
+            start = stop;
+            window = window.saturating_mul(4);
+        }
+        rows.truncate(query.limit);
+        Ok(rows)
+    }
+
+    async fn events_once(&self, query: &EventQuery) -> Result<Vec<EventRow>, QueryError> {
         let mut filters: Vec<Expr> = Vec::new();
+        if let Some((start, stop)) = query.seq_range {
+            filters.push(col("seq").gt_eq(lit(start as i64)));
+            filters.push(col("seq").lt(lit(stop as i64)));
+        }
         if let Some(after) = query.after_seq {
             filters.push(col("seq").gt(lit(after as i64)));
         }

@@ -1891,6 +1891,12 @@ pub struct EventQuery {
     pub model_version: Option<String>,
     /// Page size.
     pub limit: usize,
+    /// The tenant's chain length, when known (its latest checkpoint's tree size): a page is
+    /// then read in windows of positions, each pruned to the row groups holding it, instead
+    /// of sorting every event of the tenant.
+    pub end_seq: Option<u64>,
+    /// Only positions in `start..end` (a window of a page).
+    pub seq_range: Option<(u64, u64)>,
 }
 
 impl EventQuery {
@@ -1914,6 +1920,9 @@ impl EventQuery {
                 .seqs
                 .as_ref()
                 .is_none_or(|seqs| seqs.contains(&(r.seq as u64)))
+            && self
+                .seq_range
+                .is_none_or(|(start, stop)| (start..stop).contains(&(r.seq as u64)))
             && self.from_us.is_none_or(|f| time >= f)
             && self.to_us.is_none_or(|t| time < t)
             && self.model_version.as_ref().is_none_or(|v| {
