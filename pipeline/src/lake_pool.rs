@@ -146,7 +146,9 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failing_or_panicking_query_is_an_error_not_a_crash() {
-        let pool = pool(2, 1000).await;
+        // A long deadline: a panic captures and prints a backtrace first (RUST_BACKTRACE), which
+        // takes seconds in a debug build; the answer must be the failure, not a timeout.
+        let pool = pool(2, 60_000).await;
         let failed = pool.run(|_| async { Err::<(), _>("no".to_string()) }).await;
         assert!(matches!(failed, Err(LakeError::Failed(m)) if m == "no"));
         let panicked = pool
