@@ -75,7 +75,6 @@ fn recompute(input: &std::path::Path) -> Expected {
         .filter(|e: &Value| e["tenant_id"] == TENANT)
         .collect();
     let mut sessions = BTreeMap::new();
-    let mut approvals: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     let mut decided = BTreeSet::new();
     for e in &events {
         let s = e["session_id"].as_str().unwrap().to_string();
@@ -84,34 +83,17 @@ fn recompute(input: &std::path::Path) -> Expected {
             "TASK_FAILED" => *status = "failed",
             "TASK_COMPLETED" if *status != "failed" => *status = "completed",
             "HUMAN_REVIEW_DECISION" => {
-                let p = &e["payload"];
-                decided.insert(p["escalation_event_id"].as_str().unwrap().to_string());
-                if matches!(p["decision"].as_str(), Some("approve" | "modify")) {
-                    approvals
-                        .entry(s)
-                        .or_default()
-                        .push(parse_rfc3339(p["decided_at"].as_str().unwrap()).unwrap());
-                }
+                decided.insert(
+                    e["payload"]["escalation_event_id"]
+                        .as_str()
+                        .unwrap()
+                        .to_string(),
+                );
             }
             _ => {}
         }
     }
-    let ts = |e: &Value| parse_rfc3339(e["timestamp"].as_str().unwrap()).unwrap();
-    let violations = events
-        .iter()
-        .filter(|e| {
-            e["event_type"] == "TOOL_CALLED"
-                && e["payload"]["tool_name"]
-                    .as_str()
-                    .unwrap()
-                    .starts_with("payments.")
-                && e["payload"]["input"]["amount"].as_f64().unwrap() > 500.0
-                && !approvals
-                    .get(e["session_id"].as_str().unwrap())
-                    .is_some_and(|a| a.iter().any(|at| *at <= ts(e)))
-        })
-        .map(|e| e["event_id"].as_str().unwrap().to_string())
-        .collect();
+    let violations = oversight_oracle(&events);
     // Generated events are months old: every undecided escalation is past its SLA.
     let breaches = events
         .iter()
@@ -125,6 +107,141 @@ fn recompute(input: &std::path::Path) -> Expected {
         breaches,
         events: events.len(),
     }
+}
+
+/// The tool calls and decisions the policy rule (`payments.*` above 500 needs an approval of
+/// that action) and the oversight rules flag, recomputed from the raw input independently
+/// of the views: an approval covers a call of the same tool with the same string and number
+/// members, numbers at most the approved ones; a rejected action (same tool, its string
+/// members) is flagged when made after the rejection unless approved again in between; an
+/// escalation decided both ways is flagged on each later decision; an event before its
+/// parent and a decision before its escalation was presented are flagged.
+fn oversight_oracle(events: &[Value]) -> BTreeSet<String> {
+    type Action = (String, BTreeMap<String, Value>);
+    let ts = |e: &Value| parse_rfc3339(e["timestamp"].as_str().unwrap()).unwrap();
+    let action = |v: &Value| -> Option<Action> {
+        let tool = v.get("tool_name")?.as_str()?.to_string();
+        let input = v
+            .get("input")
+            .and_then(Value::as_object)
+            .map(|o| {
+                o.iter()
+                    .filter(|(_, v)| v.is_string() || v.is_number())
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some((tool, input))
+    };
+    let covers = |a: &Action, c: &Action| {
+        a.0 == c.0
+            && a.1.len() == c.1.len()
+            && c.1.iter().all(|(k, v)| match (a.1.get(k), v.as_f64()) {
+                (Some(approved), Some(n)) if v.is_number() => {
+                    approved.as_f64().is_some_and(|m| n <= m)
+                }
+                (Some(approved), _) => approved == v,
+                (None, _) => false,
+            })
+    };
+    let same_action = |a: &Action, c: &Action| {
+        a.0 == c.0
+            && a.1
+                .iter()
+                .filter(|(_, v)| v.is_string())
+                .all(|(k, v)| c.1.get(k) == Some(v))
+    };
+    let mut out = BTreeSet::new();
+    let mut by_session: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
+    for e in events {
+        by_session
+            .entry(e["session_id"].as_str().unwrap())
+            .or_default()
+            .push(e);
+    }
+    for session in by_session.values() {
+        let id = |e: &Value| e["event_id"].as_str().unwrap().to_string();
+        let mut escalations: BTreeMap<String, (i64, Option<Action>)> = BTreeMap::new();
+        let mut decisions: Vec<(i64, String, String, String, Option<Action>)> = Vec::new();
+        let mut calls: Vec<(i64, String, Action)> = Vec::new();
+        let times: BTreeMap<String, i64> = session.iter().map(|e| (id(e), ts(e))).collect();
+        for e in session {
+            let p = &e["payload"];
+            match e["event_type"].as_str().unwrap() {
+                "HUMAN_ESCALATION_TRIGGERED" => {
+                    let at = parse_rfc3339(p["presented_at"].as_str().unwrap()).unwrap();
+                    escalations.insert(id(e), (at, action(&p["proposed_action"])));
+                }
+                "HUMAN_REVIEW_DECISION" => decisions.push((
+                    parse_rfc3339(p["decided_at"].as_str().unwrap()).unwrap(),
+                    id(e),
+                    p["escalation_event_id"].as_str().unwrap().to_string(),
+                    p["decision"].as_str().unwrap().to_string(),
+                    p.get("modification").and_then(action),
+                )),
+                "TOOL_CALLED" => calls.push((ts(e), id(e), action(p).unwrap())),
+                _ => {}
+            }
+            if let Some(parent) = e["parent_event_id"].as_str()
+                && times.get(parent).is_some_and(|pt| ts(e) < *pt)
+            {
+                out.insert(id(e));
+            }
+        }
+        decisions.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        let approves = |d: &str| matches!(d, "approve" | "modify");
+        let decided_action = |d: &(i64, String, String, String, Option<Action>)| match d.3.as_str()
+        {
+            "modify" => d.4.clone(),
+            _ => escalations.get(&d.2).and_then(|e| e.1.clone()),
+        };
+        let approved = |c: &Action, after: i64, at: i64| {
+            decisions.iter().any(|d| {
+                approves(&d.3)
+                    && d.0 >= after
+                    && d.0 <= at
+                    && decided_action(d).is_some_and(|a| covers(&a, c))
+            })
+        };
+        for (at, cid, c) in &calls {
+            let amount = c.1.get("amount").and_then(Value::as_f64);
+            if c.0.starts_with("payments.")
+                && amount.is_none_or(|a| a > 500.0)
+                && !approved(c, i64::MIN, *at)
+            {
+                out.insert(cid.clone());
+            }
+        }
+        for d in decisions.iter().filter(|d| d.3 == "reject") {
+            let Some(rejected) = decided_action(d) else {
+                continue;
+            };
+            for (at, cid, c) in &calls {
+                if *at >= d.0 && same_action(&rejected, c) && !approved(c, d.0, *at) {
+                    out.insert(cid.clone());
+                }
+            }
+        }
+        let mut first: BTreeMap<&str, bool> = BTreeMap::new();
+        for d in &decisions {
+            if d.3 == "escalate" {
+                continue;
+            }
+            match first.get(d.2.as_str()) {
+                None => {
+                    first.insert(&d.2, approves(&d.3));
+                }
+                Some(f) if *f != approves(&d.3) => {
+                    out.insert(d.1.clone());
+                }
+                Some(_) => {}
+            }
+            if escalations.get(&d.2).is_some_and(|e| d.0 < e.0) {
+                out.insert(d.1.clone());
+            }
+        }
+    }
+    out
 }
 
 fn rows(addr: &str, view: &str, token: &str) -> Vec<Value> {
