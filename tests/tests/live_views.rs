@@ -349,14 +349,6 @@ fn views_reports_alerts_export_and_dashboard() {
         alerts.iter().any(|a| a["kind"] == "model_version_change"),
         "{alerts:?}"
     );
-    let posted: BTreeSet<String> = received
-        .lock()
-        .unwrap()
-        .iter()
-        .flat_map(|batch| batch.as_array().unwrap().clone())
-        .filter(|a| a["labels"]["tenant_id"] == TENANT)
-        .map(|a| a["labels"]["alert_key"].as_str().unwrap().to_string())
-        .collect();
     let keys: BTreeSet<String> = alerts
         .iter()
         .map(|a| {
@@ -376,6 +368,22 @@ fn views_reports_alerts_export_and_dashboard() {
             }
         })
         .collect();
+    // Delivery is asynchronous (batched after each commit): wait for it.
+    let posted = || -> BTreeSet<String> {
+        received
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|batch| batch.as_array().unwrap().clone())
+            .filter(|a| a["labels"]["tenant_id"] == TENANT)
+            .map(|a| a["labels"]["alert_key"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !keys.is_subset(&posted()) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let posted = posted();
     assert!(keys.is_subset(&posted), "alerts {keys:?} posted {posted:?}");
 
     // Reports: every row cites the tenant's checkpoint and the offsets it covers.
