@@ -239,15 +239,13 @@ impl Verifier {
         }
     }
 
-    /// The newest epoch of any validly signed checkpoint: every tenant is checkpointed at
-    /// every epoch, so each tenant's checkpoints must reach it.
-    pub fn latest_epoch(&self, checkpoints: &[Checkpoint]) -> Option<crate::record::Epoch> {
-        let mut by_epoch: Vec<&Checkpoint> = checkpoints.iter().collect();
-        by_epoch.sort_by_key(|c| std::cmp::Reverse(c.epoch));
-        by_epoch
-            .into_iter()
-            .find(|c| self.trusted.get(&c.key_id).is_some_and(|k| c.verify(k)))
-            .map(|c| c.epoch)
+    /// The tenants' latest checkpoint hashes an export's sealed registry pins, or what is
+    /// wrong with it ([`crate::seal::SealedRegistry::check`] under the trusted keys).
+    pub fn pins(
+        &self,
+        sealed: &crate::seal::SealedRegistry,
+    ) -> Result<BTreeMap<String, Hash>, String> {
+        sealed.check(&self.trusted)
     }
 
     /// Verifies one tenant: its events (any order), the checkpoints stored with them, and
@@ -262,8 +260,9 @@ impl Verifier {
         self.verify_tenant_at(tenant, events, checkpoints, held, None)
     }
 
-    /// [`Verifier::verify_tenant`], where `latest` is the newest epoch of the data verified
-    /// ([`Verifier::latest_epoch`]): a tenant whose checkpoints stop before it lost its tail.
+    /// [`Verifier::verify_tenant`], where `latest` is the epoch of the tenant's latest
+    /// checkpoint in the signed registry ([`WarehouseFindings::latest_registered`]): a tenant
+    /// whose checkpoints stop before it lost its tail.
     pub fn verify_tenant_at(
         &self,
         tenant: &str,
@@ -348,8 +347,8 @@ impl Verifier {
                 ProblemKind::Truncated,
                 None,
                 format!(
-                    "the tenant's checkpoints stop at epoch {} but the log's newest epoch is \
-                     {latest}: its later checkpoints were removed",
+                    "the tenant's checkpoints stop at epoch {} but the signed registry lists \
+                     its checkpoint of epoch {latest}: its later checkpoints were removed",
                     newest.epoch
                 ),
             );
@@ -481,17 +480,10 @@ impl Verifier {
         checkpoints: Vec<Checkpoint>,
         held: Vec<Checkpoint>,
     ) -> Vec<TenantReport> {
-        let latest = self.latest_epoch(&checkpoints);
         group_by_tenant(events, checkpoints, held)
             .into_iter()
             .map(|(tenant, mut input)| {
-                self.verify_tenant_at(
-                    &tenant,
-                    &mut input.events,
-                    &input.checkpoints,
-                    &input.held,
-                    latest,
-                )
+                self.verify_tenant(&tenant, &mut input.events, &input.checkpoints, &input.held)
             })
             .collect()
     }
@@ -518,6 +510,18 @@ fn data_file_path_rows(json: &str) -> Option<(String, u64)> {
     ))
 }
 
+/// What [`Verifier::verify_warehouse`] found.
+#[derive(Debug, Default)]
+pub struct WarehouseFindings {
+    /// The report on the warehouse's own log.
+    pub report: TenantReport,
+    /// Problems attributed to tenants.
+    pub tenant_problems: Vec<(String, Problem)>,
+    /// Per tenant, the epoch of its latest checkpoint in the signed registry: its stored
+    /// checkpoints must reach it ([`Verifier::verify_tenant_at`]).
+    pub latest_registered: HashMap<String, crate::record::Epoch>,
+}
+
 impl Verifier {
     /// Verifies the warehouse's own log: every epoch's seal (signature, the row it covers, the
     /// chain of seals, the signed tenant registry against the stored checkpoints) and every
@@ -529,7 +533,7 @@ impl Verifier {
         state: &WarehouseState,
         checkpoints: &[Checkpoint],
         tenants_with_events: &std::collections::HashSet<&str>,
-    ) -> (TenantReport, Vec<(String, Problem)>) {
+    ) -> WarehouseFindings {
         let mut report = TenantReport {
             tenant_id: WAREHOUSE_REPORT.to_string(),
             ..TenantReport::default()
@@ -546,6 +550,8 @@ impl Verifier {
         let mut sealed_rows: HashMap<String, u64> = HashMap::new();
         let mut registered: std::collections::HashSet<(crate::record::Epoch, String)> =
             std::collections::HashSet::new();
+        let mut full = crate::seal::Registry::default();
+        let mut latest_registered: HashMap<String, crate::record::Epoch> = HashMap::new();
         let mut prev: Option<Hash> = None;
         let mut last_epoch = None;
         let bad = |report: &mut TenantReport, detail: String| {
@@ -603,17 +609,19 @@ impl Verifier {
                 );
             }
             prev = Some(seal.hash());
-            let registry = crate::seal::parse_registry(&record.registry).unwrap_or_default();
-            if seal.tenants_root != hex::encode(crate::seal::registry_root(&registry))
-                || seal.tenants != registry.len() as u64
-            {
+            // The row holds the registry's change (the checkpoints the epoch signed); the
+            // seal signs the whole registry, every tenant's latest checkpoint.
+            let change = crate::seal::parse_registry(&record.registry).unwrap_or_default();
+            full.apply(&change);
+            if seal.tenants_root != hex::encode(full.root()) || seal.tenants != full.len() as u64 {
                 bad(
                     &mut report,
                     format!("the tenant registry of epoch {epoch} is not the one sealed"),
                 );
             }
-            for (tenant, hash) in &registry {
+            for (tenant, hash) in &change {
                 registered.insert((epoch, tenant.clone()));
+                latest_registered.insert(tenant.clone(), epoch);
                 match stored.get(&(epoch, tenant.as_str())) {
                     Some(h) if h == hash => {}
                     Some(_) => tenant_problems.push((
@@ -769,7 +777,11 @@ impl Verifier {
             let files: Vec<&str> = files.iter().map(String::as_str).collect();
             table_problem(table, "sealed but missing (rows removed)", &files);
         }
-        (report, tenant_problems)
+        WarehouseFindings {
+            report,
+            tenant_problems,
+            latest_registered,
+        }
     }
 }
 

@@ -229,9 +229,12 @@ fn chain(events: u64) {
         }
         prev[0]
     });
-    let registry: Vec<(String, [u8; 32])> = (0..1000)
-        .map(|i| (format!("tenant-{i:04}"), [i as u8; 32]))
-        .collect();
+    let mut registry = custody_operators::seal::Registry::default();
+    registry.apply(
+        &(0..1000)
+            .map(|i| (format!("tenant-{i:04}"), [i as u8; 32]))
+            .collect::<Vec<_>>(),
+    );
     let (seal, _) = best_of(3, || {
         signer
             .seal(1, &[0; 32], &last, &registry, 0)

@@ -3,9 +3,9 @@
 //!
 //! A compaction is always committed with an epoch, under its seal
 //! ([`custody_operators::compaction`]), so this command commits one epoch of its own: no
-//! records, the source positions and views' clock of the last epoch restated, a checkpoint of
-//! every tenant re-signed at the new epoch (same tree, same head), and every table's due
-//! merges. A later run resumes after it like after any epoch.
+//! records, the source positions and views' clock of the last epoch restated, no checkpoint
+//! (no log grew; the seal restates every tenant's latest one), and every table's due merges.
+//! A later run resumes after it like after any epoch.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,11 +13,7 @@ use std::path::{Path, PathBuf};
 use custody_operators::checkpoint::Signer;
 use custody_operators::compaction::{self, Policy};
 use custody_operators::metrics::Metrics;
-use custody_operators::record::SinkRecord;
-use custody_operators::sinks::iceberg::{
-    CompactSchedule, IcebergSink, Sealer, Warehouse, Watermark,
-};
-use custody_schemas::time::now_us;
+use custody_operators::sinks::iceberg::{CompactSchedule, IcebergSink, Warehouse, Watermark};
 
 use crate::dataflow::{PipelineError, lock_warehouse, watermark_path};
 
@@ -75,36 +71,12 @@ pub fn compact(
         report.files.insert(name, (live.len(), 0));
     }
     let epoch = last + 1;
-    let now = now_us();
-    let mut records = Vec::new();
-    let mut tenants: Vec<&String> = resume.heads.keys().collect();
-    tenants.sort();
-    for tenant in tenants {
-        let log = &resume.heads[tenant];
-        let cp = signer.checkpoint(
-            tenant,
-            log.merkle.size(),
-            &log.merkle.root(),
-            &log.head,
-            epoch,
-            now,
-            &log.last_checkpoint,
-        );
-        records.push(SinkRecord::Checkpoint(Box::new(cp)));
-    }
-    let prev = resume
-        .last_record
-        .as_ref()
-        .and_then(|r| r.seal())
-        .map_or([0; 32], |s| s.hash());
+    // No log grew: nothing to checkpoint. The seal restates every tenant's latest checkpoint.
+    let sealer = resume.sealer(signer, Some(watermark));
     let mut sink = IcebergSink::new(warehouse, sink_id.to_string(), Metrics::new())
-        .with_sealer(Sealer {
-            signer,
-            prev,
-            watermark: Some(watermark),
-        })
+        .with_sealer(sealer)
         .with_compaction(CompactSchedule::new(1, policy));
-    runtime.block_on(sink.commit_epoch(epoch, records, Vec::new(), &positions))?;
+    runtime.block_on(sink.commit_epoch(epoch, Vec::new(), Vec::new(), &positions))?;
     report.epoch = Some(epoch);
     let warehouse = sink.warehouse();
     report.snapshots_expired = runtime.block_on(warehouse.expire_history())?;

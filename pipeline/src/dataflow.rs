@@ -28,8 +28,7 @@ use custody_operators::record::{
 use custody_operators::sinks::dead_letter::DeadLetter;
 use custody_operators::sinks::event_writer::{EventWriter, WriteEvents};
 use custody_operators::sinks::iceberg::{
-    Committed, HeadsFile, IcebergSink, Sealer, SinkMsg, SourcePositions, ViewSnapshot, Warehouse,
-    Watermark,
+    Committed, HeadsFile, IcebergSink, SinkMsg, SourcePositions, ViewSnapshot, Warehouse, Watermark,
 };
 use custody_operators::sources::Source;
 use custody_operators::sources::access_log::WithAccessLog;
@@ -202,11 +201,6 @@ pub fn run_pipeline(
         watermark = None;
     }
     resume.verify(&signer.public_key(), watermark.as_ref())?;
-    let prev_seal = resume
-        .last_record
-        .as_ref()
-        .and_then(|r| r.seal())
-        .map_or([0; 32], |s| s.hash());
     let first_epoch = resume.last_epoch.map_or(0, |e| e + 1);
     for table in &resume.rolled_forward {
         metrics
@@ -320,6 +314,7 @@ pub fn run_pipeline(
     let history = Arc::new(Mutex::new(Some((snapshot, history))));
     let resume_clock = resume.last_clock;
     let kept_heads = HeadsFile::from_state(&resume);
+    let sealer = resume.sealer(signer.clone(), Some(watermark_path));
     let heads = Arc::new(resume.heads);
     let emitters = Arc::new(resume.emitters);
     let store = open_proof_store(&runtime, &warehouse, created, resume.last_epoch)?;
@@ -351,11 +346,7 @@ pub fn run_pipeline(
         .with_compaction_opt(opts.compact)
         .with_dead_letter(dead_letter)
         .with_vault(keystore, opts.vault.content)
-        .with_sealer(Sealer {
-            signer: signer.clone(),
-            prev: prev_seal,
-            watermark: Some(watermark_path),
-        })
+        .with_sealer(sealer)
         .on_commit(Box::new(move |notice| {
             if let Ok(mut live) = hook_live.lock() {
                 live.apply(notice.epoch, notice.views);

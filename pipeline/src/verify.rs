@@ -11,9 +11,11 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use custody_operators::checkpoint::{Checkpoint, parse_public_key};
+use custody_operators::seal::{Registry, SealedRegistry, parse_registry};
 use custody_operators::sinks::iceberg::Warehouse;
 use custody_operators::verify::{
-    EventRow, Problem, ProblemKind, TenantReport, Verifier, WarehouseState, group_by_tenant,
+    EventRow, Problem, ProblemKind, TenantReport, Verifier, WarehouseFindings, WarehouseState,
+    group_by_tenant,
 };
 use ed25519_dalek::VerifyingKey;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -22,6 +24,22 @@ use serde_json::Value;
 
 /// The name of the report on an export bundle's form (malformed rows).
 pub const BUNDLE_REPORT: &str = "(bundle)";
+
+/// An export's sealed registry ([`SealedRegistry`]).
+pub const REGISTRY_FILE: &str = "registry.json";
+
+/// Reads an export's `registry.json`; a bundle without one, or with one that does not parse,
+/// has no pin (listed in `malformed` when unreadable).
+fn read_sealed(path: &Path, malformed: &mut Vec<String>) -> Option<SealedRegistry> {
+    let bytes = std::fs::read(path).ok()?;
+    match serde_json::from_slice(&bytes) {
+        Ok(sealed) => Some(sealed),
+        Err(e) => {
+            malformed.push(format!("{}: {e}", path.display()));
+            None
+        }
+    }
+}
 
 /// Everything needed to verify logs.
 #[derive(Debug, Default)]
@@ -34,6 +52,9 @@ pub struct Bundle {
     pub keys: Vec<VerifyingKey>,
     /// For a warehouse: its sealed epochs and table files.
     pub warehouse: Option<WarehouseState>,
+    /// For an export: the last seal and the exported tenants' entries in its registry
+    /// (`registry.json`), which pin each tenant's latest checkpoint.
+    pub sealed: Option<SealedRegistry>,
     /// Bundle rows not in the strict form (`file:line: why`), left out of the logs.
     pub malformed: Vec<String>,
 }
@@ -189,14 +210,22 @@ impl Bundle {
             for table in custody_operators::failpoint::committed_tables() {
                 files.insert(table.to_string(), warehouse.data_file_digests(table).await?);
             }
+            let records = warehouse.epoch_records(None).await?;
+            // The registry as of the last epoch: every epoch's change, in order.
+            let mut registry = Registry::default();
+            for r in &records {
+                registry.apply(&parse_registry(&r.registry).unwrap_or_default());
+            }
+            let tenants: Vec<String> = registry.iter().map(|(t, _)| t.to_string()).collect();
+            let sealed = records.last().and_then(|r| r.seal()).map(|seal| {
+                SealedRegistry::new(seal, &registry, tenants.iter().map(String::as_str))
+            });
             Ok(Bundle {
                 events: warehouse.event_rows().await?,
                 checkpoints: warehouse.checkpoint_rows().await?,
                 keys: read_keys(&path.join("keys"))?,
-                warehouse: Some(WarehouseState {
-                    records: warehouse.epoch_records(None).await?,
-                    files,
-                }),
+                warehouse: Some(WarehouseState { records, files }),
+                sealed,
                 malformed: Vec::new(),
             })
         })
@@ -223,6 +252,7 @@ impl Bundle {
                 ],
                 &mut malformed,
             )?,
+            sealed: read_sealed(&dir.join(REGISTRY_FILE), &mut malformed),
             malformed,
             keys: read_keys(&dir.join("keys"))?,
             warehouse: None,
@@ -244,6 +274,18 @@ impl Bundle {
         checkpoints.sort_by(|a, b| (&a.tenant_id, a.epoch).cmp(&(&b.tenant_id, b.epoch)));
         write_ndjson(&dir.join("events.ndjson"), &events)?;
         write_ndjson(&dir.join("checkpoints.ndjson"), &checkpoints)?;
+        if let Some(sealed) = &self.sealed {
+            let pin = SealedRegistry {
+                seal: sealed.seal.clone(),
+                tenants: sealed
+                    .tenants
+                    .iter()
+                    .filter(|e| keep(&e.tenant_id))
+                    .cloned()
+                    .collect(),
+            };
+            std::fs::write(dir.join(REGISTRY_FILE), serde_json::to_vec_pretty(&pin)?)?;
+        }
         for key in &self.keys {
             let id = custody_operators::checkpoint::key_id(key);
             std::fs::write(
@@ -406,7 +448,71 @@ pub fn verify_bundle(
     );
     let started = Instant::now();
     let mut reports = Vec::new();
-    let latest = verifier.latest_epoch(&bundle.checkpoints);
+    // An export pins each tenant's latest checkpoint under the last seal; a warehouse's
+    // seals are all verified below.
+    let mut pinned: BTreeMap<String, custody_operators::merkle::Hash> = BTreeMap::new();
+    let mut pin_problems: Vec<(String, Problem)> = Vec::new();
+    let mut bundle_problems: Vec<Problem> = Vec::new();
+    let mut pins_checked = false;
+    if bundle.warehouse.is_none() {
+        match bundle.sealed.as_ref().map(|s| verifier.pins(s)) {
+            Some(Ok(pins)) => {
+                pinned = pins;
+                pins_checked = true;
+            }
+            Some(Err(detail)) => bundle_problems.push(Problem {
+                kind: ProblemKind::BadSeal,
+                seq: None,
+                detail,
+            }),
+            None => bundle_problems.push(Problem {
+                kind: ProblemKind::Truncated,
+                seq: None,
+                detail: format!(
+                    "the bundle has no sealed registry ({REGISTRY_FILE}): nothing signed pins \
+                     its tenants' latest checkpoints, so a log cut back consistently would pass"
+                ),
+            }),
+        }
+    }
+    let mut pinned_epochs: BTreeMap<String, u64> = BTreeMap::new();
+    if pins_checked {
+        let tenants: std::collections::BTreeSet<&str> = bundle
+            .events
+            .iter()
+            .map(|e| e.tenant_id.as_str())
+            .chain(bundle.checkpoints.iter().map(|c| c.tenant_id.as_str()))
+            .collect();
+        for tenant in tenants {
+            let found = pinned.get(tenant).and_then(|h| {
+                bundle
+                    .checkpoints
+                    .iter()
+                    .find(|c| c.tenant_id == tenant && c.hash() == *h)
+            });
+            match (pinned.get(tenant), found) {
+                (Some(_), Some(cp)) => {
+                    pinned_epochs.insert(tenant.to_string(), cp.epoch);
+                }
+                (pin, _) => pin_problems.push((
+                    tenant.to_string(),
+                    Problem {
+                        kind: ProblemKind::Truncated,
+                        seq: None,
+                        detail: match pin {
+                            Some(_) => format!(
+                                "the latest checkpoint the seal of epoch {} lists for this \
+                                 tenant is not in the bundle: its log was cut back",
+                                bundle.sealed.as_ref().map_or(0, |s| s.seal.epoch)
+                            ),
+                            None => "the bundle's sealed registry has no entry for this tenant"
+                                .to_string(),
+                        },
+                    },
+                )),
+            }
+        }
+    }
     let with_events: std::collections::HashSet<&str> =
         bundle.events.iter().map(|e| e.tenant_id.as_str()).collect();
     let warehouse = bundle
@@ -415,18 +521,28 @@ pub fn verify_bundle(
         .map(|w| verifier.verify_warehouse(w, &bundle.checkpoints, &with_events));
     for (tenant, mut input) in group_by_tenant(bundle.events, bundle.checkpoints, held) {
         let n = input.events.len() as u64;
-        reports.push(verifier.verify_tenant_at(
-            &tenant,
-            &mut input.events,
-            &input.checkpoints,
-            &input.held,
-            latest,
-        ));
+        reports.push(
+            verifier.verify_tenant_at(
+                &tenant,
+                &mut input.events,
+                &input.checkpoints,
+                &input.held,
+                warehouse
+                    .as_ref()
+                    .and_then(|w| w.latest_registered.get(&tenant).copied())
+                    .or_else(|| pinned_epochs.get(&tenant).copied()),
+            ),
+        );
         progress.inc(n);
     }
     progress.finish_and_clear();
-    let (warehouse_report, mut tenant_problems) = warehouse.unwrap_or_default();
+    let WarehouseFindings {
+        report: warehouse_report,
+        mut tenant_problems,
+        ..
+    } = warehouse.unwrap_or_default();
     tenant_problems.extend(witness_problems);
+    tenant_problems.extend(pin_problems);
     {
         for (tenant, problem) in tenant_problems {
             let i = match reports.iter().position(|r| r.tenant_id == tenant) {
@@ -444,17 +560,15 @@ pub fn verify_bundle(
         if !warehouse_report.tenant_id.is_empty() {
             reports.push(warehouse_report);
         }
-        if !malformed.is_empty() {
+        if !malformed.is_empty() || !bundle_problems.is_empty() {
+            bundle_problems.extend(malformed.into_iter().map(|detail| Problem {
+                kind: ProblemKind::Malformed,
+                seq: None,
+                detail,
+            }));
             reports.push(TenantReport {
                 tenant_id: BUNDLE_REPORT.to_string(),
-                problems: malformed
-                    .into_iter()
-                    .map(|detail| Problem {
-                        kind: ProblemKind::Malformed,
-                        seq: None,
-                        detail,
-                    })
-                    .collect(),
+                problems: bundle_problems,
                 ..TenantReport::default()
             });
         }

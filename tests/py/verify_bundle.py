@@ -69,6 +69,48 @@ def mth(leaves: list) -> bytes:
     return node(mth(leaves[:k]), mth(leaves[k:]))
 
 
+def verify_inclusion(leaf: bytes, index: int, size: int, proof: list, root: bytes) -> bool:
+    """RFC 9162 section 2.1.3.2."""
+    if index >= size:
+        return False
+    fn, sn, r = index, size - 1, leaf
+    for p in proof:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            r = node(p, r)
+            if not fn & 1:
+                while not fn & 1 and fn != 0:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            r = node(r, p)
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and r == root
+
+
+def sealed_pins(sealed: dict, trusted: dict):
+    """An export's registry.json: {tenant: pinned checkpoint hash hex}, or an error string."""
+    seal = sealed["seal"]
+    key = trusted.get(seal.get("key_id"))
+    if key is None:
+        return f"epoch {seal.get('epoch')} sealed by an untrusted key"
+    try:
+        key.verify(seal_message(seal), bytes.fromhex(seal["signature"]))
+    except (BadSignatureError, ValueError):
+        return f"the seal of epoch {seal['epoch']} has a bad signature"
+    root = bytes.fromhex(seal["tenants_root"])
+    pins = {}
+    for e in sealed["tenants"]:
+        leaf = sha256(b"\x00" + canonical_json({"checkpoint": e["checkpoint"], "tenant_id": e["tenant_id"]}).encode("utf-8"))
+        proof = [bytes.fromhex(h) for h in e["proof"]]
+        if not verify_inclusion(leaf, e["index"], seal["tenants"], proof, root):
+            return f"the entry of tenant {e['tenant_id']} is not in the sealed registry"
+        pins[e["tenant_id"]] = e["checkpoint"]
+    return pins
+
+
 def roots_at(leaves: list, sizes: set) -> dict:
     """MTH of every prefix size in `sizes`, using a compact range (O(n log n))."""
     out = {}
@@ -356,7 +398,8 @@ def read_warehouse(path: str):
 
 
 def verify_warehouse(epochs, checkpoints, files, trusted, tenants_with_events):
-    """Section 6.2: seals, registries and table files. Returns (report, {tenant: [problems]})."""
+    """Section 6.2: seals, registries and table files. Returns (report, {tenant: [problems]},
+    {tenant: epoch of its latest checkpoint in the signed registry})."""
     problems, tenant_problems = [], defaultdict(list)
 
     def bad(kind, detail):
@@ -365,6 +408,7 @@ def verify_warehouse(epochs, checkpoints, files, trusted, tenants_with_events):
     stored = {(c["epoch"], c["tenant_id"]): sha256(checkpoint_message(c)).hex() for c in checkpoints}
     ever = {c["tenant_id"] for c in checkpoints} | set(tenants_with_events)
     registered, sealed, prev, last = set(), {}, None, None
+    full, latest_registered = {}, {}
     sealed_rows = {}
     for row in sorted(epochs, key=lambda r: r["epoch"]):
         epoch = row["epoch"]
@@ -400,10 +444,16 @@ def verify_warehouse(epochs, checkpoints, files, trusted, tenants_with_events):
         if seal["prev_seal"] != (prev or ZERO).hex():
             bad("bad_seal", f"the seal of epoch {epoch} does not follow the previous one")
         prev = sha256(seal_message(seal))
-        registry = json.loads(row["registry"])
-        if seal["tenants_root"] != registry_root(registry).hex() or seal["tenants"] != len(registry):
+        # The row holds the registry's change (the checkpoints the epoch signed); the seal
+        # signs the whole registry: every tenant's latest checkpoint.
+        change = json.loads(row["registry"])
+        for tenant, h in change:
+            full[tenant] = h
+            latest_registered[tenant] = epoch
+        entries = sorted(full.items())
+        if seal["tenants_root"] != registry_root(entries).hex() or seal["tenants"] != len(entries):
             bad("bad_seal", f"the registry of epoch {epoch} is not the one sealed")
-        for tenant, h in registry:
+        for tenant, h in change:
             registered.add((epoch, tenant))
             have = stored.get((epoch, tenant))
             if have != h:
@@ -447,7 +497,7 @@ def verify_warehouse(epochs, checkpoints, files, trusted, tenants_with_events):
     for path, (table, _) in sealed.items():
         bad("table_modified", f"custody.{table}: sealed {path} is missing")
     report = {"ok": not problems, "first_bad_seq": None, "verified_events": 0, "problems": problems}
-    return report, tenant_problems
+    return report, tenant_problems, latest_registered
 
 
 def cosignature_message(c: dict) -> bytes:
@@ -543,29 +593,52 @@ def main() -> int:
         wk = args.witness_key
         wk = open(wk).read().strip() if not all(c in "0123456789abcdef" for c in wk) else wk
         witnessed = witness_checks(read_witness(args.witness), bytes.fromhex(wk), trusted, events, stored, held)
-    # Every tenant is checkpointed at every epoch: each must reach the newest valid one.
-    latest = max((cp["epoch"] for cp in stored if valid_signature(cp, trusted)), default=None)
+    # A tenant's stored checkpoints must reach the latest one the signed registry lists: a
+    # warehouse's seals, or the export's sealed registry (registry.json).
+    wh = None
+    latest = {}
+    bundle_problems = []
+    pin_problems = defaultdict(list)
+    if warehouse is not None:
+        wh = verify_warehouse(warehouse[0], stored, warehouse[1], trusted, set(events))
+        latest = wh[2]
+    else:
+        try:
+            sealed = json.load(open(f"{args.bundle}/registry.json"))
+        except FileNotFoundError:
+            sealed = None
+        pins = sealed_pins(sealed, trusted) if sealed is not None else "the bundle has no sealed registry"
+        if isinstance(pins, str):
+            bundle_problems.append({"kind": "bad_seal" if sealed is not None else "truncated", "seq": None, "detail": pins})
+        else:
+            by_hash = {(c["tenant_id"], sha256(checkpoint_message(c)).hex()): c for c in stored}
+            for t in sorted(set(events) | set(cps)):
+                cp = by_hash.get((t, pins.get(t)))
+                if cp is None:
+                    pin_problems[t].append({"kind": "truncated", "seq": None, "detail": "the sealed latest checkpoint is missing"})
+                else:
+                    latest[t] = cp["epoch"]
     report = {
-        t: verify_tenant(t, events.get(t, []), cps.get(t, []), held.get(t, []), trusted, latest)
+        t: verify_tenant(t, events.get(t, []), cps.get(t, []), held.get(t, []), trusted, latest.get(t))
         for t in sorted(set(events) | set(cps) | set(held))
     }
-    for tenant, found in witnessed.items():
+    for tenant, found in list(witnessed.items()) + list(pin_problems.items()):
         r = report.setdefault(tenant, {"ok": True, "first_bad_seq": None, "verified_events": 0, "problems": []})
         r["problems"].extend(found)
         r["ok"] = False
-    if warehouse is not None:
-        wh_report, tenant_problems = verify_warehouse(warehouse[0], stored, warehouse[1], trusted, set(events))
+    if wh is not None:
+        wh_report, tenant_problems, _ = wh
         for tenant, found in tenant_problems.items():
             r = report.setdefault(tenant, {"ok": True, "first_bad_seq": None, "verified_events": 0, "problems": []})
             r["problems"].extend(found)
             r["ok"] = False
         report["(warehouse)"] = wh_report
-    if malformed:
+    if malformed or bundle_problems:
         report["(bundle)"] = {
             "ok": False,
             "first_bad_seq": None,
             "verified_events": 0,
-            "problems": [{"kind": "malformed", "seq": None, "detail": d} for d in malformed],
+            "problems": bundle_problems + [{"kind": "malformed", "seq": None, "detail": d} for d in malformed],
         }
     json.dump(report, sys.stdout, indent=1)
     return 0 if all(r["ok"] for r in report.values()) else 1

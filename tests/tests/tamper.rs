@@ -80,7 +80,7 @@ fn write_rows(path: &Path, rows: &[Value]) {
 
 fn copy_bundle(from: &Path, to: &Path) {
     std::fs::create_dir_all(to.join("keys")).unwrap();
-    for name in ["events.ndjson", "checkpoints.ndjson"] {
+    for name in ["events.ndjson", "checkpoints.ndjson", "registry.json"] {
         std::fs::copy(from.join(name), to.join(name)).unwrap();
     }
     for entry in std::fs::read_dir(from.join("keys")).unwrap() {
@@ -181,9 +181,9 @@ fn expect_detected(
         assert_eq!(report["first_bad_seq"], seq, "{name}: {report}");
         assert_eq!(python[TENANT]["first_bad_seq"], seq, "{name}: {python}");
     }
-    // Tenants that were not touched still verify.
+    // Tenants that were not touched still verify (truncate-tail cuts every tenant back).
     for r in rust.as_array().unwrap() {
-        if r["tenant_id"] != TENANT && r["tenant_id"] != "tenant-0002" {
+        if r["tenant_id"] != TENANT && r["tenant_id"] != "tenant-0002" && name != "truncate-tail" {
             assert!(r["problems"].as_array().unwrap().is_empty(), "{name}: {r}");
         }
     }
@@ -429,8 +429,7 @@ fn tamper_battery() {
         });
     };
     // One tenant cut back consistently (its events and the checkpoints that covered them): its
-    // checkpoints now stop before the other tenants', and every tenant is checkpointed at
-    // every epoch.
+    // checkpoints now stop before the latest one the export's sealed registry pins.
     expect_detected(
         &fx,
         "truncate-one-tenant",
@@ -488,11 +487,19 @@ fn tamper_battery() {
     let consistent = fx.root.join("truncated-consistent");
     copy_bundle(&fx.bundle, &consistent);
     truncate_all(&consistent);
+    // The export's sealed registry pins every tenant's latest checkpoint under the last seal:
+    // a consistent truncation of every tenant no longer holds them.
     let (_, _, ok, py_ok) = verify_both(&["--export", consistent.to_str().unwrap()], &fx.key, None);
     assert!(
-        ok && py_ok,
-        "a consistent truncation of every tenant is only detectable with a held checkpoint"
+        !ok && !py_ok,
+        "a consistent truncation of every tenant passed ({ok}, {py_ok})"
     );
+    // Without the sealed registry nothing pins the tails: the bundle itself is refused.
+    std::fs::remove_file(consistent.join("registry.json")).unwrap();
+    let (rust, _, ok, py_ok) =
+        verify_both(&["--export", consistent.to_str().unwrap()], &fx.key, None);
+    assert!(!ok && !py_ok, "a bundle without its sealed registry passed");
+    assert!(rust.to_string().contains("no sealed registry"), "{rust}");
     expect_detected(
         &fx,
         "truncate-tail",

@@ -8,6 +8,9 @@
     CUSTODY_SIGNING_KEY=0707…07 CUSTODY__PIPELINE__BATCH_SIZE=15 custody demo --events 40 \\
         --tenants 2 --seed 11 --warehouse W && custody export --warehouse W --out tests/vectors/valid
 
+(`valid/registry.json`, the sealed registry, is copied into every vector but those that
+change or drop it.)
+
 Each vector is a bundle; `expected.json` gives, per vector, whether it verifies and one problem
 kind both verifiers must report. Both `custody verify --export` and tests/py/verify_bundle.py
 must agree with it (tests/tests/conformance.rs).
@@ -27,7 +30,7 @@ def lines(name):
         return [l.rstrip("\n") for l in f if l.strip()]
 
 
-def write(vector, events, checkpoints):
+def write(vector, events, checkpoints, registry):
     d = os.path.join(HERE, vector)
     shutil.rmtree(d, ignore_errors=True)
     os.makedirs(os.path.join(d, "keys"))
@@ -35,14 +38,21 @@ def write(vector, events, checkpoints):
         f.write("".join(l + "\n" for l in events))
     with open(os.path.join(d, "checkpoints.ndjson"), "w", encoding="utf-8") as f:
         f.write("".join(l + "\n" for l in checkpoints))
+    if registry is not None:
+        with open(os.path.join(d, "registry.json"), "w", encoding="utf-8") as f:
+            json.dump(registry, f, indent=1)
 
 
 def main():
     ev, cp = lines("events.ndjson"), lines("checkpoints.ndjson")
+    with open(os.path.join(VALID, "registry.json"), encoding="utf-8") as f:
+        reg = json.load(f)
     expected = {"valid": {"ok": True, "kind": None}}
+    keep = object()
 
-    def vector(name, ok, kind, events=None, checkpoints=None):
-        write(name, ev if events is None else events, cp if checkpoints is None else checkpoints)
+    def vector(name, ok, kind, events=None, checkpoints=None, registry=keep):
+        write(name, ev if events is None else events, cp if checkpoints is None else checkpoints,
+              reg if registry is keep else registry)
         expected[name] = {"ok": ok, "kind": kind}
 
     # Valid: the same rows in another order, with blank lines, with other JSON escapes.
@@ -92,6 +102,20 @@ def main():
         return json.dumps(r, ensure_ascii=False, separators=(",", ":"))
     vector("payload-modified", False, "modified", events=edit(8, modify_payload))
     vector("checkpoint-removed", False, "checkpoint_chain", checkpoints=cp[:1] + cp[2:])
+    # The sealed registry (registry.json) pins every tenant's latest checkpoint.
+    vector("registry-missing", False, "truncated", registry=None)
+    moved = json.loads(json.dumps(reg))
+    moved["tenants"][0]["index"] += 1
+    vector("registry-entry-moved", False, "bad_seal", registry=moved)
+    # One tenant cut back consistently: its last checkpoint and the events it covered.
+    first = json.loads(ev[0])["tenant_id"]
+    mine = [json.loads(l) for l in cp if json.loads(l)["tenant_id"] == first]
+    newest = max(mine, key=lambda c: c["epoch"])
+    before = max((c["tree_size"] for c in mine if c["epoch"] < newest["epoch"]), default=0)
+    vector("tail-cut-consistently", False, "truncated",
+           events=[l for l in ev if json.loads(l)["tenant_id"] != first or json.loads(l)["seq"] < before],
+           checkpoints=[l for l in cp if not (json.loads(l)["tenant_id"] == first
+                                               and json.loads(l)["epoch"] == newest["epoch"])])
     with open(os.path.join(HERE, "expected.json"), "w") as f:
         json.dump(expected, f, indent=1, sort_keys=True)
         f.write("\n")

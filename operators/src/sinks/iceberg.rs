@@ -180,15 +180,30 @@ pub struct ResumeState {
     pub rolled_forward: Vec<String>,
     /// The last epoch's row in `custody.epochs`, with its seal.
     pub last_record: Option<EpochRecord>,
-    /// Every tenant's checkpoint of the last epoch.
+    /// Every tenant's latest checkpoint.
     pub last_checkpoints: BTreeMap<String, Checkpoint>,
 }
 
 impl ResumeState {
+    /// The sealer that goes on from the last epoch: after its seal, with the tenants' latest
+    /// checkpoints as the registry.
+    pub fn sealer(&self, signer: crate::checkpoint::Signer, watermark: Option<PathBuf>) -> Sealer {
+        Sealer {
+            signer,
+            prev: self
+                .last_record
+                .as_ref()
+                .and_then(|r| r.seal())
+                .map_or([0; 32], |s| s.hash()),
+            registry: crate::seal::Registry::from_latest(self.last_checkpoints.values()),
+            watermark,
+        }
+    }
+
     /// Checks, before anything is signed on top of it, that the state resumed from is the
     /// state that was signed: the last epoch's seal verifies under `key` and covers its row;
-    /// its tenant registry is exactly the tenants' checkpoints of that epoch, each valid and
-    /// equal to the tenant's resumed log (size, Merkle root of the compact range, chain head);
+    /// its tenant registry is exactly the tenants' latest checkpoints, each valid and equal to
+    /// the tenant's resumed log (size, Merkle root of the compact range, chain head);
     /// and the warehouse does not end before the `watermark` recorded beside the key (a
     /// rollback or truncation of the whole warehouse). Any difference is
     /// [`Error::Tampered`], naming it.
@@ -244,31 +259,39 @@ impl ResumeState {
                 "epoch {last} carries a different seal from the one this signing key made"
             ));
         }
-        let Some(registry) = crate::seal::parse_registry(&record.registry) else {
+        let Some(change) = crate::seal::parse_registry(&record.registry) else {
             return tampered(format!("the tenant registry of epoch {last} is unreadable"));
         };
-        if seal.tenants_root != hex::encode(crate::seal::registry_root(&registry))
+        // The row lists the checkpoints the epoch signed; the seal signs every tenant's
+        // latest checkpoint, which must be exactly the ones resumed.
+        for (tenant, hash) in &change {
+            match self.last_checkpoints.get(tenant) {
+                Some(cp) if cp.hash() == *hash && cp.epoch == last => {}
+                _ => {
+                    return tampered(format!(
+                        "tenant {tenant:?} has no checkpoint of epoch {last}, which its seal \
+                         lists: its checkpoints were removed or replaced"
+                    ));
+                }
+            }
+        }
+        let registry = crate::seal::Registry::from_latest(self.last_checkpoints.values());
+        if seal.tenants_root != hex::encode(registry.root())
             || seal.tenants != registry.len() as u64
         {
             return tampered(format!(
-                "the tenant registry of epoch {last} is not the one its seal signed"
+                "the tenants' latest checkpoints are not the registry the seal of epoch {last} \
+                 signed: a checkpoint or a tenant was removed, replaced or added"
             ));
         }
-        let registered: BTreeMap<&str, &Hash> =
-            registry.iter().map(|(t, h)| (t.as_str(), h)).collect();
-        for (tenant, hash) in &registered {
-            let Some(cp) = self.last_checkpoints.get(*tenant) else {
+        for (tenant, cp) in &self.last_checkpoints {
+            if !cp.verify(key) {
                 return tampered(format!(
-                    "tenant {tenant:?} has no checkpoint of epoch {last}, which its seal lists: \
-                     its checkpoints were removed"
-                ));
-            };
-            if cp.hash() != **hash || !cp.verify(key) {
-                return tampered(format!(
-                    "the checkpoint of tenant {tenant:?} at epoch {last} is not the one signed"
+                    "the latest checkpoint of tenant {tenant:?} (epoch {}) is not the one signed",
+                    cp.epoch
                 ));
             }
-            let Some(log) = self.heads.get(*tenant) else {
+            let Some(log) = self.heads.get(tenant) else {
                 if cp.tree_size == 0 {
                     continue;
                 }
@@ -284,17 +307,18 @@ impl ResumeState {
             {
                 return tampered(format!(
                     "the chain state of tenant {tenant:?} (size {}, head {}) is not what its \
-                     checkpoint of epoch {last} signed (size {}, head {}): its history was \
+                     checkpoint of epoch {} signed (size {}, head {}): its history was \
                      rewritten",
                     log.merkle.size(),
                     hex::encode(log.head),
+                    cp.epoch,
                     cp.tree_size,
                     cp.chain_head
                 ));
             }
         }
-        for tenant in self.heads.keys().chain(self.last_checkpoints.keys()) {
-            if !registered.contains_key(tenant.as_str()) {
+        for tenant in self.heads.keys() {
+            if !self.last_checkpoints.contains_key(tenant) {
                 return tampered(format!(
                     "tenant {tenant:?} is not in the signed tenant registry of epoch {last}"
                 ));
@@ -392,6 +416,9 @@ pub struct HeadsFile {
     /// snapshots of older epochs (whose summaries hold their positions) are expired.
     #[serde(default)]
     pub sources: SourcesResume,
+    /// Tenant → its latest signed checkpoint (an idle tenant's may be many epochs old).
+    #[serde(default)]
+    pub checkpoints: BTreeMap<String, Checkpoint>,
 }
 
 /// Every source's durable position, merged over epochs (see [`ResumeState`]).
@@ -454,6 +481,7 @@ impl HeadsFile {
                 .or_default()
                 .insert(agent.clone(), hex::encode(hash));
         }
+        out.checkpoints = state.last_checkpoints.clone();
         out
     }
 
@@ -462,9 +490,13 @@ impl HeadsFile {
         &mut self,
         heads: &[ChainHead],
         emitters: &[EmitterHead],
+        checkpoints: &[Checkpoint],
         positions: &SourcePositions,
     ) {
         self.sources.advance(positions);
+        for cp in checkpoints {
+            self.checkpoints.insert(cp.tenant_id.clone(), cp.clone());
+        }
         for h in heads {
             self.chains.insert(
                 h.tenant_id.clone(),
@@ -908,7 +940,24 @@ impl Warehouse {
         step("chain heads after it read");
         if let Some(last) = last {
             state.last_record = self.epoch_records(Some(last)).await?.pop();
-            for cp in self.checkpoint_rows_of(Some(last)).await? {
+            // Every tenant's latest checkpoint: the heads file's, then those of the epochs
+            // after it (and the last epoch's, which a heads file from before checkpoints were
+            // kept in it does not hold).
+            let mut latest: BTreeMap<String, Checkpoint> = saved.checkpoints;
+            let newer = checkpoint_rows(self.scan_after(tables::CHECKPOINTS, after).await?)?;
+            let last_ones = match after {
+                Some(a) if a == last => self.checkpoint_rows_of(Some(last)).await?,
+                _ => Vec::new(),
+            };
+            for cp in newer.into_iter().chain(last_ones) {
+                if latest
+                    .get(&cp.tenant_id)
+                    .is_none_or(|old| cp.epoch > old.epoch)
+                {
+                    latest.insert(cp.tenant_id.clone(), cp);
+                }
+            }
+            for cp in latest.into_values() {
                 if let Some(log) = state.heads.get_mut(&cp.tenant_id) {
                     log.last_checkpoint = cp.hash();
                 } else if cp.tree_size == 0 {
@@ -1831,8 +1880,17 @@ impl Warehouse {
 
     /// The checkpoints (only those of `epoch` if given).
     pub async fn checkpoint_rows_of(&self, epoch: Option<Epoch>) -> Result<Vec<Checkpoint>> {
-        let mut rows = Vec::new();
-        for batch in self.scan_epoch(tables::CHECKPOINTS, epoch).await? {
+        let mut rows = checkpoint_rows(self.scan_epoch(tables::CHECKPOINTS, epoch).await?)?;
+        rows.retain(|c| epoch.is_none_or(|e| c.epoch == e));
+        Ok(rows)
+    }
+}
+
+/// The checkpoints in `batches` of `custody.checkpoints`.
+fn checkpoint_rows(batches: Vec<RecordBatch>) -> Result<Vec<Checkpoint>> {
+    let mut rows = Vec::new();
+    {
+        for batch in batches {
             let s = |name| string_column(&batch, name);
             let (tenant, root, head, signed_at, key_id, signature, prev) = (
                 s("tenant_id")?,
@@ -1861,9 +1919,8 @@ impl Warehouse {
                 });
             }
         }
-        rows.retain(|c| epoch.is_none_or(|e| c.epoch == e));
-        Ok(rows)
     }
+    Ok(rows)
 }
 
 /// Filters and page of an event query.
@@ -2192,6 +2249,8 @@ pub struct Sealer {
     pub signer: crate::checkpoint::Signer,
     /// Hash of the last committed seal (zeros for none).
     pub prev: Hash,
+    /// The whole tenant registry as of the last committed epoch.
+    pub registry: crate::seal::Registry,
     /// Where the last seal is recorded outside the warehouse ([`Watermark`]), if anywhere.
     pub watermark: Option<PathBuf>,
 }
@@ -2558,7 +2617,7 @@ impl IcebergSink {
         // The views' state, when this is a snapshot epoch: a file beside the tables, its
         // digest in the manifest (so under the seal).
         if let Some(kept) = self.heads.as_mut() {
-            kept.observe(&heads, &emitters, positions);
+            kept.observe(&heads, &emitters, &checkpoints, positions);
         }
         let snapshot = match self.snapshots.remove(&epoch) {
             None => None,
@@ -2640,12 +2699,15 @@ impl IcebergSink {
             seal: String::new(),
             positions_json: serde_json::to_string(&positions.partitions).unwrap_or_default(),
         };
-        let seal = self.sealer.as_ref().map(|sealer| {
+        // The seal signs the whole registry: the epoch's change applied to the last one (a
+        // retried commit applies the same change again, to the same result).
+        let seal = self.sealer.as_mut().map(|sealer| {
+            sealer.registry.apply(&registry);
             sealer.signer.seal(
                 epoch,
                 &sealer.prev,
                 &crate::seal::row_digest(&row.fields()),
-                &registry,
+                &sealer.registry,
                 custody_schemas::time::now_us(),
             )
         });

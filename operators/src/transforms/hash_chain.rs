@@ -1,5 +1,5 @@
 //! Append each event to its tenant's hash chain and Merkle log; sign a checkpoint per tenant
-//! at every epoch close.
+//! whose log grew, at every epoch close.
 //!
 //! # Inputs
 //! Tokenized [`SourcedEvent`]s at [`Epoch`] timestamps, exchanged by `tenant_id`, so one worker
@@ -10,8 +10,11 @@
 //! - `Event`: the [`ChainedEvent`] with `seq` (0-based, gap-free per tenant), `leaf_hash`,
 //!   `prev_hash`, `hash` (see [`crate::hashing`]) and the canonical payload;
 //! - `Head`: per tenant touched in the epoch, its last seq, hash and Merkle compact range;
-//! - `Checkpoint`: per tenant owned by the worker, touched or not, a signed checkpoint
-//!   ([`crate::checkpoint`]) of its tree size, Merkle root and chain head at the epoch close;
+//! - `Checkpoint`: per tenant owned by the worker whose log grew in the epoch, a signed
+//!   checkpoint ([`crate::checkpoint`]) of its tree size, Merkle root and chain head at the
+//!   epoch close. An idle tenant signs nothing: the epoch's seal restates its latest
+//!   checkpoint in the tenant registry ([`crate::seal`]), so an epoch costs what it appended,
+//!   not the number of tenants;
 //! - `Emitter`: per `(tenant, agent)` touched in the epoch, the SHA-256 of the agent's last
 //!   raw event (the emitter chain's head, durable so the check survives restarts);
 //! - `Quarantine`: events whose `previous_event_hash` (the emitter-side chain) does not match
@@ -37,7 +40,7 @@
 //! None at run time. Logs resume from the heads committed to the lake ([`ChainState`]), the
 //! emitter chains from `custody.emitter_heads` ([`EmitterState`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
@@ -129,6 +132,8 @@ impl<'scope> HashChain<'scope> for StreamVec<'scope, Epoch, SourcedEvent> {
             let mut checkpoint_cap = Some(cap.delayed(&first_epoch));
             drop(cap);
             let mut last_data_epoch: Option<Epoch> = None;
+            // The owned tenants whose logs grew since their last checkpoint.
+            let mut dirty: BTreeSet<String> = BTreeSet::new();
             // Last raw-event hash per (tenant, agent): the emitter-side chains, resumed from
             // the lake for the tenants this worker owns.
             let mut emitters: EmitterState = emitters
@@ -228,6 +233,9 @@ impl<'scope> HashChain<'scope> for StreamVec<'scope, Epoch, SourcedEvent> {
                             }
                             for (tenant, mut head) in heads {
                                 head.merkle_range = chains[&tenant].merkle.encode();
+                                if !dirty.contains(&tenant) {
+                                    dirty.insert(tenant.clone());
+                                }
                                 session.give(SinkRecord::Head(head));
                             }
                             for (tenant_id, agents) in touched {
@@ -245,20 +253,19 @@ impl<'scope> HashChain<'scope> for StreamVec<'scope, Epoch, SourcedEvent> {
                             }
                         }
                         (_, Some(epoch)) => {
-                            // Sign a checkpoint for every owned tenant at the epoch's close.
+                            // Sign a checkpoint for every owned tenant whose log grew, at
+                            // the epoch's close.
                             let Some(cap) = checkpoint_cap.as_mut() else {
                                 break;
                             };
                             let now = now_us();
                             let mut session = output.session(&*cap);
-                            let mut tenants: Vec<String> = chains.keys().cloned().collect();
-                            tenants.sort();
-                            for tenant in &tenants {
-                                let Some(log) = chains.get_mut(tenant) else {
+                            for tenant in std::mem::take(&mut dirty) {
+                                let Some(log) = chains.get_mut(&tenant) else {
                                     continue;
                                 };
                                 let cp = signer.checkpoint(
-                                    tenant,
+                                    &tenant,
                                     log.merkle.size(),
                                     &log.merkle.root(),
                                     &log.head,
@@ -358,6 +365,7 @@ mod tests {
     use timely::dataflow::operators::{Capture, ToStream};
 
     use super::*;
+    use crate::checkpoint::Checkpoint;
     use crate::merkle;
     use crate::test_util::captured;
 
@@ -500,6 +508,66 @@ mod tests {
             .collect();
         sizes.sort();
         assert_eq!(sizes, [(0, 1), (1, 3), (2, 6)]);
+    }
+
+    /// Only the tenants whose logs grew are checkpointed at an epoch's close: an idle tenant
+    /// (here `b` after epoch 0, and `r`, resumed and never touched) signs nothing, and a
+    /// tenant's checkpoints still chain across the epochs it skipped.
+    #[test]
+    fn only_tenants_whose_logs_grew_are_checkpointed() {
+        use timely::dataflow::operators::Input;
+        let metrics = Metrics::new();
+        let signer = Signer::from_seed(&[1; 32]);
+        let mut resumed = ChainState::new();
+        let mut merkle = CompactRange::new();
+        merkle.append([3; 32]);
+        resumed.insert(
+            "r".into(),
+            TenantLog {
+                head: [3; 32],
+                merkle,
+                last_checkpoint: [4; 32],
+            },
+        );
+        let out = timely::example(move |scope| {
+            let (mut input, stream) = scope.new_input::<Vec<SourcedEvent>>();
+            let rx = stream
+                .hash_chain(
+                    Arc::new(resumed),
+                    Arc::new(EmitterState::new()),
+                    signer,
+                    0,
+                    &metrics,
+                )
+                .capture();
+            let batches: [&[(&str, i64)]; 4] = [
+                &[("a", 0), ("b", 1)],
+                &[("a", 2)],
+                &[],
+                &[("a", 3), ("a", 4)],
+            ];
+            for (epoch, batch) in batches.iter().enumerate() {
+                input.advance_to(epoch as u64);
+                for (tenant, offset) in batch.iter() {
+                    input.send(event(tenant, *offset));
+                }
+            }
+            rx
+        });
+        let mut cps: Vec<Checkpoint> = captured(out)
+            .into_iter()
+            .filter_map(|r| match r {
+                SinkRecord::Checkpoint(c) => Some(*c),
+                _ => None,
+            })
+            .collect();
+        cps.sort_by_key(|c| (c.epoch, c.tenant_id.clone()));
+        let got: Vec<(Epoch, &str, u64)> = cps
+            .iter()
+            .map(|c| (c.epoch, c.tenant_id.as_str(), c.tree_size))
+            .collect();
+        assert_eq!(got, [(0, "a", 1), (0, "b", 1), (1, "a", 2), (3, "a", 4)]);
+        assert_eq!(cps[3].prev_checkpoint, hex::encode(cps[2].hash()));
     }
 
     #[test]
