@@ -100,6 +100,13 @@ struct Session {
     last_decision: Option<String>,
     tool: &'static str,
     escalation: Option<(String, i64, u64)>,
+    /// The tool input put to a human (the escalation's `proposed_action`, or the decision's
+    /// `modification`), which the next tool call carries out.
+    planned: Option<Value>,
+    /// The human did not approve the planned action (rejected, or escalated further).
+    withheld: bool,
+    /// The session's next event is no earlier than this (the last human decision).
+    resumes_us: i64,
     started_us: i64,
     tokens: u64,
 }
@@ -240,9 +247,28 @@ impl Generator {
             last_decision: None,
             tool: TOOLS[0],
             escalation: None,
+            planned: None,
+            withheld: false,
+            resumes_us: 0,
             started_us: self.clock_us,
             tokens: 0,
         }
+    }
+
+    /// A tool call's input: a customer, an amount, sometimes a key or a card.
+    fn tool_input(&mut self) -> Value {
+        let mut input = json!({
+            "customer_email": self.email(),
+            "amount": self.rng.range(5, 5000),
+            "currency": "EUR",
+        });
+        if self.rng.chance(30) {
+            input["api_key"] = Value::from(self.api_key());
+        }
+        if self.rng.chance(30) {
+            input["card"] = Value::from(self.card());
+        }
+        input
     }
 
     // ---- PII ----
@@ -398,7 +424,8 @@ impl Generator {
     }
 
     fn step(&mut self, s: &mut Session, step: Option<Step>) -> Value {
-        let now = self.clock_us;
+        // A session waiting on a human resumes after the decision, never before its cause.
+        let now = self.clock_us.max(s.resumes_us);
         let Some(step) = step else {
             // A new session starts with its task.
             let goal = format!("Resolve ticket for {}", self.customer_text());
@@ -451,17 +478,30 @@ impl Generator {
                 )
             }
             Step::ToolCalled => {
-                let mut input = json!({
-                    "customer_email": self.email(),
-                    "amount": self.rng.range(5, 5000),
-                    "currency": "EUR",
-                });
-                if self.rng.chance(30) {
-                    input["api_key"] = Value::from(self.api_key());
-                }
-                if self.rng.chance(30) {
-                    input["card"] = Value::from(self.card());
-                }
+                let withheld = std::mem::take(&mut s.withheld);
+                let input = match s.planned.take() {
+                    // Not approved: the agent mostly records the refusal instead; now and
+                    // then it goes ahead anyway (what the oversight rules must catch).
+                    Some(planned) if withheld => {
+                        if self.rng.chance(90) {
+                            s.tool = "crm.update_record";
+                            json!({"note": "customer told the action was not approved"})
+                        } else {
+                            planned
+                        }
+                    }
+                    // Approved: the agent carries out what was approved, and now and then
+                    // more than that.
+                    Some(mut planned) => {
+                        if self.rng.chance(4)
+                            && let Some(amount) = planned.get("amount").and_then(Value::as_u64)
+                        {
+                            planned["amount"] = Value::from(amount * 20);
+                        }
+                        planned
+                    }
+                    None => self.tool_input(),
+                };
                 (
                     "TOOL_CALLED",
                     json!({
@@ -512,9 +552,14 @@ impl Generator {
             ),
             Step::Escalation => {
                 let sla = *self.rng.pick(&[300u64, 900, 3600]);
+                let mut input = self.tool_input();
+                if input.get("card").is_none() {
+                    input["card"] = Value::from(self.card());
+                }
+                s.planned = Some(input.clone());
                 let payload = json!({
                     "reason": "payment above the approval threshold",
-                    "proposed_action": format!("refund to card {}", self.card()),
+                    "proposed_action": {"tool_name": s.tool, "input": input},
                     "risk_tier": *self.rng.pick(&["low", "medium", "high", "critical"]),
                     "presented_at": format_rfc3339(now),
                     "sla_seconds": sla,
@@ -551,10 +596,21 @@ impl Generator {
                     "decided_at": format_rfc3339(decided),
                     "rationale": rationale,
                 });
-                if decision == "modify" {
-                    payload["modification"] = Value::from("refund capped at 500 EUR");
+                match decision {
+                    "modify" => {
+                        // The approved action: the proposed one, its amount capped at 500.
+                        let mut capped = s.planned.clone().unwrap_or_else(|| json!({}));
+                        if let Some(amount) = capped.get("amount").and_then(Value::as_u64) {
+                            capped["amount"] = Value::from(amount.min(500));
+                        }
+                        payload["modification"] = json!({"tool_name": s.tool, "input": capped});
+                        s.planned = Some(capped);
+                    }
+                    "reject" | "escalate" => s.withheld = true,
+                    _ => {}
                 }
                 s.last_event = Some(esc_id);
+                s.resumes_us = decided.max(now);
                 ("HUMAN_REVIEW_DECISION", payload, decided.max(now))
             }
             Step::Completed => (

@@ -793,8 +793,10 @@ mod tests {
                 retired_any |= facts[&at]
                     .keys()
                     .any(|(_, f)| *f == DriftFact::RetiredCalls);
+                // In reverse order: a snapshot's facts arrive in no particular order, so the
+                // agent's horizon may come before the models banked at windows below it.
                 let mut restored: Vec<(u64, Keyed<DriftFact>)> = Vec::new();
-                for (fact, count) in &facts[&at] {
+                for (fact, count) in facts[&at].iter().rev() {
                     restored.extend((0..*count).map(|_| (0, fact.clone())));
                 }
                 restored.extend(

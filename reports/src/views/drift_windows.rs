@@ -142,7 +142,14 @@ pub fn drift_windows<'scope>(
                     {
                         let mut out: Vec<((Key, DriftFact), Epoch, isize)> = Vec::new();
                         let mut touched: Vec<Key> = Vec::new();
-                        for ((key, fact), diff) in inputs {
+                        // A fact is late against the horizon as of the epoch's start: horizons
+                        // come in only from a snapshot, whose facts arrive in no particular
+                        // order and include models banked at windows below the horizon, so they
+                        // are applied after the epoch's other facts.
+                        let (horizons, facts): (Vec<_>, Vec<_>) = inputs
+                            .into_iter()
+                            .partition(|((_, f), _)| matches!(f, DriftFact::Horizon(_)));
+                        for ((key, fact), diff) in facts.into_iter().chain(horizons) {
                             let agent = agents.entry(key).or_default();
                             match &fact {
                                 DriftFact::Horizon(h) => {
