@@ -139,6 +139,9 @@ pub struct PipelineConfig {
     /// How long a source poll waits for records.
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
+    /// Least time between epochs for input that does not fill a batch; 0 = none.
+    #[serde(with = "humantime_serde")]
+    pub epoch_interval: Duration,
 }
 
 /// Where the lake lives.

@@ -72,6 +72,10 @@ pub struct RunOptions {
     pub max_epochs_in_flight: usize,
     /// Source poll wait.
     pub poll_interval: Duration,
+    /// Least time between epochs: records that arrive sooner wait (up to `batch_size`) for
+    /// the next epoch, so a trickle of input does not pay an epoch's commit per poll. Zero:
+    /// every poll that returns records opens an epoch.
+    pub epoch_interval: Duration,
     /// Stop after this long without input (unbounded sources).
     pub idle_exit: Option<Duration>,
     /// Decode limits.
@@ -749,6 +753,8 @@ impl Driver<'_> {
         let mut epoch = first_epoch;
         let mut last_input = Instant::now();
         let mut last_epoch_opened = Instant::now();
+        // Records read but not yet in an epoch (see `RunOptions::epoch_interval`).
+        let mut pending: Vec<RawRecord> = Vec::new();
         loop {
             self.seal_ready(probe)?;
             self.collect_commits(false)?;
@@ -760,14 +766,49 @@ impl Driver<'_> {
                 worker.step_or_park(Some(Duration::from_millis(1)));
                 continue;
             }
+            // With records waiting, poll no longer than until their epoch is due.
+            let poll = if pending.is_empty() {
+                self.opts.poll_interval
+            } else {
+                self.opts
+                    .epoch_interval
+                    .saturating_sub(last_epoch_opened.elapsed())
+                    .min(self.opts.poll_interval)
+            };
             let batch = self
                 .parts
                 .source
-                .next_batch(self.opts.batch_size, self.opts.poll_interval)
+                .next_batch(self.opts.batch_size - pending.len(), poll)
                 .map_err(|e| e.to_string())?;
-            let Some(batch) = batch else {
+            let Some(mut batch) = batch else {
+                // Exhausted: what waits goes in a last epoch.
+                if !pending.is_empty() {
+                    let batch = std::mem::take(&mut pending);
+                    self.open_batch(input, clock, &mut epoch, batch);
+                    worker.step();
+                }
                 return Ok(());
             };
+            if !batch.is_empty() {
+                last_input = Instant::now();
+                if !pending.is_empty() {
+                    pending.append(&mut batch);
+                    batch = std::mem::take(&mut pending);
+                }
+                if batch.len() < self.opts.batch_size
+                    && last_epoch_opened.elapsed() < self.opts.epoch_interval
+                {
+                    pending = batch;
+                    worker.step();
+                    continue;
+                }
+            } else if !pending.is_empty() {
+                if last_epoch_opened.elapsed() < self.opts.epoch_interval {
+                    worker.step();
+                    continue;
+                }
+                batch = std::mem::take(&mut pending);
+            }
             if batch.is_empty() {
                 if let Some(idle) = self.opts.idle_exit
                     && last_input.elapsed() >= idle
@@ -791,17 +832,27 @@ impl Driver<'_> {
                 worker.step();
                 continue;
             }
-            last_input = Instant::now();
-            last_epoch_opened = last_input;
-            self.metrics.events_in.inc_by(batch.len() as u64);
-            self.summary.events_in += batch.len() as u64;
-            let positions = self.positions(&batch);
-            for record in batch {
-                input.send(record);
-            }
-            self.open_epoch(input, clock, &mut epoch, positions);
+            last_epoch_opened = Instant::now();
+            self.open_batch(input, clock, &mut epoch, batch);
             worker.step();
         }
+    }
+
+    /// Sends `batch` into the dataflow as the next epoch.
+    fn open_batch(
+        &mut self,
+        input: &mut InputHandle,
+        clock: &mut InputSession<Epoch, i64, isize>,
+        epoch: &mut Epoch,
+        batch: Vec<RawRecord>,
+    ) {
+        self.metrics.events_in.inc_by(batch.len() as u64);
+        self.summary.events_in += batch.len() as u64;
+        let positions = self.positions(&batch);
+        for record in batch {
+            input.send(record);
+        }
+        self.open_epoch(input, clock, epoch, positions);
     }
 
     /// The source positions of an epoch holding `batch`.

@@ -676,6 +676,7 @@ fn run_options(
         batch_size: p.batch_size,
         max_epochs_in_flight: p.max_epochs_in_flight,
         poll_interval: p.poll_interval,
+        epoch_interval: p.epoch_interval,
         idle_exit,
         decode: DecodeConfig {
             max_event_bytes: p.max_event_bytes,

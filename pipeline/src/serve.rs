@@ -699,34 +699,59 @@ async fn causes(
         Ok(lake) => lake,
         Err(response) => return *response,
     };
+    // Causes are nearly always in the event's session: the event is read by its position,
+    // then its session once, and the parents followed in memory; a parent in another session
+    // is read by its position and its session loaded in turn. Two reads for a usual chain,
+    // not one per hop.
     let mut chain = Vec::new();
     let mut next = Some(event_id.clone());
     let mut seen = std::collections::HashSet::new();
+    let mut loaded: std::collections::HashMap<String, custody_operators::verify::EventRow> =
+        std::collections::HashMap::new();
+    let mut sessions_read = std::collections::HashSet::new();
     while let Some(id) = next.take() {
         if !seen.insert(id.clone()) || chain.len() >= MAX_SESSION {
             break;
         }
-        // The event index gives the position, so the lake reads only the files that hold it.
-        let seq = state
-            .logs
-            .lock()
-            .ok()
-            .and_then(|logs| logs.seq_of(&tenant, &id));
-        let query = EventQuery {
-            event_ids: Some(vec![id]),
-            seqs: seq.map(|s| vec![s]),
-            limit: 1,
-            ..EventQuery::default()
-        };
-        match query_lake(&lake, &tenant, query).await {
-            Ok(mut rows) => {
-                if let Some(row) = rows.pop() {
-                    next = row.parent_event_id.clone();
-                    chain.push(row);
+        let row = match loaded.remove(&id) {
+            Some(row) => Some(row),
+            None => {
+                // The event index gives the position, so the lake reads only the files that
+                // hold it.
+                let seq = state
+                    .logs
+                    .lock()
+                    .ok()
+                    .and_then(|logs| logs.seq_of(&tenant, &id));
+                let query = EventQuery {
+                    event_ids: Some(vec![id]),
+                    seqs: seq.map(|s| vec![s]),
+                    limit: 1,
+                    ..EventQuery::default()
+                };
+                match query_lake(&lake, &tenant, query).await {
+                    Ok(mut rows) => rows.pop(),
+                    Err(e) => return lake_failed("causal chain query", e),
                 }
             }
-            Err(e) => return lake_failed("causal chain query", e),
+        };
+        let Some(row) = row else { break };
+        next = row.parent_event_id.clone();
+        if let Some(parent) = &next
+            && !loaded.contains_key(parent)
+            && sessions_read.insert(row.session_id.clone())
+        {
+            let query = EventQuery {
+                session_id: Some(row.session_id.clone()),
+                limit: MAX_SESSION,
+                ..EventQuery::default()
+            };
+            match query_lake(&lake, &tenant, query).await {
+                Ok(rows) => loaded.extend(rows.into_iter().map(|r| (r.event_id.clone(), r))),
+                Err(e) => return lake_failed("causal chain query", e),
+            }
         }
+        chain.push(row);
     }
     if chain.is_empty() {
         return missing("event", &event_id);

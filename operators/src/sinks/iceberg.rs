@@ -1419,11 +1419,6 @@ impl Warehouse {
         tx.commit(self.catalog.as_ref()).await?;
         Ok(())
     }
-
-    /// Iceberg's JSON form of `table`'s data files (the epoch manifest's entries).
-    fn files_json(table: &Table, files: &[iceberg::spec::DataFile]) -> Result<Vec<String>> {
-        data_files_json(table, files)
-    }
 }
 
 /// Iceberg's JSON form of `table`'s data files (the epoch manifest's entries).
@@ -2595,7 +2590,7 @@ impl IcebergSink {
             manifest.sha256.extend(event_digests);
             manifest.tables.insert(
                 tables::EVENTS.to_string(),
-                Warehouse::files_json(&events_table, &event_files)?,
+                data_files_json(&events_table, &event_files)?,
             );
             rows.insert(tables::EVENTS, events.len());
             staged.push((tables::EVENTS, events.len(), events_table, event_files));
@@ -2610,7 +2605,7 @@ impl IcebergSink {
             }
             manifest
                 .tables
-                .insert(name.to_string(), Warehouse::files_json(&table, &files)?);
+                .insert(name.to_string(), data_files_json(&table, &files)?);
             rows.insert(name, n);
             staged.push((name, n, table, files));
         }

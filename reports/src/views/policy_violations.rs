@@ -568,12 +568,15 @@ pub fn evaluate(session: &str, facts: &[&PolicyFact], events: &[Timed<'_>]) -> V
         }
     }
     // Events before their causes; decisions before their escalation was presented.
+    // One violation per event, whichever way it came before its cause.
     let times: HashMap<&str, i64> = events.iter().map(|e| (e.event_id, e.ts_us)).collect();
+    let mut early: std::collections::HashSet<&str> = std::collections::HashSet::new();
     for e in events {
         let Some(parent) = e.parent else { continue };
         if let Some(&pts) = times.get(parent)
             && e.ts_us < pts
         {
+            early.insert(e.event_id);
             out.push(Violation {
                 rule_id: BEFORE_CAUSE.to_string(),
                 event_id: e.event_id.to_string(),
@@ -591,6 +594,7 @@ pub fn evaluate(session: &str, facts: &[&PolicyFact], events: &[Timed<'_>]) -> V
     for d in &decisions {
         if let Some(e) = escalations.get(d.escalation_id.as_str())
             && d.decided_us < e.presented_us
+            && !early.contains(d.event_id.as_str())
         {
             out.push(Violation {
                 rule_id: BEFORE_CAUSE.to_string(),
