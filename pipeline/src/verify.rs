@@ -11,6 +11,8 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use custody_operators::checkpoint::{Checkpoint, parse_public_key};
+use std::collections::HashMap;
+
 use custody_operators::seal::{Registry, SealedRegistry, parse_registry};
 use custody_operators::sinks::iceberg::Warehouse;
 use custody_operators::verify::{
@@ -483,13 +485,16 @@ pub fn verify_bundle(
             .map(|e| e.tenant_id.as_str())
             .chain(bundle.checkpoints.iter().map(|c| c.tenant_id.as_str()))
             .collect();
+        // Each checkpoint hashed once, not once per tenant.
+        let by_hash: HashMap<(&str, custody_operators::merkle::Hash), &Checkpoint> = bundle
+            .checkpoints
+            .iter()
+            .map(|c| ((c.tenant_id.as_str(), c.hash()), c))
+            .collect();
         for tenant in tenants {
-            let found = pinned.get(tenant).and_then(|h| {
-                bundle
-                    .checkpoints
-                    .iter()
-                    .find(|c| c.tenant_id == tenant && c.hash() == *h)
-            });
+            let found = pinned
+                .get(tenant)
+                .and_then(|h| by_hash.get(&(tenant, *h)).copied());
             match (pinned.get(tenant), found) {
                 (Some(_), Some(cp)) => {
                     pinned_epochs.insert(tenant.to_string(), cp.epoch);

@@ -946,7 +946,9 @@ impl Warehouse {
             let mut latest: BTreeMap<String, Checkpoint> = saved.checkpoints;
             let newer = checkpoint_rows(self.scan_after(tables::CHECKPOINTS, after).await?)?;
             let last_ones = match after {
-                Some(a) if a == last => self.checkpoint_rows_of(Some(last)).await?,
+                Some(a) if a == last && latest.is_empty() => {
+                    self.checkpoint_rows_of(Some(last)).await?
+                }
                 _ => Vec::new(),
             };
             for cp in newer.into_iter().chain(last_ones) {
