@@ -320,6 +320,8 @@ pub enum ViewId {
     CausalChains,
     /// HITL statistics per (agent, risk tier).
     HitlGroups,
+    /// HITL statistics per reviewer, with their rubber stamps.
+    Reviewers,
     /// Escalations still undecided past their SLA.
     SlaBreaches,
     /// Policy rule violations.
@@ -332,10 +334,11 @@ pub enum ViewId {
 
 impl ViewId {
     /// Every keyed view.
-    pub const ALL: [ViewId; 7] = [
+    pub const ALL: [ViewId; 8] = [
         ViewId::Sessions,
         ViewId::CausalChains,
         ViewId::HitlGroups,
+        ViewId::Reviewers,
         ViewId::SlaBreaches,
         ViewId::PolicyViolations,
         ViewId::Alerts,
@@ -348,6 +351,7 @@ impl ViewId {
             ViewId::Sessions => "sessions",
             ViewId::CausalChains => "causal_chains",
             ViewId::HitlGroups => "hitl_groups",
+            ViewId::Reviewers => "reviewers",
             ViewId::SlaBreaches => "sla_breaches",
             ViewId::PolicyViolations => "policy_violations",
             ViewId::Alerts => "alerts",

@@ -272,6 +272,7 @@ fn fuzz_router() -> axum::Router {
             rules: Vec::new(),
             retention_days: None,
             continuous_verification: true,
+            ..custody_reports::regulatory::ReportContext::default()
         }),
         signer: None,
         access: None,

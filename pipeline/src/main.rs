@@ -100,6 +100,15 @@ enum Command {
     Export(ExportArgs),
     /// Verify tenant logs: leaves, chains, Merkle roots and checkpoint signatures.
     Verify(VerifyArgs),
+    /// Verify a signed report (`reports/NAME?format=signed` or `format=html`) offline with the
+    /// public key; prints the report's tenant, scope and cited checkpoint.
+    VerifyReport {
+        /// The document: the signed JSON or the HTML page.
+        file: PathBuf,
+        /// Trusted public key (hex, or a file holding it).
+        #[arg(long = "trusted-key")]
+        trusted_key: String,
+    },
     /// Witness a log: cosign each tenant's checkpoints while the log stays append-only.
     Witness(WitnessArgs),
     /// Crypto-shred a tenant (or one data subject): destroy its data keys, record DATA_ERASED.
@@ -421,6 +430,7 @@ fn main() -> anyhow::Result<()> {
             listen.unwrap_or_else(|| config.serve.listen.clone()),
         ),
         Command::Verify(args) => verify_cmd(&config, args),
+        Command::VerifyReport { file, trusted_key } => verify_report(&file, &trusted_key),
         Command::Witness(args) => witness::run(witness::WitnessOptions {
             log: args.log,
             log_key: verify::trusted_keys(&[args.log_key], Path::new("/nonexistent"))?
@@ -578,6 +588,45 @@ fn export(config: &Config, args: ExportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn verify_report(file: &Path, trusted_key: &str) -> anyhow::Result<()> {
+    use custody_reports::document::SignedReport;
+    let key = verify::trusted_keys(&[trusted_key.to_string()], Path::new("/nonexistent"))?
+        .pop()
+        .context("--trusted-key")?;
+    let text = std::fs::read_to_string(file).with_context(|| file.display().to_string())?;
+    let report = SignedReport::parse(&text)
+        .and_then(|doc| doc.verify(&key))
+        .with_context(|| format!("{} does not verify", file.display()))?;
+    println!(
+        "OK: {} report of tenant {} is signed by key {}",
+        report["report"].as_str().unwrap_or("?"),
+        report["tenant_id"].as_str().unwrap_or("?"),
+        custody_operators::checkpoint::key_id(&key),
+    );
+    let scope = &report["scope"];
+    println!(
+        "scope: from {} to {}, as of tree size {}, {} events",
+        scope["from"], scope["to"], scope["as_of_tree_size"], scope["events"]
+    );
+    let checkpoint: Option<custody_operators::checkpoint::Checkpoint> =
+        serde_json::from_value(scope["checkpoint"].clone()).ok();
+    match checkpoint {
+        Some(c)
+            if c.verify(&key)
+                && c.tenant_id == report["tenant_id"]
+                && scope["as_of_tree_size"] == c.tree_size =>
+        {
+            println!(
+                "cites checkpoint: tree size {}, root {}, epoch {}: signature valid",
+                c.tree_size, c.root, c.epoch
+            )
+        }
+        Some(_) => bail!("the cited checkpoint's signature does not verify"),
+        None => println!("cites no checkpoint (a live report)"),
+    }
+    Ok(())
+}
+
 fn verify_cmd(config: &Config, args: VerifyArgs) -> anyhow::Result<()> {
     let checked = match &args.export {
         Some(dir) => dir.clone(),
@@ -660,6 +709,19 @@ fn verify_cmd(config: &Config, args: VerifyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The views' settings.
+fn views_config(config: &Config) -> ViewsConfig {
+    ViewsConfig {
+        hitl: HitlConfig {
+            rubber_stamp_ms: config.views.rubber_stamp.as_millis() as i64,
+        },
+        rules: Arc::new(config.policy.rules.clone()),
+        drift: config.drift.view_config(),
+        retire: config.views.retire(),
+        snapshot_every: config.views.snapshot_every_epochs,
+    }
+}
+
 fn run_options(
     config: &Config,
     warehouse: PathBuf,
@@ -691,15 +753,7 @@ fn run_options(
                 &signing_seed,
             )),
         },
-        views: ViewsConfig {
-            hitl: HitlConfig {
-                rubber_stamp_ms: config.views.rubber_stamp.as_millis() as i64,
-            },
-            rules: Arc::new(config.policy.rules.clone()),
-            drift: config.drift.view_config(),
-            retire: config.views.retire(),
-            snapshot_every: config.views.snapshot_every_epochs,
-        },
+        views: views_config(config),
         clock_tick: config.views.clock_tick,
         master_key: config.pii.master_key()?,
         pii_policy: Arc::new(config.pii.policy()?),
@@ -811,6 +865,8 @@ fn start_server(
             rules: config.policy.rules.clone(),
             retention_days: None,
             continuous_verification: true,
+            views: views_config(config),
+            period: false,
         }),
         signer: Some(custody_operators::checkpoint::Signer::from_seed(
             &signing_seed,

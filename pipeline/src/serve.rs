@@ -12,7 +12,9 @@ use custody_operators::Metrics;
 use custody_operators::checkpoint::Signer;
 use custody_operators::export::{self, ExportFormat};
 use custody_operators::record::ViewId;
+use custody_reports::document::SignedReport;
 use custody_reports::live::LiveViews;
+use custody_reports::period::{self, Cut};
 use custody_reports::proofs::{LiveLogs, ProofError};
 use custody_reports::query::{LakeEngine, QueryError};
 use custody_reports::regulatory::{self, CheckpointRef, ReportContext};
@@ -898,38 +900,174 @@ async fn reports(
     Json(json!({ "tenant_id": tenant, "reports": list })).into_response()
 }
 
-/// A regulatory report, rendered from the live views at the last committed epoch.
+/// `?from=&to=&as_of=&format=` of a report.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReportQuery {
+    from: Option<String>,
+    to: Option<String>,
+    as_of: Option<u64>,
+    format: Option<String>,
+}
+
+/// How a report is answered.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ReportFormat {
+    /// The report's JSON.
+    Json,
+    /// A signed document ([`SignedReport`]).
+    Signed,
+    /// An HTML page carrying the signed document.
+    Html,
+}
+
+/// The most events a reproducible report recomputes its views over.
+const REPORT_MAX_EVENTS: usize = 500_000;
+
+/// A regulatory report. Without `from`, `to`, `as_of` or `format`, rendered from the live
+/// views at the last committed epoch; with any of them, *reproducible*: the views recomputed
+/// over the tenant's events in `[from, to)` at positions below the checkpoint of tree size
+/// `as_of` (default: the latest), the same bytes for the same inputs (see
+/// [`custody_reports::period`]); `format=signed` and `format=html` sign it
+/// ([`custody_reports::document`]).
 async fn report(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path((tenant, name)): Path<(String, String)>,
-    Params(q): Params<RangeQuery>,
+    Params(q): Params<ReportQuery>,
 ) -> Response {
     if let Err(denied) = state.auth.authorize(&headers, &tenant, Need::Evidence) {
         return denied.into_response();
     }
-    if q.from.is_some() || q.to.is_some() {
-        return bad_request(
-            "reports cover the whole log as of the latest checkpoint; reports of a period \
-             (from, to) are not available yet"
-                .into(),
-        );
+    let format = match q.format.as_deref() {
+        None | Some("json") => ReportFormat::Json,
+        Some("signed") => ReportFormat::Signed,
+        Some("html") => ReportFormat::Html,
+        Some(other) => {
+            return bad_request(format!(
+                "format must be json, signed or html, not {other:?}"
+            ));
+        }
+    };
+    if !regulatory::REPORTS.iter().any(|(n, _)| *n == name) {
+        return missing("report", &name);
     }
-    let mut ctx = (*state.report_ctx).clone();
-    ctx.checkpoint = state
+    let scoped = q.from.is_some() || q.to.is_some() || q.as_of.is_some();
+    if !scoped && format == ReportFormat::Json {
+        let mut ctx = (*state.report_ctx).clone();
+        ctx.checkpoint = state
+            .logs
+            .lock()
+            .ok()
+            .and_then(|l| l.latest_checkpoint(&tenant).map(CheckpointRef::from));
+        let Ok(live) = state.live.lock() else {
+            return unavailable();
+        };
+        if !live.has_tenant(&tenant) {
+            return not_found(&tenant);
+        }
+        return match regulatory::render(&name, &tenant, &live, &ctx) {
+            Some(r) => Json(r).into_response(),
+            None => missing("report", &name),
+        };
+    }
+    let range = match time_range(&q.from, &q.to) {
+        Ok(r) => r,
+        Err(e) => return bad_request(e),
+    };
+    let latest = state
         .logs
         .lock()
         .ok()
-        .and_then(|l| l.latest_checkpoint(&tenant).map(CheckpointRef::from));
-    let Ok(live) = state.live.lock() else {
+        .and_then(|l| l.latest_checkpoint(&tenant).cloned());
+    let Some(latest) = latest else {
+        return not_found(&tenant);
+    };
+    if let Some(size) = q.as_of
+        && size > latest.tree_size
+    {
+        return bad_request(format!(
+            "as_of={size} is past the tenant's latest checkpoint (tree size {})",
+            latest.tree_size
+        ));
+    }
+    let (Some(lake), Some(signer)) = (state.lake.clone(), state.signer.clone()) else {
         return unavailable();
     };
-    if !live.has_tenant(&tenant) {
-        return not_found(&tenant);
-    }
-    match regulatory::render(&name, &tenant, &live, &ctx) {
-        Some(r) => Json(r).into_response(),
-        None => missing("report", &name),
+    let cut = Cut {
+        from: q.from.clone().zip(range.from_us),
+        to: q.to.clone().zip(range.to_us),
+        tree_size: q.as_of.unwrap_or(latest.tree_size),
+    };
+    let ctx = (*state.report_ctx).clone();
+    let (t, n, c) = (tenant.clone(), name.clone(), cut.clone());
+    let answer = lake
+        .run(move |w| async move {
+            let engine = LakeEngine::new(w);
+            let lake = engine
+                .tenant_tables(
+                    &t,
+                    &[
+                        custody_schemas::tables::EVENTS,
+                        custody_schemas::tables::CHECKPOINTS,
+                    ],
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            let checkpoint = if c.tree_size == latest.tree_size {
+                Some(latest)
+            } else {
+                lake.checkpoint_at(c.tree_size)
+                    .await
+                    .map_err(|e| e.to_string())?
+            };
+            let Some(checkpoint) = checkpoint else {
+                return Ok(Err(format!(
+                    "no checkpoint of the tenant has tree size {}: as_of must be the tree \
+                     size of one (custody.checkpoints, over the SQL endpoint)",
+                    c.tree_size
+                )));
+            };
+            let query = EventQuery {
+                from_us: c.from.as_ref().map(|(_, us)| *us),
+                to_us: c.to.as_ref().map(|(_, us)| *us),
+                seq_range: Some((0, c.tree_size)),
+                limit: REPORT_MAX_EVENTS + 1,
+                ..EventQuery::default()
+            };
+            let rows = lake.events(&query).await.map_err(|e| e.to_string())?;
+            if rows.len() > REPORT_MAX_EVENTS {
+                return Ok(Err(format!(
+                    "the period holds more than {REPORT_MAX_EVENTS} events: choose a shorter one"
+                )));
+            }
+            let (views, mut scope) = period::views_of(&rows, &c, &ctx.views);
+            scope.checkpoint = Some(checkpoint.clone());
+            let ctx = ReportContext {
+                checkpoint: Some(CheckpointRef::from(&checkpoint)),
+                ..ctx
+            };
+            Ok(Ok(regulatory::render_scoped(&n, &t, &views, &ctx, scope)))
+        })
+        .await;
+    let report = match answer {
+        Ok(Ok(Some(report))) => report,
+        Ok(Ok(None)) => return missing("report", &name),
+        Ok(Err(reason)) => return bad_request(reason),
+        Err(e) => return lake_failed("report query", e),
+    };
+    match format {
+        ReportFormat::Json => Json(report).into_response(),
+        ReportFormat::Signed => (
+            [(header::CONTENT_TYPE, "application/json")],
+            SignedReport::sign(&signer, &report).to_json(),
+        )
+            .into_response(),
+        ReportFormat::Html => (
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            SignedReport::sign(&signer, &report).to_html(&report),
+        )
+            .into_response(),
     }
 }
 
@@ -1329,10 +1467,11 @@ mod tests {
             ("export?from=yesterday", "from"),
             ("export?format=csv", "format"),
             ("overrides?to=soon", "to"),
-            (
-                "reports/eu-ai-act-art14?from=2026-01-01T00:00:00Z",
-                "period",
-            ),
+            ("reports/eu-ai-act-art14?from=soon", "from"),
+            ("reports/eu-ai-act-art14?format=pdf", "format"),
+            ("reports/eu-ai-act-art14?as_of=999999999", "as_of"),
+            ("reports/eu-ai-act-art14?as_of=-1", "as_of"),
+            ("reports/eu-ai-act-art14?period=q1", "period"),
         ] {
             let uri = format!("/v1/tenants/tenant-a/{uri}");
             let (status, body) = get(&app, &uri, Some("root")).await;

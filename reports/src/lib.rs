@@ -6,7 +6,9 @@
 //! turns their changes into [`ViewUpdate`]s for the sink and the live serving state ([`live`]).
 #![deny(missing_docs)]
 
+pub mod document;
 pub mod live;
+pub mod period;
 pub mod proofs;
 pub mod query;
 pub mod regulatory;
@@ -364,6 +366,13 @@ pub fn render_views<'scope>(
             _ => None,
         })
         .into_updates();
+    let reviewers = sketches
+        .clone()
+        .flat_map(|o| match o {
+            SketchOut::Row(Row::Reviewer(key, stats), n) => Some(((key, stats), n)),
+            _ => None,
+        })
+        .into_updates();
     let sketch_states = sketches.flat_map(|o| match o {
         SketchOut::State(k, s) => Some(StatePart::Sketch(k, s)),
         SketchOut::Row(..) => None,
@@ -463,6 +472,7 @@ pub fn render_views<'scope>(
         session_rows,
         model_rows,
         rows(ViewId::HitlGroups, groups),
+        rows(ViewId::Reviewers, reviewers),
         rows(ViewId::SlaBreaches, breaches),
         views::alerts::alert_rows(alerts, drift),
     ]);

@@ -328,6 +328,11 @@ impl LiveViews {
         self.counts.contains_key(tenant)
     }
 
+    /// Knows `tenant` even with no events (views recomputed over a period it has none in).
+    pub fn add_tenant(&mut self, tenant: &str) {
+        self.counts.entry(tenant.to_string()).or_default();
+    }
+
     /// The event counts of `tenant`, if it has events.
     pub fn event_counts(&self, tenant: &str) -> Option<EventCountsView> {
         let by_type = self.counts.get(tenant)?.clone();

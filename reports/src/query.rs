@@ -277,6 +277,21 @@ impl TenantLake {
         Ok(rows)
     }
 
+    /// The tenant's checkpoint of tree size `tree_size` (the first, if several were signed at
+    /// that size), read with the size as a pushed-down filter.
+    pub async fn checkpoint_at(
+        &self,
+        tree_size: u64,
+    ) -> Result<Option<custody_operators::checkpoint::Checkpoint>, QueryError> {
+        let df = self
+            .ctx
+            .table(tables::CHECKPOINTS)
+            .await?
+            .filter(col("tree_size").eq(lit(tree_size as i64)))?;
+        let rows = custody_operators::sinks::iceberg::checkpoint_rows(df.collect().await?)?;
+        Ok(rows.into_iter().min_by_key(|c| c.epoch))
+    }
+
     /// Runs read-only `sql` over the tenant's views; at most `max_rows` rows are returned.
     pub async fn sql(&self, sql: &str, max_rows: usize) -> Result<SqlAnswer, QueryError> {
         let options = SQLOptions::new()

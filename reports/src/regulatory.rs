@@ -20,6 +20,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::live::{Coverage, LiveViews};
+use crate::period::ReportScope;
 use crate::views::alerts::Alert;
 use crate::views::hitl_groups::HitlGroupStats;
 use crate::views::model_versions::ModelUsage;
@@ -27,6 +28,7 @@ use crate::views::policy_violations::{
     ACTION_AFTER_REJECTION, BEFORE_CAUSE, CONTRADICTORY_DECISIONS, OVERSIGHT_RULES, PolicyRule,
     Violation,
 };
+use crate::views::reviewers::ReviewerStats;
 use crate::views::sessions::{SessionStatus, SessionSummary};
 use crate::views::sla_breaches::SlaBreach;
 
@@ -62,6 +64,10 @@ pub fn view_definition(view: &str) -> &'static str {
         }
         "hitl_groups" => {
             "hitl_latency's join grouped by (agent_id, risk_tier); override = reject or modify"
+        }
+        "reviewers" => {
+            "hitl_latency's join grouped by the decision's reviewer_id; rubber stamps per \
+             approval and overrides per review"
         }
         "sla_breaches" => {
             "HUMAN_ESCALATION_TRIGGERED antijoin HUMAN_REVIEW_DECISION where presented_at + \
@@ -176,6 +182,10 @@ pub struct Report {
     pub tenant_id: String,
     /// Last committed epoch the views reflect.
     pub epoch: Option<Epoch>,
+    /// What a reproducible report covers (a period, as of a checkpoint); absent for the live
+    /// report of the whole log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<ReportScope>,
     /// Rows.
     pub rows: Vec<ReportRow>,
 }
@@ -191,12 +201,17 @@ pub struct ReportContext {
     pub retention_days: Option<u64>,
     /// Whether a continuous verifier checks every committed epoch.
     pub continuous_verification: bool,
+    /// Whether the views cover a period (part of the log) rather than the whole log.
+    pub period: bool,
+    /// The views' settings, to recompute them over a period.
+    pub views: crate::ViewsConfig,
 }
 
 struct Inputs<'a> {
     counts: BTreeMap<String, i64>,
     hitl: HitlStats,
     groups: Vec<HitlGroupStats>,
+    reviewers: Vec<ReviewerStats>,
     breaches: Vec<SlaBreach>,
     sessions: Vec<SessionSummary>,
     violations: Vec<Violation>,
@@ -245,6 +260,7 @@ pub fn render(name: &str, tenant: &str, live: &LiveViews, ctx: &ReportContext) -
             .map(|h| h.stats)
             .unwrap_or_default(),
         groups: live.rows_as(ViewId::HitlGroups, tenant),
+        reviewers: live.rows_as(ViewId::Reviewers, tenant),
         breaches: live.rows_as(ViewId::SlaBreaches, tenant),
         sessions: live.rows_as(ViewId::Sessions, tenant),
         violations: live.rows_as(ViewId::PolicyViolations, tenant),
@@ -265,13 +281,45 @@ pub fn render(name: &str, tenant: &str, live: &LiveViews, ctx: &ReportContext) -
         title,
         tenant_id: tenant.to_string(),
         epoch: live.epoch(),
+        scope: None,
         rows,
     })
+}
+
+/// Renders report `name` for `tenant` from views recomputed over `scope`
+/// ([`crate::period`]); the report's epoch is the cited checkpoint's.
+pub fn render_scoped(
+    name: &str,
+    tenant: &str,
+    live: &LiveViews,
+    ctx: &ReportContext,
+    scope: ReportScope,
+) -> Option<Report> {
+    let ctx = &ReportContext {
+        period: scope.from.is_some() || scope.to.is_some(),
+        ..ctx.clone()
+    };
+    let mut report = if live.has_tenant(tenant) {
+        render(name, tenant, live, ctx)?
+    } else {
+        // A period with no events of the tenant: every view empty.
+        let mut empty = LiveViews::default();
+        empty.add_tenant(tenant);
+        render(name, tenant, &empty, ctx)?
+    };
+    report.epoch = ctx.checkpoint.as_ref().map(|c| c.epoch);
+    report.scope = Some(scope);
+    Some(report)
 }
 
 fn integrity_row(i: &Inputs<'_>, requirement: &'static str) -> ReportRow {
     let total = i.total();
     let (value, status) = match &i.ctx.checkpoint {
+        // A period's events are a part of the log the checkpoint signs, read by position.
+        Some(c) if i.ctx.period => (
+            json!({"events_in_period": total, "checkpoint_tree_size": c.tree_size}),
+            Status::Met,
+        ),
         Some(c) if c.tree_size as i64 == total => (
             json!({"events": total, "checkpoint_tree_size": c.tree_size}),
             Status::Met,
@@ -392,6 +440,23 @@ fn art14(i: &Inputs<'_>) -> Vec<ReportRow> {
         .map(|(t, (n, o, r))| (t, json!({"reviews": n, "overrides": o, "rubber_stamps": r})))
         .collect();
     let permille = |x: i64, n: i64| if n == 0 { 0 } else { x * 1000 / n };
+    let mut stampers: Vec<&ReviewerStats> = i
+        .reviewers
+        .iter()
+        .filter(|r| r.stats.rubber_stamps > 0)
+        .collect();
+    stampers.sort_by(|a, b| {
+        (b.stats.rubber_stamps, &a.reviewer_id).cmp(&(a.stats.rubber_stamps, &b.reviewer_id))
+    });
+    let stampers: Vec<Value> = stampers
+        .iter()
+        .map(|r| {
+            json!({"reviewer_id": r.reviewer_id, "approvals": r.approved,
+                   "rubber_stamps": r.stats.rubber_stamps,
+                   "per_mille_of_approvals": r.rubber_stamp_permille,
+                   "p50_ms": r.stats.p50_ms})
+        })
+        .collect();
     vec![
         i.row(
             "Art. 14(1)",
@@ -424,6 +489,13 @@ fn art14(i: &Inputs<'_>) -> Vec<ReportRow> {
             json!({"rubber_stamps": h.rubber_stamps, "per_mille": permille(h.rubber_stamps, h.reviews)}),
             clean(h.rubber_stamps == 0),
             &["hitl_latency"],
+        ),
+        i.row(
+            "Art. 14(4)(b)",
+            "rubber stamps per reviewer (reviewers with any, most first)",
+            json!({"reviewers": i.reviewers.len(), "with_rubber_stamps": stampers}),
+            clean(stampers.is_empty()),
+            &["reviewers"],
         ),
         i.row(
             "Art. 14(4)(d)",
@@ -727,6 +799,24 @@ mod tests {
                 rejection_permille: 500,
             },
         ));
+        for (reviewer, reviews, approved, stamps, p50) in [
+            ("reviewer-4", 1, 1, 1, 800),
+            ("reviewer-7", 1, 0, 0, 1_200_000),
+        ] {
+            let stats = HitlStats {
+                reviews,
+                p50_ms: p50,
+                p95_ms: p50,
+                max_ms: p50,
+                rubber_stamps: stamps,
+                over_sla: 1 - stamps,
+            };
+            updates.push(row(
+                ViewId::Reviewers,
+                reviewer,
+                &ReviewerStats::new(reviewer, stats, [approved, 1 - approved, 0, 0]),
+            ));
+        }
         updates.push(row(
             ViewId::SlaBreaches,
             "esc-3",
@@ -838,6 +928,7 @@ mod tests {
             }],
             retention_days: None,
             continuous_verification: true,
+            ..ReportContext::default()
         };
         (live, ctx)
     }

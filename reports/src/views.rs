@@ -12,6 +12,7 @@ pub mod model_versions;
 pub mod name;
 pub mod policy_violations;
 pub mod review_sketches;
+pub mod reviewers;
 pub mod reviews;
 pub mod session_scoped;
 pub mod sessions;

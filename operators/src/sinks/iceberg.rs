@@ -398,8 +398,9 @@ pub const SNAPSHOTS_KEPT: usize = 3;
 
 /// The format of the views' state in a snapshot, part of its file name. Bumped when the views
 /// change what they keep: a restart passes over snapshots of another format and rebuilds the
-/// views from the lake instead. 2: review sketches per key instead of bucket facts.
-pub const SNAPSHOT_FORMAT: u32 = 2;
+/// views from the lake instead. 2: review sketches per key instead of bucket facts; 3: sketch
+/// keys name their group (tenant, agent/risk tier, reviewer).
+pub const SNAPSHOT_FORMAT: u32 = 3;
 
 /// Every tenant's chain head and every emitter's last hash after an epoch, written beside
 /// the views' snapshot (`snapshots/heads-<epoch>.json`, its digest under the epoch's seal):
@@ -1884,7 +1885,7 @@ impl Warehouse {
 }
 
 /// The checkpoints in `batches` of `custody.checkpoints`.
-fn checkpoint_rows(batches: Vec<RecordBatch>) -> Result<Vec<Checkpoint>> {
+pub fn checkpoint_rows(batches: Vec<RecordBatch>) -> Result<Vec<Checkpoint>> {
     let mut rows = Vec::new();
     {
         for batch in batches {

@@ -75,12 +75,14 @@ impl Outcome {
 }
 
 /// What the views keep of a `HUMAN_REVIEW_DECISION` event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct DecisionFact {
     /// When the decision was made, UTC micros.
     pub decided_us: i64,
     /// The decision.
     pub outcome: Outcome,
+    /// Who decided.
+    pub reviewer_id: String,
 }
 
 /// An escalation keyed for the join.
@@ -126,6 +128,7 @@ impl FromEvent for Decision {
             escalation_event_id,
             decided_us: Some(decided_us),
             decision,
+            reviewer_id,
             ..
         } = &e.event.facts
         else {
@@ -139,6 +142,7 @@ impl FromEvent for Decision {
             DecisionFact {
                 decided_us: *decided_us,
                 outcome: Outcome::parse(decision)?,
+                reviewer_id: reviewer_id.clone(),
             },
         ))
     }

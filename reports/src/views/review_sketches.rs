@@ -1,12 +1,12 @@
-//! Review latency sketches per tenant and per (tenant, agent, risk tier) group: the state
-//! behind the HITL latency and HITL groups views.
+//! Review latency sketches per tenant, per (tenant, agent, risk tier) group and per (tenant,
+//! reviewer): the state behind the HITL latency, HITL groups and reviewers views.
 //!
 //! # Inputs
-//! [`SketchIn`]: every paired review once per key it counts under (the tenant, and the
-//! tenant's group), from [`super::reviews`]; a key's state from a snapshot. Exchanged by key.
+//! [`SketchIn`]: every paired review once per key it counts under (the tenant, the tenant's
+//! group and the reviewer), from [`super::reviews`]; a key's state from a snapshot. Exchanged by key.
 //!
 //! # Outputs ([`SketchOut`])
-//! - `Row`: the changes of the two views, as differential updates at the epoch: when a key's
+//! - `Row`: the changes of the three views, as differential updates at the epoch: when a key's
 //!   reviews change at an epoch, its previous row is retracted and the new one inserted, once
 //!   per epoch however many reviews came;
 //! - `State`: every key's sketch at snapshot epochs.
@@ -16,7 +16,7 @@
 //! [`super::reviews::SKETCH_ALPHA`]), the rubber-stamp and over-SLA counts, counts by outcome and the exact
 //! maximum. A key holds at most one entry per bucket it has seen: ~`ln(max/min latency) /
 //! ln γ` (≈ 800 from 1 ms to a week at α = 1%), whatever the number of reviews, and the keys
-//! are the tenants and their (agent, risk tier) groups. Rows are computed from the sketch, so
+//! are the tenants, their (agent, risk tier) groups and their reviewers. Rows are computed from the sketch, so
 //! nothing else is kept.
 //!
 //! # Metrics
@@ -34,10 +34,22 @@ use timely::dataflow::operators::Operator;
 use super::epoch_stash::{EpochStash, Ready};
 use super::hitl_groups::HitlGroupStats;
 use super::hitl_latency::{Outcome, Review, stats};
+use super::reviewers::ReviewerStats;
 use super::reviews::bucket_value;
 
-/// A sketch's key: a tenant, or a tenant's `agent/risk_tier` group.
-pub type SketchKey = (String, Option<String>);
+/// What a sketch counts, within a tenant.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Group {
+    /// Every review of the tenant.
+    Tenant,
+    /// The reviews of an `agent/risk_tier` group.
+    AgentTier(String),
+    /// The decisions of one reviewer.
+    Reviewer(String),
+}
+
+/// A sketch's key: a tenant and what it counts of the tenant's reviews.
+pub type SketchKey = (String, Group);
 
 /// One review, as a sketch counts it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,15 +140,18 @@ impl Sketch {
     fn row(&self, key: &SketchKey) -> Option<Row> {
         let stats = self.stats()?;
         let (tenant, group) = key;
+        let o = self.outcomes.map(|n| n as i64);
         Some(match group {
-            None => Row::Tenant(tenant.clone(), stats),
-            Some(g) => {
+            Group::Tenant => Row::Tenant(tenant.clone(), stats),
+            Group::AgentTier(g) => {
                 let (agent, tier) = g.rsplit_once('/').unwrap_or((g.as_str(), ""));
-                let o = self.outcomes.map(|n| n as i64);
                 Row::Group(
                     (tenant.clone(), g.clone()),
                     HitlGroupStats::new(agent, tier, stats, o[0], o[1], o[2], o[3]),
                 )
+            }
+            Group::Reviewer(r) => {
+                Row::Reviewer((tenant.clone(), r.clone()), ReviewerStats::new(r, stats, o))
             }
         })
     }
@@ -161,13 +176,15 @@ impl SketchIn {
     }
 }
 
-/// A row of one of the two views.
+/// A row of one of the three views.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Row {
     /// HITL latency: `(tenant, stats)`.
     Tenant(String, HitlStats),
     /// HITL groups: `((tenant, "agent/risk_tier"), stats)`.
     Group((String, String), HitlGroupStats),
+    /// Reviewers: `((tenant, reviewer_id), stats)`.
+    Reviewer((String, String), ReviewerStats),
 }
 
 /// What the operator sends.

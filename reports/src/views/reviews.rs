@@ -9,8 +9,9 @@
 //! # Outputs ([`ReviewOut`])
 //! - `Pending`: an escalation with no decision yet, inserted when it arrives and retracted
 //!   when its first decision does (what SLA breaches are found among);
-//! - `Sketch`: every (escalation, decision) pair as a review for the sketches of its tenant
-//!   and of its (agent, risk tier) group ([`super::review_sketches`]), sent once;
+//! - `Sketch`: every (escalation, decision) pair as a review for the sketches of its tenant,
+//!   of its (agent, risk tier) group and of its reviewer ([`super::review_sketches`]), sent
+//!   once per sketch;
 //! - `State`: this operator's state at snapshot epochs.
 //!
 //! # State and its bound
@@ -36,7 +37,7 @@ use super::epoch_stash::{EpochStash, Ready};
 use super::hitl_latency::{
     Decision, DecisionFact, Escalation, EscalationFact, HitlConfig, Outcome, review,
 };
-use super::review_sketches::{Reviewed, SketchIn};
+use super::review_sketches::{Group, Reviewed, SketchIn};
 use super::session_scoped::RetireConfig;
 
 /// Relative accuracy of the latency sketch: a reported percentile is within 1% of the exact
@@ -153,12 +154,17 @@ fn pair(
         outcome: dec.outcome,
     };
     let group = format!("{}/{}", esc.agent_id, esc.risk_tier);
+    for g in [
+        Group::AgentTier(group),
+        Group::Reviewer(dec.reviewer_id.clone()),
+    ] {
+        out.push(ReviewOut::Sketch(SketchIn::Review(
+            (key.0.clone(), g),
+            reviewed.clone(),
+        )));
+    }
     out.push(ReviewOut::Sketch(SketchIn::Review(
-        (key.0.clone(), Some(group)),
-        reviewed.clone(),
-    )));
-    out.push(ReviewOut::Sketch(SketchIn::Review(
-        (key.0.clone(), None),
+        (key.0.clone(), Group::Tenant),
         reviewed,
     )));
 }
@@ -290,6 +296,7 @@ mod tests {
     use crate::views::hitl_latency::{Review, stats};
     use crate::views::oracle::{accumulate_by_epoch, lcg};
     use crate::views::review_sketches::{Row, SketchOut, review_sketches};
+    use crate::views::reviewers::{ReviewerStats, reviewer_stats};
     use crate::views::sla_breaches::{SlaBreach, deadline, sla_breaches};
 
     /// The percentile error bound, stated: within α of the exact nearest-rank value, plus
@@ -315,8 +322,8 @@ mod tests {
     }
 
     /// Escalations and decisions in any order (decisions first, several per escalation, some
-    /// never), over epochs with the clock moving: at every epoch the latency and group views
-    /// equal the exact statistics of every pair so far (percentiles within the sketch's bound,
+    /// never), over epochs with the clock moving: at every epoch the latency, group and
+    /// reviewer views equal the exact statistics of every pair so far (percentiles within the sketch's bound,
     /// the rest exactly), and the breaches are the undecided escalations past their deadline.
     #[test]
     fn oracle_matches_recomputation_within_the_sketch_bound() {
@@ -352,13 +359,14 @@ mod tests {
                     let dec = DecisionFact {
                         decided_us: esc.presented_us + (rng() % 2_000_000) as i64 * 1000,
                         outcome: outcomes[(rng() % 4) as usize],
+                        reviewer_id: format!("r{}", rng() % 3),
                     };
                     inputs.push((rng() % epochs, ReviewIn::Decision((key.clone(), dec))));
                 }
             }
             let now = |epoch: u64| 200_000_000 + epoch as i64 * 150_000_000;
             let feed = inputs.clone();
-            let (lat_rx, grp_rx, brk_rx) = timely::example(move |scope| {
+            let (lat_rx, grp_rx, rev_rx, brk_rx) = timely::example(move |scope| {
                 let (mut handle, stream) = scope.new_input::<Vec<ReviewIn>>();
                 let (mut clock, clock_now) = scope.new_collection::<i64, isize>();
                 let ticks = clock_now.inner.clone().map(|_| ());
@@ -380,8 +388,15 @@ mod tests {
                     })
                     .into_updates();
                 let grp = sketches
+                    .clone()
                     .flat_map(|o| match o {
                         SketchOut::Row(Row::Group(k, s), n) => Some(((k, s), n)),
+                        _ => None,
+                    })
+                    .into_updates();
+                let rev = sketches
+                    .flat_map(|o| match o {
+                        SketchOut::Row(Row::Reviewer(k, s), n) => Some(((k, s), n)),
                         _ => None,
                     })
                     .into_updates();
@@ -394,6 +409,7 @@ mod tests {
                 let rx = (
                     lat.inner.capture(),
                     grp.inner.capture(),
+                    rev.inner.capture(),
                     sla_breaches(pending, clock_now).inner.capture(),
                 );
                 for epoch in 0..epochs {
@@ -410,9 +426,10 @@ mod tests {
                 }
                 rx
             });
-            let (lat, grp, brk) = (
+            let (lat, grp, rev, brk) = (
                 accumulate_by_epoch(lat_rx, epochs),
                 accumulate_by_epoch(grp_rx, epochs),
+                accumulate_by_epoch(rev_rx, epochs),
                 accumulate_by_epoch(brk_rx, epochs),
             );
             for epoch in 0..epochs {
@@ -430,6 +447,8 @@ mod tests {
                     .collect();
                 let mut per_tenant: BTreeMap<String, Vec<(Review, isize)>> = BTreeMap::new();
                 let mut per_group: BTreeMap<(String, String), Vec<(GroupReview, isize)>> =
+                    BTreeMap::new();
+                let mut per_reviewer: BTreeMap<(String, String), Vec<(GroupReview, isize)>> =
                     BTreeMap::new();
                 let mut decided: BTreeSet<&(String, String)> = BTreeSet::new();
                 for i in &seen {
@@ -450,6 +469,10 @@ mod tests {
                     per_tenant.entry(k.0.clone()).or_default().push((r, 1));
                     per_group
                         .entry((k.0.clone(), format!("{}/{}", e.agent_id, e.risk_tier)))
+                        .or_default()
+                        .push(((r, d.outcome), 1));
+                    per_reviewer
+                        .entry((k.0.clone(), d.reviewer_id.clone()))
                         .or_default()
                         .push(((r, d.outcome), 1));
                 }
@@ -481,6 +504,35 @@ mod tests {
                             exact.rejected,
                             exact.modified,
                             exact.escalated
+                        )
+                    );
+                }
+                let got: BTreeMap<&(String, String), &ReviewerStats> =
+                    rev[&epoch].keys().map(|(k, s)| (k, s)).collect();
+                assert_eq!(got.len(), per_reviewer.len(), "seed {seed} epoch {epoch}");
+                for (key, mut reviews) in per_reviewer {
+                    reviews.sort();
+                    let exact = reviewer_stats(&key.1, &reviews);
+                    let g = got[&key];
+                    assert!(same_stats(&g.stats, &exact.stats), "{g:?} vs {exact:?}");
+                    assert_eq!(
+                        (
+                            &g.reviewer_id,
+                            g.approved,
+                            g.rejected,
+                            g.modified,
+                            g.escalated,
+                            g.rubber_stamp_permille,
+                            g.override_permille
+                        ),
+                        (
+                            &exact.reviewer_id,
+                            exact.approved,
+                            exact.rejected,
+                            exact.modified,
+                            exact.escalated,
+                            exact.rubber_stamp_permille,
+                            exact.override_permille
                         )
                     );
                 }
