@@ -422,8 +422,12 @@ pub async fn commit_replacing(
         .set_branch_snapshot(snapshot, "main")?
         .build()?
         .metadata;
+    // A new file (next version, new id): the current one is never written over, since
+    // readers may be reading it (an overwrite in place showed as metadata with trailing
+    // characters to a concurrent query).
     let next_location = current
         .parse::<MetadataLocation>()?
+        .with_next_version()
         .with_new_metadata(&next);
     next.write_to(io, &next_location).await?;
     swap_metadata(

@@ -126,6 +126,19 @@ fn compact(wh: &Path) -> String {
     stdout
 }
 
+/// SHA-256 of every table metadata file of the warehouse, by path.
+fn metadata_files(wh: &Path) -> BTreeMap<std::path::PathBuf, Vec<u8>> {
+    use sha2::Digest;
+    custody_tests::files_under(wh)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".metadata.json"))
+        .map(|p| {
+            let digest = sha2::Sha256::digest(std::fs::read(&p).unwrap()).to_vec();
+            (p, digest)
+        })
+        .collect()
+}
+
 fn assert_verifies(wh: &Path) {
     let verified = custody(&["verify", "--warehouse", wh.to_str().unwrap()]);
     assert!(verified.contains("all ok"), "{verified}");
@@ -198,9 +211,26 @@ fn compaction_keeps_every_row_seal_and_proof_and_bounds_the_files() {
     let offline = dir.path().join("offline");
     run(&input, &offline, "0");
     let before = table_files(&offline);
+    let metadata_before = metadata_files(&offline);
     let report = compact(&offline);
     assert!(report.contains("committed epoch"), "{report}");
     let after = table_files(&offline);
+    // Every compacting commit writes a new metadata file: none is written over (a query
+    // reading the current one would see it change under it).
+    let metadata_after = metadata_files(&offline);
+    for (path, digest) in &metadata_before {
+        if let Some(now) = metadata_after.get(path) {
+            assert_eq!(now, digest, "{} was written over", path.display());
+        }
+    }
+    assert!(
+        metadata_after
+            .keys()
+            .filter(|p| !metadata_before.contains_key(*p))
+            .count()
+            >= 2,
+        "compaction's commits wrote no new metadata files"
+    );
     assert!(
         after["events"]["files"].as_u64() < before["events"]["files"].as_u64(),
         "{report}\nbefore {before}\nafter {after}"

@@ -460,6 +460,8 @@ fn views_reports_alerts_export_and_dashboard() {
         }
     }
     period_export(&addr, &wh);
+    reproducible_reports(&addr, &wh);
+    reviewers(&addr);
 
     // The dashboard, rendered by headless Chromium.
     let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
@@ -501,6 +503,211 @@ fn views_reports_alerts_export_and_dashboard() {
     assert!(count("class=\"alert ") >= 1, "alerts panel");
     assert!(count("class=\"overdue\"") >= 1, "SLA panel");
     assert!(!dom.contains("tenant-0001"), "no other tenant on the page");
+}
+
+/// Reports of a period, as of a checkpoint: the same bytes on every read while the log grows
+/// (each read is itself recorded), signed documents (JSON and HTML) that verify offline with
+/// the public key in Rust and Python and fail once changed, and a scope holding exactly the
+/// events of the period below the checkpoint.
+fn reproducible_reports(addr: &str, wh: &std::path::Path) {
+    use custody_tests::{custody_output, manifest_dir, python};
+    let (code, cp) = get_json(
+        addr,
+        &format!("/v1/tenants/{TENANT}/checkpoints/latest"),
+        "secret-reg",
+    );
+    assert_eq!(code, 200, "{cp}");
+    let size = cp["tree_size"].as_u64().unwrap();
+    let key_file = wh.join(format!("keys/{}.pub", cp["key_id"].as_str().unwrap()));
+    let key_copy = wh.parent().unwrap().join("signing.pub");
+    std::fs::copy(&key_file, &key_copy).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let check = |file: &std::path::Path, ok: bool| {
+        let rust = custody_output(&[
+            "verify-report",
+            file.to_str().unwrap(),
+            "--trusted-key",
+            key_copy.to_str().unwrap(),
+        ]);
+        assert_eq!(
+            rust.status.success(),
+            ok,
+            "custody verify-report {}: {}{}",
+            file.display(),
+            String::from_utf8_lossy(&rust.stdout),
+            String::from_utf8_lossy(&rust.stderr)
+        );
+        let py = Command::new(python())
+            .arg(manifest_dir().join("py/verify_report.py"))
+            .arg(file)
+            .args(["--trusted-key", key_copy.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_eq!(
+            py.status.success(),
+            ok,
+            "verify_report.py {}: {}{}",
+            file.display(),
+            String::from_utf8_lossy(&py.stdout),
+            String::from_utf8_lossy(&py.stderr)
+        );
+    };
+    for name in ["eu-ai-act-art12", "eu-ai-act-art14"] {
+        let path = format!("/v1/tenants/{TENANT}/reports/{name}?as_of={size}&format=signed");
+        let (code, _, first) = http_get(addr, &path, "secret-reg");
+        assert_eq!(code, 200, "{}", String::from_utf8_lossy(&first));
+        // The log grows between the reads (they and these are recorded as access events).
+        for _ in 0..3 {
+            http_get(
+                addr,
+                &format!("/v1/tenants/{TENANT}/events?limit=5"),
+                "secret-reg",
+            );
+        }
+        let (_, _, again) = http_get(addr, &path, "secret-reg");
+        assert_eq!(
+            first, again,
+            "{name} as of {size}: the same bytes on every read"
+        );
+        let doc: Value = serde_json::from_slice(&first).unwrap();
+        let report: Value = serde_json::from_str(doc["report"].as_str().unwrap()).unwrap();
+        assert_eq!(report["scope"]["as_of_tree_size"], size);
+        assert_eq!(
+            report["scope"]["events"], size,
+            "every event below the checkpoint"
+        );
+        assert_eq!(report["scope"]["checkpoint"], cp);
+        let file = dir.path().join(format!("{name}.json"));
+        std::fs::write(&file, &first).unwrap();
+        check(&file, true);
+        // Any change of the report breaks the signature.
+        let forged = String::from_utf8(first.clone()).unwrap().replacen(
+            "\\\"status\\\":\\\"attention\\\"",
+            "\\\"status\\\":\\\"met\\\"",
+            1,
+        );
+        assert_ne!(
+            forged.as_bytes(),
+            &first[..],
+            "{name} has a finding to forge"
+        );
+        let file = dir.path().join(format!("{name}.forged.json"));
+        std::fs::write(&file, forged).unwrap();
+        check(&file, false);
+        // The HTML page carries the same document.
+        let (code, headers, html) = http_get(
+            addr,
+            &format!("/v1/tenants/{TENANT}/reports/{name}?as_of={size}&format=html"),
+            "secret-reg",
+        );
+        assert_eq!(code, 200);
+        assert!(
+            headers
+                .iter()
+                .any(|(k, v)| k == "content-type" && v.starts_with("text/html")),
+            "{headers:?}"
+        );
+        let html = String::from_utf8(html).unwrap();
+        assert!(html.contains("custody-signed-report") && html.contains("<table>"));
+        let file = dir.path().join(format!("{name}.html"));
+        std::fs::write(&file, &html).unwrap();
+        check(&file, true);
+    }
+    // A period: exactly the events of [from, to) below the checkpoint, and the same report
+    // twice.
+    let (_, _, body) = http_get(
+        addr,
+        &format!("/v1/tenants/{TENANT}/export?format=ndjson"),
+        "secret-reg",
+    );
+    let mut times: Vec<(u64, String)> = body
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice::<Value>(l).unwrap())
+        .map(|r| {
+            (
+                r["seq"].as_u64().unwrap(),
+                r["event_time"].as_str().unwrap().to_string(),
+            )
+        })
+        .filter(|(seq, _)| *seq < size)
+        .collect();
+    times.sort_by(|a, b| a.1.cmp(&b.1));
+    let (from, to) = (&times[times.len() / 4].1, &times[3 * times.len() / 4].1);
+    let (f, t) = (parse_rfc3339(from).unwrap(), parse_rfc3339(to).unwrap());
+    let want = times
+        .iter()
+        .filter(|(_, time)| (f..t).contains(&parse_rfc3339(time).unwrap()))
+        .count();
+    let path =
+        format!("/v1/tenants/{TENANT}/reports/eu-ai-act-art12?from={from}&to={to}&as_of={size}");
+    let (code, report) = get_json(addr, &path, "secret-reg");
+    assert_eq!(code, 200, "{report}");
+    assert_eq!(report["scope"]["events"], want, "{}", report["scope"]);
+    assert_eq!(report["rows"][0]["value"]["total"], want);
+    assert_eq!(get_json(addr, &path, "secret-reg").1, report);
+    // A tree size no checkpoint has is refused, with the reason.
+    let (code, refused) = get_json(
+        addr,
+        &format!(
+            "/v1/tenants/{TENANT}/reports/eu-ai-act-art12?as_of={}",
+            size + 10_000_000
+        ),
+        "secret-reg",
+    );
+    assert_eq!(code, 400, "{refused}");
+}
+
+/// Rubber stamps per reviewer: the reviewers' rows add up to the tenant's HITL statistics, and
+/// the Art. 14 report lists the reviewers who rubber-stamp, most first.
+fn reviewers(addr: &str) {
+    let (code, latency) = get_json(
+        addr,
+        &format!("/v1/tenants/{TENANT}/views/hitl-latency"),
+        "secret-reg",
+    );
+    assert_eq!(code, 200, "{latency}");
+    let (code, view) = get_json(
+        addr,
+        &format!("/v1/tenants/{TENANT}/views/reviewers?limit=1000"),
+        "secret-reg",
+    );
+    assert_eq!(code, 200, "{view}");
+    let rows = view["rows"].as_array().unwrap();
+    assert!(rows.len() > 3, "{view}");
+    let sum = |field: &str| rows.iter().map(|r| r[field].as_i64().unwrap()).sum::<i64>();
+    assert_eq!(
+        sum("reviews"),
+        latency["reviews"].as_i64().unwrap(),
+        "{latency}"
+    );
+    assert_eq!(
+        sum("rubber_stamps"),
+        latency["rubber_stamps"].as_i64().unwrap()
+    );
+    let (_, art14) = get_json(
+        addr,
+        &format!("/v1/tenants/{TENANT}/reports/eu-ai-act-art14"),
+        "secret-reg",
+    );
+    let row = art14["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| {
+            r["metric"]
+                .as_str()
+                .unwrap()
+                .starts_with("rubber stamps per reviewer")
+        })
+        .unwrap_or_else(|| panic!("{art14}"));
+    let listed = row["value"]["with_rubber_stamps"].as_array().unwrap();
+    assert!(!listed.is_empty());
+    let counts: Vec<i64> = listed
+        .iter()
+        .map(|r| r["rubber_stamps"].as_i64().unwrap())
+        .collect();
+    assert!(counts.windows(2).all(|w| w[0] >= w[1]), "{counts:?}");
 }
 
 /// An export of a period holds exactly the events of the period (of the log its checkpoint
