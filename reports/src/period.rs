@@ -287,18 +287,8 @@ mod tests {
     }
 
     fn cfg() -> ViewsConfig {
-        use crate::views::policy_violations::{PolicyRule, RuleKind};
         ViewsConfig {
-            rules: Arc::new(vec![PolicyRule {
-                id: "payments-approval-over-500".into(),
-                description: "A payments tool call above 500 needs a prior approval".into(),
-                kind: RuleKind::ApprovalRequired,
-                tools: vec!["payments.*".into()],
-                amount_field: Some("amount".into()),
-                above: Some(500.0),
-                elevated_only: false,
-                tenants: None,
-            }]),
+            rules: Arc::new(vec![crate::views::policy_violations::refund_approval_rule()]),
             ..ViewsConfig::default()
         }
     }

@@ -725,7 +725,6 @@ mod tests {
 
     use super::*;
     use crate::views::alerts::AlertKind;
-    use crate::views::policy_violations::RuleKind;
 
     fn row<T: Serialize>(view: ViewId, key: &str, row: &T) -> ViewUpdate {
         ViewUpdate::Row {
@@ -916,16 +915,7 @@ mod tests {
                 key_id: "k1".into(),
                 signature: "cd".repeat(64),
             }),
-            rules: vec![PolicyRule {
-                id: "payments-approval-over-500".into(),
-                description: "A payments tool call above 500 needs a prior approval".into(),
-                kind: RuleKind::ApprovalRequired,
-                tools: vec!["payments.*".into()],
-                amount_field: Some("amount".into()),
-                above: Some(500.0),
-                elevated_only: false,
-                tenants: None,
-            }],
+            rules: vec![crate::views::policy_violations::refund_approval_rule()],
             retention_days: None,
             continuous_verification: true,
             ..ReportContext::default()

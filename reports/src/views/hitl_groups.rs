@@ -66,9 +66,9 @@ impl HitlGroupStats {
     }
 }
 
-/// Summarizes one group's reviews exactly, sorted, each with its multiplicity (the oracle of
-/// the sketched rows).
-pub fn group_stats(agent: &str, tier: &str, sorted: &[(GroupReview, isize)]) -> HitlGroupStats {
+/// The plain reviews of `sorted` and their counts by outcome
+/// (`[approve, reject, modify, escalate]`): what the exact oracles summarize.
+pub fn split_outcomes(sorted: &[(GroupReview, isize)]) -> (Vec<(Review, isize)>, [i64; 4]) {
     let plain: Vec<(Review, isize)> = sorted.iter().map(|((r, _), c)| (*r, *c)).collect();
     let count = |o: Outcome| -> i64 {
         sorted
@@ -77,13 +77,28 @@ pub fn group_stats(agent: &str, tier: &str, sorted: &[(GroupReview, isize)]) -> 
             .map(|(_, c)| *c as i64)
             .sum()
     };
+    (
+        plain,
+        [
+            count(Outcome::Approve),
+            count(Outcome::Reject),
+            count(Outcome::Modify),
+            count(Outcome::Escalate),
+        ],
+    )
+}
+
+/// Summarizes one group's reviews exactly, sorted, each with its multiplicity (the oracle of
+/// the sketched rows).
+pub fn group_stats(agent: &str, tier: &str, sorted: &[(GroupReview, isize)]) -> HitlGroupStats {
+    let (plain, [approved, rejected, modified, escalated]) = split_outcomes(sorted);
     HitlGroupStats::new(
         agent,
         tier,
         stats(&plain),
-        count(Outcome::Approve),
-        count(Outcome::Reject),
-        count(Outcome::Modify),
-        count(Outcome::Escalate),
+        approved,
+        rejected,
+        modified,
+        escalated,
     )
 }

@@ -614,6 +614,21 @@ pub fn evaluate(session: &str, facts: &[&PolicyFact], events: &[Timed<'_>]) -> V
     out
 }
 
+/// The rule the report tests use: a payments call above 500 needs a prior approval.
+#[cfg(test)]
+pub(crate) fn refund_approval_rule() -> PolicyRule {
+    PolicyRule {
+        id: "payments-approval-over-500".into(),
+        description: "A payments tool call above 500 needs a prior approval".into(),
+        kind: RuleKind::ApprovalRequired,
+        tools: vec!["payments.*".into()],
+        amount_field: Some("amount".into()),
+        above: Some(500.0),
+        elevated_only: false,
+        tenants: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,8 +14,8 @@
 use custody_operators::record::HitlStats;
 use serde::{Deserialize, Serialize};
 
-use super::hitl_groups::GroupReview;
-use super::hitl_latency::{Outcome, Review, stats};
+use super::hitl_groups::{GroupReview, split_outcomes};
+use super::hitl_latency::stats;
 
 /// One row of the reviewers view.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -60,22 +60,6 @@ impl ReviewerStats {
 /// Summarizes one reviewer's reviews exactly, sorted, each with its multiplicity (the oracle
 /// of the sketched rows).
 pub fn reviewer_stats(reviewer: &str, sorted: &[(GroupReview, isize)]) -> ReviewerStats {
-    let plain: Vec<(Review, isize)> = sorted.iter().map(|((r, _), c)| (*r, *c)).collect();
-    let count = |o: Outcome| -> i64 {
-        sorted
-            .iter()
-            .filter(|((_, x), _)| *x == o)
-            .map(|(_, c)| *c as i64)
-            .sum()
-    };
-    ReviewerStats::new(
-        reviewer,
-        stats(&plain),
-        [
-            count(Outcome::Approve),
-            count(Outcome::Reject),
-            count(Outcome::Modify),
-            count(Outcome::Escalate),
-        ],
-    )
+    let (plain, outcomes) = split_outcomes(sorted);
+    ReviewerStats::new(reviewer, stats(&plain), outcomes)
 }
