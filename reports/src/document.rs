@@ -114,9 +114,10 @@ impl SignedReport {
 
     /// Reads a document: its JSON, or an HTML page carrying it.
     pub fn parse(text: &str) -> Result<Self, DocumentError> {
-        let json = match text.find(&format!("id=\"{HTML_ID}\">")) {
+        let marker = format!("id=\"{HTML_ID}\">");
+        let json = match text.find(&marker) {
             Some(at) => {
-                let start = at + HTML_ID.len() + 6;
+                let start = at + marker.len();
                 let end = text[start..]
                     .find("</script>")
                     .ok_or_else(|| DocumentError::Malformed("unterminated script".into()))?;
