@@ -60,6 +60,9 @@ pub enum Error {
         /// What did not add up.
         detail: String,
     },
+    /// The table holds something this version cannot read correctly (delete files).
+    #[error("unsupported table content: {0}")]
+    Unsupported(String),
     /// The SQL catalog database failed.
     #[error("catalog database: {0}")]
     CatalogDb(#[from] sqlx::Error),
@@ -100,9 +103,10 @@ impl Error {
             | Error::CatalogDb(_)
             | Error::CommitConflict(_) => ErrorDomain::External,
             Error::NeverConnected { .. } => ErrorDomain::External,
-            Error::WarehouseDamaged(_) | Error::Tampered(_) | Error::SourceMismatch { .. } => {
-                ErrorDomain::User
-            }
+            Error::WarehouseDamaged(_)
+            | Error::Tampered(_)
+            | Error::SourceMismatch { .. }
+            | Error::Unsupported(_) => ErrorDomain::User,
             Error::Arrow(_) | Error::SinkStopped(_) | Error::Compaction { .. } => {
                 ErrorDomain::Internal
             }

@@ -11,6 +11,7 @@ pub mod cosign;
 pub mod error;
 pub mod export;
 pub mod failpoint;
+pub mod file_index;
 pub mod hashing;
 pub mod identity;
 pub mod layout;

@@ -100,6 +100,7 @@ pub fn run(
     requests: usize,
     concurrency: usize,
     tenants: usize,
+    export_events: usize,
 ) -> anyhow::Result<()> {
     let listed = get_json(addr, "/v1/tenants", token)?;
     let names: Vec<String> = listed["tenants"]
@@ -218,27 +219,33 @@ pub fn run(
             l.last().copied().unwrap_or(0.0)
         );
     }
-    // The export of the tenant with the most events (by its event-count view).
-    let mut biggest = (0i64, String::new());
+    // The export of the tenant with the fewest events at or above `export_events` (by its
+    // event-count view), or of the biggest tenant when none has that many.
+    let mut counts = Vec::with_capacity(names.len());
     for tenant in &names {
-        let counts = get_json(
+        let view = get_json(
             addr,
             &format!("/v1/tenants/{tenant}/views/event-counts"),
             token,
         )?;
-        let total = counts["total"].as_i64().unwrap_or(0);
-        if total > biggest.0 {
-            biggest = (total, tenant.clone());
-        }
+        counts.push((view["total"].as_i64().unwrap_or(0), tenant.clone()));
     }
+    let target = i64::try_from(export_events).unwrap_or(i64::MAX);
+    let chosen = counts
+        .iter()
+        .filter(|(n, _)| *n >= target)
+        .min()
+        .or_else(|| counts.iter().max())
+        .cloned()
+        .context("no tenant to export")?;
     let t0 = Instant::now();
-    let (status, body) = get(addr, &format!("/v1/tenants/{}/export", biggest.1), token)?;
+    let (status, body) = get(addr, &format!("/v1/tenants/{}/export", chosen.1), token)?;
     let secs = t0.elapsed().as_secs_f64();
     let lines = body.iter().filter(|b| **b == b'\n').count();
     println!(
         "  export of {} ({} events counted): {status}, {lines} lines, {:.1} MB in {secs:.2}s",
-        biggest.1,
-        biggest.0,
+        chosen.1,
+        chosen.0,
         body.len() as f64 / 1e6
     );
     Ok(())

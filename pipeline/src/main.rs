@@ -217,6 +217,9 @@ enum Command {
         /// API token for `--api` (none for a server without tokens).
         #[arg(long)]
         token: Option<String>,
+        /// For `--api`: export the tenant with the fewest events at or above this many.
+        #[arg(long, default_value_t = 100_000)]
+        export_events: usize,
     },
 }
 
@@ -537,8 +540,16 @@ fn main() -> anyhow::Result<()> {
             concurrency,
             token,
             tenants,
+            export_events,
             ..
-        } => bench_api::run(&addr, token.as_deref(), requests, concurrency, tenants),
+        } => bench_api::run(
+            &addr,
+            token.as_deref(),
+            requests,
+            concurrency,
+            tenants,
+            export_events,
+        ),
         Command::Bench {
             events,
             soak: true,

@@ -4,8 +4,16 @@
 //! ([`LakeEngine::tenant`]). Its only catalog, `custody`, holds one *view* per table of
 //! [`TENANT_TABLES`]: the table filtered to `tenant_id = T` in the logical plan itself. The
 //! tables are in no catalog, so no SQL text, join, subquery, alias or casing can name them;
-//! whatever a query does, it reads the tenant's views. The filter is pushed down into the
-//! Iceberg scan (file and row-group pruning) and applied again on the rows.
+//! whatever a query does, it reads the tenant's views.
+//!
+//! # How a table is read
+//! Iceberg plans, DataFusion reads. The files of the table's current snapshot that may hold
+//! the tenant's rows come from its manifests (partition `bucket(tenant_id)` and `tenant_id`
+//! bounds), parsed once per process ([`Warehouse::tenant_files`]); DataFusion's Parquet scan
+//! reads them with the query's filters: row groups and pages pruned by their statistics,
+//! filters evaluated while decoding (so a tenant's rows in a shared row group cost their own
+//! columns only), Parquet footers kept in the runtime's metadata cache. `tenant_id = T` is a
+//! filter of every scan, and applied again above it by the view.
 //!
 //! The contexts have no `information_schema`, no other catalog, no URL tables, and SQL runs
 //! with DDL, DML and statements (`SET`, `COPY`, …) refused. All queries share one memory pool
@@ -24,16 +32,25 @@ use custody_operators::verify::EventRow;
 use custody_schemas::tables;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::DataType;
+use datafusion::catalog::Session;
 use datafusion::catalog::{
     CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider, TableProvider,
 };
 use datafusion::common::ScalarValue;
+use datafusion::datasource::TableType;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
 use datafusion::datasource::provider_as_source;
 use datafusion::datasource::view::ViewTable;
+use datafusion::error::DataFusionError;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::logical_expr::TableProviderFilterPushDown;
 use datafusion::logical_expr::{Expr, LogicalPlanBuilder, col, lit};
-use iceberg_datafusion::IcebergStaticTableProvider;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
 
 /// The catalog (and schema) a tenant's queries see.
 pub const CATALOG: &str = "custody";
@@ -83,7 +100,6 @@ pub struct LakeEngine {
 pub struct TenantLake {
     ctx: SessionContext,
     tenant: String,
-    warehouse: Arc<Warehouse>,
 }
 
 /// The result of a SQL query: column names and rows (JSON values), at most the row limit.
@@ -115,11 +131,16 @@ impl LakeEngine {
         tenant: &str,
         names: &[&str],
     ) -> Result<TenantLake, QueryError> {
-        let config = SessionConfig::new()
+        let mut config = SessionConfig::new()
             .with_information_schema(false)
             .with_create_default_catalog_and_schema(false)
             .with_default_catalog_and_schema(CATALOG, CATALOG)
             .with_target_partitions(2);
+        // Filters are evaluated while decoding (late materialization): a tenant's few rows in a
+        // shared row group cost their own columns, not the whole group's payloads.
+        let parquet = &mut config.options_mut().execution.parquet;
+        parquet.pushdown_filters = true;
+        parquet.reorder_filters = true;
         let ctx = SessionContext::new_with_config_rt(config, runtime()?);
         let schema = Arc::new(MemorySchemaProvider::new());
         for &name in names {
@@ -127,11 +148,11 @@ impl LakeEngine {
                 return Err(QueryError::Invalid(format!("{name} is not a tenant table")));
             }
             let table = self.warehouse.table_current(name).await?;
-            let provider: Arc<dyn TableProvider> = Arc::new(
-                IcebergStaticTableProvider::try_new_from_table(table)
-                    .await
-                    .map_err(|e| QueryError::Engine(e.to_string()))?,
-            );
+            let provider: Arc<dyn TableProvider> = Arc::new(TenantTable::new(
+                Arc::clone(&self.warehouse),
+                table,
+                tenant,
+            )?);
             schema.register_table(name.to_string(), scoped(name, provider, tenant)?)?;
         }
         let catalog = Arc::new(MemoryCatalogProvider::new());
@@ -140,8 +161,111 @@ impl LakeEngine {
         Ok(TenantLake {
             ctx,
             tenant: tenant.to_string(),
-            warehouse: Arc::clone(&self.warehouse),
         })
+    }
+}
+
+/// One tenant's part of a Custody table: the data files of the table's current snapshot that
+/// may hold the tenant's rows ([`Warehouse::tenant_files`]), read by DataFusion's Parquet scan
+/// (row-group and page pruning, filters pushed into decoding, footers cached by the runtime),
+/// with `tenant_id = T` always among the scan's filters.
+#[derive(Debug)]
+struct TenantTable {
+    warehouse: Arc<Warehouse>,
+    table: iceberg::table::Table,
+    tenant: String,
+    schema: datafusion::arrow::datatypes::SchemaRef,
+}
+
+impl TenantTable {
+    fn new(
+        warehouse: Arc<Warehouse>,
+        table: iceberg::table::Table,
+        tenant: &str,
+    ) -> Result<Self, QueryError> {
+        let schema = iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema())
+            .map_err(|e| QueryError::Engine(e.to_string()))?;
+        Ok(TenantTable {
+            warehouse,
+            table,
+            tenant: tenant.to_string(),
+            schema: Arc::new(schema),
+        })
+    }
+
+    /// `tenant_id = T`, typed as the column is.
+    fn tenant_filter(&self) -> Result<Expr, QueryError> {
+        let field = self.schema.field_with_name("tenant_id");
+        let field = field.map_err(|e| QueryError::Engine(e.to_string()))?;
+        Ok(col("tenant_id").eq(lit(tenant_literal(field.data_type(), &self.tenant))))
+    }
+}
+
+#[async_trait::async_trait]
+impl TableProvider for TenantTable {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn schema(&self) -> datafusion::arrow::datatypes::SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> datafusion::error::Result<Vec<TableProviderFilterPushDown>> {
+        // Used for pruning and decoding, and applied again above the scan.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let external = |e: QueryError| DataFusionError::External(Box::new(e));
+        let files = self
+            .warehouse
+            .tenant_files(&self.table, &self.tenant)
+            .await
+            .map_err(|e| external(e.into()))?;
+        if files.is_empty() {
+            let schema = match projection {
+                Some(p) => Arc::new(self.schema.project(p)?),
+                None => Arc::clone(&self.schema),
+            };
+            return Ok(Arc::new(EmptyExec::new(schema)));
+        }
+        let urls = files
+            .iter()
+            .map(|f| ListingTableUrl::parse(&f.path))
+            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        let options =
+            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let config = ListingTableConfig::new_with_multi_paths(urls)
+            .with_listing_options(options)
+            .with_schema(Arc::clone(&self.schema));
+        let mut filters = filters.to_vec();
+        filters.push(self.tenant_filter().map_err(external)?);
+        ListingTable::try_new(config)?
+            .scan(state, projection, &filters, limit)
+            .await
+    }
+}
+
+/// `tenant` as a literal of a `tenant_id` column of type `data_type`.
+fn tenant_literal(data_type: &DataType, tenant: &str) -> ScalarValue {
+    match data_type {
+        DataType::LargeUtf8 => ScalarValue::LargeUtf8(Some(tenant.to_string())),
+        DataType::Utf8View => ScalarValue::Utf8View(Some(tenant.to_string())),
+        _ => ScalarValue::Utf8(Some(tenant.to_string())),
     }
 }
 
@@ -168,11 +292,7 @@ fn scoped(
 ) -> Result<Arc<dyn TableProvider>, QueryError> {
     let field = provider.schema().field_with_name("tenant_id").cloned();
     let field = field.map_err(|e| QueryError::Engine(format!("{name}: {e}")))?;
-    let tenant = match field.data_type() {
-        DataType::LargeUtf8 => ScalarValue::LargeUtf8(Some(tenant.to_string())),
-        DataType::Utf8View => ScalarValue::Utf8View(Some(tenant.to_string())),
-        _ => ScalarValue::Utf8(Some(tenant.to_string())),
-    };
+    let tenant = tenant_literal(field.data_type(), tenant);
     let plan = LogicalPlanBuilder::scan(name, provider_as_source(provider), None)?
         .filter(col("tenant_id").eq(lit(tenant)))?
         .build()?;
@@ -268,13 +388,53 @@ impl TenantLake {
             df = df.limit(0, Some(query.limit))?;
         }
         let batches = df.collect().await?;
-        let mut rows = self
-            .warehouse
-            .event_rows_of_tenant(&self.tenant, &batches)
-            .await?;
+        let mut rows = custody_operators::sinks::iceberg::event_rows(&batches)?;
         rows.retain(|r| query.matches(&self.tenant, r));
         rows.truncate(query.limit);
+        self.fill_prev_hashes(&mut rows).await?;
         Ok(rows)
+    }
+
+    /// Sets the `prev_hash` of rows whose predecessor in the chain was not among the rows read:
+    /// the `hash` at `seq - 1`, read with one query by position.
+    async fn fill_prev_hashes(&self, rows: &mut [EventRow]) -> Result<(), QueryError> {
+        use datafusion::arrow::array::{FixedSizeBinaryArray, Int64Array};
+        let missing: Vec<Expr> = rows
+            .iter()
+            .filter(|r| r.prev_hash.is_empty())
+            .map(|r| lit(r.seq - 1))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let batches = self
+            .ctx
+            .table(tables::EVENTS)
+            .await?
+            .filter(col("seq").in_list(missing, false))?
+            .select_columns(&["seq", "hash"])?
+            .collect()
+            .await?;
+        let mut found = std::collections::HashMap::new();
+        for batch in &batches {
+            let column = |i: usize| Arc::clone(batch.column(i));
+            let seqs = column(0);
+            let hashes = column(1);
+            let (Some(seqs), Some(hashes)) = (
+                seqs.as_any().downcast_ref::<Int64Array>(),
+                hashes.as_any().downcast_ref::<FixedSizeBinaryArray>(),
+            ) else {
+                return Err(QueryError::Engine("events: seq or hash mistyped".into()));
+            };
+            for i in 0..batch.num_rows() {
+                found.insert(seqs.value(i), hex::encode(hashes.value(i)));
+            }
+        }
+        for r in rows.iter_mut().filter(|r| r.prev_hash.is_empty()) {
+            // A predecessor that is not there (a damaged log) links to nothing.
+            r.prev_hash = found.remove(&(r.seq - 1)).unwrap_or_default();
+        }
+        Ok(())
     }
 
     /// The tenant's checkpoint of tree size `tree_size` (the first, if several were signed at

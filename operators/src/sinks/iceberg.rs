@@ -599,6 +599,8 @@ pub struct Warehouse {
     /// Tables loaded for queries, by name, reused while the catalog still points at the same
     /// metadata (a clone shares the table's cache of manifests).
     cached: Arc<std::sync::Mutex<HashMap<String, Table>>>,
+    /// Manifests parsed for queries, kept across table versions (they are immutable).
+    manifests: Arc<crate::file_index::ManifestCache>,
     /// A read-only connection pool on the catalog, to look up tables' metadata locations.
     lookups: sqlx::SqlitePool,
 }
@@ -642,6 +644,7 @@ impl Warehouse {
             catalog: Arc::new(catalog),
             root,
             cached: Arc::default(),
+            manifests: Arc::default(),
             lookups,
         })
     }
@@ -806,6 +809,16 @@ impl Warehouse {
             cached.insert(name.to_string(), table.clone());
         }
         Ok(table)
+    }
+
+    /// The live data files of `table` (of this warehouse) that may hold rows of `tenant`,
+    /// from manifests parsed once per process ([`crate::file_index`]).
+    pub async fn tenant_files(
+        &self,
+        table: &Table,
+        tenant: &str,
+    ) -> Result<Vec<crate::file_index::DataFileRef>> {
+        self.manifests.tenant_files(table, tenant).await
     }
 
     /// Loads a table by name.
@@ -1546,68 +1559,6 @@ impl Warehouse {
         Ok(rows)
     }
 
-    /// The events of `tenant` in `batches` (every column of `custody.events`, as a query
-    /// engine returns them) as rows, with their `prev_hash` (read from the lake when the row
-    /// before is not among them).
-    pub async fn event_rows_of_tenant(
-        &self,
-        tenant: &str,
-        batches: &[RecordBatch],
-    ) -> Result<Vec<EventRow>> {
-        let mut rows = Vec::new();
-        for batch in batches {
-            event_rows_of(batch, &mut rows)?;
-        }
-        self.fill_prev_hashes(tenant, &mut rows).await?;
-        Ok(rows)
-    }
-
-    /// Sets each row's `prev_hash` (not stored: the `hash` of the tenant's row before it): from
-    /// the row before it in `rows` when that is its predecessor, else read with one scan.
-    async fn fill_prev_hashes(&self, tenant: &str, rows: &mut [EventRow]) -> Result<()> {
-        use iceberg::expr::Reference;
-        use iceberg::spec::Datum;
-        link_rows(rows);
-        let missing: Vec<i64> = rows
-            .iter()
-            .filter(|r| r.prev_hash.is_empty())
-            .map(|r| r.seq - 1)
-            .collect();
-        if missing.is_empty() {
-            return Ok(());
-        }
-        let table = self.table(tables::EVENTS).await?;
-        let predicate = Reference::new("tenant_id")
-            .equal_to(Datum::string(tenant))
-            .and(Reference::new("seq").is_in(missing.iter().map(|&s| Datum::long(s))));
-        let stream = table
-            .scan()
-            .select(["tenant_id", "seq", "hash"])
-            .with_filter(predicate)
-            .build()?
-            .to_arrow()
-            .await?;
-        let batches: Vec<RecordBatch> = stream.try_collect().await?;
-        let mut found: HashMap<i64, String> = HashMap::new();
-        for batch in &batches {
-            let (tenants, seqs) = (
-                string_column(batch, "tenant_id")?,
-                int_column(batch, "seq")?,
-            );
-            let hash = fixed_column(batch, "hash", 32)?;
-            for i in 0..batch.num_rows() {
-                if tenants.value(i) == tenant {
-                    found.insert(seqs.value(i), hex::encode(hash.value(i)));
-                }
-            }
-        }
-        for r in rows.iter_mut().filter(|r| r.prev_hash.is_empty()) {
-            // A predecessor that is not there (a damaged log) links to nothing.
-            r.prev_hash = found.remove(&(r.seq - 1)).unwrap_or_default();
-        }
-        Ok(())
-    }
-
     /// Every event committed after epoch `after` (every event if `None`) up to `up_to`, as the
     /// views see it, with its epoch, in epoch order, to rebuild their state after a restart:
     /// the envelope of each event and its payload's facts (not the payload text, which keeps
@@ -2085,6 +2036,18 @@ impl<'a> EventColumns<'a> {
             },
         ))
     }
+}
+
+/// The event rows of `batches` (of `custody.events`), each linked to the row before it in
+/// the same tenant's chain when that row is among them ([`link_rows`]); the others'
+/// `prev_hash` is left empty for the caller to fill.
+pub fn event_rows(batches: &[RecordBatch]) -> Result<Vec<EventRow>> {
+    let mut rows = Vec::new();
+    for batch in batches {
+        event_rows_of(batch, &mut rows)?;
+    }
+    link_rows(&mut rows);
+    Ok(rows)
 }
 
 /// Appends the `EventRow`s of a batch of `custody.events`: the leaf hash recomputed, the
