@@ -7,9 +7,15 @@
 //! parses every manifest again for each new table version, and each epoch makes one; here
 //! manifests (immutable files, named uniquely) are parsed once per process and kept.
 //!
+//! A query bounded in `seq` (a page's window, a lookup by position) is narrowed further, to
+//! the files with a row group whose `tenant_id` and `seq` statistics admit both: a tenant's
+//! rows of a window sit in one or two of the dozens of files of its partitions. Those ranges
+//! are read once per file from its Parquet footer.
+//!
 //! # State and its bound
-//! Parsed manifest lists and manifests by path, at most [`ManifestCache::CAPACITY`] of each;
-//! past it the oldest are dropped (a table's live manifests are few after compaction).
+//! Parsed manifest lists, manifests and files' key ranges by path, at most
+//! [`ManifestCache::CAPACITY`] of each; past it the oldest are dropped (a table's live
+//! manifests are few after compaction).
 //!
 //! # Failure modes
 //! An unreadable manifest list or manifest is an error; a snapshot with delete files is an
@@ -42,6 +48,28 @@ pub struct DataFileRef {
 pub struct ManifestCache {
     lists: Mutex<Lru<ManifestList>>,
     manifests: Mutex<Lru<Manifest>>,
+    keys: Mutex<Lru<Vec<RowGroupKeys>>>,
+}
+
+/// What one row group holds of `tenant_id` and `seq` (its statistics; `None` if absent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RowGroupKeys {
+    tenants: Option<(Vec<u8>, Vec<u8>)>,
+    seqs: Option<(i64, i64)>,
+}
+
+impl RowGroupKeys {
+    /// Whether the group may hold a row of `tenant` with `seq` in `seqs`.
+    fn admits(&self, tenant: &str, seqs: &std::ops::Range<i64>) -> bool {
+        let tenant_ok = self.tenants.as_ref().is_none_or(|(lo, hi)| {
+            let t = tenant.as_bytes();
+            t >= lo.as_slice() && (t <= hi.as_slice() || t.starts_with(hi))
+        });
+        let seq_ok = self
+            .seqs
+            .is_none_or(|(lo, hi)| lo < seqs.end && hi >= seqs.start);
+        tenant_ok && seq_ok
+    }
 }
 
 /// A map of at most [`ManifestCache::CAPACITY`] entries dropping the oldest first.
@@ -111,9 +139,74 @@ impl ManifestCache {
         Ok(manifest)
     }
 
-    /// The live data files of `table`'s current snapshot that may hold rows of `tenant`, in
-    /// manifest order.
-    pub async fn tenant_files(&self, table: &Table, tenant: &str) -> Result<Vec<DataFileRef>> {
+    /// The `tenant_id` and `seq` ranges of each row group of `file`, from its footer.
+    async fn keys(&self, table: &Table, file: &DataFileRef) -> Result<Arc<Vec<RowGroupKeys>>> {
+        use parquet::errors::ParquetError;
+        use parquet::file::metadata::ParquetMetaDataReader;
+        if let Some(hit) = self.keys.lock().ok().and_then(|k| k.get(&file.path)) {
+            return Ok(hit);
+        }
+        let reader = table.file_io().new_input(&file.path)?.reader().await?;
+        let size = file.size;
+        let mut want = size.min(64 * 1024);
+        let metadata = loop {
+            let bytes = reader.read(size - want..size).await?;
+            let mut parser = ParquetMetaDataReader::new();
+            match parser.try_parse_sized(&bytes, size) {
+                Ok(()) => break parser.finish()?,
+                Err(ParquetError::NeedMoreData(n)) if n as u64 > want && n as u64 <= size => {
+                    want = n as u64
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let columns = metadata.file_metadata().schema_descr().columns();
+        let position = |name: &str| columns.iter().position(|c| c.name() == name);
+        let (tenant_at, seq_at) = (position("tenant_id"), position("seq"));
+        let mut groups = Vec::with_capacity(metadata.num_row_groups());
+        for group in metadata.row_groups() {
+            let stats = |at: Option<usize>| {
+                at.and_then(|i| group.column(i).statistics())
+                    .and_then(|s| Some((s.min_bytes_opt()?, s.max_bytes_opt()?)))
+            };
+            let seq = |b: &[u8]| b.try_into().ok().map(i64::from_le_bytes);
+            groups.push(RowGroupKeys {
+                tenants: stats(tenant_at).map(|(lo, hi)| (lo.to_vec(), hi.to_vec())),
+                seqs: stats(seq_at).and_then(|(lo, hi)| Some((seq(lo)?, seq(hi)?))),
+            });
+        }
+        let groups = Arc::new(groups);
+        if let Ok(mut keys) = self.keys.lock() {
+            keys.insert(file.path.clone(), Arc::clone(&groups));
+        }
+        Ok(groups)
+    }
+
+    /// The live data files of `table`'s current snapshot that may hold rows of `tenant`
+    /// (with `seq` in `seqs`, when given), in manifest order.
+    pub async fn tenant_files(
+        &self,
+        table: &Table,
+        tenant: &str,
+        seqs: Option<std::ops::Range<i64>>,
+    ) -> Result<Vec<DataFileRef>> {
+        let files = self.partition_files(table, tenant).await?;
+        let Some(seqs) = seqs else {
+            return Ok(files);
+        };
+        let mut out = Vec::with_capacity(files.len());
+        for file in files {
+            let keys = self.keys(table, &file).await?;
+            if keys.iter().any(|g| g.admits(tenant, &seqs)) {
+                out.push(file);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The live data files of `table`'s current snapshot whose partition and `tenant_id`
+    /// bounds admit `tenant`.
+    async fn partition_files(&self, table: &Table, tenant: &str) -> Result<Vec<DataFileRef>> {
         let metadata = table.metadata();
         let Some(snapshot) = metadata.current_snapshot() else {
             return Ok(Vec::new());
@@ -232,6 +325,25 @@ mod tests {
         assert!(!within_bounds("tenant-06", Some(&a), Some(&truncated)));
         // No bounds: the file may hold anything.
         assert!(within_bounds("x", None, None));
+    }
+
+    #[test]
+    fn row_groups_admit_a_tenant_and_positions_they_may_hold() {
+        let group = RowGroupKeys {
+            tenants: Some((b"tenant-0100".to_vec(), b"tenant-0200".to_vec())),
+            seqs: Some((40, 90)),
+        };
+        assert!(group.admits("tenant-0150", &(0..41)));
+        assert!(group.admits("tenant-0100", &(90..91)));
+        assert!(!group.admits("tenant-0150", &(0..40)));
+        assert!(!group.admits("tenant-0150", &(91..100)));
+        assert!(!group.admits("tenant-0201", &(0..100)));
+        // Missing statistics admit everything.
+        let blind = RowGroupKeys {
+            tenants: None,
+            seqs: None,
+        };
+        assert!(blind.admits("anyone", &(5..6)));
     }
 
     #[test]

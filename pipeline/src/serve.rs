@@ -701,10 +701,10 @@ async fn causes(
         Ok(lake) => lake,
         Err(response) => return *response,
     };
-    // Causes are nearly always in the event's session: the event is read by its position,
-    // then its session once, and the parents followed in memory; a parent in another session
-    // is read by its position and its session loaded in turn. Two reads for a usual chain,
-    // not one per hop.
+    // Causes are nearly always in the event's session: an event not yet loaded is read by its
+    // position (unlinked, without its predecessor's hash), then its whole session once, and the
+    // parents followed in memory; a parent in another session is read the same way. Three reads
+    // for a usual chain, not one per hop.
     let mut chain = Vec::new();
     let mut next = Some(event_id.clone());
     let mut seen = std::collections::HashSet::new();
@@ -715,44 +715,58 @@ async fn causes(
         if !seen.insert(id.clone()) || chain.len() >= MAX_SESSION {
             break;
         }
-        let row = match loaded.remove(&id) {
-            Some(row) => Some(row),
-            None => {
-                // The event index gives the position, so the lake reads only the files that
-                // hold it.
-                let seq = state
-                    .logs
-                    .lock()
-                    .ok()
-                    .and_then(|logs| logs.seq_of(&tenant, &id));
+        if !loaded.contains_key(&id) {
+            // The event index gives the position, so the lake reads only the files that hold it.
+            let seq = state
+                .logs
+                .lock()
+                .ok()
+                .and_then(|logs| logs.seq_of(&tenant, &id));
+            let query = EventQuery {
+                event_ids: Some(vec![id.clone()]),
+                seqs: seq.map(|s| vec![s]),
+                limit: 1,
+                unlinked: true,
+                ..EventQuery::default()
+            };
+            let row = match query_lake(&lake, &tenant, query).await {
+                Ok(mut rows) => rows.pop(),
+                Err(e) => return lake_failed("causal chain query", e),
+            };
+            let Some(row) = row else { break };
+            if sessions_read.insert(row.session_id.clone()) {
+                // Causes are recorded before their effects: the session's events up to this
+                // one, which prunes every later file. A parent recorded later (out of order)
+                // is read by its position like any event not loaded.
                 let query = EventQuery {
-                    event_ids: Some(vec![id]),
-                    seqs: seq.map(|s| vec![s]),
+                    session_id: Some(row.session_id.clone()),
+                    seq_range: Some((0, row.seq as u64 + 1)),
+                    limit: MAX_SESSION,
+                    ..EventQuery::default()
+                };
+                match query_lake(&lake, &tenant, query).await {
+                    Ok(rows) => loaded.extend(rows.into_iter().map(|r| (r.event_id.clone(), r))),
+                    Err(e) => return lake_failed("causal chain query", e),
+                }
+            }
+            if !loaded.contains_key(&id) {
+                // Its session was read already, or past its limit: read it again, linked.
+                let query = EventQuery {
+                    event_ids: Some(vec![id.clone()]),
+                    seqs: Some(vec![row.seq as u64]),
                     limit: 1,
                     ..EventQuery::default()
                 };
                 match query_lake(&lake, &tenant, query).await {
-                    Ok(mut rows) => rows.pop(),
+                    Ok(rows) => loaded.extend(rows.into_iter().map(|r| (r.event_id.clone(), r))),
                     Err(e) => return lake_failed("causal chain query", e),
                 }
             }
-        };
-        let Some(row) = row else { break };
-        next = row.parent_event_id.clone();
-        if let Some(parent) = &next
-            && !loaded.contains_key(parent)
-            && sessions_read.insert(row.session_id.clone())
-        {
-            let query = EventQuery {
-                session_id: Some(row.session_id.clone()),
-                limit: MAX_SESSION,
-                ..EventQuery::default()
-            };
-            match query_lake(&lake, &tenant, query).await {
-                Ok(rows) => loaded.extend(rows.into_iter().map(|r| (r.event_id.clone(), r))),
-                Err(e) => return lake_failed("causal chain query", e),
-            }
         }
+        let Some(row) = loaded.remove(&id) else {
+            break;
+        };
+        next = row.parent_event_id.clone();
         chain.push(row);
     }
     if chain.is_empty() {

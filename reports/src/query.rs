@@ -233,7 +233,7 @@ impl TableProvider for TenantTable {
         let external = |e: QueryError| DataFusionError::External(Box::new(e));
         let files = self
             .warehouse
-            .tenant_files(&self.table, &self.tenant)
+            .tenant_files(&self.table, &self.tenant, seq_bounds(filters))
             .await
             .map_err(|e| external(e.into()))?;
         if files.is_empty() {
@@ -260,6 +260,51 @@ impl TableProvider for TenantTable {
     }
 }
 
+/// The positions `filters` (conjuncts) allow, from their bounds on `seq` and lists of it;
+/// `None` when they do not bound it.
+fn seq_bounds(filters: &[Expr]) -> Option<std::ops::Range<i64>> {
+    use datafusion::logical_expr::{BinaryExpr, Operator, expr::InList, utils::split_conjunction};
+    let is_seq = |e: &Expr| matches!(e, Expr::Column(c) if c.name == "seq");
+    let int = |e: &Expr| match e {
+        Expr::Literal(ScalarValue::Int64(Some(v)), _) => Some(*v),
+        _ => None,
+    };
+    let mut range: Option<std::ops::Range<i64>> = None;
+    let mut narrow = |lo: i64, hi: i64| {
+        let r = range.get_or_insert(i64::MIN..i64::MAX);
+        *r = r.start.max(lo)..r.end.min(hi);
+    };
+    for conjunct in filters.iter().flat_map(split_conjunction) {
+        match conjunct {
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) if is_seq(left) => {
+                let Some(v) = int(right) else { continue };
+                match op {
+                    Operator::Eq => narrow(v, v.saturating_add(1)),
+                    Operator::GtEq => narrow(v, i64::MAX),
+                    Operator::Gt => narrow(v.saturating_add(1), i64::MAX),
+                    Operator::Lt => narrow(i64::MIN, v),
+                    Operator::LtEq => narrow(i64::MIN, v.saturating_add(1)),
+                    _ => {}
+                }
+            }
+            Expr::InList(InList {
+                expr,
+                list,
+                negated: false,
+            }) if is_seq(expr) => {
+                let values: Option<Vec<i64>> = list.iter().map(int).collect();
+                if let Some(values) = values
+                    && let (Some(lo), Some(hi)) = (values.iter().min(), values.iter().max())
+                {
+                    narrow(*lo, hi.saturating_add(1));
+                }
+            }
+            _ => {}
+        }
+    }
+    range
+}
+
 /// `tenant` as a literal of a `tenant_id` column of type `data_type`.
 fn tenant_literal(data_type: &DataType, tenant: &str) -> ScalarValue {
     match data_type {
@@ -272,6 +317,10 @@ fn tenant_literal(data_type: &DataType, tenant: &str) -> ScalarValue {
 /// Memory every lake query of the process shares; a query past it fails, not the process.
 pub const MEMORY_LIMIT: usize = 512 * 1024 * 1024;
 
+/// Parquet footers and page indexes kept for the process's queries (data files are immutable;
+/// a footer of a compacted file is tens of KiB).
+pub const METADATA_CACHE: usize = 256 * 1024 * 1024;
+
 /// The runtime (and memory pool) of every query context.
 fn runtime() -> Result<Arc<RuntimeEnv>, QueryError> {
     static RUNTIME: OnceLock<Arc<RuntimeEnv>> = OnceLock::new();
@@ -280,6 +329,7 @@ fn runtime() -> Result<Arc<RuntimeEnv>, QueryError> {
     }
     let built = RuntimeEnvBuilder::new()
         .with_memory_limit(MEMORY_LIMIT, 1.0)
+        .with_metadata_cache_limit(METADATA_CACHE)
         .build_arc()?;
     Ok(Arc::clone(RUNTIME.get_or_init(|| built)))
 }
@@ -391,7 +441,9 @@ impl TenantLake {
         let mut rows = custody_operators::sinks::iceberg::event_rows(&batches)?;
         rows.retain(|r| query.matches(&self.tenant, r));
         rows.truncate(query.limit);
-        self.fill_prev_hashes(&mut rows).await?;
+        if !query.unlinked {
+            self.fill_prev_hashes(&mut rows).await?;
+        }
         Ok(rows)
     }
 
@@ -546,5 +598,35 @@ fn json_value(
                 .map_or(serde_json::Value::Null, Into::into)
         }
         _ => format.value(i).to_string().into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seq_bounds_come_from_comparisons_and_lists_only() {
+        let seq = || col("seq");
+        assert_eq!(
+            seq_bounds(&[seq().gt_eq(lit(10i64)).and(seq().lt(lit(20i64)))]),
+            Some(10..20)
+        );
+        assert_eq!(seq_bounds(&[seq().eq(lit(7i64))]), Some(7..8));
+        assert_eq!(
+            seq_bounds(&[
+                seq().gt(lit(3i64)),
+                seq().in_list(vec![lit(9i64), lit(2i64), lit(30i64)], false)
+            ]),
+            Some(4..31)
+        );
+        assert_eq!(seq_bounds(&[seq().lt_eq(lit(5i64))]), Some(i64::MIN..6));
+        // Anything else leaves `seq` unbounded.
+        assert_eq!(seq_bounds(&[col("tenant_id").eq(lit("t"))]), None);
+        assert_eq!(seq_bounds(&[seq().in_list(vec![lit(1i64)], true)]), None);
+        assert_eq!(
+            seq_bounds(&[seq().gt(lit(1i64)).or(seq().lt(lit(0i64)))]),
+            None
+        );
     }
 }

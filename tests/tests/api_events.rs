@@ -45,6 +45,7 @@ fn events_page_through_a_tenant_and_never_across() {
 
     // Page through tenant-0000 with 137 per page.
     let mut seen = Vec::new();
+    let mut hash_at: std::collections::HashMap<i64, String> = Default::default();
     let mut cursor: Option<String> = None;
     let mut first_cursor = None;
     loop {
@@ -56,6 +57,10 @@ fn events_page_through_a_tenant_and_never_across() {
         assert_eq!(code, 200, "{page}");
         for e in page["events"].as_array().unwrap() {
             assert_eq!(e["tenant_id"], "tenant-0000");
+            hash_at.insert(
+                e["seq"].as_i64().unwrap(),
+                e["hash"].as_str().unwrap().to_string(),
+            );
             // This test's own requests are recorded in the log as it pages through it.
             if e["event_type"] != ACCESS {
                 seen.push(e["seq"].as_i64().unwrap());
@@ -70,6 +75,18 @@ fn events_page_through_a_tenant_and_never_across() {
         }
     }
     assert_eq!(seen, expected, "every event once, in chain order");
+    // Every row served links to the hash of the row before it in the chain, however it was
+    // selected (a filtered page, a session, a causal chain read its neighbours separately).
+    let linked = |rows: &[Value], what: &str| {
+        for e in rows {
+            let seq = e["seq"].as_i64().unwrap();
+            let want = match seq {
+                0 => "0".repeat(64),
+                s => hash_at[&(s - 1)].clone(),
+            };
+            assert_eq!(e["prev_hash"].as_str(), Some(want.as_str()), "{what}: {e}");
+        }
+    };
 
     // Filters.
     let (code, page) = get(
@@ -80,6 +97,7 @@ fn events_page_through_a_tenant_and_never_across() {
     assert_eq!(code, 200);
     let tools = page["events"].as_array().unwrap();
     assert!(!tools.is_empty() && tools.iter().all(|e| e["event_type"] == "TOOL_CALLED"));
+    linked(tools, "a filtered page");
     // A type that does not exist (an injection attempt, or lower case) is an error, not an
     // empty page.
     for ty in ["TOOL_CALLED%27%20OR%20%271%27=%271", "tool_called"] {
@@ -198,6 +216,7 @@ fn events_page_through_a_tenant_and_never_across() {
         session["narrative"].as_array().unwrap().len(),
         session_events.len()
     );
+    linked(session_events, "a session");
     let id = with_parent["event_id"].as_str().unwrap();
     let (code, chain) = get(
         &addr,
@@ -211,6 +230,7 @@ fn events_page_through_a_tenant_and_never_across() {
         assert_eq!(pair[0]["parent_event_id"], pair[1]["event_id"]);
     }
     assert!(causes.last().unwrap()["parent_event_id"].is_null());
+    linked(causes, "a causal chain");
     let (code, _) = get(
         &addr,
         &format!("/v1/tenants/tenant-0000/sessions/{session_id}"),

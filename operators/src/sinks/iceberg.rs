@@ -811,14 +811,15 @@ impl Warehouse {
         Ok(table)
     }
 
-    /// The live data files of `table` (of this warehouse) that may hold rows of `tenant`,
-    /// from manifests parsed once per process ([`crate::file_index`]).
+    /// The live data files of `table` (of this warehouse) that may hold rows of `tenant` (with
+    /// `seq` in `seqs`, when given), from manifests and footers read once per process ([`crate::file_index`]).
     pub async fn tenant_files(
         &self,
         table: &Table,
         tenant: &str,
+        seqs: Option<std::ops::Range<i64>>,
     ) -> Result<Vec<crate::file_index::DataFileRef>> {
-        self.manifests.tenant_files(table, tenant).await
+        self.manifests.tenant_files(table, tenant, seqs).await
     }
 
     /// Loads a table by name.
@@ -1903,6 +1904,9 @@ pub struct EventQuery {
     pub end_seq: Option<u64>,
     /// Only positions in `start..end` (a window of a page).
     pub seq_range: Option<(u64, u64)>,
+    /// Leave `prev_hash` empty where the row before is not among those read (saves a read
+    /// when only the rows' contents are wanted).
+    pub unlinked: bool,
 }
 
 impl EventQuery {
