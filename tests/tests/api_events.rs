@@ -98,6 +98,29 @@ fn events_page_through_a_tenant_and_never_across() {
     let tools = page["events"].as_array().unwrap();
     assert!(!tools.is_empty() && tools.iter().all(|e| e["event_type"] == "TOOL_CALLED"));
     linked(tools, "a filtered page");
+    // A short filtered page (read as one small window, filtered by the server) and the page
+    // after it agree with the long one, links included.
+    let (code, short) = get(
+        &addr,
+        "/v1/tenants/tenant-0000/events?type=TOOL_CALLED&limit=7",
+        "token-a",
+    );
+    assert_eq!(code, 200, "{short}");
+    let (code, next) = get(
+        &addr,
+        &format!(
+            "/v1/tenants/tenant-0000/events?type=TOOL_CALLED&limit=7&cursor={}",
+            short["next_cursor"].as_str().unwrap()
+        ),
+        "token-a",
+    );
+    assert_eq!(code, 200, "{next}");
+    let pages: Vec<Value> = [&short, &next]
+        .iter()
+        .flat_map(|p| p["events"].as_array().unwrap().clone())
+        .collect();
+    assert_eq!(pages.as_slice(), &tools[..14]);
+    linked(&pages, "short filtered pages");
     // A type that does not exist (an injection attempt, or lower case) is an error, not an
     // empty page.
     for ty in ["TOOL_CALLED%27%20OR%20%271%27=%271", "tool_called"] {
