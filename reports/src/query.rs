@@ -317,9 +317,6 @@ fn tenant_literal(data_type: &DataType, tenant: &str) -> ScalarValue {
 /// Memory every lake query of the process shares; a query past it fails, not the process.
 pub const MEMORY_LIMIT: usize = 512 * 1024 * 1024;
 
-/// The widest window of positions a filtered page reads whole (filtering its rows itself).
-const WHOLE_WINDOW: u64 = 2048;
-
 /// Parquet footers and page indexes kept for the process's queries (data files are immutable;
 /// a footer of a compacted file is tens of KiB).
 pub const METADATA_CACHE: usize = 256 * 1024 * 1024;
@@ -380,31 +377,15 @@ impl TenantLake {
         let mut start = query.after_seq.map_or(0, |a| a + 1);
         let mut window = (query.limit as u64).saturating_mul(8).max(512);
         let mut rows: Vec<EventRow> = Vec::new();
-        let filtered = query.has_row_filters();
         while start < end && rows.len() < query.limit {
             let stop = start.saturating_add(window).min(end);
-            if filtered && stop - start <= WHOLE_WINDOW {
-                // A small window of a filtered page is read whole, from the row before it, and
-                // filtered here: every row kept then links to its predecessor without a second
-                // read. Wider windows push the filters into the scan instead.
-                let whole = EventQuery {
-                    seq_range: Some((start.saturating_sub(1), stop)),
-                    limit: usize::MAX,
-                    unlinked: true,
-                    ..EventQuery::default()
-                };
-                let mut part = self.events_once(&whole).await?;
-                part.retain(|r| r.seq as u64 >= start && query.matches(&self.tenant, r));
-                rows.extend(part);
-            } else {
-                let part = EventQuery {
-                    seq_range: Some((start, stop)),
-                    limit: query.limit - rows.len(),
-                    end_seq: None,
-                    ..query.clone()
-                };
-                rows.extend(self.events_once(&part).await?);
-            }
+            let part = EventQuery {
+                seq_range: Some((start, stop)),
+                limit: query.limit - rows.len(),
+                end_seq: None,
+                ..query.clone()
+            };
+            rows.extend(self.events_once(&part).await?);
             start = stop;
             window = window.saturating_mul(4);
         }

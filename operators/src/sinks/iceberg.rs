@@ -1910,19 +1910,6 @@ pub struct EventQuery {
 }
 
 impl EventQuery {
-    /// Whether the query selects rows by their contents (type, agent, user, session, ids, time,
-    /// model version), not only by position.
-    pub fn has_row_filters(&self) -> bool {
-        self.event_type.is_some()
-            || self.agent_id.is_some()
-            || self.user_id.is_some()
-            || self.session_id.is_some()
-            || self.event_ids.is_some()
-            || self.from_us.is_some()
-            || self.to_us.is_some()
-            || self.model_version.is_some()
-    }
-
     /// Whether `r`, a row of `tenant`, passes every filter (the page aside).
     pub fn matches(&self, tenant: &str, r: &EventRow) -> bool {
         let time = custody_schemas::time::parse_rfc3339(&r.event_time).unwrap_or(i64::MIN);
