@@ -216,13 +216,11 @@ impl ManifestCache {
             .field_by_name("tenant_id")
             .map(|f| f.id);
         let list = self.list(table, snapshot.manifest_list()).await?;
+        let deletes = || Error::Unsupported(format!("{} has delete files", table.identifier()));
         let mut out = Vec::new();
         for file in list.entries() {
             if file.content != ManifestContentType::Data {
-                return Err(Error::Unsupported(format!(
-                    "{} has delete files",
-                    table.identifier()
-                )));
+                return Err(deletes());
             }
             let manifest = self.manifest(table, file).await?;
             let partition = tenant_partition(manifest.metadata().partition_spec(), tenant_field);
@@ -232,10 +230,7 @@ impl ManifestCache {
             for entry in manifest.entries().iter().filter(|e| e.is_alive()) {
                 let data = entry.data_file();
                 if data.content_type() != DataContentType::Data {
-                    return Err(Error::Unsupported(format!(
-                        "{} has delete files",
-                        table.identifier()
-                    )));
+                    return Err(deletes());
                 }
                 if let (Some((index, _)), Some(wanted)) = (partition, wanted)
                     && data.partition().fields().get(index).cloned().flatten()

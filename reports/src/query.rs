@@ -175,6 +175,8 @@ struct TenantTable {
     table: iceberg::table::Table,
     tenant: String,
     schema: datafusion::arrow::datatypes::SchemaRef,
+    /// `tenant_id = T`, a filter of every scan.
+    tenant_filter: Expr,
 }
 
 impl TenantTable {
@@ -185,19 +187,14 @@ impl TenantTable {
     ) -> Result<Self, QueryError> {
         let schema = iceberg::arrow::schema_to_arrow_schema(table.metadata().current_schema())
             .map_err(|e| QueryError::Engine(e.to_string()))?;
+        let tenant_filter = tenant_eq(&schema, tenant)?;
         Ok(TenantTable {
             warehouse,
             table,
             tenant: tenant.to_string(),
             schema: Arc::new(schema),
+            tenant_filter,
         })
-    }
-
-    /// `tenant_id = T`, typed as the column is.
-    fn tenant_filter(&self) -> Result<Expr, QueryError> {
-        let field = self.schema.field_with_name("tenant_id");
-        let field = field.map_err(|e| QueryError::Engine(e.to_string()))?;
-        Ok(col("tenant_id").eq(lit(tenant_literal(field.data_type(), &self.tenant))))
     }
 }
 
@@ -253,7 +250,7 @@ impl TableProvider for TenantTable {
             .with_listing_options(options)
             .with_schema(Arc::clone(&self.schema));
         let mut filters = filters.to_vec();
-        filters.push(self.tenant_filter().map_err(external)?);
+        filters.push(self.tenant_filter.clone());
         ListingTable::try_new(config)?
             .scan(state, projection, &filters, limit)
             .await
@@ -305,13 +302,19 @@ fn seq_bounds(filters: &[Expr]) -> Option<std::ops::Range<i64>> {
     range
 }
 
-/// `tenant` as a literal of a `tenant_id` column of type `data_type`.
-fn tenant_literal(data_type: &DataType, tenant: &str) -> ScalarValue {
-    match data_type {
+/// `tenant_id = tenant`, the literal typed as the `tenant_id` column of `schema` is.
+fn tenant_eq(
+    schema: &datafusion::arrow::datatypes::Schema,
+    tenant: &str,
+) -> Result<Expr, QueryError> {
+    let field = schema.field_with_name("tenant_id");
+    let field = field.map_err(|e| QueryError::Engine(e.to_string()))?;
+    let tenant = match field.data_type() {
         DataType::LargeUtf8 => ScalarValue::LargeUtf8(Some(tenant.to_string())),
         DataType::Utf8View => ScalarValue::Utf8View(Some(tenant.to_string())),
         _ => ScalarValue::Utf8(Some(tenant.to_string())),
-    }
+    };
+    Ok(col("tenant_id").eq(lit(tenant)))
 }
 
 /// Memory every lake query of the process shares; a query past it fails, not the process.
@@ -340,11 +343,10 @@ fn scoped(
     provider: Arc<dyn TableProvider>,
     tenant: &str,
 ) -> Result<Arc<dyn TableProvider>, QueryError> {
-    let field = provider.schema().field_with_name("tenant_id").cloned();
-    let field = field.map_err(|e| QueryError::Engine(format!("{name}: {e}")))?;
-    let tenant = tenant_literal(field.data_type(), tenant);
+    let filter = tenant_eq(&provider.schema(), tenant)
+        .map_err(|e| QueryError::Engine(format!("{name}: {e}")))?;
     let plan = LogicalPlanBuilder::scan(name, provider_as_source(provider), None)?
-        .filter(col("tenant_id").eq(lit(tenant)))?
+        .filter(filter)?
         .build()?;
     Ok(Arc::new(ViewTable::new(plan, None)))
 }
@@ -469,12 +471,12 @@ impl TenantLake {
             .await?;
         let mut found = std::collections::HashMap::new();
         for batch in &batches {
-            let column = |i: usize| Arc::clone(batch.column(i));
-            let seqs = column(0);
-            let hashes = column(1);
             let (Some(seqs), Some(hashes)) = (
-                seqs.as_any().downcast_ref::<Int64Array>(),
-                hashes.as_any().downcast_ref::<FixedSizeBinaryArray>(),
+                batch.column(0).as_any().downcast_ref::<Int64Array>(),
+                batch
+                    .column(1)
+                    .as_any()
+                    .downcast_ref::<FixedSizeBinaryArray>(),
             ) else {
                 return Err(QueryError::Engine("events: seq or hash mistyped".into()));
             };
