@@ -16,7 +16,11 @@
 //!   into a new sorted `.run` (renamed over the old, then `.idx` emptied). A lookup is a binary
 //!   search of `.run` and a scan of `.idx`: a few reads, whatever the history; each record is
 //!   rewritten a bounded number of times on average (the runs grow geometrically).
-//! - `indexed.json`: the last epoch whose events are all written.
+//! - `chains/<id>.hashes`: one tenant's chain hashes by position, 32 bytes each (event `seq`
+//!   at byte `32·seq`), so that a row read alone from the lake is linked to its predecessor
+//!   without a second read ([`ChainHashes`]).
+//! - `indexed.json`: the last epoch whose events are all written, and the store's format
+//!   ([`FORMAT`]); a store of another format is rebuilt from the lake.
 //!
 //! Nothing here is trusted: a node read from disk only ever ends up in a proof, and a proof
 //! verifies against the signed checkpoint or it does not.
@@ -46,8 +50,11 @@ use crate::record::Epoch;
 const RECORD: usize = 24;
 /// Least records in a bucket's unsorted tail before it is merged into the sorted run.
 pub const MERGE_AT: u64 = 2048;
-/// Bytes of one node.
+/// Bytes of one node (and of one chain hash).
 const NODE: u64 = 32;
+/// The layout written here; a store written in another is cleared on open (and rebuilt from
+/// the lake by its owner).
+pub const FORMAT: u64 = 2;
 
 /// Nodes stored for a tree of `n` leaves.
 fn nodes_for(n: u64) -> u64 {
@@ -89,6 +96,9 @@ struct Tree {
     edge: Vec<Hash>,
 }
 
+/// The store's directories.
+const SUBDIRS: [&str; 3] = ["trees", "ids", "chains"];
+
 /// The proof store of one warehouse.
 #[derive(Debug)]
 pub struct ProofStore {
@@ -117,27 +127,37 @@ fn tenant_file(dir: &Path, tenant: &str) -> PathBuf {
         .join(format!("{}.nodes", hex::encode(&d[..16])))
 }
 
-/// One event to store: `(tenant, seq, event_id, leaf hash)`.
-pub type StoredEvent<'a> = (&'a str, u64, &'a str, Hash);
+fn chain_file(dir: &Path, tenant: &str) -> PathBuf {
+    let d = Sha256::digest(tenant.as_bytes());
+    dir.join("chains")
+        .join(format!("{}.hashes", hex::encode(&d[..16])))
+}
+
+/// One event to store: `(tenant, seq, event_id, leaf hash, chain hash)`.
+pub type StoredEvent<'a> = (&'a str, u64, &'a str, Hash, Hash);
 
 impl ProofStore {
     /// Opens (creating) the store in `dir` (`<warehouse>/proofs`).
     pub fn open(dir: &Path) -> std::io::Result<Self> {
-        std::fs::create_dir_all(dir.join("trees"))?;
-        std::fs::create_dir_all(dir.join("ids"))?;
-        let indexed = match std::fs::read(dir.join("indexed.json")) {
-            Ok(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes)
-                .ok()
-                .and_then(|v| v["epoch"].as_u64()),
+        for sub in SUBDIRS {
+            std::fs::create_dir_all(dir.join(sub))?;
+        }
+        let marker = match std::fs::read(dir.join("indexed.json")) {
+            Ok(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes).ok(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(e),
         };
-        Ok(ProofStore {
+        let mut store = ProofStore {
             dir: dir.to_path_buf(),
             trees: HashMap::new(),
-            indexed,
+            indexed: marker.as_ref().and_then(|v| v["epoch"].as_u64()),
             merge_at: MERGE_AT,
-        })
+        };
+        if store.indexed.is_some() && marker.and_then(|v| v["format"].as_u64()) != Some(FORMAT) {
+            // Written by an older Custody (no chain hashes): everything is written again.
+            store.clear()?;
+        }
+        Ok(store)
     }
 
     /// The last epoch whose events are all stored.
@@ -149,7 +169,7 @@ impl ProofStore {
     pub fn clear(&mut self) -> std::io::Result<()> {
         self.trees.clear();
         self.indexed = None;
-        for sub in ["trees", "ids"] {
+        for sub in SUBDIRS {
             let path = self.dir.join(sub);
             if path.exists() {
                 std::fs::remove_dir_all(&path)?;
@@ -199,14 +219,17 @@ impl ProofStore {
         epoch: Epoch,
         events: impl IntoIterator<Item = StoredEvent<'a>>,
     ) -> std::io::Result<()> {
-        let mut by_tenant: HashMap<&str, Vec<(u64, Hash)>> = HashMap::new();
+        let mut by_tenant: HashMap<&str, Vec<(u64, Hash, Hash)>> = HashMap::new();
         let mut buckets: Vec<Vec<u8>> = vec![Vec::new(); 256];
-        for (tenant, seq, id, leaf) in events {
+        for (tenant, seq, id, leaf, chain) in events {
             let key = id_key(tenant, id);
             let bucket = &mut buckets[key[0] as usize];
             bucket.extend_from_slice(&key);
             bucket.extend_from_slice(&seq.to_le_bytes());
-            by_tenant.entry(tenant).or_default().push((seq, leaf));
+            by_tenant
+                .entry(tenant)
+                .or_default()
+                .push((seq, leaf, chain));
         }
         for (i, records) in buckets.iter().enumerate() {
             if !records.is_empty() {
@@ -214,9 +237,10 @@ impl ProofStore {
             }
         }
         for (tenant, mut leaves) in by_tenant {
-            leaves.sort_unstable_by_key(|(seq, _)| *seq);
+            leaves.sort_unstable_by_key(|(seq, ..)| *seq);
+            write_chain(&chain_file(&self.dir, tenant), &leaves)?;
             let tree = self.tree(tenant)?;
-            if let Some(&(first, _)) = leaves.first()
+            if let Some(&(first, ..)) = leaves.first()
                 && first < tree.size
             {
                 // Written again after a crash: what follows `first` is rewritten, so a torn
@@ -227,7 +251,7 @@ impl ProofStore {
                 tree.size = first;
             }
             let mut out = Vec::new();
-            for (seq, leaf) in leaves {
+            for (seq, leaf, _) in leaves {
                 if seq < tree.size {
                     continue;
                 }
@@ -260,7 +284,7 @@ impl ProofStore {
         }
         let marker = self.dir.join("indexed.json");
         let tmp = marker.with_extension("json.tmp");
-        std::fs::write(&tmp, format!("{{\"epoch\":{epoch}}}"))?;
+        std::fs::write(&tmp, format!("{{\"epoch\":{epoch},\"format\":{FORMAT}}}"))?;
         std::fs::rename(&tmp, &marker)?;
         self.indexed = Some(epoch);
         Ok(())
@@ -380,6 +404,73 @@ impl ProofStore {
             file: File::open(&tree.path)?,
             size,
         }))
+    }
+}
+
+/// Writes the chain hashes of `events` (sorted by seq) at their positions in `path`. Written
+/// again after a crash, the file is cut back to the first position written again. Positions
+/// past a gap (a file lost or cut short) are not written: readers go to the lake for them.
+fn write_chain(path: &Path, events: &[(u64, Hash, Hash)]) -> std::io::Result<()> {
+    let Some(&(first, ..)) = events.first() else {
+        return Ok(());
+    };
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    let stored = file.metadata()?.len() / NODE;
+    if first > stored {
+        return Ok(());
+    }
+    if first < stored {
+        file.set_len(first * NODE)?;
+    }
+    let mut out = Vec::with_capacity(events.len() * NODE as usize);
+    for (i, (seq, _, chain)) in events.iter().enumerate() {
+        if *seq != first + i as u64 {
+            break;
+        }
+        out.extend_from_slice(chain);
+    }
+    file.write_all_at(&out, first * NODE)
+}
+
+/// Reads chain hashes by position from a proof store's `chains/` files: no lock, no state,
+/// nothing trusted (a reader checks each hash against the row it links).
+#[derive(Clone, Debug)]
+pub struct ChainHashes {
+    dir: PathBuf,
+}
+
+impl ChainHashes {
+    /// The chain hashes of the proof store in `dir` (`<warehouse>/proofs`).
+    pub fn at(dir: &Path) -> Self {
+        ChainHashes {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// The chain hash at each of `seqs` in `tenant`'s log, `None` where not stored (yet).
+    pub fn get(&self, tenant: &str, seqs: &[u64]) -> std::io::Result<Vec<Option<Hash>>> {
+        let file = match File::open(chain_file(&self.dir, tenant)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(vec![None; seqs.len()]);
+            }
+            Err(e) => return Err(e),
+        };
+        let stored = file.metadata()?.len() / NODE;
+        seqs.iter()
+            .map(|&seq| {
+                if seq >= stored {
+                    return Ok(None);
+                }
+                let mut hash = [0u8; 32];
+                file.read_exact_at(&mut hash, seq * NODE)?;
+                Ok(Some(hash))
+            })
+            .collect()
     }
 }
 
@@ -524,6 +615,11 @@ mod tests {
             .collect()
     }
 
+    /// A stand-in chain hash of position `i`.
+    fn chain(i: usize) -> Hash {
+        Sha256::digest(((i as u64 + 1) << 40).to_le_bytes()).into()
+    }
+
     /// Lookups find every event (and nothing else) while tails are merged into sorted runs,
     /// after a crash between a merge's rename and the tail's truncation, and after a torn
     /// record at a tail's end.
@@ -539,7 +635,7 @@ mod tests {
             store
                 .append(
                     epoch as u64,
-                    (at..at + batch).map(|i| ("t", i as u64, ids[i].as_str(), all[i])),
+                    (at..at + batch).map(|i| ("t", i as u64, ids[i].as_str(), all[i], chain(i))),
                 )
                 .unwrap();
             at += batch;
@@ -571,7 +667,10 @@ mod tests {
         store
             .append(
                 9,
-                (0..50).map(|i| ("t", 3000 + i as u64, more[i].as_str(), extra[3000 + i])),
+                (0..50).map(|i| {
+                    let seq = 3000 + i;
+                    ("t", seq as u64, more[i].as_str(), extra[seq], chain(seq))
+                }),
             )
             .unwrap();
         for (i, id) in more.iter().enumerate() {
@@ -607,7 +706,8 @@ mod tests {
             store
                 .append(
                     epoch as u64,
-                    (at..at + batch).map(|i| ("t", i as u64, ids[i - at].as_str(), all[i])),
+                    (at..at + batch)
+                        .map(|i| ("t", i as u64, ids[i - at].as_str(), all[i], chain(i))),
                 )
                 .unwrap();
             at += batch;
@@ -651,7 +751,7 @@ mod tests {
         let mut store = ProofStore::open(dir.path()).unwrap();
         let ids: Vec<String> = (0..9).map(|i| format!("e{i}")).collect();
         let events = |r: std::ops::Range<usize>| {
-            r.map(|i| ("t", i as u64, ids[i].as_str(), all[i]))
+            r.map(|i| ("t", i as u64, ids[i].as_str(), all[i], chain(i)))
                 .collect::<Vec<_>>()
         };
         store.append(0, events(0..6)).unwrap();
@@ -668,9 +768,48 @@ mod tests {
         // 40 bytes: one whole node (it looks like a seventh leaf) and a torn one.
         assert_eq!(store.size("t").unwrap(), 7);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), len + 32);
+        // The chain file too: a torn tail that looks like a seventh hash.
+        let chains = chain_file(dir.path(), "t");
+        OpenOptions::new()
+            .append(true)
+            .open(&chains)
+            .unwrap()
+            .write_all(&[7; 40])
+            .unwrap();
         store.append(1, events(4..9)).unwrap();
         let r = store.reader("t", 9).unwrap().unwrap();
         assert_eq!(r.root(9).unwrap(), merkle::root(&all));
         assert_eq!(store.lookup("t", "e3").unwrap(), Some(3));
+        let seqs: Vec<u64> = (0..11).collect();
+        let want: Vec<Option<Hash>> = (0..11).map(|i| (i < 9).then(|| chain(i))).collect();
+        assert_eq!(ChainHashes::at(dir.path()).get("t", &seqs).unwrap(), want);
+        assert_eq!(
+            ChainHashes::at(dir.path()).get("u", &[0]).unwrap(),
+            vec![None]
+        );
+    }
+
+    /// A store of an older format (no chain hashes) is cleared on open, for its owner to
+    /// write again from the lake; one of this format is kept.
+    #[test]
+    fn a_store_of_another_format_is_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let all = leaves(3);
+        let mut store = ProofStore::open(dir.path()).unwrap();
+        store
+            .append(2, (0..3).map(|i| ("t", i as u64, "e", all[i], chain(i))))
+            .unwrap();
+        assert_eq!(
+            ProofStore::open(dir.path()).unwrap().indexed_epoch(),
+            Some(2)
+        );
+        std::fs::write(dir.path().join("indexed.json"), r#"{"epoch":2}"#).unwrap();
+        let mut store = ProofStore::open(dir.path()).unwrap();
+        assert_eq!(store.indexed_epoch(), None);
+        assert_eq!(store.size("t").unwrap(), 0);
+        assert_eq!(
+            ChainHashes::at(dir.path()).get("t", &[0]).unwrap(),
+            vec![None]
+        );
     }
 }

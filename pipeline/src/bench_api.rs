@@ -1,6 +1,7 @@
 //! `custody bench api`: latency of the lake-backed endpoints of a running server under load.
 //!
-//! Samples tenants, sessions and event ids from the server itself, then sends `--requests`
+//! Samples tenants, and sessions and event ids from across each tenant's history, from the
+//! server itself, then sends `--requests`
 //! requests from `--concurrency` connections, cycling through `events?limit=20` (plain and
 //! filtered by type), `sessions/{id}`, `events/{id}/causes` and `proofs/inclusion`; each
 //! request is also recorded by the server (its access log), as in production. Prints p50, p95,
@@ -93,6 +94,66 @@ struct Sample {
     events: Vec<String>,
 }
 
+/// Points of a tenant's history the sample is taken at.
+const SAMPLE_POINTS: i64 = 10;
+
+/// Events and sessions of `tenant` from across its history, not only its first events (whose
+/// causes and sessions are the cheapest to read): its time span is found by probing `from=`
+/// at doubling distances from its first event, then a few events are taken at
+/// [`SAMPLE_POINTS`] times spread over it.
+fn sample(addr: &str, token: Option<&str>, tenant: &str) -> anyhow::Result<Option<Sample>> {
+    use custody_schemas::time::{parse_rfc3339, rfc3339};
+    let page = |from_us: Option<i64>, limit: usize| -> anyhow::Result<Vec<Value>> {
+        let from = from_us
+            .map(|us| format!("&from={}", rfc3339(us).as_str()))
+            .unwrap_or_default();
+        let page = get_json(
+            addr,
+            &format!("/v1/tenants/{tenant}/events?limit={limit}{from}"),
+            token,
+        )?;
+        Ok(page["events"].as_array().cloned().unwrap_or_default())
+    };
+    let time = |e: &Value| e["event_time"].as_str().and_then(|t| parse_rfc3339(t).ok());
+    let Some(first) = page(None, 1)?.first().and_then(time) else {
+        return Ok(None);
+    };
+    // The last probe with events and the first without bound the end; halve the gap a few
+    // times.
+    let hour = 3_600_000_000i64;
+    let (mut lo, mut hi) = (first, first + hour);
+    while !page(Some(hi), 1)?.is_empty() {
+        lo = hi;
+        hi = first + 2 * (hi - first);
+    }
+    for _ in 0..6 {
+        let mid = lo + (hi - lo) / 2;
+        match page(Some(mid), 1)?.is_empty() {
+            true => hi = mid,
+            false => lo = mid,
+        }
+    }
+    let mut sample = Sample {
+        tenant: tenant.to_string(),
+        sessions: Vec::new(),
+        events: Vec::new(),
+    };
+    for k in 0..SAMPLE_POINTS {
+        let at = first + (lo - first) * k / SAMPLE_POINTS;
+        for e in page(Some(at), 5)? {
+            if let Some(id) = e["event_id"].as_str() {
+                sample.events.push(id.to_string());
+            }
+            if let Some(s) = e["session_id"].as_str()
+                && !sample.sessions.iter().any(|x| x == s)
+            {
+                sample.sessions.push(s.to_string());
+            }
+        }
+    }
+    Ok((!sample.events.is_empty()).then_some(sample))
+}
+
 /// Runs the benchmark against the server at `addr`.
 pub fn run(
     addr: &str,
@@ -120,29 +181,7 @@ pub fn run(
     let step = (names.len() / tenants.max(1)).max(1);
     let mut samples = Vec::new();
     for tenant in names.iter().step_by(step).take(tenants) {
-        let page = get_json(
-            addr,
-            &format!("/v1/tenants/{tenant}/events?limit=50"),
-            token,
-        )?;
-        let mut sample = Sample {
-            tenant: tenant.clone(),
-            sessions: Vec::new(),
-            events: Vec::new(),
-        };
-        for e in page["events"].as_array().into_iter().flatten() {
-            if let Some(id) = e["event_id"].as_str() {
-                sample.events.push(id.to_string());
-            }
-            if let Some(s) = e["session_id"].as_str()
-                && !sample.sessions.iter().any(|x| x == s)
-            {
-                sample.sessions.push(s.to_string());
-            }
-        }
-        if !sample.events.is_empty() {
-            samples.push(sample);
-        }
+        samples.extend(sample(addr, token, tenant)?);
     }
     if samples.is_empty() {
         bail!("no events to ask about");

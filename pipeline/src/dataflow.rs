@@ -656,7 +656,7 @@ fn open_proof_store(
             .append(
                 last,
                 rows.iter()
-                    .map(|(t, seq, id, leaf)| (t.as_str(), *seq, id.as_str(), *leaf)),
+                    .map(|(t, seq, id, leaf, hash)| (t.as_str(), *seq, id.as_str(), *leaf, *hash)),
             )
             .map_err(custody_operators::Error::Io)?;
     }

@@ -639,6 +639,9 @@ async fn events(
 /// Most events returned for one session or causal chain.
 const MAX_SESSION: usize = 10_000;
 
+/// Positions before an event whose session events `/causes` reads first.
+const CAUSES_WINDOW: u64 = 4096;
+
 /// One line of a session's narrative: when, who, what.
 fn narrate(e: &custody_operators::verify::EventRow) -> String {
     let payload: serde_json::Value = serde_json::from_str(&e.payload).unwrap_or_default();
@@ -701,16 +704,19 @@ async fn causes(
         Ok(lake) => lake,
         Err(response) => return *response,
     };
-    // Causes are nearly always in the event's session: an event not yet loaded is read by its
-    // position (unlinked, without its predecessor's hash), then its whole session once, and the
-    // parents followed in memory; a parent in another session is read the same way. Three reads
-    // for a usual chain, not one per hop.
+    // Causes are nearly always in the event's session, shortly before it: an event not yet
+    // loaded is read by its position (unlinked, without its predecessor's hash), then its
+    // session's events in a window of positions up to it (growing four times for each window
+    // read), and the parents followed in memory; a parent outside the windows read is read the
+    // same way. Two reads for a usual chain, not one per hop, and none of the whole history.
     let mut chain = Vec::new();
     let mut next = Some(event_id.clone());
     let mut seen = std::collections::HashSet::new();
     let mut loaded: std::collections::HashMap<String, custody_operators::verify::EventRow> =
         std::collections::HashMap::new();
-    let mut sessions_read = std::collections::HashSet::new();
+    // Per session, the positions whose events were read.
+    let mut read: Vec<(String, std::ops::Range<u64>)> = Vec::new();
+    let mut window = CAUSES_WINDOW;
     while let Some(id) = next.take() {
         if !seen.insert(id.clone()) || chain.len() >= MAX_SESSION {
             break;
@@ -734,13 +740,16 @@ async fn causes(
                 Err(e) => return lake_failed("causal chain query", e),
             };
             let Some(row) = row else { break };
-            if sessions_read.insert(row.session_id.clone()) {
-                // Causes are recorded before their effects: the session's events up to this
-                // one, which prunes every later file. A parent recorded later (out of order)
-                // is read by its position like any event not loaded.
+            let at = row.seq as u64;
+            let covered = read
+                .iter()
+                .any(|(s, r)| *s == row.session_id && r.contains(&at));
+            if !covered {
+                let span = at.saturating_sub(window)..at + 1;
+                window = window.saturating_mul(4);
                 let query = EventQuery {
                     session_id: Some(row.session_id.clone()),
-                    seq_range: Some((0, row.seq as u64 + 1)),
+                    seq_range: Some((span.start, span.end)),
                     limit: MAX_SESSION,
                     ..EventQuery::default()
                 };
@@ -748,12 +757,13 @@ async fn causes(
                     Ok(rows) => loaded.extend(rows.into_iter().map(|r| (r.event_id.clone(), r))),
                     Err(e) => return lake_failed("causal chain query", e),
                 }
+                read.push((row.session_id.clone(), span));
             }
             if !loaded.contains_key(&id) {
-                // Its session was read already, or past its limit: read it again, linked.
+                // Its window was read already, or past its limit: read it again, linked.
                 let query = EventQuery {
                     event_ids: Some(vec![id.clone()]),
-                    seqs: Some(vec![row.seq as u64]),
+                    seqs: Some(vec![at]),
                     limit: 1,
                     ..EventQuery::default()
                 };
@@ -1315,6 +1325,7 @@ mod tests {
                     seq as u64,
                     format!("{tenant}-e{seq}"),
                     *leaf,
+                    *leaf,
                 ));
             }
             checkpoints.push(signer.checkpoint(
@@ -1359,8 +1370,9 @@ mod tests {
                 store
                     .append(
                         1,
-                        rows.iter()
-                            .map(|(t, seq, id, leaf)| (t.as_str(), *seq, id.as_str(), *leaf)),
+                        rows.iter().map(|(t, seq, id, leaf, hash)| {
+                            (t.as_str(), *seq, id.as_str(), *leaf, *hash)
+                        }),
                     )
                     .unwrap();
                 LiveLogs::new(store, checkpoints)

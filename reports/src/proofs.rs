@@ -111,6 +111,7 @@ impl LiveLogs {
                         e.seq,
                         e.event_id.as_str(),
                         e.leaf_hash,
+                        e.hash,
                     )
                 }),
             )?;
@@ -229,7 +230,7 @@ mod tests {
                 leaves
                     .iter()
                     .enumerate()
-                    .map(|(i, l)| ("t", i as u64, ids[i].as_str(), *l)),
+                    .map(|(i, l)| ("t", i as u64, ids[i].as_str(), *l, *l)),
             )
             .unwrap();
         let mut logs = LiveLogs::new(store, [cp]);

@@ -27,6 +27,7 @@ use std::sync::{Arc, OnceLock};
 
 use futures::StreamExt;
 
+use custody_operators::proof_store::ChainHashes;
 use custody_operators::sinks::iceberg::{EventQuery, Warehouse};
 use custody_operators::verify::EventRow;
 use custody_schemas::tables;
@@ -94,12 +95,15 @@ impl From<datafusion::error::DataFusionError> for QueryError {
 #[derive(Clone)]
 pub struct LakeEngine {
     warehouse: Arc<Warehouse>,
+    chain: ChainHashes,
 }
 
 /// A query context scoped to one tenant.
 pub struct TenantLake {
     ctx: SessionContext,
     tenant: String,
+    /// Chain hashes by position, from the proof store beside the lake.
+    chain: ChainHashes,
 }
 
 /// The result of a SQL query: column names and rows (JSON values), at most the row limit.
@@ -116,7 +120,8 @@ pub struct SqlAnswer {
 impl LakeEngine {
     /// The engine over `warehouse`.
     pub fn new(warehouse: Arc<Warehouse>) -> Self {
-        LakeEngine { warehouse }
+        let chain = ChainHashes::at(&warehouse.root().join("proofs"));
+        LakeEngine { warehouse, chain }
     }
 
     /// A context whose catalog holds `tenant`'s views of every table of [`TENANT_TABLES`],
@@ -161,6 +166,7 @@ impl LakeEngine {
         Ok(TenantLake {
             ctx,
             tenant: tenant.to_string(),
+            chain: self.chain.clone(),
         })
     }
 }
@@ -351,6 +357,15 @@ fn scoped(
     Ok(Arc::new(ViewTable::new(plan, None)))
 }
 
+/// Whether `prev` is the chain hash before `row`: `row.hash = chain_hash(prev, row.leaf)`.
+fn links(prev: &[u8; 32], row: &EventRow) -> bool {
+    let mut leaf = [0u8; 32];
+    let mut hash = [0u8; 32];
+    hex::decode_to_slice(&row.leaf_hash, &mut leaf).is_ok()
+        && hex::decode_to_slice(&row.hash, &mut hash).is_ok()
+        && custody_operators::hashing::chain_hash(prev, &leaf) == hash
+}
+
 /// A timestamp literal of the lake's `timestamptz` columns.
 fn micros(us: i64) -> Expr {
     lit(ScalarValue::TimestampMicrosecond(
@@ -450,9 +465,30 @@ impl TenantLake {
     }
 
     /// Sets the `prev_hash` of rows whose predecessor in the chain was not among the rows read:
-    /// the `hash` at `seq - 1`, read with one query by position.
+    /// the `hash` at `seq - 1`, from the proof store's chain hashes where they link the row
+    /// (`hash = chain_hash(prev, leaf)`), else read from the lake with one query by position.
     async fn fill_prev_hashes(&self, rows: &mut [EventRow]) -> Result<(), QueryError> {
         use datafusion::arrow::array::{FixedSizeBinaryArray, Int64Array};
+        let unlinked: Vec<usize> = (0..rows.len())
+            .filter(|&i| rows[i].prev_hash.is_empty() && rows[i].seq > 0)
+            .collect();
+        if unlinked.is_empty() {
+            return Ok(());
+        }
+        let seqs: Vec<u64> = unlinked.iter().map(|&i| rows[i].seq as u64 - 1).collect();
+        match self.chain.get(&self.tenant, &seqs) {
+            Ok(stored) => {
+                for (&i, prev) in unlinked.iter().zip(stored) {
+                    if let Some(prev) = prev
+                        && links(&prev, &rows[i])
+                    {
+                        rows[i].prev_hash = hex::encode(prev);
+                    }
+                }
+            }
+            // The lake answers instead.
+            Err(e) => tracing::warn!(error = %e, "proof store: chain hashes unreadable"),
+        }
         let missing: Vec<Expr> = rows
             .iter()
             .filter(|r| r.prev_hash.is_empty())

@@ -1612,12 +1612,9 @@ impl Warehouse {
         Ok(out)
     }
 
-    /// `(tenant, seq, event_id, leaf_hash)` of every event committed after epoch `after` (of
-    /// every event if `None`), for the proof store; the leaves recomputed from the rows.
-    pub async fn leaf_index(
-        &self,
-        after: Option<Epoch>,
-    ) -> Result<Vec<(String, u64, String, [u8; 32])>> {
+    /// `(tenant, seq, event_id, leaf_hash, hash)` of every event committed after epoch `after`
+    /// (of every event if `None`), for the proof store; the leaves recomputed from the rows.
+    pub async fn leaf_index(&self, after: Option<Epoch>) -> Result<Vec<LeafEntry>> {
         use iceberg::expr::Reference;
         use iceberg::spec::Datum;
         let table = self.table(tables::EVENTS).await?;
@@ -1640,6 +1637,7 @@ impl Warehouse {
                     c.seq.value(i) as u64,
                     c.event_id(i)?,
                     c.leaf(i)?,
+                    c.hash_at(i)?,
                 ));
             }
         }
@@ -2017,6 +2015,13 @@ impl<'a> EventColumns<'a> {
         Self::id(self.parent_uuid, self.parent_id_text, i)
     }
 
+    /// The chain hash stored in row `i`.
+    fn hash_at(&self, i: usize) -> Result<Hash> {
+        self.hash.value(i).try_into().map_err(|_| {
+            Error::WarehouseDamaged(format!("custody.events row {i} has a short hash"))
+        })
+    }
+
     /// The leaf hash of row `i`, recomputed from its content.
     fn leaf(&self, i: usize) -> Result<Hash> {
         let seq = u64::try_from(self.seq.value(i)).map_err(|_| {
@@ -2041,6 +2046,9 @@ impl<'a> EventColumns<'a> {
         ))
     }
 }
+
+/// What the proof store keeps of an event: `(tenant, seq, event_id, leaf hash, chain hash)`.
+pub type LeafEntry = (String, u64, String, Hash, Hash);
 
 /// The event rows of `batches` (of `custody.events`), each linked to the row before it in
 /// the same tenant's chain when that row is among them ([`link_rows`]); the others'
