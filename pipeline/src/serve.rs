@@ -640,7 +640,7 @@ async fn events(
 const MAX_SESSION: usize = 10_000;
 
 /// Positions before an event whose session events `/causes` reads first.
-const CAUSES_WINDOW: u64 = 4096;
+const CAUSES_WINDOW: u64 = 512;
 
 /// One line of a session's narrative: when, who, what.
 fn narrate(e: &custody_operators::verify::EventRow) -> String {
