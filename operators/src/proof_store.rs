@@ -121,16 +121,19 @@ fn id_key(tenant: &str, event_id: &str) -> [u8; 16] {
     key
 }
 
-fn tenant_file(dir: &Path, tenant: &str) -> PathBuf {
+/// `<dir>/<sub>/<id>.<ext>`, `<id>` the hex of the first 16 bytes of SHA-256 of the tenant.
+fn tenant_path(dir: &Path, sub: &str, ext: &str, tenant: &str) -> PathBuf {
     let d = Sha256::digest(tenant.as_bytes());
-    dir.join("trees")
-        .join(format!("{}.nodes", hex::encode(&d[..16])))
+    dir.join(sub)
+        .join(format!("{}.{ext}", hex::encode(&d[..16])))
+}
+
+fn tenant_file(dir: &Path, tenant: &str) -> PathBuf {
+    tenant_path(dir, "trees", "nodes", tenant)
 }
 
 fn chain_file(dir: &Path, tenant: &str) -> PathBuf {
-    let d = Sha256::digest(tenant.as_bytes());
-    dir.join("chains")
-        .join(format!("{}.hashes", hex::encode(&d[..16])))
+    tenant_path(dir, "chains", "hashes", tenant)
 }
 
 /// One event to store: `(tenant, seq, event_id, leaf hash, chain hash)`.
