@@ -16,6 +16,10 @@
 //!   into a new sorted `.run` (renamed over the old, then `.idx` emptied). A lookup is a binary
 //!   search of `.run` and a scan of `.idx`: a few reads, whatever the history; each record is
 //!   rewritten a bounded number of times on average (the runs grow geometrically).
+//!   Sessions are indexed too, under `SHA-256(0x01 || tenant || 0x00 || session_id)`: for each
+//!   epoch a session appears in, a record of its first and of its last position in it, so a
+//!   session's records bound its events ([`ProofStore::session_span`]) and a session read
+//!   from the lake opens only the files of its positions.
 //! - `chains/<id>.hashes`: one tenant's chain hashes by position, 32 bytes each (event `seq`
 //!   at byte `32·seq`), so that a row read alone from the lake is linked to its predecessor
 //!   without a second read ([`ChainHashes`]).
@@ -54,7 +58,7 @@ pub const MERGE_AT: u64 = 2048;
 const NODE: u64 = 32;
 /// The layout written here; a store written in another is cleared on open (and rebuilt from
 /// the lake by its owner).
-pub const FORMAT: u64 = 2;
+pub const FORMAT: u64 = 3;
 
 /// Nodes stored for a tree of `n` leaves.
 fn nodes_for(n: u64) -> u64 {
@@ -136,8 +140,47 @@ fn chain_file(dir: &Path, tenant: &str) -> PathBuf {
     tenant_path(dir, "chains", "hashes", tenant)
 }
 
-/// One event to store: `(tenant, seq, event_id, leaf hash, chain hash)`.
-pub type StoredEvent<'a> = (&'a str, u64, &'a str, Hash, Hash);
+/// One event to store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoredEvent<'a> {
+    /// The tenant.
+    pub tenant: &'a str,
+    /// Its position in the tenant's chain.
+    pub seq: u64,
+    /// The event id.
+    pub event_id: &'a str,
+    /// Its session.
+    pub session_id: &'a str,
+    /// Its Merkle leaf.
+    pub leaf: Hash,
+    /// Its chain hash.
+    pub hash: Hash,
+}
+
+/// The 16-byte index key of a session: domain-separated from event keys by its leading
+/// `0x01` (tenant ids are printable).
+fn session_key(tenant: &str, session_id: &str) -> [u8; 16] {
+    let mut h = Sha256::new();
+    h.update([1u8]);
+    h.update(tenant.as_bytes());
+    h.update([0u8]);
+    h.update(session_id.as_bytes());
+    let d = h.finalize();
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&d[..16]);
+    key
+}
+
+/// Where a session's events lie in its tenant's chain, as far as the store knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionSpan {
+    /// Positions of the session's stored events are within `first..=last` (`None`: it has
+    /// none stored).
+    pub stored: Option<(u64, u64)>,
+    /// Every event before this position is stored: the session's events at or after it
+    /// may not be indexed yet (committed to the lake, not yet to the store).
+    pub indexed: u64,
+}
 
 impl ProofStore {
     /// Opens (creating) the store in `dir` (`<warehouse>/proofs`).
@@ -157,10 +200,16 @@ impl ProofStore {
             merge_at: MERGE_AT,
         };
         if store.indexed.is_some() && marker.and_then(|v| v["format"].as_u64()) != Some(FORMAT) {
-            // Written by an older Custody (no chain hashes): everything is written again.
+            // Written by another Custody (without chain hashes or sessions): everything is
+            // written again.
             store.clear()?;
         }
         Ok(store)
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The last epoch whose events are all stored.
@@ -223,16 +272,35 @@ impl ProofStore {
         events: impl IntoIterator<Item = StoredEvent<'a>>,
     ) -> std::io::Result<()> {
         let mut by_tenant: HashMap<&str, Vec<(u64, Hash, Hash)>> = HashMap::new();
+        // Each session's first and last position in this epoch.
+        let mut sessions: HashMap<(&str, &str), (u64, u64)> = HashMap::new();
         let mut buckets: Vec<Vec<u8>> = vec![Vec::new(); 256];
-        for (tenant, seq, id, leaf, chain) in events {
-            let key = id_key(tenant, id);
+        let mut record = |key: [u8; 16], seq: u64| {
             let bucket = &mut buckets[key[0] as usize];
             bucket.extend_from_slice(&key);
             bucket.extend_from_slice(&seq.to_le_bytes());
+        };
+        for e in events {
+            record(id_key(e.tenant, e.event_id), e.seq);
             by_tenant
-                .entry(tenant)
+                .entry(e.tenant)
                 .or_default()
-                .push((seq, leaf, chain));
+                .push((e.seq, e.leaf, e.hash));
+            if !e.session_id.is_empty() {
+                let span = sessions
+                    .entry((e.tenant, e.session_id))
+                    .or_insert((e.seq, e.seq));
+                *span = (span.0.min(e.seq), span.1.max(e.seq));
+            }
+        }
+        // A session's records bound it: the least of them is its first event, the greatest
+        // its last (two per epoch it appears in, whatever its length).
+        for ((tenant, session), (first, last)) in sessions {
+            let key = session_key(tenant, session);
+            record(key, first);
+            if last != first {
+                record(key, last);
+            }
         }
         for (i, records) in buckets.iter().enumerate() {
             if !records.is_empty() {
@@ -361,7 +429,26 @@ impl ProofStore {
     /// The seq of `event_id` in `tenant`'s log: a binary search of the bucket's sorted run,
     /// then a scan of its tail.
     pub fn lookup(&self, tenant: &str, event_id: &str) -> std::io::Result<Option<u64>> {
-        let key = id_key(tenant, event_id);
+        Ok(self.records(&id_key(tenant, event_id))?.first().copied())
+    }
+
+    /// Where `session_id`'s events lie in `tenant`'s chain. What is stored is read after how
+    /// far it is stored (index records are written before the chain hashes that tell it), so
+    /// the session's events are within `stored` or at or after `indexed`.
+    pub fn session_span(&self, tenant: &str, session_id: &str) -> std::io::Result<SessionSpan> {
+        let indexed = ChainHashes::at(&self.dir).len(tenant)?;
+        let seqs = self.records(&session_key(tenant, session_id))?;
+        let stored = seqs
+            .iter()
+            .min()
+            .zip(seqs.iter().max())
+            .map(|(a, b)| (*a, *b));
+        Ok(SessionSpan { stored, indexed })
+    }
+
+    /// The seqs of every index record of `key`: a binary search of the bucket's sorted run
+    /// for the first, the run read on while the key holds, then a scan of its tail.
+    fn records(&self, key: &[u8; 16]) -> std::io::Result<Vec<u64>> {
         let (run_path, tail_path) = self.bucket_paths(key[0] as usize);
         let seq_of = |record: &[u8]| {
             let mut seq = [0u8; 8];
@@ -373,28 +460,40 @@ impl ProofStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         };
+        let mut out = Vec::new();
         if let Some(run) = open(&run_path)? {
-            let (mut lo, mut hi) = (0u64, run.metadata()?.len() / RECORD as u64);
+            let n = run.metadata()?.len() / RECORD as u64;
+            let (mut lo, mut hi) = (0u64, n);
             let mut record = [0u8; RECORD];
+            // The first record whose key is not below `key`.
             while lo < hi {
                 let mid = lo + (hi - lo) / 2;
                 run.read_exact_at(&mut record, mid * RECORD as u64)?;
-                match record[..16].cmp(&key[..]) {
-                    std::cmp::Ordering::Less => lo = mid + 1,
-                    std::cmp::Ordering::Greater => hi = mid,
-                    std::cmp::Ordering::Equal => return Ok(Some(seq_of(&record))),
+                if record[..16] < key[..] {
+                    lo = mid + 1;
+                } else {
+                    hi = mid;
                 }
             }
+            while lo < n {
+                run.read_exact_at(&mut record, lo * RECORD as u64)?;
+                if record[..16] != key[..] {
+                    break;
+                }
+                out.push(seq_of(&record));
+                lo += 1;
+            }
         }
-        let Some(mut tail) = open(&tail_path)? else {
-            return Ok(None);
-        };
-        let mut buf = Vec::new();
-        tail.read_to_end(&mut buf)?;
-        Ok(buf
-            .chunks_exact(RECORD)
-            .find(|r| r[..16] == key)
-            .map(seq_of))
+        if let Some(mut tail) = open(&tail_path)? {
+            let mut buf = Vec::new();
+            tail.read_to_end(&mut buf)?;
+            out.extend(
+                buf.chunks_exact(RECORD)
+                    .filter(|r| r[..16] == key[..])
+                    .map(seq_of),
+            );
+        }
+        Ok(out)
     }
 
     /// Reads `tenant`'s tree for proofs over its first `size` leaves.
@@ -451,6 +550,15 @@ impl ChainHashes {
     pub fn at(dir: &Path) -> Self {
         ChainHashes {
             dir: dir.to_path_buf(),
+        }
+    }
+
+    /// How many of `tenant`'s chain hashes are stored (every position before it).
+    pub fn len(&self, tenant: &str) -> std::io::Result<u64> {
+        match std::fs::metadata(chain_file(&self.dir, tenant)) {
+            Ok(m) => Ok(m.len() / NODE),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(e),
         }
     }
 
@@ -618,6 +726,24 @@ mod tests {
             .collect()
     }
 
+    /// An event of no session.
+    fn ev<'a>(
+        tenant: &'a str,
+        seq: u64,
+        event_id: &'a str,
+        leaf: Hash,
+        hash: Hash,
+    ) -> StoredEvent<'a> {
+        StoredEvent {
+            tenant,
+            seq,
+            event_id,
+            session_id: "",
+            leaf,
+            hash,
+        }
+    }
+
     /// A stand-in chain hash of position `i`.
     fn chain(i: usize) -> Hash {
         Sha256::digest(((i as u64 + 1) << 40).to_le_bytes()).into()
@@ -638,7 +764,7 @@ mod tests {
             store
                 .append(
                     epoch as u64,
-                    (at..at + batch).map(|i| ("t", i as u64, ids[i].as_str(), all[i], chain(i))),
+                    (at..at + batch).map(|i| ev("t", i as u64, ids[i].as_str(), all[i], chain(i))),
                 )
                 .unwrap();
             at += batch;
@@ -672,7 +798,7 @@ mod tests {
                 9,
                 (0..50).map(|i| {
                     let seq = 3000 + i;
-                    ("t", seq as u64, more[i].as_str(), extra[seq], chain(seq))
+                    ev("t", seq as u64, more[i].as_str(), extra[seq], chain(seq))
                 }),
             )
             .unwrap();
@@ -710,7 +836,7 @@ mod tests {
                 .append(
                     epoch as u64,
                     (at..at + batch)
-                        .map(|i| ("t", i as u64, ids[i - at].as_str(), all[i], chain(i))),
+                        .map(|i| ev("t", i as u64, ids[i - at].as_str(), all[i], chain(i))),
                 )
                 .unwrap();
             at += batch;
@@ -754,7 +880,7 @@ mod tests {
         let mut store = ProofStore::open(dir.path()).unwrap();
         let ids: Vec<String> = (0..9).map(|i| format!("e{i}")).collect();
         let events = |r: std::ops::Range<usize>| {
-            r.map(|i| ("t", i as u64, ids[i].as_str(), all[i], chain(i)))
+            r.map(|i| ev("t", i as u64, ids[i].as_str(), all[i], chain(i)))
                 .collect::<Vec<_>>()
         };
         store.append(0, events(0..6)).unwrap();
@@ -800,7 +926,7 @@ mod tests {
         let all = leaves(3);
         let mut store = ProofStore::open(dir.path()).unwrap();
         store
-            .append(2, (0..3).map(|i| ("t", i as u64, "e", all[i], chain(i))))
+            .append(2, (0..3).map(|i| ev("t", i as u64, "e", all[i], chain(i))))
             .unwrap();
         assert_eq!(
             ProofStore::open(dir.path()).unwrap().indexed_epoch(),
@@ -814,5 +940,96 @@ mod tests {
             ChainHashes::at(dir.path()).get("t", &[0]).unwrap(),
             vec![None]
         );
+    }
+
+    fn stored<'a>(
+        tenants: &[&'a str],
+        all: &[Hash],
+        e: &'a (usize, u64, String, String),
+    ) -> StoredEvent<'a> {
+        StoredEvent {
+            tenant: tenants[e.0],
+            seq: e.1,
+            event_id: e.2.as_str(),
+            session_id: e.3.as_str(),
+            leaf: all[e.1 as usize],
+            hash: chain(e.1 as usize),
+        }
+    }
+
+    /// Every session's span is its first and last position, whatever the interleaving of
+    /// sessions and tenants, the epochs' sizes, merges of the index, replays and reopens; a
+    /// session not stored has none, and `indexed` is how far the tenant's chain is stored.
+    #[test]
+    fn session_spans_bound_every_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = ProofStore::open(dir.path()).unwrap();
+        store.merge_at = 3;
+        let tenants = ["t", "u"];
+        let all = leaves(2000);
+        // A small linear congruential generator: sessions picked with a bias to the recent.
+        let mut x: u64 = 12345;
+        let mut next = move |n: u64| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 33) % n
+        };
+        let mut events: Vec<(usize, u64, String, String)> = Vec::new();
+        let mut size = [0u64; 2];
+        for _ in 0..2000 {
+            let t = next(2) as usize;
+            let session = if next(4) == 0 {
+                next(40)
+            } else {
+                size[t] / 10 + next(3)
+            };
+            events.push((
+                t,
+                size[t],
+                format!("e{t}-{}", size[t]),
+                format!("s{session}"),
+            ));
+            size[t] += 1;
+        }
+        let mut want: HashMap<(usize, String), (u64, u64)> = HashMap::new();
+        let mut at = 0;
+        for (epoch, batch) in [1usize, 5, 300, 2, 600, 1092].into_iter().enumerate() {
+            let part = &events[at..at + batch];
+            store
+                .append(epoch as u64, part.iter().map(|e| stored(&tenants, &all, e)))
+                .unwrap();
+            if epoch == 3 {
+                // Replayed after a crash, and the store reopened.
+                store
+                    .append(epoch as u64, part.iter().map(|e| stored(&tenants, &all, e)))
+                    .unwrap();
+                store = ProofStore::open(dir.path()).unwrap();
+                store.merge_at = 3;
+            }
+            for (t, seq, _, session) in part {
+                let span = want.entry((*t, session.clone())).or_insert((*seq, *seq));
+                *span = (span.0.min(*seq), span.1.max(*seq));
+            }
+            at += batch;
+            for ((t, session), span) in &want {
+                let got = store.session_span(tenants[*t], session).unwrap();
+                assert_eq!(got.stored, Some(*span), "{t} {session}");
+            }
+            for (t, tenant) in tenants.iter().enumerate() {
+                let stored = events[..at].iter().filter(|e| e.0 == t).count() as u64;
+                let got = store.session_span(tenant, "s-none").unwrap();
+                assert_eq!(
+                    got,
+                    SessionSpan {
+                        stored: None,
+                        indexed: stored
+                    }
+                );
+            }
+        }
+        // Sessions and events do not answer for each other.
+        assert_eq!(store.lookup("t", "s1").unwrap(), None);
+        assert_eq!(store.session_span("t", "et-0").unwrap().stored, None);
     }
 }

@@ -142,6 +142,8 @@ pub struct WrittenEvent {
     pub seq: u64,
     /// The event id.
     pub event_id: String,
+    /// The session (the proof store indexes where each session lies in the chain).
+    pub session_id: String,
     /// Source partition.
     pub partition: i32,
     /// Source offset.
@@ -161,6 +163,7 @@ impl WrittenEvent {
             tenant_id: e.event.tenant_id.as_str().to_string(),
             seq: e.seq,
             event_id: e.event.event_id.clone(),
+            session_id: e.event.session_id.clone(),
             partition: e.partition,
             offset: e.offset,
             prev_hash: e.prev_hash,
@@ -175,6 +178,7 @@ impl WrittenEvent {
             tenant_id: String::from(e.event.tenant_id),
             seq: e.seq,
             event_id: e.event.event_id,
+            session_id: e.event.session_id,
             partition: e.partition,
             offset: e.offset,
             prev_hash: e.prev_hash,

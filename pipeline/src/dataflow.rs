@@ -28,7 +28,8 @@ use custody_operators::record::{
 use custody_operators::sinks::dead_letter::DeadLetter;
 use custody_operators::sinks::event_writer::{EventWriter, WriteEvents};
 use custody_operators::sinks::iceberg::{
-    Committed, HeadsFile, IcebergSink, SinkMsg, SourcePositions, ViewSnapshot, Warehouse, Watermark,
+    Committed, HeadsFile, IcebergSink, LeafEntry, SinkMsg, SourcePositions, ViewSnapshot,
+    Warehouse, Watermark,
 };
 use custody_operators::sources::Source;
 use custody_operators::sources::access_log::WithAccessLog;
@@ -653,11 +654,7 @@ fn open_proof_store(
         let rows = runtime.block_on(warehouse.leaf_index(indexed))?;
         tracing::info!(events = rows.len(), after = ?indexed, "proof store: catching up with the lake");
         store
-            .append(
-                last,
-                rows.iter()
-                    .map(|(t, seq, id, leaf, hash)| (t.as_str(), *seq, id.as_str(), *leaf, *hash)),
-            )
+            .append(last, rows.iter().map(LeafEntry::stored))
             .map_err(custody_operators::Error::Io)?;
     }
     Ok(store)

@@ -15,7 +15,7 @@ use custody_operators::record::ViewId;
 use custody_reports::document::SignedReport;
 use custody_reports::live::LiveViews;
 use custody_reports::period::{self, Cut};
-use custody_reports::proofs::{LiveLogs, ProofError};
+use custody_reports::proofs::{LiveLogs, Located, ProofError};
 use custody_reports::query::{LakeEngine, QueryError};
 use custody_reports::regulatory::{self, CheckpointRef, ReportContext};
 use serde_json::{Value, json};
@@ -639,8 +639,8 @@ async fn events(
 /// Most events returned for one session or causal chain.
 const MAX_SESSION: usize = 10_000;
 
-/// Positions before an event whose session events `/causes` reads first.
-const CAUSES_WINDOW: u64 = 512;
+/// Positions up to an event that `/causes` reads first (demo sessions span about 20).
+const CAUSES_WINDOW: u64 = 64;
 
 /// One line of a session's narrative: when, who, what.
 fn narrate(e: &custody_operators::verify::EventRow) -> String {
@@ -677,20 +677,35 @@ async fn session(
         Ok(lake) => lake,
         Err(response) => return *response,
     };
-    let query = EventQuery {
-        session_id: Some(session_id.clone()),
-        limit: MAX_SESSION,
-        ..EventQuery::default()
-    };
-    match query_lake(&lake, &tenant, query).await {
-        Ok(rows) if rows.is_empty() => missing("session", &session_id),
-        Ok(rows) => {
-            let narrative: Vec<String> = rows.iter().map(narrate).collect();
-            Json(json!({ "session_id": session_id, "events": rows, "narrative": narrative }))
-                .into_response()
+    // The event index bounds the session's positions (as of the tenant's latest checkpoint,
+    // as every page of events): each range read opens only the files of its positions.
+    let ranges = state
+        .logs
+        .lock()
+        .map(|logs| logs.session_positions(&tenant, &session_id))
+        .unwrap_or_default();
+    let mut rows = Vec::new();
+    for range in ranges {
+        let query = EventQuery {
+            session_id: Some(session_id.clone()),
+            seq_range: Some((range.start, range.end)),
+            limit: MAX_SESSION - rows.len(),
+            ..EventQuery::default()
+        };
+        match query_lake(&lake, &tenant, query).await {
+            Ok(part) => rows.extend(part),
+            Err(e) => return lake_failed("session query", e),
         }
-        Err(e) => lake_failed("session query", e),
+        if rows.len() >= MAX_SESSION {
+            break;
+        }
     }
+    if rows.is_empty() {
+        return missing("session", &session_id);
+    }
+    let narrative: Vec<String> = rows.iter().map(narrate).collect();
+    Json(json!({ "session_id": session_id, "events": rows, "narrative": narrative }))
+        .into_response()
 }
 
 /// The event and its causes, following `parent_event_id` within the tenant, nearest first.
@@ -704,73 +719,50 @@ async fn causes(
         Ok(lake) => lake,
         Err(response) => return *response,
     };
-    // Causes are nearly always in the event's session, shortly before it: an event not yet
-    // loaded is read by its position (unlinked, without its predecessor's hash), then its
-    // session's events in a window of positions up to it (growing four times for each window
-    // read), and the parents followed in memory; a parent outside the windows read is read the
-    // same way. Two reads for a usual chain, not one per hop, and none of the whole history.
+    // Causes are nearly always shortly before an event: the tenant's events in a window of
+    // positions up to it (found by the event index) are read at once and the parents
+    // followed in memory; a parent before the window is found the same way, with a window
+    // four times larger. One read for a usual chain, not one per hop, and none of the whole
+    // history (an event missing from the index is looked for only where it does not reach).
+    let locate = |id: &str| {
+        state
+            .logs
+            .lock()
+            .map(|logs| logs.locate(&tenant, id))
+            .unwrap_or(Located::Nowhere)
+    };
     let mut chain = Vec::new();
     let mut next = Some(event_id.clone());
     let mut seen = std::collections::HashSet::new();
     let mut loaded: std::collections::HashMap<String, custody_operators::verify::EventRow> =
         std::collections::HashMap::new();
-    // Per session, the positions whose events were read.
-    let mut read: Vec<(String, std::ops::Range<u64>)> = Vec::new();
     let mut window = CAUSES_WINDOW;
     while let Some(id) = next.take() {
         if !seen.insert(id.clone()) || chain.len() >= MAX_SESSION {
             break;
         }
         if !loaded.contains_key(&id) {
-            // The event index gives the position, so the lake reads only the files that hold it.
-            let seq = state
-                .logs
-                .lock()
-                .ok()
-                .and_then(|logs| logs.seq_of(&tenant, &id));
-            let query = EventQuery {
-                event_ids: Some(vec![id.clone()]),
-                seqs: seq.map(|s| vec![s]),
-                limit: 1,
-                unlinked: true,
-                ..EventQuery::default()
-            };
-            let row = match query_lake(&lake, &tenant, query).await {
-                Ok(mut rows) => rows.pop(),
-                Err(e) => return lake_failed("causal chain query", e),
-            };
-            let Some(row) = row else { break };
-            let at = row.seq as u64;
-            let covered = read
-                .iter()
-                .any(|(s, r)| *s == row.session_id && r.contains(&at));
-            if !covered {
-                let span = at.saturating_sub(window)..at + 1;
-                window = window.saturating_mul(4);
-                let query = EventQuery {
-                    session_id: Some(row.session_id.clone()),
-                    seq_range: Some((span.start, span.end)),
-                    limit: MAX_SESSION,
-                    ..EventQuery::default()
-                };
-                match query_lake(&lake, &tenant, query).await {
-                    Ok(rows) => loaded.extend(rows.into_iter().map(|r| (r.event_id.clone(), r))),
-                    Err(e) => return lake_failed("causal chain query", e),
+            let query = match locate(&id) {
+                Located::At(at) => {
+                    let start = (at + 1).saturating_sub(window);
+                    window = window.saturating_mul(4);
+                    EventQuery {
+                        seq_range: Some((start, at + 1)),
+                        limit: MAX_SESSION,
+                        ..EventQuery::default()
+                    }
                 }
-                read.push((row.session_id.clone(), span));
-            }
-            if !loaded.contains_key(&id) {
-                // Its window was read already, or past its limit: read it again, linked.
-                let query = EventQuery {
+                Located::Within(range) => EventQuery {
                     event_ids: Some(vec![id.clone()]),
-                    seqs: Some(vec![at]),
+                    seq_range: Some((range.start, range.end)),
                     limit: 1,
                     ..EventQuery::default()
-                };
-                match query_lake(&lake, &tenant, query).await {
-                    Ok(rows) => loaded.extend(rows.into_iter().map(|r| (r.event_id.clone(), r))),
-                    Err(e) => return lake_failed("causal chain query", e),
-                }
+                },
+                Located::Nowhere => break,
+            };
+            match query_lake(&lake, &tenant, query).await {
+                Ok(rows) => loaded.extend(rows.into_iter().map(|r| (r.event_id.clone(), r))),
+                Err(e) => return lake_failed("causal chain query", e),
             }
         }
         let Some(row) = loaded.remove(&id) else {
@@ -1320,13 +1312,14 @@ mod tests {
             );
             let leaves: Vec<[u8; 32]> = (0..3u8).map(|i| [i + tenant.len() as u8; 32]).collect();
             for (seq, leaf) in leaves.iter().enumerate() {
-                rows.push((
-                    tenant.to_string(),
-                    seq as u64,
-                    format!("{tenant}-e{seq}"),
-                    *leaf,
-                    *leaf,
-                ));
+                rows.push(custody_operators::sinks::iceberg::LeafEntry {
+                    tenant: tenant.to_string(),
+                    seq: seq as u64,
+                    event_id: format!("{tenant}-e{seq}"),
+                    session_id: "s".into(),
+                    leaf: *leaf,
+                    hash: *leaf,
+                });
             }
             checkpoints.push(signer.checkpoint(
                 tenant,
@@ -1370,9 +1363,8 @@ mod tests {
                 store
                     .append(
                         1,
-                        rows.iter().map(|(t, seq, id, leaf, hash)| {
-                            (t.as_str(), *seq, id.as_str(), *leaf, *hash)
-                        }),
+                        rows.iter()
+                            .map(custody_operators::sinks::iceberg::LeafEntry::stored),
                     )
                     .unwrap();
                 LiveLogs::new(store, checkpoints)

@@ -3,10 +3,11 @@
 //! committed epochs.
 
 use std::collections::HashMap;
+use std::ops::Range;
 
 use custody_operators::checkpoint::Checkpoint;
 use custody_operators::merkle::Hash;
-use custody_operators::proof_store::ProofStore;
+use custody_operators::proof_store::{ChainHashes, ProofStore, StoredEvent};
 use custody_operators::record::{Epoch, WrittenEvent};
 use serde::Serialize;
 
@@ -15,6 +16,17 @@ use serde::Serialize;
 pub struct LiveLogs {
     latest: HashMap<String, Checkpoint>,
     store: Option<ProofStore>,
+}
+
+/// Where an event is in its tenant's log ([`LiveLogs::locate`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Located {
+    /// At this position.
+    At(u64),
+    /// Somewhere among these positions (the index does not cover them).
+    Within(Range<u64>),
+    /// Not in the log (as of its latest checkpoint).
+    Nowhere,
 }
 
 /// Why a proof cannot be given.
@@ -105,14 +117,13 @@ impl LiveLogs {
         if let Some(store) = &mut self.store {
             store.append(
                 epoch,
-                events.iter().map(|e| {
-                    (
-                        e.tenant_id.as_str(),
-                        e.seq,
-                        e.event_id.as_str(),
-                        e.leaf_hash,
-                        e.hash,
-                    )
+                events.iter().map(|e| StoredEvent {
+                    tenant: &e.tenant_id,
+                    seq: e.seq,
+                    event_id: &e.event_id,
+                    session_id: &e.session_id,
+                    leaf: e.leaf_hash,
+                    hash: e.hash,
                 }),
             )?;
         }
@@ -138,6 +149,63 @@ impl LiveLogs {
     /// `None` if it is not indexed (yet).
     pub fn seq_of(&self, tenant: &str, event_id: &str) -> Option<u64> {
         self.store.as_ref()?.lookup(tenant, event_id).ok().flatten()
+    }
+
+    /// The positions of `tenant`'s log that hold `session_id`'s events, as of the tenant's
+    /// latest checkpoint (what the API serves): from the event index, which covers every
+    /// checkpointed position (epochs are stored before their checkpoints are noted, both
+    /// under the caller's one borrow), and the positions it does not cover should it lag.
+    /// Empty for a tenant with no checkpoint; `0..size` without a store.
+    pub fn session_positions(&self, tenant: &str, session_id: &str) -> Vec<Range<u64>> {
+        let Some(end) = self.latest.get(tenant).map(|cp| cp.tree_size) else {
+            return Vec::new();
+        };
+        let Some(span) = self
+            .store
+            .as_ref()
+            .and_then(|s| s.session_span(tenant, session_id).ok())
+        else {
+            return std::iter::once(0..end).collect();
+        };
+        let indexed = span.indexed.min(end);
+        let mut out = Vec::new();
+        if let Some((first, last)) = span.stored {
+            let stop = (last + 1).min(indexed);
+            if first < stop {
+                out.push(first..stop);
+            }
+        }
+        if indexed < end {
+            match out.last_mut() {
+                Some(r) if r.end == indexed => r.end = end,
+                _ => out.push(indexed..end),
+            }
+        }
+        out
+    }
+
+    /// Where `event_id` is in `tenant`'s log, as of its latest checkpoint: at a position of
+    /// the event index, among the positions the index does not cover (should it lag), or
+    /// nowhere.
+    pub fn locate(&self, tenant: &str, event_id: &str) -> Located {
+        let Some(end) = self.latest.get(tenant).map(|cp| cp.tree_size) else {
+            return Located::Nowhere;
+        };
+        let Some(store) = self.store.as_ref() else {
+            return Located::Within(0..end);
+        };
+        if let Ok(Some(seq)) = store.lookup(tenant, event_id) {
+            return if seq < end {
+                Located::At(seq)
+            } else {
+                Located::Nowhere
+            };
+        }
+        match ChainHashes::at(store.dir()).len(tenant) {
+            Ok(indexed) if indexed >= end => Located::Nowhere,
+            Ok(indexed) => Located::Within(indexed..end),
+            Err(_) => Located::Within(0..end),
+        }
     }
 
     /// Proves that `event_id` is in `tenant`'s log at its latest checkpoint.
@@ -227,10 +295,14 @@ mod tests {
         store
             .append(
                 4,
-                leaves
-                    .iter()
-                    .enumerate()
-                    .map(|(i, l)| ("t", i as u64, ids[i].as_str(), *l, *l)),
+                leaves.iter().enumerate().map(|(i, l)| StoredEvent {
+                    tenant: "t",
+                    seq: i as u64,
+                    event_id: ids[i].as_str(),
+                    session_id: "s",
+                    leaf: *l,
+                    hash: *l,
+                }),
             )
             .unwrap();
         let mut logs = LiveLogs::new(store, [cp]);
@@ -264,5 +336,64 @@ mod tests {
         ));
         assert!(logs.consistency("t", 0, 13).is_err());
         assert!(logs.consistency("t", 5, 14).is_err());
+    }
+
+    /// Sessions and events are located as of the latest checkpoint: by the index where it
+    /// covers them, among the positions it does not cover where it lags, never past the
+    /// checkpoint.
+    #[test]
+    // Lists of position ranges, one range long.
+    #[allow(clippy::single_range_in_vec_init)]
+    fn sessions_and_events_are_located_as_of_the_checkpoint() {
+        let signer = Signer::from_seed(&[5; 32]);
+        let leaves: Vec<Hash> = (0..20u8).map(|i| [i; 32]).collect();
+        let cp = |size: usize| {
+            let root = merkle::root(&leaves[..size]);
+            signer.checkpoint("t", size as u64, &root, &[0; 32], 1, 0, &[0; 32])
+        };
+        // Session "a" at 2, 5, 9; "b" everywhere else; 0..10 stored.
+        let session = |i: usize| if [2, 5, 9].contains(&i) { "a" } else { "b" };
+        let ids: Vec<String> = (0..20).map(|i| format!("e{i}")).collect();
+        let store_of = |dir: &std::path::Path, n: usize| {
+            let mut store = ProofStore::open(dir).unwrap();
+            store
+                .append(
+                    1,
+                    (0..n).map(|i| StoredEvent {
+                        tenant: "t",
+                        seq: i as u64,
+                        event_id: ids[i].as_str(),
+                        session_id: session(i),
+                        leaf: leaves[i],
+                        hash: leaves[i],
+                    }),
+                )
+                .unwrap();
+            store
+        };
+        let dir = tempfile::tempdir().unwrap();
+        // The index ahead of the checkpoint: nothing past the checkpoint is served.
+        let logs = LiveLogs::new(store_of(dir.path(), 10), [cp(6)]);
+        assert_eq!(logs.session_positions("t", "a"), [2..6]);
+        assert_eq!(logs.session_positions("t", "b"), [0..6]);
+        assert_eq!(logs.session_positions("t", "c"), Vec::<Range<u64>>::new());
+        assert_eq!(logs.session_positions("u", "a"), Vec::<Range<u64>>::new());
+        assert_eq!(logs.locate("t", "e5"), Located::At(5));
+        assert_eq!(logs.locate("t", "e9"), Located::Nowhere);
+        assert_eq!(logs.locate("t", "e19"), Located::Nowhere);
+        assert_eq!(logs.locate("u", "e5"), Located::Nowhere);
+        // The index behind it: what it does not cover is read too.
+        let logs = LiveLogs::new(ProofStore::open(dir.path()).unwrap(), [cp(20)]);
+        assert_eq!(logs.session_positions("t", "a"), [2..20]);
+        assert_eq!(logs.session_positions("t", "c"), [10..20]);
+        assert_eq!(logs.locate("t", "e9"), Located::At(9));
+        assert_eq!(logs.locate("t", "e15"), Located::Within(10..20));
+        // Without a store, everything up to the checkpoint.
+        let logs = LiveLogs {
+            latest: HashMap::from([("t".to_string(), cp(8))]),
+            store: None,
+        };
+        assert_eq!(logs.session_positions("t", "a"), [0..8]);
+        assert_eq!(logs.locate("t", "e1"), Located::Within(0..8));
     }
 }

@@ -1612,8 +1612,8 @@ impl Warehouse {
         Ok(out)
     }
 
-    /// `(tenant, seq, event_id, leaf_hash, hash)` of every event committed after epoch `after`
-    /// (of every event if `None`), for the proof store; the leaves recomputed from the rows.
+    /// What the proof store keeps of every event committed after epoch `after` (of every
+    /// event if `None`); the leaves recomputed from the rows.
     pub async fn leaf_index(&self, after: Option<Epoch>) -> Result<Vec<LeafEntry>> {
         use iceberg::expr::Reference;
         use iceberg::spec::Datum;
@@ -1632,13 +1632,14 @@ impl Warehouse {
         for batch in batches {
             let c = EventColumns::of(&batch)?;
             for i in 0..batch.num_rows() {
-                out.push((
-                    c.tenant.value(i).to_string(),
-                    c.seq.value(i) as u64,
-                    c.event_id(i)?,
-                    c.leaf(i)?,
-                    c.hash_at(i)?,
-                ));
+                out.push(LeafEntry {
+                    tenant: c.tenant.value(i).to_string(),
+                    seq: c.seq.value(i) as u64,
+                    event_id: c.event_id(i)?,
+                    session_id: c.session.value(i).to_string(),
+                    leaf: c.leaf(i)?,
+                    hash: c.hash_at(i)?,
+                });
             }
         }
         Ok(out)
@@ -2047,8 +2048,36 @@ impl<'a> EventColumns<'a> {
     }
 }
 
-/// What the proof store keeps of an event: `(tenant, seq, event_id, leaf hash, chain hash)`.
-pub type LeafEntry = (String, u64, String, Hash, Hash);
+/// What the proof store keeps of an event, read back from the lake.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeafEntry {
+    /// The tenant.
+    pub tenant: String,
+    /// Position in the tenant's chain.
+    pub seq: u64,
+    /// The event id.
+    pub event_id: String,
+    /// Its session.
+    pub session_id: String,
+    /// Its Merkle leaf (recomputed from the row).
+    pub leaf: Hash,
+    /// Its chain hash.
+    pub hash: Hash,
+}
+
+impl LeafEntry {
+    /// The entry as the proof store takes it.
+    pub fn stored(&self) -> crate::proof_store::StoredEvent<'_> {
+        crate::proof_store::StoredEvent {
+            tenant: &self.tenant,
+            seq: self.seq,
+            event_id: &self.event_id,
+            session_id: &self.session_id,
+            leaf: self.leaf,
+            hash: self.hash,
+        }
+    }
+}
 
 /// The event rows of `batches` (of `custody.events`), each linked to the row before it in
 /// the same tenant's chain when that row is among them ([`link_rows`]); the others'
