@@ -113,16 +113,21 @@ pub struct ProofStore {
     merge_at: u64,
 }
 
-/// The 16-byte index key of an event.
-fn id_key(tenant: &str, event_id: &str) -> [u8; 16] {
+/// The first 16 bytes of SHA-256 of `parts`, one after another: an index key.
+fn index_key(parts: &[&[u8]]) -> [u8; 16] {
     let mut h = Sha256::new();
-    h.update(tenant.as_bytes());
-    h.update([0u8]);
-    h.update(event_id.as_bytes());
+    for part in parts {
+        h.update(part);
+    }
     let d = h.finalize();
     let mut key = [0u8; 16];
     key.copy_from_slice(&d[..16]);
     key
+}
+
+/// The 16-byte index key of an event.
+fn id_key(tenant: &str, event_id: &str) -> [u8; 16] {
+    index_key(&[tenant.as_bytes(), &[0], event_id.as_bytes()])
 }
 
 /// `<dir>/<sub>/<id>.<ext>`, `<id>` the hex of the first 16 bytes of SHA-256 of the tenant.
@@ -160,15 +165,7 @@ pub struct StoredEvent<'a> {
 /// The 16-byte index key of a session: domain-separated from event keys by its leading
 /// `0x01` (tenant ids are printable).
 fn session_key(tenant: &str, session_id: &str) -> [u8; 16] {
-    let mut h = Sha256::new();
-    h.update([1u8]);
-    h.update(tenant.as_bytes());
-    h.update([0u8]);
-    h.update(session_id.as_bytes());
-    let d = h.finalize();
-    let mut key = [0u8; 16];
-    key.copy_from_slice(&d[..16]);
-    key
+    index_key(&[&[1], tenant.as_bytes(), &[0], session_id.as_bytes()])
 }
 
 /// Where a session's events lie in its tenant's chain, as far as the store knows.
