@@ -269,87 +269,90 @@ impl ProofStore {
         events: impl IntoIterator<Item = StoredEvent<'a>>,
     ) -> std::io::Result<()> {
         let mut by_tenant: HashMap<&str, Vec<(u64, Hash, Hash)>> = HashMap::new();
-        // Each session's first and last position in this epoch.
-        let mut sessions: HashMap<(&str, &str), (u64, u64)> = HashMap::new();
-        let mut buckets: Vec<Vec<u8>> = vec![Vec::new(); 256];
-        let mut record = |key: [u8; 16], seq: u64| {
-            let bucket = &mut buckets[key[0] as usize];
-            bucket.extend_from_slice(&key);
-            bucket.extend_from_slice(&seq.to_le_bytes());
-        };
+        let mut records = Records::default();
         for e in events {
-            record(id_key(e.tenant, e.event_id), e.seq);
+            records.add(&e);
             by_tenant
                 .entry(e.tenant)
                 .or_default()
                 .push((e.seq, e.leaf, e.hash));
-            if !e.session_id.is_empty() {
-                let span = sessions
-                    .entry((e.tenant, e.session_id))
-                    .or_insert((e.seq, e.seq));
-                *span = (span.0.min(e.seq), span.1.max(e.seq));
-            }
         }
-        // A session's records bound it: the least of them is its first event, the greatest
-        // its last (two per epoch it appears in, whatever its length).
-        for ((tenant, session), (first, last)) in sessions {
-            let key = session_key(tenant, session);
-            record(key, first);
-            if last != first {
-                record(key, last);
-            }
-        }
-        for (i, records) in buckets.iter().enumerate() {
-            if !records.is_empty() {
-                self.append_records(i, records)?;
-            }
-        }
+        records.flush(self)?;
         for (tenant, mut leaves) in by_tenant {
             leaves.sort_unstable_by_key(|(seq, ..)| *seq);
-            write_chain(&chain_file(&self.dir, tenant), &leaves)?;
-            let tree = self.tree(tenant)?;
-            if let Some(&(first, ..)) = leaves.first()
-                && first < tree.size
-            {
-                // Written again after a crash: what follows `first` is rewritten, so a torn
-                // tail (which may look like whole nodes) does not survive.
-                let file = OpenOptions::new().read(true).write(true).open(&tree.path)?;
-                file.set_len(nodes_for(first) * NODE)?;
-                tree.edge = edge_of(&file, first)?;
-                tree.size = first;
-            }
-            let mut out = Vec::new();
-            for (seq, leaf, _) in leaves {
-                if seq < tree.size {
-                    continue;
-                }
-                if seq > tree.size {
-                    return Err(std::io::Error::other(format!(
-                        "proof store: tenant {tenant:?} leaf {seq} after {} leaves",
-                        tree.size
-                    )));
-                }
-                let mut hash = leaf;
-                out.extend_from_slice(&hash);
-                let mut s = tree.size;
-                while s & 1 == 1 {
-                    // Panic-free: one edge root per set bit of the size.
-                    let left = tree.edge.pop().expect("one root per set bit");
-                    hash = merkle::node(&left, &hash);
-                    out.extend_from_slice(&hash);
-                    s >>= 1;
-                }
-                tree.edge.push(hash);
-                tree.size += 1;
-            }
-            if !out.is_empty() {
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&tree.path)?
-                    .write_all(&out)?;
-            }
+            self.extend(tenant, &leaves)?;
         }
+        self.mark(epoch)
+    }
+
+    /// Starts writing events of any number of epochs, in any order (a rebuild, or a catch-up
+    /// with the lake): memory stays bounded whatever their number, the leaves waiting in
+    /// scratch files by position until [`Rebuild::finish`] builds the trees from them.
+    pub fn rebuild(&mut self) -> std::io::Result<Rebuild<'_>> {
+        let scratch = self.dir.join("rebuild");
+        if scratch.exists() {
+            std::fs::remove_dir_all(&scratch)?;
+        }
+        std::fs::create_dir_all(&scratch)?;
+        Ok(Rebuild {
+            store: self,
+            records: Records::default(),
+            tenants: HashMap::new(),
+            run: Run::default(),
+        })
+    }
+
+    /// Writes `tenant`'s chain hashes and extends its tree with `leaves` (sorted by seq,
+    /// contiguous, starting at or before the tree's size).
+    fn extend(&mut self, tenant: &str, leaves: &[(u64, Hash, Hash)]) -> std::io::Result<()> {
+        write_chain(&chain_file(&self.dir, tenant), leaves)?;
+        let tree = self.tree(tenant)?;
+        if let Some(&(first, ..)) = leaves.first()
+            && first < tree.size
+        {
+            // Written again after a crash: what follows `first` is rewritten, so a torn
+            // tail (which may look like whole nodes) does not survive.
+            let file = OpenOptions::new().read(true).write(true).open(&tree.path)?;
+            file.set_len(nodes_for(first) * NODE)?;
+            tree.edge = edge_of(&file, first)?;
+            tree.size = first;
+        }
+        let mut out = Vec::new();
+        for &(seq, leaf, _) in leaves {
+            if seq < tree.size {
+                continue;
+            }
+            if seq > tree.size {
+                return Err(std::io::Error::other(format!(
+                    "proof store: tenant {tenant:?} leaf {seq} after {} leaves",
+                    tree.size
+                )));
+            }
+            let mut hash = leaf;
+            out.extend_from_slice(&hash);
+            let mut s = tree.size;
+            while s & 1 == 1 {
+                // Panic-free: one edge root per set bit of the size.
+                let left = tree.edge.pop().expect("one root per set bit");
+                hash = merkle::node(&left, &hash);
+                out.extend_from_slice(&hash);
+                s >>= 1;
+            }
+            tree.edge.push(hash);
+            tree.size += 1;
+        }
+        if !out.is_empty() {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&tree.path)?
+                .write_all(&out)?;
+        }
+        Ok(())
+    }
+
+    /// Records every event up to `epoch` as stored.
+    fn mark(&mut self, epoch: Epoch) -> std::io::Result<()> {
         let marker = self.dir.join("indexed.json");
         let tmp = marker.with_extension("json.tmp");
         std::fs::write(&tmp, format!("{{\"epoch\":{epoch},\"format\":{FORMAT}}}"))?;
@@ -503,6 +506,189 @@ impl ProofStore {
             file: File::open(&tree.path)?,
             size,
         }))
+    }
+}
+
+/// Index records waiting to be written, by bucket, and the span of each session among the
+/// events added since the last flush.
+#[derive(Default)]
+struct Records {
+    buckets: Vec<Vec<u8>>,
+    sessions: HashMap<[u8; 16], (u64, u64)>,
+    len: usize,
+}
+
+impl Records {
+    fn push(&mut self, key: [u8; 16], seq: u64) {
+        if self.buckets.is_empty() {
+            self.buckets = vec![Vec::new(); 256];
+        }
+        let bucket = &mut self.buckets[key[0] as usize];
+        bucket.extend_from_slice(&key);
+        bucket.extend_from_slice(&seq.to_le_bytes());
+        self.len += 1;
+    }
+
+    fn add(&mut self, e: &StoredEvent<'_>) {
+        self.push(id_key(e.tenant, e.event_id), e.seq);
+        if !e.session_id.is_empty() {
+            let span = self
+                .sessions
+                .entry(session_key(e.tenant, e.session_id))
+                .or_insert((e.seq, e.seq));
+            *span = (span.0.min(e.seq), span.1.max(e.seq));
+        }
+    }
+
+    /// Appends the records to the buckets' tails. A session's records bound it: the least of
+    /// them is its first event, the greatest its last (two per flush it appears in, whatever
+    /// its length).
+    fn flush(&mut self, store: &ProofStore) -> std::io::Result<()> {
+        for (key, (first, last)) in std::mem::take(&mut self.sessions) {
+            self.push(key, first);
+            if last != first {
+                self.push(key, last);
+            }
+        }
+        for (i, records) in self.buckets.iter_mut().enumerate() {
+            if !records.is_empty() {
+                store.append_records(i, records)?;
+                records.clear();
+            }
+        }
+        self.len = 0;
+        Ok(())
+    }
+}
+
+/// Index records buffered by a [`Rebuild`] before they are appended (24 MB).
+const REBUILD_RECORDS: usize = 1 << 20;
+/// Leaves read back at a time when a [`Rebuild`] builds a tree (2 MB).
+const REBUILD_LEAVES: u64 = 1 << 15;
+/// Bytes of a leaf and its chain hash in a rebuild's scratch file.
+const SCRATCH: u64 = 2 * NODE;
+
+/// A run of one tenant's consecutive positions, waiting to be written to its scratch file.
+#[derive(Default)]
+struct Run {
+    tenant: String,
+    first: u64,
+    bytes: Vec<u8>,
+}
+
+/// What a [`Rebuild`] has seen of one tenant.
+struct Seen {
+    first: u64,
+    last: u64,
+    count: u64,
+}
+
+/// Events of many epochs being written to a [`ProofStore`] in any order
+/// ([`ProofStore::rebuild`]). State: the index records and session spans of the last
+/// [`REBUILD_RECORDS`] events, one pending run of leaves, and three numbers per tenant;
+/// leaves wait in `<store>/rebuild/` (64 bytes each) until [`Rebuild::finish`].
+pub struct Rebuild<'s> {
+    store: &'s mut ProofStore,
+    records: Records,
+    tenants: HashMap<String, Seen>,
+    run: Run,
+}
+
+impl Rebuild<'_> {
+    /// Adds one event.
+    pub fn add(&mut self, e: StoredEvent<'_>) -> std::io::Result<()> {
+        self.records.add(&e);
+        if self.records.len >= REBUILD_RECORDS {
+            self.records.flush(self.store)?;
+        }
+        match self.tenants.get_mut(e.tenant) {
+            Some(seen) => {
+                seen.first = seen.first.min(e.seq);
+                seen.last = seen.last.max(e.seq);
+                seen.count += 1;
+            }
+            None => {
+                self.tenants.insert(
+                    e.tenant.to_string(),
+                    Seen {
+                        first: e.seq,
+                        last: e.seq,
+                        count: 1,
+                    },
+                );
+            }
+        }
+        let next = self.run.first + (self.run.bytes.len() as u64) / SCRATCH;
+        if self.run.tenant != e.tenant || next != e.seq || self.run.bytes.len() >= 1 << 20 {
+            self.write_run()?;
+            self.run.tenant.clear();
+            self.run.tenant.push_str(e.tenant);
+            self.run.first = e.seq;
+        }
+        self.run.bytes.extend_from_slice(&e.leaf);
+        self.run.bytes.extend_from_slice(&e.hash);
+        Ok(())
+    }
+
+    fn scratch(&self, tenant: &str) -> PathBuf {
+        tenant_path(&self.store.dir, "rebuild", "leaves", tenant)
+    }
+
+    fn write_run(&mut self) -> std::io::Result<()> {
+        if self.run.bytes.is_empty() {
+            return Ok(());
+        }
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.scratch(&self.run.tenant))?
+            .write_all_at(&self.run.bytes, self.run.first * SCRATCH)?;
+        self.run.bytes.clear();
+        Ok(())
+    }
+
+    /// Writes everything added, builds each tenant's tree from its leaves in order, and
+    /// records every event up to `epoch` as stored. A tenant whose events do not fill its
+    /// positions (a gap) is an error, as in [`ProofStore::append`], and nothing is recorded as
+    /// stored.
+    pub fn finish(mut self, epoch: Epoch) -> std::io::Result<()> {
+        self.write_run()?;
+        self.records.flush(self.store)?;
+        let mut tenants: Vec<(String, Seen)> =
+            std::mem::take(&mut self.tenants).into_iter().collect();
+        tenants.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut buf = Vec::new();
+        let mut leaves = Vec::new();
+        for (tenant, seen) in tenants {
+            if seen.count != seen.last - seen.first + 1 {
+                return Err(std::io::Error::other(format!(
+                    "proof store: tenant {tenant:?} has {} events at positions {}..={}",
+                    seen.count, seen.first, seen.last
+                )));
+            }
+            let path = self.scratch(&tenant);
+            let file = File::open(&path)?;
+            let mut at = seen.first;
+            while at <= seen.last {
+                let n = REBUILD_LEAVES.min(seen.last + 1 - at);
+                buf.resize((n * SCRATCH) as usize, 0);
+                file.read_exact_at(&mut buf, at * SCRATCH)?;
+                leaves.clear();
+                for (i, pair) in buf.chunks_exact(SCRATCH as usize).enumerate() {
+                    let mut leaf = [0u8; 32];
+                    let mut hash = [0u8; 32];
+                    leaf.copy_from_slice(&pair[..32]);
+                    hash.copy_from_slice(&pair[32..]);
+                    leaves.push((at + i as u64, leaf, hash));
+                }
+                self.store.extend(&tenant, &leaves)?;
+                at += n;
+            }
+            std::fs::remove_file(&path)?;
+        }
+        std::fs::remove_dir_all(self.store.dir.join("rebuild"))?;
+        self.store.mark(epoch)
     }
 }
 
@@ -939,6 +1125,41 @@ mod tests {
         );
     }
 
+    /// A small linear congruential generator: numbers below its argument.
+    fn lcg(seed: u64) -> impl FnMut(u64) -> u64 {
+        let mut x = seed;
+        move |n: u64| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 33) % n
+        }
+    }
+
+    /// `n` events of two tenants as (tenant, seq, event id, session), sessions interleaved and
+    /// picked with a bias to the recent.
+    fn random_events(n: usize, seed: u64) -> Vec<(usize, u64, String, String)> {
+        let mut next = lcg(seed);
+        let mut events = Vec::new();
+        let mut size = [0u64; 2];
+        for _ in 0..n {
+            let t = next(2) as usize;
+            let session = if next(4) == 0 {
+                next(40)
+            } else {
+                size[t] / 10 + next(3)
+            };
+            events.push((
+                t,
+                size[t],
+                format!("e{t}-{}", size[t]),
+                format!("s{session}"),
+            ));
+            size[t] += 1;
+        }
+        events
+    }
+
     fn stored<'a>(
         tenants: &[&'a str],
         all: &[Hash],
@@ -964,31 +1185,7 @@ mod tests {
         store.merge_at = 3;
         let tenants = ["t", "u"];
         let all = leaves(2000);
-        // A small linear congruential generator: sessions picked with a bias to the recent.
-        let mut x: u64 = 12345;
-        let mut next = move |n: u64| {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (x >> 33) % n
-        };
-        let mut events: Vec<(usize, u64, String, String)> = Vec::new();
-        let mut size = [0u64; 2];
-        for _ in 0..2000 {
-            let t = next(2) as usize;
-            let session = if next(4) == 0 {
-                next(40)
-            } else {
-                size[t] / 10 + next(3)
-            };
-            events.push((
-                t,
-                size[t],
-                format!("e{t}-{}", size[t]),
-                format!("s{session}"),
-            ));
-            size[t] += 1;
-        }
+        let events = random_events(2000, 12345);
         let mut want: HashMap<(usize, String), (u64, u64)> = HashMap::new();
         let mut at = 0;
         for (epoch, batch) in [1usize, 5, 300, 2, 600, 1092].into_iter().enumerate() {
@@ -1028,5 +1225,79 @@ mod tests {
         // Sessions and events do not answer for each other.
         assert_eq!(store.lookup("t", "s1").unwrap(), None);
         assert_eq!(store.session_span("t", "et-0").unwrap().stored, None);
+    }
+
+    /// A store written by a rebuild, from nothing or catching up, of events in any order,
+    /// equals the one written epoch by epoch: same trees and chain hashes, same lookups, and
+    /// spans that bound every session; a gap fails the rebuild and nothing is marked stored.
+    #[test]
+    fn a_rebuild_in_any_order_equals_appends() {
+        let tenants = ["t", "u"];
+        let all = leaves(3000);
+        let events = random_events(3000, 777);
+        let appended = tempfile::tempdir().unwrap();
+        let mut want = ProofStore::open(appended.path()).unwrap();
+        for (epoch, part) in events.chunks(500).enumerate() {
+            want.append(epoch as u64, part.iter().map(|e| stored(&tenants, &all, e)))
+                .unwrap();
+        }
+        let mut shuffled: Vec<usize> = (0..events.len()).collect();
+        let mut next = lcg(5);
+        for i in (1..shuffled.len()).rev() {
+            shuffled.swap(i, next(i as u64 + 1) as usize);
+        }
+        for prefix in [0, 1000, 2999] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut store = ProofStore::open(dir.path()).unwrap();
+            store.merge_at = 5;
+            if prefix > 0 {
+                store
+                    .append(
+                        0,
+                        events[..prefix].iter().map(|e| stored(&tenants, &all, e)),
+                    )
+                    .unwrap();
+            }
+            let mut rebuild = store.rebuild().unwrap();
+            // A crash's replay: some stored events come again.
+            for &i in shuffled
+                .iter()
+                .filter(|&&i| i >= prefix.saturating_sub(100))
+            {
+                rebuild.add(stored(&tenants, &all, &events[i])).unwrap();
+            }
+            rebuild.finish(5).unwrap();
+            assert_eq!(store.indexed_epoch(), Some(5));
+            assert!(!dir.path().join("rebuild").exists());
+            let store = ProofStore::open(dir.path()).unwrap();
+            for tenant in tenants {
+                for path in [tenant_file, chain_file] {
+                    assert_eq!(
+                        std::fs::read(path(dir.path(), tenant)).unwrap(),
+                        std::fs::read(path(appended.path(), tenant)).unwrap(),
+                        "prefix {prefix}"
+                    );
+                }
+            }
+            let mut spans: HashMap<(usize, &str), (u64, u64)> = HashMap::new();
+            for (t, seq, id, session) in &events {
+                assert_eq!(store.lookup(tenants[*t], id).unwrap(), Some(*seq));
+                let span = spans.entry((*t, session)).or_insert((*seq, *seq));
+                *span = (span.0.min(*seq), span.1.max(*seq));
+            }
+            for ((t, session), span) in spans {
+                let got = store.session_span(tenants[t], session).unwrap();
+                assert_eq!(got.stored, Some(span), "{t} {session}");
+            }
+        }
+        // A gap: position 10 of "t" missing.
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = ProofStore::open(dir.path()).unwrap();
+        let mut rebuild = store.rebuild().unwrap();
+        for e in events.iter().filter(|e| !(e.0 == 0 && e.1 == 10)) {
+            rebuild.add(stored(&tenants, &all, e)).unwrap();
+        }
+        assert!(rebuild.finish(5).is_err());
+        assert_eq!(ProofStore::open(dir.path()).unwrap().indexed_epoch(), None);
     }
 }

@@ -28,8 +28,7 @@ use custody_operators::record::{
 use custody_operators::sinks::dead_letter::DeadLetter;
 use custody_operators::sinks::event_writer::{EventWriter, WriteEvents};
 use custody_operators::sinks::iceberg::{
-    Committed, HeadsFile, IcebergSink, LeafEntry, SinkMsg, SourcePositions, ViewSnapshot,
-    Warehouse, Watermark,
+    Committed, HeadsFile, IcebergSink, SinkMsg, SourcePositions, ViewSnapshot, Warehouse, Watermark,
 };
 use custody_operators::sources::Source;
 use custody_operators::sources::access_log::WithAccessLog;
@@ -651,11 +650,11 @@ fn open_proof_store(
     }
     let indexed = store.indexed_epoch();
     if let Some(last) = last_epoch.filter(|last| Some(*last) > indexed) {
-        let rows = runtime.block_on(warehouse.leaf_index(indexed))?;
-        tracing::info!(events = rows.len(), after = ?indexed, "proof store: catching up with the lake");
-        store
-            .append(last, rows.iter().map(LeafEntry::stored))
-            .map_err(custody_operators::Error::Io)?;
+        tracing::info!(after = ?indexed, "proof store: catching up with the lake");
+        let mut rebuild = store.rebuild().map_err(custody_operators::Error::Io)?;
+        let events = runtime.block_on(warehouse.each_leaf(indexed, |e| rebuild.add(e)))?;
+        rebuild.finish(last).map_err(custody_operators::Error::Io)?;
+        tracing::info!(events, "proof store: caught up with the lake");
     }
     Ok(store)
 }

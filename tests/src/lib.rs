@@ -456,6 +456,51 @@ pub fn get_json(addr: &str, path: &str, token: &str) -> (u16, Value) {
     (code, serde_json::from_slice(&body).unwrap_or(Value::Null))
 }
 
+/// `custody serve` over `warehouse`, listening on `addr` (a fixed signing key, warnings only,
+/// stdout piped for [`await_line`]); callers may change it before spawning.
+pub fn serve_command(warehouse: &Path, addr: &str) -> Command {
+    let mut command = Command::new(custody_bin());
+    command
+        .args([
+            "serve",
+            "--warehouse",
+            warehouse.to_str().expect("utf-8 path"),
+        ])
+        .args(["--listen", addr])
+        .env("RUST_LOG", "warn")
+        .env("CUSTODY_SIGNING_KEY", "07".repeat(32))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    command
+}
+
+/// Waits (five minutes at most) until `child` prints a line containing `needle` on its piped
+/// stdout, and returns it, killed on drop. Panics if it exits or takes longer.
+pub fn await_line(mut child: Child, needle: &str) -> KillOnDrop {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let process = KillOnDrop(child);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    for line in std::io::BufReader::new(stdout).lines() {
+        if line.expect("custody output").contains(needle) {
+            return process;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "custody did not print {needle:?}"
+        );
+    }
+    panic!("custody exited before printing {needle:?}");
+}
+
+/// `custody serve` over `warehouse` on `addr`, once its views are rebuilt (killed on drop).
+pub fn serve_warehouse(warehouse: &Path, addr: &str) -> KillOnDrop {
+    let child = serve_command(warehouse, addr)
+        .spawn()
+        .expect("spawn custody serve");
+    await_line(child, "views rebuilt")
+}
+
 /// `custody demo --serve` with the config file `config` over `warehouse`, listening on `addr`;
 /// returns once the workload is committed and the process goes on serving (killed on drop).
 pub fn serve_demo(
@@ -465,8 +510,7 @@ pub fn serve_demo(
     events: u64,
     tenants: usize,
 ) -> KillOnDrop {
-    use std::io::BufRead;
-    let mut child = Command::new(custody_bin())
+    let child = Command::new(custody_bin())
         .args([
             "--config",
             config.to_str().expect("utf-8 path"),
@@ -482,17 +526,5 @@ pub fn serve_demo(
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn custody demo");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let server = KillOnDrop(child);
-    let deadline = Instant::now() + Duration::from_secs(300);
-    for line in std::io::BufReader::new(stdout).lines() {
-        if line
-            .expect("demo output")
-            .contains("serving until interrupted")
-        {
-            return server;
-        }
-        assert!(Instant::now() < deadline, "demo did not finish");
-    }
-    panic!("demo exited before serving");
+    await_line(child, "serving until interrupted")
 }

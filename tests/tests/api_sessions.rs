@@ -5,11 +5,10 @@
 //! exactly the chain of parents the input holds, each row linked to the one before it.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use custody_tests::{KillOnDrop, custody, custody_bin, free_addr, get_json};
+use custody_tests::{custody, custody_bin, free_addr, get_json, serve_warehouse};
 use serde_json::json;
 
 const TENANTS: [&str; 2] = ["acme", "beta"];
@@ -82,31 +81,6 @@ fn write_ndjson(path: &Path, events: &[Input]) {
         text.push('\n');
     }
     std::fs::write(path, text).unwrap();
-}
-
-fn serve(wh: &Path, addr: &str) -> KillOnDrop {
-    let mut child = Command::new(custody_bin())
-        .args([
-            "serve",
-            "--warehouse",
-            wh.to_str().unwrap(),
-            "--listen",
-            addr,
-        ])
-        .env("RUST_LOG", "warn")
-        .env("CUSTODY_SIGNING_KEY", "07".repeat(32))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let out = child.stdout.take().unwrap();
-    let server = KillOnDrop(child);
-    let ready = BufReader::new(out)
-        .lines()
-        .map_while(Result::ok)
-        .any(|l| l.contains("views rebuilt"));
-    assert!(ready, "custody serve did not start");
-    server
 }
 
 /// Every session of every tenant is served whole, in chain order and linked; every event's
@@ -227,13 +201,13 @@ fn sessions_and_causes_are_whole_across_history() {
     );
 
     let addr = free_addr();
-    let server = serve(&wh, &addr);
+    let server = serve_warehouse(&wh, &addr);
     check(&addr, &events, "index written with the commits");
     drop(server);
 
     // The index rebuilt from the lake (a lost store, then one of an older format).
     std::fs::remove_dir_all(wh.join("proofs")).unwrap();
-    let server = serve(&wh, &addr);
+    let server = serve_warehouse(&wh, &addr);
     check(&addr, &events, "index rebuilt from the lake");
     drop(server);
     std::fs::write(
@@ -241,6 +215,6 @@ fn sessions_and_causes_are_whole_across_history() {
         r#"{"epoch":1,"format":2}"#,
     )
     .unwrap();
-    let _server = serve(&wh, &addr);
+    let _server = serve_warehouse(&wh, &addr);
     check(&addr, &events, "index of an older format rebuilt");
 }

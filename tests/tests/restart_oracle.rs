@@ -8,15 +8,15 @@
 //! pipeline), and breaks of agents' emitter-side chains, whose state must survive restarts.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use custody_operators::merkle;
 use custody_tests::{
-    KillOnDrop, StderrWatch, custody, custody_bin, free_addr, generate_ndjson, get_json,
-    read_columns, rows,
+    KillOnDrop, StderrWatch, await_line, custody, custody_bin, free_addr, generate_ndjson,
+    get_json, read_columns, rows, serve_command,
 };
 use serde_json::Value;
 
@@ -347,29 +347,14 @@ fn served_answers_after_restarts_equal_an_uninterrupted_run() {
         .and_then(|s| s.split(' ').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{verified}"));
-    let mut restarted = Command::new(custody_bin())
-        .args([
-            "serve",
-            "--warehouse",
-            wh.to_str().unwrap(),
-            "--listen",
-            &addr_b,
-        ])
+    let mut restarted = serve_command(&wh, &addr_b)
         .env("RUST_LOG", "info")
-        .env("CUSTODY_SIGNING_KEY", "07".repeat(32))
-        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     // The views come back from their last snapshot, not from every event.
     let restored = StderrWatch::new(&mut restarted, "restoring the views' state");
-    let out = restarted.stdout.take().unwrap();
-    let restarted = KillOnDrop(restarted);
-    let ready = BufReader::new(out)
-        .lines()
-        .map_while(Result::ok)
-        .any(|l| l.contains("views rebuilt"));
-    assert!(ready, "custody serve did not start");
+    let restarted = await_line(restarted, "views rebuilt");
     assert!(
         restored.wait(Duration::from_secs(1)),
         "the restart did not restore the views' snapshot"

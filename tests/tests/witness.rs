@@ -3,12 +3,11 @@
 //! checkpoint held by hand) then catches truncation, rollback and whole-tenant deletion, each
 //! of which passes verify without the witness.
 
-use std::io::BufRead;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use custody_tests::{KillOnDrop, custody_bin, free_addr, get_json, manifest_dir, python};
+use custody_tests::{await_line, custody_bin, free_addr, get_json, manifest_dir, python};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -115,7 +114,7 @@ fn a_witness_catches_truncation_rollback_and_tenant_deletion() {
     let wh = dir.path().join("wh");
     let addr = free_addr();
     // The pipeline, serving; no clock ticks, so the log only grows with the workload.
-    let mut child = Command::new(custody_bin())
+    let child = Command::new(custody_bin())
         .args(["--config", cfg.to_str().unwrap(), "demo", "--serve"])
         .args(["--events", "2400", "--tenants", "4", "--seed", "5"])
         .args(["--warehouse", wh.to_str().unwrap()])
@@ -127,20 +126,14 @@ fn a_witness_catches_truncation_rollback_and_tenant_deletion() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let pipeline = KillOnDrop(child);
-    for line in std::io::BufReader::new(stdout).lines() {
-        if line.unwrap().contains("serving until interrupted") {
-            break;
-        }
-    }
+    let pipeline = await_line(child, "serving until interrupted");
     let log_key = dir.path().join("wh.keys/signing.pub");
     let key = std::fs::read_to_string(&log_key).unwrap();
 
     // The witness: its own key and state, beside the pipeline.
     let wdir = dir.path().join("witness");
     let waddr = free_addr();
-    let mut child = Command::new(custody_bin())
+    let child = Command::new(custody_bin())
         .args(["witness", "--log", &format!("http://{addr}")])
         .args(["--log-key", log_key.to_str().unwrap()])
         .args(["--token", TOKEN, "--interval", "200ms"])
@@ -149,13 +142,7 @@ fn a_witness_catches_truncation_rollback_and_tenant_deletion() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let witness = KillOnDrop(child);
-    let mut lines = std::io::BufReader::new(stdout).lines();
-    assert!(
-        lines.next().unwrap().unwrap().contains("/cosigned"),
-        "the witness did not start serving"
-    );
+    let witness = await_line(child, "/cosigned");
     let witness_url = format!("http://{waddr}");
     let wkey = wdir.join("witness.pub");
     // Until it has cosigned every tenant's latest checkpoint.
