@@ -636,8 +636,8 @@ async fn events(
     Json(json!({ "events": rows, "next_cursor": next_cursor })).into_response()
 }
 
-/// Most events returned for one session or causal chain.
-const MAX_SESSION: usize = 10_000;
+/// Most events returned for one causal chain.
+const MAX_CHAIN: usize = 10_000;
 
 /// Positions up to an event that `/causes` reads first (demo sessions span about 20).
 const CAUSES_WINDOW: u64 = 64;
@@ -667,18 +667,41 @@ fn missing(what: &str, id: &str) -> Response {
 }
 
 /// A session's events in chain order, with a human-readable narrative.
+/// `?limit=&cursor=` of a session's page.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SessionQuery {
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+/// Events of a session in one page unless asked otherwise (most sessions are whole in it).
+const SESSION_PAGE: usize = 200;
+
 async fn session(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path((tenant, session_id)): Path<(String, String)>,
-    Params(NoParams {}): Params<NoParams>,
+    Params(q): Params<SessionQuery>,
 ) -> Response {
+    if q.limit == Some(0) {
+        return bad_request("limit must be at least 1".into());
+    }
     let lake = match tenant_lake(&state, &headers, &tenant) {
         Ok(lake) => lake,
         Err(response) => return *response,
     };
+    let after_seq = match &q.cursor {
+        Some(c) => match decode_cursor(&state.cursor_key, &tenant, c) {
+            Some(seq) => Some(seq),
+            None => return bad_request("invalid cursor".into()),
+        },
+        None => None,
+    };
+    let limit = q.limit.unwrap_or(SESSION_PAGE).clamp(1, MAX_PAGE);
     // The event index bounds the session's positions (as of the tenant's latest checkpoint,
-    // as every page of events): each range read opens only the files of its positions.
+    // as every page of events): each range read opens only the files of its positions, a
+    // window at a time until the page is full.
     let ranges = state
         .logs
         .lock()
@@ -686,26 +709,41 @@ async fn session(
         .unwrap_or_default();
     let mut rows = Vec::new();
     for range in ranges {
+        let start = after_seq.map_or(range.start, |a| range.start.max(a + 1));
+        if start >= range.end {
+            continue;
+        }
         let query = EventQuery {
             session_id: Some(session_id.clone()),
-            seq_range: Some((range.start, range.end)),
-            limit: MAX_SESSION - rows.len(),
+            seq_range: Some((start, range.end)),
+            limit: limit - rows.len(),
             ..EventQuery::default()
         };
         match query_lake(&lake, &tenant, query).await {
             Ok(part) => rows.extend(part),
             Err(e) => return lake_failed("session query", e),
         }
-        if rows.len() >= MAX_SESSION {
+        if rows.len() >= limit {
             break;
         }
     }
-    if rows.is_empty() {
+    if rows.is_empty() && after_seq.is_none() {
         return missing("session", &session_id);
     }
+    let next_cursor = (rows.len() == limit)
+        .then(|| {
+            rows.last()
+                .map(|r| encode_cursor(&state.cursor_key, &tenant, r.seq as u64))
+        })
+        .flatten();
     let narrative: Vec<String> = rows.iter().map(narrate).collect();
-    Json(json!({ "session_id": session_id, "events": rows, "narrative": narrative }))
-        .into_response()
+    Json(json!({
+        "session_id": session_id,
+        "events": rows,
+        "narrative": narrative,
+        "next_cursor": next_cursor,
+    }))
+    .into_response()
 }
 
 /// The event and its causes, following `parent_event_id` within the tenant, nearest first.
@@ -738,7 +776,7 @@ async fn causes(
         std::collections::HashMap::new();
     let mut window = CAUSES_WINDOW;
     while let Some(id) = next.take() {
-        if !seen.insert(id.clone()) || chain.len() >= MAX_SESSION {
+        if !seen.insert(id.clone()) || chain.len() >= MAX_CHAIN {
             break;
         }
         if !loaded.contains_key(&id) {
@@ -748,7 +786,7 @@ async fn causes(
                     window = window.saturating_mul(4);
                     EventQuery {
                         seq_range: Some((start, at + 1)),
-                        limit: MAX_SESSION,
+                        limit: MAX_CHAIN,
                         ..EventQuery::default()
                     }
                 }

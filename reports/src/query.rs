@@ -382,16 +382,22 @@ impl TenantLake {
 
     /// The tenant's events matching `query`, in chain order, at most `query.limit`.
     pub async fn events(&self, query: &EventQuery) -> Result<Vec<EventRow>, QueryError> {
-        // A page of a chain whose length is known walks windows of positions (growing four
+        // A page of a chain whose length is known (or of a range of positions) walks windows of positions (growing four
         // times each), each read with `seq` bounds that prune files and row groups, until
         // the page is full: late materialization without a second pass.
-        let Some(end) = query
+        // The walk ends at the chain's end or at the range's, whichever is first.
+        let Some(mut end) = query
             .end_seq
+            .or(query.seq_range.map(|(_, stop)| stop))
             .filter(|_| query.seqs.is_none() && query.limit < usize::MAX)
         else {
             return self.events_once(query).await;
         };
         let mut start = query.after_seq.map_or(0, |a| a + 1);
+        if let Some((first, stop)) = query.seq_range {
+            start = start.max(first);
+            end = end.min(stop);
+        }
         let mut window = (query.limit as u64).saturating_mul(8).max(512);
         let mut rows: Vec<EventRow> = Vec::new();
         while start < end && rows.len() < query.limit {
