@@ -19,6 +19,8 @@ use hmac::{Hmac, Mac};
 use regex::bytes::{Regex, RegexBuilder};
 use sha2::Sha256;
 
+mod phone;
+
 type HmacSha256 = Hmac<Sha256>;
 
 /// The kinds of sensitive data the scanner recognizes.
@@ -100,7 +102,12 @@ const PATTERN: &str = r"(?x)
 | (?P<ssn>\b[0-9]{3}-[0-9]{2}-[0-9]{4}\b)
 | (?P<ip>\b(?:(?:25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])\b)
 | (?P<ip6>\b(?:[0-9A-Fa-f]{1,4}:){1,7}(?::[0-9A-Fa-f]{1,4}){1,6}\b|\b(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}\b)
-| (?P<phone>\+[0-9]{1,3}(?:[\ .-]?[0-9]{1,8}){2,6}\b|(?:\([0-9]{3}\)\ ?|\b[0-9]{3}[.-])[0-9]{3}[.-][0-9]{4}\b|\b0[1-9](?:\ [0-9]{2}){4}\b|\b0[1-9][0-9]{1,3}\ [0-9]{3,4}\ [0-9]{4}\b)
+| (?P<phone>(?:
+      (?:\+|\b00)\ ?[1-9][0-9]{0,3}(?:[\ .\-/]?\(0\))?(?:[\ .\-/]?[0-9]{1,6}){1,6}
+    | \(0?[0-9]{1,5}\)\ ?[0-9]{2,5}(?:[\ .\-/][0-9]{2,5}){0,3}
+    | \b0[0-9]{1,5}(?:[\ .\-/][0-9]{2,8}){1,5}
+    | \b[1-9][0-9]{1,4}(?:[\ .\-][0-9]{2,5}){1,4}
+  )(?:\ ?(?:x|ext\.?|extension)\ ?[0-9]{1,6})?\b)
 ";
 
 static SCANNER: LazyLock<Regex> = LazyLock::new(|| {
@@ -112,6 +119,43 @@ static SCANNER: LazyLock<Regex> = LazyLock::new(|| {
         .build()
         // Panic: PATTERN is a constant; the unit tests compile it.
         .expect("pii pattern compiles")
+});
+
+/// The phone alternative of [`PATTERN`] alone, anchored: tried where a match of an earlier
+/// alternative was rejected (French `01.23.45.67.89` is an IPv4 address followed by more).
+static PHONE_AT: LazyLock<Regex> = LazyLock::new(|| {
+    let start = PATTERN.find("(?P<phone>").unwrap_or(0);
+    RegexBuilder::new(&format!("(?x)^{}", &PATTERN[start..]))
+        .unicode(false)
+        .build()
+        // Panic: PATTERN is a constant; the unit tests compile it.
+        .expect("phone pattern compiles")
+});
+
+/// Whole-match shapes of the digit-only alternatives, in the alternation's order.
+static DIGIT_SHAPES: LazyLock<[(Regex, PiiKind); 3]> = LazyLock::new(|| {
+    let whole = |p: &str| {
+        RegexBuilder::new(&format!("^(?:{p})$"))
+            .unicode(false)
+            .build()
+            // Panic: constant patterns; the unit tests compile them.
+            .expect("shape compiles")
+    };
+    [
+        (
+            whole(
+                r"[0-9]{13,19}|[0-9]{4}(?: [0-9]{4}){3}|[0-9]{4}(?:-[0-9]{4}){3}|[0-9]{4}[ -][0-9]{6}[ -][0-9]{5}",
+            ),
+            PiiKind::Card,
+        ),
+        (whole(r"[0-9]{3}-[0-9]{2}-[0-9]{4}"), PiiKind::Ssn),
+        (
+            whole(
+                r"(?:(?:25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])",
+            ),
+            PiiKind::Ip,
+        ),
+    ]
 });
 
 /// A recognized span in a text.
@@ -136,28 +180,46 @@ pub fn scan(text: &str) -> Vec<PiiSpan> {
     // The DFA finds each match; its alternative is read off its shape (resolving capture
     // groups costs more than the scan itself).
     while let Some(m) = SCANNER.find_at(bytes, pos) {
-        pos = m.end().max(pos + 1);
         let found = &bytes[m.start()..m.end()];
         let kind = classify(found);
-        let end = match kind {
-            PiiKind::Card => luhn_valid(found).then_some(m.end()),
-            PiiKind::Iban => iban_valid(found).then_some(m.end()),
-            PiiKind::Ssn => ssn_valid(found).then_some(m.end()),
-            PiiKind::Ip if found.contains(&b':') => std::str::from_utf8(found)
-                .ok()
-                .and_then(|t| t.parse::<std::net::Ipv6Addr>().ok())
-                .map(|_| m.end()),
-            PiiKind::Phone => phone_len(found).map(|n| m.start() + n),
-            _ => Some(m.end()),
+        // A rejected phone candidate may have run into a value after it (a clock time into an
+        // SSN, an order id into an address): the scan resumes right after its start. Other
+        // shapes rejected are passed over whole (the digits of an invalid IBAN are no phone).
+        pos = if kind == PiiKind::Phone {
+            m.start() + 1
+        } else {
+            m.end().max(pos + 1)
         };
-        if let Some(end) = end {
+        let whole = Some((m.start(), m.end()));
+        let confirmed = match kind {
+            PiiKind::Card => whole.filter(|_| luhn_valid(found)),
+            PiiKind::Iban => whole.filter(|_| iban_valid(found)),
+            PiiKind::Ssn => whole.filter(|_| ssn_valid(found)),
+            PiiKind::Ip if found.contains(&b':') => whole.filter(|_| {
+                std::str::from_utf8(found).is_ok_and(|t| t.parse::<std::net::Ipv6Addr>().is_ok())
+            }),
+            // Four numbers followed by more are not an address (a dotted phone number, a
+            // version).
+            PiiKind::Ip => whole.filter(|_| {
+                bytes.get(m.end()) != Some(&b'.')
+                    || !bytes.get(m.end() + 1).is_some_and(u8::is_ascii_digit)
+            }),
+            PiiKind::Phone => phone::confirm(text, m.start(), m.end()),
+            _ => whole,
+        };
+        let confirmed = match confirmed {
+            Some((start, end)) => Some((start, end, kind)),
+            // A rejected match of another shape may start a phone number.
+            None if kind != PiiKind::Phone => PHONE_AT
+                .find(&bytes[m.start()..])
+                .and_then(|p| phone::confirm(text, m.start(), m.start() + p.end()))
+                .map(|(start, end)| (start, end, PiiKind::Phone)),
+            None => None,
+        };
+        if let Some((start, end, kind)) = confirmed {
             // A match cut back (a phone that ran into the next number) resumes scanning there.
             pos = end;
-            spans.push(PiiSpan {
-                start: m.start(),
-                end,
-                kind,
-            });
+            spans.push(PiiSpan { start, end, kind });
         }
     }
     spans
@@ -192,23 +254,13 @@ fn classify(found: &[u8]) -> PiiKind {
         PiiKind::Ip
     } else if found.len() > 2 && found[..2].iter().all(u8::is_ascii_uppercase) {
         PiiKind::Iban
-    } else if starts(b"+")
-        || starts(b"(")
-        || (starts(b"0") && found.contains(&b' ') && found.len() <= 15)
-    {
-        PiiKind::Phone
-    } else if found.contains(&b'.') {
-        if found.iter().filter(|&&b| b == b'.').count() == 3 {
-            PiiKind::Ip
-        } else {
-            PiiKind::Phone
-        }
-    } else if found.len() == 11 && found[3] == b'-' && found[6] == b'-' {
-        PiiKind::Ssn
-    } else if found.len() == 12 && found[3] == b'-' && found[7] == b'-' {
+    } else if starts(b"+") || starts(b"(") {
         PiiKind::Phone
     } else {
-        PiiKind::Card
+        DIGIT_SHAPES
+            .iter()
+            .find(|(shape, _)| shape.is_match(found))
+            .map_or(PiiKind::Phone, |(_, kind)| *kind)
     }
 }
 
@@ -287,30 +339,6 @@ pub fn iban_valid(bytes: &[u8]) -> bool {
         };
     }
     rem == 1
-}
-
-/// An international number (`+…`) holds 8 to 15 digits (E.164); a match that ran into a
-/// following number is cut back to the longest such prefix ending at a digit group. National
-/// formats are matched exactly by the pattern. Returns the phone's length in bytes.
-fn phone_len(bytes: &[u8]) -> Option<usize> {
-    if bytes.first() != Some(&b'+') {
-        return Some(bytes.len());
-    }
-    // North American numbers (+1) have exactly 11 digits.
-    let nanp = bytes.get(1) == Some(&b'1') && bytes.get(2).is_some_and(|b| !b.is_ascii_digit());
-    let lengths = if nanp { 11..=11 } else { 8..=15 };
-    let mut best = None;
-    let mut count = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        if b.is_ascii_digit() {
-            count += 1;
-            let group_ends = bytes.get(i + 1).is_none_or(|n| !n.is_ascii_digit());
-            if group_ends && lengths.contains(&count) {
-                best = Some(i + 1);
-            }
-        }
-    }
-    best
 }
 
 /// SSN area/group/serial rules: no 000/666/9xx area, no 00 group, no 0000 serial.

@@ -18,6 +18,8 @@ pub struct Sample {
     pub text: String,
     /// `(start, end, kind)` of every sensitive value in it.
     pub spans: Vec<(usize, usize, PiiKind)>,
+    /// The variant (format and locale) of each span, in the same order.
+    pub variants: Vec<&'static str>,
 }
 
 /// Deterministic xorshift64*.
@@ -229,63 +231,206 @@ fn grouped(s: &str, n: usize, sep: &str) -> String {
         .join(sep)
 }
 
-/// A sensitive value of `kind`.
-fn value(rng: &mut Rng, kind: PiiKind) -> String {
-    match kind {
-        PiiKind::Email => format!(
-            "{}{}@{}.{}",
-            rng.pick(&[
-                "jane",
-                "j.doe",
-                "ops",
-                "maria.garcia",
-                "li.wei",
-                "sam+billing"
-            ]),
-            rng.below(1000),
-            rng.pick(&["example", "acme-corp", "mail.globex", "uni-berlin"]),
-            rng.pick(&["com", "org", "de", "co.uk", "io"])
+/// A North American number's area code and exchange (NANP: `NXX`, not `N11`, area codes
+/// in service).
+fn nanp(rng: &mut Rng) -> (&'static str, String) {
+    let area = *rng.pick(&[
+        "212", "415", "312", "617", "202", "305", "713", "206", "503", "720", "404", "214", "416",
+        "604", "514",
+    ]);
+    let mut exchange = 200 + rng.below(800);
+    if exchange % 100 == 11 {
+        exchange += 10;
+    }
+    (area, format!("{exchange}"))
+}
+
+/// A phone number of one of the locales agents write in, in one of the formats its
+/// national numbering plan publishes (national, international with `+` or `00`, with the
+/// national prefix in parentheses), numbers drawn from ranges the plans allocate.
+fn phone(rng: &mut Rng) -> (String, &'static str) {
+    let d = |rng: &mut Rng, n: usize| rng.digits(n);
+    match rng.below(30) {
+        0 => {
+            let (a, x) = nanp(rng);
+            (format!("({a}) {x}-{}", d(rng, 4)), "phone-us-parens")
+        }
+        1 => {
+            let (a, x) = nanp(rng);
+            (format!("{a}-{x}-{}", d(rng, 4)), "phone-us-dashes")
+        }
+        2 => {
+            let (a, x) = nanp(rng);
+            (format!("{a}.{x}.{}", d(rng, 4)), "phone-us-dots")
+        }
+        3 => {
+            let (a, x) = nanp(rng);
+            (format!("+1 {a} {x} {}", d(rng, 4)), "phone-us-intl")
+        }
+        4 => {
+            let (a, x) = nanp(rng);
+            let ext = if rng.below(2) == 0 { " x" } else { " ext. " };
+            let n = 1 + rng.below(4) as usize;
+            (
+                format!("({a}) {x}-{}{ext}{}", d(rng, 4), d(rng, n)),
+                "phone-us-ext",
+            )
+        }
+        5 => {
+            let (area, n) = *rng.pick(&[
+                ("020 7", 3),
+                ("020 3", 3),
+                ("020 8", 3),
+                ("0161 4", 2),
+                ("0121 4", 2),
+                ("0131 2", 2),
+            ]);
+            (format!("{area}{} {}", d(rng, n), d(rng, 4)), "phone-gb-geo")
+        }
+        6 => {
+            let p = *rng.pick(&["74", "75", "77", "78", "79"]);
+            (
+                format!("07{}{} {}", &p[1..], d(rng, 2), d(rng, 6)),
+                "phone-gb-mobile",
+            )
+        }
+        7 => (
+            format!("+44 20 7{} {}", d(rng, 3), d(rng, 4)),
+            "phone-gb-intl",
         ),
-        PiiKind::Phone => match rng.below(9) {
-            7 => format!(
-                "0{} {} {} {} {}",
-                1 + rng.below(9),
-                rng.digits(2),
-                rng.digits(2),
-                rng.digits(2),
-                rng.digits(2)
+        8 => (
+            format!("+44 (0)20 8{} {}", d(rng, 3), d(rng, 4)),
+            "phone-gb-intl-trunk",
+        ),
+        9 => {
+            let area = *rng.pick(&["30", "40", "89", "69", "221"]);
+            // Subscriber numbers of 5 to 8 digits (fewer after longer area codes).
+            let n = 4 + rng.below(4 - area.len() as u64 / 3) as usize;
+            let sep = *rng.pick(&[" ", "/", "-"]);
+            (
+                format!("0{area}{sep}{}{}", 1 + rng.below(9), d(rng, n)),
+                "phone-de",
+            )
+        }
+        10 => (
+            format!("015{} {}", 1 + rng.below(2) * 6, d(rng, 8)),
+            "phone-de-mobile",
+        ),
+        11 => (
+            format!("+49 30 {}{}", 2 + rng.below(8), d(rng, 6)),
+            "phone-de-intl",
+        ),
+        12 => (
+            format!("+49 (0)89 {}{}", 2 + rng.below(8), d(rng, 6)),
+            "phone-de-intl-trunk",
+        ),
+        13 => (
+            format!("0049 40 {}{}", 2 + rng.below(8), d(rng, 6)),
+            "phone-de-00",
+        ),
+        14 => {
+            let sep = *rng.pick(&[" ", ".", "-"]);
+            let first = 1 + rng.below(7);
+            let first = if first == 6 { 6 } else { first.min(5) };
+            let groups: Vec<String> = (0..4).map(|_| d(rng, 2)).collect();
+            (format!("0{first}{sep}{}", groups.join(sep)), "phone-fr")
+        }
+        15 => {
+            let groups: Vec<String> = (0..4).map(|_| d(rng, 2)).collect();
+            (
+                format!("+33 {} {}", 6 + rng.below(2), groups.join(" ")),
+                "phone-fr-intl",
+            )
+        }
+        16 => (
+            format!(
+                "0033 1 {} {} {} {}",
+                d(rng, 2),
+                d(rng, 2),
+                d(rng, 2),
+                d(rng, 2)
             ),
-            8 => format!("020 {} {}", rng.digits(4), rng.digits(4)),
-            0 => format!("+1 {} {} {}", rng.digits(3), rng.digits(3), rng.digits(4)),
-            1 => format!("+44 20 {} {}", rng.digits(4), rng.digits(4)),
-            2 => format!("+49 30 {}", rng.digits(8)),
-            3 => format!(
-                "({}) {}-{}",
-                200 + rng.below(700),
-                rng.digits(3),
-                rng.digits(4)
+            "phone-fr-00",
+        ),
+        17 => (
+            format!("91{} {} {}", d(rng, 1), d(rng, 3), d(rng, 3)),
+            "phone-es",
+        ),
+        18 => (
+            format!(
+                "+34 6{} {} {} {}",
+                d(rng, 2),
+                d(rng, 2),
+                d(rng, 2),
+                d(rng, 2)
             ),
-            4 => format!(
-                "{}-{}-{}",
-                200 + rng.below(700),
-                rng.digits(3),
-                rng.digits(4)
+            "phone-es-intl",
+        ),
+        19 => (format!("06 {} {}", d(rng, 4), d(rng, 4)), "phone-it"),
+        20 => (
+            format!("+39 34{} {} {}", d(rng, 1), d(rng, 3), d(rng, 4)),
+            "phone-it-intl",
+        ),
+        21 => (format!("020 {} {}", d(rng, 3), d(rng, 4)), "phone-nl"),
+        22 => {
+            let sep = *rng.pick(&["-", " "]);
+            (
+                format!("06{sep}{}{}", 1 + rng.below(5), d(rng, 7)),
+                "phone-nl-mobile",
+            )
+        }
+        23 => (
+            format!("+31 6 {}{}", 1 + rng.below(5), d(rng, 7)),
+            "phone-nl-intl",
+        ),
+        24 => {
+            let area = *rng.pick(&["11", "16", "21", "31", "41", "51", "61", "71", "81"]);
+            (
+                format!("({area}) {}{}-{}", 2 + rng.below(4), d(rng, 3), d(rng, 4)),
+                "phone-br",
+            )
+        }
+        25 => (
+            format!("+55 11 9{}-{}", d(rng, 4), d(rng, 4)),
+            "phone-br-mobile",
+        ),
+        26 => {
+            let area = *rng.pick(&["3", "6"]);
+            (format!("0{area}-{}-{}", d(rng, 4), d(rng, 4)), "phone-jp")
+        }
+        27 => {
+            let p = *rng.pick(&["90", "80", "70"]);
+            (
+                format!("+81 {p} {} {}", d(rng, 4), d(rng, 4)),
+                "phone-jp-mobile",
+            )
+        }
+        28 => (format!("9{} {}", d(rng, 4), d(rng, 5)), "phone-in-mobile"),
+        _ => (format!("+91 9{} {}", d(rng, 4), d(rng, 5)), "phone-in-intl"),
+    }
+}
+
+/// A sensitive value of `kind`, and its variant.
+fn value(rng: &mut Rng, kind: PiiKind) -> (String, &'static str) {
+    match kind {
+        PiiKind::Email => (
+            format!(
+                "{}{}@{}.{}",
+                rng.pick(&[
+                    "jane",
+                    "j.doe",
+                    "ops",
+                    "maria.garcia",
+                    "li.wei",
+                    "sam+billing"
+                ]),
+                rng.below(1000),
+                rng.pick(&["example", "acme-corp", "mail.globex", "uni-berlin"]),
+                rng.pick(&["com", "org", "de", "co.uk", "io"])
             ),
-            5 => format!(
-                "+33 {} {} {} {} {}",
-                1 + rng.below(9),
-                rng.digits(2),
-                rng.digits(2),
-                rng.digits(2),
-                rng.digits(2)
-            ),
-            _ => format!(
-                "{}.{}.{}",
-                200 + rng.below(700),
-                rng.digits(3),
-                rng.digits(4)
-            ),
-        },
+            "email",
+        ),
+        PiiKind::Phone => phone(rng),
         PiiKind::Card => {
             let n = if rng.below(4) == 0 {
                 card_number(rng, 15)
@@ -293,65 +438,88 @@ fn value(rng: &mut Rng, kind: PiiKind) -> String {
                 card_number(rng, 16)
             };
             match rng.below(3) {
-                0 => n,
-                1 if n.len() == 16 => grouped(&n, 4, " "),
-                _ if n.len() == 16 => grouped(&n, 4, "-"),
-                _ => n,
+                1 if n.len() == 16 => (grouped(&n, 4, " "), "card-spaced"),
+                2 if n.len() == 16 => (grouped(&n, 4, "-"), "card-dashed"),
+                _ => (n, "card-plain"),
             }
         }
-        PiiKind::Ssn => format!(
-            "{:03}-{:02}-{:04}",
-            1 + rng.below(665),
-            1 + rng.below(99),
-            1 + rng.below(9999)
+        PiiKind::Ssn => (
+            format!(
+                "{:03}-{:02}-{:04}",
+                1 + rng.below(665),
+                1 + rng.below(99),
+                1 + rng.below(9999)
+            ),
+            "ssn-dashed",
         ),
         PiiKind::Iban => {
             let i = iban(rng);
             if rng.below(2) == 0 {
-                grouped(&i, 4, " ")
+                (grouped(&i, 4, " "), "iban-spaced")
             } else {
-                i
+                (i, "iban-plain")
             }
         }
         PiiKind::Ip => match rng.below(4) {
-            0 | 1 => format!(
-                "{}.{}.{}.{}",
-                1 + rng.below(254),
-                rng.below(256),
-                rng.below(256),
-                1 + rng.below(254)
+            0 | 1 => (
+                format!(
+                    "{}.{}.{}.{}",
+                    1 + rng.below(254),
+                    rng.below(256),
+                    rng.below(256),
+                    1 + rng.below(254)
+                ),
+                "ip-v4",
             ),
-            2 => (0..8)
-                .map(|_| format!("{:x}", rng.below(0x10000)))
-                .collect::<Vec<_>>()
-                .join(":"),
-            _ => format!(
-                "2001:db8::{:x}:{:x}",
-                rng.below(0x10000),
-                1 + rng.below(0xffff)
+            2 => (
+                (0..8)
+                    .map(|_| format!("{:x}", rng.below(0x10000)))
+                    .collect::<Vec<_>>()
+                    .join(":"),
+                "ip-v6-full",
+            ),
+            _ => (
+                format!(
+                    "2001:db8::{:x}:{:x}",
+                    rng.below(0x10000),
+                    1 + rng.below(0xffff)
+                ),
+                "ip-v6-compressed",
             ),
         },
-        PiiKind::Custom => format!("EMP-{}", rng.digits(6)),
+        PiiKind::Custom => (format!("EMP-{}", rng.digits(6)), "custom"),
         PiiKind::Secret => match rng.below(6) {
-            0 => format!("AKIA{}", rng.chars(16, UPPER_DIGITS)),
-            1 => format!("sk_live_{}", rng.chars(24, ALNUM)),
-            2 => format!("ghp_{}", rng.chars(36, ALNUM)),
-            3 => format!(
-                "xoxb-{}-{}-{}",
-                rng.digits(11),
-                rng.digits(12),
-                rng.chars(24, ALNUM)
+            0 => (
+                format!("AKIA{}", rng.chars(16, UPPER_DIGITS)),
+                "secret-aws-key-id",
             ),
-            4 => format!(
-                "eyJ{}.eyJ{}.{}",
-                rng.chars(20, B64URL),
-                rng.chars(40, B64URL),
-                rng.chars(43, B64URL)
+            1 => (format!("sk_live_{}", rng.chars(24, ALNUM)), "secret-stripe"),
+            2 => (format!("ghp_{}", rng.chars(36, ALNUM)), "secret-github"),
+            3 => (
+                format!(
+                    "xoxb-{}-{}-{}",
+                    rng.digits(11),
+                    rng.digits(12),
+                    rng.chars(24, ALNUM)
+                ),
+                "secret-slack",
             ),
-            _ => format!(
-                "-----BEGIN RSA PRIVATE KEY-----\n{}\n{}\n-----END RSA PRIVATE KEY-----",
-                rng.chars(64, ALNUM),
-                rng.chars(40, ALNUM)
+            4 => (
+                format!(
+                    "eyJ{}.eyJ{}.{}",
+                    rng.chars(20, B64URL),
+                    rng.chars(40, B64URL),
+                    rng.chars(43, B64URL)
+                ),
+                "secret-jwt",
+            ),
+            _ => (
+                format!(
+                    "-----BEGIN RSA PRIVATE KEY-----\n{}\n{}\n-----END RSA PRIVATE KEY-----",
+                    rng.chars(64, ALNUM),
+                    rng.chars(40, ALNUM)
+                ),
+                "secret-private-key",
             ),
         },
     }
@@ -364,6 +532,7 @@ pub fn corpus(n: usize, size: usize, seed: u64) -> Vec<Sample> {
         .map(|i| {
             let mut text = String::with_capacity(size + 128);
             let mut spans = Vec::new();
+            let mut variants = Vec::new();
             // Every text carries one value of the kind its index selects, plus random extras.
             let mut pending: Vec<PiiKind> = vec![PiiKind::ALL[i % PiiKind::ALL.len()]];
             for _ in 0..rng.below(3) {
@@ -373,10 +542,11 @@ pub fn corpus(n: usize, size: usize, seed: u64) -> Vec<Sample> {
                 match rng.below(12) {
                     0 if !pending.is_empty() => {
                         let kind = pending.remove(0);
-                        let v = value(&mut rng, kind);
+                        let (v, variant) = value(&mut rng, kind);
                         let start = text.len();
                         text.push_str(&v);
                         spans.push((start, text.len(), kind));
+                        variants.push(variant);
                     }
                     1 => text.push_str(&distractor(&mut rng)),
                     _ => text.push_str(rng.pick::<&str>(WORDS)),
@@ -384,13 +554,18 @@ pub fn corpus(n: usize, size: usize, seed: u64) -> Vec<Sample> {
                 text.push_str(rng.pick::<&str>(&[" ", " ", " ", ", ", ". ", "\n", " ("]));
             }
             for kind in pending {
-                let v = value(&mut rng, kind);
+                let (v, variant) = value(&mut rng, kind);
                 let start = text.len();
                 text.push_str(&v);
                 spans.push((start, text.len(), kind));
+                variants.push(variant);
                 text.push('.');
             }
-            Sample { text, spans }
+            Sample {
+                text,
+                spans,
+                variants,
+            }
         })
         .collect()
 }
@@ -459,6 +634,42 @@ pub fn evaluate(samples: &[Sample]) -> BTreeMap<PiiKind, Score> {
     scores
 }
 
+/// Recall per variant (format and locale) of the labeled spans: which formats are missed.
+pub fn evaluate_variants(samples: &[Sample]) -> BTreeMap<&'static str, Score> {
+    let mut scores: BTreeMap<&'static str, Score> = BTreeMap::new();
+    for s in samples {
+        let found = scan(&s.text);
+        for (&(start, end, kind), &variant) in s.spans.iter().zip(&s.variants) {
+            let hit = found
+                .iter()
+                .any(|f| f.kind == kind && f.start < end && start < f.end);
+            let score = scores.entry(variant).or_default();
+            if hit {
+                score.true_positives += 1;
+            } else {
+                score.false_negatives += 1;
+            }
+        }
+    }
+    scores
+}
+
+/// A table of recall per variant, one line each.
+pub fn report_variants(scores: &BTreeMap<&'static str, Score>) -> String {
+    let mut out = String::from("variant                   labeled  found  recall\n");
+    for (variant, s) in scores {
+        let _ = writeln!(
+            out,
+            "{:<25} {:>7} {:>6}  {:.4}",
+            variant,
+            s.true_positives + s.false_negatives,
+            s.true_positives,
+            s.recall()
+        );
+    }
+    out
+}
+
 /// A table of the scores, one line per kind.
 pub fn report(scores: &BTreeMap<PiiKind, Score>) -> String {
     let mut out = String::from("kind    labeled  found  fp   fn   recall  precision\n");
@@ -487,7 +698,8 @@ mod tests {
     fn recognizers_meet_recall_and_precision_on_5000_labeled_texts() {
         let samples = corpus(5_000, 1024, 0x5EED);
         let scores = evaluate(&samples);
-        let table = report(&scores);
+        let variants = report_variants(&evaluate_variants(&samples));
+        let table = format!("{}{variants}", report(&scores));
         eprintln!("{table}");
         for (kind, s) in &scores {
             assert!(s.true_positives > 500, "{kind:?} undersampled\n{table}");
