@@ -47,7 +47,8 @@ pub fn run(events: u64) {
     chain(events);
 }
 
-/// PII scanner throughput on 1 KB texts of the labeled corpus, 1 core, and its scores.
+/// PII scanner throughput on 1 KB texts of the labeled corpus, 1 core, and its scores per kind
+/// and per variant (format and locale).
 fn pii_scanner() {
     let samples = custody_operators::pii_corpus::corpus(20_000, 1024, 0xBE7C);
     let bytes: usize = samples.iter().map(|s| s.text.len()).sum();
@@ -73,6 +74,11 @@ fn pii_scanner() {
     );
     let scores = custody_operators::pii_corpus::evaluate(&samples);
     print!("{}", custody_operators::pii_corpus::report(&scores));
+    let variants = custody_operators::pii_corpus::evaluate_variants(&samples);
+    print!(
+        "{}",
+        custody_operators::pii_corpus::report_variants(&variants)
+    );
 }
 
 fn chain(events: u64) {
