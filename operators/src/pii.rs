@@ -121,40 +121,38 @@ static SCANNER: LazyLock<Regex> = LazyLock::new(|| {
         .expect("pii pattern compiles")
 });
 
-/// The phone alternative of [`PATTERN`] alone, anchored: tried where a match of an earlier
-/// alternative was rejected (French `01.23.45.67.89` is an IPv4 address followed by more).
-static PHONE_AT: LazyLock<Regex> = LazyLock::new(|| {
-    let start = PATTERN.find("(?P<phone>").unwrap_or(0);
-    RegexBuilder::new(&format!("(?x)^{}", &PATTERN[start..]))
+/// The text of the alternative `name` of [`PATTERN`] (its `(?P<name>…)` line or lines).
+fn alternative(name: &str) -> &'static str {
+    let open = format!("(?P<{name}>");
+    // Panic: only called with names of GROUPS, each in PATTERN (the unit tests build every
+    // shape that uses it).
+    let start = PATTERN.find(&open).expect("a group of PATTERN");
+    let len = PATTERN[start..]
+        .find("\n| ")
+        .unwrap_or(PATTERN.len() - start);
+    &PATTERN[start..start + len]
+}
+
+/// `(?x)` anchored at the start (and at the end if `whole`) of the alternative `name`.
+fn anchored(name: &str, whole: bool) -> Regex {
+    let end = if whole { "$" } else { "" };
+    RegexBuilder::new(&format!("(?x)^(?:{}){end}", alternative(name)))
         .unicode(false)
         .build()
-        // Panic: PATTERN is a constant; the unit tests compile it.
-        .expect("phone pattern compiles")
-});
+        // Panic: PATTERN is a constant; the unit tests compile every shape built from it.
+        .expect("pii shape compiles")
+}
+
+/// The phone alternative alone, anchored: tried where a match of an earlier alternative was
+/// rejected (French `01.23.45.67.89` is an IPv4 address followed by more).
+static PHONE_AT: LazyLock<Regex> = LazyLock::new(|| anchored("phone", false));
 
 /// Whole-match shapes of the digit-only alternatives, in the alternation's order.
 static DIGIT_SHAPES: LazyLock<[(Regex, PiiKind); 3]> = LazyLock::new(|| {
-    let whole = |p: &str| {
-        RegexBuilder::new(&format!("^(?:{p})$"))
-            .unicode(false)
-            .build()
-            // Panic: constant patterns; the unit tests compile them.
-            .expect("shape compiles")
-    };
     [
-        (
-            whole(
-                r"[0-9]{13,19}|[0-9]{4}(?: [0-9]{4}){3}|[0-9]{4}(?:-[0-9]{4}){3}|[0-9]{4}[ -][0-9]{6}[ -][0-9]{5}",
-            ),
-            PiiKind::Card,
-        ),
-        (whole(r"[0-9]{3}-[0-9]{2}-[0-9]{4}"), PiiKind::Ssn),
-        (
-            whole(
-                r"(?:(?:25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])",
-            ),
-            PiiKind::Ip,
-        ),
+        (anchored("card", true), PiiKind::Card),
+        (anchored("ssn", true), PiiKind::Ssn),
+        (anchored("ip", true), PiiKind::Ip),
     ]
 });
 

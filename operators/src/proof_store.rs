@@ -17,9 +17,9 @@
 //!   search of `.run` and a scan of `.idx`: a few reads, whatever the history; each record is
 //!   rewritten a bounded number of times on average (the runs grow geometrically).
 //!   Sessions are indexed too, under `SHA-256(0x01 || tenant || 0x00 || session_id)`: for each
-//!   epoch a session appears in, a record of its first and of its last position in it, so a
-//!   session's records bound its events ([`ProofStore::session_span`]) and a session read
-//!   from the lake opens only the files of its positions.
+//!   epoch (or batch of a rebuild) a session appears in, a record of its first and of its last
+//!   position in it, so a session's records bound its events ([`ProofStore::session_span`])
+//!   and a session read from the lake opens only the files of its positions.
 //! - `chains/<id>.hashes`: one tenant's chain hashes by position, 32 bytes each (event `seq`
 //!   at byte `32·seq`), so that a row read alone from the lake is linked to its predecessor
 //!   without a second read ([`ChainHashes`]).

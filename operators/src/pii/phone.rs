@@ -4,11 +4,15 @@
 //! or `00` and a country code), a national number with its trunk prefix (`0…`) or its area
 //! code in parentheses, or digit groups (North American `212 555 0187`, Spanish
 //! `912 345 678`, Indian `98765 43210`), each possibly followed by an extension. Only
-//! those with at least [`MIN_DIGITS`] digits, and not shaped like a date, are handed to
-//! libphonenumber's matcher, which keeps a number only if it is valid (an assigned range of
-//! its region, national prefix written where it is usual: [`Leniency::Valid`]) for its own
-//! country code or, written nationally, for one of [`REGIONS`]; it also cuts the span to
-//! the number (and extension) itself.
+//! those with at least [`MIN_DIGITS`] digits, not shaped like a date and not continuing a
+//! token (an order id, a clock time), are handed to libphonenumber's matcher. A number
+//! written with its country code (`+`) is kept if it is valid there ([`Leniency::Valid`]: an
+//! assigned range), else if its length is possible there; one written nationally (trunk
+//! prefix, parentheses, `00`) must be valid in one of [`REGIONS`], national prefix written
+//! where usual; bare digit groups must be grouped exactly as one of [`BARE_REGIONS`] writes
+//! its numbers; North American `NXX-NXX-XXXX` must be possible in the US or Canada. The
+//! matcher also cuts the span to the number (and extension) itself; a candidate that ran
+//! into the numbers after it is tried again without its last digit group.
 //!
 //! # Cost
 //! The matcher costs microseconds per region tried, so it only sees candidates; text with
