@@ -17,8 +17,6 @@ pub mod identity;
 pub mod layout;
 pub mod merkle;
 pub mod metrics;
-pub mod pii;
-pub mod pii_corpus;
 pub mod proof_store;
 pub mod record;
 pub mod seal;
@@ -29,6 +27,8 @@ pub mod transforms;
 pub mod vault;
 pub mod verify;
 
+pub use custody_pii as pii;
+pub use custody_pii::corpus as pii_corpus;
 pub use error::{Error, Result};
 pub use metrics::Metrics;
 pub use sinks::forward::ForwardToSink;

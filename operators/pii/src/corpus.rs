@@ -3,13 +3,13 @@
 //! (timestamps, versions, UUIDs, hashes, order ids, amounts, Luhn-invalid card numbers,
 //! mod-97-invalid IBANs, invalid SSN areas, MAC addresses, clock times).
 //!
-//! [`evaluate`] scores [`crate::pii::scan`] against it per kind: a found span is a true
+//! [`evaluate`] scores [`crate::scan`] against it per kind: a found span is a true
 //! positive if it overlaps a labeled span of the same kind.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::pii::{PiiKind, scan};
+use crate::{PiiKind, scan};
 
 /// One labeled text.
 #[derive(Clone, Debug)]
@@ -103,7 +103,7 @@ const WORDS: &[&str] = &[
 
 /// Values that look sensitive but are not.
 fn distractor(rng: &mut Rng) -> String {
-    match rng.below(14) {
+    match rng.below(23) {
         0 => format!(
             "2026-{:02}-{:02}T{:02}:{:02}:{:02}Z",
             1 + rng.below(12),
@@ -126,7 +126,7 @@ fn distractor(rng: &mut Rng) -> String {
         5 => format!("${},{}.{}", 1 + rng.below(99), rng.digits(3), rng.digits(2)),
         6 => {
             // A 16-digit number that fails the Luhn check.
-            let mut n = card_number(rng, 16);
+            let mut n = card_number(rng, "4", 16);
             let last = n.pop().map_or(0, |c| c as u8 - b'0');
             n.push(char::from(b'0' + (last + 1) % 10));
             n
@@ -151,7 +151,62 @@ fn distractor(rng: &mut Rng) -> String {
         ),
         11 => format!("{} ms", rng.below(100_000)),
         12 => format!("build {}", rng.digits(7)),
-        _ => format!("page {} of {}", 1 + rng.below(50), 50 + rng.below(50)),
+        13 => format!("page {} of {}", 1 + rng.below(50), 50 + rng.below(50)),
+        // Version strings that read as IPv4, and addresses that name no host.
+        14 => format!(
+            "{}.{}.{}.{}",
+            rng.below(10),
+            rng.below(10),
+            rng.below(10),
+            rng.below(10)
+        ),
+        15 => format!(
+            "version {}.{}.{}.{}",
+            1 + rng.below(30),
+            rng.below(20),
+            rng.below(256),
+            rng.below(256)
+        ),
+        16 => (*rng.pick(&[
+            "0.0.0.0",
+            "127.0.0.1",
+            "listening on 0.0.0.0:8080",
+            "255.255.255.255",
+            "::1",
+            "ff02::1",
+            "[::]:443",
+            "224.0.0.251",
+        ]))
+        .to_string(),
+        // Luhn-valid numbers no card network issues: EAN-13 barcodes, epoch milliseconds,
+        // IMEIs, ids.
+        17 => {
+            let payload = format!(
+                "{}{}",
+                rng.pick(&["400", "500", "590", "760", "871"]),
+                rng.digits(9)
+            );
+            let sum: u32 = payload
+                .bytes()
+                .enumerate()
+                .map(|(i, b)| u32::from(b - b'0') * if i % 2 == 0 { 1 } else { 3 })
+                .sum();
+            format!("EAN {payload}{}", (10 - sum % 10) % 10)
+        }
+        18 => format!("17{}", rng.digits(11)),
+        19 => {
+            let payload = format!("35{}", rng.digits(12));
+            let check = luhn_digit(&payload);
+            format!("IMEI {payload}{check}")
+        }
+        20 => {
+            let payload = format!("9{}", rng.digits(14));
+            let check = luhn_digit(&payload);
+            format!("{payload}{check}")
+        }
+        // Nine digits that nothing names an SSN.
+        21 => format!("ref {}", rng.digits(9)),
+        _ => (*rng.pick(&["std::fmt", "12:30", "deadbeef", "a1b2c3d4", "ab12cdef"])).to_string(),
     }
 }
 
@@ -173,39 +228,124 @@ fn luhn_digit(payload: &str) -> char {
     char::from(b'0' + ((10 - sum % 10) % 10) as u8)
 }
 
-fn card_number(rng: &mut Rng, len: usize) -> String {
-    let prefix = match len {
-        15 => (*rng.pick(&["34", "37"])).to_string(),
-        _ => (*rng.pick(&["4", "51", "52", "55", "6011"])).to_string(),
-    };
-    let mut n = prefix.clone();
+/// A card number of `network` (issuer prefix and length from the network's published
+/// ranges), Luhn-completed.
+fn card_number(rng: &mut Rng, prefix: &str, len: usize) -> String {
+    let mut n = prefix.to_string();
     n.push_str(&rng.digits(len - 1 - prefix.len()));
     let check = luhn_digit(&n);
     n.push(check);
     n
 }
 
-fn iban(rng: &mut Rng) -> String {
-    let (country, bban) = match rng.below(4) {
-        0 => ("DE", rng.digits(18)),
-        1 => (
-            "GB",
-            format!(
-                "{}{}",
-                rng.chars(4, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"),
-                rng.digits(14)
-            ),
-        ),
-        2 => ("FR", rng.digits(23)),
-        _ => (
-            "NL",
-            format!(
-                "{}{}",
-                rng.chars(4, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"),
-                rng.digits(10)
-            ),
-        ),
+/// A card of one of the networks, in one of the ways cards are written: plain, in the
+/// network's groups (4-4-4-4, Amex 4-6-5, Diners 4-6-4, 19 digits 4-4-4-4-3) spaced or
+/// dashed.
+fn card(rng: &mut Rng) -> (String, &'static str) {
+    let (network, prefix, len) = *rng.pick(&[
+        ("visa", "4", 16),
+        ("visa19", "4", 19),
+        ("mastercard", "51", 16),
+        ("mastercard", "55", 16),
+        ("mastercard2", "2221", 16),
+        ("mastercard2", "2720", 16),
+        ("amex", "34", 15),
+        ("amex", "37", 15),
+        ("diners", "36", 14),
+        ("diners", "300", 14),
+        ("discover", "6011", 16),
+        ("discover", "65", 16),
+        ("jcb", "3528", 16),
+        ("jcb", "3589", 16),
+        ("unionpay", "62", 16),
+        ("unionpay19", "62", 19),
+        ("maestro", "6759", 16),
+        ("mir", "2200", 16),
+    ]);
+    let n = card_number(rng, prefix, len);
+    let groups: &[usize] = match len {
+        14 => &[4, 6, 4],
+        15 => &[4, 6, 5],
+        19 => &[4, 4, 4, 4, 3],
+        _ => &[4, 4, 4, 4],
     };
+    let split = |sep: &str| {
+        let mut out = String::new();
+        let mut at = 0;
+        for (i, g) in groups.iter().enumerate() {
+            if i > 0 {
+                out.push_str(sep);
+            }
+            out.push_str(&n[at..at + g]);
+            at += g;
+        }
+        out
+    };
+    let variant = |format: &str| -> &'static str {
+        // The variant names are a fixed set: network × format.
+        match (network, format) {
+            ("visa", "plain") => "card-visa-plain",
+            ("visa", "spaced") => "card-visa-spaced",
+            ("visa", _) => "card-visa-dashed",
+            ("visa19", "plain") => "card-19-plain",
+            ("visa19", _) => "card-19-grouped",
+            ("unionpay19", "plain") => "card-19-plain",
+            ("unionpay19", _) => "card-19-grouped",
+            ("amex", "plain") => "card-amex-plain",
+            ("amex", _) => "card-amex-4-6-5",
+            ("diners", "plain") => "card-diners-plain",
+            ("diners", _) => "card-diners-4-6-4",
+            ("mastercard", _) => "card-mastercard",
+            ("mastercard2", _) => "card-mastercard-2series",
+            ("discover", _) => "card-discover",
+            ("jcb", _) => "card-jcb",
+            ("unionpay", _) => "card-unionpay",
+            ("maestro", _) => "card-maestro",
+            _ => "card-mir",
+        }
+    };
+    match rng.below(3) {
+        0 => (n.clone(), variant("plain")),
+        1 => (split(" "), variant("spaced")),
+        _ => (split("-"), variant("dashed")),
+    }
+}
+
+/// The BBAN of `country` in its registry format: `n` digits, `a` upper-case letters, `c`
+/// alphanumerics.
+fn bban(rng: &mut Rng, format: &[(usize, u8)]) -> String {
+    let mut out = String::new();
+    for &(n, class) in format {
+        match class {
+            b'n' => out.push_str(&rng.digits(n)),
+            b'a' => out.push_str(&rng.chars(n, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")),
+            _ => out.push_str(&rng.chars(n, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")),
+        }
+    }
+    out
+}
+
+/// An IBAN of a registry country, its BBAN in that country's format, check digits computed
+/// by ISO 7064 mod 97-10.
+fn iban(rng: &mut Rng) -> String {
+    let (country, format): (&str, &[(usize, u8)]) = *rng.pick(&[
+        ("DE", &[(18, b'n')][..]),
+        ("GB", &[(4, b'a'), (14, b'n')]),
+        ("FR", &[(10, b'n'), (11, b'c'), (2, b'n')]),
+        ("NL", &[(4, b'a'), (10, b'n')]),
+        ("ES", &[(20, b'n')]),
+        ("IT", &[(1, b'a'), (10, b'n'), (12, b'c')]),
+        ("BE", &[(12, b'n')]),
+        ("CH", &[(5, b'n'), (12, b'c')]),
+        ("PL", &[(24, b'n')]),
+        ("NO", &[(11, b'n')]),
+        ("AT", &[(16, b'n')]),
+        ("PT", &[(21, b'n')]),
+        ("SE", &[(20, b'n')]),
+        ("IE", &[(4, b'a'), (14, b'n')]),
+        ("BR", &[(23, b'n'), (1, b'a'), (1, b'c')]),
+    ]);
+    let bban = bban(rng, format);
     let rearranged = format!("{bban}{country}00");
     let mut rem = 0u32;
     for c in rearranged.bytes() {
@@ -229,6 +369,173 @@ fn grouped(s: &str, n: usize, sep: &str) -> String {
         .map(|c| String::from_utf8_lossy(c).into_owned())
         .collect::<Vec<_>>()
         .join(sep)
+}
+
+/// An email address: ASCII, with a Unicode local part (RFC 6531), an internationalized
+/// domain (as Unicode or as its punycode A-label), or an apostrophe.
+fn email(rng: &mut Rng) -> (String, &'static str) {
+    let n = rng.below(1000);
+    let ascii_domain = *rng.pick(&[
+        "example.com",
+        "acme-corp.io",
+        "mail.globex.co.uk",
+        "uni-berlin.de",
+    ]);
+    match rng.below(6) {
+        0 | 1 => {
+            let local = *rng.pick(&[
+                "jane",
+                "j.doe",
+                "ops",
+                "maria.garcia",
+                "li.wei",
+                "sam+billing",
+            ]);
+            (format!("{local}{n}@{ascii_domain}"), "email-ascii")
+        }
+        2 => {
+            let local = *rng.pick(&[
+                "josé",
+                "müller",
+                "björn.andersson",
+                "françois",
+                "żaneta",
+                "иван.петров",
+                "用户",
+                "δοκιμή",
+                "søren",
+                "đorđe",
+            ]);
+            (format!("{local}@{ascii_domain}"), "email-unicode-local")
+        }
+        3 => {
+            let (local, domain) = *rng.pick(&[
+                ("jürgen", "münchen.de"),
+                ("info", "bücher.example"),
+                ("почта", "пример.рф"),
+                ("contact", "例子.中国"),
+                ("kontakt", "straße.de"),
+                ("ana", "añoranza.es"),
+            ]);
+            (format!("{local}{n}@{domain}"), "email-idn")
+        }
+        4 => {
+            let domain = *rng.pick(&[
+                "xn--mnchen-3ya.de",
+                "xn--80ak6aa92e.xn--p1ai",
+                "example.xn--p1ai",
+                "xn--fiqs8s.xn--fiqs8s",
+                "shop.xn--bcher-kva.example",
+            ]);
+            (format!("user{n}@{domain}"), "email-punycode")
+        }
+        _ => {
+            let local = *rng.pick(&["o'brien", "d'angelo", "o'neill.k", "mary-kate.o'hara"]);
+            (format!("{local}@{ascii_domain}"), "email-apostrophe")
+        }
+    }
+}
+
+/// A personal IPv4 address: a host (not 0/8, loopback, multicast or reserved), not all parts
+/// below ten.
+fn ipv4(rng: &mut Rng) -> String {
+    let mut first = 1 + rng.below(223);
+    if first == 127 {
+        first = 128;
+    }
+    format!(
+        "{first}.{}.{}.{}",
+        rng.below(256),
+        rng.below(256),
+        10 + rng.below(244)
+    )
+}
+
+fn hex4(rng: &mut Rng) -> String {
+    format!("{:x}", rng.below(0x10000))
+}
+
+/// An IP address and how it is written; `(before, address, after)` for the bracketed form.
+fn ip(rng: &mut Rng) -> (String, String, String, &'static str) {
+    let plain = |s: String, v| (String::new(), s, String::new(), v);
+    match rng.below(8) {
+        0..=2 => plain(ipv4(rng), "ip-v4"),
+        3 => plain(
+            (0..8).map(|_| hex4(rng)).collect::<Vec<_>>().join(":"),
+            "ip-v6-full",
+        ),
+        4 => plain(
+            format!("2001:db8::{}:{:x}", hex4(rng), 1 + rng.below(0xffff)),
+            "ip-v6-compressed",
+        ),
+        5 => plain(
+            format!("2001:db8:{}:{:x}::", hex4(rng), 1 + rng.below(0xffff)),
+            "ip-v6-trailing",
+        ),
+        6 => (
+            "[".into(),
+            format!("2001:db8::{:x}", 1 + rng.below(0xffff)),
+            format!("]:{}", 1024 + rng.below(60000)),
+            "ip-v6-bracketed-port",
+        ),
+        _ => plain(format!("::ffff:{}", ipv4(rng)), "ip-v6-mapped"),
+    }
+}
+
+/// A US social security number under the SSA's rules: dashed, spaced, or bare after a word
+/// naming it.
+fn ssn(rng: &mut Rng) -> (String, String, &'static str) {
+    let mut area = 1 + rng.below(899);
+    if area == 666 {
+        area = 667;
+    }
+    let (group, serial) = (1 + rng.below(99), 1 + rng.below(9999));
+    match rng.below(3) {
+        0 => (
+            String::new(),
+            format!("{area:03}-{group:02}-{serial:04}"),
+            "ssn-dashed",
+        ),
+        1 => (
+            String::new(),
+            format!("{area:03} {group:02} {serial:04}"),
+            "ssn-spaced",
+        ),
+        _ => {
+            let context = *rng.pick(&[
+                "SSN: ",
+                "SSN ",
+                "ssn#",
+                "social security number ",
+                "Social Security No. ",
+            ]);
+            (
+                context.to_string(),
+                format!("{area:03}{group:02}{serial:04}"),
+                "ssn-bare-named",
+            )
+        }
+    }
+}
+
+/// A labeled value: the text before it (context that names it, a bracket), the value, the
+/// text after it, and its variant.
+struct Value {
+    before: String,
+    value: String,
+    after: String,
+    variant: &'static str,
+}
+
+impl Value {
+    fn plain((value, variant): (String, &'static str)) -> Self {
+        Value {
+            before: String::new(),
+            value,
+            after: String::new(),
+            variant,
+        }
+    }
 }
 
 /// A North American number's area code and exchange (NANP: `NXX`, not `N11`, area codes
@@ -410,85 +717,45 @@ fn phone(rng: &mut Rng) -> (String, &'static str) {
     }
 }
 
-/// A sensitive value of `kind`, and its variant.
-fn value(rng: &mut Rng, kind: PiiKind) -> (String, &'static str) {
+/// A sensitive value of `kind`, with its context and variant.
+fn value(rng: &mut Rng, kind: PiiKind) -> Value {
     match kind {
-        PiiKind::Email => (
-            format!(
-                "{}{}@{}.{}",
-                rng.pick(&[
-                    "jane",
-                    "j.doe",
-                    "ops",
-                    "maria.garcia",
-                    "li.wei",
-                    "sam+billing"
-                ]),
-                rng.below(1000),
-                rng.pick(&["example", "acme-corp", "mail.globex", "uni-berlin"]),
-                rng.pick(&["com", "org", "de", "co.uk", "io"])
-            ),
-            "email",
-        ),
-        PiiKind::Phone => phone(rng),
-        PiiKind::Card => {
-            let n = if rng.below(4) == 0 {
-                card_number(rng, 15)
-            } else {
-                card_number(rng, 16)
-            };
-            match rng.below(3) {
-                1 if n.len() == 16 => (grouped(&n, 4, " "), "card-spaced"),
-                2 if n.len() == 16 => (grouped(&n, 4, "-"), "card-dashed"),
-                _ => (n, "card-plain"),
+        PiiKind::Email => Value::plain(email(rng)),
+        PiiKind::Phone => Value::plain(phone(rng)),
+        PiiKind::Card => Value::plain(card(rng)),
+        PiiKind::Ssn => {
+            let (before, value, variant) = ssn(rng);
+            Value {
+                before,
+                value,
+                after: String::new(),
+                variant,
             }
         }
-        PiiKind::Ssn => (
-            format!(
-                "{:03}-{:02}-{:04}",
-                1 + rng.below(665),
-                1 + rng.below(99),
-                1 + rng.below(9999)
-            ),
-            "ssn-dashed",
-        ),
         PiiKind::Iban => {
             let i = iban(rng);
-            if rng.below(2) == 0 {
-                (grouped(&i, 4, " "), "iban-spaced")
-            } else {
-                (i, "iban-plain")
+            Value::plain(match rng.below(5) {
+                0 => (grouped(&i, 4, " "), "iban-spaced"),
+                1 => (i, "iban-plain"),
+                2 => (i.to_ascii_lowercase(), "iban-lower"),
+                3 => (
+                    grouped(&i.to_ascii_lowercase(), 4, " "),
+                    "iban-spaced-lower",
+                ),
+                _ => (grouped(&i, 4, "-"), "iban-dashed"),
+            })
+        }
+        PiiKind::Ip => {
+            let (before, value, after, variant) = ip(rng);
+            Value {
+                before,
+                value,
+                after,
+                variant,
             }
         }
-        PiiKind::Ip => match rng.below(4) {
-            0 | 1 => (
-                format!(
-                    "{}.{}.{}.{}",
-                    1 + rng.below(254),
-                    rng.below(256),
-                    rng.below(256),
-                    1 + rng.below(254)
-                ),
-                "ip-v4",
-            ),
-            2 => (
-                (0..8)
-                    .map(|_| format!("{:x}", rng.below(0x10000)))
-                    .collect::<Vec<_>>()
-                    .join(":"),
-                "ip-v6-full",
-            ),
-            _ => (
-                format!(
-                    "2001:db8::{:x}:{:x}",
-                    rng.below(0x10000),
-                    1 + rng.below(0xffff)
-                ),
-                "ip-v6-compressed",
-            ),
-        },
-        PiiKind::Custom => (format!("EMP-{}", rng.digits(6)), "custom"),
-        PiiKind::Secret => match rng.below(6) {
+        PiiKind::Custom => Value::plain((format!("EMP-{}", rng.digits(6)), "custom")),
+        PiiKind::Secret => Value::plain(match rng.below(6) {
             0 => (
                 format!("AKIA{}", rng.chars(16, UPPER_DIGITS)),
                 "secret-aws-key-id",
@@ -521,8 +788,24 @@ fn value(rng: &mut Rng, kind: PiiKind) -> (String, &'static str) {
                 ),
                 "secret-private-key",
             ),
-        },
+        }),
     }
+}
+
+/// Appends `v` to `text`, labeling its value.
+fn push_value(
+    text: &mut String,
+    spans: &mut Vec<(usize, usize, PiiKind)>,
+    variants: &mut Vec<&'static str>,
+    kind: PiiKind,
+    v: Value,
+) {
+    text.push_str(&v.before);
+    let start = text.len();
+    text.push_str(&v.value);
+    spans.push((start, text.len(), kind));
+    variants.push(v.variant);
+    text.push_str(&v.after);
 }
 
 /// `n` labeled texts of about `size` bytes from `seed`.
@@ -542,11 +825,8 @@ pub fn corpus(n: usize, size: usize, seed: u64) -> Vec<Sample> {
                 match rng.below(12) {
                     0 if !pending.is_empty() => {
                         let kind = pending.remove(0);
-                        let (v, variant) = value(&mut rng, kind);
-                        let start = text.len();
-                        text.push_str(&v);
-                        spans.push((start, text.len(), kind));
-                        variants.push(variant);
+                        let v = value(&mut rng, kind);
+                        push_value(&mut text, &mut spans, &mut variants, kind, v);
                     }
                     1 => text.push_str(&distractor(&mut rng)),
                     _ => text.push_str(rng.pick::<&str>(WORDS)),
@@ -554,11 +834,8 @@ pub fn corpus(n: usize, size: usize, seed: u64) -> Vec<Sample> {
                 text.push_str(rng.pick::<&str>(&[" ", " ", " ", ", ", ". ", "\n", " ("]));
             }
             for kind in pending {
-                let (v, variant) = value(&mut rng, kind);
-                let start = text.len();
-                text.push_str(&v);
-                spans.push((start, text.len(), kind));
-                variants.push(variant);
+                let v = value(&mut rng, kind);
+                push_value(&mut text, &mut spans, &mut variants, kind, v);
                 text.push('.');
             }
             Sample {

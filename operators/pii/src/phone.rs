@@ -22,7 +22,7 @@ use std::sync::LazyLock;
 
 use regex::bytes::Regex;
 use rlibphonenumber::enums::Region;
-use rlibphonenumber::phonenumber_matcher::{Leniency, PHONE_MATCHER_FACTORY};
+use rlibphonenumber::{PhoneNumber, PhoneNumberFormat};
 
 /// Fewest digits of a number worth asking about (shorter ones are local or service numbers,
 /// not personal).
@@ -58,16 +58,17 @@ pub const REGIONS: [Region; 24] = [
 ];
 
 /// Regions of [`REGIONS`] whose numbers are written nationally without a trunk prefix or
-/// parentheses (`912 345 678`, `347 123 4567`, `98765 43210`): only there are bare digit
-/// groups asked about.
-pub const BARE_REGIONS: [Region; 7] = [
-    Region::ES,
-    Region::PT,
-    Region::IT,
-    Region::IN,
-    Region::DK,
-    Region::NO,
-    Region::LU,
+/// parentheses (`912 345 678`, `347 123 4567`, `98765 43210`), and the lengths of their
+/// national numbers: only there, and only at those lengths, are bare digit groups asked
+/// about.
+pub const BARE_REGIONS: [(Region, &[usize]); 7] = [
+    (Region::ES, &[9]),
+    (Region::PT, &[9]),
+    (Region::IT, &[9, 10]),
+    (Region::IN, &[10]),
+    (Region::DK, &[8]),
+    (Region::NO, &[8]),
+    (Region::LU, &[8, 9]),
 ];
 
 /// `YYYY-MM-DD`, `YYYY.MM.DD`, `DD.MM.YYYY` and the like: never asked about.
@@ -87,29 +88,25 @@ pub fn confirm(text: &str, start: usize, end: usize) -> Option<(usize, usize)> {
     }
     // North American `NXX-NXX-XXXX` (dashes or dots) is that shape and nothing else.
     if let Some(m) = NANP.find(candidate.as_bytes()) {
-        return matched(
-            text,
-            start,
-            start + m.end(),
-            Leniency::Possible,
-            &[Region::US, Region::CA],
-        );
+        let end = start + m.end();
+        return accepted(text, start, end, Form::Nanp).then_some((start, end));
     }
-    // A number written nationally (or after `00`) must be valid (an assigned range, the
-    // national prefix written where usual) in one of REGIONS; bare digit groups, which ids
-    // and amounts resemble too, must also be grouped as the region writes its numbers, and
-    // only in regions that write numbers so. One written with its country code (`+`) is
-    // taken, if no valid number starts it, where its length is possible there.
-    let tries: &[(Leniency, &[Region])] = match candidate.as_bytes()[0] {
-        b'+' => &[(Leniency::Valid, &REGIONS), (Leniency::Possible, &REGIONS)],
-        b'0' | b'(' => &[(Leniency::Valid, &REGIONS)],
-        _ => &[(Leniency::ExactGrouping, &BARE_REGIONS)],
+    // A number written nationally (or after `00`) must be valid (an assigned range) in one
+    // of REGIONS; bare digit groups, which ids and amounts resemble too, must also be grouped
+    // as the region writes its numbers, and only in regions that write numbers so. One
+    // written with its country code (`+`) is taken, if no valid number starts it, where its
+    // length is possible there.
+    let forms: &[Form] = match candidate.as_bytes()[0] {
+        b'+' => &[Form::International, Form::InternationalPossible],
+        b'0' if candidate.starts_with("00") => &[Form::Idd],
+        b'0' | b'(' => &[Form::National],
+        _ => &[Form::Bare],
     };
-    for &(leniency, regions) in tries {
+    for &form in forms {
         let mut end = end;
         for _ in 0..MAX_GROUPS {
-            if let Some(found) = matched(text, start, end, leniency, regions) {
-                return Some(found);
+            if accepted(text, start, end, form) {
+                return Some((start, end));
             }
             // Without the last digit group (and the separator before it).
             let cut = text[start..end].trim_end_matches(|c: char| c.is_ascii_digit());
@@ -123,36 +120,115 @@ pub fn confirm(text: &str, start: usize, end: usize) -> Option<(usize, usize)> {
     None
 }
 
+/// How a candidate is written, which decides what libphonenumber must say of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Form {
+    /// `+CC …`: a valid number of that country.
+    International,
+    /// `+CC …`: a number of a possible length for that country.
+    InternationalPossible,
+    /// `00CC …`: the international prefix of most of the world; a valid number.
+    Idd,
+    /// A trunk prefix or a parenthesised area code: valid in one of [`REGIONS`].
+    National,
+    /// Bare digit groups: valid in one of [`BARE_REGIONS`] and grouped exactly as it writes
+    /// its numbers.
+    Bare,
+    /// `NXX-NXX-XXXX`: possible in the US or Canada.
+    Nanp,
+}
+
+impl Form {
+    /// Most digits a number so written has, extension aside: E.164 allows 15 with the
+    /// country code, national numbers are shorter, and `00` adds two.
+    fn most_digits(self) -> usize {
+        match self {
+            Form::International | Form::InternationalPossible => 15,
+            Form::Idd => 17,
+            Form::National => 13,
+            Form::Bare => 11,
+            Form::Nanp => 10,
+        }
+    }
+}
+
+/// Regions of [`REGIONS`] where no number starts with `0` (no trunk prefix `0`, or `1`):
+/// a candidate starting with `0` is not asked about there.
+const NO_TRUNK_ZERO: [Region; 7] = [
+    Region::US,
+    Region::CA,
+    Region::ES,
+    Region::PT,
+    Region::DK,
+    Region::NO,
+    Region::LU,
+];
+
 /// Most digit groups of a candidate (the scanner's pattern allows no more).
 const MAX_GROUPS: usize = 7;
 
-/// The number libphonenumber finds at the start of `text[start..end]` with `leniency` for
-/// `regions`, if it has [`MIN_DIGITS`] digits, is not a date, and is not followed by more of
-/// a token (`2026-11-22T…`, `…-88.5`).
-fn matched(
-    text: &str,
-    start: usize,
-    end: usize,
-    leniency: Leniency,
-    regions: &[Region],
-) -> Option<(usize, usize)> {
-    let candidate = text.get(start..end)?;
-    let digits = candidate.bytes().filter(u8::is_ascii_digit).count();
-    if digits < MIN_DIGITS || DATE.is_match(candidate.as_bytes()) {
-        return None;
-    }
-    let found = PHONE_MATCHER_FACTORY
-        .matcher_builder(candidate)
-        .leniency(leniency)
-        .regions(regions.iter().copied())
-        .build()
-        .next()
-        .filter(|m| m.start == 0)?;
-    let end = start + found.end();
-    let number_digits = found.raw_string.bytes().filter(u8::is_ascii_digit).count();
+/// Whether `text[start..end]` is a phone number written in `form`: it has [`MIN_DIGITS`]
+/// digits, is not a date, is not followed by more of a token (`2026-11-22T…`, `…-88.5`),
+/// and libphonenumber's metadata confirm it.
+fn accepted(text: &str, start: usize, end: usize, form: Form) -> bool {
+    let Some(candidate) = text.get(start..end) else {
+        return false;
+    };
+    // Digits of the number itself (an extension's are not counted).
+    let number = candidate.split(['x', 'e']).next().unwrap_or(candidate);
+    let digits = number.bytes().filter(u8::is_ascii_digit).count();
     let rest = &text.as_bytes()[end..];
     let continues = rest.len() >= 2 && b":-./T".contains(&rest[0]) && rest[1].is_ascii_digit();
-    (number_digits >= MIN_DIGITS && !continues).then_some((start, end))
+    if !(MIN_DIGITS..=form.most_digits()).contains(&digits)
+        || continues
+        || DATE.is_match(candidate.as_bytes())
+    {
+        return false;
+    }
+    let parse = |region| PhoneNumber::parse(candidate, region).ok();
+    match form {
+        Form::International => parse(None).is_some_and(|n| n.is_valid()),
+        Form::InternationalPossible => {
+            parse(None).is_some_and(|n| n.is_possible_with_reason().is_ok())
+        }
+        // Germany dials abroad with `00`, as most of the world does.
+        Form::Idd => parse(Some(Region::DE)).is_some_and(|n| n.is_valid()),
+        Form::National => {
+            let trunk = number.trim_start_matches('(').starts_with('0');
+            REGIONS
+                .iter()
+                .filter(|r| !trunk || !NO_TRUNK_ZERO.contains(r))
+                .any(|&r| parse(Some(r)).is_some_and(|n| n.is_valid_for_region(r)))
+        }
+        Form::Bare => BARE_REGIONS.iter().any(|&(r, lengths)| {
+            lengths.contains(&digits)
+                && parse(Some(r)).is_some_and(|n| {
+                    n.is_valid_for_region(r)
+                        && same_groups(candidate, &n.format_as(PhoneNumberFormat::National))
+                })
+        }),
+        Form::Nanp => [Region::US, Region::CA]
+            .iter()
+            .any(|&r| parse(Some(r)).is_some_and(|n| n.is_possible_with_reason().is_ok())),
+    }
+}
+
+/// Whether the digit groups of `written` (up to an extension) have the lengths of those of
+/// `formatted`, the region's own national format of the number (trunk prefix aside).
+fn same_groups(written: &str, formatted: &str) -> bool {
+    let number = written.split(['x', 'e']).next().unwrap_or(written);
+    let groups = |s: &str| {
+        s.split(|c: char| !c.is_ascii_digit())
+            .filter(|g| !g.is_empty())
+            .map(str::len)
+            .collect::<Vec<_>>()
+    };
+    // The national format may carry the trunk prefix (`098468 41498`) the writer left out.
+    let formatted = match formatted.strip_prefix('0') {
+        Some(rest) if !number.starts_with('0') => rest,
+        _ => formatted,
+    };
+    groups(number) == groups(formatted)
 }
 
 /// `NXX-NXX-XXXX` or `NXX.NXX.XXXX`.
