@@ -60,17 +60,9 @@ pub fn issued(digits: &[u8]) -> bool {
 /// Whether the digits of `text` (separators ignored) are a card number: issued and
 /// Luhn-valid.
 pub fn valid(text: &[u8]) -> bool {
-    let mut digits = [0u8; 19];
-    let mut n = 0;
-    for &b in text {
-        if b.is_ascii_digit() {
-            if n == digits.len() {
-                return false;
-            }
-            digits[n] = b;
-            n += 1;
-        }
-    }
+    let Some((digits, n)) = crate::digits_of::<19>(text) else {
+        return false;
+    };
     issued(&digits[..n]) && luhn(&digits[..n])
 }
 

@@ -5,11 +5,11 @@
 //! auditors can still correlate), and tokens are unlinkable across tenants because each tenant's
 //! key is derived from the master key and the tenant id with HMAC-SHA256.
 //!
-//! Recognizers: emails, payment cards (Luhn-checked), API keys and secrets (Stripe, AWS, GitHub,
-//! Slack, JWTs, private-key blocks), US SSNs, IBANs (mod-97 checked), phone numbers and IPv4
-//! addresses (v4 and v6). One combined ASCII regex scans each text once; cards, IBANs, SSNs,
-//! IPv6 and international phone numbers are then validated (Luhn, mod-97, SSA rules, address
-//! parsing, E.164 length). [`corpus`] scores them on a labeled corpus.
+//! Recognizers: emails (Unicode and IDN too), payment cards (issuer range and Luhn, [`card`]),
+//! API keys and secrets (Stripe, AWS, GitHub, Slack, JWTs, private-key blocks), US SSNs
+//! ([`ssn`]), IBANs (registry length and mod 97, [`iban`]), phone numbers (libphonenumber,
+//! [`phone`]) and personal IPv4 and IPv6 addresses ([`ip`]). One combined byte regex scans each
+//! text once; each match is then confirmed by its module. [`corpus`] scores them on a labeled corpus.
 
 #![deny(missing_docs)]
 
@@ -295,6 +295,18 @@ fn may_contain_pii(bytes: &[u8]) -> bool {
         .iter()
         .any(|&b| b.is_ascii_digit() || matches!(b, b'@' | b'-' | b'_' | b':'))
         || bytes.windows(4).any(|w| w == b"AKIA" || w == b"ASIA")
+}
+
+/// The ASCII digits of `text` (separators skipped) into a buffer of `N`, and how many there
+/// are; `None` if there are more than `N`.
+fn digits_of<const N: usize>(text: &[u8]) -> Option<([u8; N], usize)> {
+    let mut digits = [0u8; N];
+    let mut n = 0;
+    for &b in text.iter().filter(|b| b.is_ascii_digit()) {
+        *digits.get_mut(n)? = b;
+        n += 1;
+    }
+    Some((digits, n))
 }
 
 /// The card number in `text[start..end]`: the whole match, or without a trailing group of

@@ -204,7 +204,7 @@ fn accepted(text: &str, start: usize, end: usize, form: Form) -> bool {
             lengths.contains(&digits)
                 && parse(Some(r)).is_some_and(|n| {
                     n.is_valid_for_region(r)
-                        && same_groups(candidate, &n.format_as(PhoneNumberFormat::National))
+                        && same_groups(number, &n.format_as(PhoneNumberFormat::National))
                 })
         }),
         Form::Nanp => [Region::US, Region::CA]
@@ -213,10 +213,9 @@ fn accepted(text: &str, start: usize, end: usize, form: Form) -> bool {
     }
 }
 
-/// Whether the digit groups of `written` (up to an extension) have the lengths of those of
+/// Whether the digit groups of `number` (a candidate without its extension) have the lengths of those of
 /// `formatted`, the region's own national format of the number (trunk prefix aside).
-fn same_groups(written: &str, formatted: &str) -> bool {
-    let number = written.split(['x', 'e']).next().unwrap_or(written);
+fn same_groups(number: &str, formatted: &str) -> bool {
     let groups = |s: &str| {
         s.split(|c: char| !c.is_ascii_digit())
             .filter(|g| !g.is_empty())

@@ -19,17 +19,9 @@ const CONTEXT_WINDOW: usize = 40;
 /// Whether `text[start..end]`, a match of the SSN shape, is an SSN.
 pub fn valid(text: &[u8], start: usize, end: usize) -> bool {
     let found = &text[start..end];
-    let mut digits = [0u8; 9];
-    let mut n = 0;
-    for &b in found {
-        if b.is_ascii_digit() {
-            if n == digits.len() {
-                return false;
-            }
-            digits[n] = b;
-            n += 1;
-        }
-    }
+    let Some((digits, n)) = crate::digits_of::<9>(found) else {
+        return false;
+    };
     if n != 9 {
         return false;
     }
