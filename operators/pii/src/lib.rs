@@ -5,10 +5,10 @@
 //! auditors can still correlate), and tokens are unlinkable across tenants because each tenant's
 //! key is derived from the master key and the tenant id with HMAC-SHA256.
 //!
-//! Recognizers: emails (Unicode and IDN too), payment cards (issuer range and Luhn, [`card`]),
+//! Recognizers: emails (Unicode and IDN too), payment cards (issuer range and Luhn, `card`),
 //! API keys and secrets (Stripe, AWS, GitHub, Slack, JWTs, private-key blocks), US SSNs
-//! ([`ssn`]), IBANs (registry length and mod 97, [`iban`]), phone numbers (libphonenumber,
-//! [`phone`]) and personal IPv4 and IPv6 addresses ([`ip`]). One combined byte regex scans each
+//! (`ssn`), IBANs (registry length and mod 97, `iban`), phone numbers (libphonenumber,
+//! `phone`) and personal IPv4 and IPv6 addresses (`ip`). One combined byte regex scans each
 //! text once; each match is then confirmed by its module. [`corpus`] scores them on a labeled corpus.
 
 #![deny(missing_docs)]
