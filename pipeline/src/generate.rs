@@ -351,10 +351,16 @@ impl Generator {
         format!("DE{check:02}{bban}")
     }
 
+    /// A routable client address: never loopback (127/8), which the PII
+    /// policy rightly treats as non-personal.
     fn ip(&mut self) -> String {
+        let first = match self.rng.range(11, 223) {
+            127 => 128,
+            n => n,
+        };
         format!(
             "{}.{}.{}.{}",
-            self.rng.range(11, 223),
+            first,
             self.rng.below(256),
             self.rng.below(256),
             self.rng.range(1, 254)
