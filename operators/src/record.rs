@@ -91,6 +91,10 @@ pub enum VaultItem {
         field: String,
         /// Its JSON value.
         json: String,
+        /// The commitment `<CONTENT:tok_…>` that replaced it in the event (how an auditor
+        /// names the content to reveal).
+        #[serde(default)]
+        commitment: String,
     },
 }
 

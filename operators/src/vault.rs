@@ -439,6 +439,57 @@ impl Keystore {
     }
 }
 
+/// The keystore subject under which a tenant's token key is kept (token subjects start with
+/// `<`, the content key's is empty).
+pub const TOKEN_KEY_SUBJECT: &str = "#token-key";
+
+/// Tenants' token keys (see [`custody_pii::TokenKeys`]), kept in the keystore as data keys of
+/// subject [`TOKEN_KEY_SUBJECT`]: random, wrapped by the KEK, destroyed with the tenant's
+/// other keys by `custody erase`. Its own connection to the keystore, used from the dataflow's
+/// workers (a key is fetched or created once per tenant and worker).
+pub struct TokenKeyring {
+    runtime: tokio::runtime::Runtime,
+    store: std::sync::Mutex<Keystore>,
+}
+
+impl std::fmt::Debug for TokenKeyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenKeyring").finish_non_exhaustive()
+    }
+}
+
+impl TokenKeyring {
+    /// Opens the keystore at `path` for token keys.
+    pub fn open(path: &Path, current: Kek, previous: Vec<Kek>) -> Result<Self, VaultError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| VaultError::Store(sqlx::Error::Io(e)))?;
+        let store = runtime.block_on(Keystore::open(path, current, previous))?;
+        Ok(TokenKeyring {
+            runtime,
+            store: std::sync::Mutex::new(store),
+        })
+    }
+}
+
+impl custody_pii::TokenKeys for TokenKeyring {
+    fn token_key(&self, tenant: &str) -> Result<[u8; 32], custody_pii::TokenKeyError> {
+        let error = |message: String| custody_pii::TokenKeyError {
+            tenant: tenant.to_string(),
+            message,
+        };
+        let mut store = self
+            .store
+            .lock()
+            .map_err(|_| error("keystore lock poisoned".into()))?;
+        self.runtime
+            .block_on(store.get_or_create(tenant, TOKEN_KEY_SUBJECT))
+            .map(|(key, _)| key.key)
+            .map_err(|e| error(e.to_string()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -486,5 +537,48 @@ mod tests {
             let bytes = std::fs::read(&path).unwrap();
             assert!(!bytes.windows(32).any(|w| w == a.key));
         });
+    }
+
+    #[test]
+    fn token_keys_are_random_per_tenant_stable_and_destroyed_by_erasure() {
+        use custody_pii::{TokenKeys, Tokenizer};
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keystore.db");
+        let kek = Kek::new(&[3; 32]);
+        let token = |keys: Arc<dyn TokenKeys>, tenant: &str| {
+            Tokenizer::new(b"master").with_token_keys(keys).token(
+                tenant,
+                custody_pii::PiiKind::Email,
+                "jane@example.com",
+            )
+        };
+        let ring: Arc<dyn TokenKeys> =
+            Arc::new(TokenKeyring::open(&path, kek.clone(), vec![]).unwrap());
+        let (a, b) = (token(ring.clone(), "acme"), token(ring.clone(), "globex"));
+        assert_ne!(a, b);
+        // Not the key derived from the master key.
+        assert_ne!(
+            a,
+            Tokenizer::new(b"master").token(
+                "acme",
+                custody_pii::PiiKind::Email,
+                "jane@example.com"
+            )
+        );
+        drop(ring);
+        // Stable across opens (a restart tokenizes replayed input identically).
+        let ring: Arc<dyn TokenKeys> =
+            Arc::new(TokenKeyring::open(&path, kek.clone(), vec![]).unwrap());
+        assert_eq!(token(ring.clone(), "acme"), a);
+        drop(ring);
+        // Erasing the tenant destroys it: the same value gets an unlinkable token.
+        rt().block_on(async {
+            let mut ks = Keystore::open(&path, kek.clone(), vec![]).await.unwrap();
+            assert_eq!(ks.erase("acme", None).await.unwrap(), 1);
+        });
+        let ring: Arc<dyn TokenKeys> = Arc::new(TokenKeyring::open(&path, kek, vec![]).unwrap());
+        assert_ne!(token(ring.clone(), "acme"), a);
+        assert_eq!(token(ring, "globex"), b);
     }
 }

@@ -139,13 +139,30 @@ pub fn reveal(
     let value = {
         let keys = keystore(config, warehouse, &rt)?;
         let lake = rt.block_on(Warehouse::open(warehouse))?;
-        let (_, sealed) = rt
+        let entry = rt
             .block_on(lake.vault_entry(tenant, token))?
             .with_context(|| format!("no vault entry for {token} in tenant {tenant:?}"))?;
-        let key = rt.block_on(keys.get(tenant, token))?.with_context(|| {
-            format!("the key of {token} was erased: its value is irrecoverable")
+        let subject = entry.key_subject();
+        let key = rt.block_on(keys.get(tenant, subject))?.with_context(|| {
+            if subject.is_empty() {
+                format!("the content key of tenant {tenant:?} was erased: {token} is irrecoverable")
+            } else {
+                format!("the key of {token} was erased: its value is irrecoverable")
+            }
         })?;
-        open(&key.key, &vault_aad(tenant, token), &sealed)?
+        if key.id != entry.key_id {
+            bail!(
+                "{token} was sealed under data key {} but the keystore holds {}: the key it \
+                 was sealed with was erased",
+                entry.key_id,
+                key.id
+            );
+        }
+        open(
+            &key.key,
+            &vault_aad(tenant, &entry.reference),
+            &entry.sealed,
+        )?
     };
     record(
         config,

@@ -35,7 +35,7 @@ use custody_operators::sources::access_log::WithAccessLog;
 use custody_operators::sources::kafka::positions_of;
 use custody_operators::sources::resume::{ForcedSkip, ResumingSource};
 use custody_operators::transforms::decode::DecodeConfig;
-use custody_operators::vault::{Kek, Keystore};
+use custody_operators::vault::{Kek, Keystore, TokenKeyring};
 use custody_operators::verify::ContinuousVerifier;
 use custody_operators::{Decode, ForwardToSink, HashChain, Metrics};
 use custody_reports::ViewsConfig;
@@ -185,6 +185,20 @@ pub fn run_pipeline(
                 "the vault is on but no key-encryption key was given".into(),
             ));
         }
+        _ => None,
+    };
+    // With the vault on, each tenant's token key is a random data key in the keystore (so
+    // erasing the tenant makes its old tokens unlinkable); without it, derived from the master
+    // key.
+    let token_keys: Option<Arc<dyn custody_operators::pii::TokenKeys>> = match &opts.keks {
+        Some((current, previous)) if keystore.is_some() => Some(Arc::new(
+            TokenKeyring::open(
+                &warehouse.root().join("keys/keystore.db"),
+                current.clone(),
+                previous.clone(),
+            )
+            .map_err(|e| PipelineError::SinkStopped(e.to_string()))?,
+        )),
         _ => None,
     };
     let resume = runtime.block_on(warehouse.resume_state())?;
@@ -394,9 +408,12 @@ pub fn run_pipeline(
     let worker_history = Arc::clone(&history);
     let guards = timely::execute(config, move |worker| {
         let metrics = worker_metrics.clone();
-        let tokenizer = Tokenizer::new(&opts.master_key)
+        let mut tokenizer = Tokenizer::new(&opts.master_key)
             .with_policy(Arc::clone(&opts.pii_policy))
             .with_vault(opts.vault);
+        if let Some(keys) = &token_keys {
+            tokenizer = tokenizer.with_token_keys(Arc::clone(keys));
+        }
         let index = worker.index();
         let parts = if index == 0 {
             shared.lock().ok().and_then(|mut p| p.take())

@@ -123,6 +123,17 @@ impl EventType {
         }
     }
 
+    /// Payload fields naming a person (a reviewer, a requester): tokenized where they hold
+    /// personal data (an e-mail address as an id), never replaced by a content commitment
+    /// (views group by them). The envelope's `user_id` is scanned likewise.
+    pub fn person_fields(self) -> &'static [&'static str] {
+        match self {
+            EventType::HumanReviewDecision => &["reviewer_id"],
+            EventType::DataErased | EventType::DataReidentified => &["requested_by"],
+            _ => &[],
+        }
+    }
+
     /// The text fields whose content is replaced by a commitment when content vaulting is on:
     /// [`EventType::text_fields`], except an access record's path and query (tokenized for
     /// personal data, but the record of what was accessed must stay readable).

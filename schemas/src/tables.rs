@@ -147,8 +147,11 @@ pub fn checkpoints_schema() -> SchemaRef {
     ]))
 }
 
-/// `custody.vault`: `kind` is `token` (ref: the token) or `content` (ref: `event_id#field`);
-/// `sealed` is hex `nonce ‖ ciphertext ‖ tag` under data key `key_id`.
+/// `custody.vault`: `kind` is `token` (ref: the token, sealed under the token's key),
+/// `content` (ref: `event_id#field#<CONTENT:tok_…>`, the commitment that replaced the field)
+/// or `quarantine` (ref: `quarantine:source#partition:offset`), both under the tenant's content
+/// key; `sealed` is hex `nonce ‖ ciphertext ‖ tag` under data key `key_id`, with the ref in the
+/// associated data.
 pub fn vault_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         field(1, "tenant_id", DataType::Utf8, false),

@@ -179,7 +179,36 @@ fn erased_tenants_leave_no_plaintext_and_chains_still_verify() {
     };
 
     let revealed = succeeded(reveal(TENANT, &token, "DSAR-1"));
-    assert!(needles.iter().any(|n| n == revealed.trim()), "{revealed}");
+    let sent = std::fs::read_to_string(&input).unwrap();
+    assert!(
+        !revealed.trim().is_empty() && sent.contains(revealed.trim()),
+        "{revealed}"
+    );
+
+    // A field's content, named by the commitment that replaced it or by event and field.
+    let (event_id, field, commitment) = rows(&tables, "events")
+        .iter()
+        .filter(|e| e["tenant_id"] == TENANT)
+        .find_map(|e| {
+            let payload: Value = serde_json::from_str(e["payload"].as_str()?).ok()?;
+            let (field, value) = payload
+                .as_object()?
+                .iter()
+                .find(|(_, v)| v.as_str().is_some_and(|s| s.starts_with("<CONTENT:tok_")))?;
+            Some((
+                e["event_id"].as_str()?.to_string(),
+                field.clone(),
+                value.as_str()?.to_string(),
+            ))
+        })
+        .expect("a content commitment in the tenant's events");
+    let content = succeeded(reveal(TENANT, &commitment, "DSAR-1b"));
+    assert!(
+        serde_json::from_str::<Value>(content.trim()).is_ok(),
+        "the revealed content is the field's JSON: {content}"
+    );
+    let by_field = succeeded(reveal(TENANT, &format!("{event_id}#{field}"), "DSAR-1c"));
+    assert_eq!(by_field, content);
 
     let erased = succeeded(admin(
         "erase",
@@ -205,6 +234,46 @@ fn erased_tenants_leave_no_plaintext_and_chains_still_verify() {
     let again = reveal(TENANT, &token, "DSAR-2");
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("irrecoverable"));
+    let content_again = reveal(TENANT, &commitment, "DSAR-2b");
+    assert!(!content_again.status.success());
+    assert!(String::from_utf8_lossy(&content_again.stderr).contains("irrecoverable"));
+
+    // The tenant's token key went with the erasure: the same value arriving again gets a
+    // token that cannot be linked to the old one.
+    let template: Value = std::fs::read_to_string(&input)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|e| e["tenant_id"] == TENANT && e["event_type"] == "TASK_INITIATED")
+        .unwrap();
+    let mut again_event = template.clone();
+    again_event["event_id"] = Value::from("after-erasure-1");
+    again_event["payload"]["goal"] = Value::from(format!("contact {} again", revealed.trim()));
+    let later = dir.path().join("later.ndjson");
+    std::fs::write(&later, format!("{again_event}\n")).unwrap();
+    custody(&[
+        "--config",
+        &cfg,
+        "run",
+        "--input",
+        later.to_str().unwrap(),
+        "--warehouse",
+        whs,
+    ]);
+    let tables_after = read_tables(&wh);
+    let vault_after = rows(&tables_after, "vault");
+    assert_eq!(
+        vault_after
+            .iter()
+            .filter(|v| v["ref"] == token.as_str())
+            .count(),
+        1,
+        "the erased tenant's old token was made again for the same value"
+    );
+    assert!(
+        vault_after.len() > rows(&tables, "vault").len(),
+        "the new event's value was sealed under a new token"
+    );
 
     let verified = custody(&["verify", "--warehouse", whs]);
     assert!(verified.contains("all ok"), "{verified}");
@@ -214,7 +283,8 @@ fn erased_tenants_leave_no_plaintext_and_chains_still_verify() {
         .filter(|e| e["tenant_id"] == TENANT && e["agent_id"] == "custody")
         .map(|e| e["event_type"].as_str().unwrap())
         .collect();
-    assert_eq!(types.len(), 2);
+    // Three reveals (a token, a commitment, an event's field) and one erasure.
+    assert_eq!(types.len(), 4, "{types:?}");
     assert!(types.contains(&"DATA_REIDENTIFIED") && types.contains(&"DATA_ERASED"));
     // Other tenants' keys are intact; one data subject can be erased alone.
     let others: Vec<String> = rows(&tables, "vault")

@@ -46,6 +46,11 @@ impl Rng {
     fn chars(&mut self, n: usize, alphabet: &[u8]) -> String {
         (0..n).map(|_| char::from(*self.pick(alphabet))).collect()
     }
+    /// `lo + below(extra)` characters of `alphabet`.
+    fn chars_up_to(&mut self, lo: usize, extra: u64, alphabet: &[u8]) -> String {
+        let n = lo + self.below(extra) as usize;
+        self.chars(n, alphabet)
+    }
 }
 
 const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
@@ -103,7 +108,7 @@ const WORDS: &[&str] = &[
 
 /// Values that look sensitive but are not.
 fn distractor(rng: &mut Rng) -> String {
-    match rng.below(23) {
+    match rng.below(24) {
         0 => format!(
             "2026-{:02}-{:02}T{:02}:{:02}:{:02}Z",
             1 + rng.below(12),
@@ -206,6 +211,30 @@ fn distractor(rng: &mut Rng) -> String {
         }
         // Nine digits that nothing names an SSN.
         21 => format!("ref {}", rng.digits(9)),
+        // Capitalized phrases, roles and places that are no one's name or address.
+        22 => (*rng.pick(&[
+            "Customer Support Team",
+            "Account Manager",
+            "the customer service desk",
+            "New York Office",
+            "Grace Period",
+            "Data Protection Officer",
+            "Mark As Read",
+            "Patient Intake Form",
+            "user account locked",
+            "Dear Team",
+            "Hello World",
+            "Main Street Bank",
+            "Route 66",
+            "passport office",
+            "born in 1987",
+            "NHS 111",
+            "MRN field",
+            "Dr. No",
+            "May Day",
+            "via Slack",
+        ]))
+        .to_string(),
         _ => (*rng.pick(&["std::fmt", "12:30", "deadbeef", "a1b2c3d4", "ab12cdef"])).to_string(),
     }
 }
@@ -460,8 +489,13 @@ fn ip(rng: &mut Rng) -> (String, String, String, &'static str) {
     let plain = |s: String, v| (String::new(), s, String::new(), v);
     match rng.below(8) {
         0..=2 => plain(ipv4(rng), "ip-v4"),
+        // A unicast address (multicast ff00::/8 is not personal).
         3 => plain(
-            (0..8).map(|_| hex4(rng)).collect::<Vec<_>>().join(":"),
+            format!(
+                "{:x}:{}",
+                0x2000 + rng.below(0x1000),
+                (0..7).map(|_| hex4(rng)).collect::<Vec<_>>().join(":")
+            ),
             "ip-v6-full",
         ),
         4 => plain(
@@ -717,6 +751,594 @@ fn phone(rng: &mut Rng) -> (String, &'static str) {
     }
 }
 
+/// A secret in a vendor's published token format (prefix, alphabet, length), or a key or
+/// password in the assignment that names it.
+fn secret(rng: &mut Rng) -> Value {
+    const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const LETTERS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    const PASSWORD: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789!#$%&*?";
+    let (value, variant) = match rng.below(20) {
+        0 => {
+            let prefix = *rng.pick(&["AKIA", "ASIA", "AROA"]);
+            (
+                format!("{prefix}{}", rng.chars(16, UPPER_DIGITS)),
+                "secret-aws-key-id",
+            )
+        }
+        1 => {
+            let (before, after) = *rng.pick(&[
+                ("aws_secret_access_key = ", ""),
+                ("AWS_SECRET_ACCESS_KEY=", ""),
+                ("AWS secret access key: ", "."),
+                ("\"SecretAccessKey\": \"", "\""),
+                ("the aws secret is ", ", rotate it"),
+            ]);
+            return Value {
+                before: before.to_string(),
+                value: rng.chars(40, B64),
+                after: after.to_string(),
+                variant: "secret-aws-secret-key",
+            };
+        }
+        2 => {
+            let prefix = *rng.pick(&["sk_live_", "rk_live_", "sk_test_"]);
+            (
+                format!("{prefix}{}", rng.chars_up_to(24, 76, ALNUM)),
+                "secret-stripe",
+            )
+        }
+        3 => {
+            let prefix = *rng.pick(&["ghp_", "gho_", "ghs_", "ghu_", "ghr_"]);
+            (format!("{prefix}{}", rng.chars(36, ALNUM)), "secret-github")
+        }
+        4 => (
+            format!(
+                "github_pat_{}_{}",
+                rng.chars(22, ALNUM),
+                rng.chars(59, ALNUM)
+            ),
+            "secret-github-fine-grained",
+        ),
+        5 => (format!("glpat-{}", rng.chars(20, B64URL)), "secret-gitlab"),
+        6 => (
+            format!("AIza{}", rng.chars(35, B64URL)),
+            "secret-google-api",
+        ),
+        7 => (
+            format!("sk-proj-{}", rng.chars_up_to(48, 110, B64URL)),
+            "secret-openai-project",
+        ),
+        8 => (
+            format!(
+                "sk-{}T3BlbkFJ{}",
+                rng.chars(20, ALNUM),
+                rng.chars(20, ALNUM)
+            ),
+            "secret-openai-legacy",
+        ),
+        9 => (
+            format!("sk-ant-api03-{}AA", rng.chars(93, B64URL)),
+            "secret-anthropic",
+        ),
+        10 => (
+            format!(
+                "xoxb-{}-{}-{}",
+                rng.digits(11),
+                rng.digits(12),
+                rng.chars(24, ALNUM)
+            ),
+            "secret-slack",
+        ),
+        11 => (
+            format!("hf_{}", rng.chars(34, LETTERS)),
+            "secret-huggingface",
+        ),
+        12 => (format!("npm_{}", rng.chars(36, ALNUM)), "secret-npm"),
+        13 => (
+            format!("SG.{}.{}", rng.chars(22, B64URL), rng.chars(43, B64URL)),
+            "secret-sendgrid",
+        ),
+        14 => (
+            format!(
+                "eyJ{}.eyJ{}.{}",
+                rng.chars(20, B64URL),
+                rng.chars(40, B64URL),
+                rng.chars(43, B64URL)
+            ),
+            "secret-jwt",
+        ),
+        15 => (
+            format!("GOCSPX-{}", rng.chars(28, B64URL)),
+            "secret-google-oauth",
+        ),
+        16 => (
+            format!("dop_v1_{}", rng.chars(64, HEX)),
+            "secret-digitalocean",
+        ),
+        17 => {
+            let (before, after) = *rng.pick(&[
+                ("password=", ""),
+                ("DB_PASSWORD: \"", "\""),
+                ("\"api_key\": \"", "\""),
+                ("client_secret = ", ""),
+                ("passwd: ", ""),
+            ]);
+            return Value {
+                before: before.to_string(),
+                value: rng.chars_up_to(12, 12, PASSWORD),
+                after: after.to_string(),
+                variant: "secret-password-assignment",
+            };
+        }
+        18 => {
+            let (scheme, user) = *rng.pick(&[
+                ("postgres", "app"),
+                ("mysql", "root"),
+                ("redis", "default"),
+                ("mongodb+srv", "svc"),
+                ("amqp", "guest2"),
+            ]);
+            return Value {
+                before: format!("{scheme}://{user}:"),
+                value: rng.chars_up_to(10, 14, ALNUM),
+                after: "@db.internal.example:5432/main".to_string(),
+                variant: "secret-url-password",
+            };
+        }
+        _ => {
+            let kind = *rng.pick(&["RSA ", "EC ", "OPENSSH ", ""]);
+            (
+                format!(
+                    "-----BEGIN {kind}PRIVATE KEY-----\n{}\n{}\n-----END {kind}PRIVATE KEY-----",
+                    rng.chars(64, B64),
+                    rng.chars(40, B64)
+                ),
+                "secret-private-key",
+            )
+        }
+    };
+    Value::plain((value, variant))
+}
+
+/// Given names for generated text: a sample per locale. Cue-less names (no title or role
+/// before them) are only recognizable through the gazetteer, so those use [`KNOWN_GIVEN`],
+/// names the gazetteer lists; after a cue any capitalized name is taken.
+const KNOWN_GIVEN: &[&str] = &[
+    "Jane",
+    "Olga",
+    "Kwame",
+    "Priya",
+    "Sofia",
+    "Lars",
+    "Fatima",
+    "Chen",
+    "Aiko",
+    "Mateo",
+    "Zeynep",
+    "Jürgen",
+    "Amara",
+    "Hiroshi",
+    "Siobhan",
+    "Thabo",
+    "Camille",
+    "Giulia",
+    "Rahul",
+    "Ingrid",
+    "Youssef",
+    "Ana",
+    "Björn",
+    "Nadia",
+    "Emeka",
+    "Lucía",
+    "François",
+    "Wojciech",
+];
+const OTHER_GIVEN: &[&str] = &[
+    "Tamsin",
+    "Oisín",
+    "Bartholomew",
+    "Ludmila",
+    "Eun-ji",
+    "Ngozi",
+    "Rosalind",
+    "Thiago",
+    "Kiri",
+    "Saoirse",
+    "Anselm",
+    "Marisol",
+];
+const SURNAMES: &[&str] = &[
+    "Smith",
+    "Doe",
+    "Petrova",
+    "Mensah",
+    "Raghunathan",
+    "Rossi",
+    "Andersen",
+    "Al-Sayed",
+    "Wei",
+    "Tanaka",
+    "García López",
+    "Yılmaz",
+    "Schmidt",
+    "Okafor",
+    "Nakamura",
+    "O'Brien",
+    "Dlamini",
+    "Martin-Dubois",
+    "Bianchi",
+    "Sharma",
+    "Johansson",
+    "El Amrani",
+    "Silva",
+    "Müller",
+    "Nwosu",
+    "Fernández",
+    "Dubois",
+    "Kowalski",
+    "van der Berg",
+    "Nguyen",
+];
+
+fn person(rng: &mut Rng, given: &[&str]) -> String {
+    format!("{} {}", rng.pick(given), rng.pick(SURNAMES))
+}
+
+/// A person's name after a title, after a role, or alone (a given name the gazetteer knows).
+fn name(rng: &mut Rng) -> Value {
+    let value = |before: String, value: String, variant| Value {
+        before,
+        value,
+        after: String::new(),
+        variant,
+    };
+    match rng.below(4) {
+        0 => {
+            let title = *rng.pick(&[
+                "Mr. ", "Mrs ", "Ms. ", "Dr. ", "Prof. ", "Herr ", "Frau ", "Mme ", "Sra. ",
+            ]);
+            let given = if rng.below(2) == 0 {
+                KNOWN_GIVEN
+            } else {
+                OTHER_GIVEN
+            };
+            value(title.into(), person(rng, given), "name-title")
+        }
+        1 => {
+            let role = *rng.pick(&[
+                "Customer ",
+                "customer: ",
+                "patient ",
+                "Cardholder: ",
+                "approved by ",
+                "spoke with ",
+                "Hello ",
+                "Dear ",
+                "name=",
+                "Kunde ",
+                "cliente ",
+            ]);
+            let given = if rng.below(2) == 0 {
+                KNOWN_GIVEN
+            } else {
+                OTHER_GIVEN
+            };
+            value(role.into(), person(rng, given), "name-role")
+        }
+        2 => {
+            // Lower case, as agents' logs often write it: only a given name the gazetteer
+            // knows starts one.
+            let role = *rng.pick(&["Customer ", "customer ", "user ", "caller "]);
+            let given = rng.pick(KNOWN_GIVEN).to_lowercase();
+            let surname = rng.pick(&["wei", "mensah", "smith", "rossi", "okafor", "tanaka"]);
+            value(role.into(), format!("{given} {surname}"), "name-lower")
+        }
+        _ => {
+            let before = *rng.pick(&["escalated to ", "emailed ", "reviewed by ", "", "with "]);
+            value(before.into(), person(rng, KNOWN_GIVEN), "name-gazetteer")
+        }
+    }
+}
+
+/// A postal address as each country writes its street line (and postcode and town).
+fn address(rng: &mut Rng) -> Value {
+    let street = *rng.pick(&[
+        "Maple",
+        "Baker",
+        "Elm",
+        "Pennsylvania",
+        "Oak Hill",
+        "Evergreen",
+        "High",
+        "Station",
+    ]);
+    let (value, variant) = match rng.below(7) {
+        0 => {
+            let kind = *rng.pick(&[
+                "Street", "St.", "Avenue", "Ave", "Road", "Drive", "Lane", "Blvd", "Terrace",
+            ]);
+            let city = *rng.pick(&["Springfield", "Austin", "Portland", "Columbus"]);
+            let state = *rng.pick(&["OR", "TX", "OH", "IL"]);
+            (
+                format!(
+                    "{} {street} {kind}, {city}, {state} {}",
+                    1 + rng.below(9999),
+                    rng.digits(5)
+                ),
+                "address-us",
+            )
+        }
+        1 => {
+            let kind = *rng.pick(&["Street", "Road", "Lane", "Close", "Crescent"]);
+            let unit = if rng.below(2) == 0 {
+                format!(", Apt {}", 1 + rng.below(40))
+            } else {
+                String::new()
+            };
+            (
+                format!("{} {street} {kind}{unit}", 1 + rng.below(999)),
+                "address-us-line",
+            )
+        }
+        2 => {
+            let town = *rng.pick(&["London", "Leeds", "Bristol"]);
+            let pc = format!(
+                "{}{} {}{}",
+                rng.pick(&["NW", "SE", "LS", "BS", "M"]),
+                1 + rng.below(20),
+                rng.below(10),
+                rng.chars(2, b"ABDEFGHJLNPQRSTUWXYZ")
+            );
+            (
+                format!("{} {street} Road, {town} {pc}", 1 + rng.below(300)),
+                "address-gb",
+            )
+        }
+        3 => {
+            let name = *rng.pick(&["Haupt", "Bahnhof", "Linden", "Goethe", "Schiller"]);
+            let kind = *rng.pick(&["straße", "strasse", "weg", "allee", "platz"]);
+            let town = *rng.pick(&["Berlin", "München", "Köln", "Hamburg"]);
+            (
+                format!(
+                    "{name}{kind} {}, {} {town}",
+                    1 + rng.below(200),
+                    rng.digits(5)
+                ),
+                "address-de",
+            )
+        }
+        4 => {
+            let name = *rng.pick(&["de la Paix", "Victor Hugo", "du Faubourg", "des Lilas"]);
+            let kind = *rng.pick(&["rue", "avenue", "boulevard", "place"]);
+            let town = *rng.pick(&["Paris", "Lyon", "Marseille", "Nantes"]);
+            (
+                format!(
+                    "{} {kind} {name}, {} {town}",
+                    1 + rng.below(150),
+                    rng.digits(5)
+                ),
+                "address-fr",
+            )
+        }
+        5 => {
+            let (kind, town) = *rng.pick(&[
+                ("Calle", "Madrid"),
+                ("Avenida", "Sevilla"),
+                ("Via", "Roma"),
+                ("Piazza", "Milano"),
+                ("Rua", "Lisboa"),
+            ]);
+            let name = *rng.pick(&[
+                "Mayor",
+                "Roma",
+                "Garibaldi",
+                "Augusta",
+                "de la Constitución",
+            ]);
+            (
+                format!(
+                    "{kind} {name} {}, {} {town}",
+                    1 + rng.below(300),
+                    rng.digits(5)
+                ),
+                "address-south",
+            )
+        }
+        _ => {
+            let name = *rng.pick(&["Prinsen", "Keizers", "Heren", "Kerk"]);
+            let kind = *rng.pick(&["gracht", "straat", "laan"]);
+            let town = *rng.pick(&["Amsterdam", "Utrecht", "Rotterdam"]);
+            (
+                format!(
+                    "{name}{kind} {}, {} {} {town}",
+                    1 + rng.below(400),
+                    1000 + rng.below(9000),
+                    rng.chars(2, b"ABCDEFGHJKLMNPRSTVWXZ")
+                ),
+                "address-nl",
+            )
+        }
+    };
+    let before = *rng.pick(&[
+        "ship to ",
+        "address: ",
+        "lives at ",
+        "Anschrift: ",
+        "adresse ",
+        "",
+    ]);
+    Value {
+        before: before.into(),
+        value,
+        after: String::new(),
+        variant,
+    }
+}
+
+/// A date of birth after words naming it, in the locale's format.
+fn dob(rng: &mut Rng) -> Value {
+    let (y, m) = (1930 + rng.below(80), 1 + rng.below(12));
+    let d = 1 + rng.below(28);
+    const EN: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    const FR: [&str; 12] = [
+        "janvier",
+        "février",
+        "mars",
+        "avril",
+        "mai",
+        "juin",
+        "juillet",
+        "août",
+        "septembre",
+        "octobre",
+        "novembre",
+        "décembre",
+    ];
+    const ES: [&str; 12] = [
+        "enero",
+        "febrero",
+        "marzo",
+        "abril",
+        "mayo",
+        "junio",
+        "julio",
+        "agosto",
+        "septiembre",
+        "octubre",
+        "noviembre",
+        "diciembre",
+    ];
+    let mi = (m - 1) as usize;
+    let (before, value, variant) = match rng.below(7) {
+        0 => ("DOB: ", format!("{m:02}/{d:02}/{y}"), "dob-us"),
+        1 => ("date of birth ", format!("{y}-{m:02}-{d:02}"), "dob-iso"),
+        2 => ("born on ", format!("{} {d}, {y}", EN[mi]), "dob-en-long"),
+        3 => ("geboren am ", format!("{d:02}.{m:02}.{y}"), "dob-de"),
+        4 => ("née le ", format!("{d} {} {y}", FR[mi]), "dob-fr"),
+        5 => (
+            "fecha de nacimiento: ",
+            format!("{d} de {} de {y}", ES[mi]),
+            "dob-es",
+        ),
+        _ => ("D.O.B. ", format!("{d:02}/{m:02}/{y}"), "dob-gb"),
+    };
+    Value {
+        before: before.into(),
+        value,
+        after: String::new(),
+        variant,
+    }
+}
+
+/// An NHS number (mod 11) or a medical record number, after words naming it.
+fn health_id(rng: &mut Rng) -> Value {
+    let (before, value, variant) = if rng.below(2) == 0 {
+        let (digits, check) = loop {
+            let digits: Vec<u32> = (0..9).map(|_| rng.below(10) as u32).collect();
+            let sum: u32 = digits
+                .iter()
+                .enumerate()
+                .map(|(i, d)| d * (10 - i as u32))
+                .sum();
+            match 11 - sum % 11 {
+                10 => continue,
+                11 => break (digits, 0),
+                c => break (digits, c),
+            }
+        };
+        let s: String = digits.iter().map(|d| char::from(b'0' + *d as u8)).collect();
+        let sep = *rng.pick(&[" ", "", "-"]);
+        (
+            *rng.pick(&["NHS number: ", "NHS no ", "NHS "]),
+            format!("{}{sep}{}{sep}{}{check}", &s[..3], &s[3..6], &s[6..]),
+            "health-nhs",
+        )
+    } else {
+        let prefix = *rng.pick(&["", "MR-", "A"]);
+        (
+            *rng.pick(&["MRN: ", "medical record number ", "Patient ID "]),
+            {
+                let n = 6 + rng.below(3) as usize;
+                format!("{prefix}{}", rng.digits(n))
+            },
+            "health-mrn",
+        )
+    };
+    Value {
+        before: before.into(),
+        value,
+        after: String::new(),
+        variant,
+    }
+}
+
+/// A passport number in an issuing country's format, after words naming it.
+fn passport(rng: &mut Rng) -> Value {
+    const LETTERS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    const DE: &[u8] = b"CFGHJKLMNPRTVWXYZ0123456789";
+    let (value, variant) = match rng.below(5) {
+        0 => (rng.digits(9), "passport-us-gb"),
+        1 => (
+            format!(
+                "C{}{}",
+                rng.digits(4),
+                rng.chars(4, b"CFGHJKLMNPRTVWXYZ0123456789")
+            ),
+            "passport-de",
+        ),
+        2 => (
+            format!(
+                "{}{}{}",
+                rng.digits(2),
+                rng.chars(2, LETTERS),
+                rng.digits(5)
+            ),
+            "passport-fr",
+        ),
+        3 => (
+            format!("{}{}", rng.chars(3, LETTERS), rng.digits(6)),
+            "passport-es",
+        ),
+        _ => (
+            format!("{}{}", rng.chars(1, LETTERS), rng.digits(7)),
+            "passport-in",
+        ),
+    };
+    // A German number has at least five digits only by chance: redraw the letters' share.
+    let value = if variant == "passport-de" && value.bytes().filter(u8::is_ascii_digit).count() < 5
+    {
+        format!("C{}{}", rng.digits(5), rng.chars(3, DE))
+    } else {
+        value
+    };
+    let before = *rng.pick(&[
+        "passport number ",
+        "Passport: ",
+        "passeport n° ",
+        "pasaporte ",
+        "Reisepass Nr. ",
+    ]);
+    Value {
+        before: before.into(),
+        value,
+        after: String::new(),
+        variant,
+    }
+}
+
 /// A sensitive value of `kind`, with its context and variant.
 fn value(rng: &mut Rng, kind: PiiKind) -> Value {
     match kind {
@@ -755,40 +1377,12 @@ fn value(rng: &mut Rng, kind: PiiKind) -> Value {
             }
         }
         PiiKind::Custom => Value::plain((format!("EMP-{}", rng.digits(6)), "custom")),
-        PiiKind::Secret => Value::plain(match rng.below(6) {
-            0 => (
-                format!("AKIA{}", rng.chars(16, UPPER_DIGITS)),
-                "secret-aws-key-id",
-            ),
-            1 => (format!("sk_live_{}", rng.chars(24, ALNUM)), "secret-stripe"),
-            2 => (format!("ghp_{}", rng.chars(36, ALNUM)), "secret-github"),
-            3 => (
-                format!(
-                    "xoxb-{}-{}-{}",
-                    rng.digits(11),
-                    rng.digits(12),
-                    rng.chars(24, ALNUM)
-                ),
-                "secret-slack",
-            ),
-            4 => (
-                format!(
-                    "eyJ{}.eyJ{}.{}",
-                    rng.chars(20, B64URL),
-                    rng.chars(40, B64URL),
-                    rng.chars(43, B64URL)
-                ),
-                "secret-jwt",
-            ),
-            _ => (
-                format!(
-                    "-----BEGIN RSA PRIVATE KEY-----\n{}\n{}\n-----END RSA PRIVATE KEY-----",
-                    rng.chars(64, ALNUM),
-                    rng.chars(40, ALNUM)
-                ),
-                "secret-private-key",
-            ),
-        }),
+        PiiKind::Secret => secret(rng),
+        PiiKind::Name => name(rng),
+        PiiKind::Address => address(rng),
+        PiiKind::Dob => dob(rng),
+        PiiKind::HealthId => health_id(rng),
+        PiiKind::Passport => passport(rng),
     }
 }
 

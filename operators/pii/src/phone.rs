@@ -102,6 +102,14 @@ pub fn confirm(text: &str, start: usize, end: usize) -> Option<(usize, usize)> {
         b'0' | b'(' => &[Form::National],
         _ => &[Form::Bare],
     };
+    // `06-6526-6904 433`: digits after a space that follows groups joined by dashes, dots or
+    // slashes belong to what comes next, though a longer number may be valid too.
+    let end = match spaced_tail(candidate) {
+        Some(cut) if forms.iter().any(|&f| accepted(text, start, start + cut, f)) => {
+            return Some((start, start + cut));
+        }
+        _ => end,
+    };
     for &form in forms {
         let mut end = end;
         for _ in 0..MAX_GROUPS {
@@ -230,6 +238,15 @@ fn same_groups(number: &str, formatted: &str) -> bool {
     groups(number) == groups(formatted)
 }
 
+/// Where the digit groups of `candidate` after its first space start a different token: the
+/// length before that space, if the groups before it are joined by dashes, dots or slashes
+/// (`06-6526-6904 433`).
+fn spaced_tail(candidate: &str) -> Option<usize> {
+    let cut = candidate.find(' ')?;
+    let head = candidate[..cut].trim_start_matches('+');
+    (head.contains(['-', '.', '/']) && !head.contains(['(', ')'])).then_some(cut)
+}
+
 /// `NXX-NXX-XXXX` or `NXX.NXX.XXXX`.
 static NANP: LazyLock<Regex> = LazyLock::new(|| {
     // Panic: a constant pattern (compiled by the unit tests).
@@ -275,6 +292,13 @@ mod tests {
             assert_eq!(found(number), Some(number), "{number}");
         }
         assert_eq!(found("(212) 555-0187 x123"), Some("(212) 555-0187 x123"));
+    }
+
+    #[test]
+    fn digits_after_a_dashed_number_and_a_space_are_not_its_own() {
+        assert_eq!(found("06-6526-6904 433 77 7403"), Some("06-6526-6904"));
+        assert_eq!(found("06.65.26.69.04 433"), Some("06.65.26.69.04"));
+        assert_eq!(found("030 1234 5678"), Some("030 1234 5678"));
     }
 
     #[test]

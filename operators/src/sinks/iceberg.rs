@@ -1660,24 +1660,42 @@ impl Warehouse {
         Ok(n)
     }
 
-    /// The sealed vault entry of `reference` (a token, or `event_id#field`) for `tenant`.
-    pub async fn vault_entry(
-        &self,
-        tenant: &str,
-        reference: &str,
-    ) -> Result<Option<(String, Vec<u8>)>> {
+    /// The sealed vault entry of `reference` for `tenant`: a token (`<EMAIL:tok_…>`), a
+    /// content commitment (`<CONTENT:tok_…>`), a field's content (`event_id#field`) or a
+    /// quarantined record (`quarantine:…`).
+    pub async fn vault_entry(&self, tenant: &str, reference: &str) -> Result<Option<VaultEntry>> {
+        let content_by_commitment = reference.starts_with("<CONTENT:");
         for batch in self.scan(tables::VAULT).await? {
-            let (tenants, refs, keys, sealed) = (
+            let (tenants, kinds, refs, keys, sealed) = (
                 string_column(&batch, "tenant_id")?,
+                string_column(&batch, "kind")?,
                 string_column(&batch, "ref")?,
                 string_column(&batch, "key_id")?,
                 string_column(&batch, "sealed")?,
             );
             for i in 0..batch.num_rows() {
-                if tenants.value(i) == tenant && refs.value(i) == reference {
+                if tenants.value(i) != tenant {
+                    continue;
+                }
+                let stored = refs.value(i);
+                let matches = stored == reference
+                    || (kinds.value(i) == "content"
+                        && if content_by_commitment {
+                            stored.rsplit_once('#').is_some_and(|(_, c)| c == reference)
+                        } else {
+                            stored
+                                .strip_prefix(reference)
+                                .is_some_and(|rest| rest.starts_with("#<CONTENT:"))
+                        });
+                if matches {
                     let bytes = hex::decode(sealed.value(i))
                         .map_err(|e| Error::SinkStopped(format!("corrupt vault entry: {e}")))?;
-                    return Ok(Some((keys.value(i).to_string(), bytes)));
+                    return Ok(Some(VaultEntry {
+                        kind: kinds.value(i).to_string(),
+                        reference: stored.to_string(),
+                        key_id: keys.value(i).to_string(),
+                        sealed: bytes,
+                    }));
                 }
             }
         }
@@ -2300,6 +2318,31 @@ impl Watermark {
         std::fs::write(&tmp, serde_json::to_vec(self).unwrap_or_default())?;
         std::fs::rename(&tmp, path)?;
         Ok(())
+    }
+}
+
+/// One entry of `custody.vault`, as read back for re-identification.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VaultEntry {
+    /// `token`, `content` or `quarantine`.
+    pub kind: String,
+    /// Its full reference (the associated data it was sealed with).
+    pub reference: String,
+    /// The data key that sealed it.
+    pub key_id: String,
+    /// `nonce ‖ ciphertext ‖ tag`.
+    pub sealed: Vec<u8>,
+}
+
+impl VaultEntry {
+    /// The keystore subject of the data key that sealed it: the token's own key for a token,
+    /// the tenant's content key (`""`) otherwise.
+    pub fn key_subject(&self) -> &str {
+        if self.kind == "token" {
+            &self.reference
+        } else {
+            ""
+        }
     }
 }
 
@@ -3016,9 +3059,13 @@ async fn seal_vault(
                     });
                     subjects.push((tenant.to_string(), token.clone()));
                 }
-                VaultItem::Content { field, json } => {
+                VaultItem::Content {
+                    field,
+                    json,
+                    commitment,
+                } => {
                     let (key, _) = &keys[index[&(tenant.to_string(), String::new())]];
-                    let reference = format!("{}#{field}", e.event_id);
+                    let reference = content_reference(&e.event_id, field, commitment);
                     let sealed = seal(&key.key, &vault_aad(tenant, &reference), json.as_bytes());
                     rows.push(VaultRow {
                         tenant_id: tenant.to_string(),
@@ -3032,6 +3079,16 @@ async fn seal_vault(
         }
     }
     Ok((rows, subjects))
+}
+
+/// The vault reference of a field's content: `event_id#field#<CONTENT:tok_…>`, found by
+/// either its event and field or its commitment ([`Warehouse::vault_entry`]).
+fn content_reference(event_id: &str, field: &str, commitment: &str) -> String {
+    if commitment.is_empty() {
+        format!("{event_id}#{field}")
+    } else {
+        format!("{event_id}#{field}#{commitment}")
+    }
 }
 
 /// Moves the redacted copy of each quarantined record attributed to a tenant into the vault,

@@ -28,7 +28,17 @@ pub fn tokenize(
     decoded: Decoded<'_>,
     counts: &mut [u64; KINDS],
 ) -> (AuditEvent, Vec<VaultItem>) {
-    let Decoded { event, mut payload } = decoded;
+    let Decoded {
+        mut event,
+        mut payload,
+    } = decoded;
+    // Ids naming people (`jane@example.com` as a user or reviewer id) are tokenized like text,
+    // so a person's events still group under one (tenant-keyed) id.
+    if let Some(user) = &event.user_id
+        && let Some(new) = tokenizer.tokenize_str(event.tenant_id.as_str(), user, counts)
+    {
+        event.user_id = Some(new);
+    }
     let tenant = event.tenant_id.as_str();
     let policy = tokenizer.policy_handle();
     let mut scan = |tokenizer: &mut Tokenizer, value: &mut Json<'_>| {
@@ -60,6 +70,17 @@ pub fn tokenize(
                     scan(tokenizer, value);
                 }
             }
+        }
+    }
+    let scanned = |field: &str| match policy.fields(tenant, event.event_type) {
+        Some(fields) => fields.iter().any(|f| f == "*" || f == field),
+        None => event.event_type.text_fields().contains(&field),
+    };
+    for field in event.event_type.person_fields() {
+        if !scanned(field)
+            && let Some(value) = payload.get_mut(field)
+        {
+            scan(tokenizer, value);
         }
     }
     let mut vault = Vec::new();
@@ -96,10 +117,11 @@ fn commit_content(
         }
         let json = value.to_canonical();
         let commitment = tokenizer.labeled_token(tenant, "CONTENT", &json);
-        *value = Json::Str(Cow::Owned(commitment));
+        *value = Json::Str(Cow::Owned(commitment.clone()));
         vault.push(VaultItem::Content {
             field: (*field).to_string(),
             json,
+            commitment,
         });
     }
 }
@@ -144,8 +166,15 @@ mod tests {
                 .map(|f| f.to_string())
                 .collect(),
         };
-        for f in fields {
-            if let Some(value) = payload.get_mut(&f) {
+        for f in &fields {
+            if let Some(value) = payload.get_mut(f) {
+                walk(tokenizer, tenant, value);
+            }
+        }
+        for f in event.event_type.person_fields() {
+            if !fields.iter().any(|g| g == f)
+                && let Some(value) = payload.get_mut(*f)
+            {
                 walk(tokenizer, tenant, value);
             }
         }
@@ -224,5 +253,39 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Ids naming people are tokenized where they hold personal data: the envelope's
+    /// `user_id` and a review's `reviewer_id` (not content-vaulted: views group by them).
+    #[test]
+    fn user_and_reviewer_ids_holding_personal_data_are_tokenized() {
+        let mut tokenizer = Tokenizer::new(b"k").with_vault(VaultMode {
+            tokens: true,
+            content: true,
+        });
+        let raw = r#"{"event_id":"e1","schema_version":"1.0","tenant_id":"acme","session_id":"s","agent_id":"a","user_id":"jane.doe@example.com","event_type":"HUMAN_REVIEW_DECISION","timestamp":"2026-03-08T14:47:00Z","parent_event_id":null,"payload":{"escalation_event_id":"e0","decided_at":"2026-03-08T14:48:00Z","decision":"approve","reviewer_id":"reviewer ops.lead@example.com","reviewer_role":"ops","rationale":"ok","modification":null}}"#;
+        let decoded = custody_schemas::decode(raw.as_bytes()).unwrap();
+        let mut counts = [0; KINDS];
+        let (event, vault) = tokenize(&mut tokenizer, decoded, &mut counts);
+        let email = tokenizer.token("acme", crate::pii::PiiKind::Email, "jane.doe@example.com");
+        assert_eq!(event.user_id.as_deref(), Some(email.as_str()));
+        let reviewer = tokenizer.token("acme", crate::pii::PiiKind::Email, "ops.lead@example.com");
+        assert!(
+            event
+                .payload
+                .contains(&format!("\"reviewer_id\":\"reviewer {reviewer}\"")),
+            "{}",
+            event.payload
+        );
+        assert!(!event.payload.contains("example.com"));
+        assert_eq!(counts[crate::pii::PiiKind::Email as usize], 2);
+        assert!(vault.iter().any(
+            |v| matches!(v, VaultItem::Token { value, .. } if value == "jane.doe@example.com")
+        ));
+        // A plain id is left as it is.
+        let raw = raw.replace("jane.doe@example.com", "user-00042");
+        let decoded = custody_schemas::decode(raw.as_bytes()).unwrap();
+        let (event, _) = tokenize(&mut tokenizer, decoded, &mut [0; KINDS]);
+        assert_eq!(event.user_id.as_deref(), Some("user-00042"));
     }
 }
