@@ -437,12 +437,16 @@ pub(crate) fn titled_name(value: &str) -> Option<usize> {
 pub(crate) fn given_names(bytes: &[u8], mut found: impl FnMut(usize, usize)) {
     let n = bytes.len();
     let mut i = 0;
-    while i < n {
-        let b = bytes[i];
-        let starts_word = i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] >= 0x80);
-        if !(starts_word
-            && (b.is_ascii_uppercase() || (b == 0xc3 && i + 1 < n && bytes[i + 1] < 0x9f)))
-        {
+    // Only capitals start a name: jump from one to the next (`0xC3` leads `À`–`ß`).
+    while let Some(off) = bytes[i..]
+        .iter()
+        .position(|&b| b.wrapping_sub(b'A') < 26 || b == 0xc3)
+    {
+        i += off;
+        let starts_word =
+            i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] >= 0x80);
+        let capital = bytes[i] != 0xc3 || bytes.get(i + 1).is_some_and(|&b| b < 0x9f);
+        if !(starts_word && capital) {
             i += 1;
             continue;
         }

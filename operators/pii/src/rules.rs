@@ -155,6 +155,8 @@ pub(crate) struct Rules {
     keyword_rules: Vec<u64>,
     /// The longest keyword's length.
     longest_keyword: usize,
+    /// For each keyword, whether another may overlap an occurrence of it.
+    may_overlap: Vec<bool>,
     /// The rules whose keyword is [`GAZETTEER`]: fired by a capitalized given name.
     gazetteer_rules: u64,
 }
@@ -217,6 +219,25 @@ impl Rules {
             }
         }
         let longest_keyword = keywords.iter().map(String::len).max().unwrap_or(0);
+        // Keywords that may overlap another (one contains the other, or one's end is the
+        // other's start): only around those does the search look for overlapping ones.
+        let overlaps = |a: &str, b: &str| {
+            let (a, b) = (a.as_bytes(), b.as_bytes());
+            let contains = |x: &[u8], y: &[u8]| x.windows(y.len()).any(|w| w == y);
+            contains(a, b)
+                || contains(b, a)
+                || (1..a.len().min(b.len())).any(|n| a.ends_with(&b[..n]) || b.ends_with(&a[..n]))
+        };
+        let may_overlap: Vec<bool> = keywords
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                keywords
+                    .iter()
+                    .enumerate()
+                    .any(|(j, b)| i != j && overlaps(a, b))
+            })
+            .collect();
         let keywords = AhoCorasickBuilder::new()
             .ascii_case_insensitive(true)
             .match_kind(MatchKind::Standard)
@@ -229,6 +250,7 @@ impl Rules {
             keywords,
             keyword_rules,
             longest_keyword,
+            may_overlap,
             gazetteer_rules,
         })
     }
@@ -321,6 +343,10 @@ impl Rules {
     fn keyword_hits(&self, bytes: &[u8]) -> Vec<(usize, usize, usize)> {
         let mut hits = Vec::new();
         for m in self.keywords.find_iter(bytes) {
+            if !self.may_overlap[m.pattern().as_usize()] {
+                hits.push((m.pattern().as_usize(), m.start(), m.end()));
+                continue;
+            }
             let from = m.start().saturating_sub(self.longest_keyword);
             let to = (m.end() + self.longest_keyword).min(bytes.len());
             for o in self.keywords.find_overlapping_iter(&bytes[from..to]) {
@@ -654,6 +680,34 @@ mod cost {
                 nanos[i] / 1000,
                 RULES.specs[i].id
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod micro {
+    use super::*;
+
+    #[test]
+    #[ignore]
+    fn rule_try_cost() {
+        for (id, text, at) in [
+            ("address-rue", "ship to the customer; 12 rue de la Paix, 75002 Paris and more words follow here for the window to be long enough", 30),
+            ("address-rue", "we will route the ticket to the human reviewer queue and place it on hold until the customer replies with the invoice", 8),
+            ("name-after-role", "the customer refund invoice was approved by the agent", 4),
+        ] {
+            let i = RULES.specs.iter().position(|s| s.id == id).unwrap();
+            let t = std::time::Instant::now();
+            let mut found = Vec::new();
+            for _ in 0..10_000 {
+                RULES.search(i, text, 0, text.len(), RULES.rules[i].at_keyword && false, &mut found);
+            }
+            println!("{id} window: {:?}", t.elapsed() / 10_000);
+            let t = std::time::Instant::now();
+            for _ in 0..10_000 {
+                RULES.search(i, text, at, text.len(), true, &mut found);
+            }
+            println!("{id} anchored: {:?}", t.elapsed() / 10_000);
         }
     }
 }
