@@ -129,7 +129,10 @@ fn agent_texts(n: usize, size: usize) -> Vec<String> {
             strings(&event["payload"][*field], &mut text);
         }
         if text.len() >= size {
-            texts.push(std::mem::replace(&mut text, String::with_capacity(size + 256)));
+            texts.push(std::mem::replace(
+                &mut text,
+                String::with_capacity(size + 256),
+            ));
             if texts.len() == n {
                 break;
             }

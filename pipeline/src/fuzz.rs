@@ -276,5 +276,6 @@ fn fuzz_router() -> axum::Router {
         }),
         signer: None,
         access: None,
+        person_ids: None,
     })
 }

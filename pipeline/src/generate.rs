@@ -782,6 +782,15 @@ mod tests {
                 assert_eq!(spans.len(), 1, "{value:?} -> {spans:?}");
                 assert_eq!((spans[0].start, spans[0].end), (0, value.len()), "{value}");
             }
+            // The customer's name after `Customer` (written in lower case) is tokenized too.
+            let text = g.customer_text();
+            let name = &text["Customer ".len()..text.find(" <").unwrap()];
+            assert!(
+                custody_operators::pii::scan(&text).iter().any(|s| {
+                    s.kind == custody_operators::pii::PiiKind::Name && &text[s.start..s.end] == name
+                }),
+                "{text}"
+            );
         }
     }
 }

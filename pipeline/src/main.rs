@@ -816,6 +816,25 @@ fn start_alerts(
 }
 
 /// Serves HTTP on a background runtime; `None` if the address is `off` or cannot be bound.
+/// The tokenizer the API uses for filter values naming people: the pipeline's keys (the
+/// keystore's token keys where the vault keeps them, else derived from the master key) and
+/// policy.
+fn person_id_tokenizer(
+    config: &Config,
+    warehouse: &Path,
+) -> anyhow::Result<custody_operators::pii::Tokenizer> {
+    let mut tokenizer = custody_operators::pii::Tokenizer::new(&config.pii.master_key()?)
+        .with_policy(Arc::new(config.pii.policy()?));
+    let keystore = warehouse.join("keys/keystore.db");
+    if (config.vault.tokens || config.vault.content) && keystore.exists() {
+        let (current, previous) = config.vault.keks(&config.keys.dir(warehouse)?)?;
+        tokenizer = tokenizer.with_token_keys(Arc::new(
+            custody_operators::vault::TokenKeyring::open(&keystore, current, previous)?,
+        ));
+    }
+    Ok(tokenizer)
+}
+
 fn start_server(
     config: &Config,
     warehouse: &Path,
@@ -886,6 +905,9 @@ fn start_server(
             warehouse,
             &signing_seed,
         )?)),
+        person_ids: Some(Arc::new(Mutex::new(person_id_tokenizer(
+            config, warehouse,
+        )?))),
     });
     runtime.spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {

@@ -50,6 +50,33 @@ pub struct AppState {
     pub signer: Option<Signer>,
     /// Where tenant API requests are recorded (see [`crate::access_log`]).
     pub access: Option<Arc<AccessLog>>,
+    /// Tokenizes a filter value naming a person (`?user=jane@example.com`) as the pipeline
+    /// tokenized the ids it stored, so the filter finds that person's events.
+    pub person_ids: Option<Arc<Mutex<custody_operators::pii::Tokenizer>>>,
+}
+
+/// `value` as the pipeline stores it for `tenant`: its personal data tokenized (an id that
+/// holds none, or a token already, is unchanged).
+fn stored_id(state: &AppState, tenant: &str, value: String) -> String {
+    let Some(tokenizer) = &state.person_ids else {
+        return value;
+    };
+    // On a thread of its own: a tenant's first token key may come from the keystore, which
+    // blocks on its own runtime (not allowed on the server's).
+    let tokenized = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let mut counts = [0; custody_operators::pii::KINDS];
+                tokenizer
+                    .lock()
+                    .ok()?
+                    .tokenize_str(tenant, &value, &mut counts)
+            })
+            .join()
+            .ok()
+            .flatten()
+    });
+    tokenized.unwrap_or(value)
 }
 
 /// The router.
@@ -609,7 +636,7 @@ async fn events(
         end_seq,
         event_type: event_type.map(|t| t.as_str().to_string()),
         agent_id: q.agent,
-        user_id: q.user,
+        user_id: q.user.map(|u| stored_id(&state, &tenant, u)),
         session_id: q.session,
         model_version: q.model_version,
         from_us: range.from_us,
@@ -1410,6 +1437,7 @@ mod tests {
             report_ctx: Arc::new(ReportContext::default()),
             signer: Some(signer),
             access: Some(Arc::new(AccessLog::open(&dir, &[7; 32]).unwrap())),
+            person_ids: None,
         });
         (app, dir)
     }

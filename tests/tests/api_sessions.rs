@@ -68,7 +68,8 @@ fn write_ndjson(path: &Path, events: &[Input]) {
             "tenant_id": TENANTS[e.tenant],
             "session_id": e.session,
             "agent_id": "agent-1",
-            "user_id": "user-1",
+            // One session's user is known by an e-mail address (stored tokenized).
+            "user_id": if e.session == "sess-0" { "jane.doe@example.com" } else { "user-1" },
             "parent_event_id": e.parent,
             "timestamp": format!("2026-03-08T00:{:02}:{:02}.{:06}Z", i / 6000, (i / 100) % 60, i % 100),
             "payload": {
@@ -229,6 +230,26 @@ fn sessions_and_causes_are_whole_across_history() {
     let addr = free_addr();
     let server = serve_warehouse(&wh, &addr);
     check(&addr, &events, "index written with the commits");
+    // The user filter takes the address as the caller knows it; the id is never served
+    // in clear.
+    let (code, got) = get_json(
+        &addr,
+        "/v1/tenants/acme/events?user=jane.doe@example.com&limit=1000",
+        "",
+    );
+    assert_eq!(code, 200, "{got}");
+    let served = got["events"].as_array().unwrap();
+    let want = events
+        .iter()
+        .filter(|e| e.tenant == 0 && e.session == "sess-0")
+        .count();
+    assert_eq!(served.len(), want, "{got}");
+    assert!(served.iter().all(|e| {
+        e["session_id"] == "sess-0"
+            && e["user_id"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("<EMAIL:tok_"))
+    }));
     drop(server);
 
     // The index rebuilt from the lake (a lost store, then one of an older format).

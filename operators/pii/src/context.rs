@@ -20,7 +20,8 @@ const AMBIGUOUS: &[&str] = &[
     "chase", "hunter", "austin", "paris", "florence", "jordan", "victoria", "georgia", "virginia",
     "carolina", "lincoln", "ford", "dean", "guy", "pat", "sue", "don", "ray", "max", "jack",
     "frank", "bill", "min", "jun", "jan", "ida", "ben", "joe", "kim", "lea", "ella", "nina",
-    "vera", "eva", "mia", "zoe", "amy", "yan", "xin", "ali", "raj", "anan",
+    "vera", "eva", "mia", "zoe", "amy", "yan", "xin", "ali", "raj", "anan", "sun", "ma", "hu",
+    "wu", "lin",
 ];
 
 /// Words that are not part of a name though capitalized or following one: roles, teams,
@@ -443,8 +444,7 @@ pub(crate) fn given_names(bytes: &[u8], mut found: impl FnMut(usize, usize)) {
         .position(|&b| b.wrapping_sub(b'A') < 26 || b == 0xc3)
     {
         i += off;
-        let starts_word =
-            i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] >= 0x80);
+        let starts_word = i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] >= 0x80);
         let capital = bytes[i] != 0xc3 || bytes.get(i + 1).is_some_and(|&b| b < 0x9f);
         if !(starts_word && capital) {
             i += 1;

@@ -692,15 +692,34 @@ mod micro {
     #[ignore]
     fn rule_try_cost() {
         for (id, text, at) in [
-            ("address-rue", "ship to the customer; 12 rue de la Paix, 75002 Paris and more words follow here for the window to be long enough", 30),
-            ("address-rue", "we will route the ticket to the human reviewer queue and place it on hold until the customer replies with the invoice", 8),
-            ("name-after-role", "the customer refund invoice was approved by the agent", 4),
+            (
+                "address-rue",
+                "ship to the customer; 12 rue de la Paix, 75002 Paris and more words follow here for the window to be long enough",
+                30,
+            ),
+            (
+                "address-rue",
+                "we will route the ticket to the human reviewer queue and place it on hold until the customer replies with the invoice",
+                8,
+            ),
+            (
+                "name-after-role",
+                "the customer refund invoice was approved by the agent",
+                4,
+            ),
         ] {
             let i = RULES.specs.iter().position(|s| s.id == id).unwrap();
             let t = std::time::Instant::now();
             let mut found = Vec::new();
             for _ in 0..10_000 {
-                RULES.search(i, text, 0, text.len(), RULES.rules[i].at_keyword && false, &mut found);
+                RULES.search(
+                    i,
+                    text,
+                    0,
+                    text.len(),
+                    RULES.rules[i].at_keyword && false,
+                    &mut found,
+                );
             }
             println!("{id} window: {:?}", t.elapsed() / 10_000);
             let t = std::time::Instant::now();
