@@ -1596,7 +1596,20 @@ mod debug_misses {
     #[test]
     #[ignore]
     fn print_misses() {
-        let samples = corpus(5_000, 1024, 0x5EED);
+        // `PII_MISSES_SEED=0xBE7C PII_MISSES_TEXTS=20000` reads the benchmark's corpus.
+        let env = |name: &str, default: u64| {
+            std::env::var(name)
+                .ok()
+                .map_or(default, |v| match v.strip_prefix("0x") {
+                    Some(hex) => u64::from_str_radix(hex, 16).unwrap_or(default),
+                    None => v.parse().unwrap_or(default),
+                })
+        };
+        let samples = corpus(
+            env("PII_MISSES_TEXTS", 5_000) as usize,
+            1024,
+            env("PII_MISSES_SEED", 0x5EED),
+        );
         let mut shown: BTreeMap<(PiiKind, bool), usize> = BTreeMap::new();
         for s in &samples {
             let found = scan(&s.text);

@@ -372,7 +372,10 @@ fn iban_span(text: &[u8], start: usize, end: usize) -> Option<(usize, usize)> {
     }
     let mut end = end;
     loop {
-        if iban::valid(&text[start..end]) {
+        // Not the head of a longer dashed token (`be91fc97-e4c6-2c59-889f-…`, a UUID).
+        let continues = text.get(end) == Some(&b'-')
+            && text.get(end + 1).is_some_and(u8::is_ascii_alphanumeric);
+        if !continues && iban::valid(&text[start..end]) {
             return Some((start, end));
         }
         end = start
@@ -786,6 +789,9 @@ mod tests {
                 &[(PiiKind::Iban, "DE89 3704 0044 0532 0130 00")],
             ),
             ("iban DE89 3704 0044 0532 0130 01", &[]),
+            // A UUID whose head reads as a valid Belgian IBAN.
+            ("id be91fc97-e4c6-2c59-889f-45676638ca61 ok", &[]),
+            ("(6d207edf-ad52-0c0e-e57f-67238ebed230)", &[]),
             ("ip 192.168.10.254", &[(PiiKind::Ip, "192.168.10.254")]),
             (
                 "AKIAQKTKMXIFRGVGAOFZ",
