@@ -681,5 +681,36 @@ mod cost {
                 RULES.specs[i].id
             );
         }
+        let bytes: usize = samples.iter().map(|s| s.text.len()).sum();
+        let per_kb =
+            |d: std::time::Duration| d.as_nanos() as f64 / (bytes as f64 / 1024.0) / 1000.0;
+        for pass in 0..2 {
+            let t = std::time::Instant::now();
+            let hits: usize = samples
+                .iter()
+                .map(|s| RULES.keyword_hits(s.text.as_bytes()).len())
+                .sum();
+            let keywords = t.elapsed();
+            let t = std::time::Instant::now();
+            let mut names = 0;
+            for s in &samples {
+                context::given_names(s.text.as_bytes(), |_, _| names += 1);
+            }
+            let given = t.elapsed();
+            let t = std::time::Instant::now();
+            let found: usize = samples.iter().map(|s| RULES.scan(&s.text).len()).sum();
+            let rules = t.elapsed();
+            let t = std::time::Instant::now();
+            let spans: usize = samples.iter().map(|s| crate::scan(&s.text).len()).sum();
+            let all = t.elapsed();
+            println!(
+                "pass {pass}: keywords {hits} hits {:.2} us/KB; given names {names} {:.2} us/KB; \
+                 rules {found} {:.2} us/KB; scan {spans} {:.2} us/KB",
+                per_kb(keywords),
+                per_kb(given),
+                per_kb(rules),
+                per_kb(all)
+            );
+        }
     }
 }
