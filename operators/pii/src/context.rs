@@ -373,18 +373,13 @@ pub(crate) enum NameCue {
     Role,
     /// A title (`Mr.`): the name's first word is capitalized.
     Title,
-    /// None: the match starts with the given name itself.
-    Gazetteer,
 }
 
 /// A cheap test run before a name rule's groups are resolved: whether the first word after
-/// the cue word at `at` (and the separators after it) may start a name. `None` (not a name
-/// rule) passes.
+/// the cue word at `at` (and the separators after it) may start a name. `None` (no cue word:
+/// not a name rule, or one whose match starts with the given name itself) passes.
 pub(crate) fn may_start_name(cue: Option<NameCue>, bytes: &[u8], at: usize, to: usize) -> bool {
     let Some(cue) = cue else { return true };
-    if cue == NameCue::Gazetteer {
-        return true;
-    }
     let word_byte = |b: u8| b.is_ascii_alphabetic() || b >= 0x80;
     let mut i = at;
     // The cue word, then separators (and `is`/`was`); the cue's second word (`approved by`,
@@ -417,7 +412,7 @@ pub(crate) fn may_start_name(cue: Option<NameCue>, bytes: &[u8], at: usize, to: 
         }
         return match cue {
             NameCue::Title => !not_name(word),
-            _ => given(word) || (capitalized(word) && !not_name(word)),
+            NameCue::Role => given(word) || (capitalized(word) && !not_name(word)),
         };
     }
 }

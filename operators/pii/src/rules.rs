@@ -431,9 +431,10 @@ impl Rules {
 
 /// The end of the value `text[start..end]` that `rule` finds there, if it accepts it.
 fn accept(rule: &Rule, text: &str, start: usize, end: usize) -> Option<usize> {
+    // Entropy is never negative: only a rule with a floor counts it.
     if !(text.is_char_boundary(start)
         && text.is_char_boundary(end)
-        && entropy(&text.as_bytes()[start..end]) >= rule.entropy)
+        && (rule.entropy <= 0.0 || entropy(&text.as_bytes()[start..end]) >= rule.entropy))
     {
         return None;
     }
@@ -483,8 +484,7 @@ fn check_kind(check: Check) -> Option<context::NameCue> {
     match check {
         Check::Name => Some(context::NameCue::Role),
         Check::TitledName => Some(context::NameCue::Title),
-        Check::GazetteerName => Some(context::NameCue::Gazetteer),
-        Check::Nhs | Check::BirthDate | Check::DocumentNumber => None,
+        Check::GazetteerName | Check::Nhs | Check::BirthDate | Check::DocumentNumber => None,
     }
 }
 
