@@ -789,6 +789,18 @@ mod tests {
                 &[(PiiKind::Iban, "DE89 3704 0044 0532 0130 00")],
             ),
             ("iban DE89 3704 0044 0532 0130 01", &[]),
+            // A card after a port, and after a date of birth (no phone runs across them).
+            (
+                "listening on 0.0.0.0:8080 6553 8844 1100 5767, ok",
+                &[(PiiKind::Card, "6553 8844 1100 5767")],
+            ),
+            (
+                "geboren am 02.01.1960 2720 3233 9034 5818 request",
+                &[
+                    (PiiKind::Dob, "02.01.1960"),
+                    (PiiKind::Card, "2720 3233 9034 5818"),
+                ],
+            ),
             // A UUID whose head reads as a valid Belgian IBAN.
             ("id be91fc97-e4c6-2c59-889f-45676638ca61 ok", &[]),
             ("(6d207edf-ad52-0c0e-e57f-67238ebed230)", &[]),
