@@ -153,10 +153,6 @@ pub(crate) struct Rules {
     keywords: AhoCorasick,
     /// For each keyword (pattern id), the bit set of the rules that list it.
     keyword_rules: Vec<u64>,
-    /// The longest keyword's length.
-    longest_keyword: usize,
-    /// For each keyword, whether another may overlap an occurrence of it.
-    may_overlap: Vec<bool>,
     /// The rules whose keyword is [`GAZETTEER`]: fired by a capitalized given name.
     gazetteer_rules: u64,
 }
@@ -218,26 +214,6 @@ impl Rules {
                 }
             }
         }
-        let longest_keyword = keywords.iter().map(String::len).max().unwrap_or(0);
-        // Keywords that may overlap another (one contains the other, or one's end is the
-        // other's start): only around those does the search look for overlapping ones.
-        let overlaps = |a: &str, b: &str| {
-            let (a, b) = (a.as_bytes(), b.as_bytes());
-            let contains = |x: &[u8], y: &[u8]| x.windows(y.len()).any(|w| w == y);
-            contains(a, b)
-                || contains(b, a)
-                || (1..a.len().min(b.len())).any(|n| a.ends_with(&b[..n]) || b.ends_with(&a[..n]))
-        };
-        let may_overlap: Vec<bool> = keywords
-            .iter()
-            .enumerate()
-            .map(|(i, a)| {
-                keywords
-                    .iter()
-                    .enumerate()
-                    .any(|(j, b)| i != j && overlaps(a, b))
-            })
-            .collect();
         let keywords = AhoCorasickBuilder::new()
             .ascii_case_insensitive(true)
             .match_kind(MatchKind::Standard)
@@ -249,8 +225,6 @@ impl Rules {
             rules,
             keywords,
             keyword_rules,
-            longest_keyword,
-            may_overlap,
             gazetteer_rules,
         })
     }
@@ -337,24 +311,14 @@ impl Rules {
     }
 
     /// Every keyword occurrence in `bytes`, overlapping ones too (`avenida` inside
-    /// ` avenida`), as `(pattern, start, end)`, sorted. The search over the whole text is not
-    /// overlapping (so it runs on a prefilter); only around each match is every overlapping
-    /// occurrence looked for.
+    /// ` avenida`), as `(pattern, start, end)`, sorted.
     fn keyword_hits(&self, bytes: &[u8]) -> Vec<(usize, usize, usize)> {
-        let mut hits = Vec::new();
-        for m in self.keywords.find_iter(bytes) {
-            if !self.may_overlap[m.pattern().as_usize()] {
-                hits.push((m.pattern().as_usize(), m.start(), m.end()));
-                continue;
-            }
-            let from = m.start().saturating_sub(self.longest_keyword);
-            let to = (m.end() + self.longest_keyword).min(bytes.len());
-            for o in self.keywords.find_overlapping_iter(&bytes[from..to]) {
-                hits.push((o.pattern().as_usize(), from + o.start(), from + o.end()));
-            }
-        }
+        let mut hits: Vec<(usize, usize, usize)> = self
+            .keywords
+            .find_overlapping_iter(bytes)
+            .map(|m| (m.pattern().as_usize(), m.start(), m.end()))
+            .collect();
         hits.sort_unstable();
-        hits.dedup();
         hits
     }
 
