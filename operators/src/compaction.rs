@@ -89,8 +89,20 @@ pub struct Compaction {
     pub inputs: Vec<String>,
     /// The files replacing them.
     pub outputs: Vec<String>,
-    /// Rows in the inputs (and so in the outputs).
+    /// Rows in the outputs: the inputs' rows, less `expired`.
     pub rows: u64,
+    /// Rows of the inputs removed by retention ([`crate::retention`]), not carried over.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub expired: u64,
+    /// A derived table rebuilt whole: the inputs are every file the table held, the epoch's
+    /// own files replace them (the views' changelog after retention), and the row counts are
+    /// not compared.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rebuild: bool,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A merge written but not committed: its record and its output files with their SHA-256.
@@ -303,6 +315,7 @@ pub async fn merge(
             inputs: inputs.iter().map(|e| e.file_path().to_string()).collect(),
             outputs,
             rows,
+            ..Compaction::default()
         },
         files,
         sha256,

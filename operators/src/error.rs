@@ -60,6 +60,14 @@ pub enum Error {
         /// What did not add up.
         detail: String,
     },
+    /// A retention application found the lake other than it planned.
+    #[error("retention of custody.{table}: {detail}")]
+    Retention {
+        /// The table.
+        table: String,
+        /// What did not add up.
+        detail: String,
+    },
     /// The table holds something this version cannot read correctly (delete files).
     #[error("unsupported table content: {0}")]
     Unsupported(String),
@@ -107,9 +115,10 @@ impl Error {
             | Error::Tampered(_)
             | Error::SourceMismatch { .. }
             | Error::Unsupported(_) => ErrorDomain::User,
-            Error::Arrow(_) | Error::SinkStopped(_) | Error::Compaction { .. } => {
-                ErrorDomain::Internal
-            }
+            Error::Arrow(_)
+            | Error::SinkStopped(_)
+            | Error::Compaction { .. }
+            | Error::Retention { .. } => ErrorDomain::Internal,
         }
     }
 

@@ -19,6 +19,7 @@ pub mod merkle;
 pub mod metrics;
 pub mod proof_store;
 pub mod record;
+pub mod retention;
 pub mod seal;
 pub mod sinks;
 pub mod sources;

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub sink_commits: IntCounterVec,
     /// Data files replaced by compaction, per table.
     pub compacted_files: IntCounterVec,
+    /// Rows removed by retention, per table.
+    pub retention_expired_rows: IntCounterVec,
     /// Duration of one epoch's commit (all tables).
     pub sink_commit_seconds: Histogram,
     /// Last epoch committed to the lake.
@@ -181,6 +183,13 @@ impl Metrics {
                 &registry,
                 "custody_compacted_files_total",
                 "data files merged into larger ones by compaction, per table",
+                &["table"],
+            ),
+            retention_expired_rows: counter_vec(
+                &registry,
+                "custody_retention_expired_rows_total",
+                "rows removed by retention (events past their tenant's policy, their vault \
+                 entries and quarantined records), per table",
                 &["table"],
             ),
             verifier_alerts: counter_vec(

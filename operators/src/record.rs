@@ -255,7 +255,7 @@ pub struct EmitterHead {
 }
 
 /// One update of a view: `(row, diff)`; rows are view-specific.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ViewUpdate {
     /// `(tenant, event_type) -> count`.
     EventCount {
@@ -316,6 +316,48 @@ impl ViewUpdate {
             ViewUpdate::Retired { .. } => 0,
         }
     }
+
+    fn set_diff(&mut self, to: i64) {
+        match self {
+            ViewUpdate::EventCount { diff, .. }
+            | ViewUpdate::HitlLatency { diff, .. }
+            | ViewUpdate::Row { diff, .. } => *diff = to,
+            ViewUpdate::Retired { .. } => {}
+        }
+    }
+}
+
+/// The net change of `updates`: the diffs of equal rows summed, rows that sum to nothing left
+/// out, retirements dropped (they change no view; the changelog keeps a retired row as last
+/// inserted). In the order rows first appear.
+pub fn consolidate(updates: impl IntoIterator<Item = ViewUpdate>) -> Vec<ViewUpdate> {
+    use std::collections::hash_map::Entry;
+    let mut sums: std::collections::HashMap<ViewUpdate, i64> = std::collections::HashMap::new();
+    let mut order = Vec::new();
+    for mut update in updates {
+        if matches!(update, ViewUpdate::Retired { .. }) {
+            continue;
+        }
+        let diff = update.diff();
+        update.set_diff(0);
+        match sums.entry(update) {
+            Entry::Occupied(mut e) => *e.get_mut() += diff,
+            Entry::Vacant(e) => {
+                order.push(e.key().clone());
+                e.insert(diff);
+            }
+        }
+    }
+    order
+        .into_iter()
+        .filter_map(|mut update| {
+            let diff = sums.get(&update).copied().unwrap_or(0);
+            (diff != 0).then(|| {
+                update.set_diff(diff);
+                update
+            })
+        })
+        .collect()
 }
 
 /// The keyed views; their rows share one changelog table `custody.view_changes`, keyed by view.

@@ -88,6 +88,53 @@ impl EventRow {
     }
 }
 
+/// One row of `custody.expired`, as exported (`expired.ndjson`): the leaf hash of an event
+/// removed by retention, which is all the chain and the checkpoints need of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpiredLeaf {
+    /// Tenant.
+    pub tenant_id: String,
+    /// Position in the tenant's log.
+    pub seq: i64,
+    /// Leaf hash, hex.
+    pub leaf_hash: String,
+}
+
+/// The positions `RETENTION_APPLIED` events among `events` declare expired, as `[first,
+/// last]` ranges.
+fn declared_expired(events: &[EventRow]) -> Vec<[u64; 2]> {
+    let mut out = Vec::new();
+    for e in events
+        .iter()
+        .filter(|e| e.event_type == "RETENTION_APPLIED")
+    {
+        let Ok(payload) = serde_json::from_str::<serde_json::Value>(&e.payload) else {
+            continue;
+        };
+        let ranges = payload.get("expired_ranges").and_then(|r| r.as_array());
+        for range in ranges.into_iter().flatten() {
+            let bound = |i: usize| range.get(i).and_then(serde_json::Value::as_u64);
+            if let (Some(first), Some(last)) = (bound(0), bound(1)) {
+                out.push([first, last]);
+            }
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+/// The `[first, last]` ranges of the ascending positions `seqs`.
+fn seq_ranges(seqs: impl IntoIterator<Item = u64>) -> Vec<[u64; 2]> {
+    let mut out: Vec<[u64; 2]> = Vec::new();
+    for s in seqs {
+        match out.last_mut() {
+            Some(r) if r[1] + 1 == s => r[1] = s,
+            _ => out.push([s, s]),
+        }
+    }
+    out
+}
+
 /// What is wrong.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -122,6 +169,9 @@ pub enum ProblemKind {
     Unwitnessed,
     /// A bundle row is not in the strict canonical form (left out of its log).
     Malformed,
+    /// An event was removed (only its leaf is left) outside every range a
+    /// `RETENTION_APPLIED` event of the tenant declares.
+    UnrecordedExpiry,
 }
 
 impl fmt::Display for ProblemKind {
@@ -156,6 +206,12 @@ pub struct TenantReport {
     pub checkpoints: u64,
     /// The first bad sequence number, if any.
     pub first_bad_seq: Option<u64>,
+    /// Events verified through their leaf alone: removed by retention.
+    #[serde(default)]
+    pub expired_events: u64,
+    /// Their positions, as `[first, last]` ranges.
+    #[serde(default)]
+    pub expired_ranges: Vec<[u64; 2]>,
     /// Everything found.
     pub problems: Vec<Problem>,
 }
@@ -257,16 +313,19 @@ impl Verifier {
         checkpoints: &[Checkpoint],
         held: &[Checkpoint],
     ) -> TenantReport {
-        self.verify_tenant_at(tenant, events, checkpoints, held, None)
+        self.verify_tenant_at(tenant, events, &[], checkpoints, held, None)
     }
 
-    /// [`Verifier::verify_tenant`], where `latest` is the epoch of the tenant's latest
+    /// [`Verifier::verify_tenant`], where `expired` are the leaves of the tenant's events
+    /// removed by retention (each standing in for its event, inside a range a
+    /// `RETENTION_APPLIED` event declares), and `latest` is the epoch of the tenant's latest
     /// checkpoint in the signed registry ([`WarehouseFindings::latest_registered`]): a tenant
     /// whose checkpoints stop before it lost its tail.
     pub fn verify_tenant_at(
         &self,
         tenant: &str,
         events: &mut [EventRow],
+        expired: &[ExpiredLeaf],
         checkpoints: &[Checkpoint],
         held: &[Checkpoint],
         latest: Option<crate::record::Epoch>,
@@ -367,11 +426,72 @@ impl Verifier {
         }
 
         events.sort_by_key(|e| e.seq);
+        // The leaves of removed events, by position; a leaf that is not a hash, or that
+        // stands where the event itself is still stored, is a finding.
+        let mut leaves: BTreeMap<u64, Hash> = BTreeMap::new();
+        for e in expired.iter().filter(|e| e.tenant_id == tenant) {
+            match (u64::try_from(e.seq), parse_hash(&e.leaf_hash)) {
+                (Ok(seq), Some(leaf)) => {
+                    if leaves.insert(seq, leaf).is_some() {
+                        report.problem(
+                            ProblemKind::Fork,
+                            Some(seq),
+                            format!("two expired leaves at seq {seq}"),
+                        );
+                    }
+                }
+                _ => report.problem(
+                    ProblemKind::Modified,
+                    u64::try_from(e.seq).ok(),
+                    format!("expired leaf at seq {} is not a hash", e.seq),
+                ),
+            }
+        }
         let mut merkle = CompactRange::new();
         let mut prev: Hash = [0; 32];
         let mut broken = false;
         let mut last_seq: Option<i64> = None;
+        let mut through_leaf: Vec<u64> = Vec::new();
+        // Walks the expired leaves that stand before position `upto` (all of them for
+        // `u64::MAX`): each extends the chain and the tree like its event did.
+        let mut walk_leaves = |upto: u64,
+                               merkle: &mut CompactRange,
+                               prev: &mut Hash,
+                               report: &mut TenantReport,
+                               through_leaf: &mut Vec<u64>| {
+            while merkle.size() < upto
+                && let Some(leaf) = leaves.remove(&merkle.size())
+            {
+                let seq = merkle.size();
+                through_leaf.push(seq);
+                merkle.append(leaf);
+                *prev = chain_hash(prev, &leaf);
+                for cp in by_size.get(&merkle.size()).into_iter().flatten() {
+                    if parse_hash(&cp.root) != Some(merkle.root())
+                        || parse_hash(&cp.chain_head) != Some(*prev)
+                    {
+                        report.problem(
+                            ProblemKind::RootMismatch,
+                            Some(seq),
+                            format!(
+                                "checkpoint of epoch {} disagrees with the log at size {}",
+                                cp.epoch, cp.tree_size
+                            ),
+                        );
+                    }
+                }
+            }
+        };
         for row in events.iter() {
+            if !broken && row.seq >= 0 {
+                walk_leaves(
+                    row.seq as u64,
+                    &mut merkle,
+                    &mut prev,
+                    &mut report,
+                    &mut through_leaf,
+                );
+            }
             let expected = merkle.size();
             if last_seq == Some(row.seq) {
                 report.problem(
@@ -442,6 +562,45 @@ impl Verifier {
                 }
             }
         }
+        if !broken {
+            walk_leaves(
+                u64::MAX,
+                &mut merkle,
+                &mut prev,
+                &mut report,
+                &mut through_leaf,
+            );
+        }
+        if let Some((&seq, _)) = leaves.iter().next() {
+            report.problem(
+                ProblemKind::Fork,
+                Some(seq),
+                format!(
+                    "{} expired leaves stand where the log holds its events or past its end \
+                     (first: seq {seq})",
+                    leaves.len()
+                ),
+            );
+        }
+        report.expired_events = through_leaf.len() as u64;
+        report.expired_ranges = seq_ranges(through_leaf.iter().copied());
+        // Only a recorded retention removes events.
+        let declared = declared_expired(events);
+        let covered = |seq: u64| {
+            let i = declared.partition_point(|r| r[1] < seq);
+            declared.get(i).is_some_and(|r| r[0] <= seq)
+        };
+        if let Some(&seq) = through_leaf.iter().find(|s| !covered(**s)) {
+            let n = through_leaf.iter().filter(|s| !covered(**s)).count();
+            report.problem(
+                ProblemKind::UnrecordedExpiry,
+                Some(seq),
+                format!(
+                    "{n} events are removed (only their leaves are left) that no \
+                     RETENTION_APPLIED event of the tenant declares expired (first: seq {seq})"
+                ),
+            );
+        }
         report.verified_events = merkle.size();
         if !broken {
             let size = merkle.size();
@@ -480,7 +639,7 @@ impl Verifier {
         checkpoints: Vec<Checkpoint>,
         held: Vec<Checkpoint>,
     ) -> Vec<TenantReport> {
-        group_by_tenant(events, checkpoints, held)
+        group_by_tenant(events, Vec::new(), checkpoints, held)
             .into_iter()
             .map(|(tenant, mut input)| {
                 self.verify_tenant(&tenant, &mut input.events, &input.checkpoints, &input.held)
@@ -667,7 +826,9 @@ impl Verifier {
                             sealed_files.insert(path, (table.clone(), digest));
                         }
                     }
-                    // Merges replace sealed files by files under this seal, row for row.
+                    // Merges replace sealed files by files under this seal, row for row (less
+                    // the rows retention removed); a rebuilt derived table replaces every
+                    // file it held by the epoch's own.
                     for (table, merges) in &manifest.compacted {
                         for merge in merges {
                             let mut replaced = 0u64;
@@ -700,13 +861,18 @@ impl Verifier {
                                 sealed_rows.insert(path.clone(), rows);
                                 sealed_files.insert(path, (table.clone(), digest));
                             }
-                            if replaced != merge.rows || merged != merge.rows {
+                            let consistent = if merge.rebuild {
+                                merged == 0
+                            } else {
+                                replaced == merge.rows + merge.expired && merged == merge.rows
+                            };
+                            if !consistent {
                                 bad(
                                     &mut report,
                                     format!(
                                         "epoch {epoch} compacts {replaced} rows of custody.{table} into \
-                                         {merged} (recorded: {})",
-                                        merge.rows
+                                         {merged} (recorded: {}, {} expired)",
+                                        merge.rows, merge.expired
                                     ),
                                 );
                             }
@@ -790,6 +956,8 @@ impl Verifier {
 pub struct TenantInput {
     /// Its events.
     pub events: Vec<EventRow>,
+    /// The leaves of its events removed by retention.
+    pub expired: Vec<ExpiredLeaf>,
     /// Its stored checkpoints.
     pub checkpoints: Vec<Checkpoint>,
     /// Its checkpoints held elsewhere.
@@ -799,10 +967,18 @@ pub struct TenantInput {
 /// Splits rows by tenant, in tenant order.
 pub fn group_by_tenant(
     events: Vec<EventRow>,
+    expired: Vec<ExpiredLeaf>,
     checkpoints: Vec<Checkpoint>,
     held: Vec<Checkpoint>,
 ) -> BTreeMap<String, TenantInput> {
     let mut by_tenant: BTreeMap<String, TenantInput> = BTreeMap::new();
+    for e in expired {
+        by_tenant
+            .entry(e.tenant_id.clone())
+            .or_default()
+            .expired
+            .push(e);
+    }
     for e in events {
         by_tenant
             .entry(e.tenant_id.clone())
@@ -930,12 +1106,21 @@ mod tests {
     use crate::transforms::hash_chain::{ChainState, append};
 
     fn events(n: i64) -> Vec<crate::record::ChainedEvent> {
+        events_with(n, |_, _| {})
+    }
+
+    /// `n` events of one tenant, each changed by `f` before it is chained.
+    fn events_with(
+        n: i64,
+        f: impl Fn(i64, &mut custody_schemas::event::AuditEvent),
+    ) -> Vec<crate::record::ChainedEvent> {
         let text = include_str!("../../schemas/testdata/event_v1_model_decision.json").to_string();
         let mut chains = ChainState::new();
         (0..n)
             .map(|i| {
                 let mut event = custody_schemas::decode_event(text.as_bytes()).unwrap();
                 event.event_id = format!("e{i}");
+                f(i, &mut event);
                 append(
                     &mut chains,
                     SourcedEvent {
@@ -948,6 +1133,89 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn expired_events_verify_through_their_leaves_only_where_retention_declares_them() {
+        // The last event records the retention of positions 0..=3.
+        let evs = events_with(10, |i, event| {
+            if i == 9 {
+                event.event_type = custody_schemas::event::EventType::RetentionApplied;
+                event.payload = r#"{"cutoff":"2026-01-01T00:00:00.000000Z","expired_events":4,"expired_quarantine":0,"expired_ranges":[[0,3]],"expired_vault":0,"requested_by":"test","retention_days":180}"#.into();
+            }
+        });
+        let signer = Signer::from_seed(&[3; 32]);
+        let leaves: Vec<Hash> = evs.iter().map(|e| e.leaf_hash).collect();
+        let cps: Vec<Checkpoint> = [2usize, 10]
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                signer.checkpoint(
+                    "acme",
+                    n as u64,
+                    &crate::merkle::root(&leaves[..n]),
+                    &evs[n - 1].hash,
+                    i as u64,
+                    0,
+                    &[0; 32],
+                )
+            })
+            .collect();
+        let rows: Vec<EventRow> = evs.iter().map(EventRow::from_chained).collect();
+        let leaf = |seq: usize| ExpiredLeaf {
+            tenant_id: "acme".into(),
+            seq: seq as i64,
+            leaf_hash: hex::encode(leaves[seq]),
+        };
+        let verifier = Verifier::new([signer.public_key()]);
+        let check = |kept: &[EventRow], expired: &[ExpiredLeaf]| {
+            let mut kept = kept.to_vec();
+            verifier.verify_tenant_at("acme", &mut kept, expired, &cps, &[], None)
+        };
+        // Positions 0..=3 removed, their leaves kept: every checkpoint (the one at size 2
+        // among them) still verifies.
+        let expired: Vec<ExpiredLeaf> = (0..4).map(leaf).collect();
+        let mut kept = rows[4..].to_vec();
+        // Chained checkpoints are not what this test is about.
+        let report = check(&kept, &expired);
+        let problems: Vec<_> = report
+            .problems
+            .iter()
+            .filter(|p| p.kind != ProblemKind::CheckpointChain)
+            .collect();
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(report.verified_events, 10);
+        assert_eq!(report.expired_events, 4);
+        assert_eq!(report.expired_ranges, vec![[0, 3]]);
+        // A position removed outside the declared ranges.
+        let mut more = expired.clone();
+        more.push(leaf(5));
+        kept.retain(|r| r.seq != 5);
+        let report = check(&kept, &more);
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|p| p.kind == ProblemKind::UnrecordedExpiry && p.seq == Some(5)),
+            "{report:?}"
+        );
+        // A removed event whose leaf was forged.
+        let mut forged = expired.clone();
+        forged[1].leaf_hash = hex::encode([7u8; 32]);
+        let report = check(&rows[4..], &forged);
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|p| p.kind == ProblemKind::RootMismatch),
+            "{report:?}"
+        );
+        // A removed event with no leaf left is a gap.
+        let report = check(&rows[4..], &expired[1..]);
+        assert!(
+            report.problems.iter().any(|p| p.kind == ProblemKind::Gap),
+            "{report:?}"
+        );
     }
 
     #[test]

@@ -57,11 +57,14 @@ pub enum EventType {
     DataReidentified,
     /// A caller read the tenant's audit data over the API. Written by Custody's HTTP server.
     AuditLogAccessed,
+    /// Custody removed the tenant's events older than its retention policy (their leaf hashes
+    /// stay, so the chain and every checkpoint still verify). Written by `custody retention`.
+    RetentionApplied,
 }
 
 impl EventType {
     /// Every event type, in taxonomy order.
-    pub const ALL: [EventType; 14] = [
+    pub const ALL: [EventType; 15] = [
         EventType::TaskInitiated,
         EventType::ModelDecision,
         EventType::DecisionPoint,
@@ -76,6 +79,7 @@ impl EventType {
         EventType::DataErased,
         EventType::DataReidentified,
         EventType::AuditLogAccessed,
+        EventType::RetentionApplied,
     ];
 
     /// The wire name, e.g. `TOOL_CALLED`.
@@ -95,6 +99,7 @@ impl EventType {
             EventType::DataErased => "DATA_ERASED",
             EventType::DataReidentified => "DATA_REIDENTIFIED",
             EventType::AuditLogAccessed => "AUDIT_LOG_ACCESSED",
+            EventType::RetentionApplied => "RETENTION_APPLIED",
         }
     }
 
@@ -120,6 +125,7 @@ impl EventType {
             EventType::DataErased | EventType::DataReidentified => &["reason"],
             // Query strings and paths carry whatever a caller typed (e-mails, card numbers).
             EventType::AuditLogAccessed => &["path", "query", "sql"],
+            EventType::RetentionApplied => &[],
         }
     }
 
@@ -129,7 +135,9 @@ impl EventType {
     pub fn person_fields(self) -> &'static [&'static str] {
         match self {
             EventType::HumanReviewDecision => &["reviewer_id"],
-            EventType::DataErased | EventType::DataReidentified => &["requested_by"],
+            EventType::DataErased | EventType::DataReidentified | EventType::RetentionApplied => {
+                &["requested_by"]
+            }
             _ => &[],
         }
     }
@@ -144,12 +152,24 @@ impl EventType {
         }
     }
 
-    /// Events Custody itself writes about a tenant (erasure, re-identification, API access),
-    /// as opposed to events of the tenant's agents.
+    /// Events Custody itself writes about a tenant (erasure, re-identification, API access,
+    /// retention), as opposed to events of the tenant's agents.
     pub fn is_custody_action(self) -> bool {
         matches!(
             self,
-            EventType::DataErased | EventType::DataReidentified | EventType::AuditLogAccessed
+            EventType::DataErased
+                | EventType::DataReidentified
+                | EventType::AuditLogAccessed
+                | EventType::RetentionApplied
+        )
+    }
+
+    /// Evidence of the log's own lifecycle (erasures, re-identifications, retention): never
+    /// expired by a retention policy, so that what was removed, and why, stays on record.
+    pub fn is_lifecycle_record(self) -> bool {
+        matches!(
+            self,
+            EventType::DataErased | EventType::DataReidentified | EventType::RetentionApplied
         )
     }
 }
@@ -626,6 +646,17 @@ pub fn validate_payload(event_type: EventType, payload: &Json<'_>) -> Result<(),
         EventType::DataErased => check::<DataErased>(event_type, payload).map(drop),
         EventType::DataReidentified => check::<DataReidentified>(event_type, payload).map(drop),
         EventType::AuditLogAccessed => check::<AuditLogAccessed>(event_type, payload).map(drop),
+        EventType::RetentionApplied => {
+            let p = check::<RetentionApplied>(event_type, payload)?;
+            parse_rfc3339(p.cutoff.as_str())?;
+            if p.expired_ranges.iter().any(|[first, last]| first > last) {
+                return Err(SchemaError::Payload {
+                    event_type,
+                    reason: "an expired range ends before it starts".into(),
+                });
+            }
+            Ok(())
+        }
     }
 }
 
@@ -969,6 +1000,34 @@ pub mod payload {
         /// Why.
         #[serde(borrow)]
         pub reason: Text<'a>,
+    }
+
+    /// `RETENTION_APPLIED`: what one application of the tenant's retention policy removed.
+    #[derive(Clone, Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct RetentionApplied<'a> {
+        /// The tenant's policy: days its events are kept.
+        pub retention_days: u64,
+        /// Event types kept for another number of days (`{"MODEL_DECISION": 90}`).
+        #[serde(default)]
+        pub event_type_days: std::collections::BTreeMap<String, u64>,
+        /// Events older than this (the start of a UTC day) were expired.
+        #[serde(borrow)]
+        pub cutoff: Text<'a>,
+        /// Events removed.
+        pub expired_events: u64,
+        /// Their positions in the log, as `[first, last]` ranges (inclusive), ascending.
+        pub expired_ranges: Vec<[u64; 2]>,
+        /// Quarantined records of the tenant removed.
+        pub expired_quarantine: u64,
+        /// Sealed vault entries of the removed events and records removed.
+        pub expired_vault: u64,
+        /// Events past the cutoff kept because a legal hold covers them.
+        #[serde(default)]
+        pub held_events: u64,
+        /// Who or what applied it (`retention-job`, an operator).
+        #[serde(borrow)]
+        pub requested_by: Text<'a>,
     }
 
     /// `AUDIT_LOG_ACCESSED`.

@@ -43,8 +43,12 @@ pub const EPOCHS: &str = "epochs";
 /// sent, at the close of each epoch that touched it (so the check survives restarts).
 pub const EMITTER_HEADS: &str = "emitter_heads";
 
+/// The leaf hashes of events removed by retention, one row per event: what the chain and
+/// every checkpoint still need of them ([`expired_schema`]).
+pub const EXPIRED: &str = "expired";
+
 /// Every table, in creation order; after `epochs`, the order an epoch's commits are applied in.
-pub const ALL_TABLES: [&str; 8] = [
+pub const ALL_TABLES: [&str; 9] = [
     EVENTS,
     QUARANTINE,
     CHAIN_HEADS,
@@ -52,6 +56,7 @@ pub const ALL_TABLES: [&str; 8] = [
     VIEW_CHANGES,
     VAULT,
     EMITTER_HEADS,
+    EXPIRED,
     EPOCHS,
 ];
 
@@ -75,6 +80,7 @@ pub fn table_schema(name: &str) -> Option<SchemaRef> {
         EPOCHS => Some(epochs_schema()),
         VAULT => Some(vault_schema()),
         EMITTER_HEADS => Some(emitter_heads_schema()),
+        EXPIRED => Some(expired_schema()),
         _ => None,
     }
 }
@@ -187,6 +193,19 @@ pub fn emitter_heads_schema() -> SchemaRef {
         field(1, "tenant_id", DataType::Utf8, false),
         field(2, "agent_id", DataType::Utf8, false),
         field(3, "last_sha256", DataType::Utf8, false),
+        field(4, "epoch", DataType::Int64, false),
+    ]))
+}
+
+/// `custody.expired`: for each event removed by retention, its tenant, position and leaf hash
+/// (`SHA-256(0x00 || canonical bytes)`), and the epoch that removed it. Nothing else of the
+/// event is kept: the chain is re-walked through its leaf (`hash(seq) = SHA-256(0x02 ||
+/// hash(seq-1) || leaf)`), and the Merkle tree, so every checkpoint, is rebuilt from it.
+pub fn expired_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        field(1, "tenant_id", DataType::Utf8, false),
+        field(2, "seq", DataType::Int64, false),
+        field(3, "leaf_hash", DataType::FixedSizeBinary(32), false),
         field(4, "epoch", DataType::Int64, false),
     ]))
 }

@@ -1137,6 +1137,85 @@ impl Warehouse {
         Ok((path, hex::encode(Sha256::digest(&bytes))))
     }
 
+    /// Expires every snapshot but the current one of each table of `names`, then deletes the
+    /// data files (of epochs up to `upto`) no snapshot of any table references any more, and
+    /// the manifests and manifest lists of `names` no remaining snapshot references. Returns
+    /// the snapshots expired and the files deleted.
+    pub async fn purge_history(&self, names: &[&str], upto: Epoch) -> Result<(usize, usize)> {
+        let mut expired = 0;
+        for name in names {
+            let table = self.table(name).await?;
+            let metadata = table.metadata();
+            let current = metadata.current_snapshot_id();
+            let ids: Vec<i64> = metadata
+                .snapshots()
+                .map(|s| s.snapshot_id())
+                .filter(|id| Some(*id) != current)
+                .collect();
+            if ids.is_empty() {
+                continue;
+            }
+            expired += ids.len();
+            let tx = Transaction::new(&table);
+            let tx = tx
+                .expire_snapshots()
+                .expire_snapshot_ids(ids)
+                .expire_older_than_ms(i64::MIN)
+                .retain_last(1)
+                .apply(tx)?;
+            tx.commit(self.catalog.as_ref()).await?;
+        }
+        let mut removed = self.remove_orphans(upto).await?;
+        for name in names {
+            removed += self.remove_orphan_manifests(name).await?;
+        }
+        Ok((expired, removed))
+    }
+
+    /// Deletes the manifest and manifest-list files (`metadata/*.avro`) of table `name` that
+    /// none of its snapshots references. Returns how many.
+    async fn remove_orphan_manifests(&self, name: &str) -> Result<usize> {
+        let table = self.table(name).await?;
+        let metadata = table.metadata();
+        let mut referenced: HashSet<String> = HashSet::new();
+        for snapshot in metadata.snapshots() {
+            referenced.insert(snapshot.manifest_list().to_string());
+            let list = table
+                .file_io()
+                .new_input(snapshot.manifest_list())?
+                .read()
+                .await?;
+            let list =
+                iceberg::spec::ManifestList::parse_with_version(&list, metadata.format_version())?;
+            for manifest in list.entries() {
+                referenced.insert(manifest.manifest_path.clone());
+            }
+        }
+        let Some(dir) = metadata
+            .location()
+            .strip_prefix("file://")
+            .map(|l| PathBuf::from(l).join("metadata"))
+        else {
+            return Ok(0);
+        };
+        let mut removed = 0;
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(0);
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "avro") {
+                continue;
+            }
+            let uri = format!("file://{}", path.display());
+            if !referenced.contains(&uri) && !referenced.contains(&*path.to_string_lossy()) {
+                std::fs::remove_file(&path)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Expires, in every table, the Iceberg snapshots of epochs before the oldest heads file
     /// kept (never a table's current snapshot): a table's metadata, read and rewritten at
     /// every commit, then holds a bounded number of snapshots instead of one per epoch ever
@@ -1514,9 +1593,63 @@ pub(crate) async fn write_parquet(
         );
         let mut writer = DataFileWriterBuilder::new(rolling).build(key).await?;
         writer.write(part).await?;
-        out.extend(writer.close().await?);
+        for file in writer.close().await? {
+            out.push(without_content_bounds(metadata, file)?);
+        }
     }
     Ok(out)
+}
+
+/// `file` without the lower and upper bounds of its text and binary columns but `tenant_id`:
+/// those bounds are values of rows (an event id, the start of a payload), and a data file's
+/// entry is copied into manifests and into the epoch's row, which outlive the rows when
+/// retention removes them. The bounds kept (tenants, positions, times, epochs) are what
+/// pruning uses.
+fn without_content_bounds(
+    metadata: &iceberg::spec::TableMetadata,
+    file: iceberg::spec::DataFile,
+) -> Result<iceberg::spec::DataFile> {
+    use iceberg::spec::{PrimitiveType, Type};
+    let schema = metadata.current_schema();
+    let kept: HashSet<i64> = schema
+        .as_struct()
+        .fields()
+        .iter()
+        .filter(|f| {
+            f.name == "tenant_id"
+                || !matches!(
+                    *f.field_type,
+                    Type::Primitive(
+                        PrimitiveType::String | PrimitiveType::Binary | PrimitiveType::Fixed(_)
+                    )
+                )
+        })
+        .map(|f| i64::from(f.id))
+        .collect();
+    let spec = metadata.default_partition_spec();
+    let partition_type = spec.partition_type(schema)?;
+    let json = iceberg::spec::serialize_data_file_to_json(
+        file,
+        &partition_type,
+        metadata.format_version(),
+    )?;
+    let mut value: serde_json::Value = serde_json::from_str(&json)
+        .map_err(|e| Error::SinkStopped(format!("a data file's entry: {e}")))?;
+    for bounds in ["lower_bounds", "upper_bounds"] {
+        if let Some(serde_json::Value::Array(entries)) = value.get_mut(bounds) {
+            entries.retain(|e| {
+                e.get("key")
+                    .and_then(serde_json::Value::as_i64)
+                    .is_some_and(|k| kept.contains(&k))
+            });
+        }
+    }
+    Ok(iceberg::spec::deserialize_data_file_from_json(
+        &value.to_string(),
+        spec.spec_id(),
+        &partition_type,
+        schema,
+    )?)
 }
 
 /// SHA-256 of a data file's bytes, hex.
@@ -1978,17 +2111,17 @@ impl EventQuery {
 }
 
 /// The columns of a batch of `custody.events` (every column selected).
-struct EventColumns<'a> {
-    tenant: &'a StringArray,
-    seq: &'a Int64Array,
+pub(crate) struct EventColumns<'a> {
+    pub(crate) tenant: &'a StringArray,
+    pub(crate) seq: &'a Int64Array,
     event_uuid: &'a FixedSizeBinaryArray,
     event_id_text: &'a StringArray,
     version: &'a StringArray,
-    event_type: &'a StringArray,
+    pub(crate) event_type: &'a StringArray,
     session: &'a StringArray,
     agent: &'a StringArray,
     user: &'a StringArray,
-    time: &'a TimestampMicrosecondArray,
+    pub(crate) time: &'a TimestampMicrosecondArray,
     parent_uuid: &'a FixedSizeBinaryArray,
     parent_id_text: &'a StringArray,
     payload: &'a StringArray,
@@ -1997,7 +2130,7 @@ struct EventColumns<'a> {
 }
 
 impl<'a> EventColumns<'a> {
-    fn of(batch: &'a RecordBatch) -> Result<Self> {
+    pub(crate) fn of(batch: &'a RecordBatch) -> Result<Self> {
         let s = |name| string_column(batch, name);
         Ok(EventColumns {
             tenant: s("tenant_id")?,
@@ -2039,7 +2172,7 @@ impl<'a> EventColumns<'a> {
         }
     }
 
-    fn event_id(&self, i: usize) -> Result<String> {
+    pub(crate) fn event_id(&self, i: usize) -> Result<String> {
         Self::id(self.event_uuid, self.event_id_text, i)?.ok_or_else(|| {
             Error::WarehouseDamaged(format!("custody.events row {i} has no event id"))
         })
@@ -2057,7 +2190,7 @@ impl<'a> EventColumns<'a> {
     }
 
     /// The leaf hash of row `i`, recomputed from its content.
-    fn leaf(&self, i: usize) -> Result<Hash> {
+    pub(crate) fn leaf(&self, i: usize) -> Result<Hash> {
         let seq = u64::try_from(self.seq.value(i)).map_err(|_| {
             Error::WarehouseDamaged(format!("custody.events row {i} has a negative seq"))
         })?;
@@ -2222,6 +2355,8 @@ pub struct IcebergSink {
     heads: Option<HeadsFile>,
     /// Compaction with epochs' commits, when on.
     compact: Option<CompactSchedule>,
+    /// A retention application to commit with the next epoch ([`crate::retention`]).
+    retention: Option<crate::retention::Job>,
 }
 
 /// Compacting every `every_epochs` epochs under `policy`.
@@ -2391,6 +2526,7 @@ impl IcebergSink {
             sealer: None,
             heads: None,
             compact: None,
+            retention: None,
         }
     }
 
@@ -2407,6 +2543,14 @@ impl IcebergSink {
     /// [`Self::with_compaction`], or none.
     pub fn with_compaction_opt(mut self, schedule: Option<CompactSchedule>) -> Self {
         self.compact = schedule;
+        self
+    }
+
+    /// Commits `plan` with the next epoch (which carries its `RETENTION_APPLIED` events): the
+    /// rows it removes go, their leaves are kept, and the views' changelog is replaced by the
+    /// epoch's changes (the views rebuilt from the retained events).
+    pub fn with_retention(mut self, job: Option<crate::retention::Job>) -> Self {
+        self.retention = job;
         self
     }
 
@@ -2538,7 +2682,19 @@ impl IcebergSink {
         checkpoints.sort_by(|a, b| a.tenant_id.cmp(&b.tenant_id));
         emitters.sort_by(|a, b| (&a.tenant_id, &a.agent_id).cmp(&(&b.tenant_id, &b.agent_id)));
         quarantine.sort_by_key(|q| (q.partition, q.offset));
-        let changes = views
+        let retention = self.retention.take();
+        // With a retention application, the views' changelog is rewritten whole: the views
+        // as rebuilt from the retained events, then this epoch's changes, netted.
+        let image = retention.as_ref().map(|job| {
+            let history = job
+                .history
+                .lock()
+                .map(|mut h| std::mem::take(&mut *h))
+                .unwrap_or_default();
+            crate::record::consolidate(history.into_iter().chain(views.iter().cloned()))
+        });
+        let written_views = image.as_ref().unwrap_or(&views);
+        let changes = written_views
             .iter()
             .filter(|v| !matches!(v, ViewUpdate::Retired { .. }))
             .count();
@@ -2628,7 +2784,7 @@ impl IcebergSink {
                 changes,
                 match changes {
                     0 => None,
-                    _ => Some(view_changes_batch(&views, epoch)?),
+                    _ => Some(view_changes_batch(written_views, epoch)?),
                 },
             ),
         ];
@@ -2642,6 +2798,33 @@ impl IcebergSink {
             emitters.len(),
             nonempty(&emitters, |e| emitter_heads_batch(e, epoch))?,
         ));
+        // A retention application: the rows it removes, rewritten away below with the
+        // compactions; the expired events' leaves appended to `custody.expired`.
+        let applied = match &retention {
+            Some(job) => {
+                if let Some(tenant) = job
+                    .plan
+                    .tenants
+                    .keys()
+                    .find(|t| !events.iter().any(|e| e.tenant_id == **t))
+                {
+                    return Err(Error::Retention {
+                        table: tables::EVENTS.into(),
+                        detail: format!(
+                            "epoch {epoch} carries no RETENTION_APPLIED event of tenant {tenant:?}"
+                        ),
+                    });
+                }
+                let applied = crate::retention::stage(&self.warehouse, &job.plan, epoch).await?;
+                batches.push((
+                    tables::EXPIRED,
+                    applied.leaves.len(),
+                    nonempty(&applied.leaves, |l| expired_batch(l, epoch))?,
+                ));
+                Some(applied)
+            }
+            None => None,
+        };
         crate::failpoint::hit("commit-start", epoch);
         if let Some(dead_letter) = &self.dead_letter
             && !quarantine.is_empty()
@@ -2696,7 +2879,59 @@ impl IcebergSink {
         let mut compactions: BTreeMap<&str, (Vec<iceberg::spec::DataFile>, HashSet<String>)> =
             BTreeMap::new();
         let mut log_merge: (Vec<iceberg::spec::DataFile>, HashSet<String>) = Default::default();
-        if let Some(compact) = self.compact.as_mut() {
+        if let Some(applied) = applied {
+            for (name, merges) in applied.merges {
+                let table = match staged.iter().find(|(n, ..)| *n == name) {
+                    Some((_, _, table, _)) => table.clone(),
+                    None => self.warehouse.table(name).await?,
+                };
+                let mut outputs = Vec::new();
+                let mut removed = HashSet::new();
+                let mut records = Vec::new();
+                for merge in merges {
+                    manifest.sha256.extend(merge.sha256);
+                    outputs.extend(merge.files);
+                    removed.extend(merge.record.inputs.iter().cloned());
+                    self.metrics
+                        .retention_expired_rows
+                        .with_label_values(&[name])
+                        .inc_by(merge.record.expired);
+                    records.push(merge.record);
+                }
+                manifest.compacted.insert(name.to_string(), records);
+                if !staged.iter().any(|(n, ..)| *n == name) {
+                    staged.push((name, 0, table, Vec::new()));
+                }
+                compactions.insert(name, (outputs, removed));
+            }
+            // The views' changelog: every file it held goes, this epoch's files (the image)
+            // replace them.
+            let table = match staged.iter().find(|(n, ..)| *n == tables::VIEW_CHANGES) {
+                Some((_, _, table, _)) => table.clone(),
+                None => self.warehouse.table(tables::VIEW_CHANGES).await?,
+            };
+            let (live, _) = crate::compaction::live_files(&table).await?;
+            if !live.is_empty() {
+                let removed: HashSet<String> =
+                    live.iter().map(|e| e.file_path().to_string()).collect();
+                let mut inputs: Vec<String> = removed.iter().cloned().collect();
+                inputs.sort();
+                manifest.compacted.insert(
+                    tables::VIEW_CHANGES.to_string(),
+                    vec![crate::compaction::Compaction {
+                        inputs,
+                        outputs: Vec::new(),
+                        rows: changes as u64,
+                        expired: 0,
+                        rebuild: true,
+                    }],
+                );
+                if !staged.iter().any(|(n, ..)| *n == tables::VIEW_CHANGES) {
+                    staged.push((tables::VIEW_CHANGES, 0, table, Vec::new()));
+                }
+                compactions.insert(tables::VIEW_CHANGES, (Vec::new(), removed));
+            }
+        } else if let Some(compact) = self.compact.as_mut() {
             compact.epochs_since += 1;
             if compact.epochs_since >= compact.every_epochs {
                 compact.epochs_since = 0;
@@ -2860,6 +3095,24 @@ impl IcebergSink {
                 views: &views,
                 snapshot: snapshot.is_some(),
             });
+        }
+        if let Some(job) = &retention {
+            // Nothing of the removed rows may stay behind: the rewritten tables' older
+            // snapshots go, then every file only they referenced.
+            let started = Instant::now();
+            let (expired, orphans) = self
+                .warehouse
+                .purge_history(&crate::retention::REWRITTEN_TABLES, epoch)
+                .await?;
+            tracing::info!(
+                epoch,
+                events = job.plan.events(),
+                tenants = job.plan.tenants.len(),
+                snapshots = expired,
+                files = orphans,
+                ms = started.elapsed().as_millis() as u64,
+                "retention applied"
+            );
         }
         if snapshot.is_some() {
             self.warehouse.prune_snapshots(epoch);
@@ -3123,6 +3376,18 @@ async fn seal_quarantined(
         });
     }
     Ok(rows)
+}
+
+fn expired_batch(leaves: &[(String, u64, Hash)], epoch: Epoch) -> Result<RecordBatch> {
+    batch(
+        tables::expired_schema(),
+        vec![
+            strings(leaves.iter().map(|(t, ..)| t.as_str())),
+            ints(leaves.iter().map(|(_, seq, _)| *seq as i64)),
+            hashes(leaves.iter().map(|(_, _, leaf)| leaf)),
+            ints(leaves.iter().map(|_| epoch as i64)),
+        ],
+    )
 }
 
 fn vault_batch(rows: &[VaultRow], epoch: Epoch) -> Result<RecordBatch> {

@@ -197,7 +197,7 @@ pub fn decode_with<T>(
             crate::record::ACCESS_LOG_PARTITION => event.event_type == EventType::AuditLogAccessed,
             crate::record::ADMIN_PARTITION => matches!(
                 event.event_type,
-                EventType::DataErased | EventType::DataReidentified
+                EventType::DataErased | EventType::DataReidentified | EventType::RetentionApplied
             ),
             _ => false,
         };
