@@ -137,8 +137,9 @@ pub async fn live_files(table: &Table) -> Result<(Vec<ManifestEntryRef>, Vec<Man
     Ok((live, deletes))
 }
 
-/// Every data file `snapshot` of `table` references (live, or deleted in that snapshot), in
-/// the manifests not in `seen` (which it extends: snapshots share most manifests).
+/// Every data file live in `snapshot` of `table`, in the manifests not in `seen` (which it
+/// extends: snapshots share most manifests). A file a snapshot deleted (a compaction's
+/// input) is live in its parent, so it stays referenced until that snapshot expires.
 pub async fn snapshot_files(
     table: &Table,
     snapshot: &iceberg::spec::Snapshot,
@@ -152,7 +153,13 @@ pub async fn snapshot_files(
             continue;
         }
         let loaded = manifest.load_manifest(table.file_io()).await?;
-        out.extend(loaded.entries().iter().map(|e| e.file_path().to_string()));
+        out.extend(
+            loaded
+                .entries()
+                .iter()
+                .filter(|e| e.is_alive())
+                .map(|e| e.file_path().to_string()),
+        );
     }
     Ok(out)
 }

@@ -428,7 +428,7 @@ impl<'a> VaultColumns<'a> {
 /// An application handed to the sink: the plan, and the views' changes that rebuilt them
 /// from the retained events before the application's epoch (filled by the dataflow as it
 /// replays them), which with the epoch's own changes become the views' whole changelog.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Job {
     /// What to remove.
     pub plan: Plan,

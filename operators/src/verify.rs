@@ -100,6 +100,51 @@ pub struct ExpiredLeaf {
     pub leaf_hash: String,
 }
 
+/// Sets the `prev_hash` of each row of `rows` (sorted by tenant and seq, linked by
+/// [`crate::sinks::iceberg::link_rows`]) whose predecessor was removed by retention: the chain
+/// hash re-walked through the expired leaves from the nearest stored row before it.
+pub fn link_through_expired(rows: &mut [EventRow], expired: &[ExpiredLeaf]) {
+    let mut leaves: HashMap<(&str, i64), Hash> = HashMap::new();
+    for e in expired {
+        if let Some(leaf) = parse_hash(&e.leaf_hash) {
+            leaves.insert((e.tenant_id.as_str(), e.seq), leaf);
+        }
+    }
+    if leaves.is_empty() {
+        return;
+    }
+    for i in 0..rows.len() {
+        if !rows[i].prev_hash.is_empty() || rows[i].seq <= 0 {
+            continue;
+        }
+        let tenant = rows[i].tenant_id.as_str();
+        // The nearest stored row before, or the chain's start.
+        let (mut prev, mut seq) = match i
+            .checked_sub(1)
+            .map(|j| &rows[j])
+            .filter(|r| r.tenant_id == tenant && r.seq < rows[i].seq)
+            .and_then(|r| Some((parse_hash(&r.hash)?, r.seq + 1)))
+        {
+            Some(found) => found,
+            None => ([0u8; 32], 0),
+        };
+        let mut linked = true;
+        while seq < rows[i].seq {
+            match leaves.get(&(tenant, seq)) {
+                Some(leaf) => prev = chain_hash(&prev, leaf),
+                None => {
+                    linked = false;
+                    break;
+                }
+            }
+            seq += 1;
+        }
+        if linked {
+            rows[i].prev_hash = hex::encode(prev);
+        }
+    }
+}
+
 /// The positions `RETENTION_APPLIED` events among `events` declare expired, as `[first,
 /// last]` ranges.
 fn declared_expired(events: &[EventRow]) -> Vec<[u64; 2]> {

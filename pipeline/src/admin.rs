@@ -30,6 +30,18 @@ fn record(
     event_type: &str,
     payload: Value,
 ) -> anyhow::Result<String> {
+    let (id, event) = custody_event(tenant, requested_by, event_type, payload);
+    append_events(config, warehouse, &[event], None, None)?;
+    Ok(id)
+}
+
+/// A Custody event of `event_type` about `tenant`, as a producer would send it, and its id.
+pub(crate) fn custody_event(
+    tenant: &str,
+    requested_by: &str,
+    event_type: &str,
+    payload: Value,
+) -> (String, Value) {
     let id = format!("custody-{}", uuid::Uuid::new_v4());
     let now = custody_schemas::time::now_us();
     let event = json!({
@@ -44,10 +56,28 @@ fn record(
         "parent_event_id": null,
         "payload": payload,
     });
-    let line = serde_json::to_vec(&event)?;
+    (id, event)
+}
+
+/// Appends Custody's own `events` (each to its tenant's chain, hashed, checkpointed and
+/// signed like any other) by running the pipeline over them; with `retention`, that
+/// application is committed in the same epoch. `lock` is the warehouse's writer lock if the
+/// caller holds it.
+pub(crate) fn append_events(
+    config: &Config,
+    warehouse: &Path,
+    events: &[Value],
+    retention: Option<custody_operators::retention::Job>,
+    lock: Option<Arc<std::fs::File>>,
+) -> anyhow::Result<()> {
+    let mut lines = Vec::new();
+    for event in events {
+        serde_json::to_writer(&mut lines, event)?;
+        lines.push(b'\n');
+    }
     let source = NdjsonSource::new(
-        format!("admin:{id}"),
-        Cursor::new(line),
+        format!("admin:{}", uuid::Uuid::new_v4()),
+        Cursor::new(lines),
         config.pipeline.max_event_bytes,
     )
     .with_partition(custody_operators::record::ADMIN_PARTITION);
@@ -55,8 +85,10 @@ fn record(
     // Custody's own events: not from a producer, and their fields are not vaulted.
     opts.decode.producers = None;
     opts.vault = VaultMode::default();
-    // Only this event: pending API access records wait for the next pipeline run.
+    // Only these events: pending API access records wait for the next pipeline run.
     opts.access_log = false;
+    opts.retention = retention;
+    opts.held_lock = lock;
     let summary = run_pipeline(
         Box::new(source),
         opts,
@@ -65,10 +97,14 @@ fn record(
         Arc::new(Mutex::new(LiveLogs::default())),
         Arc::new(AtomicBool::new(false)),
     )?;
-    if summary.accepted != 1 {
-        bail!("the {event_type} event was not accepted into the chain of {tenant:?}");
+    if summary.accepted != events.len() as u64 {
+        bail!(
+            "{} of Custody's {} events were accepted into the chain (see custody.quarantine)",
+            summary.accepted,
+            events.len()
+        );
     }
-    Ok(id)
+    Ok(())
 }
 
 fn keystore(

@@ -56,6 +56,82 @@ pub struct Config {
     pub alerts: AlertsConfig,
     /// Policy rules.
     pub policy: PolicyConfig,
+    /// How long events are kept, by default.
+    pub retention: RetentionConfig,
+    /// Per-tenant settings (retention), by tenant id.
+    #[serde(default)]
+    pub tenants: std::collections::BTreeMap<String, TenantSettings>,
+}
+
+/// How long events are kept, and when the policies are applied.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Days a tenant's events are kept unless its `[tenants.<id>]` sets its own; unset:
+    /// forever.
+    #[serde(default)]
+    pub days: Option<u64>,
+    /// Event types kept for another number of days, for every tenant.
+    #[serde(default)]
+    pub event_types: std::collections::BTreeMap<String, u64>,
+    /// How often `custody run` applies the policies; zero: only `custody retention apply`.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// The least retention the law asks for, in days; shorter policies are flagged.
+    pub legal_minimum_days: u64,
+}
+
+/// One tenant's own settings.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSettings {
+    /// Days its events are kept (overrides `[retention] days`).
+    #[serde(default)]
+    pub retention_days: Option<u64>,
+    /// Its event types kept for another number of days (added to `[retention]
+    /// event_types`).
+    #[serde(default)]
+    pub retention_event_types: std::collections::BTreeMap<String, u64>,
+}
+
+impl Config {
+    /// Every tenant's retention policy.
+    pub fn retention_policies(
+        &self,
+    ) -> Result<custody_operators::retention::Policies, ConfigError> {
+        use custody_operators::retention::{Policies, Policy};
+        let check = |types: &std::collections::BTreeMap<String, u64>, at: &str| match types
+            .keys()
+            .find(|t| custody_schemas::event::EventType::parse(t).is_none())
+        {
+            Some(t) => Err(ConfigError::Invalid(format!(
+                "{at}: {t:?} is not an event type"
+            ))),
+            None => Ok(()),
+        };
+        check(&self.retention.event_types, "retention.event_types")?;
+        let default = Policy {
+            days: self.retention.days,
+            event_type_days: self.retention.event_types.clone(),
+        };
+        let mut tenants = std::collections::BTreeMap::new();
+        for (tenant, settings) in &self.tenants {
+            check(
+                &settings.retention_event_types,
+                &format!("tenants.{tenant}.retention_event_types"),
+            )?;
+            let mut event_type_days = default.event_type_days.clone();
+            event_type_days.extend(settings.retention_event_types.clone());
+            tenants.insert(
+                tenant.clone(),
+                Policy {
+                    days: settings.retention_days.or(default.days),
+                    event_type_days,
+                },
+            );
+        }
+        Ok(Policies { default, tenants })
+    }
 }
 
 /// Drift and anomaly detection.

@@ -118,6 +118,8 @@ pub struct RunOptions {
     pub held_lock: Option<Arc<std::fs::File>>,
     /// Printed to stdout once the views are rebuilt from the lake, before any input is read.
     pub ready_line: Option<String>,
+    /// A retention application committed with the first epoch ([`custody_operators::retention`]).
+    pub retention: Option<custody_operators::retention::Job>,
 }
 
 /// When one epoch passed each stage.
@@ -298,12 +300,21 @@ pub fn run_pipeline(
         }
         _ => None,
     };
-    let history = match resume.last_epoch {
+    let mut history = match resume.last_epoch {
         Some(last) => {
             runtime.block_on(warehouse.view_inputs(snapshot.as_ref().map(|s| s.0), last))?
         }
         None => Vec::new(),
     };
+    // A retention application rebuilds the views from the events it keeps.
+    if let Some(job) = &opts.retention {
+        history.retain(|(_, e)| {
+            !job.plan
+                .tenants
+                .get(e.event.tenant_id.as_str())
+                .is_some_and(|t| t.expires(e.seq))
+        });
+    }
     tracing::info!(
         ms = started.elapsed().as_millis() as u64,
         events = history.len(),
@@ -365,6 +376,7 @@ pub fn run_pipeline(
         .with_dead_letter(dead_letter)
         .with_vault(keystore, opts.vault.content)
         .with_sealer(sealer)
+        .with_retention(opts.retention.clone())
         .on_commit(Box::new(move |notice| {
             if let Ok(mut live) = hook_live.lock() {
                 live.apply(notice.epoch, notice.views);
@@ -429,6 +441,7 @@ pub fn run_pipeline(
         let emitters = Arc::clone(&emitters);
         let signer = signer.clone();
         let worker_live = Arc::clone(&worker_live);
+        let rebuilt = opts.retention.as_ref().map(|job| Arc::clone(&job.history));
         let (mut input, mut replayed, mut clock, probe) = worker.dataflow::<Epoch, _, _>(|scope| {
             let (input, raw) = scope.new_input::<Vec<RawRecord>>();
             let (clock, now) = scope.new_collection::<i64, isize>();
@@ -447,7 +460,7 @@ pub fn run_pipeline(
             let chained = chained.write_events(event_writer, writer_tx, &metrics);
             let facts = facts.concat(view_facts(past, &views_config));
             let (views, state) = render_views(facts, now, &views_config, &metrics);
-            let views = apply_history(views, first_epoch, worker_live);
+            let views = apply_history(views, first_epoch, worker_live, rebuilt.clone());
             let (probe, _) = chained
                 .concat(errs.map(|q| SinkRecord::Quarantine(Box::new(q))))
                 .concat(views.map(SinkRecord::View))
@@ -550,11 +563,13 @@ pub fn run_pipeline(
 
 /// View changes before `first_epoch` are the views' state rebuilt from the lake: applied to
 /// the live state in epoch order, all at once when every epoch before `first_epoch` is
-/// complete, and not written again.
+/// complete, and not written again; with `rebuilt` (a retention application, which rewrites
+/// the views' changelog whole), also handed to the sink there.
 fn apply_history<'scope>(
     views: timely::dataflow::StreamVec<'scope, Epoch, ViewUpdate>,
     first_epoch: Epoch,
     live: Arc<Mutex<LiveViews>>,
+    rebuilt: Option<Arc<Mutex<Vec<ViewUpdate>>>>,
 ) -> timely::dataflow::StreamVec<'scope, Epoch, ViewUpdate> {
     use std::collections::BTreeMap;
     use timely::dataflow::channels::pact::Pipeline;
@@ -585,9 +600,13 @@ fn apply_history<'scope>(
                     && let Ok(mut live) = live.lock()
                 {
                     let (started, mut rows) = (std::time::Instant::now(), 0);
+                    let mut rebuilt = rebuilt.as_ref().and_then(|r| r.lock().ok());
                     for (time, updates) in std::mem::take(&mut history) {
                         rows += updates.len();
                         live.apply(time, &updates);
+                        if let Some(rebuilt) = rebuilt.as_mut() {
+                            rebuilt.extend(updates);
+                        }
                     }
                     tracing::info!(
                         rows,

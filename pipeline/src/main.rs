@@ -24,6 +24,7 @@ mod dataflow;
 mod fuzz;
 mod generate;
 mod lake_pool;
+mod retention;
 mod serve;
 mod soak;
 mod verify;
@@ -151,6 +152,25 @@ enum Command {
     /// files, on a warehouse no pipeline is writing to (a running pipeline does this itself
     /// every `warehouse.compact_every_epochs` epochs). Commits one epoch, under its seal.
     Compact {
+        /// Warehouse directory (default from config).
+        #[arg(long)]
+        warehouse: Option<PathBuf>,
+    },
+    /// Apply the retention policies (`[retention]`, `[tenants.<id>]`): remove the events
+    /// past them, with their vault entries and quarantined records, keeping their leaf
+    /// hashes so every chain and checkpoint still verifies; records RETENTION_APPLIED per
+    /// tenant. `custody run` does this itself every `retention.interval`.
+    Retention {
+        /// Only print what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+        /// Apply as of this time (RFC 3339) instead of now: events before the start of its
+        /// UTC day less the policy's days expire.
+        #[arg(long)]
+        now: Option<String>,
+        /// Who applies it (recorded).
+        #[arg(long, default_value = "custody retention")]
+        requested_by: String,
         /// Warehouse directory (default from config).
         #[arg(long)]
         warehouse: Option<PathBuf>,
@@ -504,6 +524,44 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Retention {
+            dry_run,
+            now,
+            requested_by,
+            warehouse,
+        } => {
+            let warehouse = warehouse.unwrap_or_else(|| config.warehouse.path.clone());
+            if !warehouse.join("catalog.db").is_file() {
+                bail!(
+                    "{} is not a custody warehouse (no catalog.db)",
+                    warehouse.display()
+                );
+            }
+            let now_us = match now {
+                Some(t) => custody_schemas::time::parse_rfc3339(&t)
+                    .map_err(|e| anyhow::anyhow!("--now {t:?}: {e}"))?,
+                None => custody_schemas::time::now_us(),
+            };
+            let policies = config.retention_policies()?;
+            let applied = retention::apply(&config, &warehouse, now_us, &requested_by, dry_run)?;
+            let lines = retention::describe(&applied.plan, &policies);
+            if lines.is_empty() {
+                println!("custody retention: nothing has expired");
+            }
+            for line in lines {
+                println!("{line}");
+            }
+            if applied.committed {
+                println!(
+                    "removed {} events of {} tenants; recorded as RETENTION_APPLIED events",
+                    applied.plan.events(),
+                    applied.plan.tenants.len()
+                );
+            } else if !applied.plan.is_empty() {
+                println!("dry run: nothing removed");
+            }
+            Ok(())
+        }
         Command::Compact { warehouse } => {
             let warehouse = warehouse.unwrap_or_else(|| config.warehouse.path.clone());
             let key_dir = config.keys.dir(&warehouse)?;
@@ -685,6 +743,23 @@ fn verify_cmd(config: &Config, args: VerifyArgs) -> anyhow::Result<()> {
                     "{}: ok ({} sealed epochs, every table's files as sealed)",
                     r.tenant_id, r.checkpoints
                 ),
+                _ if r.ok() && r.expired_events > 0 => println!(
+                    "{}: ok ({} events, {} checkpoints; {} expired by retention, verified \
+                     through their leaf hashes: seq {})",
+                    r.tenant_id,
+                    r.verified_events,
+                    r.checkpoints,
+                    r.expired_events,
+                    r.expired_ranges
+                        .iter()
+                        .map(|[a, b]| if a == b {
+                            a.to_string()
+                        } else {
+                            format!("{a}-{b}")
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
                 _ if r.ok() => println!(
                     "{}: ok ({} events, {} checkpoints)",
                     r.tenant_id, r.verified_events, r.checkpoints
@@ -794,6 +869,7 @@ fn run_options(
         timings: None,
         held_lock: None,
         ready_line: None,
+        retention: None,
     })
 }
 

@@ -16,8 +16,8 @@ use std::collections::HashMap;
 use custody_operators::seal::{Registry, SealedRegistry, parse_registry};
 use custody_operators::sinks::iceberg::Warehouse;
 use custody_operators::verify::{
-    EventRow, Problem, ProblemKind, TenantReport, Verifier, WarehouseFindings, WarehouseState,
-    group_by_tenant,
+    EventRow, ExpiredLeaf, Problem, ProblemKind, TenantReport, Verifier, WarehouseFindings,
+    WarehouseState, group_by_tenant,
 };
 use ed25519_dalek::VerifyingKey;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -48,6 +48,8 @@ fn read_sealed(path: &Path, malformed: &mut Vec<String>) -> Option<SealedRegistr
 pub struct Bundle {
     /// Event rows.
     pub events: Vec<EventRow>,
+    /// The leaves of events removed by retention.
+    pub expired: Vec<ExpiredLeaf>,
     /// Stored checkpoints.
     pub checkpoints: Vec<Checkpoint>,
     /// Public keys shipped with the data (not trusted by default).
@@ -112,6 +114,12 @@ const EVENT_MEMBERS: [&str; 14] = [
     "tenant_id",
     "user_id",
 ];
+
+/// The leaves of removed events in an export ([`ExpiredLeaf`]).
+pub const EXPIRED_FILE: &str = "expired.ndjson";
+
+/// The members of an `expired.ndjson` row, every one required.
+const EXPIRED_MEMBERS: [&str; 3] = ["leaf_hash", "seq", "tenant_id"];
 
 /// The members of a `checkpoints.ndjson` row, every one required.
 const CHECKPOINT_MEMBERS: [&str; 9] = [
@@ -222,8 +230,12 @@ impl Bundle {
             let sealed = records.last().and_then(|r| r.seal()).map(|seal| {
                 SealedRegistry::new(seal, &registry, tenants.iter().map(String::as_str))
             });
+            let expired = warehouse.expired_leaves().await?;
+            let mut events = warehouse.event_rows().await?;
+            custody_operators::verify::link_through_expired(&mut events, &expired);
             Ok(Bundle {
-                events: warehouse.event_rows().await?,
+                events,
+                expired,
                 checkpoints: warehouse.checkpoint_rows().await?,
                 keys: read_keys(&path.join("keys"))?,
                 warehouse: Some(WarehouseState { records, files }),
@@ -243,6 +255,17 @@ impl Bundle {
                 &[("prev_hash", 64), ("hash", 64), ("leaf_hash", 64)],
                 &mut malformed,
             )?,
+            // Absent from bundles of logs nothing was ever removed from.
+            expired: if dir.join(EXPIRED_FILE).exists() {
+                read_strict(
+                    &dir.join(EXPIRED_FILE),
+                    &EXPIRED_MEMBERS,
+                    &[("leaf_hash", 64)],
+                    &mut malformed,
+                )?
+            } else {
+                Vec::new()
+            },
             checkpoints: read_strict(
                 &dir.join("checkpoints.ndjson"),
                 &CHECKPOINT_MEMBERS,
@@ -275,6 +298,11 @@ impl Bundle {
             .collect();
         checkpoints.sort_by(|a, b| (&a.tenant_id, a.epoch).cmp(&(&b.tenant_id, b.epoch)));
         write_ndjson(&dir.join("events.ndjson"), &events)?;
+        let expired: Vec<&ExpiredLeaf> =
+            self.expired.iter().filter(|e| keep(&e.tenant_id)).collect();
+        if !expired.is_empty() {
+            write_ndjson(&dir.join(EXPIRED_FILE), &expired)?;
+        }
         write_ndjson(&dir.join("checkpoints.ndjson"), &checkpoints)?;
         if let Some(sealed) = &self.sealed {
             let pin = SealedRegistry {
@@ -524,12 +552,15 @@ pub fn verify_bundle(
         .warehouse
         .as_ref()
         .map(|w| verifier.verify_warehouse(w, &bundle.checkpoints, &with_events));
-    for (tenant, mut input) in group_by_tenant(bundle.events, bundle.checkpoints, held) {
+    for (tenant, mut input) in
+        group_by_tenant(bundle.events, bundle.expired, bundle.checkpoints, held)
+    {
         let n = input.events.len() as u64;
         reports.push(
             verifier.verify_tenant_at(
                 &tenant,
                 &mut input.events,
+                &input.expired,
                 &input.checkpoints,
                 &input.held,
                 warehouse

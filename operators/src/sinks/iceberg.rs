@@ -1691,6 +1691,32 @@ fn decode_hash(text: &str, what: &str) -> Result<[u8; 32]> {
 }
 
 impl Warehouse {
+    /// Every row of `custody.expired` (none in a warehouse written before it existed).
+    pub async fn expired_leaves(&self) -> Result<Vec<crate::verify::ExpiredLeaf>> {
+        let ident = TableIdent::new(
+            NamespaceIdent::new(NAMESPACE.to_string()),
+            tables::EXPIRED.to_string(),
+        );
+        if !self.catalog.table_exists(&ident).await? {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for batch in self.scan(tables::EXPIRED).await? {
+            let tenant = string_column(&batch, "tenant_id")?;
+            let seq = int_column(&batch, "seq")?;
+            let leaf = fixed_column(&batch, "leaf_hash", 32)?;
+            for i in 0..batch.num_rows() {
+                out.push(crate::verify::ExpiredLeaf {
+                    tenant_id: tenant.value(i).to_string(),
+                    seq: seq.value(i),
+                    leaf_hash: hex::encode(leaf.value(i)),
+                });
+            }
+        }
+        out.sort_by(|a, b| (&a.tenant_id, a.seq).cmp(&(&b.tenant_id, b.seq)));
+        Ok(out)
+    }
+
     /// Every row of `custody.events`, for verification and export, in `(tenant, seq)` order,
     /// each linked to the row before it ([`link_rows`]).
     pub async fn event_rows(&self) -> Result<Vec<EventRow>> {
