@@ -270,7 +270,8 @@ fn fuzz_router() -> axum::Router {
         report_ctx: Arc::new(custody_reports::regulatory::ReportContext {
             checkpoint: None,
             rules: Vec::new(),
-            retention_days: None,
+            retention: Default::default(),
+            legal_minimum_days: 0,
             continuous_verification: true,
             ..custody_reports::regulatory::ReportContext::default()
         }),

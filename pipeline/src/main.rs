@@ -969,7 +969,8 @@ fn start_server(
         report_ctx: Arc::new(custody_reports::regulatory::ReportContext {
             checkpoint: None,
             rules: config.policy.rules.clone(),
-            retention_days: None,
+            retention: config.retention_policies()?,
+            legal_minimum_days: config.retention.legal_minimum_days,
             continuous_verification: true,
             views: views_config(config),
             period: false,
@@ -1200,32 +1201,39 @@ fn run(config: &Config, args: RunArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| config.warehouse.path.clone());
     let metrics = Metrics::new();
-    let source: Box<dyn Source> = match (&args.input, &args.kafka) {
-        (Some(path), _) if path.as_os_str() == "-" => Box::new(NdjsonSource::new(
-            "stdin",
-            BufReader::new(std::io::stdin()),
-            config.pipeline.max_event_bytes,
-        )),
-        (Some(path), _) => Box::new(
-            NdjsonSource::file(path, config.pipeline.max_event_bytes)
-                .with_context(|| format!("opening {}", path.display()))?,
-        ),
-        (None, Some(brokers)) => Box::new(KafkaSource::new(
-            KafkaConfig {
-                brokers: brokers.clone(),
-                // Panic-free: clap enforces --topic with --kafka.
-                topic: args.topic.clone().unwrap_or_default(),
-                group_id: args
-                    .group
-                    .clone()
-                    .unwrap_or_else(|| config.kafka.group_id.clone()),
-                fetch_queue_kbytes: config.kafka.fetch_queue_kbytes,
-                metadata_refresh: config.kafka.metadata_refresh,
-                connect_timeout: config.kafka.connect_timeout,
-            },
-            &metrics,
-        )?),
-        (None, None) => bail!("either --input or --kafka is required"),
+    if args.input.is_none() && args.kafka.is_none() {
+        bail!("either --input or --kafka is required");
+    }
+    // Opened again after each retention pause: a file or Kafka source resumes from what was
+    // committed.
+    let open_source = |metrics: &Metrics| -> anyhow::Result<Box<dyn Source>> {
+        Ok(match (&args.input, &args.kafka) {
+            (Some(path), _) if path.as_os_str() == "-" => Box::new(NdjsonSource::new(
+                "stdin",
+                BufReader::new(std::io::stdin()),
+                config.pipeline.max_event_bytes,
+            )),
+            (Some(path), _) => Box::new(
+                NdjsonSource::file(path, config.pipeline.max_event_bytes)
+                    .with_context(|| format!("opening {}", path.display()))?,
+            ),
+            (None, Some(brokers)) => Box::new(KafkaSource::new(
+                KafkaConfig {
+                    brokers: brokers.clone(),
+                    // Panic-free: clap enforces --topic with --kafka.
+                    topic: args.topic.clone().unwrap_or_default(),
+                    group_id: args
+                        .group
+                        .clone()
+                        .unwrap_or_else(|| config.kafka.group_id.clone()),
+                    fetch_queue_kbytes: config.kafka.fetch_queue_kbytes,
+                    metadata_refresh: config.kafka.metadata_refresh,
+                    connect_timeout: config.kafka.connect_timeout,
+                },
+                metrics,
+            )?),
+            (None, None) => bail!("either --input or --kafka is required"),
+        })
     };
     let live = Arc::new(Mutex::new(LiveViews::default()));
     let logs = Arc::new(Mutex::new(LiveLogs::default()));
@@ -1250,10 +1258,115 @@ fn run(config: &Config, args: RunArgs) -> anyhow::Result<()> {
     {
         opts.dead_letter = Some((brokers.clone(), config.kafka.dead_letter_topic.clone()));
     }
-    let summary = run_pipeline(source, opts, metrics, Arc::clone(&live), logs, stop)?;
+    // The retention job: applied at start, then every interval (the pipeline pauses for it).
+    // Standard input cannot be read again after a pause: there it is applied at start only.
+    let policies = config.retention_policies()?;
+    let interval = config.retention.interval;
+    let job = !interval.is_zero()
+        && (policies.default.expires() || policies.tenants.values().any(|p| p.expires()));
+    let repeat = job && !args.input.as_ref().is_some_and(|p| p.as_os_str() == "-");
+    let mut total = dataflow::RunSummary::default();
+    let mut first = true;
+    loop {
+        if job && warehouse.join("catalog.db").is_file() {
+            apply_retention(config, &warehouse, &policies, &live)?;
+        }
+        if !first && stop.load(Ordering::SeqCst) {
+            break;
+        }
+        first = false;
+        let round = Arc::new(AtomicBool::new(false));
+        let due = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicBool::new(false));
+        if repeat {
+            let (stop, round, due, done) = (
+                Arc::clone(&stop),
+                Arc::clone(&round),
+                Arc::clone(&due),
+                Arc::clone(&done),
+            );
+            std::thread::Builder::new()
+                .name("custody-retention".into())
+                .spawn(move || {
+                    let until = Instant::now() + interval;
+                    while !done.load(Ordering::SeqCst) {
+                        if stop.load(Ordering::SeqCst) {
+                            round.store(true, Ordering::SeqCst);
+                            return;
+                        }
+                        if Instant::now() >= until {
+                            tracing::info!("retention due: pausing the pipeline to apply it");
+                            due.store(true, Ordering::SeqCst);
+                            round.store(true, Ordering::SeqCst);
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                })?;
+        } else {
+            // Without the job, the round stops exactly when the signals say.
+            let (stop, round, done) = (Arc::clone(&stop), Arc::clone(&round), Arc::clone(&done));
+            std::thread::Builder::new()
+                .name("custody-stop".into())
+                .spawn(move || {
+                    while !done.load(Ordering::SeqCst) {
+                        if stop.load(Ordering::SeqCst) {
+                            round.store(true, Ordering::SeqCst);
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                })?;
+        }
+        let summary = run_pipeline(
+            open_source(&metrics)?,
+            opts.clone(),
+            metrics.clone(),
+            Arc::clone(&live),
+            Arc::clone(&logs),
+            round,
+        );
+        done.store(true, Ordering::SeqCst);
+        let summary = summary?;
+        total.events_in += summary.events_in;
+        total.accepted += summary.accepted;
+        total.quarantined += summary.quarantined;
+        total.epochs += summary.epochs;
+        total.elapsed += summary.elapsed;
+        if !due.load(Ordering::SeqCst) || stop.load(Ordering::SeqCst) {
+            break;
+        }
+    }
     let live_now = live.lock().map(|l| l.clone()).unwrap_or_default();
-    if !print_summary("custody run", &summary, &live_now, &warehouse) {
+    if !print_summary("custody run", &total, &live_now, &warehouse) {
         bail!("counts do not balance");
+    }
+    Ok(())
+}
+
+/// Applies the retention policies now (the retention job of `custody run`); the views served
+/// are rebuilt by the next run of the pipeline.
+fn apply_retention(
+    config: &Config,
+    warehouse: &std::path::Path,
+    policies: &custody_operators::retention::Policies,
+    live: &Arc<Mutex<LiveViews>>,
+) -> anyhow::Result<()> {
+    let applied = retention::apply(
+        config,
+        warehouse,
+        custody_schemas::time::now_us(),
+        "retention-job",
+        false,
+    )?;
+    if applied.committed {
+        for line in retention::describe(&applied.plan, policies) {
+            tracing::info!("retention applied: {line}");
+        }
+        // What was served holds expired rows; the next run rebuilds the views.
+        if let Ok(mut l) = live.lock() {
+            *l = LiveViews::default();
+        }
     }
     Ok(())
 }

@@ -197,8 +197,10 @@ pub struct ReportContext {
     pub checkpoint: Option<CheckpointRef>,
     /// The policy rules in force.
     pub rules: Vec<PolicyRule>,
-    /// Configured retention of the lake, days (`None`: kept forever).
-    pub retention_days: Option<u64>,
+    /// Every tenant's retention policy.
+    pub retention: custody_operators::retention::Policies,
+    /// The least retention the law asks for, in days (`0`: the EU AI Act's six months).
+    pub legal_minimum_days: u64,
     /// Whether a continuous verifier checks every committed epoch.
     pub continuous_verification: bool,
     /// Whether the views cover a period (part of the log) rather than the whole log.
@@ -219,6 +221,7 @@ struct Inputs<'a> {
     models: Vec<ModelUsage>,
     coverage: Option<&'a Coverage>,
     ctx: &'a ReportContext,
+    tenant: &'a str,
 }
 
 impl Inputs<'_> {
@@ -268,6 +271,7 @@ pub fn render(name: &str, tenant: &str, live: &LiveViews, ctx: &ReportContext) -
         models: live.rows_as(ViewId::ModelVersions, tenant),
         coverage: live.coverage(tenant),
         ctx,
+        tenant,
     };
     let rows = match *report {
         "eu-ai-act-art12" => art12(&inputs),
@@ -565,23 +569,54 @@ fn retention(i: &Inputs<'_>) -> Vec<ReportRow> {
         _ => 0,
     };
     let erasures = i.counts.get("DATA_ERASED").copied().unwrap_or(0);
-    let (kept, status) = match i.ctx.retention_days {
+    let applied = i.counts.get("RETENTION_APPLIED").copied().unwrap_or(0);
+    let minimum = match i.ctx.legal_minimum_days {
+        0 => custody_operators::retention::LEGAL_MINIMUM_DAYS,
+        d => d,
+    };
+    let policy = i.ctx.retention.of(i.tenant);
+    // Every period the policy keeps some events for, and those below the legal minimum.
+    let short: BTreeMap<&str, u64> = policy
+        .days
+        .map(|d| ("(all events)", d))
+        .into_iter()
+        .chain(policy.event_type_days.iter().map(|(t, d)| (t.as_str(), *d)))
+        .filter(|(_, d)| *d < minimum)
+        .collect();
+    let status = if !policy.expires() {
         // Keeping everything forever is not a retention policy: the report says so rather
         // than calling the requirement met.
-        None => (
-            "no retention policy configured (nothing expires)".to_string(),
-            Status::NotConfigured,
-        ),
-        Some(d) if d >= 183 => (format!("{d} days"), Status::Met),
-        Some(d) => (format!("{d} days"), Status::NotMet),
+        Status::NotConfigured
+    } else if short.is_empty() && policy.days.is_some() {
+        Status::Met
+    } else {
+        Status::NotMet
+    };
+    let kept = match policy.days {
+        Some(d) => format!("{d} days"),
+        None if policy.expires() => "forever, but for the event types listed".to_string(),
+        None => "no retention policy configured (nothing expires)".to_string(),
     };
     vec![
         i.row(
             "Art. 19(1), Art. 26(6)",
             "logs kept at least six months",
-            json!({"retention": kept}),
+            json!({
+                "retention": kept,
+                "retention_days": policy.days,
+                "event_type_days": policy.event_type_days,
+                "legal_minimum_days": minimum,
+                "shorter_than_legal_minimum": short,
+            }),
             status,
             &[],
+        ),
+        i.row(
+            "Art. 19(1)",
+            "retention applications recorded in the log (RETENTION_APPLIED)",
+            json!({"retention_applied_events": applied}),
+            Status::Info,
+            &["event_counts"],
         ),
         i.row(
             "Art. 19(1)",
@@ -916,7 +951,22 @@ mod tests {
                 signature: "cd".repeat(64),
             }),
             rules: vec![crate::views::policy_violations::refund_approval_rule()],
-            retention_days: None,
+            // The tenant keeps its events a year, but its API access records only 90 days:
+            // under the legal minimum, which the retention report flags.
+            retention: custody_operators::retention::Policies {
+                default: custody_operators::retention::Policy {
+                    days: Some(400),
+                    ..Default::default()
+                },
+                tenants: [(
+                    "acme".to_string(),
+                    custody_operators::retention::Policy {
+                        days: Some(365),
+                        event_type_days: [("AUDIT_LOG_ACCESSED".to_string(), 90)].into(),
+                    },
+                )]
+                .into(),
+            },
             continuous_verification: true,
             ..ReportContext::default()
         };
@@ -924,20 +974,31 @@ mod tests {
     }
 
     /// Nothing configured is not "met": the six-month minimum is met only by a policy that
-    /// keeps logs at least that long.
+    /// keeps logs at least that long, the tenant's own over the default, every event type's
+    /// period included.
     #[test]
     fn retention_is_met_only_by_a_configured_policy_of_six_months() {
+        use custody_operators::retention::Policy;
         let (live, mut ctx) = fixture();
-        for (days, want) in [
-            (None, Status::NotConfigured),
-            (Some(30), Status::NotMet),
-            (Some(182), Status::NotMet),
-            (Some(183), Status::Met),
-            (Some(3650), Status::Met),
+        let policy = |days: Option<u64>, types: &[(&str, u64)]| Policy {
+            days,
+            event_type_days: types.iter().map(|(t, d)| (t.to_string(), *d)).collect(),
+        };
+        for (own, default, want) in [
+            (None, policy(None, &[]), Status::NotConfigured),
+            (None, policy(Some(30), &[]), Status::NotMet),
+            (None, policy(Some(182), &[]), Status::NotMet),
+            (None, policy(Some(183), &[]), Status::Met),
+            (Some(policy(Some(90), &[])), policy(Some(400), &[]), Status::NotMet),
+            (Some(policy(Some(400), &[])), policy(Some(90), &[]), Status::Met),
+            (None, policy(Some(3650), &[("MODEL_DECISION", 30)]), Status::NotMet),
+            (None, policy(None, &[("MODEL_DECISION", 400)]), Status::NotMet),
+            (None, policy(Some(3650), &[("MODEL_DECISION", 200)]), Status::Met),
         ] {
-            ctx.retention_days = days;
+            ctx.retention.default = default.clone();
+            ctx.retention.tenants = own.clone().map(|p| ("acme".to_string(), p)).into_iter().collect();
             let report = render("eu-ai-act-retention", "acme", &live, &ctx).unwrap();
-            assert_eq!(report.rows[0].status, want, "{days:?}");
+            assert_eq!(report.rows[0].status, want, "{own:?} over {default:?}");
         }
     }
 
