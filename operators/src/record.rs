@@ -158,6 +158,8 @@ pub struct WrittenEvent {
     pub hash: [u8; 32],
     /// This event's Merkle leaf.
     pub leaf_hash: [u8; 32],
+    /// Events a `RETENTION_APPLIED` event says it removed (0 for any other event).
+    pub expired: u64,
 }
 
 impl WrittenEvent {
@@ -173,11 +175,13 @@ impl WrittenEvent {
             prev_hash: e.prev_hash,
             hash: e.hash,
             leaf_hash: e.leaf_hash,
+            expired: expired_by(&e.event),
         }
     }
 
     /// The digest of `e`, taking its strings.
     pub fn take(e: ChainedEvent) -> Self {
+        let expired = expired_by(&e.event);
         WrittenEvent {
             tenant_id: String::from(e.event.tenant_id),
             seq: e.seq,
@@ -188,7 +192,16 @@ impl WrittenEvent {
             prev_hash: e.prev_hash,
             hash: e.hash,
             leaf_hash: e.leaf_hash,
+            expired,
         }
+    }
+}
+
+/// The events `event` says retention removed, if it is a `RETENTION_APPLIED` event.
+fn expired_by(event: &custody_schemas::AuditEvent) -> u64 {
+    match event.facts {
+        custody_schemas::PayloadFacts::Retention { expired_events } => expired_events,
+        _ => 0,
     }
 }
 

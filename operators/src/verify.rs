@@ -119,15 +119,12 @@ pub fn link_through_expired(rows: &mut [EventRow], expired: &[ExpiredLeaf]) {
         }
         let tenant = rows[i].tenant_id.as_str();
         // The nearest stored row before, or the chain's start.
-        let (mut prev, mut seq) = match i
+        let (mut prev, mut seq): (Hash, i64) = i
             .checked_sub(1)
             .map(|j| &rows[j])
             .filter(|r| r.tenant_id == tenant && r.seq < rows[i].seq)
             .and_then(|r| Some((parse_hash(&r.hash)?, r.seq + 1)))
-        {
-            Some(found) => found,
-            None => ([0u8; 32], 0),
-        };
+            .unwrap_or_default();
         let mut linked = true;
         while seq < rows[i].seq {
             match leaves.get(&(tenant, seq)) {

@@ -1264,7 +1264,7 @@ fn run(config: &Config, args: RunArgs) -> anyhow::Result<()> {
     let interval = config.retention.interval;
     let job = !interval.is_zero()
         && (policies.default.expires() || policies.tenants.values().any(|p| p.expires()));
-    let repeat = job && !args.input.as_ref().is_some_and(|p| p.as_os_str() == "-");
+    let repeat = job && args.input.as_ref().is_none_or(|p| p.as_os_str() != "-");
     let mut total = dataflow::RunSummary::default();
     let mut first = true;
     loop {

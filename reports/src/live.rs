@@ -128,6 +128,10 @@ pub struct Coverage {
     pub epochs: (Epoch, Epoch),
     /// Per source partition, the first and last offset of the tenant's events.
     pub offsets: BTreeMap<i32, (i64, i64)>,
+    /// Events removed by retention (as its `RETENTION_APPLIED` events say): their leaves are
+    /// in the log, so the checkpoints count them.
+    #[serde(default)]
+    pub expired: i64,
 }
 
 /// The event counts of one tenant.
@@ -251,6 +255,7 @@ impl LiveViews {
                     }),
             };
             c.events += 1;
+            c.expired += i64::try_from(e.expired).unwrap_or(i64::MAX);
             c.epochs = (c.epochs.0.min(epoch), c.epochs.1.max(epoch));
             let o = c.offsets.entry(e.partition).or_insert((e.offset, e.offset));
             *o = (o.0.min(e.offset), o.1.max(e.offset));

@@ -318,19 +318,27 @@ pub fn render_scoped(
 
 fn integrity_row(i: &Inputs<'_>, requirement: &'static str) -> ReportRow {
     let total = i.total();
+    // Events retention removed are still leaves of the log the checkpoint signs.
+    let expired = i.coverage.map_or(0, |c| c.expired);
+    let counted = |mut v: Value| {
+        if expired > 0 {
+            v["expired_events"] = json!(expired);
+        }
+        v
+    };
     let (value, status) = match &i.ctx.checkpoint {
         // A period's events are a part of the log the checkpoint signs, read by position.
         Some(c) if i.ctx.period => (
             json!({"events_in_period": total, "checkpoint_tree_size": c.tree_size}),
             Status::Met,
         ),
-        Some(c) if c.tree_size as i64 == total => (
-            json!({"events": total, "checkpoint_tree_size": c.tree_size}),
+        Some(c) if c.tree_size as i64 == total + expired => (
+            counted(json!({"events": total, "checkpoint_tree_size": c.tree_size})),
             Status::Met,
         ),
         Some(c) => (
-            json!({"events": total, "checkpoint_tree_size": c.tree_size,
-                   "note": "the views and the checkpoint disagree; verify the log"}),
+            counted(json!({"events": total, "checkpoint_tree_size": c.tree_size,
+                   "note": "the views and the checkpoint disagree; verify the log"})),
             Status::Attention,
         ),
         None => (json!({"events": total, "checkpoint": null}), Status::NotMet),
@@ -989,14 +997,38 @@ mod tests {
             (None, policy(Some(30), &[]), Status::NotMet),
             (None, policy(Some(182), &[]), Status::NotMet),
             (None, policy(Some(183), &[]), Status::Met),
-            (Some(policy(Some(90), &[])), policy(Some(400), &[]), Status::NotMet),
-            (Some(policy(Some(400), &[])), policy(Some(90), &[]), Status::Met),
-            (None, policy(Some(3650), &[("MODEL_DECISION", 30)]), Status::NotMet),
-            (None, policy(None, &[("MODEL_DECISION", 400)]), Status::NotMet),
-            (None, policy(Some(3650), &[("MODEL_DECISION", 200)]), Status::Met),
+            (
+                Some(policy(Some(90), &[])),
+                policy(Some(400), &[]),
+                Status::NotMet,
+            ),
+            (
+                Some(policy(Some(400), &[])),
+                policy(Some(90), &[]),
+                Status::Met,
+            ),
+            (
+                None,
+                policy(Some(3650), &[("MODEL_DECISION", 30)]),
+                Status::NotMet,
+            ),
+            (
+                None,
+                policy(None, &[("MODEL_DECISION", 400)]),
+                Status::NotMet,
+            ),
+            (
+                None,
+                policy(Some(3650), &[("MODEL_DECISION", 200)]),
+                Status::Met,
+            ),
         ] {
             ctx.retention.default = default.clone();
-            ctx.retention.tenants = own.clone().map(|p| ("acme".to_string(), p)).into_iter().collect();
+            ctx.retention.tenants = own
+                .clone()
+                .map(|p| ("acme".to_string(), p))
+                .into_iter()
+                .collect();
             let report = render("eu-ai-act-retention", "acme", &live, &ctx).unwrap();
             assert_eq!(report.rows[0].status, want, "{own:?} over {default:?}");
         }

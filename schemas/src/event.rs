@@ -293,6 +293,11 @@ pub enum PayloadFacts {
         /// `modification`, when it is a tool call.
         modification: Option<ActionFacts>,
     },
+    /// `RETENTION_APPLIED`.
+    Retention {
+        /// `expired_events`: the events it removed (their leaves stay in the log).
+        expired_events: u64,
+    },
 }
 
 /// A tool call put to a human (an escalation's `proposed_action`, a decision's
@@ -392,6 +397,12 @@ impl PayloadFacts {
                 reviewer_id: text("reviewer_id"),
                 modification: ActionFacts::of(payload.get("modification")),
             },
+            EventType::RetentionApplied => PayloadFacts::Retention {
+                expired_events: payload
+                    .get("expired_events")
+                    .and_then(Json::as_u64)
+                    .unwrap_or(0),
+            },
             _ => PayloadFacts::None,
         }
     }
@@ -405,6 +416,7 @@ impl PayloadFacts {
                 | EventType::ToolResultReceived
                 | EventType::HumanEscalationTriggered
                 | EventType::HumanReviewDecision
+                | EventType::RetentionApplied
         )
     }
 

@@ -19,6 +19,7 @@ TABLES = [
     "checkpoints",
     "view_changes",
     "vault",
+    "expired",
     "epochs",
 ]
 

@@ -1,0 +1,480 @@
+//! Retention over a synthetic 400-day span of three tenants with different policies (180 days,
+//! 365 days, 180 days with model decisions kept 30): `custody retention` removes exactly the
+//! events past their policy (pyiceberg reads back the rest), no byte of them is left in any
+//! file of the warehouse (raw bytes, and every value and statistic of every Parquet file,
+//! referenced or not), `custody verify` passes and reports the expired ranges, inclusion
+//! proofs of retained events verify against the signed checkpoints, the retention report
+//! equals its golden file, the pipeline resumes over the trimmed log, and a later application
+//! removes quarantined records and their sealed copies too.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::Path;
+use std::process::Command;
+
+use custody_operators::merkle;
+use custody_schemas::time::{format_rfc3339, parse_rfc3339};
+use custody_tests::{
+    await_line, custody_bin, files_under, free_addr, generate_ndjson, get_json, manifest_dir,
+    python, read_columns, read_tables, rows, serve_command,
+};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+const DAY_US: i64 = 86_400_000_000;
+const SIGNING_KEY: &str = "0707070707070707070707070707070707070707070707070707070707070707";
+
+/// Days each tenant keeps each event type (`None`: the tenant's days).
+fn policy_days(tenant: &str, event_type: &str) -> Option<i64> {
+    if event_type == "RETENTION_APPLIED" {
+        return None;
+    }
+    Some(match (tenant, event_type) {
+        ("tenant-0001", _) => 365,
+        ("tenant-0002", "MODEL_DECISION") => 30,
+        _ => 180,
+    })
+}
+
+/// Whether an event of `tenant` and `event_type` at `time_us` expires at `now_us`.
+fn expires(tenant: &str, event_type: &str, time_us: i64, now_us: i64) -> bool {
+    let today = now_us.div_euclid(DAY_US) * DAY_US;
+    policy_days(tenant, event_type).is_some_and(|d| time_us < today - d * DAY_US)
+}
+
+/// `events` re-dated evenly over the `days` days before `now_us`, in order, each agent's
+/// emitter chain (`previous_event_hash`) re-linked over the new bytes; as NDJSON lines.
+fn respan(events: &[Value], now_us: i64, days: i64) -> Vec<String> {
+    let step = days * DAY_US / events.len() as i64;
+    let start = now_us - days * DAY_US;
+    let mut last: BTreeMap<(String, String), String> = BTreeMap::new();
+    let mut out = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        let mut e = e.clone();
+        e["timestamp"] = json!(format_rfc3339(start + i as i64 * step));
+        let key = (
+            e["tenant_id"].as_str().unwrap().to_string(),
+            e["agent_id"].as_str().unwrap().to_string(),
+        );
+        e["previous_event_hash"] = json!(last.get(&key).cloned().unwrap_or("0".repeat(64)));
+        let line = serde_json::to_string(&e).unwrap();
+        last.insert(key, hex::encode(Sha256::digest(line.as_bytes())));
+        out.push(line);
+    }
+    out
+}
+
+/// `custody ARGS` with the test's signing key, asserting success; stdout.
+fn run(args: &[&str]) -> String {
+    let out = Command::new(custody_bin())
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env("CUSTODY_SIGNING_KEY", SIGNING_KEY)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "custody {args:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Of `needles`, those found anywhere in the warehouse: in any file's raw bytes (UUID ids
+/// also as their 16 bytes), or among the decoded values and statistics of any Parquet file.
+fn found(wh: &Path, needles: &[String]) -> Vec<String> {
+    let raw: Vec<Vec<u8>> = files_under(wh)
+        .into_iter()
+        .map(|f| std::fs::read(f).unwrap())
+        .collect();
+    let out = Command::new(python())
+        .arg(manifest_dir().join("py/file_text.py"))
+        .arg(wh)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let decoded: BTreeMap<String, String> = serde_json::from_slice(&out.stdout).unwrap();
+    // Every form of every needle, in one automaton: (form, needle index).
+    let mut forms: Vec<Vec<u8>> = Vec::new();
+    let mut of: Vec<usize> = Vec::new();
+    for (i, n) in needles.iter().enumerate() {
+        forms.push(n.as_bytes().to_vec());
+        of.push(i);
+        if let Ok(bytes) = hex::decode(n.replace('-', ""))
+            && bytes.len() == 16
+            && n.len() == 36
+        {
+            forms.push(bytes);
+            of.push(i);
+        }
+    }
+    let automaton = aho_corasick::AhoCorasick::new(&forms).unwrap();
+    let mut hit = vec![false; needles.len()];
+    for hay in raw
+        .iter()
+        .map(Vec::as_slice)
+        .chain(decoded.values().map(|t| t.as_bytes()))
+    {
+        for m in automaton.find_overlapping_iter(hay) {
+            hit[of[m.pattern().as_usize()]] = true;
+        }
+    }
+    needles
+        .iter()
+        .zip(hit)
+        .filter(|(_, h)| *h)
+        .map(|(n, _)| n.clone())
+        .collect()
+}
+
+fn config(dir: &Path) -> String {
+    let path = dir.join("custody.toml");
+    std::fs::write(
+        &path,
+        r#"
+[serve]
+listen = "off"
+[vault]
+tokens = true
+content = true
+[retention]
+days = 180
+interval = "0s"
+[tenants.tenant-0001]
+retention_days = 365
+[tenants.tenant-0002]
+retention_event_types = { MODEL_DECISION = 30 }
+"#,
+    )
+    .unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+/// `v` with every time written relative to `now_us` (`now-123456s`).
+fn relative(v: &Value, now_us: i64) -> Value {
+    match v {
+        Value::String(s) => match parse_rfc3339(s) {
+            Ok(t) => json!(format!("now{:+}s", (t - now_us) / 1_000_000)),
+            Err(_) => v.clone(),
+        },
+        Value::Array(a) => Value::Array(a.iter().map(|x| relative(x, now_us)).collect()),
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, x)| (k.clone(), relative(x, now_us)))
+                .collect(),
+        ),
+        _ => v.clone(),
+    }
+}
+
+/// A retention report without what depends on the run (signatures, epochs, offsets, the
+/// day it runs).
+fn stable(report: &Value, now_us: i64) -> Value {
+    let rows: Vec<Value> = report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            json!({
+                "requirement": r["requirement"],
+                "metric": r["metric"],
+                "status": r["status"],
+                "value": relative(&r["value"], now_us),
+            })
+        })
+        .collect();
+    json!({"report": report["report"], "tenant_id": report["tenant_id"], "rows": rows})
+}
+
+#[test]
+fn retention_removes_exactly_the_expired_events_and_every_proof_still_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let generated = dir.path().join("generated.ndjson");
+    generate_ndjson(&generated, 3000, 3);
+    let events: Vec<Value> = std::fs::read_to_string(&generated)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Noon today: the cutoffs (whole days back from midnight) fall at fixed points of the span.
+    let now_us = custody_schemas::time::now_us().div_euclid(DAY_US) * DAY_US + DAY_US / 2;
+    let now = format_rfc3339(now_us);
+    let lines = respan(&events, now_us, 400);
+    // The last 300 events arrive after the first application.
+    let (first, later) = lines.split_at(lines.len() - 300);
+    let input = dir.path().join("events.ndjson");
+    let mut text = first.join("\n") + "\n";
+    // Rejected records of two tenants (quarantined, and sealed in the vault).
+    text.push_str(
+        "{\"tenant_id\":\"tenant-0000\",\"event_type\":\"TASK_FAILED\",\"payload\":{\"reason\":\"quarantined kestrel memo\"}}\n",
+    );
+    text.push_str(
+        "{\"tenant_id\":\"tenant-0001\",\"event_type\":\"TASK_FAILED\",\"payload\":{\"reason\":\"quarantined osprey memo\"}}\n",
+    );
+    std::fs::write(&input, &text).unwrap();
+    let cfg = config(dir.path());
+    let wh = dir.path().join("wh");
+    let whs = wh.to_str().unwrap();
+    run(&[
+        "--config",
+        &cfg,
+        "run",
+        "--input",
+        input.to_str().unwrap(),
+        "--warehouse",
+        whs,
+    ]);
+
+    // What expires at `now`, from the input alone.
+    let parsed: Vec<Value> = first
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let time = |e: &Value| parse_rfc3339(e["timestamp"].as_str().unwrap()).unwrap();
+    let field = |e: &Value, f: &str| e[f].as_str().unwrap().to_string();
+    let (gone, kept): (Vec<&Value>, Vec<&Value>) = parsed.iter().partition(|e| {
+        expires(
+            &field(e, "tenant_id"),
+            &field(e, "event_type"),
+            time(e),
+            now_us,
+        )
+    });
+    assert!(
+        gone.len() > 1000 && kept.len() > 1000,
+        "{} {}",
+        gone.len(),
+        kept.len()
+    );
+    // Model decisions of tenant-0002 expire after 30 days, its other events after 180.
+    assert!(gone.iter().any(|e| e["tenant_id"] == "tenant-0002"
+        && e["event_type"] == "MODEL_DECISION"
+        && time(e) > now_us - 100 * DAY_US));
+    // The sealed content of expired events, as stored before.
+    let before = read_tables(&wh);
+    let gone_ids: HashSet<String> = gone.iter().map(|e| field(e, "event_id")).collect();
+    let sealed_gone: Vec<String> = rows(&before, "vault")
+        .iter()
+        .filter(|v| {
+            v["kind"] == "content"
+                && gone_ids.contains(v["ref"].as_str().unwrap().split('#').next().unwrap())
+        })
+        .map(|v| v["sealed"].as_str().unwrap().to_string())
+        .collect();
+    assert!(sealed_gone.len() > 100, "{}", sealed_gone.len());
+
+    let out = run(&[
+        "--config",
+        &cfg,
+        "retention",
+        "--warehouse",
+        whs,
+        "--now",
+        &now,
+    ]);
+    assert!(out.contains("recorded as RETENTION_APPLIED"), "{out}");
+
+    // Exactly the expired events are gone; each tenant's application is recorded.
+    let tables = read_columns(
+        &wh,
+        &[
+            "events:tenant_id,seq,event_id,event_type,payload",
+            "expired",
+            "quarantine",
+        ],
+    );
+    let stored: BTreeSet<String> = rows(&tables, "events")
+        .iter()
+        .filter(|e| e["event_type"] != "RETENTION_APPLIED")
+        .map(|e| field(e, "event_id"))
+        .collect();
+    let want: BTreeSet<String> = kept.iter().map(|e| field(e, "event_id")).collect();
+    assert_eq!(stored, want);
+    let applied: Vec<&Value> = rows(&tables, "events")
+        .iter()
+        .filter(|e| e["event_type"] == "RETENTION_APPLIED")
+        .collect();
+    assert_eq!(applied.len(), 3);
+    let mut declared: BTreeMap<String, Value> = BTreeMap::new();
+    for e in &applied {
+        let tenant = field(e, "tenant_id");
+        let payload: Value = serde_json::from_str(e["payload"].as_str().unwrap()).unwrap();
+        let expired = gone
+            .iter()
+            .filter(|g| g["tenant_id"] == tenant.as_str())
+            .count();
+        assert_eq!(payload["expired_events"], expired as u64, "{payload}");
+        let leaves = rows(&tables, "expired")
+            .iter()
+            .filter(|x| x["tenant_id"] == tenant.as_str())
+            .count();
+        assert_eq!(leaves, expired, "{tenant}");
+        declared.insert(tenant, payload["expired_ranges"].clone());
+    }
+    // Rejected records are not yet past any policy.
+    assert_eq!(rows(&tables, "quarantine").len(), 2);
+
+    // No byte of them is left: ids (text and 16 bytes) and sealed content, in any file.
+    let referenced: HashSet<String> = kept
+        .iter()
+        .filter_map(|e| e["parent_event_id"].as_str().map(str::to_string))
+        .collect();
+    let mut needles: Vec<String> = gone_ids.difference(&referenced).cloned().collect();
+    needles.extend(sealed_gone.iter().cloned());
+    assert!(needles.len() > 1000);
+    let left = found(&wh, &needles);
+    assert!(
+        left.is_empty(),
+        "{} expired values remain, e.g. {:?}",
+        left.len(),
+        &left[..left.len().min(3)]
+    );
+    // The search finds what is kept (it can fail).
+    let kept_ids: Vec<String> = want.iter().take(50).cloned().collect();
+    assert_eq!(found(&wh, &kept_ids).len(), 50);
+
+    // The chains verify through the expired leaves, and verify says which were expired.
+    let verified: Value = serde_json::from_str(&run(&[
+        "--config",
+        &cfg,
+        "verify",
+        "--warehouse",
+        whs,
+        "--json",
+    ]))
+    .unwrap();
+    for report in verified.as_array().unwrap() {
+        assert_eq!(report["problems"], json!([]), "{report}");
+        if let Some(ranges) = declared.get(report["tenant_id"].as_str().unwrap()) {
+            assert_eq!(&report["expired_ranges"], ranges, "{report}");
+        }
+    }
+
+    // Inclusion proofs of retained events verify against the signed checkpoints, and the
+    // retention report is as recorded.
+    let addr = free_addr();
+    let mut serve = serve_command(&wh, &addr);
+    serve.args(["--config", &cfg]);
+    let server = await_line(serve.spawn().unwrap(), "views rebuilt");
+    let hash = |v: &Value| -> [u8; 32] {
+        hex::decode(v.as_str().unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap()
+    };
+    for e in kept.iter().step_by(97) {
+        let path = format!(
+            "/v1/tenants/{}/proofs/inclusion?event_id={}",
+            field(e, "tenant_id"),
+            field(e, "event_id")
+        );
+        let (code, p) = get_json(&addr, &path, "");
+        assert_eq!(code, 200, "{path}: {p}");
+        let proof: Vec<[u8; 32]> = p["proof"].as_array().unwrap().iter().map(hash).collect();
+        assert!(merkle::verify_inclusion(
+            &hash(&p["leaf_hash"]),
+            p["seq"].as_u64().unwrap(),
+            p["tree_size"].as_u64().unwrap(),
+            &proof,
+            &hash(&p["checkpoint"]["root"]),
+        ));
+    }
+    let golden = manifest_dir().join("golden/retention-report.json");
+    let mut reports = serde_json::Map::new();
+    for tenant in ["tenant-0001", "tenant-0002"] {
+        let (code, report) = get_json(
+            &addr,
+            &format!("/v1/tenants/{tenant}/reports/eu-ai-act-retention"),
+            "",
+        );
+        assert_eq!(code, 200, "{report}");
+        reports.insert(tenant.to_string(), stable(&report, now_us));
+    }
+    drop(server);
+    let got = serde_json::to_string_pretty(&Value::Object(reports)).unwrap() + "\n";
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(golden.parent().unwrap()).unwrap();
+        std::fs::write(&golden, &got).unwrap();
+    }
+    assert_eq!(
+        got,
+        std::fs::read_to_string(&golden).unwrap(),
+        "{}",
+        golden.display()
+    );
+
+    // The pipeline resumes over the trimmed log.
+    let mut text = std::fs::read_to_string(&input).unwrap();
+    text.push_str(&(later.join("\n") + "\n"));
+    std::fs::write(&input, text).unwrap();
+    run(&[
+        "--config",
+        &cfg,
+        "run",
+        "--input",
+        input.to_str().unwrap(),
+        "--warehouse",
+        whs,
+    ]);
+    let events = read_columns(&wh, &["events:event_id,event_type"]);
+    assert_eq!(
+        rows(&events, "events")
+            .iter()
+            .filter(|e| e["event_type"] != "AUDIT_LOG_ACCESSED")
+            .count(),
+        kept.len() + 3 + later.len(),
+        "retained, applications and later events"
+    );
+
+    // Later, every event of tenant-0000 and its rejected record are past its 180 days;
+    // tenant-0001's record is within its 365.
+    let later_now = format_rfc3339(now_us + 200 * DAY_US);
+    let sealed_records = |tenant: &str| -> Vec<String> {
+        rows(&read_tables(&wh), "vault")
+            .iter()
+            .filter(|v| v["kind"] == "quarantine" && v["tenant_id"] == tenant)
+            .map(|v| v["sealed"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let quarantined_sealed = sealed_records("tenant-0000");
+    assert_eq!(quarantined_sealed.len(), 1);
+    run(&[
+        "--config",
+        &cfg,
+        "retention",
+        "--warehouse",
+        whs,
+        "--now",
+        &later_now,
+    ]);
+    let tables = read_tables(&wh);
+    let records: Vec<&Value> = rows(&tables, "quarantine").iter().collect();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["tenant_id"], "tenant-0001");
+    assert_eq!(sealed_records("tenant-0001").len(), 1);
+    assert!(sealed_records("tenant-0000").is_empty());
+    let left: Vec<&str> = rows(&tables, "events")
+        .iter()
+        .filter(|e| e["tenant_id"] == "tenant-0000")
+        .map(|e| e["event_type"].as_str().unwrap())
+        .collect();
+    assert!(left.iter().all(|t| *t == "RETENTION_APPLIED"), "{left:?}");
+    assert!(found(&wh, &quarantined_sealed).is_empty());
+    assert!(found(&wh, &["quarantined kestrel memo".to_string()]).is_empty());
+    let verified: Value = serde_json::from_str(&run(&[
+        "--config",
+        &cfg,
+        "verify",
+        "--warehouse",
+        whs,
+        "--json",
+    ]))
+    .unwrap();
+    for report in verified.as_array().unwrap() {
+        assert_eq!(report["problems"], json!([]), "{report}");
+    }
+}
