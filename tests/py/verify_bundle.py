@@ -11,6 +11,7 @@ and exits 1 if any tenant fails. Standard library plus PyNaCl (Ed25519).
 import argparse
 import hashlib
 import json
+import os
 import sys
 import uuid
 from collections import defaultdict
@@ -242,7 +243,21 @@ def read_strict(path: str, members: set, hashes: dict, types: dict, malformed: l
     return out
 
 
-def verify_tenant(tenant, events, checkpoints, held, trusted, latest):
+def declared_expired(events):
+    """The [first, last] ranges RETENTION_APPLIED events of the log declare removed."""
+    out = []
+    for e in events:
+        if e["event_type"] != "RETENTION_APPLIED":
+            continue
+        try:
+            payload = json.loads(e["payload"])
+            out.extend((int(a), int(b)) for a, b in payload.get("expired_ranges", []))
+        except (ValueError, TypeError):
+            continue
+    return out
+
+
+def verify_tenant(tenant, events, checkpoints, held, trusted, latest, expired=()):
     problems = []
 
     def problem(kind, seq, detail):
@@ -284,8 +299,28 @@ def verify_tenant(tenant, events, checkpoints, held, trusted, latest):
     events = sorted(events, key=lambda e: e["seq"])
     leaves, prev, broken, last_seq = [], ZERO, False, None
     heads = []
+    # Section 6.1 step 7: a removed event is represented by its leaf alone.
+    standing = {}
+    for x in expired:
+        if x["seq"] in standing:
+            problem("fork", x["seq"], f"two expired leaves at seq {x['seq']}")
+        standing[x["seq"]] = bytes.fromhex(x["leaf_hash"])
+    through_leaf = []
+
+    def walk(upto):
+        nonlocal prev
+        while len(leaves) < upto and len(leaves) in standing:
+            seq = len(leaves)
+            leaf = standing.pop(seq)
+            through_leaf.append(seq)
+            prev = sha256(b"\x02" + prev + leaf)
+            leaves.append(leaf)
+            heads.append(prev)
+
     for row in events:
         seq = row["seq"]
+        if not broken and seq >= 0:
+            walk(seq)
         if seq == last_seq:
             problem("fork", seq, f"two events at seq {seq}")
             continue
@@ -312,6 +347,14 @@ def verify_tenant(tenant, events, checkpoints, held, trusted, latest):
         heads.append(h)
         prev = h
 
+    if not broken:
+        walk(float("inf"))
+    if standing:
+        problem("fork", min(standing), "expired leaves where the log holds its events or past its end")
+    declared = declared_expired(events)
+    undeclared = [s for s in through_leaf if not any(a <= s <= b for a, b in declared)]
+    if undeclared:
+        problem("unrecorded_expiry", undeclared[0], f"{len(undeclared)} events removed without a recorded retention")
     roots = roots_at(leaves, set(valid))
     for size, cps in valid.items():
         if 0 < size <= len(leaves):
@@ -326,10 +369,17 @@ def verify_tenant(tenant, events, checkpoints, held, trusted, latest):
             problem("unattested", largest or 0, "events past the last checkpoint")
 
     seqs = [p["seq"] for p in problems if p["seq"] is not None]
+    ranges = []
+    for s in through_leaf:
+        if ranges and ranges[-1][1] + 1 == s:
+            ranges[-1][1] = s
+        else:
+            ranges.append([s, s])
     return {
         "ok": not problems,
         "first_bad_seq": min(seqs) if seqs else None,
         "verified_events": len(leaves),
+        "expired_ranges": ranges,
         "problems": problems,
     }
 
@@ -381,6 +431,14 @@ def read_warehouse(path: str):
         r["leaf_hash"] = None
         events.append({k: r[k] for k in EVENT_MEMBERS})
     checkpoints = [{k: r[k] for k in CHECKPOINT_MEMBERS} for r in rows("checkpoints")]
+    # Leaves of events removed by retention (a table older warehouses lack).
+    try:
+        expired = [
+            {"tenant_id": r["tenant_id"], "seq": r["seq"], "leaf_hash": r["leaf_hash"].hex()}
+            for r in rows("expired")
+        ]
+    except Exception:  # noqa: BLE001 - pyiceberg raises its own NoSuchTableError
+        expired = []
     epochs = rows("epochs")
     files = {}
     for (_, name) in catalog.list_tables("custody"):
@@ -394,7 +452,7 @@ def read_warehouse(path: str):
                 with open(p[len("file://"):] if p.startswith("file://") else p, "rb") as f:
                     found[p] = hashlib.sha256(f.read()).hexdigest()
         files[name] = found
-    return events, checkpoints, epochs, files
+    return events, checkpoints, epochs, files, expired
 
 
 def verify_warehouse(epochs, checkpoints, files, trusted, tenants_with_events):
@@ -484,7 +542,12 @@ def verify_warehouse(epochs, checkpoints, files, trusted, tenants_with_events):
                     sealed[path] = (table, digests.get(path))
                     sealed_rows[path] = data_file["record_count"]
                     merged += data_file["record_count"]
-                if replaced != merge["rows"] or merged != merge["rows"]:
+                # Retention removes `expired` rows; a rebuilt derived table (the views'
+                # changelog) is replaced whole by the epoch's own files.
+                expired = merge.get("expired", 0)
+                consistent = merged == 0 if merge.get("rebuild") else (
+                    replaced == merge["rows"] + expired and merged == merge["rows"])
+                if not consistent:
                     bad("bad_seal", f"epoch {epoch} compacts {replaced} rows into {merged}")
     for c in checkpoints:
         if (c["epoch"], c["tenant_id"]) not in registered:
@@ -571,16 +634,24 @@ def main() -> int:
     malformed = []
     events = defaultdict(list)
     warehouse = None
+    expired = defaultdict(list)
     if args.warehouse:
-        rows, stored, epochs, files = read_warehouse(args.warehouse)
+        rows, stored, epochs, files, leaves = read_warehouse(args.warehouse)
         warehouse = (epochs, files)
     else:
+        leaves = []
+        if os.path.exists(f"{args.bundle}/expired.ndjson"):
+            leaves = read_strict(
+                f"{args.bundle}/expired.ndjson", {"tenant_id", "seq", "leaf_hash"}, {"leaf_hash": 64},
+                {"seq": int}, malformed)
         rows = read_strict(f"{args.bundle}/events.ndjson", EVENT_MEMBERS, EVENT_HASHES, EVENT_TYPES, malformed)
         stored = read_strict(
             f"{args.bundle}/checkpoints.ndjson", CHECKPOINT_MEMBERS, CHECKPOINT_HASHES, CHECKPOINT_TYPES, malformed
         )
     for row in rows:
         events[row["tenant_id"]].append(row)
+    for leaf in leaves:
+        expired[leaf["tenant_id"]].append(leaf)
     cps = defaultdict(list)
     for cp in stored:
         cps[cp["tenant_id"]].append(cp)
@@ -619,7 +690,8 @@ def main() -> int:
                 else:
                     latest[t] = cp["epoch"]
     report = {
-        t: verify_tenant(t, events.get(t, []), cps.get(t, []), held.get(t, []), trusted, latest.get(t))
+        t: verify_tenant(t, events.get(t, []), cps.get(t, []), held.get(t, []), trusted, latest.get(t),
+                         expired.get(t, []))
         for t in sorted(set(events) | set(cps) | set(held))
     }
     for tenant, found in list(witnessed.items()) + list(pin_problems.items()):
