@@ -13,6 +13,7 @@ pub mod export;
 pub mod failpoint;
 pub mod file_index;
 pub mod hashing;
+pub mod holds;
 pub mod identity;
 pub mod layout;
 pub mod merkle;

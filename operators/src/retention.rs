@@ -12,6 +12,9 @@
 //! raw input. The plan names every expired position, so applying it ([`stage`]) removes
 //! exactly those rows, whatever files they sit in by then (compaction may have merged them).
 //!
+//! Events a legal hold covers ([`crate::holds`]) are kept whatever their age (counted as held),
+//! and so are all quarantined records of a tenant under a tenant-wide hold.
+//!
 //! # What is kept
 //! Each expired event's leaf hash, in `custody.expired` (32 bytes; nothing else of the event).
 //! The chain is re-walked through it and the Merkle tree rebuilt from it, so every stored
@@ -153,6 +156,8 @@ pub struct TenantPlan {
     pub quarantine: HashSet<(String, i64)>,
     /// Vault entries removed.
     pub vault: u64,
+    /// Events past the cutoff kept because a legal hold covers them.
+    pub held: u64,
 }
 
 impl TenantPlan {
@@ -224,6 +229,8 @@ pub async fn plan(warehouse: &Warehouse, policies: &Policies, now_us: i64) -> Re
         return Ok(plan);
     };
     plan.events_before_us = latest;
+    let holds = crate::holds::active(warehouse.hold_events().await?);
+    let mut held: BTreeMap<String, u64> = BTreeMap::new();
     let mut seqs: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     let mut ids: BTreeMap<String, HashSet<String>> = BTreeMap::new();
     let events = warehouse.table(tables::EVENTS).await?;
@@ -241,6 +248,18 @@ pub async fn plan(warehouse: &Warehouse, policies: &Policies, now_us: i64) -> Re
                 if cols.time.value(i) >= cutoff {
                     continue;
                 }
+                if holds.get(tenant).is_some_and(|hs| {
+                    hs.iter().any(|h| {
+                        h.covers(
+                            cols.session.value(i),
+                            cols.agent.value(i),
+                            cols.time.value(i),
+                        )
+                    })
+                }) {
+                    *held.entry(tenant.to_string()).or_default() += 1;
+                    continue;
+                }
                 let seq = u64::try_from(cols.seq.value(i)).map_err(|_| Error::Retention {
                     table: tables::EVENTS.into(),
                     detail: format!("row {i} has a negative seq"),
@@ -251,6 +270,9 @@ pub async fn plan(warehouse: &Warehouse, policies: &Policies, now_us: i64) -> Re
                     .insert(cols.event_id(i)?);
             }
         }
+    }
+    for (tenant, n) in held {
+        tenant_plan(&mut plan, policies, &tenant).held = n;
     }
     for (tenant, mut s) in seqs {
         let t = tenant_plan(&mut plan, policies, &tenant);
@@ -272,6 +294,14 @@ pub async fn plan(warehouse: &Warehouse, policies: &Policies, now_us: i64) -> Re
             let q = QuarantineColumns::of(&batch)?;
             for i in 0..batch.num_rows() {
                 let tenant = (!q.tenant.is_null(i)).then(|| q.tenant.value(i));
+                // A tenant-wide hold keeps its rejected input too.
+                if tenant.is_some_and(|t| {
+                    holds
+                        .get(t)
+                        .is_some_and(|hs| hs.iter().any(crate::holds::Hold::whole_tenant))
+                }) {
+                    continue;
+                }
                 let policy = tenant.map_or(&policies.default, |t| policies.of(t));
                 // A record has no event type: the policy's days apply.
                 let (Some(cutoff), Some(at)) = (

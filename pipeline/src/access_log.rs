@@ -75,6 +75,24 @@ impl AccessLog {
         })
     }
 
+    /// Appends one Custody event (a legal hold an administrator placed or released), under
+    /// the same authentication, and syncs it to disk: the pipeline chains it.
+    pub fn append_event(&self, event: &serde_json::Value) -> std::io::Result<()> {
+        self.append(event.to_string())
+    }
+
+    fn append(&self, event: String) -> std::io::Result<()> {
+        let line = AccessLine::new(&self.key, event);
+        let mut line = serde_json::to_vec(&line)?;
+        line.push(b'\n');
+        let mut file = self
+            .file
+            .lock()
+            .map_err(|_| std::io::Error::other("access log lock poisoned"))?;
+        file.write_all(&line)?;
+        file.sync_data()
+    }
+
     /// Appends one access event and syncs it to disk.
     pub fn record(&self, a: &Access<'_>) -> std::io::Result<()> {
         let now = custody_schemas::time::now_us();
@@ -100,14 +118,6 @@ impl AccessLog {
         if let Some(sql) = a.sql {
             event["payload"]["sql"] = sql.into();
         }
-        let line = AccessLine::new(&self.key, event.to_string());
-        let mut line = serde_json::to_vec(&line)?;
-        line.push(b'\n');
-        let mut file = self
-            .file
-            .lock()
-            .map_err(|_| std::io::Error::other("access log lock poisoned"))?;
-        file.write_all(&line)?;
-        file.sync_data()
+        self.append(event.to_string())
     }
 }

@@ -129,7 +129,9 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// Destroys the keys of `tenant` (or of one token), then records `DATA_ERASED`.
+/// Destroys the keys of `tenant` (or of one token), then records `DATA_ERASED`. Refused while
+/// a legal hold is in force on the tenant, unless `override_hold` gives the reason to erase
+/// anyway (recorded with the holds overridden).
 pub fn erase(
     config: &Config,
     warehouse: &Path,
@@ -137,7 +139,27 @@ pub fn erase(
     subject: Option<&str>,
     requested_by: &str,
     reason: &str,
+    override_hold: Option<&str>,
 ) -> anyhow::Result<()> {
+    if !warehouse.join("catalog.db").is_file() {
+        bail!(
+            "{} is not a custody warehouse (no catalog.db)",
+            warehouse.display()
+        );
+    }
+    // The tenant's keys protect every sealed value of it, held or not.
+    let holds = crate::holds::in_force(warehouse, Some(tenant))?;
+    if !holds.is_empty() && override_hold.is_none() {
+        bail!(
+            "{tenant:?} is under legal hold: {}; erasure refused (pass --override-hold REASON \
+             to erase anyway; the override is recorded in the DATA_ERASED event)",
+            holds
+                .iter()
+                .map(custody_operators::holds::Hold::describe)
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
     let rt = runtime()?;
     let destroyed = {
         let _lock = crate::dataflow::lock_warehouse(warehouse)?;
@@ -156,9 +178,22 @@ pub fn erase(
             "keys_destroyed": destroyed,
             "requested_by": requested_by,
             "reason": reason,
+            "overridden_holds": holds.iter().map(|h| h.hold_id.as_str()).collect::<Vec<_>>(),
+            "override_reason": override_hold.filter(|_| !holds.is_empty()),
         }),
     )?;
     println!("erased {destroyed} data key(s) of {tenant:?}; recorded as event {id}");
+    if !holds.is_empty() {
+        println!(
+            "overrode {} legal hold(s): {}",
+            holds.len(),
+            holds
+                .iter()
+                .map(|h| h.hold_id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     Ok(())
 }
 

@@ -34,6 +34,8 @@ pub enum Need {
     Views,
     /// Checkpoints and proofs.
     Evidence,
+    /// Changing what the log records about the tenant (legal holds).
+    Admin,
 }
 
 impl Role {
@@ -41,6 +43,7 @@ impl Role {
         match need {
             Need::Views => true,
             Need::Evidence => self >= Role::Regulator,
+            Need::Admin => self == Role::Admin,
         }
     }
 }

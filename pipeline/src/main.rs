@@ -23,6 +23,7 @@ mod dashboard;
 mod dataflow;
 mod fuzz;
 mod generate;
+mod holds;
 mod lake_pool;
 mod retention;
 mod serve;
@@ -126,9 +127,19 @@ enum Command {
         /// Why, e.g. the request reference (recorded).
         #[arg(long)]
         reason: String,
+        /// Erase even though a legal hold is in force on the tenant, for this reason
+        /// (recorded with the holds overridden).
+        #[arg(long)]
+        override_hold: Option<String>,
         /// Warehouse directory (default from config).
         #[arg(long)]
         warehouse: Option<PathBuf>,
+    },
+    /// Place, release or list legal holds (chained as LEGAL_HOLD_PLACED / _RELEASED): held
+    /// events are skipped by retention, and erasure of a held tenant is refused.
+    Hold {
+        #[command(subcommand)]
+        action: HoldAction,
     },
     /// Reveal the value behind a token; recorded first as DATA_REIDENTIFIED.
     Reveal {
@@ -254,6 +265,70 @@ struct ExportArgs {
     /// Only this tenant.
     #[arg(long)]
     tenant: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum HoldAction {
+    /// Place a hold on a tenant, or on one of its sessions or agents, or a time range.
+    Place {
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// Only this session.
+        #[arg(long, conflicts_with_all = ["agent", "from", "to"])]
+        session: Option<String>,
+        /// Only this agent.
+        #[arg(long, conflicts_with_all = ["from", "to"])]
+        agent: Option<String>,
+        /// Only events from this time (RFC 3339).
+        #[arg(long)]
+        from: Option<String>,
+        /// Only events before this time (RFC 3339).
+        #[arg(long)]
+        to: Option<String>,
+        /// The hold's id (default: a new one, printed).
+        #[arg(long)]
+        hold_id: Option<String>,
+        /// Why, e.g. the matter reference (recorded).
+        #[arg(long)]
+        reason: String,
+        /// Who places it (recorded).
+        #[arg(long)]
+        requested_by: String,
+        /// Warehouse directory (default from config).
+        #[arg(long)]
+        warehouse: Option<PathBuf>,
+    },
+    /// Release a hold.
+    Release {
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// The hold.
+        #[arg(long)]
+        hold_id: String,
+        /// Why (recorded).
+        #[arg(long)]
+        reason: String,
+        /// Who releases it (recorded).
+        #[arg(long)]
+        requested_by: String,
+        /// Warehouse directory (default from config).
+        #[arg(long)]
+        warehouse: Option<PathBuf>,
+    },
+    /// List the holds in force.
+    List {
+        /// Only this tenant's.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+        /// Warehouse directory (default from config).
+        #[arg(long)]
+        warehouse: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -472,6 +547,7 @@ fn main() -> anyhow::Result<()> {
             subject,
             requested_by,
             reason,
+            override_hold,
             warehouse,
         } => admin::erase(
             &config,
@@ -480,7 +556,9 @@ fn main() -> anyhow::Result<()> {
             subject.as_deref(),
             &requested_by,
             &reason,
+            override_hold.as_deref(),
         ),
+        Command::Hold { action } => hold_command(&config, action),
         Command::Reveal {
             tenant,
             token,
@@ -1340,6 +1418,82 @@ fn run(config: &Config, args: RunArgs) -> anyhow::Result<()> {
     let live_now = live.lock().map(|l| l.clone()).unwrap_or_default();
     if !print_summary("custody run", &total, &live_now, &warehouse) {
         bail!("counts do not balance");
+    }
+    Ok(())
+}
+
+/// `custody hold …`.
+fn hold_command(config: &Config, action: HoldAction) -> anyhow::Result<()> {
+    let warehouse_of = |w: Option<PathBuf>| -> anyhow::Result<PathBuf> {
+        let w = w.unwrap_or_else(|| config.warehouse.path.clone());
+        if !w.join("catalog.db").is_file() {
+            bail!("{} is not a custody warehouse (no catalog.db)", w.display());
+        }
+        Ok(w)
+    };
+    match action {
+        HoldAction::Place {
+            tenant,
+            session,
+            agent,
+            from,
+            to,
+            hold_id,
+            reason,
+            requested_by,
+            warehouse,
+        } => {
+            let hold = holds::PlaceHold {
+                hold_id,
+                session_id: session,
+                agent_id: agent,
+                from,
+                to,
+                reason,
+            };
+            let id = holds::place(
+                config,
+                &warehouse_of(warehouse)?,
+                &tenant,
+                &hold,
+                &requested_by,
+            )?;
+            println!("{id}");
+        }
+        HoldAction::Release {
+            tenant,
+            hold_id,
+            reason,
+            requested_by,
+            warehouse,
+        } => {
+            holds::release(
+                config,
+                &warehouse_of(warehouse)?,
+                &tenant,
+                &hold_id,
+                &reason,
+                &requested_by,
+            )?;
+            println!("released {hold_id} of {tenant:?}");
+        }
+        HoldAction::List {
+            tenant,
+            json,
+            warehouse,
+        } => {
+            let held = holds::in_force(&warehouse_of(warehouse)?, tenant.as_deref())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&held)?);
+            } else if held.is_empty() {
+                println!("no legal hold in force");
+            }
+            if !json {
+                for h in &held {
+                    println!("{}: {}", h.tenant_id, h.describe());
+                }
+            }
+        }
     }
     Ok(())
 }

@@ -88,6 +88,7 @@ fn payload(t: &TenantPlan, requested_by: &str) -> Value {
         "expired_ranges": t.ranges,
         "expired_quarantine": t.quarantine.len(),
         "expired_vault": t.vault,
+        "held_events": t.held,
         "requested_by": requested_by,
     })
 }
@@ -121,13 +122,14 @@ pub fn describe(plan: &Plan, policies: &Policies) -> Vec<String> {
     let mut out = Vec::new();
     for (tenant, t) in &plan.tenants {
         out.push(format!(
-            "{tenant}: {} events before {} ({} ranges), {} quarantined records, {} vault entries \
-             (policy: {})",
+            "{tenant}: {} events before {} ({} ranges), {} quarantined records, {} vault entries, \
+             {} held events kept (policy: {})",
             t.events,
             format_rfc3339(t.cutoff_us.max(0)),
             t.ranges.len(),
             t.quarantine.len(),
             t.vault,
+            t.held,
             policy_text(policies.of(tenant)),
         ));
     }

@@ -103,6 +103,14 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tenants/{tenant}/reports", get(reports))
         .route("/v1/tenants/{tenant}/reports/{report}", get(report))
         .route("/v1/tenants/{tenant}/export", get(export_events))
+        .route(
+            "/v1/tenants/{tenant}/holds",
+            get(list_holds).post(place_hold),
+        )
+        .route(
+            "/v1/tenants/{tenant}/holds/{hold_id}/release",
+            axum::routing::post(release_hold),
+        )
         .route("/v1/tenants/{tenant}/sql", post(sql))
         .route("/dashboard", get(crate::dashboard::page))
         .layer(axum::middleware::from_fn_with_state(
@@ -244,6 +252,129 @@ async fn metrics(State(state): State<AppState>) -> Response {
         state.metrics.render(),
     )
         .into_response()
+}
+
+/// `GET /v1/tenants/{t}/holds`: the legal holds in force on the tenant, from its log.
+async fn list_holds(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    Params(NoParams {}): Params<NoParams>,
+) -> Response {
+    if let Err(denied) = state.auth.authorize(&headers, &tenant, Need::Evidence) {
+        return denied.into_response();
+    }
+    let Some(lake) = state.lake.clone() else {
+        return unavailable();
+    };
+    let events = lake
+        .run(|w| async move { w.hold_events().await.map_err(|e| e.to_string()) })
+        .await;
+    match events {
+        Ok(events) => {
+            let holds = custody_operators::holds::active(events)
+                .remove(&tenant)
+                .unwrap_or_default();
+            Json(json!({"tenant_id": tenant, "holds": holds})).into_response()
+        }
+        Err(e) => lake_failed("legal holds", e),
+    }
+}
+
+/// The caller's name for the record (`anonymous` on an open API).
+fn caller_name(state: &AppState, headers: &HeaderMap) -> String {
+    match state.auth.principal(headers) {
+        Ok(Some(p)) => p.name.clone(),
+        _ => "anonymous".into(),
+    }
+}
+
+/// Appends a legal hold event to the authenticated access log (chained by the serving
+/// pipeline within an epoch): 202 with its id, 400 if it is not a valid event.
+fn append_hold_event(
+    state: &AppState,
+    tenant: &str,
+    by: &str,
+    event_type: &str,
+    payload: Value,
+) -> Response {
+    let Some(access) = &state.access else {
+        return unavailable();
+    };
+    let (event_id, event) = match crate::holds::hold_event(tenant, by, event_type, payload.clone())
+    {
+        Ok(e) => e,
+        Err(e) => return bad_request(e.to_string()),
+    };
+    match access.append_event(&event) {
+        Ok(()) => (
+            StatusCode::ACCEPTED,
+            Json(json!({
+                "hold_id": payload["hold_id"],
+                "event_id": event_id,
+                "event_type": event_type,
+                "status": "recorded: chained into the tenant's log with the next epoch",
+            })),
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot record a legal hold");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"error": "access log unavailable"})),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// `POST /v1/tenants/{t}/holds` (admin): places a hold, `{"reason": …}` and optionally one of
+/// `session_id`, `agent_id`, `from`/`to`, and a `hold_id`.
+async fn place_hold(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(denied) = state.auth.authorize(&headers, &tenant, Need::Admin) {
+        return denied.into_response();
+    }
+    let request: crate::holds::PlaceHold = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return bad_request(format!("body: {e}")),
+    };
+    let by = caller_name(&state, &headers);
+    let payload = match request.payload(&by) {
+        Ok(p) => p,
+        Err(e) => return bad_request(e.to_string()),
+    };
+    append_hold_event(&state, &tenant, &by, "LEGAL_HOLD_PLACED", payload)
+}
+
+/// `{"reason": …}`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReleaseHold {
+    reason: String,
+}
+
+/// `POST /v1/tenants/{t}/holds/{id}/release` (admin).
+async fn release_hold(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((tenant, hold_id)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(denied) = state.auth.authorize(&headers, &tenant, Need::Admin) {
+        return denied.into_response();
+    }
+    let request: ReleaseHold = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return bad_request(format!("body: {e} (expected {{\"reason\": \"...\"}})")),
+    };
+    let by = caller_name(&state, &headers);
+    let payload = json!({"hold_id": hold_id, "reason": request.reason, "requested_by": by});
+    append_hold_event(&state, &tenant, &by, "LEGAL_HOLD_RELEASED", payload)
 }
 
 /// Whether `tenant` has events (a tenant the views know).

@@ -60,11 +60,17 @@ pub enum EventType {
     /// Custody removed the tenant's events older than its retention policy (their leaf hashes
     /// stay, so the chain and every checkpoint still verify). Written by `custody retention`.
     RetentionApplied,
+    /// A legal hold was placed on the tenant, one of its sessions or agents, or a time range:
+    /// what it covers is neither expired nor erased. Written by `custody hold place` and the
+    /// admin API.
+    LegalHoldPlaced,
+    /// A legal hold was released. Written by `custody hold release` and the admin API.
+    LegalHoldReleased,
 }
 
 impl EventType {
     /// Every event type, in taxonomy order.
-    pub const ALL: [EventType; 15] = [
+    pub const ALL: [EventType; 17] = [
         EventType::TaskInitiated,
         EventType::ModelDecision,
         EventType::DecisionPoint,
@@ -80,6 +86,8 @@ impl EventType {
         EventType::DataReidentified,
         EventType::AuditLogAccessed,
         EventType::RetentionApplied,
+        EventType::LegalHoldPlaced,
+        EventType::LegalHoldReleased,
     ];
 
     /// The wire name, e.g. `TOOL_CALLED`.
@@ -100,6 +108,8 @@ impl EventType {
             EventType::DataReidentified => "DATA_REIDENTIFIED",
             EventType::AuditLogAccessed => "AUDIT_LOG_ACCESSED",
             EventType::RetentionApplied => "RETENTION_APPLIED",
+            EventType::LegalHoldPlaced => "LEGAL_HOLD_PLACED",
+            EventType::LegalHoldReleased => "LEGAL_HOLD_RELEASED",
         }
     }
 
@@ -126,6 +136,7 @@ impl EventType {
             // Query strings and paths carry whatever a caller typed (e-mails, card numbers).
             EventType::AuditLogAccessed => &["path", "query", "sql"],
             EventType::RetentionApplied => &[],
+            EventType::LegalHoldPlaced | EventType::LegalHoldReleased => &["reason"],
         }
     }
 
@@ -135,9 +146,11 @@ impl EventType {
     pub fn person_fields(self) -> &'static [&'static str] {
         match self {
             EventType::HumanReviewDecision => &["reviewer_id"],
-            EventType::DataErased | EventType::DataReidentified | EventType::RetentionApplied => {
-                &["requested_by"]
-            }
+            EventType::DataErased
+            | EventType::DataReidentified
+            | EventType::RetentionApplied
+            | EventType::LegalHoldPlaced
+            | EventType::LegalHoldReleased => &["requested_by"],
             _ => &[],
         }
     }
@@ -161,6 +174,8 @@ impl EventType {
                 | EventType::DataReidentified
                 | EventType::AuditLogAccessed
                 | EventType::RetentionApplied
+                | EventType::LegalHoldPlaced
+                | EventType::LegalHoldReleased
         )
     }
 
@@ -169,7 +184,11 @@ impl EventType {
     pub fn is_lifecycle_record(self) -> bool {
         matches!(
             self,
-            EventType::DataErased | EventType::DataReidentified | EventType::RetentionApplied
+            EventType::DataErased
+                | EventType::DataReidentified
+                | EventType::RetentionApplied
+                | EventType::LegalHoldPlaced
+                | EventType::LegalHoldReleased
         )
     }
 }
@@ -669,6 +688,40 @@ pub fn validate_payload(event_type: EventType, payload: &Json<'_>) -> Result<(),
             }
             Ok(())
         }
+        EventType::LegalHoldPlaced => {
+            let p = check::<LegalHoldPlaced>(event_type, payload)?;
+            let bad = |reason: &str| {
+                Err(SchemaError::Payload {
+                    event_type,
+                    reason: reason.to_string(),
+                })
+            };
+            let (from, to) = (p.from.as_ref(), p.to.as_ref());
+            match p.scope {
+                HoldScope::Tenant
+                    if p.session_id.is_some()
+                        || p.agent_id.is_some()
+                        || from.is_some()
+                        || to.is_some() =>
+                {
+                    bad("a tenant-wide hold names no session, agent or range")
+                }
+                HoldScope::Session if p.session_id.is_none() => {
+                    bad("a session hold names its session_id")
+                }
+                HoldScope::Agent if p.agent_id.is_none() => bad("an agent hold names its agent_id"),
+                HoldScope::Range if from.is_none() && to.is_none() => {
+                    bad("a range hold names its from or to (or both)")
+                }
+                _ => {
+                    for t in [from, to].into_iter().flatten() {
+                        parse_rfc3339(t.as_str())?;
+                    }
+                    Ok(())
+                }
+            }
+        }
+        EventType::LegalHoldReleased => check::<LegalHoldReleased>(event_type, payload).map(drop),
     }
 }
 
@@ -997,6 +1050,12 @@ pub mod payload {
         /// Why (e.g. the GDPR Art. 17 request reference).
         #[serde(borrow)]
         pub reason: Text<'a>,
+        /// Legal holds the erasure overrode (it is refused under a hold otherwise).
+        #[serde(default, borrow)]
+        pub overridden_holds: Vec<Text<'a>>,
+        /// Why they were overridden.
+        #[serde(default, borrow)]
+        pub override_reason: Option<Text<'a>>,
     }
 
     /// `DATA_REIDENTIFIED`.
@@ -1038,6 +1097,64 @@ pub mod payload {
         #[serde(default)]
         pub held_events: u64,
         /// Who or what applied it (`retention-job`, an operator).
+        #[serde(borrow)]
+        pub requested_by: Text<'a>,
+    }
+
+    /// What a legal hold covers.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum HoldScope {
+        /// Everything of the tenant.
+        Tenant,
+        /// One session (`session_id`).
+        Session,
+        /// One agent (`agent_id`).
+        Agent,
+        /// Events from `from` (inclusive) to `to` (exclusive); either may be open.
+        Range,
+    }
+
+    /// `LEGAL_HOLD_PLACED`.
+    #[derive(Clone, Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct LegalHoldPlaced<'a> {
+        /// The hold's id (unique within the tenant), named again when it is released.
+        #[serde(borrow)]
+        pub hold_id: Text<'a>,
+        /// What it covers.
+        pub scope: HoldScope,
+        /// The session, for a session hold.
+        #[serde(default, borrow)]
+        pub session_id: Option<Text<'a>>,
+        /// The agent, for an agent hold.
+        #[serde(default, borrow)]
+        pub agent_id: Option<Text<'a>>,
+        /// Start of a range hold (RFC 3339), if bounded.
+        #[serde(default, borrow)]
+        pub from: Option<Text<'a>>,
+        /// End of a range hold (RFC 3339, exclusive), if bounded.
+        #[serde(default, borrow)]
+        pub to: Option<Text<'a>>,
+        /// Why (a case or matter reference).
+        #[serde(borrow)]
+        pub reason: Text<'a>,
+        /// Who placed it.
+        #[serde(borrow)]
+        pub requested_by: Text<'a>,
+    }
+
+    /// `LEGAL_HOLD_RELEASED`.
+    #[derive(Clone, Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct LegalHoldReleased<'a> {
+        /// The hold released.
+        #[serde(borrow)]
+        pub hold_id: Text<'a>,
+        /// Why.
+        #[serde(borrow)]
+        pub reason: Text<'a>,
+        /// Who released it.
         #[serde(borrow)]
         pub requested_by: Text<'a>,
     }

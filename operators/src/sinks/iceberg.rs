@@ -1610,8 +1610,8 @@ fn without_content_bounds(
     file: iceberg::spec::DataFile,
 ) -> Result<iceberg::spec::DataFile> {
     use iceberg::spec::{PrimitiveType, Type};
-    let schema = metadata.current_schema();
-    let kept: HashSet<i64> = schema
+    let kept: HashSet<i32> = metadata
+        .current_schema()
         .as_struct()
         .fields()
         .iter()
@@ -1624,32 +1624,41 @@ fn without_content_bounds(
                     )
                 )
         })
-        .map(|f| i64::from(f.id))
+        .map(|f| f.id)
         .collect();
-    let spec = metadata.default_partition_spec();
-    let partition_type = spec.partition_type(schema)?;
-    let json = iceberg::spec::serialize_data_file_to_json(
-        file,
-        &partition_type,
-        metadata.format_version(),
-    )?;
-    let mut value: serde_json::Value = serde_json::from_str(&json)
-        .map_err(|e| Error::SinkStopped(format!("a data file's entry: {e}")))?;
-    for bounds in ["lower_bounds", "upper_bounds"] {
-        if let Some(serde_json::Value::Array(entries)) = value.get_mut(bounds) {
-            entries.retain(|e| {
-                e.get("key")
-                    .and_then(serde_json::Value::as_i64)
-                    .is_some_and(|k| kept.contains(&k))
-            });
-        }
+    let bounds = |b: &HashMap<i32, iceberg::spec::Datum>| -> HashMap<i32, iceberg::spec::Datum> {
+        b.iter()
+            .filter(|(id, _)| kept.contains(id))
+            .map(|(id, d)| (*id, d.clone()))
+            .collect()
+    };
+    // Rebuilt field by field (a trip through JSON would reorder the partition tuple).
+    let mut out = iceberg::spec::DataFileBuilder::default();
+    out.content(file.content_type())
+        .file_path(file.file_path().to_string())
+        .file_format(file.file_format())
+        .partition(file.partition().clone())
+        .record_count(file.record_count())
+        .file_size_in_bytes(file.file_size_in_bytes())
+        .column_sizes(file.column_sizes().clone())
+        .value_counts(file.value_counts().clone())
+        .null_value_counts(file.null_value_counts().clone())
+        .nan_value_counts(file.nan_value_counts().clone())
+        .lower_bounds(bounds(file.lower_bounds()))
+        .upper_bounds(bounds(file.upper_bounds()))
+        .key_metadata(file.key_metadata().map(<[u8]>::to_vec))
+        .split_offsets(file.split_offsets().map(<[i64]>::to_vec))
+        .equality_ids(file.equality_ids())
+        .first_row_id(file.first_row_id())
+        .partition_spec_id(metadata.default_partition_spec().spec_id())
+        .referenced_data_file(file.referenced_data_file())
+        .content_offset(file.content_offset())
+        .content_size_in_bytes(file.content_size_in_bytes());
+    if let Some(order) = file.sort_order_id() {
+        out.sort_order_id(order);
     }
-    Ok(iceberg::spec::deserialize_data_file_from_json(
-        &value.to_string(),
-        spec.spec_id(),
-        &partition_type,
-        schema,
-    )?)
+    out.build()
+        .map_err(|e| Error::SinkStopped(format!("a data file's entry: {e}")))
 }
 
 /// SHA-256 of a data file's bytes, hex.
@@ -1691,6 +1700,48 @@ fn decode_hash(text: &str, what: &str) -> Result<[u8; 32]> {
 }
 
 impl Warehouse {
+    /// Every legal hold event (`LEGAL_HOLD_PLACED`, `LEGAL_HOLD_RELEASED`) of every tenant:
+    /// a scan of the events' `event_type` column ([`crate::holds::active`] folds them).
+    pub async fn hold_events(&self) -> Result<Vec<crate::holds::HoldEvent>> {
+        use iceberg::expr::Reference;
+        use iceberg::spec::Datum;
+        let table = self.table(tables::EVENTS).await?;
+        if table.metadata().current_snapshot().is_none() {
+            return Ok(Vec::new());
+        }
+        let mut stream = table
+            .scan()
+            .select(["tenant_id", "seq", "event_type", "payload"])
+            .with_filter(Reference::new("event_type").is_in([
+                Datum::string("LEGAL_HOLD_PLACED"),
+                Datum::string("LEGAL_HOLD_RELEASED"),
+            ]))
+            .build()?
+            .to_arrow()
+            .await?;
+        let mut out = Vec::new();
+        while let Some(batch) = stream.try_next().await? {
+            let tenant = string_column(&batch, "tenant_id")?;
+            let seq = int_column(&batch, "seq")?;
+            let event_type = string_column(&batch, "event_type")?;
+            let payload = string_column(&batch, "payload")?;
+            for i in 0..batch.num_rows() {
+                // The filter prunes; the rows of a file it could not prune are checked here.
+                let t = event_type.value(i);
+                if t != "LEGAL_HOLD_PLACED" && t != "LEGAL_HOLD_RELEASED" {
+                    continue;
+                }
+                out.push(crate::holds::HoldEvent {
+                    tenant_id: tenant.value(i).to_string(),
+                    seq: seq.value(i) as u64,
+                    event_type: t.to_string(),
+                    payload: payload.value(i).to_string(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
     /// Every row of `custody.expired` (none in a warehouse written before it existed).
     pub async fn expired_leaves(&self) -> Result<Vec<crate::verify::ExpiredLeaf>> {
         let ident = TableIdent::new(
@@ -2144,8 +2195,8 @@ pub(crate) struct EventColumns<'a> {
     event_id_text: &'a StringArray,
     version: &'a StringArray,
     pub(crate) event_type: &'a StringArray,
-    session: &'a StringArray,
-    agent: &'a StringArray,
+    pub(crate) session: &'a StringArray,
+    pub(crate) agent: &'a StringArray,
     user: &'a StringArray,
     pub(crate) time: &'a TimestampMicrosecondArray,
     parent_uuid: &'a FixedSizeBinaryArray,
@@ -3616,4 +3667,58 @@ fn view_changes_batch(views: &[ViewUpdate], epoch: Epoch) -> Result<RecordBatch>
             Arc::new(diff.finish()),
         ],
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iceberg::spec::{DataContentType, DataFileBuilder, DataFileFormat, Datum, Literal, Struct};
+
+    /// A data file's entry keeps its partition tuple in order and every bound pruning uses
+    /// (tenant, numbers, times), and loses the bounds of text and binary columns (values of
+    /// rows, which retention must be able to remove from every file).
+    #[test]
+    fn entries_keep_their_partition_and_lose_content_bounds() {
+        let schema = arrow_schema_to_schema(&tables::events_schema()).expect("schema");
+        let metadata = iceberg::spec::TableMetadataBuilder::new(
+            schema,
+            crate::layout::partition_spec(tables::EVENTS).expect("spec"),
+            iceberg::spec::SortOrder::unsorted_order(),
+            "file:///wh/events".into(),
+            iceberg::spec::FormatVersion::V2,
+            HashMap::new(),
+        )
+        .expect("builder")
+        .build()
+        .expect("metadata")
+        .metadata;
+        let partition = Struct::from_iter([Some(Literal::int(3)), Some(Literal::date(20_000))]);
+        let bounds = HashMap::from([
+            (1, Datum::string("tenant-0001")),
+            (2, Datum::long(7)),
+            (4, Datum::string("an-event-id")),
+            (13, Datum::string("{\"prompt\":\"secret\"}")),
+        ]);
+        let file = DataFileBuilder::default()
+            .content(DataContentType::Data)
+            .file_path("file:///wh/events/data/x.parquet".into())
+            .file_format(DataFileFormat::Parquet)
+            .partition(partition.clone())
+            .record_count(2)
+            .file_size_in_bytes(100)
+            .lower_bounds(bounds.clone())
+            .upper_bounds(bounds)
+            .split_offsets(Some(vec![4]))
+            .partition_spec_id(metadata.default_partition_spec().spec_id())
+            .build()
+            .expect("file");
+        let kept = without_content_bounds(&metadata, file).expect("rebuilt");
+        assert_eq!(kept.partition(), &partition);
+        let mut ids: Vec<i32> = kept.lower_bounds().keys().copied().collect();
+        ids.sort();
+        assert_eq!(ids, [1, 2]);
+        assert_eq!(kept.upper_bounds().len(), 2);
+        assert_eq!(kept.split_offsets(), Some(&[4i64][..]));
+        assert_eq!(kept.record_count(), 2);
+    }
 }

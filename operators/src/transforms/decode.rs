@@ -194,10 +194,20 @@ pub fn decode_with<T>(
         let decoded = decode(bytes).map_err(|e| schema_error(bytes, e))?;
         let event = &decoded.event;
         let allowed = match raw.partition {
-            crate::record::ACCESS_LOG_PARTITION => event.event_type == EventType::AuditLogAccessed,
+            // The API writes access records and the legal holds an administrator places.
+            crate::record::ACCESS_LOG_PARTITION => matches!(
+                event.event_type,
+                EventType::AuditLogAccessed
+                    | EventType::LegalHoldPlaced
+                    | EventType::LegalHoldReleased
+            ),
             crate::record::ADMIN_PARTITION => matches!(
                 event.event_type,
-                EventType::DataErased | EventType::DataReidentified | EventType::RetentionApplied
+                EventType::DataErased
+                    | EventType::DataReidentified
+                    | EventType::RetentionApplied
+                    | EventType::LegalHoldPlaced
+                    | EventType::LegalHoldReleased
             ),
             _ => false,
         };
