@@ -236,14 +236,49 @@ fn retention_removes_exactly_the_expired_events_and_every_proof_still_verifies()
         .collect();
     let time = |e: &Value| parse_rfc3339(e["timestamp"].as_str().unwrap()).unwrap();
     let field = |e: &Value, f: &str| e[f].as_str().unwrap().to_string();
+    // A legal hold on tenant-0000's first session, which retention would otherwise remove.
+    let held_session = field(
+        parsed
+            .iter()
+            .find(|e| e["tenant_id"] == "tenant-0000")
+            .unwrap(),
+        "session_id",
+    );
+    let hold = run(&[
+        "--config",
+        &cfg,
+        "hold",
+        "place",
+        "--warehouse",
+        whs,
+        "--tenant",
+        "tenant-0000",
+        "--session",
+        &held_session,
+        "--hold-id",
+        "H-42",
+        "--reason",
+        "matter 42",
+        "--requested-by",
+        "counsel@tenant-0000",
+    ]);
+    assert_eq!(hold.trim(), "H-42");
+    let held =
+        |e: &Value| e["tenant_id"] == "tenant-0000" && e["session_id"] == held_session.as_str();
     let (gone, kept): (Vec<&Value>, Vec<&Value>) = parsed.iter().partition(|e| {
-        expires(
-            &field(e, "tenant_id"),
-            &field(e, "event_type"),
-            time(e),
-            now_us,
-        )
+        !held(e)
+            && expires(
+                &field(e, "tenant_id"),
+                &field(e, "event_type"),
+                time(e),
+                now_us,
+            )
     });
+    let held_expired = parsed
+        .iter()
+        .filter(|e| held(e) && expires("tenant-0000", &field(e, "event_type"), time(e), now_us))
+        .count();
+    assert!(held_expired > 0);
     assert!(
         gone.len() > 1000 && kept.len() > 1000,
         "{} {}",
@@ -289,7 +324,9 @@ fn retention_removes_exactly_the_expired_events_and_every_proof_still_verifies()
     );
     let stored: BTreeSet<String> = rows(&tables, "events")
         .iter()
-        .filter(|e| e["event_type"] != "RETENTION_APPLIED")
+        .filter(|e| {
+            !["RETENTION_APPLIED", "LEGAL_HOLD_PLACED"].contains(&e["event_type"].as_str().unwrap())
+        })
         .map(|e| field(e, "event_id"))
         .collect();
     let want: BTreeSet<String> = kept.iter().map(|e| field(e, "event_id")).collect();
@@ -308,6 +345,12 @@ fn retention_removes_exactly_the_expired_events_and_every_proof_still_verifies()
             .filter(|g| g["tenant_id"] == tenant.as_str())
             .count();
         assert_eq!(payload["expired_events"], expired as u64, "{payload}");
+        let held_here = if tenant == "tenant-0000" {
+            held_expired
+        } else {
+            0
+        };
+        assert_eq!(payload["held_events"], held_here as u64, "{payload}");
         let leaves = rows(&tables, "expired")
             .iter()
             .filter(|x| x["tenant_id"] == tenant.as_str())
@@ -317,6 +360,27 @@ fn retention_removes_exactly_the_expired_events_and_every_proof_still_verifies()
     }
     // Rejected records are not yet past any policy.
     assert_eq!(rows(&tables, "quarantine").len(), 2);
+
+    // Erasure of a held tenant is refused, naming the hold.
+    let refused = Command::new(custody_bin())
+        .args([
+            "--config",
+            &cfg,
+            "erase",
+            "--warehouse",
+            whs,
+            "--tenant",
+            "tenant-0000",
+        ])
+        .args(["--requested-by", "dpo@tenant-0000", "--reason", "GDPR-1"])
+        .env("CUSTODY_SIGNING_KEY", SIGNING_KEY)
+        .output()
+        .unwrap();
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && why.contains("legal hold") && why.contains("H-42"),
+        "{why}"
+    );
 
     // No byte of them is left: ids (text and 16 bytes) and sealed content, in any file.
     let referenced: HashSet<String> = kept
@@ -411,6 +475,18 @@ fn retention_removes_exactly_the_expired_events_and_every_proof_still_verifies()
     let mut serve = serve_command(&wh, &addr);
     serve.args(["--config", &cfg]);
     let server = await_line(serve.spawn().unwrap(), "views rebuilt");
+    // The reports first: each request is chained into its tenant's log once answered.
+    let golden = manifest_dir().join("golden/retention-report.json");
+    let mut reports = serde_json::Map::new();
+    for tenant in ["tenant-0001", "tenant-0002"] {
+        let (code, report) = get_json(
+            &addr,
+            &format!("/v1/tenants/{tenant}/reports/eu-ai-act-retention"),
+            "",
+        );
+        assert_eq!(code, 200, "{report}");
+        reports.insert(tenant.to_string(), stable(&report, now_us));
+    }
     let hash = |v: &Value| -> [u8; 32] {
         hex::decode(v.as_str().unwrap())
             .unwrap()
@@ -434,16 +510,41 @@ fn retention_removes_exactly_the_expired_events_and_every_proof_still_verifies()
             &hash(&p["checkpoint"]["root"]),
         ));
     }
-    let golden = manifest_dir().join("golden/retention-report.json");
-    let mut reports = serde_json::Map::new();
-    for tenant in ["tenant-0001", "tenant-0002"] {
-        let (code, report) = get_json(
-            &addr,
-            &format!("/v1/tenants/{tenant}/reports/eu-ai-act-retention"),
-            "",
+    // An administrator places a hold over the API (open here: development mode); the serving
+    // pipeline chains it, and the API lists it.
+    let range_from = format_rfc3339(now_us - 300 * DAY_US);
+    let range_to = format_rfc3339(now_us - 250 * DAY_US);
+    let (code, placed) = custody_tests::post_json(
+        &addr,
+        "/v1/tenants/tenant-0001/holds",
+        "",
+        &json!({"hold_id": "H-API", "from": range_from, "to": range_to, "reason": "regulator inquiry"}),
+    );
+    assert_eq!(code, 202, "{placed}");
+    let (code, bad) = custody_tests::post_json(
+        &addr,
+        "/v1/tenants/tenant-0001/holds",
+        "",
+        &json!({"session_id": "s", "agent_id": "a", "reason": "two scopes"}),
+    );
+    assert_eq!(code, 400, "{bad}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (code, list) = get_json(&addr, "/v1/tenants/tenant-0001/holds", "");
+        assert_eq!(code, 200, "{list}");
+        if list["holds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["hold_id"] == "H-API")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the API's hold was not chained: {list}"
         );
-        assert_eq!(code, 200, "{report}");
-        reports.insert(tenant.to_string(), stable(&report, now_us));
+        std::thread::sleep(std::time::Duration::from_millis(500));
     }
     drop(server);
     let got = serde_json::to_string_pretty(&Value::Object(reports)).unwrap() + "\n";
@@ -477,9 +578,43 @@ fn retention_removes_exactly_the_expired_events_and_every_proof_still_verifies()
             .iter()
             .filter(|e| e["event_type"] != "AUDIT_LOG_ACCESSED")
             .count(),
-        kept.len() + 3 + later.len(),
-        "retained, applications and later events"
+        kept.len() + 3 + 2 + later.len(),
+        "retained, applications, holds and later events"
     );
+    let listed: Value = serde_json::from_str(&run(&[
+        "--config",
+        &cfg,
+        "hold",
+        "list",
+        "--warehouse",
+        whs,
+        "--json",
+    ]))
+    .unwrap();
+    let ids: BTreeSet<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["hold_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, BTreeSet::from(["H-42", "H-API"]));
+    // The session hold is released: the session goes with the next application.
+    run(&[
+        "--config",
+        &cfg,
+        "hold",
+        "release",
+        "--warehouse",
+        whs,
+        "--tenant",
+        "tenant-0000",
+        "--hold-id",
+        "H-42",
+        "--reason",
+        "matter closed",
+        "--requested-by",
+        "counsel@tenant-0000",
+    ]);
 
     // Later, every event of tenant-0000 and its rejected record are past its 180 days;
     // tenant-0001's record is within its 365.
@@ -513,7 +648,29 @@ fn retention_removes_exactly_the_expired_events_and_every_proof_still_verifies()
         .filter(|e| e["tenant_id"] == "tenant-0000")
         .map(|e| e["event_type"].as_str().unwrap())
         .collect();
-    assert!(left.iter().all(|t| *t == "RETENTION_APPLIED"), "{left:?}");
+    let lifecycle = [
+        "RETENTION_APPLIED",
+        "LEGAL_HOLD_PLACED",
+        "LEGAL_HOLD_RELEASED",
+    ];
+    assert!(left.iter().all(|t| lifecycle.contains(t)), "{left:?}");
+    // tenant-0001's events in the API's held range are kept; its others before the cutoff go.
+    let (from_us, to_us) = (now_us - 300 * DAY_US, now_us - 250 * DAY_US);
+    let in_range: BTreeSet<String> = parsed
+        .iter()
+        .filter(|e| e["tenant_id"] == "tenant-0001" && (from_us..to_us).contains(&time(e)))
+        .map(|e| field(e, "event_id"))
+        .collect();
+    assert!(!in_range.is_empty());
+    let stored_0001: BTreeSet<String> = rows(&tables, "events")
+        .iter()
+        .filter(|e| e["tenant_id"] == "tenant-0001")
+        .map(|e| field(e, "event_id"))
+        .collect();
+    assert!(in_range.is_subset(&stored_0001));
+    assert!(!parsed.iter().any(|e| e["tenant_id"] == "tenant-0001"
+        && time(e) < from_us
+        && stored_0001.contains(&field(e, "event_id"))));
     assert!(found(&wh, &quarantined_sealed).is_empty());
     assert!(found(&wh, &["quarantined kestrel memo".to_string()]).is_empty());
     let verified: Value = serde_json::from_str(&run(&[
@@ -528,4 +685,30 @@ fn retention_removes_exactly_the_expired_events_and_every_proof_still_verifies()
     for report in verified.as_array().unwrap() {
         assert_eq!(report["problems"], json!([]), "{report}");
     }
+
+    // Erasure overriding the API's hold is recorded with the hold it overrode.
+    let out = run(&[
+        "--config",
+        &cfg,
+        "erase",
+        "--warehouse",
+        whs,
+        "--tenant",
+        "tenant-0001",
+        "--requested-by",
+        "dpo@tenant-0001",
+        "--reason",
+        "GDPR-2",
+        "--override-hold",
+        "court order 7",
+    ]);
+    assert!(out.contains("overrode 1 legal hold(s): H-API"), "{out}");
+    let erased = read_columns(&wh, &["events:tenant_id,event_type,payload"]);
+    let payload: Value = rows(&erased, "events")
+        .iter()
+        .find(|e| e["tenant_id"] == "tenant-0001" && e["event_type"] == "DATA_ERASED")
+        .map(|e| serde_json::from_str(e["payload"].as_str().unwrap()).unwrap())
+        .unwrap();
+    assert_eq!(payload["overridden_holds"], json!(["H-API"]));
+    assert_eq!(payload["override_reason"], "court order 7");
 }
