@@ -112,7 +112,10 @@ fn keystore(
     warehouse: &Path,
     rt: &tokio::runtime::Runtime,
 ) -> anyhow::Result<Keystore> {
-    let (current, previous) = config.vault.keks(&config.keys.dir(warehouse)?)?;
+    let (current, previous) =
+        config
+            .vault
+            .keks(&config.keys, &config.keys.dir(warehouse)?, warehouse)?;
     let path = warehouse.join("keys/keystore.db");
     if !path.exists() {
         bail!(

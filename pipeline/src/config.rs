@@ -238,6 +238,23 @@ pub struct WarehouseConfig {
 pub struct KeysConfig {
     /// Key directory; empty for `<warehouse>.keys` beside the warehouse.
     pub dir: PathBuf,
+    /// Where the signing seed comes from ([`crate::keys::KeySource`]); empty: the default.
+    #[serde(default)]
+    pub signing: String,
+    /// Public keys (hex, or `file:PATH` holding one) of signing keys used before a rotation:
+    /// a warehouse last sealed under one of them is resumed, and sealed on under the new key.
+    #[serde(default)]
+    pub signing_previous: Vec<String>,
+    /// Where the key-encryption key comes from; empty: the default.
+    #[serde(default)]
+    pub kek: String,
+    /// Where the previous key-encryption key comes from during a rotation; empty: the
+    /// default.
+    #[serde(default)]
+    pub kek_previous: String,
+    /// Where the PII master key comes from; empty: the default.
+    #[serde(default)]
+    pub pii_master: String,
 }
 
 /// Files of the old layout that kept secret keys inside the warehouse.
@@ -272,6 +289,45 @@ pub fn is_within(path: &Path, dir: &Path) -> bool {
 }
 
 impl KeysConfig {
+    /// The provider configured for key `name` (`signing`, `kek`, `kek_previous`,
+    /// `pii_master`), if any.
+    pub fn source(&self, name: &str) -> Result<Option<crate::keys::KeySource>, ConfigError> {
+        let entry = match name {
+            "signing" => &self.signing,
+            "kek" => &self.kek,
+            "kek_previous" => &self.kek_previous,
+            _ => &self.pii_master,
+        };
+        crate::keys::KeySource::parse(entry, name)
+    }
+
+    /// The public keys of `signing_previous`.
+    pub fn previous_signers(
+        &self,
+        key_dir: &Path,
+    ) -> Result<Vec<ed25519_dalek::VerifyingKey>, ConfigError> {
+        self.signing_previous
+            .iter()
+            .map(|entry| {
+                let text = match entry.strip_prefix("file:") {
+                    Some(path) => {
+                        let path = key_dir.join(path.trim());
+                        std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                            path: path.clone(),
+                            source,
+                        })?
+                    }
+                    None => entry.clone(),
+                };
+                custody_operators::checkpoint::parse_public_key(text.trim()).ok_or_else(|| {
+                    ConfigError::Invalid(format!(
+                        "keys.signing_previous {entry:?}: not a hex Ed25519 public key"
+                    ))
+                })
+            })
+            .collect()
+    }
+
     /// The key directory of `warehouse`; refuses one inside the warehouse and secret keys
     /// left inside the warehouse by the old layout.
     pub fn dir(&self, warehouse: &Path) -> Result<PathBuf, ConfigError> {
@@ -416,7 +472,23 @@ impl PiiConfig {
 
     /// The master key: from the environment variable (hex, or raw text; at least
     /// [`MIN_MASTER_KEY_BYTES`]), else the dev key (with a warning).
-    pub fn master_key(&self) -> Result<Vec<u8>, ConfigError> {
+    pub fn master_key(
+        &self,
+        keys: &KeysConfig,
+        key_dir: &Path,
+        warehouse: &Path,
+    ) -> Result<Vec<u8>, ConfigError> {
+        if let Some(source) = keys.source("pii_master")? {
+            let key = source.load("pii-master", key_dir, warehouse)?;
+            if key.len() < MIN_MASTER_KEY_BYTES {
+                return Err(ConfigError::Invalid(format!(
+                    "keys.pii_master: the pii master key has {} bytes; at least \
+                     {MIN_MASTER_KEY_BYTES} are required",
+                    key.len()
+                )));
+            }
+            return Ok(key);
+        }
         match std::env::var(&self.master_key_env) {
             Ok(key) if !key.is_empty() => {
                 let key = hex::decode(key.trim()).unwrap_or_else(|_| key.into_bytes());
@@ -457,8 +529,16 @@ pub struct CheckpointsConfig {
 impl CheckpointsConfig {
     /// The signing key seed: from the environment, else from the key file in `key_dir`
     /// (created if missing, readable by the owner only).
-    pub fn signing_seed(&self, key_dir: &Path) -> Result<[u8; 32], ConfigError> {
-        secret_32(&self.signing_key_env, &key_dir.join(&self.signing_key_file))
+    pub fn signing_seed(
+        &self,
+        keys: &KeysConfig,
+        key_dir: &Path,
+        warehouse: &Path,
+    ) -> Result<[u8; 32], ConfigError> {
+        match keys.source("signing")? {
+            Some(source) => source.load_32("signing", key_dir, warehouse),
+            None => secret_32(&self.signing_key_env, &key_dir.join(&self.signing_key_file)),
+        }
     }
 }
 
@@ -545,7 +625,9 @@ impl VaultConfig {
     /// The current KEK and the previous one, if set.
     pub fn keks(
         &self,
+        keys: &KeysConfig,
         key_dir: &Path,
+        warehouse: &Path,
     ) -> Result<
         (
             custody_operators::vault::Kek,
@@ -553,7 +635,17 @@ impl VaultConfig {
         ),
         ConfigError,
     > {
-        let current = secret_32(&self.kek_env, &key_dir.join(&self.kek_file))?;
+        let current = match keys.source("kek")? {
+            Some(source) => source.load_32("kek", key_dir, warehouse)?,
+            None => secret_32(&self.kek_env, &key_dir.join(&self.kek_file))?,
+        };
+        if let Some(source) = keys.source("kek_previous")? {
+            let previous = source.load_32("kek-previous", key_dir, warehouse)?;
+            return Ok((
+                custody_operators::vault::Kek::new(&current),
+                vec![custody_operators::vault::Kek::new(&previous)],
+            ));
+        }
         let previous = match std::env::var(&self.kek_previous_env) {
             Ok(v) if !v.is_empty() => {
                 let mut k = [0u8; 32];

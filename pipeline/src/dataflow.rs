@@ -120,6 +120,9 @@ pub struct RunOptions {
     pub ready_line: Option<String>,
     /// A retention application committed with the first epoch ([`custody_operators::retention`]).
     pub retention: Option<custody_operators::retention::Job>,
+    /// Public keys of signing keys rotated from: the state resumed from may be sealed under
+    /// one of them.
+    pub previous_signers: Vec<ed25519_dalek::VerifyingKey>,
 }
 
 /// When one epoch passed each stage.
@@ -220,7 +223,21 @@ pub fn run_pipeline(
         );
         watermark = None;
     }
-    resume.verify(&signer.public_key(), watermark.as_ref())?;
+    // The state resumed from was sealed by this signing key, or by one it rotated from.
+    let verified = resume.verify(&signer.public_key(), watermark.as_ref());
+    if let Err(e) = verified {
+        if !opts
+            .previous_signers
+            .iter()
+            .any(|key| resume.verify(key, watermark.as_ref()).is_ok())
+        {
+            return Err(e.into());
+        }
+        tracing::info!(
+            key_id = %custody_operators::checkpoint::key_id(&signer.public_key()),
+            "resuming from a state sealed under a previous signing key (rotation)"
+        );
+    }
     let first_epoch = resume.last_epoch.map_or(0, |e| e + 1);
     for table in &resume.rolled_forward {
         metrics

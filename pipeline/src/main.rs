@@ -24,6 +24,7 @@ mod dataflow;
 mod fuzz;
 mod generate;
 mod holds;
+mod keys;
 mod lake_pool;
 mod retention;
 mod serve;
@@ -643,7 +644,9 @@ fn main() -> anyhow::Result<()> {
         Command::Compact { warehouse } => {
             let warehouse = warehouse.unwrap_or_else(|| config.warehouse.path.clone());
             let key_dir = config.keys.dir(&warehouse)?;
-            let seed = config.checkpoints.signing_seed(&key_dir)?;
+            let seed = config
+                .checkpoints
+                .signing_seed(&config.keys, &key_dir, &warehouse)?;
             let report = compact::compact(
                 &warehouse,
                 &key_dir,
@@ -895,7 +898,10 @@ fn run_options(
     std::fs::create_dir_all(&warehouse)
         .with_context(|| format!("creating {}", warehouse.display()))?;
     let key_dir = config.keys.dir(&warehouse)?;
-    let signing_seed = config.checkpoints.signing_seed(&key_dir)?;
+    let signing_seed = config
+        .checkpoints
+        .signing_seed(&config.keys, &key_dir, &warehouse)?;
+    let previous_signers = config.keys.previous_signers(&key_dir)?;
     Ok(RunOptions {
         signing_seed,
         workers: p.workers,
@@ -919,14 +925,14 @@ fn run_options(
         },
         views: views_config(config),
         clock_tick: config.views.clock_tick,
-        master_key: config.pii.master_key()?,
+        master_key: config.pii.master_key(&config.keys, &key_dir, &warehouse)?,
         pii_policy: Arc::new(config.pii.policy()?),
         vault: VaultMode {
             tokens: config.vault.tokens,
             content: config.vault.content,
         },
         keks: if config.vault.tokens || config.vault.content {
-            Some(config.vault.keks(&key_dir)?)
+            Some(config.vault.keks(&config.keys, &key_dir, &warehouse)?)
         } else {
             None
         },
@@ -948,6 +954,7 @@ fn run_options(
         held_lock: None,
         ready_line: None,
         retention: None,
+        previous_signers,
     })
 }
 
@@ -977,11 +984,16 @@ fn person_id_tokenizer(
     config: &Config,
     warehouse: &Path,
 ) -> anyhow::Result<custody_operators::pii::Tokenizer> {
-    let mut tokenizer = custody_operators::pii::Tokenizer::new(&config.pii.master_key()?)
-        .with_policy(Arc::new(config.pii.policy()?));
+    let key_dir = config.keys.dir(warehouse)?;
+    let mut tokenizer = custody_operators::pii::Tokenizer::new(&config.pii.master_key(
+        &config.keys,
+        &key_dir,
+        warehouse,
+    )?)
+    .with_policy(Arc::new(config.pii.policy()?));
     let keystore = warehouse.join("keys/keystore.db");
     if (config.vault.tokens || config.vault.content) && keystore.exists() {
-        let (current, previous) = config.vault.keks(&config.keys.dir(warehouse)?)?;
+        let (current, previous) = config.vault.keks(&config.keys, &key_dir, warehouse)?;
         tokenizer = tokenizer.with_token_keys(Arc::new(
             custody_operators::vault::TokenKeyring::open(&keystore, current, previous)?,
         ));
@@ -1014,9 +1026,10 @@ fn start_server(
     };
     let addr = listener.local_addr()?;
     let auth = auth::ApiAuth::new(&config.api.tokens).map_err(|e| anyhow::anyhow!(e))?;
-    let signing_seed = config
-        .checkpoints
-        .signing_seed(&config.keys.dir(warehouse)?)?;
+    let signing_seed =
+        config
+            .checkpoints
+            .signing_seed(&config.keys, &config.keys.dir(warehouse)?, warehouse)?;
     if !auth.enabled() {
         tracing::warn!("no api.tokens configured: the tenant API is open (development only)");
     }
