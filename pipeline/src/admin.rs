@@ -112,6 +112,14 @@ fn keystore(
     warehouse: &Path,
     rt: &tokio::runtime::Runtime,
 ) -> anyhow::Result<Keystore> {
+    // Before anything is read or made (a KEK file, a key directory): a mistyped path is an
+    // error with no side effect.
+    if !warehouse.join("catalog.db").is_file() {
+        bail!(
+            "{} is not a custody warehouse (no catalog.db)",
+            warehouse.display()
+        );
+    }
     let (current, previous) =
         config
             .vault
@@ -252,7 +260,11 @@ pub fn reveal(
 
 /// Re-wraps every data key under the current KEK.
 pub fn rewrap(config: &Config, warehouse: &Path) -> anyhow::Result<()> {
+    if !warehouse.join("catalog.db").is_file() {
+        bail!("{} is not a custody warehouse (no catalog.db)", warehouse.display());
+    }
     let rt = runtime()?;
+    // The lock file is made in the warehouse, so only once it is known to be one.
     let _lock = crate::dataflow::lock_warehouse(warehouse)?;
     let mut keys = keystore(config, warehouse, &rt)?;
     let n = rt.block_on(keys.rewrap())?;

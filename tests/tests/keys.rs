@@ -204,4 +204,31 @@ fn keys_come_from_providers_and_rotate() {
     ]));
     assert!(!revealed.trim().is_empty());
     assert!(text.contains(revealed.trim()), "{revealed}");
+
+    // A mistyped warehouse is refused before anything is made: no directory, no key.
+    let typo = dir.path().join("whh");
+    let typo_s = typo.to_str().unwrap();
+    for args in [
+        vec!["reveal", "--tenant", "t", "--token", "x"],
+        vec!["erase", "--tenant", "t"],
+        vec!["rewrap-keys"],
+    ] {
+        let mut all = vec!["--config", rotating.as_str()];
+        all.extend(args.iter().copied());
+        all.extend(["--warehouse", typo_s]);
+        if args[0] != "rewrap-keys" {
+            all.extend(["--requested-by", "x", "--reason", "y"]);
+        }
+        let out = custody(&all);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("is not a custody warehouse"),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !typo.exists() && !dir.path().join("whh.keys").exists(),
+            "{args:?}"
+        );
+    }
 }
