@@ -261,7 +261,10 @@ pub fn reveal(
 /// Re-wraps every data key under the current KEK.
 pub fn rewrap(config: &Config, warehouse: &Path) -> anyhow::Result<()> {
     if !warehouse.join("catalog.db").is_file() {
-        bail!("{} is not a custody warehouse (no catalog.db)", warehouse.display());
+        bail!(
+            "{} is not a custody warehouse (no catalog.db)",
+            warehouse.display()
+        );
     }
     let rt = runtime()?;
     // The lock file is made in the warehouse, so only once it is known to be one.
