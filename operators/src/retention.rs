@@ -203,8 +203,8 @@ pub fn day_start(now_us: i64) -> i64 {
     now_us.div_euclid(DAY_US) * DAY_US
 }
 
-/// The `[first, last]` ranges of the sorted positions `seqs`.
-fn ranges(seqs: &mut [u64]) -> Vec<[u64; 2]> {
+/// The `[first, last]` ranges of the positions `seqs` (sorted here).
+pub(crate) fn ranges(seqs: &mut [u64]) -> Vec<[u64; 2]> {
     seqs.sort_unstable();
     let mut out: Vec<[u64; 2]> = Vec::new();
     for &s in seqs.iter() {
@@ -534,75 +534,68 @@ pub async fn stage(warehouse: &Warehouse, plan: &Plan, epoch: Epoch) -> Result<A
             }
         }
     }
-    let quarantine = warehouse.table(tables::QUARANTINE).await?;
-    let (live, _) = live_files(&quarantine).await?;
-    for entry in live {
-        let mut batches = Vec::new();
-        let mut removed = 0u64;
-        for batch in read(&quarantine, &entry).await? {
-            let q = QuarantineColumns::of(&batch)?;
-            let keep: Vec<bool> = (0..batch.num_rows())
-                .map(|i| {
-                    let key = (q.source.value(i).to_string(), q.offset.value(i));
-                    let owner = (!q.tenant.is_null(i)).then(|| q.tenant.value(i));
-                    !match owner {
-                        Some(t) => plan
-                            .tenants
-                            .get(t)
-                            .is_some_and(|p| p.quarantine.contains(&key)),
-                        None => plan.unowned_quarantine.contains(&key),
-                    }
-                })
-                .collect();
-            removed += keep.iter().filter(|k| !**k).count() as u64;
-            batches.push(filter_record_batch(&batch, &BooleanArray::from(keep))?);
-        }
-        if removed > 0 {
-            let staged = rewrite(
-                &quarantine,
-                tables::QUARANTINE,
-                epoch,
-                &entry,
-                batches,
-                removed,
-            )
-            .await?;
-            applied
-                .merges
-                .entry(tables::QUARANTINE)
-                .or_default()
-                .push(staged);
-        }
-    }
-    let vault = warehouse.table(tables::VAULT).await?;
-    let (live, _) = live_files(&vault).await?;
-    for entry in live {
-        let mut batches = Vec::new();
-        let mut removed = 0u64;
-        for batch in read(&vault, &entry).await? {
-            let v = VaultColumns::of(&batch)?;
-            let keep: Vec<bool> = (0..batch.num_rows())
-                .map(|i| {
-                    !plan
+    let quarantine = drop_rows(warehouse, tables::QUARANTINE, epoch, |batch| {
+        let q = QuarantineColumns::of(batch)?;
+        Ok((0..batch.num_rows())
+            .map(|i| {
+                let key = (q.source.value(i).to_string(), q.offset.value(i));
+                let owner = (!q.tenant.is_null(i)).then(|| q.tenant.value(i));
+                !match owner {
+                    Some(t) => plan
                         .tenants
-                        .get(v.tenant.value(i))
-                        .is_some_and(|t| expires_vault(t, v.kind.value(i), v.reference.value(i)))
-                })
-                .collect();
-            removed += keep.iter().filter(|k| !**k).count() as u64;
-            batches.push(filter_record_batch(&batch, &BooleanArray::from(keep))?);
-        }
-        if removed > 0 {
-            let staged = rewrite(&vault, tables::VAULT, epoch, &entry, batches, removed).await?;
-            applied
-                .merges
-                .entry(tables::VAULT)
-                .or_default()
-                .push(staged);
+                        .get(t)
+                        .is_some_and(|p| p.quarantine.contains(&key)),
+                    None => plan.unowned_quarantine.contains(&key),
+                }
+            })
+            .collect())
+    })
+    .await?;
+    let vault = drop_rows(warehouse, tables::VAULT, epoch, |batch| {
+        let v = VaultColumns::of(batch)?;
+        Ok((0..batch.num_rows())
+            .map(|i| {
+                !plan
+                    .tenants
+                    .get(v.tenant.value(i))
+                    .is_some_and(|t| expires_vault(t, v.kind.value(i), v.reference.value(i)))
+            })
+            .collect())
+    })
+    .await?;
+    for (name, merges) in [(tables::QUARANTINE, quarantine), (tables::VAULT, vault)] {
+        if !merges.is_empty() {
+            applied.merges.insert(name, merges);
         }
     }
     applied.leaves.sort();
     Ok(applied)
+}
+
+/// The replacements, for `epoch`, of every live file of table `name` holding a row that
+/// `keep` (one flag per row of a batch) does not keep.
+async fn drop_rows(
+    warehouse: &Warehouse,
+    name: &'static str,
+    epoch: Epoch,
+    keep: impl Fn(&RecordBatch) -> Result<Vec<bool>>,
+) -> Result<Vec<Staged>> {
+    let table = warehouse.table(name).await?;
+    let (live, _) = live_files(&table).await?;
+    let mut out = Vec::new();
+    for entry in live {
+        let mut batches = Vec::new();
+        let mut removed = 0u64;
+        for batch in read(&table, &entry).await? {
+            let kept = keep(&batch)?;
+            removed += kept.iter().filter(|k| !**k).count() as u64;
+            batches.push(filter_record_batch(&batch, &BooleanArray::from(kept))?);
+        }
+        if removed > 0 {
+            out.push(rewrite(&table, name, epoch, &entry, batches, removed).await?);
+        }
+    }
+    Ok(out)
 }
 
 /// The replacement of `entry` by its rows in `kept` (none if every row went).

@@ -165,16 +165,28 @@ fn declared_expired(events: &[EventRow]) -> Vec<[u64; 2]> {
     out
 }
 
-/// The `[first, last]` ranges of the ascending positions `seqs`.
-fn seq_ranges(seqs: impl IntoIterator<Item = u64>) -> Vec<[u64; 2]> {
-    let mut out: Vec<[u64; 2]> = Vec::new();
-    for s in seqs {
-        match out.last_mut() {
-            Some(r) if r[1] + 1 == s => r[1] = s,
-            _ => out.push([s, s]),
+/// Checks every valid checkpoint of the log's current size against the tree and the chain
+/// head after position `seq` (else **root mismatch**).
+fn check_at_size(
+    by_size: &BTreeMap<u64, Vec<&Checkpoint>>,
+    merkle: &CompactRange,
+    head: &Hash,
+    seq: u64,
+    report: &mut TenantReport,
+) {
+    for cp in by_size.get(&merkle.size()).into_iter().flatten() {
+        if parse_hash(&cp.root) != Some(merkle.root()) || parse_hash(&cp.chain_head) != Some(*head)
+        {
+            report.problem(
+                ProblemKind::RootMismatch,
+                Some(seq),
+                format!(
+                    "checkpoint of epoch {} disagrees with the log at size {}",
+                    cp.epoch, cp.tree_size
+                ),
+            );
         }
     }
-    out
 }
 
 /// What is wrong.
@@ -508,20 +520,7 @@ impl Verifier {
                 through_leaf.push(seq);
                 merkle.append(leaf);
                 *prev = chain_hash(prev, &leaf);
-                for cp in by_size.get(&merkle.size()).into_iter().flatten() {
-                    if parse_hash(&cp.root) != Some(merkle.root())
-                        || parse_hash(&cp.chain_head) != Some(*prev)
-                    {
-                        report.problem(
-                            ProblemKind::RootMismatch,
-                            Some(seq),
-                            format!(
-                                "checkpoint of epoch {} disagrees with the log at size {}",
-                                cp.epoch, cp.tree_size
-                            ),
-                        );
-                    }
-                }
+                check_at_size(&by_size, merkle, prev, seq, report);
             }
         };
         for row in events.iter() {
@@ -589,20 +588,7 @@ impl Verifier {
             }
             merkle.append(leaf);
             prev = hash;
-            for cp in by_size.get(&merkle.size()).into_iter().flatten() {
-                if parse_hash(&cp.root) != Some(merkle.root())
-                    || parse_hash(&cp.chain_head) != Some(prev)
-                {
-                    report.problem(
-                        ProblemKind::RootMismatch,
-                        Some(seq),
-                        format!(
-                            "checkpoint of epoch {} disagrees with the log at size {}",
-                            cp.epoch, cp.tree_size
-                        ),
-                    );
-                }
-            }
+            check_at_size(&by_size, &merkle, &prev, seq, &mut report);
         }
         if !broken {
             walk_leaves(
@@ -625,7 +611,7 @@ impl Verifier {
             );
         }
         report.expired_events = through_leaf.len() as u64;
-        report.expired_ranges = seq_ranges(through_leaf.iter().copied());
+        report.expired_ranges = crate::retention::ranges(&mut through_leaf);
         // Only a recorded retention removes events.
         let declared = declared_expired(events);
         let covered = |seq: u64| {

@@ -114,12 +114,7 @@ fn keystore(
 ) -> anyhow::Result<Keystore> {
     // Before anything is read or made (a KEK file, a key directory): a mistyped path is an
     // error with no side effect.
-    if !warehouse.join("catalog.db").is_file() {
-        bail!(
-            "{} is not a custody warehouse (no catalog.db)",
-            warehouse.display()
-        );
-    }
+    require_warehouse(warehouse)?;
     let (current, previous) =
         config
             .vault
@@ -132,6 +127,17 @@ fn keystore(
         );
     }
     Ok(rt.block_on(Keystore::open(&path, current, previous))?)
+}
+
+/// Refuses a path that is not a warehouse, before anything is read or made there.
+pub(crate) fn require_warehouse(warehouse: &Path) -> anyhow::Result<()> {
+    if !warehouse.join("catalog.db").is_file() {
+        bail!(
+            "{} is not a custody warehouse (no catalog.db)",
+            warehouse.display()
+        );
+    }
+    Ok(())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -152,12 +158,7 @@ pub fn erase(
     reason: &str,
     override_hold: Option<&str>,
 ) -> anyhow::Result<()> {
-    if !warehouse.join("catalog.db").is_file() {
-        bail!(
-            "{} is not a custody warehouse (no catalog.db)",
-            warehouse.display()
-        );
-    }
+    require_warehouse(warehouse)?;
     // The tenant's keys protect every sealed value of it, held or not.
     let holds = crate::holds::in_force(warehouse, Some(tenant))?;
     if !holds.is_empty() && override_hold.is_none() {
@@ -260,12 +261,7 @@ pub fn reveal(
 
 /// Re-wraps every data key under the current KEK.
 pub fn rewrap(config: &Config, warehouse: &Path) -> anyhow::Result<()> {
-    if !warehouse.join("catalog.db").is_file() {
-        bail!(
-            "{} is not a custody warehouse (no catalog.db)",
-            warehouse.display()
-        );
-    }
+    require_warehouse(warehouse)?;
     let rt = runtime()?;
     // The lock file is made in the warehouse, so only once it is known to be one.
     let _lock = crate::dataflow::lock_warehouse(warehouse)?;

@@ -610,12 +610,7 @@ fn main() -> anyhow::Result<()> {
             warehouse,
         } => {
             let warehouse = warehouse.unwrap_or_else(|| config.warehouse.path.clone());
-            if !warehouse.join("catalog.db").is_file() {
-                bail!(
-                    "{} is not a custody warehouse (no catalog.db)",
-                    warehouse.display()
-                );
-            }
+            admin::require_warehouse(&warehouse)?;
             let now_us = match now {
                 Some(t) => custody_schemas::time::parse_rfc3339(&t)
                     .map_err(|e| anyhow::anyhow!("--now {t:?}: {e}"))?,
@@ -1439,9 +1434,7 @@ fn run(config: &Config, args: RunArgs) -> anyhow::Result<()> {
 fn hold_command(config: &Config, action: HoldAction) -> anyhow::Result<()> {
     let warehouse_of = |w: Option<PathBuf>| -> anyhow::Result<PathBuf> {
         let w = w.unwrap_or_else(|| config.warehouse.path.clone());
-        if !w.join("catalog.db").is_file() {
-            bail!("{} is not a custody warehouse (no catalog.db)", w.display());
-        }
+        admin::require_warehouse(&w)?;
         Ok(w)
     };
     match action {

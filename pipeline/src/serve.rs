@@ -237,11 +237,7 @@ async fn record_access(
         Ok(()) => response,
         Err(e) => {
             tracing::error!(error = %e, "cannot record an API access; refusing to answer");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"error": "access log unavailable"})),
-            )
-                .into_response()
+            access_log_unavailable()
         }
     }
 }
@@ -319,11 +315,7 @@ fn append_hold_event(
             .into_response(),
         Err(e) => {
             tracing::error!(error = %e, "cannot record a legal hold");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"error": "access log unavailable"})),
-            )
-                .into_response()
+            access_log_unavailable()
         }
     }
 }
@@ -380,6 +372,15 @@ async fn release_hold(
 /// Whether `tenant` has events (a tenant the views know).
 fn known_tenant(state: &AppState, tenant: &str) -> bool {
     state.live.lock().is_ok_and(|l| l.has_tenant(tenant))
+}
+
+/// 503: what must be recorded first could not be.
+fn access_log_unavailable() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({"error": "access log unavailable"})),
+    )
+        .into_response()
 }
 
 fn unavailable() -> Response {

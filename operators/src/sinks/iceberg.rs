@@ -1144,26 +1144,7 @@ impl Warehouse {
     pub async fn purge_history(&self, names: &[&str], upto: Epoch) -> Result<(usize, usize)> {
         let mut expired = 0;
         for name in names {
-            let table = self.table(name).await?;
-            let metadata = table.metadata();
-            let current = metadata.current_snapshot_id();
-            let ids: Vec<i64> = metadata
-                .snapshots()
-                .map(|s| s.snapshot_id())
-                .filter(|id| Some(*id) != current)
-                .collect();
-            if ids.is_empty() {
-                continue;
-            }
-            expired += ids.len();
-            let tx = Transaction::new(&table);
-            let tx = tx
-                .expire_snapshots()
-                .expire_snapshot_ids(ids)
-                .expire_older_than_ms(i64::MIN)
-                .retain_last(1)
-                .apply(tx)?;
-            tx.commit(self.catalog.as_ref()).await?;
+            expired += self.expire_snapshots(name, |_| true).await?;
         }
         let mut removed = self.remove_orphans(upto).await?;
         for name in names {
@@ -1227,31 +1208,41 @@ impl Warehouse {
         };
         let mut expired = 0;
         for name in tables::ALL_TABLES {
-            let table = self.table(name).await?;
-            let metadata = table.metadata();
-            let current = metadata.current_snapshot_id();
-            let ids: Vec<i64> = metadata
-                .snapshots()
-                .filter(|s| {
-                    Some(s.snapshot_id()) != current
-                        && snapshot_epoch(s).is_some_and(|e| e < keep_from)
-                })
-                .map(|s| s.snapshot_id())
-                .collect();
-            if ids.is_empty() {
-                continue;
-            }
-            expired += ids.len();
-            let tx = Transaction::new(&table);
-            // Only the snapshots named: no age-based expiry (cutoff at the dawn of time).
-            let tx = tx
-                .expire_snapshots()
-                .expire_snapshot_ids(ids)
-                .expire_older_than_ms(i64::MIN)
-                .retain_last(1)
-                .apply(tx)?;
-            tx.commit(self.catalog.as_ref()).await?;
+            expired += self
+                .expire_snapshots(name, |s| snapshot_epoch(s).is_some_and(|e| e < keep_from))
+                .await?;
         }
+        Ok(expired)
+    }
+
+    /// Expires the snapshots of table `name` that `which` selects, never its current one.
+    /// Returns how many.
+    async fn expire_snapshots(
+        &self,
+        name: &str,
+        which: impl Fn(&iceberg::spec::Snapshot) -> bool,
+    ) -> Result<usize> {
+        let table = self.table(name).await?;
+        let metadata = table.metadata();
+        let current = metadata.current_snapshot_id();
+        let ids: Vec<i64> = metadata
+            .snapshots()
+            .filter(|s| Some(s.snapshot_id()) != current && which(s))
+            .map(|s| s.snapshot_id())
+            .collect();
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let expired = ids.len();
+        let tx = Transaction::new(&table);
+        // Only the snapshots named: no age-based expiry (cutoff at the dawn of time).
+        let tx = tx
+            .expire_snapshots()
+            .expire_snapshot_ids(ids)
+            .expire_older_than_ms(i64::MIN)
+            .retain_last(1)
+            .apply(tx)?;
+        tx.commit(self.catalog.as_ref()).await?;
         Ok(expired)
     }
 
