@@ -20,6 +20,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::sinks::iceberg::StoredEvent;
 use custody_schemas::event::payload::HoldScope;
 use custody_schemas::time::parse_rfc3339;
 use serde::Serialize;
@@ -94,22 +95,9 @@ impl Hold {
     }
 }
 
-/// A hold event of a tenant's log, as stored.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HoldEvent {
-    /// The tenant.
-    pub tenant_id: String,
-    /// Its position.
-    pub seq: u64,
-    /// `LEGAL_HOLD_PLACED` or `LEGAL_HOLD_RELEASED`.
-    pub event_type: String,
-    /// Its canonical payload.
-    pub payload: String,
-}
-
 /// The holds in force after `events`, per tenant: each tenant's hold events folded in log
 /// order (a hold placed again under the same id replaces the earlier one).
-pub fn active(mut events: Vec<HoldEvent>) -> BTreeMap<String, Vec<Hold>> {
+pub fn active(mut events: Vec<StoredEvent>) -> BTreeMap<String, Vec<Hold>> {
     events.sort_by(|a, b| (&a.tenant_id, a.seq).cmp(&(&b.tenant_id, b.seq)));
     let mut out: BTreeMap<String, Vec<Hold>> = BTreeMap::new();
     for e in events {
@@ -155,8 +143,8 @@ pub fn active(mut events: Vec<HoldEvent>) -> BTreeMap<String, Vec<Hold>> {
 mod tests {
     use super::*;
 
-    fn event(seq: u64, event_type: &str, payload: &str) -> HoldEvent {
-        HoldEvent {
+    fn event(seq: u64, event_type: &str, payload: &str) -> StoredEvent {
+        StoredEvent {
             tenant_id: "acme".into(),
             seq,
             event_type: event_type.into(),

@@ -35,6 +35,7 @@ pub fn compact(
     root: &Path,
     key_dir: &Path,
     signing_seed: &[u8; 32],
+    previous_signers: &[ed25519_dalek::VerifyingKey],
     sink_id: &str,
     policy: Policy,
 ) -> Result<CompactReport, PipelineError> {
@@ -53,7 +54,10 @@ pub fn compact(
     let resume = runtime.block_on(warehouse.resume_state())?;
     let signer = Signer::from_seed(signing_seed);
     let watermark: PathBuf = watermark_path(key_dir, warehouse.root());
-    resume.verify(&signer.public_key(), Watermark::read(&watermark)?.as_ref())?;
+    let trusted: Vec<_> = std::iter::once(signer.public_key())
+        .chain(previous_signers.iter().copied())
+        .collect();
+    resume.verify(&trusted, Watermark::read(&watermark)?.as_ref())?;
     let mut report = CompactReport::default();
     let Some(last) = resume.last_epoch else {
         return Ok(report);

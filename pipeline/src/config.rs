@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The defaults, embedded in the binary.
 pub const DEFAULT_TOML: &str = include_str!("../default.toml");
@@ -135,7 +135,7 @@ impl Config {
 }
 
 /// Drift and anomaly detection.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DriftSettings {
     /// Window length.
@@ -416,7 +416,7 @@ pub struct PiiConfig {
 }
 
 /// A custom recognizer (`[pii.custom.NAME]`).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CustomRuleSettings {
     /// Token label; defaults to the rule's name in upper case.
@@ -432,7 +432,7 @@ pub struct CustomRuleSettings {
 }
 
 /// A tenant's PII policy (`[pii.tenants.TENANT]`).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantPiiSettings {
     /// `EVENT_TYPE.field` or `EVENT_TYPE.*` selectors replacing the default text fields.
@@ -770,6 +770,13 @@ impl IdentityConfig {
                 (None, Some(h)) => hex::decode(h).ok(),
                 (None, None) => None,
             };
+            if p.tenant == custody_schemas::event::SYSTEM_TENANT {
+                errors.push(format!(
+                    "identity.producers.{id}: tenant {:?} is Custody's system log",
+                    p.tenant
+                ));
+                continue;
+            }
             match key {
                 Some(key) if !key.is_empty() => out.push((id.clone(), p.tenant.clone(), key)),
                 _ => errors.push(format!(

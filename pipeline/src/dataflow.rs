@@ -224,15 +224,16 @@ pub fn run_pipeline(
         watermark = None;
     }
     // The state resumed from was sealed by this signing key, or by one it rotated from.
-    let verified = resume.verify(&signer.public_key(), watermark.as_ref());
-    if let Err(e) = verified {
-        if !opts
-            .previous_signers
-            .iter()
-            .any(|key| resume.verify(key, watermark.as_ref()).is_ok())
-        {
-            return Err(e.into());
-        }
+    let trusted: Vec<_> = std::iter::once(signer.public_key())
+        .chain(opts.previous_signers.iter().copied())
+        .collect();
+    resume.verify(&trusted, watermark.as_ref())?;
+    if resume
+        .last_record
+        .as_ref()
+        .and_then(|r| r.seal())
+        .is_some_and(|seal| !seal.verify(&signer.public_key()))
+    {
         tracing::info!(
             key_id = %custody_operators::checkpoint::key_id(&signer.public_key()),
             "resuming from a state sealed under a previous signing key (rotation)"

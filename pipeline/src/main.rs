@@ -19,6 +19,7 @@ mod bench;
 mod bench_api;
 mod compact;
 mod config;
+mod config_log;
 mod dashboard;
 mod dataflow;
 mod fuzz;
@@ -617,6 +618,11 @@ fn main() -> anyhow::Result<()> {
                 None => custody_schemas::time::now_us(),
             };
             let policies = config.retention_policies()?;
+            if !dry_run {
+                // The policies applied are on record before they are applied.
+                let opts = run_options(&config, warehouse.clone(), None)?;
+                config_log::record(&config, &opts, &warehouse, "custody retention", None)?;
+            }
             let applied = retention::apply(&config, &warehouse, now_us, &requested_by, dry_run)?;
             let lines = retention::describe(&applied.plan, &policies);
             if lines.is_empty() {
@@ -646,6 +652,7 @@ fn main() -> anyhow::Result<()> {
                 &warehouse,
                 &key_dir,
                 &seed,
+                &config.keys.previous_signers(&key_dir)?,
                 &config.warehouse.sink_id,
                 custody_operators::compaction::Policy::default(),
             )?;
@@ -1153,7 +1160,11 @@ fn print_summary(label: &str, summary: &RunSummary, live: &LiveViews, warehouse:
     );
     println!(
         "  tenants: {}, epochs committed: {}, elapsed: {:.2}s, throughput: {:.0} events/s",
-        live.tenants().len(),
+        // The system log (Custody's configuration record) is not a tenant's.
+        live.tenants()
+            .iter()
+            .filter(|t| t.as_str() != custody_schemas::event::SYSTEM_TENANT)
+            .count(),
         summary.epochs,
         secs,
         summary.events_in as f64 / secs.max(1e-9)
@@ -1193,6 +1204,7 @@ fn serve(config: &Config, warehouse: PathBuf, listen: String) -> anyhow::Result<
     };
     let stop = stop_on_signals()?;
     let mut opts = run_options(config, warehouse.clone(), None)?;
+    config_log::record(config, &opts, &warehouse, "custody serve", None)?;
     opts.keep_alive = true;
     opts.alerts = Some(start_alerts(config, None, &metrics)?);
     opts.ready_line = Some(format!(
@@ -1241,6 +1253,13 @@ fn demo(config: &Config, args: DemoArgs) -> anyhow::Result<()> {
         args.warehouse.display()
     );
     let mut opts = run_options(config, args.warehouse.clone(), None)?;
+    config_log::record(
+        config,
+        &opts,
+        &args.warehouse,
+        "custody demo",
+        Some(Arc::clone(&lock)),
+    )?;
     opts.held_lock = Some(lock);
     opts.alerts = Some(start_alerts(config, None, &metrics)?);
     let summary = run_pipeline(
@@ -1254,7 +1273,11 @@ fn demo(config: &Config, args: DemoArgs) -> anyhow::Result<()> {
     let live_now = live.lock().map(|l| l.clone()).unwrap_or_default();
     let balanced = print_summary("custody demo", &summary, &live_now, &args.warehouse);
     if let Some((rt, addr)) = &server {
-        let first = live_now.tenants().into_iter().next().unwrap_or_default();
+        let first = live_now
+            .tenants()
+            .into_iter()
+            .find(|t| t.as_str() != custody_schemas::event::SYSTEM_TENANT)
+            .unwrap_or_default();
         println!(
             "  views: http://{addr}/v1/tenants/{first}/views/event-counts  metrics: http://{addr}/metrics"
         );
@@ -1327,6 +1350,7 @@ fn run(config: &Config, args: RunArgs) -> anyhow::Result<()> {
     let _server = start_server(config, &warehouse, listen, &metrics, &live, &logs)?;
     let stop = stop_on_signals()?;
     let mut opts = run_options(config, warehouse.clone(), args.idle_exit)?;
+    config_log::record(config, &opts, &warehouse, "custody run", None)?;
     let reason = args.skip_reason.clone().unwrap_or_default();
     opts.skips = args
         .force_skip

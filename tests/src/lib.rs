@@ -528,3 +528,19 @@ pub fn serve_demo(
         .expect("spawn custody demo");
     await_line(child, "serving until interrupted")
 }
+
+/// The payloads of the `CONFIG_CHANGED` events of `warehouse`'s system log, in log order.
+pub fn config_changes(warehouse: &Path) -> Vec<Value> {
+    let tables = read_columns(warehouse, &["events:tenant_id,seq,event_type,payload"]);
+    let mut changes: Vec<(i64, Value)> = rows(&tables, "events")
+        .iter()
+        .filter(|e| e["tenant_id"] == "_custody")
+        .map(|e| {
+            assert_eq!(e["event_type"], "CONFIG_CHANGED", "the system log: {e}");
+            let payload = serde_json::from_str(e["payload"].as_str().unwrap()).unwrap();
+            (e["seq"].as_i64().unwrap(), payload)
+        })
+        .collect();
+    changes.sort_by_key(|(seq, _)| *seq);
+    changes.into_iter().map(|(_, p)| p).collect()
+}

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use custody_tests::{custody_bin, generate_ndjson, read_tables, rows};
+use custody_tests::{config_changes, custody_bin, generate_ndjson, read_tables, rows};
 use serde_json::Value;
 
 /// `custody ARGS` with no key in the environment.
@@ -106,6 +106,18 @@ fn keys_come_from_providers_and_rotate() {
         assert!(!key_dir.join(name).exists(), "{name} was written");
     }
     let (pub_a, pub_b) = (public_of(&signing_a), public_of(&signing_b));
+    // The keys in use are on record in the system log, by id and public key only.
+    let changes = config_changes(&wh);
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert_eq!(changes[0]["config"]["keys"]["signing"]["public_key"], pub_a);
+    assert!(changes[0]["previous_digest"].is_null());
+    let recorded = changes[0].to_string();
+    for secret in [&signing_a, &kek_a, &"55".repeat(32)] {
+        assert!(
+            !recorded.contains(secret.as_str()),
+            "a key in the system log"
+        );
+    }
     ok(custody(&[
         "--config",
         &cfg,
@@ -168,6 +180,14 @@ fn keys_come_from_providers_and_rotate() {
         !only_new.status.success(),
         "the old checkpoints need the old key"
     );
+    // The rotation is a CONFIG_CHANGED event of the system log, sealed under the new key.
+    let changes = config_changes(&wh);
+    assert_eq!(changes.len(), 2, "{changes:?}");
+    assert_eq!(changes[1]["changed"], serde_json::json!(["keys"]));
+    assert_eq!(changes[1]["previous_digest"], changes[0]["digest"]);
+    let keys_now = &changes[1]["config"]["keys"];
+    assert_eq!(keys_now["signing"]["public_key"], pub_b);
+    assert_eq!(keys_now["signing_previous"][0]["public_key"], pub_a);
 
     // KEK rotation: both KEKs from the provider, every data key re-wrapped, then the new
     // one alone opens the vault.
@@ -181,6 +201,18 @@ fn keys_come_from_providers_and_rotate() {
         "--warehouse",
         whs,
     ]));
+    // The KEK rotation too, when rewrap-keys ran.
+    let changes = config_changes(&wh);
+    assert_eq!(changes.len(), 3, "{changes:?}");
+    assert_eq!(changes[2]["changed"], serde_json::json!(["keys"]));
+    assert_ne!(
+        changes[2]["config"]["keys"]["kek"],
+        changes[1]["config"]["keys"]["kek"]
+    );
+    assert_eq!(
+        changes[2]["config"]["keys"]["kek_previous"][0],
+        changes[1]["config"]["keys"]["kek"]
+    );
     let tables = read_tables(&wh);
     let token: Value = rows(&tables, "vault")
         .iter()

@@ -201,14 +201,20 @@ impl ResumeState {
     }
 
     /// Checks, before anything is signed on top of it, that the state resumed from is the
-    /// state that was signed: the last epoch's seal verifies under `key` and covers its row;
+    /// state that was signed: the last epoch's seal verifies under one of the `trusted` keys
+    /// (the signing key, then the keys it rotated from) and covers its row;
     /// its tenant registry is exactly the tenants' latest checkpoints, each valid and equal to
     /// the tenant's resumed log (size, Merkle root of the compact range, chain head);
     /// and the warehouse does not end before the `watermark` recorded beside the key (a
     /// rollback or truncation of the whole warehouse). Any difference is
-    /// [`Error::Tampered`], naming it.
-    pub fn verify(&self, key: &VerifyingKey, watermark: Option<&Watermark>) -> Result<()> {
+    /// [`Error::Tampered`], naming it. A tenant's latest checkpoint may be signed by any
+    /// trusted key (one the warehouse has not written to since a rotation keeps the old
+    /// key's), as the seal lists its hash.
+    pub fn verify(&self, trusted: &[VerifyingKey], watermark: Option<&Watermark>) -> Result<()> {
         let tampered = |m: String| Err(Error::Tampered(m));
+        let Some(current) = trusted.first() else {
+            return tampered("no signing key to verify the warehouse under".into());
+        };
         let Some(last) = self.last_epoch else {
             if let Some(w) = watermark {
                 return tampered(format!(
@@ -239,10 +245,10 @@ impl ResumeState {
         let Some(seal) = record.seal() else {
             return tampered(format!("epoch {last} is not sealed"));
         };
-        if !seal.verify(key) {
+        if !trusted.iter().any(|key| seal.verify(key)) {
             return tampered(format!(
                 "the seal of epoch {last} does not verify under the signing key {}",
-                crate::checkpoint::key_id(key)
+                crate::checkpoint::key_id(current)
             ));
         }
         if seal.epoch != last || seal.row != hex::encode(crate::seal::row_digest(&record.fields()))
@@ -285,7 +291,7 @@ impl ResumeState {
             ));
         }
         for (tenant, cp) in &self.last_checkpoints {
-            if !cp.verify(key) {
+            if !trusted.iter().any(|key| cp.verify(key)) {
                 return tampered(format!(
                     "the latest checkpoint of tenant {tenant:?} (epoch {}) is not the one signed",
                     cp.epoch
@@ -1690,40 +1696,66 @@ fn decode_hash(text: &str, what: &str) -> Result<[u8; 32]> {
     Ok(hash)
 }
 
+/// One of Custody's own events as stored ([`Warehouse::events_of_types`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// The tenant.
+    pub tenant_id: String,
+    /// Its position in the tenant's log.
+    pub seq: u64,
+    /// Its type, e.g. `LEGAL_HOLD_PLACED`.
+    pub event_type: String,
+    /// Its canonical payload.
+    pub payload: String,
+}
+
 impl Warehouse {
-    /// Every legal hold event (`LEGAL_HOLD_PLACED`, `LEGAL_HOLD_RELEASED`) of every tenant:
-    /// a scan of the events' `event_type` column ([`crate::holds::active`] folds them).
-    pub async fn hold_events(&self) -> Result<Vec<crate::holds::HoldEvent>> {
+    /// Every legal hold event (`LEGAL_HOLD_PLACED`, `LEGAL_HOLD_RELEASED`) of every tenant
+    /// ([`crate::holds::active`] folds them).
+    pub async fn hold_events(&self) -> Result<Vec<StoredEvent>> {
+        self.events_of_types(None, &["LEGAL_HOLD_PLACED", "LEGAL_HOLD_RELEASED"])
+            .await
+    }
+
+    /// Every stored event of one of `types` (of `tenant` only, if given), in no particular
+    /// order: a scan of the events' `event_type` column (and of one tenant's partition).
+    pub async fn events_of_types(
+        &self,
+        tenant: Option<&str>,
+        types: &[&str],
+    ) -> Result<Vec<StoredEvent>> {
         use iceberg::expr::Reference;
         use iceberg::spec::Datum;
         let table = self.table(tables::EVENTS).await?;
         if table.metadata().current_snapshot().is_none() {
             return Ok(Vec::new());
         }
+        let mut filter =
+            Reference::new("event_type").is_in(types.iter().map(|t| Datum::string(*t)));
+        if let Some(tenant) = tenant {
+            filter = filter.and(Reference::new("tenant_id").equal_to(Datum::string(tenant)));
+        }
         let mut stream = table
             .scan()
             .select(["tenant_id", "seq", "event_type", "payload"])
-            .with_filter(Reference::new("event_type").is_in([
-                Datum::string("LEGAL_HOLD_PLACED"),
-                Datum::string("LEGAL_HOLD_RELEASED"),
-            ]))
+            .with_filter(filter)
             .build()?
             .to_arrow()
             .await?;
         let mut out = Vec::new();
         while let Some(batch) = stream.try_next().await? {
-            let tenant = string_column(&batch, "tenant_id")?;
+            let tenant_ids = string_column(&batch, "tenant_id")?;
             let seq = int_column(&batch, "seq")?;
             let event_type = string_column(&batch, "event_type")?;
             let payload = string_column(&batch, "payload")?;
             for i in 0..batch.num_rows() {
                 // The filter prunes; the rows of a file it could not prune are checked here.
                 let t = event_type.value(i);
-                if t != "LEGAL_HOLD_PLACED" && t != "LEGAL_HOLD_RELEASED" {
+                if !types.contains(&t) || tenant.is_some_and(|want| want != tenant_ids.value(i)) {
                     continue;
                 }
-                out.push(crate::holds::HoldEvent {
-                    tenant_id: tenant.value(i).to_string(),
+                out.push(StoredEvent {
+                    tenant_id: tenant_ids.value(i).to_string(),
                     seq: seq.value(i) as u64,
                     event_type: t.to_string(),
                     payload: payload.value(i).to_string(),
