@@ -20,6 +20,7 @@ pub mod merkle;
 pub mod metrics;
 pub mod proof_store;
 pub mod record;
+pub mod residency;
 pub mod retention;
 pub mod seal;
 pub mod sinks;

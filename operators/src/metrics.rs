@@ -19,6 +19,8 @@ pub struct Metrics {
     pub events_accepted: IntCounter,
     /// Records quarantined, by reason kind.
     pub events_quarantined: IntCounterVec,
+    /// Records passed on to the location that keeps them ([`crate::residency`]), by location.
+    pub events_elsewhere: IntCounterVec,
     /// PII tokens produced, by kind.
     pub pii_tokens: IntCounterVec,
     op_received: IntCounterVec,
@@ -142,6 +144,12 @@ impl Metrics {
                 "custody_events_quarantined_total",
                 "records quarantined",
                 &["reason"],
+            ),
+            events_elsewhere: counter_vec(
+                &registry,
+                "custody_events_elsewhere_total",
+                "records passed on to the location that keeps their tenant's data",
+                &["location"],
             ),
             pii_tokens: counter_vec(
                 &registry,

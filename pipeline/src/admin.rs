@@ -158,6 +158,7 @@ pub fn erase(
     reason: &str,
     override_hold: Option<&str>,
 ) -> anyhow::Result<()> {
+    config.require_here(tenant)?;
     require_warehouse(warehouse)?;
     // The tenant's keys protect every sealed value of it, held or not.
     let holds = crate::holds::in_force(warehouse, Some(tenant))?;
@@ -218,6 +219,7 @@ pub fn reveal(
     requested_by: &str,
     reason: &str,
 ) -> anyhow::Result<()> {
+    config.require_here(tenant)?;
     let rt = runtime()?;
     let value = {
         let keys = keystore(config, warehouse, &rt)?;

@@ -58,9 +58,39 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// How long events are kept, by default.
     pub retention: RetentionConfig,
-    /// Per-tenant settings (retention), by tenant id.
+    /// Per-tenant settings (retention, location), by tenant id.
     #[serde(default)]
     pub tenants: std::collections::BTreeMap<String, TenantSettings>,
+    /// Storage locations tenants can be pinned to, by name (`[locations.eu]`).
+    #[serde(default)]
+    pub locations: std::collections::BTreeMap<String, LocationConfig>,
+    /// The location this process works in (`--location`); `None`: the default location, whose
+    /// warehouse is `[warehouse] path` and whose tenants are those pinned nowhere.
+    #[serde(skip)]
+    pub location: Option<String>,
+}
+
+/// A storage location (`[locations.NAME]`): its own warehouse and key directory.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocationConfig {
+    /// Its warehouse.
+    pub warehouse: PathBuf,
+    /// Its key directory; empty: `<warehouse>.keys`.
+    #[serde(default)]
+    pub keys_dir: PathBuf,
+    /// Its own key providers (a regional KMS), replacing those of `[keys]` where set.
+    #[serde(default)]
+    pub signing: Option<String>,
+    /// See `signing`.
+    #[serde(default)]
+    pub kek: Option<String>,
+    /// See `signing`.
+    #[serde(default)]
+    pub kek_previous: Option<String>,
+    /// See `signing`.
+    #[serde(default)]
+    pub pii_master: Option<String>,
 }
 
 /// How long events are kept, and when the policies are applied.
@@ -92,6 +122,121 @@ pub struct TenantSettings {
     /// event_types`).
     #[serde(default)]
     pub retention_event_types: std::collections::BTreeMap<String, u64>,
+    /// The location (`[locations.NAME]`) its data, vault, keys and exports are kept in;
+    /// unset: the default location.
+    #[serde(default)]
+    pub location: Option<String>,
+}
+
+impl Config {
+    /// Works in `location` (`None`: the default location): its warehouse and key directory
+    /// become this configuration's.
+    pub fn select_location(&mut self, location: Option<&str>) -> Result<(), ConfigError> {
+        self.check_locations()?;
+        let Some(name) = location else {
+            return Ok(());
+        };
+        let Some(at) = self.locations.get(name) else {
+            return Err(ConfigError::Invalid(format!(
+                "--location {name:?}: no [locations.{name}] is configured"
+            )));
+        };
+        self.warehouse.path = at.warehouse.clone();
+        self.keys.dir = at.keys_dir.clone();
+        for (mine, theirs) in [
+            (&mut self.keys.signing, &at.signing),
+            (&mut self.keys.kek, &at.kek),
+            (&mut self.keys.kek_previous, &at.kek_previous),
+            (&mut self.keys.pii_master, &at.pii_master),
+        ] {
+            if let Some(source) = theirs {
+                *mine = source.clone();
+            }
+        }
+        self.location = Some(name.to_string());
+        Ok(())
+    }
+
+    /// Every pinned tenant's location exists, and no two locations share a warehouse or a
+    /// key directory (with each other or with the default location).
+    fn check_locations(&self) -> Result<(), ConfigError> {
+        for (tenant, settings) in &self.tenants {
+            if let Some(l) = &settings.location
+                && !self.locations.contains_key(l)
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "tenants.{tenant}.location: no [locations.{l}] is configured"
+                )));
+            }
+        }
+        if self.locations.is_empty() {
+            return Ok(());
+        }
+        let keys_of = |wh: &Path, dir: &Path| {
+            if dir.as_os_str().is_empty() {
+                let mut name = wh.as_os_str().to_owned();
+                name.push(".keys");
+                PathBuf::from(name)
+            } else {
+                dir.to_path_buf()
+            }
+        };
+        let mut seen: Vec<(String, PathBuf)> = vec![
+            ("[warehouse] path".into(), self.warehouse.path.clone()),
+            (
+                "[keys] dir".into(),
+                keys_of(&self.warehouse.path, &self.keys.dir),
+            ),
+        ];
+        for (name, at) in &self.locations {
+            for (what, path) in [
+                (format!("locations.{name}.warehouse"), at.warehouse.clone()),
+                (
+                    format!("locations.{name}.keys_dir"),
+                    keys_of(&at.warehouse, &at.keys_dir),
+                ),
+            ] {
+                if let Some((other, _)) = seen
+                    .iter()
+                    .find(|(_, p)| is_within(&path, p) || is_within(p, &path))
+                {
+                    return Err(ConfigError::Invalid(format!(
+                        "{what} ({}) overlaps {other}: each location keeps its own",
+                        path.display()
+                    )));
+                }
+                seen.push((what, path));
+            }
+        }
+        Ok(())
+    }
+
+    /// The residency of a pipeline working here, if any tenant is pinned to a location.
+    pub fn residency(&self) -> Option<custody_operators::residency::Residency> {
+        let pinned: Vec<(String, String)> = self
+            .tenants
+            .iter()
+            .filter_map(|(t, s)| Some((t.clone(), s.location.clone()?)))
+            .collect();
+        (!pinned.is_empty() || self.location.is_some())
+            .then(|| custody_operators::residency::Residency::new(self.location.clone(), pinned))
+    }
+
+    /// An error unless `tenant`'s data is kept in the location this process works in.
+    pub fn require_here(&self, tenant: &str) -> Result<(), ConfigError> {
+        let theirs = self.tenants.get(tenant).and_then(|s| s.location.as_deref());
+        if theirs == self.location.as_deref() {
+            return Ok(());
+        }
+        Err(ConfigError::Invalid(format!(
+            "tenant {tenant:?} is kept in location {:?}, not here ({:?}): run with {}",
+            theirs.unwrap_or(custody_operators::residency::DEFAULT_LOCATION),
+            self.location
+                .as_deref()
+                .unwrap_or(custody_operators::residency::DEFAULT_LOCATION),
+            theirs.map_or("no --location".to_string(), |l| format!("--location {l}"))
+        )))
+    }
 }
 
 impl Config {

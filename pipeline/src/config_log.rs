@@ -3,7 +3,8 @@
 //!
 //! As `custody run`, `serve`, `demo` and `retention` start, the configuration they run under
 //! is summarized ([`evidence`]: retention policies, policy rules, PII recognizers and field
-//! policies, vault modes, producer bindings, detection thresholds, and the ids of the signing,
+//! policies, vault modes, tenants' locations, producer bindings, detection thresholds, and the
+//! ids of the signing,
 //! envelope and PII keys, never the keys) and digested. If the digest differs from the last
 //! `CONFIG_CHANGED` event of the system log ([`SYSTEM_TENANT`]), a new one is appended, chained
 //! and signed like any tenant's event: a change of policy or a key rotation is on record,
@@ -52,6 +53,12 @@ pub fn evidence(config: &Config, opts: &RunOptions) -> anyhow::Result<Value> {
             "tenants": config.pii.tenants,
         },
         "vault": { "tokens": opts.vault.tokens, "content": opts.vault.content },
+        "residency": {
+            "location": config.location,
+            "tenants": config.tenants.iter()
+                .filter_map(|(t, s)| Some((t.clone(), json!(s.location.as_ref()?))))
+                .collect::<serde_json::Map<_, _>>(),
+        },
         "identity": {
             "mode": format!("{:?}", config.identity.mode),
             "producers": producers,

@@ -123,6 +123,9 @@ pub struct RunOptions {
     /// Public keys of signing keys rotated from: the state resumed from may be sealed under
     /// one of them.
     pub previous_signers: Vec<ed25519_dalek::VerifyingKey>,
+    /// With tenants pinned to locations: this pipeline's location, so that it passes on what
+    /// another location keeps ([`custody_operators::residency`]).
+    pub residency: Option<Arc<custody_operators::residency::Residency>>,
 }
 
 /// When one epoch passed each stage.
@@ -147,6 +150,9 @@ pub struct RunSummary {
     pub accepted: u64,
     /// Records committed to `custody.quarantine`.
     pub quarantined: u64,
+    /// Records read and passed on to the location that keeps their tenant's data (not in
+    /// `events_in`), by location.
+    pub elsewhere: std::collections::BTreeMap<String, u64>,
     /// Epochs committed.
     pub epochs: u64,
     /// Wall time.
@@ -894,11 +900,29 @@ impl Driver<'_> {
         input: &mut InputHandle,
         clock: &mut InputSession<Epoch, i64, isize>,
         epoch: &mut Epoch,
-        batch: Vec<RawRecord>,
+        mut batch: Vec<RawRecord>,
     ) {
+        // The positions cover what another location keeps: it is read past, not lost.
+        let positions = self.positions(&batch);
+        if let Some(residency) = &self.opts.residency {
+            batch.retain(|record| match residency.elsewhere(record) {
+                None => true,
+                Some(location) => {
+                    self.metrics
+                        .events_elsewhere
+                        .with_label_values(&[location])
+                        .inc();
+                    *self
+                        .summary
+                        .elsewhere
+                        .entry(location.to_string())
+                        .or_default() += 1;
+                    false
+                }
+            });
+        }
         self.metrics.events_in.inc_by(batch.len() as u64);
         self.summary.events_in += batch.len() as u64;
-        let positions = self.positions(&batch);
         for record in batch {
             input.send(record);
         }

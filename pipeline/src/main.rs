@@ -78,6 +78,10 @@ struct Cli {
     /// Configuration file layered over the embedded defaults.
     #[arg(long, global = true)]
     config: Option<PathBuf>,
+    /// Work in this storage location (`[locations.NAME]`): its warehouse and keys, and only
+    /// the tenants pinned to it. Default: the default location (tenants pinned nowhere).
+    #[arg(long, global = true)]
+    location: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -518,7 +522,8 @@ fn main() -> anyhow::Result<()> {
     disable_huge_pages();
     exit_on_panic();
     let cli = Cli::parse();
-    let config = Config::load(cli.config.as_deref())?;
+    let mut config = Config::load(cli.config.as_deref())?;
+    config.select_location(cli.location.as_deref())?;
     match cli.command {
         Command::Demo(args) => demo(&config, args),
         Command::Generate(args) => generate(&config, args),
@@ -731,6 +736,10 @@ fn export(config: &Config, args: ExportArgs) -> anyhow::Result<()> {
     let warehouse = args
         .warehouse
         .unwrap_or_else(|| config.warehouse.path.clone());
+    if let Some(tenant) = &args.tenant {
+        // An export of a tenant is made only where its data is kept.
+        config.require_here(tenant)?;
+    }
     let bundle = verify::Bundle::from_warehouse(&warehouse)?;
     let (events, checkpoints) = bundle.export(&args.out, args.tenant.as_deref())?;
     println!(
@@ -856,14 +865,34 @@ fn verify_cmd(config: &Config, args: VerifyArgs) -> anyhow::Result<()> {
                 }
             }
         }
-        let events: u64 = reports.iter().map(|r| r.verified_events).sum();
+        // The system log (Custody's configuration record) is counted apart from the tenants'.
+        let system = |r: &&custody_operators::verify::TenantReport| {
+            r.tenant_id == custody_schemas::event::SYSTEM_TENANT
+        };
+        let events: u64 = reports
+            .iter()
+            .filter(|r| !system(r))
+            .map(|r| r.verified_events)
+            .sum();
+        let system_events: u64 = reports
+            .iter()
+            .filter(system)
+            .map(|r| r.verified_events)
+            .sum();
         println!(
-            "verified {events} events ({:.1} MB) of {} tenants in {secs:.2}s ({:.0} MB/s): {}",
+            "verified {events} events ({:.1} MB) of {} tenants{} in {secs:.2}s ({:.0} MB/s): {}",
             bytes as f64 / 1e6,
             reports
                 .iter()
-                .filter(|r| r.tenant_id != WAREHOUSE_REPORT && r.tenant_id != verify::BUNDLE_REPORT)
+                .filter(|r| r.tenant_id != WAREHOUSE_REPORT
+                    && r.tenant_id != verify::BUNDLE_REPORT
+                    && !system(r))
                 .count(),
+            if system_events > 0 {
+                format!(" and {system_events} of the system log")
+            } else {
+                String::new()
+            },
             bytes as f64 / 1e6 / secs.max(1e-9),
             if bad.is_empty() {
                 "all ok".to_string()
@@ -957,6 +986,7 @@ fn run_options(
         ready_line: None,
         retention: None,
         previous_signers,
+        residency: config.residency().map(Arc::new),
     })
 }
 
@@ -1158,6 +1188,19 @@ fn print_summary(label: &str, summary: &RunSummary, live: &LiveViews, warehouse:
         summary.quarantined,
         if balanced { "balanced" } else { "NOT BALANCED" }
     );
+    if !summary.elsewhere.is_empty() {
+        // Read past, kept by their tenants' locations (`custody --location NAME run`).
+        let by: Vec<String> = summary
+            .elsewhere
+            .iter()
+            .map(|(l, n)| format!("{l}: {n}"))
+            .collect();
+        println!(
+            "  passed on to other locations: {} records ({})",
+            summary.elsewhere.values().sum::<u64>(),
+            by.join(", ")
+        );
+    }
     println!(
         "  tenants: {}, epochs committed: {}, elapsed: {:.2}s, throughput: {:.0} events/s",
         // The system log (Custody's configuration record) is not a tenant's.
@@ -1441,6 +1484,9 @@ fn run(config: &Config, args: RunArgs) -> anyhow::Result<()> {
         total.events_in += summary.events_in;
         total.accepted += summary.accepted;
         total.quarantined += summary.quarantined;
+        for (location, n) in summary.elsewhere {
+            *total.elsewhere.entry(location).or_default() += n;
+        }
         total.epochs += summary.epochs;
         total.elapsed += summary.elapsed;
         if !due.load(Ordering::SeqCst) || stop.load(Ordering::SeqCst) {
@@ -1473,6 +1519,7 @@ fn hold_command(config: &Config, action: HoldAction) -> anyhow::Result<()> {
             requested_by,
             warehouse,
         } => {
+            config.require_here(&tenant)?;
             let hold = holds::PlaceHold {
                 hold_id,
                 session_id: session,
@@ -1497,6 +1544,7 @@ fn hold_command(config: &Config, action: HoldAction) -> anyhow::Result<()> {
             requested_by,
             warehouse,
         } => {
+            config.require_here(&tenant)?;
             holds::release(
                 config,
                 &warehouse_of(warehouse)?,
