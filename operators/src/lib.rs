@@ -7,6 +7,7 @@
 
 pub mod checkpoint;
 pub mod compaction;
+pub mod config_log;
 pub mod cosign;
 pub mod error;
 pub mod export;

@@ -226,6 +226,9 @@ pub enum ProblemKind {
     /// An event was removed (only its leaf is left) outside every range a
     /// `RETENTION_APPLIED` event of the tenant declares.
     UnrecordedExpiry,
+    /// A row of `custody.config_log` does not hold the configuration its digest names, does
+    /// not follow the row before it, or was committed with no sealed epoch.
+    ConfigLog,
 }
 
 impl fmt::Display for ProblemKind {
@@ -686,6 +689,8 @@ pub struct WarehouseState {
     pub records: Vec<crate::sinks::iceberg::EpochRecord>,
     /// Table → its current data files → SHA-256 of their bytes (every table but `epochs`).
     pub files: BTreeMap<String, BTreeMap<String, String>>,
+    /// Every row of `custody.config_log`, in epoch order.
+    pub config_log: Vec<crate::config_log::ConfigEntry>,
 }
 
 /// The path and row count of a data file in Iceberg's JSON form.
@@ -971,6 +976,29 @@ impl Verifier {
             let files: Vec<&str> = files.iter().map(String::as_str).collect();
             table_problem(table, "sealed but missing (rows removed)", &files);
         }
+        // The configuration log: a chain of digests, each row in a sealed epoch.
+        let sealed_epochs: std::collections::HashSet<crate::record::Epoch> =
+            state.records.iter().map(|r| r.epoch).collect();
+        let mut config_problems = crate::config_log::check(&state.config_log);
+        config_problems.extend(
+            state
+                .config_log
+                .iter()
+                .filter(|e| !sealed_epochs.contains(&e.epoch))
+                .map(|e| {
+                    format!(
+                        "the configuration recorded at epoch {} is in no sealed epoch",
+                        e.epoch
+                    )
+                }),
+        );
+        report
+            .problems
+            .extend(config_problems.into_iter().map(|detail| Problem {
+                kind: ProblemKind::ConfigLog,
+                seq: None,
+                detail,
+            }));
         WarehouseFindings {
             report,
             tenant_problems,

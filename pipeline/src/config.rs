@@ -915,13 +915,6 @@ impl IdentityConfig {
                 (None, Some(h)) => hex::decode(h).ok(),
                 (None, None) => None,
             };
-            if p.tenant == custody_schemas::event::SYSTEM_TENANT {
-                errors.push(format!(
-                    "identity.producers.{id}: tenant {:?} is Custody's system log",
-                    p.tenant
-                ));
-                continue;
-            }
             match key {
                 Some(key) if !key.is_empty() => out.push((id.clone(), p.tenant.clone(), key)),
                 _ => errors.push(format!(

@@ -126,6 +126,8 @@ pub struct RunOptions {
     /// With tenants pinned to locations: this pipeline's location, so that it passes on what
     /// another location keeps ([`custody_operators::residency`]).
     pub residency: Option<Arc<custody_operators::residency::Residency>>,
+    /// The configuration run under, recorded in `custody.config_log` if it changed.
+    pub config_evidence: Option<custody_operators::config_log::ConfigEvidence>,
 }
 
 /// When one epoch passed each stage.
@@ -401,6 +403,7 @@ pub fn run_pipeline(
         .with_vault(keystore, opts.vault.content)
         .with_sealer(sealer)
         .with_retention(opts.retention.clone())
+        .with_config(opts.config_evidence.clone())
         .on_commit(Box::new(move |notice| {
             if let Ok(mut live) = hook_live.lock() {
                 live.apply(notice.epoch, notice.views);

@@ -521,7 +521,9 @@ fn main() -> anyhow::Result<()> {
         .init();
     disable_huge_pages();
     exit_on_panic();
-    let cli = Cli::parse();
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    config_log::set_command(matches.subcommand_name().unwrap_or_default());
+    let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&matches)?;
     let mut config = Config::load(cli.config.as_deref())?;
     config.select_location(cli.location.as_deref())?;
     match cli.command {
@@ -623,11 +625,6 @@ fn main() -> anyhow::Result<()> {
                 None => custody_schemas::time::now_us(),
             };
             let policies = config.retention_policies()?;
-            if !dry_run {
-                // The policies applied are on record before they are applied.
-                let opts = run_options(&config, warehouse.clone(), None)?;
-                config_log::record(&config, &opts, &warehouse, "custody retention", None)?;
-            }
             let applied = retention::apply(&config, &warehouse, now_us, &requested_by, dry_run)?;
             let lines = retention::describe(&applied.plan, &policies);
             if lines.is_empty() {
@@ -865,34 +862,14 @@ fn verify_cmd(config: &Config, args: VerifyArgs) -> anyhow::Result<()> {
                 }
             }
         }
-        // The system log (Custody's configuration record) is counted apart from the tenants'.
-        let system = |r: &&custody_operators::verify::TenantReport| {
-            r.tenant_id == custody_schemas::event::SYSTEM_TENANT
-        };
-        let events: u64 = reports
-            .iter()
-            .filter(|r| !system(r))
-            .map(|r| r.verified_events)
-            .sum();
-        let system_events: u64 = reports
-            .iter()
-            .filter(system)
-            .map(|r| r.verified_events)
-            .sum();
+        let events: u64 = reports.iter().map(|r| r.verified_events).sum();
         println!(
-            "verified {events} events ({:.1} MB) of {} tenants{} in {secs:.2}s ({:.0} MB/s): {}",
+            "verified {events} events ({:.1} MB) of {} tenants in {secs:.2}s ({:.0} MB/s): {}",
             bytes as f64 / 1e6,
             reports
                 .iter()
-                .filter(|r| r.tenant_id != WAREHOUSE_REPORT
-                    && r.tenant_id != verify::BUNDLE_REPORT
-                    && !system(r))
+                .filter(|r| r.tenant_id != WAREHOUSE_REPORT && r.tenant_id != verify::BUNDLE_REPORT)
                 .count(),
-            if system_events > 0 {
-                format!(" and {system_events} of the system log")
-            } else {
-                String::new()
-            },
             bytes as f64 / 1e6 / secs.max(1e-9),
             if bad.is_empty() {
                 "all ok".to_string()
@@ -933,7 +910,7 @@ fn run_options(
         .checkpoints
         .signing_seed(&config.keys, &key_dir, &warehouse)?;
     let previous_signers = config.keys.previous_signers(&key_dir)?;
-    Ok(RunOptions {
+    let mut opts = RunOptions {
         signing_seed,
         workers: p.workers,
         batch_size: p.batch_size,
@@ -987,7 +964,10 @@ fn run_options(
         retention: None,
         previous_signers,
         residency: config.residency().map(Arc::new),
-    })
+        config_evidence: None,
+    };
+    opts.config_evidence = Some(config_log::of_run(config, &opts)?);
+    Ok(opts)
 }
 
 /// Starts alert delivery to the configured Alertmanager and, with Kafka brokers, the alerts
@@ -1203,11 +1183,7 @@ fn print_summary(label: &str, summary: &RunSummary, live: &LiveViews, warehouse:
     }
     println!(
         "  tenants: {}, epochs committed: {}, elapsed: {:.2}s, throughput: {:.0} events/s",
-        // The system log (Custody's configuration record) is not a tenant's.
-        live.tenants()
-            .iter()
-            .filter(|t| t.as_str() != custody_schemas::event::SYSTEM_TENANT)
-            .count(),
+        live.tenants().len(),
         summary.epochs,
         secs,
         summary.events_in as f64 / secs.max(1e-9)
@@ -1247,7 +1223,6 @@ fn serve(config: &Config, warehouse: PathBuf, listen: String) -> anyhow::Result<
     };
     let stop = stop_on_signals()?;
     let mut opts = run_options(config, warehouse.clone(), None)?;
-    config_log::record(config, &opts, &warehouse, "custody serve", None)?;
     opts.keep_alive = true;
     opts.alerts = Some(start_alerts(config, None, &metrics)?);
     opts.ready_line = Some(format!(
@@ -1296,13 +1271,6 @@ fn demo(config: &Config, args: DemoArgs) -> anyhow::Result<()> {
         args.warehouse.display()
     );
     let mut opts = run_options(config, args.warehouse.clone(), None)?;
-    config_log::record(
-        config,
-        &opts,
-        &args.warehouse,
-        "custody demo",
-        Some(Arc::clone(&lock)),
-    )?;
     opts.held_lock = Some(lock);
     opts.alerts = Some(start_alerts(config, None, &metrics)?);
     let summary = run_pipeline(
@@ -1316,11 +1284,7 @@ fn demo(config: &Config, args: DemoArgs) -> anyhow::Result<()> {
     let live_now = live.lock().map(|l| l.clone()).unwrap_or_default();
     let balanced = print_summary("custody demo", &summary, &live_now, &args.warehouse);
     if let Some((rt, addr)) = &server {
-        let first = live_now
-            .tenants()
-            .into_iter()
-            .find(|t| t.as_str() != custody_schemas::event::SYSTEM_TENANT)
-            .unwrap_or_default();
+        let first = live_now.tenants().into_iter().next().unwrap_or_default();
         println!(
             "  views: http://{addr}/v1/tenants/{first}/views/event-counts  metrics: http://{addr}/metrics"
         );
@@ -1393,7 +1357,6 @@ fn run(config: &Config, args: RunArgs) -> anyhow::Result<()> {
     let _server = start_server(config, &warehouse, listen, &metrics, &live, &logs)?;
     let stop = stop_on_signals()?;
     let mut opts = run_options(config, warehouse.clone(), args.idle_exit)?;
-    config_log::record(config, &opts, &warehouse, "custody run", None)?;
     let reason = args.skip_reason.clone().unwrap_or_default();
     opts.skips = args
         .force_skip

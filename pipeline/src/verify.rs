@@ -238,7 +238,11 @@ impl Bundle {
                 expired,
                 checkpoints: warehouse.checkpoint_rows().await?,
                 keys: read_keys(&path.join("keys"))?,
-                warehouse: Some(WarehouseState { records, files }),
+                warehouse: Some(WarehouseState {
+                    records,
+                    files,
+                    config_log: warehouse.config_log().await?,
+                }),
                 sealed,
                 malformed: Vec::new(),
             })

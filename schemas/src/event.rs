@@ -66,20 +66,11 @@ pub enum EventType {
     LegalHoldPlaced,
     /// A legal hold was released. Written by `custody hold release` and the admin API.
     LegalHoldReleased,
-    /// Custody's evidence-relevant configuration (retention policies, policy rules, PII
-    /// field policies and recognizers, vault modes, producer bindings, signing and envelope
-    /// key ids) differs from the last one recorded. Written to the system log
-    /// ([`SYSTEM_TENANT`]) by `custody run`, `serve`, `demo` and `retention` as they start.
-    ConfigChanged,
 }
-
-/// The tenant whose log records Custody's own configuration ([`EventType::ConfigChanged`]):
-/// reserved, no producer may write to it.
-pub const SYSTEM_TENANT: &str = "_custody";
 
 impl EventType {
     /// Every event type, in taxonomy order.
-    pub const ALL: [EventType; 18] = [
+    pub const ALL: [EventType; 17] = [
         EventType::TaskInitiated,
         EventType::ModelDecision,
         EventType::DecisionPoint,
@@ -97,7 +88,6 @@ impl EventType {
         EventType::RetentionApplied,
         EventType::LegalHoldPlaced,
         EventType::LegalHoldReleased,
-        EventType::ConfigChanged,
     ];
 
     /// The wire name, e.g. `TOOL_CALLED`.
@@ -120,7 +110,6 @@ impl EventType {
             EventType::RetentionApplied => "RETENTION_APPLIED",
             EventType::LegalHoldPlaced => "LEGAL_HOLD_PLACED",
             EventType::LegalHoldReleased => "LEGAL_HOLD_RELEASED",
-            EventType::ConfigChanged => "CONFIG_CHANGED",
         }
     }
 
@@ -146,7 +135,7 @@ impl EventType {
             EventType::DataErased | EventType::DataReidentified => &["reason"],
             // Query strings and paths carry whatever a caller typed (e-mails, card numbers).
             EventType::AuditLogAccessed => &["path", "query", "sql"],
-            EventType::RetentionApplied | EventType::ConfigChanged => &[],
+            EventType::RetentionApplied => &[],
             EventType::LegalHoldPlaced | EventType::LegalHoldReleased => &["reason"],
         }
     }
@@ -161,8 +150,7 @@ impl EventType {
             | EventType::DataReidentified
             | EventType::RetentionApplied
             | EventType::LegalHoldPlaced
-            | EventType::LegalHoldReleased
-            | EventType::ConfigChanged => &["requested_by"],
+            | EventType::LegalHoldReleased => &["requested_by"],
             _ => &[],
         }
     }
@@ -188,7 +176,6 @@ impl EventType {
                 | EventType::RetentionApplied
                 | EventType::LegalHoldPlaced
                 | EventType::LegalHoldReleased
-                | EventType::ConfigChanged
         )
     }
 
@@ -202,7 +189,6 @@ impl EventType {
                 | EventType::RetentionApplied
                 | EventType::LegalHoldPlaced
                 | EventType::LegalHoldReleased
-                | EventType::ConfigChanged
         )
     }
 }
@@ -736,21 +722,6 @@ pub fn validate_payload(event_type: EventType, payload: &Json<'_>) -> Result<(),
             }
         }
         EventType::LegalHoldReleased => check::<LegalHoldReleased>(event_type, payload).map(drop),
-        EventType::ConfigChanged => {
-            let p = check::<ConfigChanged>(event_type, payload)?;
-            let digest = |d: &str| d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit());
-            if !digest(p.digest.as_str())
-                || p.previous_digest
-                    .as_ref()
-                    .is_some_and(|d| !digest(d.as_str()))
-            {
-                return Err(SchemaError::Payload {
-                    event_type,
-                    reason: "a configuration digest is 64 hex digits (SHA-256)".into(),
-                });
-            }
-            Ok(())
-        }
     }
 }
 
@@ -1184,28 +1155,6 @@ pub mod payload {
         #[serde(borrow)]
         pub reason: Text<'a>,
         /// Who released it.
-        #[serde(borrow)]
-        pub requested_by: Text<'a>,
-    }
-
-    /// `CONFIG_CHANGED`: Custody's evidence-relevant configuration as it now stands.
-    #[derive(Clone, Debug, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct ConfigChanged<'a> {
-        /// SHA-256 (hex) of `config`'s canonical JSON.
-        #[serde(borrow)]
-        pub digest: Text<'a>,
-        /// The digest of the configuration recorded before, if any.
-        #[serde(default, borrow)]
-        pub previous_digest: Option<Text<'a>>,
-        /// The sections that differ from it (all of them the first time).
-        #[serde(borrow)]
-        pub changed: Vec<Text<'a>>,
-        /// The configuration, by section (`retention`, `policy`, `pii`, `vault`, `identity`,
-        /// `keys`, `detection`); keys appear by id, never by value.
-        #[serde(borrow)]
-        pub config: std::collections::BTreeMap<Text<'a>, IgnoredAny>,
-        /// What recorded it (`custody run`, …).
         #[serde(borrow)]
         pub requested_by: Text<'a>,
     }

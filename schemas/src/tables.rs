@@ -47,8 +47,12 @@ pub const EMITTER_HEADS: &str = "emitter_heads";
 /// every checkpoint still need of them ([`expired_schema`]).
 pub const EXPIRED: &str = "expired";
 
+/// The system log of Custody's evidence-relevant configuration: one row per change, in the
+/// epoch from which it is in force ([`config_log_schema`]).
+pub const CONFIG_LOG: &str = "config_log";
+
 /// Every table, in creation order; after `epochs`, the order an epoch's commits are applied in.
-pub const ALL_TABLES: [&str; 9] = [
+pub const ALL_TABLES: [&str; 10] = [
     EVENTS,
     QUARANTINE,
     CHAIN_HEADS,
@@ -57,6 +61,7 @@ pub const ALL_TABLES: [&str; 9] = [
     VAULT,
     EMITTER_HEADS,
     EXPIRED,
+    CONFIG_LOG,
     EPOCHS,
 ];
 
@@ -81,6 +86,7 @@ pub fn table_schema(name: &str) -> Option<SchemaRef> {
         VAULT => Some(vault_schema()),
         EMITTER_HEADS => Some(emitter_heads_schema()),
         EXPIRED => Some(expired_schema()),
+        CONFIG_LOG => Some(config_log_schema()),
         _ => None,
     }
 }
@@ -207,6 +213,25 @@ pub fn expired_schema() -> SchemaRef {
         field(2, "seq", DataType::Int64, false),
         field(3, "leaf_hash", DataType::FixedSizeBinary(32), false),
         field(4, "epoch", DataType::Int64, false),
+    ]))
+}
+
+/// `custody.config_log`: Custody's evidence-relevant configuration (retention policies, policy
+/// rules, PII recognizers and field policies, vault modes, tenants' locations, producer
+/// bindings, detection thresholds, key ids and public keys; never a secret), one row each
+/// time it changed, committed and sealed with `epoch`, the first epoch processed under it.
+/// `config` is canonical JSON, `digest` its SHA-256 (hex), `previous_digest` the digest of
+/// the row before (null on the first), `changed` a JSON array of the sections that differ
+/// from it, `recorded_by` the command that ran under it.
+pub fn config_log_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        field(1, "epoch", DataType::Int64, false),
+        field(2, "recorded_at", DataType::Utf8, false),
+        field(3, "digest", DataType::Utf8, false),
+        field(4, "previous_digest", DataType::Utf8, true),
+        field(5, "changed", DataType::Utf8, false),
+        field(6, "config", DataType::Utf8, false),
+        field(7, "recorded_by", DataType::Utf8, false),
     ]))
 }
 

@@ -20,6 +20,7 @@ TABLES = [
     "view_changes",
     "vault",
     "expired",
+    "config_log",
     "epochs",
 ]
 

@@ -529,18 +529,77 @@ pub fn serve_demo(
     await_line(child, "serving until interrupted")
 }
 
-/// The payloads of the `CONFIG_CHANGED` events of `warehouse`'s system log, in log order.
+/// The rows of `warehouse`'s `custody.config_log`, in epoch order, with `changed` and `config`
+/// parsed.
 pub fn config_changes(warehouse: &Path) -> Vec<Value> {
-    let tables = read_columns(warehouse, &["events:tenant_id,seq,event_type,payload"]);
-    let mut changes: Vec<(i64, Value)> = rows(&tables, "events")
+    let tables = read_columns(
+        warehouse,
+        &["config_log:epoch,recorded_at,digest,previous_digest,changed,config,recorded_by"],
+    );
+    let mut changes: Vec<Value> = rows(&tables, "config_log")
         .iter()
-        .filter(|e| e["tenant_id"] == "_custody")
-        .map(|e| {
-            assert_eq!(e["event_type"], "CONFIG_CHANGED", "the system log: {e}");
-            let payload = serde_json::from_str(e["payload"].as_str().unwrap()).unwrap();
-            (e["seq"].as_i64().unwrap(), payload)
+        .map(|r| {
+            let mut r = r.clone();
+            for field in ["changed", "config"] {
+                let parsed: Value = serde_json::from_str(r[field].as_str().unwrap()).unwrap();
+                r[field] = parsed;
+            }
+            r
         })
         .collect();
-    changes.sort_by_key(|(seq, _)| *seq);
-    changes.into_iter().map(|(_, p)| p).collect()
+    changes.sort_by_key(|r| r["epoch"].as_i64());
+    changes
+}
+
+/// Of `needles`, those found anywhere under `wh` (a warehouse, a key directory): in any
+/// file's raw bytes (UUID ids also as their 16 bytes), or among the decoded values and
+/// statistics of any Parquet file.
+pub fn found_under(wh: &Path, needles: &[String]) -> Vec<String> {
+    let raw: Vec<Vec<u8>> = files_under(wh)
+        .into_iter()
+        .map(|f| std::fs::read(f).unwrap())
+        .collect();
+    let out = Command::new(python())
+        .arg(manifest_dir().join("py/file_text.py"))
+        .arg(wh)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let decoded: std::collections::BTreeMap<String, String> =
+        serde_json::from_slice(&out.stdout).unwrap();
+    // Every form of every needle, in one automaton: (form, needle index).
+    let mut forms: Vec<Vec<u8>> = Vec::new();
+    let mut of: Vec<usize> = Vec::new();
+    for (i, n) in needles.iter().enumerate() {
+        forms.push(n.as_bytes().to_vec());
+        of.push(i);
+        if let Ok(bytes) = hex::decode(n.replace('-', ""))
+            && bytes.len() == 16
+            && n.len() == 36
+        {
+            forms.push(bytes);
+            of.push(i);
+        }
+    }
+    let automaton = aho_corasick::AhoCorasick::new(&forms).unwrap();
+    let mut hit = vec![false; needles.len()];
+    for hay in raw
+        .iter()
+        .map(Vec::as_slice)
+        .chain(decoded.values().map(|t| t.as_bytes()))
+    {
+        for m in automaton.find_overlapping_iter(hay) {
+            hit[of[m.pattern().as_usize()]] = true;
+        }
+    }
+    needles
+        .iter()
+        .zip(hit)
+        .filter(|(_, h)| *h)
+        .map(|(n, _)| n.clone())
+        .collect()
 }

@@ -1,13 +1,13 @@
-//! Evidence-relevant configuration is chained: every change of retention policy, policy rule
-//! or PII field policy (and every key rotation, in `keys.rs`) is a `CONFIG_CHANGED` event of
-//! the system log (`_custody`), appended before anything runs under it, chained, checkpointed
-//! and verified like any tenant's log; an unchanged configuration adds nothing, and no
-//! producer can write to the system log.
+//! Evidence-relevant configuration is on record: every change of retention policy, policy
+//! rule or PII field policy (and every key rotation, in `keys.rs`) is a row of
+//! `custody.config_log`, committed with the first epoch processed under it (so under that
+//! epoch's seal), chained by digest to the row before, and checked by `custody verify`; an
+//! unchanged configuration adds nothing.
 
 use std::path::Path;
 use std::process::Output;
 
-use custody_tests::{config_changes, custody_output, generate_ndjson, read_columns, rows};
+use custody_tests::{config_changes, custody_output, generate_ndjson};
 use serde_json::{Value, json};
 
 fn ok(out: Output) -> String {
@@ -23,7 +23,15 @@ fn ok(out: Output) -> String {
 /// A configuration file of `extra` settings layered over the defaults.
 fn config(dir: &Path, name: &str, extra: &str) -> String {
     let path = dir.join(format!("{name}.toml"));
-    std::fs::write(&path, format!("[serve]\nlisten = \"off\"\n{extra}")).unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "[serve]\nlisten = \"off\"\n{}",
+            // Retention is applied by `custody retention` below, not by the runs.
+            extra.replace("[retention]\n", "[retention]\ninterval = \"0s\"\n")
+        ),
+    )
+    .unwrap();
     path.to_str().unwrap().to_string()
 }
 
@@ -47,7 +55,7 @@ fn slice(dir: &Path, all: &[&str], from: usize, to: usize) -> std::path::PathBuf
 }
 
 #[test]
-fn configuration_changes_are_chained_in_the_system_log() {
+fn configuration_changes_are_on_record_in_the_config_log() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("events.ndjson");
     generate_ndjson(&input, 800, 3);
@@ -62,12 +70,15 @@ fn configuration_changes_are_chained_in_the_system_log() {
     assert_eq!(changes.len(), 1, "{changes:?}");
     let first = &changes[0];
     assert!(first["previous_digest"].is_null());
-    assert_eq!(first["requested_by"], "custody run");
+    assert_eq!(first["recorded_by"], "custody run");
+    // Recorded with the run's first epoch.
+    assert_eq!(first["epoch"], 0);
     for section in [
         "retention",
         "policy",
         "pii",
         "vault",
+        "residency",
         "identity",
         "detection",
         "keys",
@@ -91,7 +102,7 @@ fn configuration_changes_are_chained_in_the_system_log() {
     run(&a, &slice(dir.path(), &lines, 200, 300), &wh);
     assert_eq!(config_changes(&wh).len(), 1);
 
-    // A retention change, a new policy rule, a PII field policy: one event each, naming the
+    // A retention change, a new policy rule, a PII field policy: one row each, naming the
     // section, linked to the one before.
     let b = config(dir.path(), "b", "[retention]\ndays = 200\n");
     run(&b, &slice(dir.path(), &lines, 300, 400), &wh);
@@ -139,11 +150,12 @@ fn configuration_changes_are_chained_in_the_system_log() {
         json!(["TASK_FAILED.last_state"])
     );
 
-    // `custody retention` records the policy it applies first; a dry run records nothing.
+    // `custody retention` records the policy it applies before applying it (the generated
+    // events are months old: 100 days expire them); a dry run records nothing.
     let e = dir.path().join("e.toml").to_str().unwrap().to_string();
     let e_text = std::fs::read_to_string(&d)
         .unwrap()
-        .replace("days = 200", "days = 190");
+        .replace("days = 200", "days = 100");
     std::fs::write(&e, e_text).unwrap();
     let whs = wh.to_str().unwrap();
     ok(custody_output(&[
@@ -155,45 +167,24 @@ fn configuration_changes_are_chained_in_the_system_log() {
         whs,
     ]));
     assert_eq!(config_changes(&wh).len(), 4);
-    ok(custody_output(&[
+    let applied = ok(custody_output(&[
         "--config",
         &e,
         "retention",
         "--warehouse",
         whs,
     ]));
+    assert!(applied.contains("RETENTION_APPLIED"), "{applied}");
     let changes = config_changes(&wh);
     assert_eq!(changes.len(), 5);
     assert_eq!(changes[4]["changed"], json!(["retention"]));
-    assert_eq!(changes[4]["requested_by"], "custody retention");
-
-    // No producer writes to the system log: an event claiming it is quarantined.
-    let forged = lines[600].replacen(
-        r#""tenant_id":"tenant-0000""#,
-        r#""tenant_id":"_custody""#,
-        1,
-    );
-    let forged = if forged == lines[600] {
-        let mut v: Value = serde_json::from_str(lines[600]).unwrap();
-        v["tenant_id"] = json!("_custody");
-        v.to_string()
-    } else {
-        forged
-    };
-    let claim = dir.path().join("claim.ndjson");
-    std::fs::write(&claim, format!("{forged}\n{}\n", lines[601])).unwrap();
-    let out = run(&e, &claim, &wh);
-    assert!(out.contains("2 in = 1 accepted + 1 quarantined"), "{out}");
-    let tables = read_columns(&wh, &["quarantine:reason_kind"]);
-    assert!(
-        rows(&tables, "quarantine")
-            .iter()
-            .any(|q| q["reason_kind"] == "reserved_tenant"),
-        "{tables}"
-    );
+    assert_eq!(changes[4]["recorded_by"], "custody retention");
+    assert_eq!(changes[4]["config"]["retention"]["default"]["days"], 100);
+    // Later runs under it add nothing.
+    run(&e, &slice(dir.path(), &lines, 600, 700), &wh);
     assert_eq!(config_changes(&wh).len(), 5);
 
-    // The system log is verified like every log.
+    // The log is checked by verify (digests, links, every row in a sealed epoch).
     let verified = ok(custody_output(&[
         "--config",
         &e,
@@ -201,28 +192,5 @@ fn configuration_changes_are_chained_in_the_system_log() {
         "--warehouse",
         whs,
     ]));
-    assert!(verified.contains("_custody: ok (5 events"), "{verified}");
-
-    // A producer bound to the system log is a configuration error.
-    let bound = config(
-        dir.path(),
-        "bound",
-        "[identity]\nmode = \"signed-header\"\n\
-         [identity.producers.p]\ntenant = \"_custody\"\nkey_hex = \"00ff\"\n",
-    );
-    let refused = custody_output(&[
-        "--config",
-        &bound,
-        "run",
-        "--input",
-        claim.to_str().unwrap(),
-        "--warehouse",
-        whs,
-    ]);
-    assert!(!refused.status.success());
-    assert!(
-        String::from_utf8_lossy(&refused.stderr).contains("is Custody's system log"),
-        "{}",
-        String::from_utf8_lossy(&refused.stderr)
-    );
+    assert!(verified.contains("(warehouse): ok"), "{verified}");
 }

@@ -106,7 +106,7 @@ fn keys_come_from_providers_and_rotate() {
         assert!(!key_dir.join(name).exists(), "{name} was written");
     }
     let (pub_a, pub_b) = (public_of(&signing_a), public_of(&signing_b));
-    // The keys in use are on record in the system log, by id and public key only.
+    // The keys in use are on record in custody.config_log, by id and public key only.
     let changes = config_changes(&wh);
     assert_eq!(changes.len(), 1, "{changes:?}");
     assert_eq!(changes[0]["config"]["keys"]["signing"]["public_key"], pub_a);
@@ -180,7 +180,7 @@ fn keys_come_from_providers_and_rotate() {
         !only_new.status.success(),
         "the old checkpoints need the old key"
     );
-    // The rotation is a CONFIG_CHANGED event of the system log, sealed under the new key.
+    // The rotation is a row of custody.config_log, sealed under the new key.
     let changes = config_changes(&wh);
     assert_eq!(changes.len(), 2, "{changes:?}");
     assert_eq!(changes[1]["changed"], serde_json::json!(["keys"]));
@@ -201,18 +201,6 @@ fn keys_come_from_providers_and_rotate() {
         "--warehouse",
         whs,
     ]));
-    // The KEK rotation too, when rewrap-keys ran.
-    let changes = config_changes(&wh);
-    assert_eq!(changes.len(), 3, "{changes:?}");
-    assert_eq!(changes[2]["changed"], serde_json::json!(["keys"]));
-    assert_ne!(
-        changes[2]["config"]["keys"]["kek"],
-        changes[1]["config"]["keys"]["kek"]
-    );
-    assert_eq!(
-        changes[2]["config"]["keys"]["kek_previous"][0],
-        changes[1]["config"]["keys"]["kek"]
-    );
     let tables = read_tables(&wh);
     let token: Value = rows(&tables, "vault")
         .iter()
@@ -236,6 +224,17 @@ fn keys_come_from_providers_and_rotate() {
     ]));
     assert!(!revealed.trim().is_empty());
     assert!(text.contains(revealed.trim()), "{revealed}");
+    // The KEK rotation is on record from the first epoch committed under the new KEK (the
+    // reveal's DATA_REIDENTIFIED event).
+    let changes = config_changes(&wh);
+    assert_eq!(changes.len(), 3, "{changes:?}");
+    assert_eq!(changes[2]["changed"], serde_json::json!(["keys"]));
+    assert_eq!(changes[2]["recorded_by"], "custody reveal");
+    assert_ne!(
+        changes[2]["config"]["keys"]["kek"],
+        changes[1]["config"]["keys"]["kek"]
+    );
+    assert_eq!(changes[2]["previous_digest"], changes[1]["digest"]);
 
     // A mistyped warehouse is refused before anything is made: no directory, no key.
     let typo = dir.path().join("whh");

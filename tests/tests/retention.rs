@@ -14,8 +14,8 @@ use std::process::Command;
 use custody_operators::merkle;
 use custody_schemas::time::{format_rfc3339, parse_rfc3339};
 use custody_tests::{
-    await_line, custody_bin, files_under, free_addr, generate_ndjson, get_json, manifest_dir,
-    python, read_columns, read_tables, rows, serve_command,
+    await_line, custody_bin, files_under, found_under, free_addr, generate_ndjson, get_json,
+    manifest_dir, python, read_columns, read_tables, rows, serve_command,
 };
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -78,57 +78,6 @@ fn run(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Of `needles`, those found anywhere in the warehouse: in any file's raw bytes (UUID ids
-/// also as their 16 bytes), or among the decoded values and statistics of any Parquet file.
-fn found(wh: &Path, needles: &[String]) -> Vec<String> {
-    let raw: Vec<Vec<u8>> = files_under(wh)
-        .into_iter()
-        .map(|f| std::fs::read(f).unwrap())
-        .collect();
-    let out = Command::new(python())
-        .arg(manifest_dir().join("py/file_text.py"))
-        .arg(wh)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let decoded: BTreeMap<String, String> = serde_json::from_slice(&out.stdout).unwrap();
-    // Every form of every needle, in one automaton: (form, needle index).
-    let mut forms: Vec<Vec<u8>> = Vec::new();
-    let mut of: Vec<usize> = Vec::new();
-    for (i, n) in needles.iter().enumerate() {
-        forms.push(n.as_bytes().to_vec());
-        of.push(i);
-        if let Ok(bytes) = hex::decode(n.replace('-', ""))
-            && bytes.len() == 16
-            && n.len() == 36
-        {
-            forms.push(bytes);
-            of.push(i);
-        }
-    }
-    let automaton = aho_corasick::AhoCorasick::new(&forms).unwrap();
-    let mut hit = vec![false; needles.len()];
-    for hay in raw
-        .iter()
-        .map(Vec::as_slice)
-        .chain(decoded.values().map(|t| t.as_bytes()))
-    {
-        for m in automaton.find_overlapping_iter(hay) {
-            hit[of[m.pattern().as_usize()]] = true;
-        }
-    }
-    needles
-        .iter()
-        .zip(hit)
-        .filter(|(_, h)| *h)
-        .map(|(n, _)| n.clone())
-        .collect()
 }
 
 fn config(dir: &Path) -> String {
@@ -390,7 +339,7 @@ fn retention_removes_exactly_the_expired_events_and_every_proof_still_verifies()
     let mut needles: Vec<String> = gone_ids.difference(&referenced).cloned().collect();
     needles.extend(sealed_gone.iter().cloned());
     assert!(needles.len() > 1000);
-    let left = found(&wh, &needles);
+    let left = found_under(&wh, &needles);
     assert!(
         left.is_empty(),
         "{} expired values remain, e.g. {:?}",
@@ -399,7 +348,7 @@ fn retention_removes_exactly_the_expired_events_and_every_proof_still_verifies()
     );
     // The search finds what is kept (it can fail).
     let kept_ids: Vec<String> = want.iter().take(50).cloned().collect();
-    assert_eq!(found(&wh, &kept_ids).len(), 50);
+    assert_eq!(found_under(&wh, &kept_ids).len(), 50);
 
     // The chains verify through the expired leaves, and verify says which were expired.
     let verified: Value = serde_json::from_str(&run(&[
@@ -671,8 +620,8 @@ fn retention_removes_exactly_the_expired_events_and_every_proof_still_verifies()
     assert!(!parsed.iter().any(|e| e["tenant_id"] == "tenant-0001"
         && time(e) < from_us
         && stored_0001.contains(&field(e, "event_id"))));
-    assert!(found(&wh, &quarantined_sealed).is_empty());
-    assert!(found(&wh, &["quarantined kestrel memo".to_string()]).is_empty());
+    assert!(found_under(&wh, &quarantined_sealed).is_empty());
+    assert!(found_under(&wh, &["quarantined kestrel memo".to_string()]).is_empty());
     let verified: Value = serde_json::from_str(&run(&[
         "--config",
         &cfg,

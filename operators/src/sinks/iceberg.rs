@@ -1765,6 +1765,41 @@ impl Warehouse {
         Ok(out)
     }
 
+    /// Every row of `custody.config_log`, in epoch order (none in a warehouse written before
+    /// it existed).
+    pub async fn config_log(&self) -> Result<Vec<crate::config_log::ConfigEntry>> {
+        let ident = TableIdent::new(
+            NamespaceIdent::new(NAMESPACE.to_string()),
+            tables::CONFIG_LOG.to_string(),
+        );
+        if !self.catalog.table_exists(&ident).await? {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for batch in self.scan(tables::CONFIG_LOG).await? {
+            let epoch = int_column(&batch, "epoch")?;
+            let recorded_at = string_column(&batch, "recorded_at")?;
+            let digest = string_column(&batch, "digest")?;
+            let previous = string_column(&batch, "previous_digest")?;
+            let changed = string_column(&batch, "changed")?;
+            let config = string_column(&batch, "config")?;
+            let recorded_by = string_column(&batch, "recorded_by")?;
+            for i in 0..batch.num_rows() {
+                out.push(crate::config_log::ConfigEntry {
+                    epoch: epoch.value(i) as u64,
+                    recorded_at: recorded_at.value(i).to_string(),
+                    digest: digest.value(i).to_string(),
+                    previous_digest: previous.is_valid(i).then(|| previous.value(i).to_string()),
+                    changed: serde_json::from_str(changed.value(i)).unwrap_or_default(),
+                    config: config.value(i).to_string(),
+                    recorded_by: recorded_by.value(i).to_string(),
+                });
+            }
+        }
+        out.sort_by_key(|e| e.epoch);
+        Ok(out)
+    }
+
     /// Every row of `custody.expired` (none in a warehouse written before it existed).
     pub async fn expired_leaves(&self) -> Result<Vec<crate::verify::ExpiredLeaf>> {
         let ident = TableIdent::new(
@@ -2457,6 +2492,9 @@ pub struct IcebergSink {
     compact: Option<CompactSchedule>,
     /// A retention application to commit with the next epoch ([`crate::retention`]).
     retention: Option<crate::retention::Job>,
+    /// The configuration run under, recorded with the first epoch if it changed
+    /// ([`crate::config_log`]).
+    config: Option<crate::config_log::ConfigEvidence>,
 }
 
 /// Compacting every `every_epochs` epochs under `policy`.
@@ -2627,6 +2665,7 @@ impl IcebergSink {
             heads: None,
             compact: None,
             retention: None,
+            config: None,
         }
     }
 
@@ -2651,6 +2690,13 @@ impl IcebergSink {
     /// epoch's changes (the views rebuilt from the retained events).
     pub fn with_retention(mut self, job: Option<crate::retention::Job>) -> Self {
         self.retention = job;
+        self
+    }
+
+    /// Records `evidence` in `custody.config_log` with the first epoch committed, unless it is
+    /// the configuration last recorded ([`crate::config_log`]).
+    pub fn with_config(mut self, evidence: Option<crate::config_log::ConfigEvidence>) -> Self {
+        self.config = evidence;
         self
     }
 
@@ -2898,6 +2944,19 @@ impl IcebergSink {
             emitters.len(),
             nonempty(&emitters, |e| emitter_heads_batch(e, epoch))?,
         ));
+        // The configuration this run is under, if it is not the one last recorded.
+        if let Some(evidence) = self.config.take() {
+            let last = self.warehouse.config_log().await?.pop();
+            let now = custody_schemas::time::format_rfc3339(custody_schemas::time::now_us());
+            if let Some(entry) = crate::config_log::entry(&evidence, last.as_ref(), epoch, now) {
+                tracing::info!(
+                    epoch,
+                    changed = %entry.changed.join(","),
+                    "configuration recorded in custody.config_log"
+                );
+                batches.push((tables::CONFIG_LOG, 1, Some(config_log_batch(&entry)?)));
+            }
+        }
         // A retention application: the rows it removes, rewritten away below with the
         // compactions; the expired events' leaves appended to `custody.expired`.
         let applied = match &retention {
@@ -3476,6 +3535,22 @@ async fn seal_quarantined(
         });
     }
     Ok(rows)
+}
+
+fn config_log_batch(e: &crate::config_log::ConfigEntry) -> Result<RecordBatch> {
+    let changed = serde_json::to_string(&e.changed).unwrap_or_default();
+    batch(
+        tables::config_log_schema(),
+        vec![
+            ints(std::iter::once(e.epoch as i64)),
+            strings(std::iter::once(e.recorded_at.as_str())),
+            strings(std::iter::once(e.digest.as_str())),
+            opt_strings(std::iter::once(e.previous_digest.as_deref())),
+            strings(std::iter::once(changed.as_str())),
+            strings(std::iter::once(e.config.as_str())),
+            strings(std::iter::once(e.recorded_by.as_str())),
+        ],
+    )
 }
 
 fn expired_batch(leaves: &[(String, u64, Hash)], epoch: Epoch) -> Result<RecordBatch> {

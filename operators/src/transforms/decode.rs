@@ -208,23 +208,9 @@ pub fn decode_with<T>(
                     | EventType::RetentionApplied
                     | EventType::LegalHoldPlaced
                     | EventType::LegalHoldReleased
-                    | EventType::ConfigChanged
             ),
             _ => false,
         };
-        // The system log holds the configuration record, and only it.
-        let system = event.tenant_id.as_str() == custody_schemas::event::SYSTEM_TENANT;
-        let config = event.event_type == EventType::ConfigChanged;
-        if allowed && system != config && event.event_type != EventType::AuditLogAccessed {
-            return Err((
-                "reserved_tenant",
-                format!(
-                    "{} belongs in the system log ({:?}) and nothing else does",
-                    EventType::ConfigChanged,
-                    custody_schemas::event::SYSTEM_TENANT
-                ),
-            ));
-        }
         if !allowed {
             return Err((
                 "unauthenticated",
@@ -259,15 +245,6 @@ pub fn decode_with<T>(
     let event = &decoded.event;
     if event.event_type.is_custody_action() {
         return Err(reserved(event.event_type));
-    }
-    if event.tenant_id.as_str() == custody_schemas::event::SYSTEM_TENANT {
-        return Err((
-            "reserved_tenant",
-            format!(
-                "tenant {:?} is Custody's system log, never written by a producer",
-                custody_schemas::event::SYSTEM_TENANT
-            ),
-        ));
     }
     if let (Some(registry), Some(bound), Some(claim)) =
         (&config.producers, bound, raw.producer.as_ref())
@@ -444,64 +421,6 @@ mod strictness {
         );
         let (kind, _) = decode_one(&RawRecord::new(0, 2, nested), &config).unwrap_err();
         assert_eq!(kind, "duplicate_member");
-    }
-
-    #[test]
-    fn the_system_log_holds_the_configuration_record_and_only_it() {
-        let config = DecodeConfig::default();
-        let digest = "a".repeat(64);
-        let changed = format!(
-            r#"{{"digest":"{digest}","changed":["keys"],"config":{{"keys":{{}}}},"requested_by":"custody run"}}"#
-        );
-        let system = |bytes: Vec<u8>| {
-            String::from_utf8(bytes)
-                .unwrap()
-                .replace(r#""tenant_id":"acme""#, r#""tenant_id":"_custody""#)
-                .into_bytes()
-        };
-        let admin = crate::record::ADMIN_PARTITION;
-        let ours = system(event("", "CONFIG_CHANGED", &changed));
-        assert!(decode_one(&RawRecord::new(admin, 0, ours.clone()), &config).is_ok());
-        // Not from a producer, not about a tenant, and not with a malformed digest.
-        assert_eq!(
-            decode_one(&RawRecord::new(0, 0, ours), &config)
-                .unwrap_err()
-                .0,
-            "reserved_event_type"
-        );
-        let tenant = event("", "CONFIG_CHANGED", &changed);
-        assert_eq!(
-            decode_one(&RawRecord::new(admin, 0, tenant), &config)
-                .unwrap_err()
-                .0,
-            "reserved_tenant"
-        );
-        let short = system(event(
-            "",
-            "CONFIG_CHANGED",
-            &changed.replace(&digest, "abc"),
-        ));
-        assert!(decode_one(&RawRecord::new(admin, 0, short), &config).is_err());
-        // A producer's event claiming the system log, and Custody's other events there.
-        let payload = r#"{"data_store":"crm","operation":"read","record_ids":[],"purpose":"p"}"#;
-        let claim = system(event("", "DATA_ACCESSED", payload));
-        assert_eq!(
-            decode_one(&RawRecord::new(0, 0, claim), &config)
-                .unwrap_err()
-                .0,
-            "reserved_tenant"
-        );
-        let erased = system(event(
-            "",
-            "DATA_ERASED",
-            r#"{"scope":"tenant","keys_destroyed":1,"requested_by":"x","reason":"r"}"#,
-        ));
-        assert_eq!(
-            decode_one(&RawRecord::new(admin, 0, erased), &config)
-                .unwrap_err()
-                .0,
-            "reserved_tenant"
-        );
     }
 
     #[test]
