@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace on a fresh machine: installs what the end-to-end tests need
-# (the tansu Kafka broker, a Python venv with pyiceberg + pyarrow, headless Chromium), builds the custody binary,
+# (the tansu Kafka broker, the s3s-fs S3 server, a Python venv with pyiceberg + pyarrow, headless Chromium), builds the custody binary,
 # then runs `cargo test`. Installs are cached under ~/.cache/custody and reused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +17,15 @@ if ! "$TANSU_BIN" --version 2>/dev/null | grep -q "$TANSU_VERSION" \
   cargo install tansu --version "$TANSU_VERSION" --locked --force --features dynostore,libsql \
     --root "$CACHE/tansu" --target-dir "$CACHE/tansu-target"
   touch "$CACHE/tansu/.libsql"
+fi
+
+# s3s-fs: an S3-compatible server over a local directory, for the object storage test.
+S3S_VERSION=0.14.1
+export CUSTODY_S3_SERVER="$CACHE/s3s/bin/s3s-fs"
+if ! "$CUSTODY_S3_SERVER" --version 2>/dev/null | grep -q "$S3S_VERSION"; then
+  echo "==> installing s3s-fs $S3S_VERSION (S3-compatible server; first time only)"
+  cargo install s3s-fs --version "$S3S_VERSION" --locked --force --features binary \
+    --root "$CACHE/s3s" --target-dir "$CACHE/s3s-target"
 fi
 
 export CUSTODY_PYTHON="$CACHE/venv/bin/python"

@@ -71,6 +71,12 @@ pub enum Error {
     /// The table holds something this version cannot read correctly (delete files).
     #[error("unsupported table content: {0}")]
     Unsupported(String),
+    /// The object storage holding the tables failed.
+    #[error("object storage: {0}")]
+    ObjectStorage(#[from] opendal::Error),
+    /// The tables' storage location is misconfigured.
+    #[error("storage configuration: {0}")]
+    StorageConfig(String),
     /// The SQL catalog database failed.
     #[error("catalog database: {0}")]
     CatalogDb(#[from] sqlx::Error),
@@ -109,11 +115,13 @@ impl Error {
             | Error::Parquet(_)
             | Error::Io(_)
             | Error::CatalogDb(_)
+            | Error::ObjectStorage(_)
             | Error::CommitConflict(_) => ErrorDomain::External,
             Error::NeverConnected { .. } => ErrorDomain::External,
             Error::WarehouseDamaged(_)
             | Error::Tampered(_)
             | Error::SourceMismatch { .. }
+            | Error::StorageConfig(_)
             | Error::Unsupported(_) => ErrorDomain::User,
             Error::Arrow(_)
             | Error::SinkStopped(_)

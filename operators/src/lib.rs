@@ -26,6 +26,7 @@ pub mod retention;
 pub mod seal;
 pub mod sinks;
 pub mod sources;
+pub mod table_storage;
 pub mod test_util;
 pub mod transforms;
 pub mod vault;

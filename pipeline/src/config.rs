@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use custody_operators::table_storage::StorageSpec;
 use serde::{Deserialize, Serialize};
 
 /// The defaults, embedded in the binary.
@@ -79,6 +80,14 @@ pub struct LocationConfig {
     /// Its key directory; empty: `<warehouse>.keys`.
     #[serde(default)]
     pub keys_dir: PathBuf,
+    /// Where its tables' files go (`s3://bucket/prefix` in that location); empty: under its
+    /// warehouse directory. The S3 endpoint, if other than `[warehouse] s3_endpoint`, is
+    /// `s3_endpoint`.
+    #[serde(default)]
+    pub tables: String,
+    /// See `tables`.
+    #[serde(default)]
+    pub s3_endpoint: Option<String>,
     /// Its own key providers (a regional KMS), replacing those of `[keys]` where set.
     #[serde(default)]
     pub signing: Option<String>,
@@ -142,6 +151,10 @@ impl Config {
             )));
         };
         self.warehouse.path = at.warehouse.clone();
+        self.warehouse.tables = at.tables.clone();
+        if let Some(endpoint) = &at.s3_endpoint {
+            self.warehouse.s3_endpoint = endpoint.clone();
+        }
         self.keys.dir = at.keys_dir.clone();
         for (mine, theirs) in [
             (&mut self.keys.signing, &at.signing),
@@ -207,6 +220,29 @@ impl Config {
                 }
                 seen.push((what, path));
             }
+        }
+        // Object storage: no two locations' tables under one prefix.
+        let mut buckets: Vec<(String, String)> = Vec::new();
+        let default = self.warehouse.tables.trim_end_matches('/');
+        if !default.is_empty() {
+            buckets.push(("[warehouse] tables".into(), format!("{default}/")));
+        }
+        for (name, at) in &self.locations {
+            let tables = at.tables.trim_end_matches('/');
+            if tables.is_empty() {
+                continue;
+            }
+            let tables = format!("{tables}/");
+            if let Some((other, _)) = buckets
+                .iter()
+                .find(|(_, t)| t.starts_with(&tables) || tables.starts_with(t.as_str()))
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "locations.{name}.tables ({tables}) overlaps {other}: each location keeps \
+                     its own"
+                )));
+            }
+            buckets.push((format!("locations.{name}.tables"), tables));
         }
         Ok(())
     }
@@ -375,6 +411,36 @@ pub struct WarehouseConfig {
     pub sink_id: String,
     /// Compact the tables' small files with every this many epochs' commits; 0 = never.
     pub compact_every_epochs: u64,
+    /// Where the tables' files go: empty for `<path>/data`, or `s3://bucket/prefix`.
+    #[serde(default)]
+    pub tables: String,
+    /// The S3 endpoint of `tables`; empty: AWS.
+    #[serde(default)]
+    pub s3_endpoint: String,
+    /// The S3 region of `tables`.
+    #[serde(default)]
+    pub s3_region: String,
+    /// Path-style S3 requests (`endpoint/bucket/key`).
+    #[serde(default)]
+    pub s3_path_style: bool,
+}
+
+impl WarehouseConfig {
+    /// Where the tables' files go, if not under the warehouse directory.
+    pub fn tables(&self) -> Result<Option<StorageSpec>, ConfigError> {
+        if self.tables.is_empty() {
+            return Ok(None);
+        }
+        let spec = StorageSpec {
+            location: self.tables.clone(),
+            endpoint: (!self.s3_endpoint.is_empty()).then(|| self.s3_endpoint.clone()),
+            region: (!self.s3_region.is_empty()).then(|| self.s3_region.clone()),
+            path_style: self.s3_path_style,
+        };
+        spec.validate()
+            .map_err(|e| ConfigError::Invalid(format!("warehouse.tables: {e}")))?;
+        Ok(Some(spec))
+    }
 }
 
 /// Secret key material.

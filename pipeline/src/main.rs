@@ -905,6 +905,9 @@ fn run_options(
     let p = &config.pipeline;
     std::fs::create_dir_all(&warehouse)
         .with_context(|| format!("creating {}", warehouse.display()))?;
+    if let Some(tables) = config.warehouse.tables()? {
+        custody_operators::table_storage::StorageSpec::record(&warehouse, Some(&tables))?;
+    }
     let key_dir = config.keys.dir(&warehouse)?;
     let signing_seed = config
         .checkpoints

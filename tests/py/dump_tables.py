@@ -7,6 +7,7 @@ as one JSON object: {"table": [row, ...], ...}. Used by the end-to-end tests.
 
 import datetime
 import json
+import os
 import sys
 import uuid
 
@@ -62,6 +63,28 @@ def columns(name, cols):
     return tuple(out)
 
 
+def storage_props(warehouse: str) -> dict:
+    """FileIO properties for a warehouse whose tables are in object storage (its
+    storage.json), credentials from the AWS environment."""
+    path = os.path.join(warehouse, "storage.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        spec = json.load(f)
+    props = {"s3.region": spec.get("region") or "us-east-1"}
+    if spec.get("endpoint"):
+        props["s3.endpoint"] = spec["endpoint"]
+    if spec.get("path_style"):
+        props["s3.force-virtual-addressing"] = "false"
+    for var, prop in [
+        ("AWS_ACCESS_KEY_ID", "s3.access-key-id"),
+        ("AWS_SECRET_ACCESS_KEY", "s3.secret-access-key"),
+    ]:
+        if var in os.environ:
+            props[prop] = os.environ[var]
+    return props
+
+
 def main() -> None:
     warehouse = sys.argv[1]
     wanted = [(t, None) for t in TABLES]
@@ -74,6 +97,7 @@ def main() -> None:
         "custody",
         uri=f"sqlite:///{warehouse}/catalog.db",
         warehouse=f"file://{warehouse}/data",
+        **storage_props(warehouse),
     )
     out = {}
     for name, cols in wanted:

@@ -95,12 +95,18 @@ pub fn read_tables(warehouse: &Path) -> Value {
 /// Chosen tables and columns (`"events:tenant_id,seq"`), read with pyiceberg; every table if
 /// `specs` is empty.
 pub fn read_columns(warehouse: &Path, specs: &[&str]) -> Value {
+    read_columns_with(warehouse, specs, &[])
+}
+
+/// [`read_columns`] with environment variables `env` set (object storage credentials).
+pub fn read_columns_with(warehouse: &Path, specs: &[&str], env: &[(&str, &str)]) -> Value {
     let python = python();
     let script = manifest_dir().join("py/dump_tables.py");
     let out = Command::new(&python)
         .arg(script)
         .arg(warehouse)
         .args(specs)
+        .envs(env.iter().copied())
         .output()
         .unwrap_or_else(|e| panic!("spawn {}: {e} (tests/run.sh installs it)", python.display()));
     assert!(
@@ -602,4 +608,82 @@ pub fn found_under(wh: &Path, needles: &[String]) -> Vec<String> {
         .filter(|(_, h)| *h)
         .map(|(n, _)| n.clone())
         .collect()
+}
+
+/// `events` re-dated evenly over the `days` days before `now_us`, in order, each agent's
+/// emitter chain (`previous_event_hash`) re-linked over the new bytes; as NDJSON lines.
+pub fn respan(events: &[Value], now_us: i64, days: i64) -> Vec<String> {
+    let step = days * 86_400_000_000i64 / events.len() as i64;
+    let start = now_us - days * 86_400_000_000i64;
+    let mut last: std::collections::BTreeMap<(String, String), String> =
+        std::collections::BTreeMap::new();
+    let mut out = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        let mut e = e.clone();
+        e["timestamp"] = serde_json::json!(custody_schemas::time::format_rfc3339(
+            start + i as i64 * step
+        ));
+        let key = (
+            e["tenant_id"].as_str().unwrap().to_string(),
+            e["agent_id"].as_str().unwrap().to_string(),
+        );
+        e["previous_event_hash"] =
+            serde_json::json!(last.get(&key).cloned().unwrap_or("0".repeat(64)));
+        let line = serde_json::to_string(&e).unwrap();
+        last.insert(
+            key,
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(line.as_bytes())),
+        );
+        out.push(line);
+    }
+    out
+}
+
+/// An S3-compatible server (s3s-fs, installed by `tests/run.sh`) on loopback, storing each
+/// object as a file under its root directory (so tests can search the bytes it holds).
+pub struct S3Server {
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    /// Where the objects are: `<root>/<bucket>/<key>`.
+    pub root: PathBuf,
+    _process: KillOnDrop,
+}
+
+/// The access key the test server accepts.
+pub const S3_ACCESS_KEY: &str = "custody-test";
+/// The secret key the test server accepts.
+pub const S3_SECRET_KEY: &str = "custody-test-secret";
+
+impl S3Server {
+    /// Starts a server over `root` with the buckets `buckets`.
+    pub fn start(root: &Path, buckets: &[&str]) -> S3Server {
+        for bucket in buckets {
+            std::fs::create_dir_all(root.join(bucket)).unwrap();
+        }
+        let bin = std::env::var("CUSTODY_S3_SERVER")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| cache_dir().join("s3s/bin/s3s-fs"));
+        let addr = free_addr();
+        let (host, port) = addr.split_once(':').unwrap();
+        let child = Command::new(&bin)
+            .args(["--host", host, "--port", port])
+            .args(["--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
+            .arg(root)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e} (tests/run.sh installs it)", bin.display()));
+        let process = KillOnDrop(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(Instant::now() < deadline, "s3s-fs did not listen on {addr}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        S3Server {
+            endpoint: format!("http://{addr}"),
+            root: root.to_path_buf(),
+            _process: process,
+        }
+    }
 }

@@ -15,10 +15,9 @@ use custody_operators::merkle;
 use custody_schemas::time::{format_rfc3339, parse_rfc3339};
 use custody_tests::{
     await_line, custody_bin, files_under, found_under, free_addr, generate_ndjson, get_json,
-    manifest_dir, python, read_columns, read_tables, rows, serve_command,
+    manifest_dir, python, read_columns, read_tables, respan, rows, serve_command,
 };
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 const DAY_US: i64 = 86_400_000_000;
 const SIGNING_KEY: &str = "0707070707070707070707070707070707070707070707070707070707070707";
@@ -39,28 +38,6 @@ fn policy_days(tenant: &str, event_type: &str) -> Option<i64> {
 fn expires(tenant: &str, event_type: &str, time_us: i64, now_us: i64) -> bool {
     let today = now_us.div_euclid(DAY_US) * DAY_US;
     policy_days(tenant, event_type).is_some_and(|d| time_us < today - d * DAY_US)
-}
-
-/// `events` re-dated evenly over the `days` days before `now_us`, in order, each agent's
-/// emitter chain (`previous_event_hash`) re-linked over the new bytes; as NDJSON lines.
-fn respan(events: &[Value], now_us: i64, days: i64) -> Vec<String> {
-    let step = days * DAY_US / events.len() as i64;
-    let start = now_us - days * DAY_US;
-    let mut last: BTreeMap<(String, String), String> = BTreeMap::new();
-    let mut out = Vec::new();
-    for (i, e) in events.iter().enumerate() {
-        let mut e = e.clone();
-        e["timestamp"] = json!(format_rfc3339(start + i as i64 * step));
-        let key = (
-            e["tenant_id"].as_str().unwrap().to_string(),
-            e["agent_id"].as_str().unwrap().to_string(),
-        );
-        e["previous_event_hash"] = json!(last.get(&key).cloned().unwrap_or("0".repeat(64)));
-        let line = serde_json::to_string(&e).unwrap();
-        last.insert(key, hex::encode(Sha256::digest(line.as_bytes())));
-        out.push(line);
-    }
-    out
 }
 
 /// `custody ARGS` with the test's signing key, asserting success; stdout.

@@ -51,7 +51,6 @@ use arrow_array::{
 };
 use futures::TryStreamExt;
 use iceberg::arrow::{arrow_schema_to_schema, schema_to_arrow_schema};
-use iceberg::io::LocalFsStorageFactory;
 use iceberg::spec::DataFileFormat;
 use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
@@ -80,6 +79,7 @@ use crate::record::{
     ViewUpdate, WrittenEvent,
 };
 use crate::sinks::dead_letter::DeadLetter;
+use crate::table_storage::TableStorage;
 use crate::transforms::hash_chain::{ChainState, EmitterState, TenantLog};
 use crate::vault::{Keystore, seal, vault_aad};
 use crate::verify::{ContinuousVerifier, EventRow};
@@ -602,6 +602,8 @@ fn merge_positions(state: &mut ResumeState, positions: Option<SourcePositions>) 
 pub struct Warehouse {
     catalog: Arc<SqlCatalog>,
     root: PathBuf,
+    /// Where the tables' files are.
+    storage: TableStorage,
     /// Tables loaded for queries, by name, reused while the catalog still points at the same
     /// metadata (a clone shares the table's cache of manifests).
     cached: Arc<std::sync::Mutex<HashMap<String, Table>>>,
@@ -625,7 +627,8 @@ pub const CATALOG_NAME: &str = "custody";
 impl Warehouse {
     /// Opens (creating if needed) the warehouse at `root`: `root/catalog.db` and `root/data/`.
     pub async fn open(root: &Path) -> Result<Self> {
-        std::fs::create_dir_all(root.join("data"))?;
+        std::fs::create_dir_all(root)?;
+        TableStorage::of(&std::fs::canonicalize(root)?)?.prepare()?;
         let warehouse = Self::connect(root, "rwc").await?;
         warehouse.check_intact().await?;
         warehouse.ensure_tables().await?;
@@ -635,13 +638,15 @@ impl Warehouse {
     /// The catalog at `root/catalog.db`, opened in SQLite `mode` (`rwc` or `ro`).
     async fn connect(root: &Path, mode: &str) -> Result<Self> {
         let root = std::fs::canonicalize(root)?;
+        let storage = TableStorage::of(&root)?;
+        let (factory, props) = storage.factory();
         let db = root.join("catalog.db");
         let catalog = SqlCatalogBuilder::default()
             .uri(format!("sqlite://{}?mode={mode}", db.display()))
-            .warehouse_location(format!("file://{}", root.join("data").display()))
+            .warehouse_location(storage.location())
             .sql_bind_style(SqlBindStyle::QMark)
-            .with_storage_factory(Arc::new(LocalFsStorageFactory))
-            .load(CATALOG_NAME, HashMap::new())
+            .with_storage_factory(factory)
+            .load(CATALOG_NAME, props)
             .await?;
         let lookups = sqlx::sqlite::SqlitePoolOptions::new()
             .max_connections(4)
@@ -649,6 +654,7 @@ impl Warehouse {
         Ok(Warehouse {
             catalog: Arc::new(catalog),
             root,
+            storage,
             cached: Arc::default(),
             manifests: Arc::default(),
             lookups,
@@ -690,14 +696,15 @@ impl Warehouse {
             self.catalog.namespace_exists(&ns).await? && self.catalog.table_exists(&ident).await?;
         if !has_log {
             let keystore = self.root.join("keys/keystore.db");
-            let data = first_file(&self.root.join("data"), "parquet");
-            if let Some(found) = data.or(keystore.exists().then_some(keystore)) {
+            let data = self.storage.any_file(".parquet").await?;
+            let keystore = keystore.exists().then(|| keystore.display().to_string());
+            if let Some(found) = data.or(keystore) {
                 return Err(Error::WarehouseDamaged(format!(
                     "{} has no commit log (custody.epochs) but holds {}: the catalog was \
                      deleted or emptied; restore catalog.db from a backup (starting over here \
                      would abandon the recorded history)",
                     self.root.join("catalog.db").display(),
-                    found.display()
+                    found
                 )));
             }
             return Ok(());
@@ -1178,27 +1185,14 @@ impl Warehouse {
                 referenced.insert(manifest.manifest_path.clone());
             }
         }
-        let Some(dir) = metadata
-            .location()
-            .strip_prefix("file://")
-            .map(|l| PathBuf::from(l).join("metadata"))
-        else {
-            return Ok(0);
-        };
+        let dir = format!("{}/metadata", metadata.location().trim_end_matches('/'));
         let mut removed = 0;
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return Ok(0);
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.extension().is_none_or(|e| e != "avro") {
+        for file in self.storage.list(&dir).await? {
+            if !file.ends_with(".avro") || is_referenced(&referenced, &file) {
                 continue;
             }
-            let uri = format!("file://{}", path.display());
-            if !referenced.contains(&uri) && !referenced.contains(&*path.to_string_lossy()) {
-                std::fs::remove_file(&path)?;
-                removed += 1;
-            }
+            table.file_io().delete(&file).await?;
+            removed += 1;
         }
         Ok(removed)
     }
@@ -1278,41 +1272,20 @@ impl Warehouse {
                     referenced.insert(path);
                 }
             }
-            let Some(dir) = metadata
-                .location()
-                .strip_prefix("file://")
-                .map(|l| PathBuf::from(l).join("data"))
-            else {
-                continue;
-            };
-            let mut stack = vec![dir];
-            while let Some(dir) = stack.pop() {
-                let Ok(entries) = std::fs::read_dir(&dir) else {
+            let dir = format!("{}/data", metadata.location().trim_end_matches('/'));
+            for path in self.storage.list(&dir).await? {
+                let file = path.rsplit('/').next().unwrap_or_default();
+                let epoch = file
+                    .strip_prefix("epoch-")
+                    .or_else(|| file.strip_prefix("compact-"))
+                    .and_then(|rest| rest.get(..12))
+                    .and_then(|e| e.parse::<Epoch>().ok());
+                if !file.ends_with(".parquet") || epoch.is_none_or(|e| e > upto) {
                     continue;
-                };
-                for entry in entries.flatten() {
-                    let path = entry.path();
-                    if path.is_dir() {
-                        stack.push(path);
-                        continue;
-                    }
-                    let Some(file) = path.file_name().and_then(|f| f.to_str()) else {
-                        continue;
-                    };
-                    let epoch = file
-                        .strip_prefix("epoch-")
-                        .or_else(|| file.strip_prefix("compact-"))
-                        .and_then(|rest| rest.get(..12))
-                        .and_then(|e| e.parse::<Epoch>().ok());
-                    if !file.ends_with(".parquet") || epoch.is_none_or(|e| e > upto) {
-                        continue;
-                    }
-                    let uri = format!("file://{}", path.display());
-                    if !referenced.contains(&uri) && !referenced.contains(&*path.to_string_lossy())
-                    {
-                        std::fs::remove_file(&path)?;
-                        removed += 1;
-                    }
+                }
+                if !is_referenced(&referenced, &path) {
+                    table.file_io().delete(&path).await?;
+                    removed += 1;
                 }
             }
         }
@@ -1665,19 +1638,13 @@ pub async fn data_file_sha256(table: &Table, path: &str) -> Result<String> {
 }
 
 /// The first file under `dir` (recursively) with extension `ext`, if any.
-fn first_file(dir: &Path, ext: &str) -> Option<PathBuf> {
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).ok()?.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.extension().is_some_and(|e| e == ext) {
-                return Some(path);
-            }
-        }
-    }
-    None
+/// Whether a listed file (`file:///…` or `s3://…`) is among the `referenced` locations
+/// (local locations may have been recorded as bare paths).
+fn is_referenced(referenced: &HashSet<String>, file: &str) -> bool {
+    referenced.contains(file)
+        || file
+            .strip_prefix("file://")
+            .is_some_and(|path| referenced.contains(path))
 }
 
 /// The rows of `batch` whose `epoch` column `wanted` accepts.

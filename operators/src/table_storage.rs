@@ -1,0 +1,344 @@
+//! Where a warehouse's Iceberg tables live: the local directory `<warehouse>/data`, or an
+//! S3-compatible bucket reached through iceberg's storage layer (OpenDAL's S3 service).
+//!
+//! The catalog (`catalog.db`), the state snapshots and heads files, the proof store and the
+//! key directory stay on the machine; table data and metadata files go to the location
+//! recorded in `<warehouse>/storage.json` when the warehouse is created, so every later
+//! opener (`verify`, `export`, the API) finds them without configuration. Credentials are
+//! never recorded: they come from the standard AWS environment (`AWS_ACCESS_KEY_ID`,
+//! `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, or a profile).
+//!
+//! # State
+//! None beyond the record file.
+//!
+//! # Failure modes
+//! A warehouse whose recorded location differs from the configured one is refused
+//! ([`Error::WarehouseDamaged`]), as is an unreadable record; storage failures are
+//! [`Error::ObjectStorage`] (external, retried by callers that retry).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use iceberg::io::{LocalFsStorageFactory, StorageFactory};
+use iceberg_storage_opendal::OpenDalStorageFactory;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The file, in the warehouse directory, recording where its tables live.
+pub const STORAGE_FILE: &str = "storage.json";
+
+/// Where a warehouse's tables live, as recorded in [`STORAGE_FILE`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSpec {
+    /// `s3://bucket/prefix`: the tables are `<location>/custody/<table>`.
+    pub location: String,
+    /// The S3 endpoint (`http://127.0.0.1:9000`); none for AWS itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// The region (`us-east-1` when none is given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Path-style requests (`endpoint/bucket/key`), as most S3-compatible servers want.
+    #[serde(default)]
+    pub path_style: bool,
+}
+
+impl StorageSpec {
+    /// Checks the location names a bucket: `s3://bucket[/prefix]`.
+    pub fn validate(&self) -> Result<()> {
+        let (bucket, _) = self.bucket_and_prefix()?;
+        if bucket.is_empty() {
+            return Err(Error::StorageConfig(format!(
+                "{}: no bucket (expected s3://bucket/prefix)",
+                self.location
+            )));
+        }
+        Ok(())
+    }
+
+    fn bucket_and_prefix(&self) -> Result<(&str, &str)> {
+        let rest = self
+            .location
+            .strip_prefix("s3://")
+            .or_else(|| self.location.strip_prefix("s3a://"))
+            .ok_or_else(|| {
+                Error::StorageConfig(format!(
+                    "{}: only s3:// locations are supported for object storage",
+                    self.location
+                ))
+            })?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        Ok((bucket, prefix.trim_matches('/')))
+    }
+
+    /// The location without a trailing slash.
+    fn base(&self) -> &str {
+        self.location.trim_end_matches('/')
+    }
+
+    /// Iceberg FileIO properties (`s3.*`), credentials from the AWS environment if set there.
+    fn props(&self) -> HashMap<String, String> {
+        let mut props = HashMap::new();
+        if let Some(endpoint) = &self.endpoint {
+            props.insert("s3.endpoint".into(), endpoint.clone());
+        }
+        props.insert(
+            "s3.region".into(),
+            self.region.clone().unwrap_or_else(|| "us-east-1".into()),
+        );
+        props.insert("s3.path-style-access".into(), self.path_style.to_string());
+        for (var, prop) in [
+            ("AWS_ACCESS_KEY_ID", "s3.access-key-id"),
+            ("AWS_SECRET_ACCESS_KEY", "s3.secret-access-key"),
+            ("AWS_SESSION_TOKEN", "s3.session-token"),
+        ] {
+            if let Ok(value) = std::env::var(var) {
+                props.insert(prop.into(), value);
+            }
+        }
+        if self.endpoint.is_some() {
+            // A private endpoint: no instance metadata service to ask.
+            props.insert("s3.disable-ec2-metadata".into(), "true".into());
+        }
+        props
+    }
+
+    /// An OpenDAL operator on the bucket, rooted at the location's prefix (for listing).
+    fn operator(&self) -> Result<opendal::Operator> {
+        let (bucket, prefix) = self.bucket_and_prefix()?;
+        let props = self.props();
+        let mut builder = opendal::services::S3::default()
+            .bucket(bucket)
+            .root(&format!("/{prefix}"))
+            .region(&props["s3.region"]);
+        if let Some(endpoint) = &self.endpoint {
+            builder = builder.endpoint(endpoint).disable_ec2_metadata();
+        }
+        if !self.path_style {
+            builder = builder.enable_virtual_host_style();
+        }
+        if let Some(v) = props.get("s3.access-key-id") {
+            builder = builder.access_key_id(v);
+        }
+        if let Some(v) = props.get("s3.secret-access-key") {
+            builder = builder.secret_access_key(v);
+        }
+        if let Some(v) = props.get("s3.session-token") {
+            builder = builder.session_token(v);
+        }
+        Ok(opendal::Operator::new(builder)?.finish())
+    }
+
+    /// The spec recorded in warehouse `root`, if any.
+    pub fn recorded(root: &Path) -> Result<Option<StorageSpec>> {
+        let path = root.join(STORAGE_FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                Error::WarehouseDamaged(format!("{} is unreadable: {e}", path.display()))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Records `spec` (or, `None`, the local directory) as where warehouse `root` keeps its
+    /// tables, for a new warehouse; for an existing one, checks it is what was recorded. A
+    /// warehouse never moves silently: its catalog points at the files where they are.
+    pub fn record(root: &Path, spec: Option<&StorageSpec>) -> Result<()> {
+        let recorded = Self::recorded(root)?;
+        let exists = root.join("catalog.db").exists();
+        match (recorded.as_ref(), spec) {
+            (Some(r), Some(s)) if r == s => Ok(()),
+            (None, None) => Ok(()),
+            (None, Some(s)) if !exists => {
+                s.validate()?;
+                std::fs::create_dir_all(root)?;
+                let tmp = root.join(format!("{STORAGE_FILE}.tmp"));
+                let mut bytes = serde_json::to_vec_pretty(s).expect("spec serializes");
+                bytes.push(b'\n');
+                std::fs::write(&tmp, bytes)?;
+                std::fs::rename(&tmp, root.join(STORAGE_FILE))?;
+                Ok(())
+            }
+            (r, s) => {
+                let name = |s: Option<&StorageSpec>| {
+                    s.map_or_else(
+                        || format!("{}", root.join("data").display()),
+                        |s| s.location.clone(),
+                    )
+                };
+                Err(Error::WarehouseDamaged(format!(
+                    "{} keeps its tables in {}, but the configuration puts them in {}; a \
+                     warehouse's tables cannot move under its catalog",
+                    root.display(),
+                    name(r),
+                    name(s)
+                )))
+            }
+        }
+    }
+}
+
+/// Where the tables of an open warehouse are, and how to reach them.
+#[derive(Clone, Debug)]
+pub enum TableStorage {
+    /// `<root>/data`.
+    Local(PathBuf),
+    /// An S3-compatible bucket.
+    S3 {
+        /// The recorded spec.
+        spec: StorageSpec,
+        /// For listing files (orphans), which Iceberg's FileIO does not do.
+        operator: opendal::Operator,
+    },
+}
+
+impl TableStorage {
+    /// The storage of warehouse `root` (already canonical), as recorded there.
+    pub fn of(root: &Path) -> Result<Self> {
+        Ok(match StorageSpec::recorded(root)? {
+            None => TableStorage::Local(root.join("data")),
+            Some(spec) => {
+                let operator = spec.operator()?;
+                TableStorage::S3 { spec, operator }
+            }
+        })
+    }
+
+    /// The Iceberg warehouse location (`file:///…/data` or `s3://bucket/prefix`).
+    pub fn location(&self) -> String {
+        match self {
+            TableStorage::Local(dir) => format!("file://{}", dir.display()),
+            TableStorage::S3 { spec, .. } => spec.base().to_string(),
+        }
+    }
+
+    /// The catalog's storage factory and FileIO properties.
+    pub fn factory(&self) -> (Arc<dyn StorageFactory>, HashMap<String, String>) {
+        match self {
+            TableStorage::Local(_) => (Arc::new(LocalFsStorageFactory), HashMap::new()),
+            TableStorage::S3 { spec, .. } => (
+                Arc::new(OpenDalStorageFactory::S3 {
+                    customized_credential_load: None,
+                }),
+                spec.props(),
+            ),
+        }
+    }
+
+    /// Prepares the location for a new or reopened warehouse (the local directory).
+    pub fn prepare(&self) -> Result<()> {
+        if let TableStorage::Local(dir) = self {
+            std::fs::create_dir_all(dir)?;
+        }
+        Ok(())
+    }
+
+    /// Every file under `dir` (a location as the catalog writes them: `file:///…` or
+    /// `s3://bucket/…`), recursively, as full locations of the same form.
+    pub async fn list(&self, dir: &str) -> Result<Vec<String>> {
+        let dir = dir.trim_end_matches('/');
+        match self {
+            TableStorage::Local(_) => {
+                let Some(path) = dir.strip_prefix("file://") else {
+                    return Ok(Vec::new());
+                };
+                let mut out = Vec::new();
+                let mut stack = vec![PathBuf::from(path)];
+                while let Some(d) = stack.pop() {
+                    let Ok(entries) = std::fs::read_dir(&d) else {
+                        continue;
+                    };
+                    for entry in entries.flatten() {
+                        let path = entry.path();
+                        if path.is_dir() {
+                            stack.push(path);
+                        } else {
+                            out.push(format!("file://{}", path.display()));
+                        }
+                    }
+                }
+                Ok(out)
+            }
+            TableStorage::S3 { spec, operator } => {
+                let base = spec.base();
+                let Some(relative) = dir.strip_prefix(base) else {
+                    return Ok(Vec::new());
+                };
+                let relative = format!("{}/", relative.trim_start_matches('/'));
+                let entries = match operator.list_with(&relative).recursive(true).await {
+                    Ok(entries) => entries,
+                    Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(Vec::new()),
+                    Err(e) => return Err(e.into()),
+                };
+                Ok(entries
+                    .into_iter()
+                    .filter(|e| !e.path().ends_with('/'))
+                    .map(|e| format!("{base}/{}", e.path().trim_start_matches('/')))
+                    .collect())
+            }
+        }
+    }
+
+    /// Whether any file under the tables' location ends with `suffix` (a catalog deleted
+    /// while data remains), and one such file.
+    pub async fn any_file(&self, suffix: &str) -> Result<Option<String>> {
+        Ok(self
+            .list(&self.location())
+            .await?
+            .into_iter()
+            .find(|f| f.ends_with(suffix)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(location: &str) -> StorageSpec {
+        StorageSpec {
+            location: location.into(),
+            endpoint: Some("http://127.0.0.1:9".into()),
+            region: None,
+            path_style: true,
+        }
+    }
+
+    #[test]
+    fn a_warehouse_records_its_storage_once_and_never_moves() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("wh");
+        let s3 = spec("s3://bucket/lake");
+        StorageSpec::record(&root, Some(&s3)).unwrap();
+        assert_eq!(StorageSpec::recorded(&root).unwrap(), Some(s3.clone()));
+        // The same again is fine, before and after the catalog exists.
+        StorageSpec::record(&root, Some(&s3)).unwrap();
+        std::fs::write(root.join("catalog.db"), b"").unwrap();
+        StorageSpec::record(&root, Some(&s3)).unwrap();
+        // Another bucket, or none, is refused.
+        let err = StorageSpec::record(&root, Some(&spec("s3://other/lake"))).unwrap_err();
+        assert!(err.to_string().contains("cannot move"), "{err}");
+        assert!(StorageSpec::record(&root, None).is_err());
+        // A local warehouse cannot be moved to a bucket.
+        let local = dir.path().join("local");
+        std::fs::create_dir_all(&local).unwrap();
+        std::fs::write(local.join("catalog.db"), b"").unwrap();
+        StorageSpec::record(&local, None).unwrap();
+        assert!(StorageSpec::record(&local, Some(&s3)).is_err());
+    }
+
+    #[test]
+    fn locations_must_name_a_bucket() {
+        assert!(spec("s3://bucket").validate().is_ok());
+        assert!(spec("s3:///prefix").validate().is_err());
+        assert!(spec("gs://bucket").validate().is_err());
+        let storage = TableStorage::S3 {
+            spec: spec("s3://bucket/lake/"),
+            operator: spec("s3://bucket/lake/").operator().unwrap(),
+        };
+        assert_eq!(storage.location(), "s3://bucket/lake");
+    }
+}
