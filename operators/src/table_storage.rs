@@ -17,10 +17,16 @@
 //! [`Error::ObjectStorage`] (external, retried by callers that retry).
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
-use iceberg::io::{LocalFsStorageFactory, StorageFactory};
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use iceberg::io::{
+    FileMetadata, FileRead, FileWrite, InputFile, LocalFsStorageFactory, OutputFile, Storage,
+    StorageConfig, StorageFactory,
+};
 use iceberg_storage_opendal::OpenDalStorageFactory;
 use serde::{Deserialize, Serialize};
 
@@ -182,6 +188,162 @@ impl StorageSpec {
     }
 }
 
+/// The runtime every object storage request runs on. OpenDAL's HTTP client is one per
+/// process and pools its connections, each driven by a task of the runtime that opened it;
+/// Custody's commands use several runtimes, some short-lived, and a request sent on a
+/// connection whose runtime is gone or idle waits until it times out. On one long-lived
+/// runtime, every connection is always driven.
+static IO: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("custody-storage-io")
+        .enable_all()
+        .build()
+        .expect("storage IO runtime")
+});
+
+/// Runs `f` on [`IO`] and awaits it from any runtime.
+async fn on_io<T: Send + 'static>(
+    f: impl Future<Output = iceberg::Result<T>> + Send + 'static,
+) -> iceberg::Result<T> {
+    IO.spawn(f).await.map_err(|e| {
+        iceberg::Error::new(
+            iceberg::ErrorKind::Unexpected,
+            format!("object storage task failed: {e}"),
+        )
+    })?
+}
+
+/// Iceberg's S3 storage (OpenDAL), every request of it run on [`IO`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PinnedS3Factory;
+
+#[typetag::serde(name = "CustodyPinnedS3")]
+impl StorageFactory for PinnedS3Factory {
+    fn build(&self, config: &StorageConfig) -> iceberg::Result<Arc<dyn Storage>> {
+        let inner = OpenDalStorageFactory::S3 {
+            customized_credential_load: None,
+        }
+        .build(config)?;
+        Ok(Arc::new(PinnedStorage { inner }))
+    }
+}
+
+/// A [`Storage`] whose every operation runs on [`IO`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct PinnedStorage {
+    inner: Arc<dyn Storage>,
+}
+
+#[async_trait::async_trait]
+#[typetag::serde(name = "CustodyPinnedStorage")]
+impl Storage for PinnedStorage {
+    async fn exists(&self, path: &str) -> iceberg::Result<bool> {
+        let (inner, path) = (self.inner.clone(), path.to_string());
+        on_io(async move { inner.exists(&path).await }).await
+    }
+
+    async fn metadata(&self, path: &str) -> iceberg::Result<FileMetadata> {
+        let (inner, path) = (self.inner.clone(), path.to_string());
+        on_io(async move { inner.metadata(&path).await }).await
+    }
+
+    async fn read(&self, path: &str) -> iceberg::Result<Bytes> {
+        let (inner, path) = (self.inner.clone(), path.to_string());
+        on_io(async move { inner.read(&path).await }).await
+    }
+
+    async fn reader(&self, path: &str) -> iceberg::Result<Box<dyn FileRead>> {
+        let (inner, path) = (self.inner.clone(), path.to_string());
+        let reader = on_io(async move { inner.reader(&path).await }).await?;
+        Ok(Box::new(PinnedRead(Arc::new(reader))))
+    }
+
+    async fn write(&self, path: &str, bs: Bytes) -> iceberg::Result<()> {
+        let (inner, path) = (self.inner.clone(), path.to_string());
+        on_io(async move { inner.write(&path, bs).await }).await
+    }
+
+    async fn writer(&self, path: &str) -> iceberg::Result<Box<dyn FileWrite>> {
+        let (inner, path) = (self.inner.clone(), path.to_string());
+        let writer = on_io(async move { inner.writer(&path).await }).await?;
+        Ok(Box::new(PinnedWrite(Some(writer))))
+    }
+
+    async fn delete(&self, path: &str) -> iceberg::Result<()> {
+        let (inner, path) = (self.inner.clone(), path.to_string());
+        on_io(async move { inner.delete(&path).await }).await
+    }
+
+    async fn delete_prefix(&self, path: &str) -> iceberg::Result<()> {
+        let (inner, path) = (self.inner.clone(), path.to_string());
+        on_io(async move { inner.delete_prefix(&path).await }).await
+    }
+
+    async fn delete_stream(&self, paths: BoxStream<'static, String>) -> iceberg::Result<()> {
+        let inner = self.inner.clone();
+        on_io(async move { inner.delete_stream(paths).await }).await
+    }
+
+    fn new_input(&self, path: &str) -> iceberg::Result<InputFile> {
+        Ok(InputFile::new(Arc::new(self.clone()), path.to_string()))
+    }
+
+    fn new_output(&self, path: &str) -> iceberg::Result<OutputFile> {
+        Ok(OutputFile::new(Arc::new(self.clone()), path.to_string()))
+    }
+}
+
+/// A reader whose reads run on [`IO`].
+struct PinnedRead(Arc<Box<dyn FileRead>>);
+
+#[async_trait::async_trait]
+impl FileRead for PinnedRead {
+    async fn read(&self, range: Range<u64>) -> iceberg::Result<Bytes> {
+        let reader = self.0.clone();
+        on_io(async move { reader.read(range).await }).await
+    }
+}
+
+/// A writer whose writes run on [`IO`] (the writer travels to the task and back).
+struct PinnedWrite(Option<Box<dyn FileWrite>>);
+
+impl PinnedWrite {
+    fn take(&mut self) -> iceberg::Result<Box<dyn FileWrite>> {
+        self.0.take().ok_or_else(|| {
+            iceberg::Error::new(
+                iceberg::ErrorKind::Unexpected,
+                "object storage writer used after a failed write",
+            )
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl FileWrite for PinnedWrite {
+    async fn write(&mut self, bs: Bytes) -> iceberg::Result<()> {
+        let mut writer = self.take()?;
+        let writer = on_io(async move {
+            writer.write(bs).await?;
+            Ok(writer)
+        })
+        .await?;
+        self.0 = Some(writer);
+        Ok(())
+    }
+
+    async fn close(&mut self) -> iceberg::Result<()> {
+        let mut writer = self.take()?;
+        let writer = on_io(async move {
+            writer.close().await?;
+            Ok(writer)
+        })
+        .await?;
+        self.0 = Some(writer);
+        Ok(())
+    }
+}
+
 /// Where the tables of an open warehouse are, and how to reach them.
 #[derive(Clone, Debug)]
 pub enum TableStorage {
@@ -220,12 +382,7 @@ impl TableStorage {
     pub fn factory(&self) -> (Arc<dyn StorageFactory>, HashMap<String, String>) {
         match self {
             TableStorage::Local(_) => (Arc::new(LocalFsStorageFactory), HashMap::new()),
-            TableStorage::S3 { spec, .. } => (
-                Arc::new(OpenDalStorageFactory::S3 {
-                    customized_credential_load: None,
-                }),
-                spec.props(),
-            ),
+            TableStorage::S3 { spec, .. } => (Arc::new(PinnedS3Factory), spec.props()),
         }
     }
 
@@ -269,7 +426,12 @@ impl TableStorage {
                     return Ok(Vec::new());
                 };
                 let relative = format!("{}/", relative.trim_start_matches('/'));
-                let entries = match operator.list_with(&relative).recursive(true).await {
+                let operator = operator.clone();
+                let listed = IO
+                    .spawn(async move { operator.list_with(&relative).recursive(true).await })
+                    .await
+                    .map_err(|e| Error::StorageConfig(format!("object storage task: {e}")))?;
+                let entries = match listed {
                     Ok(entries) => entries,
                     Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(Vec::new()),
                     Err(e) => return Err(e.into()),

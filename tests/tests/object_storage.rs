@@ -2,8 +2,9 @@
 //! end against a real S3 server (s3s-fs, installed by `tests/run.sh`, started on loopback
 //! with credentials): the pipeline writes every table's data and metadata files to the
 //! bucket and none to the local directory (which keeps the catalog, state and keys);
-//! pyiceberg reads the tables back from the bucket; `custody verify` passes; the pipeline
-//! resumes from the bucket; a warehouse cannot be pointed at another
+//! pyiceberg reads the tables back from the bucket; `custody verify` passes; retention over a
+//! 400-day span removes the expired events' bytes from the bucket (the server's files are
+//! searched); the pipeline resumes from the bucket; a warehouse cannot be pointed at another
 //! bucket, and wrong credentials fail loudly instead of writing nowhere.
 
 use std::collections::BTreeSet;
@@ -11,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use custody_tests::{
-    S3_ACCESS_KEY, S3_SECRET_KEY, S3Server, custody_bin, files_under, generate_ndjson,
+    S3_ACCESS_KEY, S3_SECRET_KEY, S3Server, custody_bin, files_under, found_under, generate_ndjson,
     read_columns_with, respan, rows,
 };
 use serde_json::{Value, json};
@@ -61,6 +62,9 @@ path = "{}"
 tables = "{tables}"
 s3_endpoint = "{endpoint}"
 s3_path_style = true
+[retention]
+days = 180
+interval = "0s"
 "#,
             wh.display()
         ),
@@ -115,7 +119,7 @@ fn the_warehouse_lives_in_object_storage() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    // Noon today, 400 days of events before it; the last 200 arrive later.
+    // Noon today, 400 days of events before it; the last 200 arrive after retention.
     let now_us = custody_schemas::time::now_us().div_euclid(DAY_US) * DAY_US + DAY_US / 2;
     let lines = respan(&events, now_us, 400);
     let (first, _) = lines.split_at(lines.len() - 200);
@@ -173,7 +177,54 @@ fn the_warehouse_lives_in_object_storage() {
     assert_eq!(stored_ids(&wh), all);
     verify(&cfg, whs);
 
-    let want = all;
+    // Retention at 180 days: the expired events leave the bucket, byte for byte.
+    let cutoff = now_us.div_euclid(DAY_US) * DAY_US - 180 * DAY_US;
+    let parsed: Vec<Value> = first
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let time =
+        |e: &Value| custody_schemas::time::parse_rfc3339(e["timestamp"].as_str().unwrap()).unwrap();
+    let (gone, kept): (Vec<&Value>, Vec<&Value>) = parsed.iter().partition(|e| time(e) < cutoff);
+    assert!(gone.len() > 300 && kept.len() > 300);
+    let out = ok(&[
+        "--config",
+        &cfg,
+        "retention",
+        "--now",
+        &custody_schemas::time::format_rfc3339(now_us),
+    ]);
+    assert!(out.contains("recorded as RETENTION_APPLIED"), "{out}");
+    let want: BTreeSet<String> = kept
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(stored_ids(&wh), want);
+    let parents: BTreeSet<&str> = kept
+        .iter()
+        .filter_map(|e| e["parent_event_id"].as_str())
+        .collect();
+    let needles: Vec<String> = gone
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap())
+        .filter(|id| !parents.contains(id))
+        .map(str::to_string)
+        .collect();
+    assert!(needles.len() > 300);
+    let left = found_under(&s3.root, &needles);
+    assert!(
+        left.is_empty(),
+        "{} expired events remain in the bucket, e.g. {:?}",
+        left.len(),
+        &left[..left.len().min(3)]
+    );
+    let sample: Vec<String> = want.iter().take(20).cloned().collect();
+    assert_eq!(
+        found_under(&s3.root, &sample).len(),
+        20,
+        "the search can fail"
+    );
+    verify(&cfg, whs);
 
     // The pipeline resumes from the bucket with the rest of the input.
     std::fs::write(&input, lines.join("\n") + "\n").unwrap();
