@@ -30,11 +30,13 @@ fi
 
 export CUSTODY_PYTHON="$CACHE/venv/bin/python"
 # pyiceberg-core: pyiceberg's bucket transform, to write Custody's bucket-partitioned tables.
-if ! "$CUSTODY_PYTHON" -c "import pyiceberg, pyarrow, sqlalchemy, nacl, pyiceberg_core" 2>/dev/null; then
+# moto[server]: an S3-compatible server that enforces Object Lock, for the object lock test.
+if ! "$CUSTODY_PYTHON" -c "import pyiceberg, pyarrow, sqlalchemy, nacl, pyiceberg_core, moto, boto3" 2>/dev/null; then
   echo "==> creating the python venv for interop tests (pyiceberg, pyarrow)"
   python3 -m venv "$CACHE/venv"
   "$CACHE/venv/bin/pip" install --quiet --disable-pip-version-check \
-    "pyiceberg[sql-sqlite,pyarrow,pyiceberg-core]==0.12.0" "pyiceberg-core==0.10.1" "pynacl==1.5.0"
+    "pyiceberg[sql-sqlite,pyarrow,pyiceberg-core]==0.12.0" "pyiceberg-core==0.10.1" "pynacl==1.5.0" \
+    "moto[server]==5.1.0" "boto3==1.37.0"
 fi
 
 # Headless Chromium renders the dashboard in tests/tests/live_views.rs (Debian's package).

@@ -27,7 +27,8 @@ use iceberg::io::{
     FileMetadata, FileRead, FileWrite, InputFile, LocalFsStorageFactory, OutputFile, Storage,
     StorageConfig, StorageFactory,
 };
-use iceberg_storage_opendal::OpenDalStorageFactory;
+use iceberg_storage_opendal::OpenDalStorage;
+use opendal::services::S3Config;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -50,6 +51,11 @@ pub struct StorageSpec {
     /// Path-style requests (`endpoint/bucket/key`), as most S3-compatible servers want.
     #[serde(default)]
     pub path_style: bool,
+    /// The bucket has S3 Object Lock with a default retention, so every object written is
+    /// locked: each file is then written in one PUT carrying `Content-MD5`, as S3 requires
+    /// of writes under Object Lock (a multipart upload's parts cannot carry it here).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub object_lock: bool,
 }
 
 impl StorageSpec {
@@ -109,6 +115,9 @@ impl StorageSpec {
             // A private endpoint: no instance metadata service to ask.
             props.insert("s3.disable-ec2-metadata".into(), "true".into());
         }
+        if self.object_lock {
+            props.insert(OBJECT_LOCK_PROP.into(), "true".into());
+        }
         props
     }
 
@@ -138,6 +147,17 @@ impl StorageSpec {
         Ok(opendal::Operator::new(builder)?.finish())
     }
 
+    fn write_record(root: &Path, spec: &StorageSpec) -> Result<()> {
+        spec.validate()?;
+        std::fs::create_dir_all(root)?;
+        let tmp = root.join(format!("{STORAGE_FILE}.tmp"));
+        let mut bytes = serde_json::to_vec_pretty(spec).expect("spec serializes");
+        bytes.push(b'\n');
+        std::fs::write(&tmp, bytes)?;
+        std::fs::rename(&tmp, root.join(STORAGE_FILE))?;
+        Ok(())
+    }
+
     /// The spec recorded in warehouse `root`, if any.
     pub fn recorded(root: &Path) -> Result<Option<StorageSpec>> {
         let path = root.join(STORAGE_FILE);
@@ -159,16 +179,10 @@ impl StorageSpec {
         match (recorded.as_ref(), spec) {
             (Some(r), Some(s)) if r == s => Ok(()),
             (None, None) => Ok(()),
-            (None, Some(s)) if !exists => {
-                s.validate()?;
-                std::fs::create_dir_all(root)?;
-                let tmp = root.join(format!("{STORAGE_FILE}.tmp"));
-                let mut bytes = serde_json::to_vec_pretty(s).expect("spec serializes");
-                bytes.push(b'\n');
-                std::fs::write(&tmp, bytes)?;
-                std::fs::rename(&tmp, root.join(STORAGE_FILE))?;
-                Ok(())
-            }
+            // The same bucket and prefix, reached differently (endpoint, region, addressing
+            // style) or with Object Lock turned on since: the record follows the configuration.
+            (Some(r), Some(s)) if r.location == s.location => Self::write_record(root, s),
+            (None, Some(s)) if !exists => Self::write_record(root, s),
             (r, s) => {
                 let name = |s: Option<&StorageSpec>| {
                     s.map_or_else(
@@ -214,6 +228,33 @@ async fn on_io<T: Send + 'static>(
     })?
 }
 
+/// The FileIO property telling [`PinnedS3Factory`] the bucket locks every object.
+const OBJECT_LOCK_PROP: &str = "custody.s3.object-lock";
+
+/// The OpenDAL S3 configuration for the FileIO properties [`StorageSpec::props`] sets (the
+/// `s3.*` names of Iceberg's S3 FileIO). Iceberg's parser does not expose OpenDAL's
+/// `checksum_algorithm`, which buckets under Object Lock need.
+fn s3_config(props: &HashMap<String, String>) -> S3Config {
+    let mut cfg = S3Config::default();
+    let get = |key: &str| props.get(key).cloned();
+    let truthy = |key: &str| {
+        props
+            .get(key)
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    };
+    cfg.endpoint = get("s3.endpoint");
+    cfg.region = get("s3.region");
+    cfg.access_key_id = get("s3.access-key-id");
+    cfg.secret_access_key = get("s3.secret-access-key");
+    cfg.session_token = get("s3.session-token");
+    cfg.enable_virtual_host_style = !truthy("s3.path-style-access");
+    cfg.disable_ec2_metadata = truthy("s3.disable-ec2-metadata");
+    if truthy(OBJECT_LOCK_PROP) {
+        cfg.checksum_algorithm = Some("md5".into());
+    }
+    cfg
+}
+
 /// Iceberg's S3 storage (OpenDAL), every request of it run on [`IO`].
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PinnedS3Factory;
@@ -221,11 +262,17 @@ pub struct PinnedS3Factory;
 #[typetag::serde(name = "CustodyPinnedS3")]
 impl StorageFactory for PinnedS3Factory {
     fn build(&self, config: &StorageConfig) -> iceberg::Result<Arc<dyn Storage>> {
-        let inner = OpenDalStorageFactory::S3 {
+        let inner = OpenDalStorage::S3 {
+            config: Arc::new(s3_config(config.props())),
             customized_credential_load: None,
-        }
-        .build(config)?;
-        Ok(Arc::new(PinnedStorage { inner }))
+        };
+        Ok(Arc::new(PinnedStorage {
+            inner: Arc::new(inner),
+            whole_puts: config
+                .props()
+                .get(OBJECT_LOCK_PROP)
+                .is_some_and(|v| v == "true"),
+        }))
     }
 }
 
@@ -233,6 +280,8 @@ impl StorageFactory for PinnedS3Factory {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct PinnedStorage {
     inner: Arc<dyn Storage>,
+    /// Every file is written in one PUT (Object Lock buckets): writers buffer until closed.
+    whole_puts: bool,
 }
 
 #[async_trait::async_trait]
@@ -266,6 +315,13 @@ impl Storage for PinnedStorage {
 
     async fn writer(&self, path: &str) -> iceberg::Result<Box<dyn FileWrite>> {
         let (inner, path) = (self.inner.clone(), path.to_string());
+        if self.whole_puts {
+            return Ok(Box::new(WholeWrite {
+                inner,
+                path,
+                parts: Vec::new(),
+            }));
+        }
         let writer = on_io(async move { inner.writer(&path).await }).await?;
         Ok(Box::new(PinnedWrite(Some(writer))))
     }
@@ -341,6 +397,33 @@ impl FileWrite for PinnedWrite {
         .await?;
         self.0 = Some(writer);
         Ok(())
+    }
+}
+
+/// A writer that sends the file in one PUT when closed (so the request can carry the
+/// whole body's `Content-MD5`). Holds the file in memory until then: data files are bounded
+/// by the table writer's target file size.
+struct WholeWrite {
+    inner: Arc<dyn Storage>,
+    path: String,
+    parts: Vec<Bytes>,
+}
+
+#[async_trait::async_trait]
+impl FileWrite for WholeWrite {
+    async fn write(&mut self, bs: Bytes) -> iceberg::Result<()> {
+        self.parts.push(bs);
+        Ok(())
+    }
+
+    async fn close(&mut self) -> iceberg::Result<()> {
+        let body = match self.parts.len() {
+            1 => self.parts.pop().expect("one part"),
+            _ => Bytes::from(self.parts.concat()),
+        };
+        self.parts.clear();
+        let (inner, path) = (self.inner.clone(), self.path.clone());
+        on_io(async move { inner.write(&path, body).await }).await
     }
 }
 
@@ -466,6 +549,7 @@ mod tests {
             endpoint: Some("http://127.0.0.1:9".into()),
             region: None,
             path_style: true,
+            object_lock: false,
         }
     }
 
@@ -484,12 +568,35 @@ mod tests {
         let err = StorageSpec::record(&root, Some(&spec("s3://other/lake"))).unwrap_err();
         assert!(err.to_string().contains("cannot move"), "{err}");
         assert!(StorageSpec::record(&root, None).is_err());
+        // The same bucket reached through another endpoint, or locked since: recorded.
+        let locked = StorageSpec {
+            endpoint: Some("http://127.0.0.1:10".into()),
+            object_lock: true,
+            ..s3.clone()
+        };
+        StorageSpec::record(&root, Some(&locked)).unwrap();
+        assert_eq!(StorageSpec::recorded(&root).unwrap(), Some(locked));
         // A local warehouse cannot be moved to a bucket.
         let local = dir.path().join("local");
         std::fs::create_dir_all(&local).unwrap();
         std::fs::write(local.join("catalog.db"), b"").unwrap();
         StorageSpec::record(&local, None).unwrap();
         assert!(StorageSpec::record(&local, Some(&s3)).is_err());
+    }
+
+    #[test]
+    fn object_lock_buckets_get_content_md5() {
+        let mut s3 = spec("s3://bucket/lake");
+        let cfg = s3_config(&s3.props());
+        assert_eq!(cfg.checksum_algorithm, None);
+        assert_eq!(cfg.endpoint.as_deref(), Some("http://127.0.0.1:9"));
+        assert!(!cfg.enable_virtual_host_style);
+        assert!(cfg.disable_ec2_metadata);
+        s3.object_lock = true;
+        assert_eq!(
+            s3_config(&s3.props()).checksum_algorithm.as_deref(),
+            Some("md5")
+        );
     }
 
     #[test]

@@ -423,6 +423,10 @@ pub struct WarehouseConfig {
     /// Path-style S3 requests (`endpoint/bucket/key`).
     #[serde(default)]
     pub s3_path_style: bool,
+    /// The bucket of `tables` has S3 Object Lock with a default retention: every file is
+    /// written in one PUT with `Content-MD5`, as S3 requires under Object Lock.
+    #[serde(default)]
+    pub s3_object_lock: bool,
 }
 
 impl WarehouseConfig {
@@ -436,6 +440,7 @@ impl WarehouseConfig {
             endpoint: (!self.s3_endpoint.is_empty()).then(|| self.s3_endpoint.clone()),
             region: (!self.s3_region.is_empty()).then(|| self.s3_region.clone()),
             path_style: self.s3_path_style,
+            object_lock: self.s3_object_lock,
         };
         spec.validate()
             .map_err(|e| ConfigError::Invalid(format!("warehouse.tables: {e}")))?;

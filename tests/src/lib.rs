@@ -649,6 +649,57 @@ pub struct S3Server {
     _process: KillOnDrop,
 }
 
+/// An S3 server that enforces Object Lock (moto, from PyPI, in the venv `tests/run.sh`
+/// makes), for buckets whose objects storage must refuse to delete. Any credentials work.
+pub struct LockingS3Server {
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    _process: KillOnDrop,
+}
+
+impl LockingS3Server {
+    /// Starts the server.
+    pub fn start() -> LockingS3Server {
+        let python = python();
+        let addr = free_addr();
+        let (host, port) = addr.split_once(':').unwrap();
+        let child = Command::new(&python)
+            .args(["-m", "moto.server", "-H", host, "-p", port])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn moto: {e} (tests/run.sh installs it)"));
+        let process = KillOnDrop(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(Instant::now() < deadline, "moto did not listen on {addr}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        LockingS3Server {
+            endpoint: format!("http://{addr}"),
+            _process: process,
+        }
+    }
+
+    /// `tests/py/s3_lock.py ENDPOINT ARGS` (as the bucket's owner): its standard output.
+    pub fn owner(&self, args: &[&str]) -> String {
+        let out = Command::new(python())
+            .arg(manifest_dir().join("py/s3_lock.py"))
+            .arg(&self.endpoint)
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "s3_lock.py {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
 /// The access key the test server accepts.
 pub const S3_ACCESS_KEY: &str = "custody-test";
 /// The secret key the test server accepts.

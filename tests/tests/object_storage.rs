@@ -5,15 +5,17 @@
 //! pyiceberg reads the tables back from the bucket; `custody verify` passes; retention over a
 //! 400-day span removes the expired events' bytes from the bucket (the server's files are
 //! searched); the pipeline resumes from the bucket; a warehouse cannot be pointed at another
-//! bucket, and wrong credentials fail loudly instead of writing nowhere.
+//! bucket, and wrong credentials fail loudly instead of writing nowhere. On a bucket under
+//! S3 Object Lock (moto, which enforces it), every file Custody writes is locked and storage
+//! refuses to delete any version of it early.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Output};
 
 use custody_tests::{
-    S3_ACCESS_KEY, S3_SECRET_KEY, S3Server, custody_bin, files_under, found_under, generate_ndjson,
-    read_columns_with, respan, rows,
+    LockingS3Server, S3_ACCESS_KEY, S3_SECRET_KEY, S3Server, custody_bin, files_under, found_under,
+    generate_ndjson, read_columns_with, respan, rows,
 };
 use serde_json::{Value, json};
 
@@ -45,7 +47,19 @@ fn ok(args: &[&str]) -> String {
 }
 
 fn config(dir: &Path, wh: &Path, tables: &str, endpoint: &str) -> String {
-    let path = dir.join(format!("custody-{}.toml", tables.replace(['/', ':'], "_")));
+    config_with(dir, wh, tables, endpoint, "")
+}
+
+/// The test's configuration, with `warehouse_extra` lines in `[warehouse]`.
+fn config_with(
+    dir: &Path,
+    wh: &Path,
+    tables: &str,
+    endpoint: &str,
+    warehouse_extra: &str,
+) -> String {
+    let name = format!("{tables}{warehouse_extra}").replace(['/', ':', ' ', '=', '\n'], "_");
+    let path = dir.join(format!("custody-{name}.toml"));
     std::fs::write(
         &path,
         format!(
@@ -62,6 +76,7 @@ path = "{}"
 tables = "{tables}"
 s3_endpoint = "{endpoint}"
 s3_path_style = true
+{warehouse_extra}
 [retention]
 days = 180
 interval = "0s"
@@ -280,4 +295,119 @@ fn the_warehouse_lives_in_object_storage() {
     assert!(!refused.status.success(), "{why}");
     let fresh_objects = s3.root.join(BUCKET).join("fresh");
     assert!(!fresh_objects.exists() || files_under(&fresh_objects).is_empty());
+}
+
+/// A bucket under S3 Object Lock (moto, which enforces it): with `s3_object_lock`, every table
+/// file Custody writes is locked in COMPLIANCE mode by the bucket's default retention, and
+/// storage refuses to delete any version of it early, whoever asks; Custody's own deletes
+/// (retention, orphan files) leave delete markers over the locked versions, and the chains
+/// still verify. Without the setting, the bucket refuses Custody's writes (S3 wants
+/// Content-MD5 under Object Lock) and the run fails loudly, having committed nothing.
+#[test]
+fn object_lock_refuses_early_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = LockingS3Server::start();
+    const LOCKED: &str = "custody-locked";
+    s3.owner(&["create", LOCKED, "30"]);
+    let generated = dir.path().join("generated.ndjson");
+    generate_ndjson(&generated, 600, 3);
+    let events: Vec<Value> = std::fs::read_to_string(&generated)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let now_us = custody_schemas::time::now_us().div_euclid(DAY_US) * DAY_US + DAY_US / 2;
+    let lines = respan(&events, now_us, 400);
+    let input = dir.path().join("events.ndjson");
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let tables = format!("s3://{LOCKED}/lake");
+
+    // Not declared: the bucket refuses the writes, and Custody says so.
+    let plain = dir.path().join("plain");
+    let cfg_plain = config(
+        dir.path(),
+        &plain,
+        &format!("s3://{LOCKED}/plain"),
+        &s3.endpoint,
+    );
+    let refused = custody(
+        &[
+            "--config",
+            &cfg_plain,
+            "run",
+            "--input",
+            input.to_str().unwrap(),
+        ],
+        S3_SECRET_KEY,
+    );
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{why}");
+    assert!(why.contains("MD5"), "{why}");
+
+    // Declared: the pipeline runs, the tables verify, another implementation reads them.
+    let wh = dir.path().join("wh");
+    let whs = wh.to_str().unwrap();
+    let cfg = config_with(
+        dir.path(),
+        &wh,
+        &tables,
+        &s3.endpoint,
+        "s3_object_lock = true",
+    );
+    ok(&["--config", &cfg, "run", "--input", input.to_str().unwrap()]);
+    verify(&cfg, whs);
+    let all: BTreeSet<String> = events_ids(&lines);
+    assert_eq!(stored_ids(&wh), all);
+
+    // Retention deletes the expired files: on a locked bucket, delete markers.
+    let out = ok(&[
+        "--config",
+        &cfg,
+        "retention",
+        "--now",
+        &custody_schemas::time::format_rfc3339(now_us),
+    ]);
+    assert!(out.contains("recorded as RETENTION_APPLIED"), "{out}");
+    verify(&cfg, whs);
+    assert!(stored_ids(&wh).len() < all.len());
+
+    // Every version of every file is locked in COMPLIANCE mode for the bucket's 30 days,
+    // and storage refuses to delete any of them (the probe tries each one).
+    let report: Value = serde_json::from_str(&s3.owner(&["probe", LOCKED, "lake/"])).unwrap();
+    let versions = report["versions"].as_array().unwrap();
+    let files = |suffix: &str| {
+        versions
+            .iter()
+            .filter(|v| v["key"].as_str().unwrap().ends_with(suffix))
+            .count()
+    };
+    assert!(files(".parquet") > 10 && files(".avro") > 10 && files(".metadata.json") > 3);
+    let soonest = custody_schemas::time::format_rfc3339(now_us + 29 * DAY_US);
+    for v in versions {
+        assert_eq!(v["mode"], "COMPLIANCE", "{v}");
+        assert!(
+            v["retain_until"].as_str().unwrap() > soonest.as_str(),
+            "{v}"
+        );
+        assert_eq!(v["delete_refused"], "AccessDenied", "{v}");
+        assert_eq!(v["still_there"], true, "{v}");
+    }
+    // Retention's deletes hid the expired files behind delete markers; their locked versions
+    // wait for the lock to end (and a lifecycle rule to remove them).
+    assert!(report["delete_markers"].as_u64().unwrap() > 0, "{report}");
+    assert!(versions.iter().any(|v| v["latest"] == false));
+    // After the probe's refused deletes, the tables are as they were.
+    verify(&cfg, whs);
+}
+
+fn events_ids(lines: &[String]) -> BTreeSet<String> {
+    lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["event_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
 }
