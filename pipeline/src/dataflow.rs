@@ -441,6 +441,9 @@ pub fn run_pipeline(
     let summary = Arc::new(Mutex::new(RunSummary::default()));
     let failure = Arc::new(Mutex::new(None::<String>));
     let config = timely::Config::process(opts.workers.max(1));
+    // Each worker adds the chains it owns: a gauge of this run's tenants, not of every run
+    // this process made (demo --serve and run after a retention pause start another).
+    metrics.tenants.set(0);
     let worker_metrics = metrics.clone();
     let (worker_summary, worker_failure) = (Arc::clone(&summary), Arc::clone(&failure));
     let worker_live = Arc::clone(&live);

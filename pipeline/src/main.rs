@@ -428,6 +428,9 @@ struct DemoArgs {
     /// Keep serving the views over HTTP after the run, until interrupted.
     #[arg(long)]
     serve: bool,
+    /// HTTP listen address (default from config; `off` to disable).
+    #[arg(long)]
+    listen: Option<String>,
 }
 
 #[derive(Args)]
@@ -1035,8 +1038,10 @@ fn start_server(
     let listener = match runtime.block_on(tokio::net::TcpListener::bind(listen)) {
         Ok(l) => l,
         Err(e) => {
-            tracing::warn!(%listen, error = %e, "cannot serve http; continuing without it");
-            return Ok(None);
+            bail!(
+                "cannot serve HTTP on {listen}: {e} (choose another address with --listen, \
+                 or --listen off to run without the API)"
+            );
         }
     };
     let addr = listener.local_addr()?;
@@ -1256,14 +1261,11 @@ fn demo(config: &Config, args: DemoArgs) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let live = Arc::new(Mutex::new(LiveViews::default()));
     let logs = Arc::new(Mutex::new(LiveLogs::default()));
-    let server = start_server(
-        config,
-        &args.warehouse,
-        &config.serve.listen,
-        &metrics,
-        &live,
-        &logs,
-    )?;
+    let listen = args.listen.as_deref().unwrap_or(&config.serve.listen);
+    if args.serve && listen == "off" {
+        bail!("demo --serve needs an HTTP address (--listen ADDR)");
+    }
+    let server = start_server(config, &args.warehouse, listen, &metrics, &live, &logs)?;
     let stop = stop_on_signals()?;
     let source: Box<dyn Source> = Box::new(args.workload.generator());
     println!(

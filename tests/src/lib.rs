@@ -17,6 +17,15 @@ fn cache_dir() -> PathBuf {
 }
 
 /// The `custody` binary built in this target directory.
+/// A `custody` command that serves no HTTP unless the test asks for an address (`--listen`,
+/// or `CUSTODY__SERVE__LISTEN` set after this): a busy port is an error, and tests run in
+/// parallel.
+pub fn custody_command() -> Command {
+    let mut command = Command::new(custody_bin());
+    command.env("CUSTODY__SERVE__LISTEN", "off");
+    command
+}
+
 pub fn custody_bin() -> PathBuf {
     if let Ok(p) = std::env::var("CUSTODY_BIN") {
         return PathBuf::from(p);
@@ -64,7 +73,7 @@ pub fn generate_ndjson(path: &Path, events: u64, tenants: usize) {
 
 /// Runs `custody` with `args`.
 pub fn custody_output(args: &[&str]) -> Output {
-    Command::new(custody_bin())
+    custody_command()
         .args(args)
         .env("RUST_LOG", "warn")
         .env("CUSTODY__SERVE__LISTEN", "off")
@@ -465,7 +474,7 @@ pub fn get_json(addr: &str, path: &str, token: &str) -> (u16, Value) {
 /// `custody serve` over `warehouse`, listening on `addr` (a fixed signing key, warnings only,
 /// stdout piped for [`await_line`]); callers may change it before spawning.
 pub fn serve_command(warehouse: &Path, addr: &str) -> Command {
-    let mut command = Command::new(custody_bin());
+    let mut command = custody_command();
     command
         .args([
             "serve",
@@ -516,7 +525,7 @@ pub fn serve_demo(
     events: u64,
     tenants: usize,
 ) -> KillOnDrop {
-    let child = Command::new(custody_bin())
+    let child = custody_command()
         .args([
             "--config",
             config.to_str().expect("utf-8 path"),

@@ -6,9 +6,8 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Command;
 
-use custody_tests::{custody, custody_bin, free_addr, get_json, serve_warehouse};
+use custody_tests::{custody, custody_command, free_addr, get_json, serve_warehouse};
 use serde_json::json;
 
 const TENANTS: [&str; 2] = ["acme", "beta"];
@@ -206,7 +205,7 @@ fn sessions_and_causes_are_whole_across_history() {
     let events = workload();
     write_ndjson(&input, &events);
     let wh = dir.path().join("wh");
-    let out = Command::new(custody_bin())
+    let out = custody_command()
         .args(["run", "--input", input.to_str().unwrap()])
         .args(["--warehouse", wh.to_str().unwrap()])
         .env("CUSTODY__SERVE__LISTEN", "off")

@@ -8,11 +8,11 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use custody_tests::{
-    StderrWatch, custody, custody_bin, custody_output, free_addr, generate_ndjson,
+    StderrWatch, custody, custody_command, custody_output, free_addr, generate_ndjson,
 };
 
 fn run(args: &[&str], dir: &Path) -> std::process::Output {
-    Command::new(custody_bin())
+    custody_command()
         .args(args)
         .current_dir(dir)
         .env("RUST_LOG", "warn")
@@ -53,7 +53,7 @@ fn sigterm_and_sigint_drain_and_exit_zero() {
     let wh = dir.path().join("wh");
     let mut total = 0;
     for signal in ["TERM", "INT"] {
-        let mut child = Command::new(custody_bin())
+        let mut child = custody_command()
             .args(["run", "--input", input.to_str().unwrap()])
             .args(["--warehouse", wh.to_str().unwrap(), "--listen", "off"])
             .env("RUST_LOG", "info")
@@ -184,7 +184,7 @@ fn a_restart_seeks_past_the_committed_prefix() {
     let with_tick = |extra: &[&str]| {
         let mut args = vec!["run", "--input", "in.ndjson", "--warehouse", "wh"];
         args.extend_from_slice(extra);
-        Command::new(custody_bin())
+        custody_command()
             .args(&args)
             .current_dir(dir.path())
             .env("RUST_LOG", "warn")
@@ -226,7 +226,7 @@ fn demo_fresh_never_deletes_a_warehouse_being_written() {
     // A writer halted inside its commit (of another input) holds the lock.
     let second = dir.path().join("second.ndjson");
     generate_ndjson(&second, 100, 2);
-    let mut writer = Command::new(custody_bin())
+    let mut writer = custody_command()
         .args(["run", "--input", second.to_str().unwrap()])
         .args(["--warehouse", wh_arg, "--listen", "off"])
         .env("CUSTODY_FAILPOINT", "commit-start#1")
@@ -306,7 +306,7 @@ fn a_panicking_worker_or_sink_ends_the_process_and_nothing_is_lost() {
         "after-commit:epochs#1!panic",
         "before-commit:events#1!panic",
     ] {
-        let mut child = Command::new(custody_bin())
+        let mut child = custody_command()
             .args(["run", "--input", input.to_str().unwrap()])
             .args(["--warehouse", wh.to_str().unwrap(), "--listen", "off"])
             .env("RUST_LOG", "warn")

@@ -9,14 +9,14 @@ use std::path::Path;
 use std::process::Command;
 
 use custody_tests::{
-    custody, custody_bin, generate_ndjson, manifest_dir, python, read_columns, rows,
+    custody, custody_command, generate_ndjson, manifest_dir, python, read_columns, rows,
 };
 use serde_json::Value;
 
 const BATCH: &str = "400";
 
 fn run(input: &Path, wh: &Path, compact_every: &str) -> String {
-    let out = Command::new(custody_bin())
+    let out = custody_command()
         .args(["run", "--input", input.to_str().unwrap()])
         .args(["--warehouse", wh.to_str().unwrap()])
         .env("CUSTODY__SERVE__LISTEN", "off")
@@ -111,7 +111,7 @@ fn assert_same(got: &Path, want: &Path) {
 
 /// `custody compact` under the runs' signing key.
 fn compact(wh: &Path) -> String {
-    let out = Command::new(custody_bin())
+    let out = custody_command()
         .args(["compact", "--warehouse", wh.to_str().unwrap()])
         .env("RUST_LOG", "warn")
         .env("CUSTODY_SIGNING_KEY", "07".repeat(32))

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::process::Command;
 
-use custody_tests::{custody_bin, manifest_dir, python};
+use custody_tests::{custody_command, manifest_dir, python};
 use serde_json::Value;
 
 fn kinds(problems: impl Iterator<Item = Value>) -> BTreeSet<String> {
@@ -29,7 +29,7 @@ fn both_verifiers_agree_with_every_vector() {
     assert!(expected.len() >= 15, "{expected:?}");
     for (name, want) in expected {
         let dir = vectors.join(name);
-        let rust = Command::new(custody_bin())
+        let rust = custody_command()
             .args(["verify", "--json", "--trusted-key", &key, "--export"])
             .arg(&dir)
             .env("RUST_LOG", "error")

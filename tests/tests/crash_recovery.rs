@@ -6,12 +6,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use custody_tests::{
-    CHAIN_COLUMNS, StderrWatch, Tansu, assert_chains_link, custody, custody_bin, generate_ndjson,
-    read_columns, rows, view_rows,
+    CHAIN_COLUMNS, StderrWatch, Tansu, assert_chains_link, custody, custody_command,
+    generate_ndjson, read_columns, rows, view_rows,
 };
 
 const TOPIC: &str = "agent-events";
@@ -38,7 +38,7 @@ impl Rng {
 }
 
 fn spawn_run(broker: &str, wh: &Path, failpoint: Option<String>, idle_exit: &str) -> Child {
-    let mut command = Command::new(custody_bin());
+    let mut command = custody_command();
     command
         .args([
             "run", "--kafka", broker, "--topic", TOPIC, "--group", "crash",

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use custody_operators::sources::kafka::kafka_client_config;
-use custody_tests::{Tansu, assert_chains_link, custody, custody_bin, read_tables, rows};
+use custody_tests::{Tansu, assert_chains_link, custody, custody_command, read_tables, rows};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
@@ -38,7 +38,7 @@ fn kafka_to_iceberg_exactly_n_rows() {
     let wh = dir.path().join("wh");
     // Short drift windows, so that this small workload raises alerts (its agents move to a
     // new model version for the last quarter): they go to the alerts topic.
-    let out = std::process::Command::new(custody_bin())
+    let out = custody_command()
         .args([
             "run",
             "--kafka",

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use custody_operators::checkpoint::Signer;
-use custody_tests::{custody_bin, manifest_dir, python, read_columns, rows};
+use custody_tests::{custody_command, manifest_dir, python, read_columns, rows};
 use serde_json::Value;
 use sha2::Digest;
 
@@ -20,7 +20,7 @@ fn trusted_key() -> String {
 }
 
 fn run(args: &[&str]) -> Output {
-    Command::new(custody_bin())
+    custody_command()
         .args(args)
         .env("RUST_LOG", "warn")
         .env("RUST_BACKTRACE", "0")
@@ -561,7 +561,7 @@ fn verify_never_writes_and_trusts_no_key_from_the_data() {
     assert!(!wh.join("keys/signing.key").exists());
     // (CUSTODY_SIGNING_KEY was set: no seed file; make one the default way.)
     let other = dir.path().join("other");
-    let out = Command::new(custody_bin())
+    let out = custody_command()
         .args([
             "demo",
             "--events",
@@ -585,7 +585,7 @@ fn verify_never_writes_and_trusts_no_key_from_the_data() {
     );
     // A world-readable key is refused, and so is a short PII master key.
     std::fs::set_permissions(&seed, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let out = Command::new(custody_bin())
+    let out = custody_command()
         .args([
             "demo",
             "--events",
@@ -599,7 +599,7 @@ fn verify_never_writes_and_trusts_no_key_from_the_data() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("readable by others"));
-    let out = Command::new(custody_bin())
+    let out = custody_command()
         .args(["demo", "--events", "20", "--warehouse"])
         .arg(dir.path().join("third"))
         .env("CUSTODY__SERVE__LISTEN", "off")

@@ -5,14 +5,14 @@
 //! `custody rewrap-keys`, after which the old KEK is no longer needed to reveal a token.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-use custody_tests::{config_changes, custody_bin, generate_ndjson, read_tables, rows};
+use custody_tests::{config_changes, custody_command, generate_ndjson, read_tables, rows};
 use serde_json::Value;
 
 /// `custody ARGS` with no key in the environment.
 fn custody(args: &[&str]) -> Output {
-    Command::new(custody_bin())
+    custody_command()
         .args(args)
         .env("RUST_LOG", "warn")
         .env_remove("CUSTODY_SIGNING_KEY")

@@ -11,11 +11,11 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use custody_tests::{
-    LockingS3Server, S3_ACCESS_KEY, S3_SECRET_KEY, S3Server, custody_bin, files_under, found_under,
-    generate_ndjson, read_columns_with, respan, rows,
+    LockingS3Server, S3_ACCESS_KEY, S3_SECRET_KEY, S3Server, custody_command, files_under,
+    found_under, generate_ndjson, read_columns_with, respan, rows,
 };
 use serde_json::{Value, json};
 
@@ -25,7 +25,7 @@ const BUCKET: &str = "custody-lake";
 
 /// `custody ARGS` with the test's signing key and S3 credentials (`secret`).
 fn custody(args: &[&str], secret: &str) -> Output {
-    Command::new(custody_bin())
+    custody_command()
         .args(args)
         .env("RUST_LOG", "warn")
         .env("CUSTODY_SIGNING_KEY", SIGNING_KEY)

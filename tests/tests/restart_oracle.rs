@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use custody_operators::merkle;
 use custody_tests::{
-    KillOnDrop, StderrWatch, await_line, custody, custody_bin, free_addr, generate_ndjson,
+    KillOnDrop, StderrWatch, await_line, custody, custody_command, free_addr, generate_ndjson,
     get_json, read_columns, rows, serve_command,
 };
 use serde_json::Value;
@@ -56,7 +56,7 @@ fn workload(dir: &Path, events: u64, tenants: usize) -> std::path::PathBuf {
 }
 
 fn run_command(input: &Path, wh: &Path) -> Command {
-    let mut command = Command::new(custody_bin());
+    let mut command = custody_command();
     command
         .args(["run", "--input", input.to_str().unwrap()])
         .args(["--warehouse", wh.to_str().unwrap()])

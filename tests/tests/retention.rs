@@ -14,7 +14,7 @@ use std::process::Command;
 use custody_operators::merkle;
 use custody_schemas::time::{format_rfc3339, parse_rfc3339};
 use custody_tests::{
-    await_line, custody_bin, files_under, found_under, free_addr, generate_ndjson, get_json,
+    await_line, custody_command, files_under, found_under, free_addr, generate_ndjson, get_json,
     manifest_dir, python, read_columns, read_tables, respan, rows, serve_command,
 };
 use serde_json::{Value, json};
@@ -42,7 +42,7 @@ fn expires(tenant: &str, event_type: &str, time_us: i64, now_us: i64) -> bool {
 
 /// `custody ARGS` with the test's signing key, asserting success; stdout.
 fn run(args: &[&str]) -> String {
-    let out = Command::new(custody_bin())
+    let out = custody_command()
         .args(args)
         .env("RUST_LOG", "warn")
         .env("CUSTODY_SIGNING_KEY", SIGNING_KEY)
@@ -288,7 +288,7 @@ fn retention_removes_exactly_the_expired_events_and_every_proof_still_verifies()
     assert_eq!(rows(&tables, "quarantine").len(), 2);
 
     // Erasure of a held tenant is refused, naming the hold.
-    let refused = Command::new(custody_bin())
+    let refused = custody_command()
         .args([
             "--config",
             &cfg,

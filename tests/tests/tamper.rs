@@ -25,7 +25,7 @@ fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     let warehouse = root.join("wh");
-    let out = Command::new(custody_tests::custody_bin())
+    let out = custody_tests::custody_command()
         .args(["demo", "--events", "4000", "--tenants", "6", "--seed", "3"])
         .arg("--warehouse")
         .arg(&warehouse)

@@ -7,14 +7,14 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use custody_tests::{await_line, custody_bin, free_addr, get_json, manifest_dir, python};
+use custody_tests::{await_line, custody_command, free_addr, get_json, manifest_dir, python};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 const TOKEN: &str = "token-root";
 
 fn verify(target: &[&str], key: &str, witness: Option<(&str, &str)>) -> (bool, Value) {
-    let mut cmd = Command::new(custody_bin());
+    let mut cmd = custody_command();
     cmd.arg("verify")
         .arg("--json")
         .args(target)
@@ -114,7 +114,7 @@ fn a_witness_catches_truncation_rollback_and_tenant_deletion() {
     let wh = dir.path().join("wh");
     let addr = free_addr();
     // The pipeline, serving; no clock ticks, so the log only grows with the workload.
-    let child = Command::new(custody_bin())
+    let child = custody_command()
         .args(["--config", cfg.to_str().unwrap(), "demo", "--serve"])
         .args(["--events", "2400", "--tenants", "4", "--seed", "5"])
         .args(["--warehouse", wh.to_str().unwrap()])
@@ -133,7 +133,7 @@ fn a_witness_catches_truncation_rollback_and_tenant_deletion() {
     // The witness: its own key and state, beside the pipeline.
     let wdir = dir.path().join("witness");
     let waddr = free_addr();
-    let child = Command::new(custody_bin())
+    let child = custody_command()
         .args(["witness", "--log", &format!("http://{addr}")])
         .args(["--log-key", log_key.to_str().unwrap()])
         .args(["--token", TOKEN, "--interval", "200ms"])
@@ -176,7 +176,7 @@ fn a_witness_catches_truncation_rollback_and_tenant_deletion() {
     let (ok, reports) = verify(&["--warehouse", whs], &key, witness_args);
     assert!(ok, "untouched warehouse failed with the witness: {reports}");
     let bundle = dir.path().join("bundle");
-    let out = Command::new(custody_bin())
+    let out = custody_command()
         .args([
             "export",
             "--warehouse",

@@ -1,0 +1,144 @@
+//! The CLI as a new user meets it: every `custody …` command the documentation names exists;
+//! a busy HTTP port is an error, not a demo that quietly serves nothing; `demo` and `run`
+//! take `--listen`; `custody_tenants` counts each tenant once, however many runs the process
+//! made (`demo --serve` runs twice).
+
+use std::collections::BTreeSet;
+use std::net::TcpListener;
+use std::process::Stdio;
+
+use custody_tests::{await_line, custody_command, free_addr, http_get, manifest_dir};
+
+/// Every `` `custody SUBCOMMAND `` in the README, the default configuration and the docs
+/// answers `--help` (it once named `custody keys rewrap`, which never existed).
+#[test]
+fn documented_commands_exist() {
+    let root = manifest_dir().join("..");
+    let mut named = BTreeSet::new();
+    let mut files = vec![root.join("README.md"), root.join("pipeline/default.toml")];
+    for entry in std::fs::read_dir(root.join("docs")).unwrap() {
+        files.push(entry.unwrap().path());
+    }
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for (i, _) in text.match_indices("`custody ") {
+            let rest = &text[i + "`custody ".len()..];
+            let word: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '-')
+                .collect();
+            // `custody --config …` and the like name options, not commands.
+            if !word.is_empty() && !word.starts_with('-') {
+                named.insert((
+                    word,
+                    file.file_name().unwrap().to_string_lossy().into_owned(),
+                ));
+            }
+        }
+    }
+    assert!(named.len() > 10, "{named:?}");
+    for (command, file) in &named {
+        let out = custody_command()
+            .args([command, "--help"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{file} names `custody {command}`, which does not exist: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// A busy port fails the demo before it runs, saying how to choose another.
+#[test]
+fn a_busy_port_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let busy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let wh = dir.path().join("wh");
+    let out = custody_command()
+        .args(["demo", "--events", "50", "--listen", &addr, "--warehouse"])
+        .arg(&wh)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot serve HTTP on {addr}")) && stderr.contains("--listen"),
+        "{stderr}"
+    );
+    // The same through `run`.
+    let input = dir.path().join("in.ndjson");
+    std::fs::write(&input, "").unwrap();
+    let out = custody_command()
+        .args(["run", "--input"])
+        .arg(&input)
+        .args(["--listen", &addr, "--warehouse"])
+        .arg(dir.path().join("wh2"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    // `demo --serve` without an address is refused rather than serving nothing.
+    let out = custody_command()
+        .args([
+            "demo",
+            "--serve",
+            "--events",
+            "50",
+            "--listen",
+            "off",
+            "--warehouse",
+        ])
+        .arg(dir.path().join("wh3"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--listen"));
+}
+
+/// `demo --serve --listen ADDR` serves there, and `/metrics` counts 3 tenants as 3 after the
+/// process's second run (the serving one) has started.
+#[test]
+fn demo_serves_where_asked_and_counts_tenants_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let child = custody_command()
+        .args(["demo", "--serve", "--events", "300", "--tenants", "3"])
+        .args(["--listen", &addr, "--warehouse"])
+        .arg(dir.path().join("wh"))
+        .env("CUSTODY_SIGNING_KEY", "07".repeat(32))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _server = await_line(child, "serving until interrupted");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (code, _, body) = http_get(&addr, "/metrics", "");
+        assert_eq!(code, 200);
+        let text = String::from_utf8_lossy(&body).into_owned();
+        let tenants = text
+            .lines()
+            .find_map(|l| l.strip_prefix("custody_tenants "))
+            .map(|v| v.trim().to_string());
+        // The serving run has opened its chains once the gauge is back at 3.
+        if tenants.as_deref() == Some("3") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline && tenants.as_deref() != Some("6"),
+            "custody_tenants = {tenants:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // Stays at 3 while serving.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let (_, _, body) = http_get(&addr, "/metrics", "");
+    assert!(
+        String::from_utf8_lossy(&body).contains("\ncustody_tenants 3\n"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+}
