@@ -14,6 +14,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod access_log;
 mod admin;
 mod alerting;
+mod api_index;
 mod auth;
 mod bench;
 mod bench_api;

@@ -82,6 +82,12 @@ fn stored_id(state: &AppState, tenant: &str, value: String) -> String {
 /// The router.
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .route("/", get(|| async { Json(crate::api_index::index()) }))
+        .route(
+            "/openapi.json",
+            get(|| async { Json(crate::api_index::openapi()) }),
+        )
+        .route("/v1/public-key", get(public_key))
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .route("/v1/tenants", get(tenants))
@@ -113,6 +119,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/tenants/{tenant}/sql", post(sql))
         .route("/dashboard", get(crate::dashboard::page))
+        .fallback(no_route)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             record_access,
@@ -131,6 +138,36 @@ pub fn router(state: AppState) -> Router {
                 .into_response()
         }))
         .with_state(state)
+}
+
+/// The key signing checkpoints, reports and exports, to verify them offline.
+async fn public_key(State(state): State<AppState>) -> Response {
+    match &state.signer {
+        Some(signer) => Json(json!({
+            "algorithm": "ed25519",
+            "key_id": signer.key_id(),
+            "public_key": hex::encode(signer.public_key().as_bytes()),
+        }))
+        .into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": "this server has no signing key"})),
+        )
+            .into_response(),
+    }
+}
+
+/// A path no route serves: 404 with a body saying where the index is.
+async fn no_route(uri: axum::http::Uri) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({
+            "error": format!("no endpoint at {}", uri.path()),
+            "index": "/",
+            "openapi": "/openapi.json",
+        })),
+    )
+        .into_response()
 }
 
 /// Answers 503 to a request still unanswered at its deadline (its work is dropped).

@@ -1,7 +1,8 @@
 //! The CLI as a new user meets it: every `custody …` command the documentation names exists;
 //! a busy HTTP port is an error, not a demo that quietly serves nothing; `demo` and `run`
 //! take `--listen`; `custody_tenants` counts each tenant once, however many runs the process
-//! made (`demo --serve` runs twice).
+//! made (`demo --serve` runs twice); `/` and `/openapi.json` describe the API, and the
+//! public key is served.
 
 use std::collections::BTreeSet;
 use std::net::TcpListener;
@@ -133,6 +134,36 @@ fn demo_serves_where_asked_and_counts_tenants_once() {
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+    // The root is an index of the endpoints, /openapi.json documents them, the public key
+    // is served, and an unknown path says where to look instead of an empty 404.
+    let (code, _, body) = http_get(&addr, "/", "");
+    assert_eq!(code, 200);
+    let index: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let paths: Vec<&str> = index["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert!(paths.contains(&"/v1/tenants/{tenant}/events"), "{index}");
+    let (code, _, body) = http_get(&addr, "/openapi.json", "");
+    assert_eq!(code, 200);
+    let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert_eq!(doc["paths"].as_object().unwrap().len(), {
+        let mut unique = paths.clone();
+        unique.dedup();
+        unique.len()
+    });
+    let (code, _, body) = http_get(&addr, "/v1/public-key", "");
+    assert_eq!(code, 200);
+    let key: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(key["algorithm"], "ed25519");
+    assert_eq!(key["public_key"].as_str().unwrap().len(), 64);
+    let (code, _, body) = http_get(&addr, "/v1/no-such-thing", "");
+    assert_eq!(code, 404);
+    let missing: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(missing["index"], "/");
     // Stays at 3 while serving.
     std::thread::sleep(std::time::Duration::from_secs(2));
     let (_, _, body) = http_get(&addr, "/metrics", "");
