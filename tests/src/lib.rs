@@ -244,12 +244,17 @@ fn spawn_tansu(addr: &str, storage: Option<&Path>) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {}: {e} (tests/run.sh installs it)", bin.display()));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "tansu did not start on {addr}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    await_listening(addr, "tansu", Duration::from_secs(30));
     child
+}
+
+/// Waits until something accepts connections on `addr`; panics after `timeout`.
+pub fn await_listening(addr: &str, what: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not listen on {addr}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 impl Drop for Tansu {
@@ -619,6 +624,22 @@ pub fn found_under(wh: &Path, needles: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// A generated workload of `events` events over `tenants` tenants (written under `dir`),
+/// re-dated by [`respan`] over the `days` days before noon today: its NDJSON lines, and that
+/// noon in µs (whole-day cutoffs back from midnight fall at fixed points of the span).
+pub fn spanned_workload(dir: &Path, events: u64, tenants: usize, days: i64) -> (Vec<String>, i64) {
+    let generated = dir.join("generated.ndjson");
+    generate_ndjson(&generated, events, tenants);
+    let events: Vec<Value> = std::fs::read_to_string(&generated)
+        .expect("generated workload")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("generated json"))
+        .collect();
+    const DAY_US: i64 = 86_400_000_000;
+    let now_us = custody_schemas::time::now_us().div_euclid(DAY_US) * DAY_US + DAY_US / 2;
+    (respan(&events, now_us, days), now_us)
+}
+
 /// `events` re-dated evenly over the `days` days before `now_us`, in order, each agent's
 /// emitter chain (`previous_event_hash`) re-linked over the new bytes; as NDJSON lines.
 pub fn respan(events: &[Value], now_us: i64, days: i64) -> Vec<String> {
@@ -679,11 +700,7 @@ impl LockingS3Server {
             .spawn()
             .unwrap_or_else(|e| panic!("spawn moto: {e} (tests/run.sh installs it)"));
         let process = KillOnDrop(child);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(&addr).is_err() {
-            assert!(Instant::now() < deadline, "moto did not listen on {addr}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        await_listening(&addr, "moto", Duration::from_secs(60));
         LockingS3Server {
             endpoint: format!("http://{addr}"),
             _process: process,
@@ -735,11 +752,7 @@ impl S3Server {
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e} (tests/run.sh installs it)", bin.display()));
         let process = KillOnDrop(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(&addr).is_err() {
-            assert!(Instant::now() < deadline, "s3s-fs did not listen on {addr}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        await_listening(&addr, "s3s-fs", Duration::from_secs(30));
         S3Server {
             endpoint: format!("http://{addr}"),
             root: root.to_path_buf(),

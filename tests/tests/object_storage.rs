@@ -15,7 +15,7 @@ use std::process::Output;
 
 use custody_tests::{
     LockingS3Server, S3_ACCESS_KEY, S3_SECRET_KEY, S3Server, custody_command, files_under,
-    found_under, generate_ndjson, read_columns_with, respan, rows,
+    found_under, read_columns_with, rows, spanned_workload,
 };
 use serde_json::{Value, json};
 
@@ -127,16 +127,8 @@ fn verify(cfg: &str, wh: &str) {
 fn the_warehouse_lives_in_object_storage() {
     let dir = tempfile::tempdir().unwrap();
     let s3 = S3Server::start(&dir.path().join("s3"), &[BUCKET, "other-bucket"]);
-    let generated = dir.path().join("generated.ndjson");
-    generate_ndjson(&generated, 1200, 3);
-    let events: Vec<Value> = std::fs::read_to_string(&generated)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    // Noon today, 400 days of events before it; the last 200 arrive after retention.
-    let now_us = custody_schemas::time::now_us().div_euclid(DAY_US) * DAY_US + DAY_US / 2;
-    let lines = respan(&events, now_us, 400);
+    // 400 days of events up to noon today; the last 200 arrive after retention.
+    let (lines, now_us) = spanned_workload(dir.path(), 1200, 3, 400);
     let (first, _) = lines.split_at(lines.len() - 200);
     let input = dir.path().join("events.ndjson");
     std::fs::write(&input, first.join("\n") + "\n").unwrap();
@@ -180,16 +172,7 @@ fn the_warehouse_lives_in_object_storage() {
     );
 
     // Another implementation reads the tables from the bucket; the chains verify.
-    let all: BTreeSet<String> = first
-        .iter()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["event_id"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
-    assert_eq!(stored_ids(&wh), all);
+    assert_eq!(stored_ids(&wh), events_ids(first));
     verify(&cfg, whs);
 
     // Retention at 180 days: the expired events leave the bucket, byte for byte.
@@ -245,12 +228,7 @@ fn the_warehouse_lives_in_object_storage() {
     std::fs::write(&input, lines.join("\n") + "\n").unwrap();
     ok(&["--config", &cfg, "run", "--input", input.to_str().unwrap()]);
     let mut want = want;
-    want.extend(lines[lines.len() - 200..].iter().map(|l| {
-        serde_json::from_str::<Value>(l).unwrap()["event_id"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    }));
+    want.extend(events_ids(&lines[lines.len() - 200..]));
     assert_eq!(stored_ids(&wh), want);
     verify(&cfg, whs);
 
@@ -309,15 +287,7 @@ fn object_lock_refuses_early_deletes() {
     let s3 = LockingS3Server::start();
     const LOCKED: &str = "custody-locked";
     s3.owner(&["create", LOCKED, "30"]);
-    let generated = dir.path().join("generated.ndjson");
-    generate_ndjson(&generated, 600, 3);
-    let events: Vec<Value> = std::fs::read_to_string(&generated)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let now_us = custody_schemas::time::now_us().div_euclid(DAY_US) * DAY_US + DAY_US / 2;
-    let lines = respan(&events, now_us, 400);
+    let (lines, now_us) = spanned_workload(dir.path(), 600, 3, 400);
     let input = dir.path().join("events.ndjson");
     std::fs::write(&input, lines.join("\n") + "\n").unwrap();
     let tables = format!("s3://{LOCKED}/lake");
@@ -356,7 +326,7 @@ fn object_lock_refuses_early_deletes() {
     );
     ok(&["--config", &cfg, "run", "--input", input.to_str().unwrap()]);
     verify(&cfg, whs);
-    let all: BTreeSet<String> = events_ids(&lines);
+    let all = events_ids(&lines);
     assert_eq!(stored_ids(&wh), all);
 
     // Retention deletes the expired files: on a locked bucket, delete markers.
@@ -400,6 +370,7 @@ fn object_lock_refuses_early_deletes() {
     verify(&cfg, whs);
 }
 
+/// The `event_id`s of NDJSON `lines`.
 fn events_ids(lines: &[String]) -> BTreeSet<String> {
     lines
         .iter()

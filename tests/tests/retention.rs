@@ -14,8 +14,8 @@ use std::process::Command;
 use custody_operators::merkle;
 use custody_schemas::time::{format_rfc3339, parse_rfc3339};
 use custody_tests::{
-    await_line, custody_command, files_under, found_under, free_addr, generate_ndjson, get_json,
-    manifest_dir, python, read_columns, read_tables, respan, rows, serve_command,
+    await_line, custody_command, files_under, found_under, free_addr, get_json, manifest_dir,
+    python, read_columns, read_tables, rows, serve_command, spanned_workload,
 };
 use serde_json::{Value, json};
 
@@ -119,17 +119,9 @@ fn stable(report: &Value, now_us: i64) -> Value {
 #[test]
 fn retention_removes_exactly_the_expired_events_and_every_proof_still_verifies() {
     let dir = tempfile::tempdir().unwrap();
-    let generated = dir.path().join("generated.ndjson");
-    generate_ndjson(&generated, 3000, 3);
-    let events: Vec<Value> = std::fs::read_to_string(&generated)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    // Noon today: the cutoffs (whole days back from midnight) fall at fixed points of the span.
-    let now_us = custody_schemas::time::now_us().div_euclid(DAY_US) * DAY_US + DAY_US / 2;
+    // Up to noon today: the cutoffs (whole days back from midnight) fall at fixed points.
+    let (lines, now_us) = spanned_workload(dir.path(), 3000, 3, 400);
     let now = format_rfc3339(now_us);
-    let lines = respan(&events, now_us, 400);
     // The last 300 events arrive after the first application.
     let (first, later) = lines.split_at(lines.len() - 300);
     let input = dir.path().join("events.ndjson");
