@@ -38,6 +38,11 @@ pub struct Metrics {
     pub sink_commit_seconds: Histogram,
     /// Last epoch committed to the lake.
     pub last_committed_epoch: IntGauge,
+    /// Unix time (seconds) of the last commit: `time() - this` is how stale the lake and the
+    /// views are.
+    pub last_commit_timestamp: IntGauge,
+    /// HITL reviews that breached their SLA (rows new to the SLA breaches view, committed).
+    pub sla_breaches: IntCounter,
     /// Tenants with a chain.
     pub tenants: IntGauge,
     /// Checkpoints signed.
@@ -212,6 +217,22 @@ impl Metrics {
             events_accepted,
             sink_commit_seconds,
             last_committed_epoch,
+            last_commit_timestamp: {
+                let g = IntGauge::new(
+                    "custody_sink_last_commit_timestamp_seconds",
+                    "unix time of the last epoch committed to the lake",
+                )
+                .expect("valid metric definition");
+                registry
+                    .register(Box::new(g.clone()))
+                    .expect("metric registered once");
+                g
+            },
+            sla_breaches: counter(
+                &registry,
+                "custody_hitl_sla_breaches_total",
+                "human reviews that breached their SLA (committed to the SLA breaches view)",
+            ),
             tenants,
             sink_commits_rolled_forward: counter_vec(
                 &registry,

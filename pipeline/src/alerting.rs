@@ -14,8 +14,8 @@
 //!   once resolved. A retired alert is not sent again: Alertmanager lets it end at the
 //!   `endsAt` it last received.
 //! - Kafka: one JSON message per change, keyed by `tenant/alert key`.
-//! - `custody_alerts_raised_total{kind}`, `custody_alerts_active{kind}`,
-//!   `custody_alert_deliveries_total{target,outcome}`.
+//! - `custody_alerts_active{kind}`, `custody_alert_deliveries_total{target,outcome}`
+//!   (`custody_alerts_raised_total{kind}` is counted by the sink as alerts are committed).
 //!
 //! # State and its bound
 //! The active alerts, in memory: those of windows from each agent's drift horizon on (retired
@@ -252,9 +252,10 @@ impl Notifier {
                 let started = match self.active.get(&id) {
                     Some((_, started)) => *started,
                     None => {
-                        self.metrics.alerts_raised.with_label_values(&[kind]).inc();
                         self.metrics.alerts_active.with_label_values(&[kind]).inc();
-                        tracing::warn!(
+                        // Delivered and counted; a log line each would bury the log (a demo
+                        // raises hundreds).
+                        tracing::debug!(
                             tenant_id = %change.tenant_id,
                             kind,
                             summary = %change.alert.summary,

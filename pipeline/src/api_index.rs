@@ -62,7 +62,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
     Endpoint {
         method: "GET",
         path: "/metrics",
-        summary: "Prometheus metrics of this process",
+        summary: "Prometheus metrics of this process (a bearer token when \
+                  `api.metrics_token_sha256` is set)",
         query: &[],
         auth: false,
     },

@@ -75,6 +75,8 @@ pub struct Principal {
 #[derive(Clone, Debug, Default)]
 pub struct ApiAuth {
     by_hash: HashMap<[u8; 32], Principal>,
+    /// SHA-256 of the token `/metrics` asks for (`[api] metrics_token_sha256`); open if none.
+    metrics: Option<[u8; 32]>,
 }
 
 impl ApiAuth {
@@ -107,9 +109,43 @@ impl ApiAuth {
             );
         }
         if errors.is_empty() {
-            Ok(ApiAuth { by_hash })
+            Ok(ApiAuth {
+                by_hash,
+                metrics: None,
+            })
         } else {
             Err(errors.join("; "))
+        }
+    }
+
+    /// Puts `/metrics` behind the bearer token whose SHA-256 is `sha256` (hex); empty: open.
+    pub fn with_metrics_token(mut self, sha256: &str) -> Result<Self, String> {
+        let sha256 = sha256.trim();
+        if sha256.is_empty() {
+            return Ok(self);
+        }
+        let mut hash = [0u8; 32];
+        hex::decode_to_slice(sha256, &mut hash)
+            .map_err(|_| "api.metrics_token_sha256: expected 64 hex digits".to_string())?;
+        self.metrics = Some(hash);
+        Ok(self)
+    }
+
+    /// Checks a scrape of `/metrics`: open unless a metrics token is configured, then that
+    /// token or an admin token of every tenant.
+    pub fn authorize_metrics(&self, headers: &HeaderMap) -> Result<(), Denied> {
+        let Some(expected) = self.metrics else {
+            return Ok(());
+        };
+        let hash: [u8; 32] = Sha256::digest(bearer(headers)?.as_bytes()).into();
+        let admin = self
+            .by_hash
+            .get(&hash)
+            .is_some_and(|p| p.role == Role::Admin && p.tenant.is_none());
+        if hash == expected || admin {
+            Ok(())
+        } else {
+            Err(Denied::Unauthorized)
         }
     }
 
@@ -123,12 +159,7 @@ impl ApiAuth {
         if !self.enabled() {
             return Ok(None);
         }
-        let token = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or(Denied::Unauthorized)?;
-        let hash: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
+        let hash: [u8; 32] = Sha256::digest(bearer(headers)?.as_bytes()).into();
         self.by_hash
             .get(&hash)
             .map(Some)
@@ -154,6 +185,16 @@ impl ApiAuth {
     pub fn may_list(&self, principal: Option<&Principal>, tenant: &str) -> bool {
         principal.is_none_or(|p| p.tenant.as_deref().is_none_or(|t| t == tenant))
     }
+}
+
+/// The bearer token of a request.
+fn bearer(headers: &HeaderMap) -> Result<&str, Denied> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or(Denied::Unauthorized)
 }
 
 /// Why a request is refused.

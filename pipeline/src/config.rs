@@ -377,6 +377,9 @@ pub struct ApiConfig {
     /// Bearer tokens by name.
     #[serde(default)]
     pub tokens: std::collections::BTreeMap<String, crate::auth::TokenSettings>,
+    /// SHA-256 (hex) of the bearer token `/metrics` asks for; empty: `/metrics` is open.
+    #[serde(default)]
+    pub metrics_token_sha256: String,
 }
 
 /// Dataflow settings.

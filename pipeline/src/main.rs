@@ -28,6 +28,7 @@ mod generate;
 mod holds;
 mod keys;
 mod lake_pool;
+mod progress;
 mod retention;
 mod serve;
 mod soak;
@@ -371,9 +372,11 @@ struct WitnessArgs {
     /// The log's API, e.g. `http://127.0.0.1:9464`.
     #[arg(long)]
     log: String,
-    /// The log's public key (hex, or a file holding it).
+    /// The log's public key (hex, or a file holding it). Without it: the key the state
+    /// directory already follows, or on first use the key the log serves at `/v1/public-key`,
+    /// pinned from then on (trust on first use).
     #[arg(long = "log-key")]
-    log_key: String,
+    log_key: Option<String>,
     /// Bearer token for every tenant (`admin` or `regulator` of `*`), if the API has tokens;
     /// default: the `CUSTODY_WITNESS_TOKEN` environment variable.
     #[arg(long)]
@@ -522,6 +525,8 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never into files or pipes.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     disable_huge_pages();
     exit_on_panic();
@@ -544,9 +549,14 @@ fn main() -> anyhow::Result<()> {
         Command::VerifyReport { file, trusted_key } => verify_report(&file, &trusted_key),
         Command::Witness(args) => witness::run(witness::WitnessOptions {
             log: args.log,
-            log_key: verify::trusted_keys(&[args.log_key], Path::new("/nonexistent"))?
-                .pop()
-                .context("--log-key")?,
+            log_key: match args.log_key {
+                Some(key) => Some(
+                    verify::trusted_keys(&[key], Path::new("/nonexistent"))?
+                        .pop()
+                        .context("--log-key")?,
+                ),
+                None => None,
+            },
             token: args
                 .token
                 .or_else(|| std::env::var("CUSTODY_WITNESS_TOKEN").ok()),
@@ -1046,7 +1056,9 @@ fn start_server(
         }
     };
     let addr = listener.local_addr()?;
-    let auth = auth::ApiAuth::new(&config.api.tokens).map_err(|e| anyhow::anyhow!(e))?;
+    let auth = auth::ApiAuth::new(&config.api.tokens)
+        .and_then(|a| a.with_metrics_token(&config.api.metrics_token_sha256))
+        .map_err(|e| anyhow::anyhow!(e))?;
     let signing_seed =
         config
             .checkpoints
@@ -1279,6 +1291,7 @@ fn demo(config: &Config, args: DemoArgs) -> anyhow::Result<()> {
     let mut opts = run_options(config, args.warehouse.clone(), None)?;
     opts.held_lock = Some(lock);
     opts.alerts = Some(start_alerts(config, None, &metrics)?);
+    let progress = progress::Progress::start(metrics.events_in.clone(), args.workload.events);
     let summary = run_pipeline(
         source,
         opts.clone(),
@@ -1286,30 +1299,37 @@ fn demo(config: &Config, args: DemoArgs) -> anyhow::Result<()> {
         Arc::clone(&live),
         Arc::clone(&logs),
         Arc::clone(&stop),
-    )?;
+    );
+    progress.finish();
+    let summary = summary?;
     let live_now = live.lock().map(|l| l.clone()).unwrap_or_default();
     let balanced = print_summary("custody demo", &summary, &live_now, &args.warehouse);
-    if let Some((rt, addr)) = &server {
-        let first = live_now.tenants().into_iter().next().unwrap_or_default();
-        println!(
-            "  views: http://{addr}/v1/tenants/{first}/views/event-counts  metrics: http://{addr}/metrics"
-        );
-        if args.serve {
-            println!("  serving until interrupted (ctrl-c)");
-            // The pipeline goes on with no input of its own: API access events reach the
-            // tenants' logs, and the views' clock keeps moving (SLA breaches appear).
-            let mut opts = opts;
-            opts.keep_alive = true;
-            run_pipeline(
-                Box::new(NoInput),
-                opts,
-                metrics,
-                Arc::clone(&live),
-                logs,
-                Arc::clone(&stop),
-            )?;
-            let _ = rt;
-        }
+    print!(
+        "{}",
+        progress::findings(
+            &live_now,
+            &metrics,
+            server.as_ref().map(|(_, a)| a),
+            &args.warehouse
+        )
+    );
+    if let Some((rt, _)) = &server
+        && args.serve
+    {
+        println!("  serving until interrupted (ctrl-c)");
+        // The pipeline goes on with no input of its own: API access events reach the
+        // tenants' logs, and the views' clock keeps moving (SLA breaches appear).
+        let mut opts = opts;
+        opts.keep_alive = true;
+        run_pipeline(
+            Box::new(NoInput),
+            opts,
+            metrics,
+            Arc::clone(&live),
+            logs,
+            Arc::clone(&stop),
+        )?;
+        let _ = rt;
     }
     if !balanced {
         bail!("counts do not balance");

@@ -39,6 +39,9 @@ pub struct WitnessState {
     pub witness_key_id: String,
     /// The log key's id.
     pub log_key_id: String,
+    /// The log key (hex) this state follows: given by `--log-key`, or pinned on first use.
+    #[serde(default)]
+    pub log_key: String,
     /// Per tenant, the last checkpoint cosigned.
     pub tenants: BTreeMap<String, Witnessed>,
     /// Everything refused, newest last (bounded).
@@ -85,8 +88,9 @@ impl WitnessState {
 pub struct WitnessOptions {
     /// The log's API base URL.
     pub log: String,
-    /// The log's public key.
-    pub log_key: VerifyingKey,
+    /// The log's public key; `None`: the key this state follows, or on first use the key the
+    /// log serves at `/v1/public-key`, pinned from then on.
+    pub log_key: Option<VerifyingKey>,
     /// Bearer token for every tenant (admin or regulator of `*`), if the API has tokens.
     pub token: Option<String>,
     /// State directory.
@@ -211,6 +215,7 @@ async fn extends(client: &Client, old: &Checkpoint, new: &Checkpoint) -> Result<
 async fn round(
     client: &Client,
     opts: &WitnessOptions,
+    log_key: &VerifyingKey,
     signer: &Signer,
     state: &Arc<Mutex<WitnessState>>,
 ) -> anyhow::Result<usize> {
@@ -223,7 +228,7 @@ async fn round(
     let mut served = std::collections::BTreeSet::new();
     for cp in answer.checkpoints {
         served.insert(cp.tenant_id.clone());
-        if !cp.verify(&opts.log_key) {
+        if !cp.verify(log_key) {
             current.alarm(format!(
                 "tenant {:?}: checkpoint of epoch {} is not signed by the log key",
                 cp.tenant_id, cp.epoch
@@ -278,8 +283,29 @@ pub fn run(opts: WitnessOptions) -> anyhow::Result<()> {
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
     builder.create(&opts.state)?;
     let signer = witness_key(&opts.state)?;
-    let log_key_id = key_id(&opts.log_key);
     let mut state = WitnessState::load(&opts.state)?.unwrap_or_default();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let client = Client {
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()?,
+        base: opts.log.trim_end_matches('/').to_string(),
+        token: opts.token.clone(),
+    };
+    let log_key = match (opts.log_key, state.log_key.as_str()) {
+        (Some(key), _) => key,
+        (None, "") => runtime.block_on(first_use_key(&client, &opts))?,
+        (None, pinned) => {
+            let mut key = [0u8; 32];
+            hex::decode_to_slice(pinned, &mut key)
+                .ok()
+                .and_then(|()| VerifyingKey::from_bytes(&key).ok())
+                .with_context(|| format!("{STATE_FILE}: log_key is not an Ed25519 key"))?
+        }
+    };
+    let log_key_id = key_id(&log_key);
     if !state.log_key_id.is_empty() && state.log_key_id != log_key_id {
         bail!(
             "this witness state follows the log key {}, not {log_key_id}",
@@ -287,12 +313,10 @@ pub fn run(opts: WitnessOptions) -> anyhow::Result<()> {
         );
     }
     state.log_key_id = log_key_id;
+    state.log_key = hex::encode(log_key.as_bytes());
     state.witness_key_id = signer.key_id().to_string();
     state.save(&opts.state)?;
     let state = Arc::new(Mutex::new(state));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     if let Some(listen) = &opts.listen {
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind(listen))
@@ -318,15 +342,8 @@ pub fn run(opts: WitnessOptions) -> anyhow::Result<()> {
         println!("witness {} serving http://{addr}/cosigned", signer.key_id());
     }
     runtime.block_on(async {
-        let client = Client {
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()?,
-            base: opts.log.trim_end_matches('/').to_string(),
-            token: opts.token.clone(),
-        };
         loop {
-            match round(&client, &opts, &signer, &state).await {
+            match round(&client, &opts, &log_key, &signer, &state).await {
                 Ok(alarms) if opts.once => {
                     let n = state.lock().map(|s| s.tenants.len()).unwrap_or(0);
                     println!("witnessed {n} tenant(s); {alarms} alarm(s)");
@@ -342,6 +359,41 @@ pub fn run(opts: WitnessOptions) -> anyhow::Result<()> {
             tokio::time::sleep(opts.interval).await;
         }
     })
+}
+
+#[derive(Deserialize)]
+struct PublicKeyAnswer {
+    public_key: String,
+}
+
+/// The key the log serves, trusted on first use (waiting for the log to answer, unless
+/// `--once`): from then on the state pins it, and a log that changes its key is refused.
+async fn first_use_key(client: &Client, opts: &WitnessOptions) -> anyhow::Result<VerifyingKey> {
+    loop {
+        let fetched = async {
+            let answer: PublicKeyAnswer = client.get("/v1/public-key").await?;
+            let mut key = [0u8; 32];
+            hex::decode_to_slice(answer.public_key.trim(), &mut key)
+                .context("the log's public key is not 64 hex digits")?;
+            VerifyingKey::from_bytes(&key).context("the log's public key is not an Ed25519 key")
+        }
+        .await;
+        match fetched {
+            Ok(key) => {
+                tracing::warn!(
+                    key_id = %key_id(&key),
+                    "no --log-key: trusting the key the log serves and pinning it (trust on \
+                     first use; pass --log-key to check it against one obtained out of band)"
+                );
+                return Ok(key);
+            }
+            Err(e) if opts.once => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot fetch the log's public key yet; retrying");
+                tokio::time::sleep(opts.interval).await;
+            }
+        }
+    }
 }
 
 /// Reads a witness's published state: `http(s)://…` (its `--listen` address, `/cosigned`

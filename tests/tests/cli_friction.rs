@@ -173,3 +173,61 @@ fn demo_serves_where_asked_and_counts_tenants_once() {
         String::from_utf8_lossy(&body)
     );
 }
+
+/// A demo that raises many drift alerts says so in a short summary (alerts by kind, where to
+/// look) instead of a log line per alert, and writes no terminal colour codes into a pipe.
+#[test]
+fn demo_summarises_alerts_and_writes_no_colour_codes_into_pipes() {
+    let dir = tempfile::tempdir().unwrap();
+    let wh = dir.path().join("wh");
+    let out = custody_command()
+        .args(["demo", "--events", "6000", "--tenants", "12", "--warehouse"])
+        .arg(&wh)
+        .env_remove("RUST_LOG")
+        // Short drift windows, so that this workload raises alerts (hundreds with defaults
+        // over a million events).
+        .env("CUSTODY__DRIFT__WINDOW", "2m")
+        .env("CUSTODY__DRIFT__BASELINE_WINDOWS", "2")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    for (name, text) in [("stdout", &stdout), ("stderr", &stderr)] {
+        assert!(!text.contains('\x1b'), "escape codes in {name}: {text:?}");
+        assert!(!text.contains('\r'), "progress redraws in {name}: {text:?}");
+    }
+    assert!(!stderr.contains("alert raised"), "{stderr}");
+    assert!(stderr.lines().count() < 15, "a quiet log:\n{stderr}");
+    let alerts = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("alerts raised: "))
+        .unwrap_or_else(|| panic!("no alert summary in\n{stdout}"));
+    let total: usize = alerts
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(total > 10, "{alerts}");
+    // Counted by kind, and the kinds add up.
+    let by_kind: usize = alerts
+        .split_once('(')
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(kinds, _)| {
+            kinds
+                .split(", ")
+                .map(|k| k.rsplit_once(' ').unwrap().1.parse::<usize>().unwrap())
+                .sum()
+        })
+        .unwrap_or_else(|| panic!("no kinds in {alerts}"));
+    assert_eq!(by_kind, total, "{alerts}");
+    assert!(alerts.contains("HITL SLA breaches: "), "{alerts}");
+    assert!(
+        stdout.contains(&format!(
+            "verify: custody verify --warehouse {}",
+            wh.display()
+        )),
+        "{stdout}"
+    );
+}

@@ -168,6 +168,40 @@ fn a_witness_catches_truncation_rollback_and_tenant_deletion() {
         assert!(Instant::now() < deadline, "not witnessed: {cosigned}");
         std::thread::sleep(Duration::from_millis(200));
     }
+    // Without --log-key a witness trusts the key the log serves on first use and pins it: the
+    // same state then refuses a log under another key.
+    let tofu = dir.path().join("witness-tofu");
+    let once = |extra: &[&str]| {
+        custody_command()
+            .args(["witness", "--log", &format!("http://{addr}"), "--once"])
+            .args(["--token", TOKEN, "--state", tofu.to_str().unwrap()])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let first = once(&[]);
+    assert!(first.status.success(), "{first:?}");
+    assert!(
+        String::from_utf8_lossy(&first.stdout).contains("witnessed 4 tenant(s); 0 alarm(s)"),
+        "{first:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&first.stderr).contains("trust on first use"),
+        "{first:?}"
+    );
+    let pinned: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tofu.join("cosigned.json")).unwrap()).unwrap();
+    assert_eq!(pinned["log_key"].as_str().unwrap(), key.trim());
+    assert!(once(&[]).status.success(), "the pinned key is used again");
+    let another = custody_operators::checkpoint::Signer::from_seed(&[7u8; 32]).public_key();
+    let other = once(&["--log-key", &hex::encode(another.as_bytes())]);
+    assert!(!other.status.success());
+    assert!(
+        String::from_utf8_lossy(&other.stderr).contains("follows the log key"),
+        "{other:?}"
+    );
+
     drop(pipeline);
     let witness_args = Some((witness_url.as_str(), wkey.to_str().unwrap()));
 

@@ -27,7 +27,9 @@
 //! # Metrics
 //! `custody_sink_rows_total{table}`, `custody_sink_commits_total{table}`,
 //! `custody_sink_commit_seconds`, `custody_sink_last_committed_epoch`,
-//! `custody_events_accepted_total`.
+//! `custody_sink_last_commit_timestamp_seconds`, `custody_events_accepted_total`,
+//! `custody_hitl_sla_breaches_total` and `custody_alerts_raised_total{kind}` (SLA breaches and
+//! alerts new in a committed epoch).
 //!
 //! # Failure modes
 //! Catalog or IO errors stop the sink: it reports the error and exits, the driver stops
@@ -36,7 +38,7 @@
 //! one before it leaves only unreferenced data files, and the epoch is read again.
 //! Iceberg commit conflicts are retried by iceberg-rust's transaction backoff.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
@@ -76,14 +78,14 @@ use crate::merkle::{CompactRange, Hash};
 use crate::metrics::Metrics;
 use crate::record::{
     ChainHead, ChainedEvent, EmitterHead, Epoch, Quarantined, SinkRecord, VaultEvent, VaultItem,
-    ViewUpdate, WrittenEvent,
+    ViewId, ViewUpdate, WrittenEvent,
 };
 use crate::sinks::dead_letter::DeadLetter;
 use crate::table_storage::TableStorage;
 use crate::transforms::hash_chain::{ChainState, EmitterState, TenantLog};
 use crate::vault::{Keystore, seal, vault_aad};
 use crate::verify::{ContinuousVerifier, EventRow};
-use custody_schemas::time::format_rfc3339;
+use custody_schemas::time::{format_rfc3339, now_us};
 use ed25519_dalek::VerifyingKey;
 
 /// Snapshot summary key: the epoch a snapshot commits.
@@ -3257,11 +3259,48 @@ impl IcebergSink {
         self.metrics.events_accepted.inc_by(events.len() as u64);
         self.metrics.last_committed_epoch.set(epoch as i64);
         self.metrics
+            .last_commit_timestamp
+            .set(now_us().div_euclid(1_000_000));
+        self.metrics
+            .sla_breaches
+            .inc_by(new_rows(&views, ViewId::SlaBreaches).len() as u64);
+        for (_, key) in new_rows(&views, ViewId::Alerts) {
+            // Alert keys start with their kind (`kind/agent/...`).
+            let kind = key.split('/').next().unwrap_or_default();
+            self.metrics.alerts_raised.with_label_values(&[kind]).inc();
+        }
+        self.metrics
             .sink_commit_seconds
             .observe(started.elapsed().as_secs_f64());
         tracing::debug!(epoch, ?rows, "committed epoch");
         Ok(rows)
     }
+}
+
+/// The rows of `view` one epoch's view changes add: keys inserted and not also retracted (a
+/// retraction paired with an insertion is an update of a row already counted).
+fn new_rows(views: &[ViewUpdate], view: ViewId) -> Vec<(&str, &str)> {
+    let mut inserted = BTreeSet::new();
+    let mut retracted = BTreeSet::new();
+    for u in views {
+        if let ViewUpdate::Row {
+            view: v,
+            tenant_id,
+            key,
+            diff,
+            ..
+        } = u
+            && *v == view
+        {
+            let side = if *diff > 0 {
+                &mut inserted
+            } else {
+                &mut retracted
+            };
+            side.insert((tenant_id.as_str(), key.as_str()));
+        }
+    }
+    inserted.difference(&retracted).copied().collect()
 }
 
 fn nonempty<T>(
@@ -3738,6 +3777,29 @@ fn view_changes_batch(views: &[ViewUpdate], epoch: Epoch) -> Result<RecordBatch>
 mod tests {
     use super::*;
     use iceberg::spec::{DataContentType, DataFileBuilder, DataFileFormat, Datum, Literal, Struct};
+
+    #[test]
+    fn new_rows_count_new_keys_once() {
+        let row = |key: &str, diff| ViewUpdate::Row {
+            view: ViewId::SlaBreaches,
+            tenant_id: "t".into(),
+            key: key.into(),
+            row: "{}".into(),
+            diff,
+        };
+        let other = ViewUpdate::Row {
+            view: ViewId::Sessions,
+            tenant_id: "t".into(),
+            key: "s".into(),
+            row: "{}".into(),
+            diff: 1,
+        };
+        // a new breach, an updated one (retracted and inserted), a retracted one, another view
+        let views = [row("a", 1), row("b", -1), row("b", 1), row("c", -1), other];
+        assert_eq!(new_rows(&views, ViewId::SlaBreaches), [("t", "a")]);
+        assert_eq!(new_rows(&views, ViewId::Sessions), [("t", "s")]);
+        assert!(new_rows(&[], ViewId::SlaBreaches).is_empty());
+    }
 
     /// A data file's entry keeps its partition tuple in order and every bound pruning uses
     /// (tenant, numbers, times), and loses the bounds of text and binary columns (values of
