@@ -11,6 +11,7 @@ pub mod config_log;
 pub mod cosign;
 pub mod error;
 pub mod export;
+pub mod export_bundle;
 pub mod failpoint;
 pub mod file_index;
 pub mod hashing;

@@ -239,9 +239,16 @@ pub const ENDPOINTS: &[Endpoint] = &[
         method: "GET",
         path: "/v1/tenants/{tenant}/export",
         summary: "Every event up to the latest checkpoint, signed (manifest in x-custody-* \
-                  headers)",
+                  headers; with bundle=tar, one tar file holding the events, the signed \
+                  manifest, the checkpoint and the public key)",
         query: &[
             ("format", "string", false, "ndjson (default) or parquet"),
+            (
+                "bundle",
+                "string",
+                false,
+                "tar: answer one archive that keeps the signature with the events",
+            ),
             RANGE[0],
             RANGE[1],
         ],

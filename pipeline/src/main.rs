@@ -119,6 +119,15 @@ enum Command {
         #[arg(long = "trusted-key")]
         trusted_key: String,
     },
+    /// Verify an export bundle (`export?bundle=tar`, or `custody export --server`) offline
+    /// with the public key: events, signed manifest and checkpoint.
+    VerifyExport {
+        /// The bundle (a .tar file).
+        file: PathBuf,
+        /// Trusted public key (hex, or a file holding it).
+        #[arg(long)]
+        trusted_key: String,
+    },
     /// Witness a log: cosign each tenant's checkpoints while the log stays append-only.
     Witness(WitnessArgs),
     /// Crypto-shred a tenant (or one data subject): destroy its data keys, record DATA_ERASED.
@@ -265,14 +274,35 @@ enum Command {
 #[derive(Args)]
 struct ExportArgs {
     /// Warehouse to export from (default from config).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "server")]
     warehouse: Option<PathBuf>,
     /// Output directory.
     #[arg(long)]
     out: PathBuf,
-    /// Only this tenant.
+    /// Only this tenant (required with --server).
     #[arg(long)]
     tenant: Option<String>,
+    /// Export from a running server instead (`http://HOST:PORT`): its signed export bundle of
+    /// the tenant, checked, then saved with its files unpacked into --out.
+    #[arg(long, requires = "tenant")]
+    server: Option<String>,
+    /// Bearer token (regulator or admin) for --server; default: the `CUSTODY_TOKEN`
+    /// environment variable.
+    #[arg(long, requires = "server")]
+    token: Option<String>,
+    /// Body format with --server: ndjson or parquet.
+    #[arg(long, requires = "server", default_value = "ndjson")]
+    format: String,
+    /// With --server: only events at or after this time (RFC 3339).
+    #[arg(long, requires = "server")]
+    from: Option<String>,
+    /// With --server: only events before this time (RFC 3339).
+    #[arg(long, requires = "server")]
+    to: Option<String>,
+    /// With --server: the log's public key (hex, or a file holding it) the bundle must be
+    /// signed with. Without it the key the bundle carries is used, with a warning.
+    #[arg(long, requires = "server")]
+    trusted_key: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -547,6 +577,7 @@ fn main() -> anyhow::Result<()> {
         ),
         Command::Verify(args) => verify_cmd(&config, args),
         Command::VerifyReport { file, trusted_key } => verify_report(&file, &trusted_key),
+        Command::VerifyExport { file, trusted_key } => verify_export(&file, &trusted_key),
         Command::Witness(args) => witness::run(witness::WitnessOptions {
             log: args.log,
             log_key: match args.log_key {
@@ -744,6 +775,9 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn export(config: &Config, args: ExportArgs) -> anyhow::Result<()> {
+    if let Some(server) = &args.server {
+        return export_remote(server, &args);
+    }
     let warehouse = args
         .warehouse
         .unwrap_or_else(|| config.warehouse.path.clone());
@@ -756,6 +790,119 @@ fn export(config: &Config, args: ExportArgs) -> anyhow::Result<()> {
     println!(
         "exported {events} events and {checkpoints} checkpoints to {}",
         args.out.display()
+    );
+    Ok(())
+}
+
+/// `custody export --server`: fetches the tenant's export bundle, checks it, saves the archive
+/// and unpacks its files into `--out`.
+fn export_remote(server: &str, args: &ExportArgs) -> anyhow::Result<()> {
+    use custody_operators::export_bundle;
+    let tenant = args.tenant.as_deref().context("--tenant")?;
+    let trusted = args
+        .trusted_key
+        .as_ref()
+        .map(|k| {
+            verify::trusted_keys(std::slice::from_ref(k), Path::new("/nonexistent"))?
+                .pop()
+                .context("--trusted-key")
+        })
+        .transpose()?;
+    let enc = |v: &str| {
+        percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC).to_string()
+    };
+    let mut url = format!(
+        "{}/v1/tenants/{}/export?bundle=tar&format={}",
+        server.trim_end_matches('/'),
+        enc(tenant),
+        enc(&args.format)
+    );
+    for (name, value) in [("from", &args.from), ("to", &args.to)] {
+        if let Some(v) = value {
+            url.push_str(&format!("&{name}={}", enc(v)));
+        }
+    }
+    let token = args
+        .token
+        .clone()
+        .or_else(|| std::env::var("CUSTODY_TOKEN").ok());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let archive = runtime.block_on(async {
+        let mut req = reqwest::Client::new().get(&url);
+        if let Some(t) = &token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.with_context(|| format!("GET {url}"))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await?;
+        if !status.is_success() {
+            bail!("GET {url}: {status}: {}", String::from_utf8_lossy(&bytes));
+        }
+        anyhow::Ok(bytes.to_vec())
+    })?;
+    let checked = export_bundle::verify_bundle(&archive, trusted.as_ref())
+        .with_context(|| format!("the export bundle from {server} does not verify"))?;
+    if trusted.is_none() {
+        eprintln!(
+            "warning: no --trusted-key given; checked against the key the bundle carries ({}), \
+             which proves it intact, not who signed it",
+            checked.bundled_key.key_id
+        );
+    }
+    std::fs::create_dir_all(&args.out)?;
+    let name = format!("{tenant}-export-{}.tar", checked.manifest.tree_size);
+    std::fs::write(args.out.join(&name), &archive)?;
+    for (file, bytes) in export_bundle::untar(&archive)? {
+        // Only plain names: nothing outside --out.
+        if file.contains('/') || file.starts_with('.') {
+            bail!("the bundle holds an unexpected path {file:?}");
+        }
+        std::fs::write(args.out.join(&file), bytes)?;
+    }
+    println!(
+        "exported {} events of {tenant} (checkpoint tree size {}, root {}) to {}; signature OK \
+         (key {})",
+        checked.manifest.events,
+        checked.checkpoint.tree_size,
+        checked.checkpoint.root,
+        args.out.join(&name).display(),
+        checked.manifest.key_id
+    );
+    Ok(())
+}
+
+/// `custody verify-export`: checks an export bundle offline.
+fn verify_export(file: &Path, trusted_key: &str) -> anyhow::Result<()> {
+    let key = verify::trusted_keys(&[trusted_key.to_string()], Path::new("/nonexistent"))?
+        .pop()
+        .context("--trusted-key")?;
+    let archive = std::fs::read(file).with_context(|| file.display().to_string())?;
+    let checked = custody_operators::export_bundle::verify_bundle(&archive, Some(&key))
+        .with_context(|| format!("{} does not verify", file.display()))?;
+    let m = &checked.manifest;
+    println!(
+        "OK: export of tenant {} ({} events, {}) signed by key {}",
+        m.tenant_id,
+        m.events,
+        m.format.as_str(),
+        m.key_id
+    );
+    println!(
+        "cut at checkpoint: tree size {}, root {}, epoch {}, signed at {}{}",
+        checked.checkpoint.tree_size,
+        checked.checkpoint.root,
+        checked.checkpoint.epoch,
+        checked.checkpoint.signed_at,
+        match (&m.from, &m.to) {
+            (None, None) => String::new(),
+            (f, t) => format!(
+                "; period from {} to {}",
+                f.as_deref().unwrap_or("the start"),
+                t.as_deref().unwrap_or("the end")
+            ),
+        }
     );
     Ok(())
 }

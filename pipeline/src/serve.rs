@@ -1324,11 +1324,12 @@ async fn report(
     }
 }
 
-/// `?format=&from=&to=`.
+/// `?format=&bundle=&from=&to=`.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ExportQuery {
     format: Option<String>,
+    bundle: Option<String>,
     from: Option<String>,
     to: Option<String>,
 }
@@ -1350,6 +1351,11 @@ async fn export_events(
     };
     let Some(format) = ExportFormat::parse(q.format.as_deref().unwrap_or("ndjson")) else {
         return bad_request("format must be ndjson or parquet".into());
+    };
+    let bundled = match q.bundle.as_deref() {
+        None => false,
+        Some("tar") => true,
+        Some(other) => return bad_request(format!("bundle must be tar, not {other:?}")),
     };
     let (Some(lake), Some(signer)) = (state.lake.clone(), state.signer.clone()) else {
         return unavailable();
@@ -1394,13 +1400,32 @@ async fn export_events(
             to: q.to.as_deref(),
         },
     );
-    let file = format!("{tenant}-events.{}", format.as_str());
+    let (file, content_type, body) = if bundled {
+        let archive = custody_operators::export_bundle::bundle(
+            &m,
+            &body,
+            &checkpoint,
+            &signer.public_key(),
+            custody_schemas::time::now_us().div_euclid(1_000_000).max(0) as u64,
+        );
+        (
+            format!("{tenant}-export-{}.tar", checkpoint.tree_size),
+            "application/x-tar",
+            archive,
+        )
+    } else {
+        (
+            format!("{tenant}-events.{}", format.as_str()),
+            format.content_type(),
+            body,
+        )
+    };
     let header = |v: String| {
         axum::http::HeaderValue::from_str(&v).unwrap_or(axum::http::HeaderValue::from_static(""))
     };
     let mut response = (
         [
-            (header::CONTENT_TYPE, format.content_type().to_string()),
+            (header::CONTENT_TYPE, content_type.to_string()),
             (
                 header::CONTENT_DISPOSITION,
                 format!("attachment; filename=\"{file}\""),

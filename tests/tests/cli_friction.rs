@@ -231,3 +231,133 @@ fn demo_summarises_alerts_and_writes_no_colour_codes_into_pipes() {
         "{stdout}"
     );
 }
+
+/// An export fetched with a plain HTTP client keeps its signature: `bundle=tar` answers one
+/// archive (events, signed manifest, checkpoint, public key) that standard tar reads and
+/// `custody verify-export` checks offline, and that fails once a byte of it changes;
+/// `custody export --server` fetches, checks and unpacks it.
+#[test]
+fn export_bundles_keep_their_signature_and_export_works_against_a_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let child = custody_command()
+        .args(["demo", "--serve", "--events", "600", "--tenants", "2"])
+        .args(["--listen", &addr, "--warehouse"])
+        .arg(dir.path().join("wh"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _server = await_line(child, "serving until interrupted");
+    let (_, _, body) = http_get(&addr, "/v1/public-key", "");
+    let key: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let key = key["public_key"].as_str().unwrap().to_string();
+    let (_, _, body) = http_get(&addr, "/v1/checkpoints", "");
+    let checkpoints: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let tenant = checkpoints["checkpoints"][0]["tenant_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let (code, headers, archive) = http_get(
+        &addr,
+        &format!("/v1/tenants/{tenant}/export?bundle=tar"),
+        "",
+    );
+    assert_eq!(code, 200);
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k == "content-type" && v == "application/x-tar"),
+        "{headers:?}"
+    );
+    let file = dir.path().join("export.tar");
+    std::fs::write(&file, &archive).unwrap();
+    // Standard tar reads it.
+    let names = std::process::Command::new(custody_tests::python())
+        .args([
+            "-c",
+            "import sys, tarfile; print(' '.join(sorted(tarfile.open(sys.argv[1]).getnames())))",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&names.stdout).trim(),
+        "README.txt checkpoint.json events.ndjson manifest.json public-key.json"
+    );
+    let verify = |path: &std::path::Path, key: &str| {
+        custody_command()
+            .args(["verify-export"])
+            .arg(path)
+            .args(["--trusted-key", key])
+            .output()
+            .unwrap()
+    };
+    let ok = verify(&file, &key);
+    assert!(ok.status.success(), "{ok:?}");
+    assert!(
+        String::from_utf8_lossy(&ok.stdout).contains(&format!("OK: export of tenant {tenant}")),
+        "{ok:?}"
+    );
+    // Another key, or one byte of an event changed, and it fails.
+    let other = hex::encode(
+        custody_operators::checkpoint::Signer::from_seed(&[9; 32])
+            .public_key()
+            .as_bytes(),
+    );
+    assert!(!verify(&file, &other).status.success());
+    let at = archive
+        .windows(8)
+        .position(|w| w == b"event_id")
+        .expect("an event in the archive");
+    let mut tampered = archive.clone();
+    tampered[at + 20] ^= 0x01;
+    let bad = dir.path().join("tampered.tar");
+    std::fs::write(&bad, &tampered).unwrap();
+    let refused = verify(&bad, &key);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("does not verify"),
+        "{refused:?}"
+    );
+
+    // `custody export --server` against the running server.
+    let out = dir.path().join("fetched");
+    let fetched = custody_command()
+        .args(["export", "--server", &format!("http://{addr}")])
+        .args(["--tenant", &tenant, "--trusted-key", &key, "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(fetched.status.success(), "{fetched:?}");
+    let said = String::from_utf8_lossy(&fetched.stdout);
+    assert!(said.contains("signature OK"), "{said}");
+    for name in [
+        "manifest.json",
+        "checkpoint.json",
+        "public-key.json",
+        "events.ndjson",
+    ] {
+        assert!(out.join(name).is_file(), "{name} not unpacked");
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    let events = std::fs::read_to_string(out.join("events.ndjson")).unwrap();
+    assert_eq!(
+        manifest["events"].as_u64().unwrap() as usize,
+        events.lines().count()
+    );
+    assert!(said.contains(&format!(
+        "exported {} events of {tenant}",
+        manifest["events"]
+    )));
+    let wrong = custody_command()
+        .args(["export", "--server", &format!("http://{addr}")])
+        .args(["--tenant", &tenant, "--trusted-key", &other, "--out"])
+        .arg(dir.path().join("refused"))
+        .output()
+        .unwrap();
+    assert!(!wrong.status.success());
+}
