@@ -41,13 +41,16 @@ if ! "$CUSTODY_PYTHON" -c "import pyiceberg, pyarrow, sqlalchemy, nacl, pyiceber
 fi
 
 # Prometheus and Alertmanager (Debian's packages, with promtool and amtool): docker/'s configs are
-# checked by them, and tests/tests/ops_stack.rs runs both against a running custody.
-if ! command -v promtool >/dev/null 2>&1 || ! command -v amtool >/dev/null 2>&1; then
-  echo "==> installing prometheus and alertmanager"
+# checked by them, and tests/tests/ops_stack.rs runs both against a running custody. openssl
+# makes the TLS tests' certificates and socat terminates TLS in front of tansu (tests/tests/tls.rs).
+if ! command -v promtool >/dev/null 2>&1 || ! command -v amtool >/dev/null 2>&1 \
+   || ! command -v socat >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1 \
+   || ! command -v curl >/dev/null 2>&1; then
+  echo "==> installing prometheus, alertmanager, socat, openssl, curl"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -q >/dev/null && \
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends \
-      prometheus prometheus-alertmanager >/dev/null
+      prometheus prometheus-alertmanager socat openssl curl >/dev/null
 fi
 
 # Headless Chromium renders the dashboard in tests/tests/live_views.rs (Debian's package).

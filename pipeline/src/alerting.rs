@@ -48,6 +48,8 @@ pub struct AlertTargets {
     pub kafka: Option<(String, String)>,
     /// Re-send period.
     pub resend: Duration,
+    /// A CA (PEM file) to trust for an https:// Alertmanager, besides the system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// One alert that was raised or resolved.
@@ -165,6 +167,8 @@ impl AlertSender {
 
 /// Starts the notifier thread.
 pub fn start(targets: AlertTargets, metrics: Metrics) -> std::io::Result<AlertSender> {
+    let http = crate::tls::http_client(targets.ca_file.as_deref(), Duration::from_secs(10))
+        .map_err(std::io::Error::other)?;
     let (tx, rx) = std::sync::mpsc::channel();
     let producer = match &targets.kafka {
         Some((brokers, _)) => match kafka_client_config(brokers)
@@ -197,7 +201,7 @@ pub fn start(targets: AlertTargets, metrics: Metrics) -> std::io::Result<AlertSe
             {
                 tracing::warn!(error = %e, %topic, "cannot create the alerts topic");
             }
-            runtime.block_on(Notifier::new(targets, metrics, producer).run(rx));
+            runtime.block_on(Notifier::new(targets, metrics, producer, http).run(rx));
         })?;
     Ok(AlertSender(tx))
 }
@@ -212,15 +216,17 @@ struct Notifier {
 }
 
 impl Notifier {
-    fn new(targets: AlertTargets, metrics: Metrics, producer: Option<FutureProducer>) -> Self {
+    fn new(
+        targets: AlertTargets,
+        metrics: Metrics,
+        producer: Option<FutureProducer>,
+        http: reqwest::Client,
+    ) -> Self {
         Notifier {
             targets,
             metrics,
             producer,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .unwrap_or_default(),
+            http,
             active: BTreeMap::new(),
         }
     }

@@ -359,6 +359,9 @@ pub struct AlertsConfig {
     /// Re-send period of active alerts.
     #[serde(with = "humantime_serde")]
     pub resend: Duration,
+    /// PEM file of a CA to trust for an `https://` Alertmanager (besides the system's roots).
+    #[serde(default)]
+    pub alertmanager_ca_file: String,
 }
 
 /// Policy rules.
@@ -600,6 +603,12 @@ pub struct ServeConfig {
     /// Threads serving HTTP (views and API); lake queries run on their own.
     #[serde(default = "default_http_threads")]
     pub http_threads: usize,
+    /// PEM certificate chain and private key: serve HTTPS instead of HTTP (both or neither).
+    #[serde(default)]
+    pub tls_cert_file: String,
+    /// See `tls_cert_file`.
+    #[serde(default)]
+    pub tls_key_file: String,
 }
 
 fn default_query_slots() -> usize {
@@ -931,6 +940,113 @@ pub struct KafkaSettings {
     pub connect_timeout: Duration,
     /// Dead-letter topic; empty for none.
     pub dead_letter_topic: String,
+    /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
+    #[serde(default = "default_security_protocol")]
+    pub security_protocol: String,
+    /// PEM file of the CA that signed the brokers' certificates; empty: the system's roots.
+    #[serde(default)]
+    pub ssl_ca_file: String,
+    /// PEM client certificate and key for mutual TLS; empty: none.
+    #[serde(default)]
+    pub ssl_cert_file: String,
+    /// See `ssl_cert_file`.
+    #[serde(default)]
+    pub ssl_key_file: String,
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512` (with a `sasl_*` protocol).
+    #[serde(default)]
+    pub sasl_mechanism: String,
+    /// SASL user name.
+    #[serde(default)]
+    pub sasl_username: String,
+    /// Environment variable holding the SASL password (never the password itself).
+    #[serde(default = "default_sasl_password_env")]
+    pub sasl_password_env: String,
+}
+
+fn default_security_protocol() -> String {
+    "plaintext".into()
+}
+
+fn default_sasl_password_env() -> String {
+    "CUSTODY_KAFKA_PASSWORD".into()
+}
+
+impl KafkaSettings {
+    /// The librdkafka properties of `security_protocol`, TLS and SASL; an error names what is
+    /// missing or wrong.
+    pub fn security_properties(&self) -> Result<Vec<(String, String)>, ConfigError> {
+        let protocol = self.security_protocol.trim().to_ascii_lowercase();
+        let (tls, sasl) = match protocol.as_str() {
+            "plaintext" => (false, false),
+            "ssl" => (true, false),
+            "sasl_plaintext" => (false, true),
+            "sasl_ssl" => (true, true),
+            other => {
+                return Err(ConfigError::Invalid(format!(
+                    "kafka.security_protocol {other:?}: expected plaintext, ssl, sasl_plaintext \
+                     or sasl_ssl"
+                )));
+            }
+        };
+        let mut props = vec![("security.protocol".to_string(), protocol.clone())];
+        let file = |key: &str, path: &str| -> Result<(String, String), ConfigError> {
+            if !std::path::Path::new(path).is_file() {
+                return Err(ConfigError::Invalid(format!(
+                    "kafka.{key}: {path:?} is not a file"
+                )));
+            }
+            Ok((
+                key.replace('_', ".").replace(".file", ".location"),
+                path.to_string(),
+            ))
+        };
+        if tls {
+            if !self.ssl_ca_file.is_empty() {
+                props.push(file("ssl_ca_file", &self.ssl_ca_file)?);
+            }
+            match (self.ssl_cert_file.is_empty(), self.ssl_key_file.is_empty()) {
+                (true, true) => {}
+                (false, false) => {
+                    props.push(file("ssl_cert_file", &self.ssl_cert_file)?);
+                    props.push(file("ssl_key_file", &self.ssl_key_file)?);
+                }
+                _ => {
+                    return Err(ConfigError::Invalid(
+                        "kafka.ssl_cert_file and kafka.ssl_key_file go together".into(),
+                    ));
+                }
+            }
+        } else if !self.ssl_ca_file.is_empty() || !self.ssl_cert_file.is_empty() {
+            return Err(ConfigError::Invalid(format!(
+                "kafka.ssl_* is set but security_protocol {protocol:?} has no TLS"
+            )));
+        }
+        if sasl {
+            let mechanism = self.sasl_mechanism.trim().to_ascii_uppercase();
+            if !matches!(
+                mechanism.as_str(),
+                "PLAIN" | "SCRAM-SHA-256" | "SCRAM-SHA-512"
+            ) {
+                return Err(ConfigError::Invalid(format!(
+                    "kafka.sasl_mechanism {:?}: expected PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
+                    self.sasl_mechanism
+                )));
+            }
+            if self.sasl_username.is_empty() {
+                return Err(ConfigError::Invalid("kafka.sasl_username is empty".into()));
+            }
+            let password = std::env::var(&self.sasl_password_env).map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "kafka: SASL needs the password in ${}",
+                    self.sasl_password_env
+                ))
+            })?;
+            props.push(("sasl.mechanisms".into(), mechanism));
+            props.push(("sasl.username".into(), self.sasl_username.clone()));
+            props.push(("sasl.password".into(), password));
+        }
+        Ok(props)
+    }
 }
 
 /// Producer identity.

@@ -31,7 +31,16 @@ pub struct GeneratorConfig {
     pub events: u64,
     /// Sessions open at once.
     pub concurrent_sessions: usize,
+    /// Event time of the first event, UTC micros (default: 2026-03-08, so that a seed always
+    /// gives the same bytes).
+    pub start_us: i64,
+    /// Scale of the time between events (1: [`MEAN_STEP_US`] on average), to spread a workload
+    /// over a longer span.
+    pub step_scale: f64,
 }
+
+/// The mean event-time step between two events at `step_scale` 1.
+pub const MEAN_STEP_US: i64 = 200_500;
 
 impl Default for GeneratorConfig {
     fn default() -> Self {
@@ -40,6 +49,8 @@ impl Default for GeneratorConfig {
             tenants: 50,
             events: 1_000_000,
             concurrent_sessions: 256,
+            start_us: START_US,
+            step_scale: 1.0,
         }
     }
 }
@@ -154,6 +165,7 @@ const START_US: i64 = 1_772_928_000_000_000; // 2026-03-08T00:00:00Z
 impl Generator {
     /// A generator for `config`.
     pub fn new(config: GeneratorConfig) -> Self {
+        let clock_us = config.start_us;
         let zipf: Vec<f64> = {
             let weights: Vec<f64> = (0..config.tenants.max(1))
                 .map(|i| 1.0 / (i as f64 + 1.0).powf(0.8))
@@ -172,7 +184,7 @@ impl Generator {
             rng: Rng(config.seed),
             config,
             sessions: Vec::new(),
-            clock_us: START_US,
+            clock_us,
             emitted: 0,
             next_session: 0,
             zipf,
@@ -667,7 +679,12 @@ impl Generator {
             return None;
         }
         self.emitted += 1;
-        self.clock_us += self.rng.range(1_000, 400_000) as i64;
+        let step = self.rng.range(1_000, 400_000) as i64;
+        self.clock_us += if self.config.step_scale == 1.0 {
+            step
+        } else {
+            (step as f64 * self.config.step_scale) as i64
+        };
         let want = self.config.concurrent_sessions.max(1);
         let (mut event, key) =
             if self.sessions.len() < want && (self.sessions.is_empty() || self.rng.chance(30)) {

@@ -32,6 +32,7 @@ mod progress;
 mod retention;
 mod serve;
 mod soak;
+mod tls;
 mod verify;
 mod witness;
 
@@ -439,14 +440,63 @@ struct WorkloadArgs {
 }
 
 impl WorkloadArgs {
-    fn generator(&self) -> Generator {
-        Generator::new(GeneratorConfig {
+    fn config(&self) -> GeneratorConfig {
+        GeneratorConfig {
             seed: self.seed,
             tenants: self.tenants,
             events: self.events,
             ..GeneratorConfig::default()
-        })
+        }
     }
+
+    fn generator(&self) -> Generator {
+        Generator::new(self.config())
+    }
+}
+
+/// The demo workload's first event time and step scale: ending about now and spanning
+/// `--span`. Kept in the warehouse (`demo-clock.json`), so that a demo resumed later produces
+/// the same bytes for the events it already ingested (their emitter chains go on).
+fn demo_clock(args: &DemoArgs) -> anyhow::Result<(i64, f64)> {
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct DemoClock {
+        start_us: i64,
+        step_scale: f64,
+        events: u64,
+        seed: u64,
+    }
+    let path = args.warehouse.join("demo-clock.json");
+    if let Ok(bytes) = std::fs::read(&path)
+        && let Ok(c) = serde_json::from_slice::<DemoClock>(&bytes)
+        && c.events == args.workload.events
+        && c.seed == args.workload.seed
+    {
+        return Ok((c.start_us, c.step_scale));
+    }
+    let natural_us = args.workload.events as f64 * generate::MEAN_STEP_US as f64;
+    let span_us = match args.span {
+        Some(span) => span.as_micros() as f64,
+        None if args.workload.events >= 100_000 => 21.0 * 86_400e6,
+        None => natural_us,
+    };
+    let step_scale = if natural_us > 0.0 {
+        span_us / natural_us
+    } else {
+        1.0
+    };
+    // Ends a little before now: no event is dated in the future.
+    let start_us = custody_schemas::time::now_us() - (span_us * 1.02) as i64 - 60_000_000;
+    std::fs::create_dir_all(&args.warehouse)?;
+    std::fs::write(
+        &path,
+        serde_json::to_vec_pretty(&DemoClock {
+            start_us,
+            step_scale,
+            events: args.workload.events,
+            seed: args.workload.seed,
+        })?,
+    )?;
+    Ok((start_us, step_scale))
 }
 
 #[derive(Args)]
@@ -465,6 +515,11 @@ struct DemoArgs {
     /// HTTP listen address (default from config; `off` to disable).
     #[arg(long)]
     listen: Option<String>,
+    /// Event-time span of the workload, ending now (e.g. `3w`, `36h`). Default: three weeks
+    /// from 100,000 events up, so that "last week" means something; below that, 0.2 s
+    /// between events on average (drift windows still fill).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    span: Option<Duration>,
 }
 
 #[derive(Args)]
@@ -564,6 +619,7 @@ fn main() -> anyhow::Result<()> {
     config_log::set_command(matches.subcommand_name().unwrap_or_default());
     let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&matches)?;
     let mut config = Config::load(cli.config.as_deref())?;
+    custody_operators::sources::kafka::set_kafka_security(config.kafka.security_properties()?);
     config.select_location(cli.location.as_deref())?;
     match cli.command {
         Command::Demo(args) => demo(&config, args),
@@ -830,7 +886,8 @@ fn export_remote(server: &str, args: &ExportArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let archive = runtime.block_on(async {
-        let mut req = reqwest::Client::new().get(&url);
+        let mut req =
+            tls::http_client(tls::cli_ca_file().as_deref(), Duration::from_secs(300))?.get(&url);
         if let Some(t) = &token {
             req = req.bearer_auth(t);
         }
@@ -1148,6 +1205,8 @@ fn start_alerts(
             .filter(|_| !a.kafka_topic.is_empty())
             .map(|b| (b.to_string(), a.kafka_topic.clone())),
         resend: a.resend,
+        ca_file: (!a.alertmanager_ca_file.is_empty())
+            .then(|| PathBuf::from(&a.alertmanager_ca_file)),
     };
     Ok(alerting::start(targets, metrics.clone())?)
 }
@@ -1188,6 +1247,7 @@ fn start_server(
     if listen == "off" {
         return Ok(None);
     }
+    let tls = tls::server_config(&config.serve.tls_cert_file, &config.serve.tls_key_file)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.serve.http_threads.max(1))
         .thread_name("custody-http")
@@ -1257,12 +1317,21 @@ fn start_server(
             config, warehouse,
         )?))),
     });
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let handle = runtime.handle().clone();
     runtime.spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
+        let served = match tls {
+            Some(tls) => match tls::TlsListener::new(listener, tls, &handle) {
+                Ok(listener) => axum::serve(listener, app).await,
+                Err(e) => Err(e),
+            },
+            None => axum::serve(listener, app).await,
+        };
+        if let Err(e) = served {
             tracing::error!(error = %e, "http server stopped");
         }
     });
-    tracing::info!(%addr, "serving /metrics and /v1/tenants");
+    tracing::info!(%addr, scheme, "serving /metrics and /v1/tenants");
     Ok(Some((runtime, addr)))
 }
 
@@ -1427,12 +1496,18 @@ fn demo(config: &Config, args: DemoArgs) -> anyhow::Result<()> {
     }
     let server = start_server(config, &args.warehouse, listen, &metrics, &live, &logs)?;
     let stop = stop_on_signals()?;
-    let source: Box<dyn Source> = Box::new(args.workload.generator());
+    let (start_us, step_scale) = demo_clock(&args)?;
+    let source: Box<dyn Source> = Box::new(Generator::new(GeneratorConfig {
+        start_us,
+        step_scale,
+        ..args.workload.config()
+    }));
     println!(
-        "custody demo: {} events, {} tenants, seed {} -> {}",
+        "custody demo: {} events, {} tenants, seed {}, dated from {} -> {}",
         args.workload.events,
         args.workload.tenants,
         args.workload.seed,
+        custody_schemas::time::format_rfc3339(start_us),
         args.warehouse.display()
     );
     let mut opts = run_options(config, args.warehouse.clone(), None)?;

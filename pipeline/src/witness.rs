@@ -288,9 +288,10 @@ pub fn run(opts: WitnessOptions) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let client = Client {
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()?,
+        http: crate::tls::http_client(
+            crate::tls::cli_ca_file().as_deref(),
+            Duration::from_secs(30),
+        )?,
         base: opts.log.trim_end_matches('/').to_string(),
         token: opts.token.clone(),
     };
@@ -409,9 +410,14 @@ pub fn read_published(source: &str) -> anyhow::Result<WitnessState> {
             .enable_all()
             .build()?;
         return runtime.block_on(async {
-            let resp = reqwest::get(&url)
-                .await
-                .with_context(|| format!("GET {url}"))?;
+            let resp = crate::tls::http_client(
+                crate::tls::cli_ca_file().as_deref(),
+                Duration::from_secs(30),
+            )?
+            .get(&url)
+            .send()
+            .await
+            .with_context(|| format!("GET {url}"))?;
             if !resp.status().is_success() {
                 bail!("GET {url}: {}", resp.status());
             }

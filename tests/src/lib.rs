@@ -219,10 +219,15 @@ pub fn free_addr() -> String {
     format!("127.0.0.1:{port}")
 }
 
-fn spawn_tansu(addr: &str, storage: Option<&Path>) -> Child {
-    let bin = std::env::var("TANSU_BIN")
+/// The tansu binary (`TANSU_BIN`, or where tests/run.sh installs it).
+pub fn tansu_bin() -> PathBuf {
+    std::env::var("TANSU_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| cache_dir().join("tansu/bin/tansu"));
+        .unwrap_or_else(|_| cache_dir().join("tansu/bin/tansu"))
+}
+
+fn spawn_tansu(addr: &str, storage: Option<&Path>) -> Child {
+    let bin = tansu_bin();
     let url = format!("tcp://{addr}");
     let mut command = Command::new(&bin);
     command.args([

@@ -62,6 +62,16 @@ pub struct KafkaConfig {
     pub connect_timeout: Duration,
 }
 
+/// The librdkafka security properties (`security.protocol`, `ssl.*`, `sasl.*`) every client
+/// of this process uses, set once at start-up from `[kafka]` ([`set_kafka_security`]).
+static SECURITY: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+
+/// Sets the security properties of every Kafka client this process makes (TLS, SASL). The
+/// first call wins; later ones are ignored (one process, one cluster).
+pub fn set_kafka_security(properties: Vec<(String, String)>) {
+    let _ = SECURITY.set(properties);
+}
+
 /// The client configuration every Custody Kafka client starts from.
 #[allow(clippy::disallowed_methods)] // the one place allowed to create a client config
 pub fn kafka_client_config(brokers: &str) -> ClientConfig {
@@ -70,6 +80,9 @@ pub fn kafka_client_config(brokers: &str) -> ClientConfig {
         .set("bootstrap.servers", brokers)
         .set("socket.keepalive.enable", "true")
         .set("reconnect.backoff.max.ms", "2000");
+    for (key, value) in SECURITY.get().into_iter().flatten() {
+        config.set(key, value);
+    }
     config
 }
 
