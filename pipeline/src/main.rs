@@ -470,12 +470,14 @@ fn demo_clock(args: &DemoArgs) -> anyhow::Result<(i64, f64)> {
         && let Ok(c) = serde_json::from_slice::<DemoClock>(&bytes)
         && c.events == args.workload.events
         && c.seed == args.workload.seed
+        && args.start.is_none_or(|s| s == c.start_us)
     {
         return Ok((c.start_us, c.step_scale));
     }
     let natural_us = args.workload.events as f64 * generate::MEAN_STEP_US as f64;
     let span_us = match args.span {
         Some(span) => span.as_micros() as f64,
+        None if args.start.is_some() => natural_us,
         None if args.workload.events >= 100_000 => 21.0 * 86_400e6,
         None => natural_us,
     };
@@ -485,7 +487,9 @@ fn demo_clock(args: &DemoArgs) -> anyhow::Result<(i64, f64)> {
         1.0
     };
     // Ends a little before now: no event is dated in the future.
-    let start_us = custody_schemas::time::now_us() - (span_us * 1.02) as i64 - 60_000_000;
+    let start_us = args
+        .start
+        .unwrap_or_else(|| custody_schemas::time::now_us() - (span_us * 1.02) as i64 - 60_000_000);
     std::fs::create_dir_all(&args.warehouse)?;
     std::fs::write(
         &path,
@@ -520,6 +524,14 @@ struct DemoArgs {
     /// between events on average (drift windows still fill).
     #[arg(long, value_parser = humantime::parse_duration)]
     span: Option<Duration>,
+    /// Date the first event here (RFC 3339) instead; with no --span, the workload is then
+    /// byte for byte `custody generate`'s for the same seed.
+    #[arg(long, value_parser = parse_start)]
+    start: Option<i64>,
+}
+
+fn parse_start(s: &str) -> Result<i64, String> {
+    custody_schemas::time::parse_rfc3339(s).map_err(|e| e.to_string())
 }
 
 #[derive(Args)]

@@ -526,6 +526,9 @@ pub fn serve_warehouse(warehouse: &Path, addr: &str) -> KillOnDrop {
     await_line(child, "views rebuilt")
 }
 
+/// The first event time of `custody generate` (and of `custody demo --start` with it).
+pub const GENERATE_START: &str = "2026-03-08T00:00:00Z";
+
 /// `custody demo --serve` with the config file `config` over `warehouse`, listening on `addr`;
 /// returns once the workload is committed and the process goes on serving (killed on drop).
 pub fn serve_demo(
@@ -545,6 +548,8 @@ pub fn serve_demo(
         .args(["--events", &events.to_string()])
         .args(["--tenants", &tenants.to_string()])
         .args(["--warehouse", warehouse.to_str().expect("utf-8 path")])
+        // The same bytes as `custody generate` (the tests' oracle input).
+        .args(["--start", GENERATE_START])
         .env("CUSTODY__SERVE__LISTEN", addr)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
