@@ -16,6 +16,15 @@ use custody_tests::{
     KillOnDrop, await_line, await_listening, custody_command, free_addr, tansu_bin,
 };
 
+/// The two tests take turns: each picks free ports and binds them a little later (tansu,
+/// socat, Alertmanager, custody), and run side by side one could take a port the other
+/// picked (custody then refuses the busy port and exits).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 struct Certs {
     ca: PathBuf,
     cert: PathBuf,
@@ -146,6 +155,7 @@ fn kafka_config(dir: &Path, name: &str, ca: &Path) -> PathBuf {
 
 #[test]
 fn kafka_over_sasl_ssl() {
+    let _turn = serial();
     let dir = tempfile::tempdir().unwrap();
     let certs = make_certs(dir.path());
     let storage = dir.path().join("tansu");
@@ -287,6 +297,7 @@ fn alertmanager_binary() -> &'static str {
 
 #[test]
 fn https_api_witness_export_and_alertmanager() {
+    let _turn = serial();
     let dir = tempfile::tempdir().unwrap();
     let certs = make_certs(dir.path());
 
@@ -348,10 +359,19 @@ fn https_api_witness_export_and_alertmanager() {
         .env("CUSTODY__DRIFT__BASELINE_WINDOWS", "2")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("custody.err")).unwrap())
         .spawn()
         .unwrap();
-    let _custody = await_line(child, "serving until interrupted");
+    let custody_err = dir.path().join("custody.err");
+    let _custody = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        await_line(child, "serving until interrupted")
+    }))
+    .unwrap_or_else(|_| {
+        panic!(
+            "custody did not serve: {}",
+            std::fs::read_to_string(&custody_err).unwrap_or_default()
+        )
+    });
     let base = format!("https://127.0.0.1:{}", addr.rsplit_once(':').unwrap().1);
 
     let (code, body) = curl(&certs.ca, &format!("{base}/v1/public-key"));
