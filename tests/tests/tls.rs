@@ -391,20 +391,24 @@ fn https_api_witness_export_and_alertmanager() {
     assert_eq!(code, 0, "an untrusted certificate was accepted");
 
     // The witness and export over HTTPS, trusting the CA.
-    let witness = custody_command()
-        .args([
-            "witness",
-            "--log",
-            &base,
-            "--log-key",
-            &key,
-            "--once",
-            "--state",
-        ])
-        .arg(dir.path().join("witness"))
-        .env("CUSTODY_CA_FILE", &certs.ca)
-        .output()
-        .unwrap();
+    // `custody witness --once` with its own state, trusting `ca`.
+    let witness_once = |state: &str, ca: &Path| {
+        custody_command()
+            .args([
+                "witness",
+                "--log",
+                &base,
+                "--log-key",
+                &key,
+                "--once",
+                "--state",
+            ])
+            .arg(dir.path().join(state))
+            .env("CUSTODY_CA_FILE", ca)
+            .output()
+            .unwrap()
+    };
+    let witness = witness_once("witness", &certs.ca);
     assert!(witness.status.success(), "{}", text(&witness));
     assert!(
         text(&witness).contains("witnessed 12 tenant(s); 0 alarm(s)"),
@@ -431,20 +435,7 @@ fn https_api_witness_export_and_alertmanager() {
         "{}",
         text(&exported)
     );
-    let untrusted = custody_command()
-        .args([
-            "witness",
-            "--log",
-            &base,
-            "--log-key",
-            &key,
-            "--once",
-            "--state",
-        ])
-        .arg(dir.path().join("witness-2"))
-        .env("CUSTODY_CA_FILE", &certs.other_ca)
-        .output()
-        .unwrap();
+    let untrusted = witness_once("witness-2", &certs.other_ca);
     assert!(!untrusted.status.success(), "{}", text(&untrusted));
 
     // Alertmanager got the drift alerts over HTTPS.
