@@ -32,12 +32,19 @@ fi
 export CUSTODY_PYTHON="$CACHE/venv/bin/python"
 # pyiceberg-core: pyiceberg's bucket transform, to write Custody's bucket-partitioned tables.
 # moto[server]: an S3-compatible server that enforces Object Lock, for the object lock test.
+# opentelemetry-sdk and its OTLP exporters (HTTP and gRPC): the agent of the OTLP intake test.
 if ! "$CUSTODY_PYTHON" -c "import pyiceberg, pyarrow, sqlalchemy, nacl, pyiceberg_core, moto, boto3, yaml" 2>/dev/null; then
   echo "==> creating the python venv for interop tests (pyiceberg, pyarrow)"
   python3 -m venv "$CACHE/venv"
   "$CACHE/venv/bin/pip" install --quiet --disable-pip-version-check \
     "pyiceberg[sql-sqlite,pyarrow,pyiceberg-core]==0.12.0" "pyiceberg-core==0.10.1" "pynacl==1.5.0" \
     "moto[server]==5.1.0" "boto3==1.37.0" "PyYAML==6.0.2"
+fi
+if ! "$CUSTODY_PYTHON" -c "import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http" 2>/dev/null; then
+  echo "==> installing the OpenTelemetry SDK and OTLP exporters into the venv"
+  "$CACHE/venv/bin/pip" install --quiet --disable-pip-version-check \
+    "opentelemetry-sdk==1.45.2" "opentelemetry-exporter-otlp-proto-http==1.45.2" \
+    "opentelemetry-exporter-otlp-proto-grpc==1.45.2"
 fi
 
 # Prometheus and Alertmanager (Debian's packages, with promtool and amtool): docker/'s configs are

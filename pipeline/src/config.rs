@@ -47,6 +47,8 @@ pub struct Config {
     pub kafka: KafkaSettings,
     /// Producer identity.
     pub identity: IdentityConfig,
+    /// The OpenTelemetry intake.
+    pub otlp: OtlpConfig,
     /// Vault and envelope keys.
     pub vault: VaultConfig,
     /// HTTP API access.
@@ -1079,6 +1081,10 @@ pub struct ProducerSettings {
     pub key_env: Option<String>,
     /// The key in hex (tests and demos).
     pub key_hex: Option<String>,
+    /// SHA-256 (hex) of the bearer token with which it may export over OTLP (`custody otlp`);
+    /// empty: not over OTLP.
+    #[serde(default)]
+    pub otlp_token_sha256: String,
 }
 
 impl std::fmt::Debug for ProducerSettings {
@@ -1118,6 +1124,46 @@ impl IdentityConfig {
             Err(ConfigError::Invalid(errors.join("; ")))
         }
     }
+}
+
+impl IdentityConfig {
+    /// `(token SHA-256, producer id, tenant, key)` of every producer that may export over OTLP.
+    pub fn otlp_clients(&self) -> Result<Vec<OtlpClient>, ConfigError> {
+        let keys = self.producers()?;
+        let mut out = Vec::new();
+        for (id, tenant, key) in keys {
+            let hash = self.producers[&id].otlp_token_sha256.trim();
+            if hash.is_empty() {
+                continue;
+            }
+            let mut digest = [0u8; 32];
+            hex::decode_to_slice(hash, &mut digest).map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "identity.producers.{id}.otlp_token_sha256: expected 64 hex digits"
+                ))
+            })?;
+            out.push((digest, id, tenant, key));
+        }
+        Ok(out)
+    }
+}
+
+/// A producer that may export over OTLP: `(token SHA-256, producer id, tenant, key)`.
+pub type OtlpClient = ([u8; 32], String, String, Vec<u8>);
+
+/// `custody otlp`, the OpenTelemetry intake.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpConfig {
+    /// OTLP/HTTP address.
+    pub http_listen: String,
+    /// OTLP/gRPC address.
+    pub grpc_listen: String,
+    /// Largest export request, decompressed.
+    pub max_request_bytes: usize,
+    /// How long an export waits for the brokers to acknowledge its records.
+    #[serde(with = "humantime_serde")]
+    pub delivery_timeout: Duration,
 }
 
 fn parse_layer(name: &str, text: &str) -> Result<toml::Table, ConfigError> {

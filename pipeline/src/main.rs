@@ -28,6 +28,7 @@ mod generate;
 mod holds;
 mod keys;
 mod lake_pool;
+mod otlp;
 mod progress;
 mod retention;
 mod serve;
@@ -131,6 +132,23 @@ enum Command {
     },
     /// Witness a log: cosign each tenant's checkpoints while the log stays append-only.
     Witness(WitnessArgs),
+    /// The OpenTelemetry intake: take GenAI spans and log events over OTLP (gRPC, HTTP
+    /// protobuf or JSON), map them to schema v1 events and produce them, signed as the
+    /// caller's producer, to the topic `custody run --kafka` consumes.
+    Otlp {
+        /// Kafka brokers.
+        #[arg(long)]
+        kafka: String,
+        /// The topic the pipeline consumes.
+        #[arg(long)]
+        topic: String,
+        /// OTLP/HTTP listen address (default from config, `[otlp] http_listen`).
+        #[arg(long)]
+        http_listen: Option<String>,
+        /// OTLP/gRPC listen address (default from config, `[otlp] grpc_listen`).
+        #[arg(long)]
+        grpc_listen: Option<String>,
+    },
     /// Crypto-shred a tenant (or one data subject): destroy its data keys, record DATA_ERASED.
     Erase {
         /// The tenant.
@@ -663,6 +681,22 @@ fn main() -> anyhow::Result<()> {
             interval: args.interval,
             once: args.once,
             listen: args.listen,
+        }),
+        Command::Otlp {
+            kafka,
+            topic,
+            http_listen,
+            grpc_listen,
+        } => otlp::run(otlp::OtlpOptions {
+            brokers: kafka,
+            topic,
+            http_listen: http_listen.unwrap_or_else(|| config.otlp.http_listen.clone()),
+            grpc_listen: grpc_listen.unwrap_or_else(|| config.otlp.grpc_listen.clone()),
+            max_request_bytes: config.otlp.max_request_bytes,
+            // Kafka brokers take records of up to ~1 MB unless told otherwise.
+            max_record_bytes: config.pipeline.max_event_bytes.min(1_000_000),
+            delivery_timeout: config.otlp.delivery_timeout,
+            clients: config.identity.otlp_clients()?,
         }),
         Command::Erase {
             tenant,

@@ -219,6 +219,33 @@ pub fn free_addr() -> String {
     format!("127.0.0.1:{port}")
 }
 
+/// The port of a `HOST:PORT` address.
+pub fn port_of(addr: &str) -> &str {
+    addr.rsplit_once(':').map_or(addr, |(_, port)| port)
+}
+
+/// A program installed from Debian's packages (tests/run.sh installs them): `$env` if set,
+/// else the first of `names` that runs.
+pub fn system_binary(env: &str, names: &[&str]) -> String {
+    if let Ok(b) = std::env::var(env) {
+        return b;
+    }
+    for name in names {
+        if Command::new(name).arg("--version").output().is_ok() {
+            return name.to_string();
+        }
+    }
+    panic!("none of {names:?} found (tests/run.sh installs Debian's packages); or set {env}");
+}
+
+/// Alertmanager (Debian names it `prometheus-alertmanager`), or `$CUSTODY_ALERTMANAGER`.
+pub fn alertmanager_binary() -> String {
+    system_binary(
+        "CUSTODY_ALERTMANAGER",
+        &["prometheus-alertmanager", "alertmanager"],
+    )
+}
+
 /// The tansu binary (`TANSU_BIN`, or where tests/run.sh installs it).
 pub fn tansu_bin() -> PathBuf {
     std::env::var("TANSU_BIN")

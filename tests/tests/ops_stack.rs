@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use custody_operators::sources::kafka::kafka_client_config;
 use custody_tests::{
-    KillOnDrop, Tansu, await_listening, custody, custody_command, free_addr, get_json, http_get,
-    manifest_dir,
+    KillOnDrop, Tansu, alertmanager_binary, await_listening, custody, custody_command, free_addr,
+    get_json, http_get, manifest_dir, system_binary,
 };
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use serde_json::Value;
@@ -27,18 +27,6 @@ fn docker_dir() -> PathBuf {
 }
 
 /// Debian names the binary `prometheus-alertmanager`; upstream `alertmanager`.
-fn binary(env: &str, names: &[&str]) -> String {
-    if let Ok(b) = std::env::var(env) {
-        return b;
-    }
-    for name in names {
-        if Command::new(name).arg("--version").output().is_ok() {
-            return name.to_string();
-        }
-    }
-    panic!("none of {names:?} found (tests/run.sh installs Debian's packages); or set {env}");
-}
-
 fn spawn(command: &mut Command, what: &str) -> Child {
     command
         .stdout(Stdio::null())
@@ -170,17 +158,14 @@ fn prometheus_fires_a_rule_and_alertmanager_gets_it_with_custodys_drift_alerts()
     let am_addr = free_addr();
     let am_data = dir.path().join("alertmanager");
     let _alertmanager = KillOnDrop(spawn(
-        Command::new(binary(
-            "CUSTODY_ALERTMANAGER",
-            &["prometheus-alertmanager", "alertmanager"],
-        ))
-        .arg(format!(
-            "--config.file={}",
-            docker_dir().join("alertmanager/alertmanager.yml").display()
-        ))
-        .arg(format!("--storage.path={}", am_data.display()))
-        .arg(format!("--web.listen-address={am_addr}"))
-        .arg("--cluster.listen-address="),
+        Command::new(alertmanager_binary())
+            .arg(format!(
+                "--config.file={}",
+                docker_dir().join("alertmanager/alertmanager.yml").display()
+            ))
+            .arg(format!("--storage.path={}", am_data.display()))
+            .arg(format!("--web.listen-address={am_addr}"))
+            .arg("--cluster.listen-address="),
         "alertmanager",
     ));
     await_listening(&am_addr, "alertmanager", Duration::from_secs(30));
@@ -223,7 +208,7 @@ fn prometheus_fires_a_rule_and_alertmanager_gets_it_with_custodys_drift_alerts()
     let prom_addr = free_addr();
     let config = prometheus_config(dir.path(), &custody_addr, &am_addr, &prom_addr);
     let _prometheus = KillOnDrop(spawn(
-        Command::new(binary("CUSTODY_PROMETHEUS", &["prometheus"]))
+        Command::new(system_binary("CUSTODY_PROMETHEUS", &["prometheus"]))
             .arg(format!("--config.file={}", config.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",

@@ -13,7 +13,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use custody_tests::{
-    KillOnDrop, await_line, await_listening, custody_command, free_addr, tansu_bin,
+    KillOnDrop, alertmanager_binary, await_line, await_listening, custody_command, free_addr,
+    port_of, tansu_bin,
 };
 
 /// The two tests take turns: each picks free ports and binds them a little later (tansu,
@@ -196,7 +197,7 @@ fn kafka_over_sasl_ssl() {
     assert!(made.status.success(), "{}", text(&made));
     drop(setup);
     let _broker = broker(true);
-    let port = tls.rsplit_once(':').unwrap().1;
+    let port = port_of(&tls);
     let _terminator = KillOnDrop(
         Command::new("socat")
             .arg(format!(
@@ -283,18 +284,6 @@ fn kafka_over_sasl_ssl() {
     );
 }
 
-fn alertmanager_binary() -> &'static str {
-    if Command::new("prometheus-alertmanager")
-        .arg("--version")
-        .output()
-        .is_ok()
-    {
-        "prometheus-alertmanager"
-    } else {
-        "alertmanager"
-    }
-}
-
 #[test]
 fn https_api_witness_export_and_alertmanager() {
     let _turn = serial();
@@ -372,7 +361,7 @@ fn https_api_witness_export_and_alertmanager() {
             std::fs::read_to_string(&custody_err).unwrap_or_default()
         )
     });
-    let base = format!("https://127.0.0.1:{}", addr.rsplit_once(':').unwrap().1);
+    let base = format!("https://127.0.0.1:{}", port_of(&addr));
 
     let (code, body) = curl(&certs.ca, &format!("{base}/v1/public-key"));
     assert_eq!(code, 200, "{body}");
@@ -381,10 +370,7 @@ fn https_api_witness_export_and_alertmanager() {
     // Plain HTTP gets no HTTP answer; a client trusting another CA refuses the server.
     let (code, _) = curl(
         &certs.ca,
-        &format!(
-            "http://127.0.0.1:{}/healthz",
-            addr.rsplit_once(':').unwrap().1
-        ),
+        &format!("http://127.0.0.1:{}/healthz", port_of(&addr)),
     );
     assert_eq!(code, 0, "plain HTTP answered");
     let (code, _) = curl(&certs.other_ca, &format!("{base}/healthz"));
@@ -443,10 +429,7 @@ fn https_api_witness_export_and_alertmanager() {
     loop {
         let (code, body) = curl(
             &certs.ca,
-            &format!(
-                "https://127.0.0.1:{}/api/v2/alerts",
-                am.rsplit_once(':').unwrap().1
-            ),
+            &format!("https://127.0.0.1:{}/api/v2/alerts", port_of(&am)),
         );
         if code == 200 && body.contains("CustodyAgentDrift") {
             break;

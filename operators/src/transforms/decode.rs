@@ -240,7 +240,7 @@ pub fn decode_with<T>(
         SchemaError::Payload { event_type, .. } if event_type.is_custody_action() => {
             reserved(event_type)
         }
-        e => schema_error(&raw.bytes, e),
+        e => unmappable(&raw.bytes).unwrap_or_else(|| schema_error(&raw.bytes, e)),
     })?;
     let event = &decoded.event;
     if event.event_type.is_custody_action() {
@@ -254,6 +254,21 @@ pub fn decode_with<T>(
             .map_err(|e| (e.kind(), e.to_string()))?;
     }
     Ok(finish(decoded))
+}
+
+/// The top-level member with which a gateway (`custody otlp`) hands over what it could not map
+/// to a schema v1 event, and why: such a record is quarantined as `unmappable`, with that
+/// reason, under the producer's (authenticated) tenant.
+pub const UNMAPPABLE_REASON: &str = "unmappable_reason";
+
+/// The quarantine kind and reason of a record a gateway marked unmappable (read only once a
+/// record failed to decode, so never on the hot path).
+fn unmappable(bytes: &[u8]) -> Option<(&'static str, String)> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let reason = custody_schemas::json::top_level_strings(text, UNMAPPABLE_REASON)
+        .into_iter()
+        .next()?;
+    Some(("unmappable", reason))
 }
 
 /// The quarantine kind and reason of a schema error; a duplicated member names every tenant the
