@@ -7,7 +7,7 @@ protobuf or gRPC). Every export must succeed; prints what was sent as JSON:
 {"sessions": [trace id hex, ...], "failed": trace id hex, "spans": n, "logs": n,
  "unmappable_spans": n, "unmappable_logs": n}.
 
-usage: otel_agent.py --protocol http|grpc --endpoint URL --token TOKEN --sessions N
+usage: otel_agent.py --protocol http|grpc --endpoint URL --token TOKEN --sessions N [--gzip]
 """
 
 import argparse
@@ -57,22 +57,26 @@ class CheckedLogs:
         return True
 
 
-def exporters(protocol, endpoint, token):
+def exporters(protocol, endpoint, token, gzip):
     headers = {"authorization": f"Bearer {token}"}
     if protocol == "http":
+        from opentelemetry.exporter.otlp.proto.http import Compression
         from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
+        c = Compression.Gzip if gzip else Compression.NoCompression
         return (
-            OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces", headers=headers, timeout=30),
-            OTLPLogExporter(endpoint=f"{endpoint}/v1/logs", headers=headers, timeout=30),
+            OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces", headers=headers, timeout=30, compression=c),
+            OTLPLogExporter(endpoint=f"{endpoint}/v1/logs", headers=headers, timeout=30, compression=c),
         )
+    from grpc import Compression
     from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
+    c = Compression.Gzip if gzip else Compression.NoCompression
     return (
-        OTLPSpanExporter(endpoint=endpoint, insecure=True, headers=headers, timeout=30),
-        OTLPLogExporter(endpoint=endpoint, insecure=True, headers=headers, timeout=30),
+        OTLPSpanExporter(endpoint=endpoint, insecure=True, headers=headers, timeout=30, compression=c),
+        OTLPLogExporter(endpoint=endpoint, insecure=True, headers=headers, timeout=30, compression=c),
     )
 
 
@@ -82,13 +86,14 @@ def main():
     p.add_argument("--endpoint", required=True)
     p.add_argument("--token", required=True)
     p.add_argument("--sessions", type=int, default=3)
+    p.add_argument("--gzip", action="store_true", help="compress the exports")
     args = p.parse_args()
 
     # A resource that claims another tenant: the tenant is the token's, never the telemetry's.
     resource = Resource.create(
         {"service.name": "support-bot", "service.version": "2.4.1", "tenant_id": "tenant-evil"}
     )
-    span_exporter, log_exporter = exporters(args.protocol, args.endpoint, args.token)
+    span_exporter, log_exporter = exporters(args.protocol, args.endpoint, args.token, args.gzip)
     spans_out = Checked(span_exporter)
     logs_out = CheckedLogs(log_exporter)
     provider = TracerProvider(resource=resource)

@@ -87,7 +87,7 @@ fn json_chat(trace: &str) -> Value {
     }]})
 }
 
-fn sdk_agent(protocol: &str, endpoint: &str, token: &str, sessions: usize) -> Value {
+fn sdk_agent(protocol: &str, endpoint: &str, token: &str, sessions: usize, gzip: bool) -> Value {
     let script = manifest_dir().join("py/otel_agent.py");
     let out = std::process::Command::new(python())
         .arg(&script)
@@ -100,6 +100,7 @@ fn sdk_agent(protocol: &str, endpoint: &str, token: &str, sessions: usize) -> Va
             token,
         ])
         .args(["--sessions", &sessions.to_string()])
+        .args(gzip.then_some("--gzip"))
         .output()
         .unwrap();
     assert!(
@@ -170,9 +171,22 @@ fn otel_sdk_exports_become_chained_events_and_the_rest_is_quarantined() {
         "{answer}"
     );
 
-    // The official SDK: HTTP protobuf as acme, gRPC as beta.
-    let sent_acme = sdk_agent("http", &format!("http://{http}"), "acme-otlp-token", 3);
-    let sent_beta = sdk_agent("grpc", &format!("http://{grpc}"), "beta-otlp-token", 2);
+    // The official SDK: HTTP protobuf (gzip) as acme; gRPC, plain then gzip, as beta.
+    let (http_url, grpc_url) = (format!("http://{http}"), format!("http://{grpc}"));
+    let runs = [
+        (
+            "acme",
+            sdk_agent("http", &http_url, "acme-otlp-token", 3, true),
+        ),
+        (
+            "beta",
+            sdk_agent("grpc", &grpc_url, "beta-otlp-token", 2, false),
+        ),
+        (
+            "beta",
+            sdk_agent("grpc", &grpc_url, "beta-otlp-token", 1, true),
+        ),
+    ];
 
     // An unmappable span is answered with a partial success that says why.
     let (status, body) = post(
@@ -213,8 +227,8 @@ fn otel_sdk_exports_become_chained_events_and_the_rest_is_quarantined() {
     let unmappable = |sent: &Value| {
         sent["unmappable_spans"].as_u64().unwrap() + sent["unmappable_logs"].as_u64().unwrap()
     };
-    let accepted = 1 + per_session * (sessions(&sent_acme) + sessions(&sent_beta));
-    let quarantined = (1 + unmappable(&sent_acme) + unmappable(&sent_beta)) as usize;
+    let accepted = 1 + per_session * runs.iter().map(|(_, s)| sessions(s)).sum::<usize>();
+    let quarantined = 1 + runs.iter().map(|(_, s)| unmappable(s)).sum::<u64>() as usize;
     assert!(
         out.contains(&format!(
             "{} in = {accepted} accepted + {quarantined} quarantined (balanced)",
@@ -230,7 +244,7 @@ fn otel_sdk_exports_become_chained_events_and_the_rest_is_quarantined() {
     let events = rows(&tables, "events");
     assert_eq!(events.len(), accepted);
     assert_eq!(assert_chains_link(events), 2, "two tenants");
-    for (tenant, sent) in [("acme", &sent_acme), ("beta", &sent_beta)] {
+    for (tenant, sent) in &runs {
         for trace in sent["sessions"].as_array().unwrap() {
             let trace = trace.as_str().unwrap();
             let session: Vec<&Value> = events.iter().filter(|e| e["session_id"] == trace).collect();
@@ -241,7 +255,7 @@ fn otel_sdk_exports_become_chained_events_and_the_rest_is_quarantined() {
                 .collect();
             let mut types = BTreeMap::<&str, usize>::new();
             for e in &session {
-                assert_eq!(e["tenant_id"], tenant, "{e}");
+                assert_eq!(e["tenant_id"], *tenant, "{e}");
                 assert_eq!(e["agent_id"], "agent-support-bot");
                 assert!(
                     e["event_id"]
@@ -314,7 +328,7 @@ fn otel_sdk_exports_become_chained_events_and_the_rest_is_quarantined() {
             .entry(q["tenant_id"].as_str().unwrap())
             .or_default() += 1;
     }
-    assert_eq!(by_tenant, BTreeMap::from([("acme", 4), ("beta", 3)]));
+    assert_eq!(by_tenant, BTreeMap::from([("acme", 4), ("beta", 6)]));
 
     // Not acknowledged unless durable: with the broker gone, the export fails (retryable).
     broker.kill();

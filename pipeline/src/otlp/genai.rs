@@ -264,7 +264,7 @@ fn map_span(
     let env = Envelope {
         tenant,
         agent: agent(a, resource)?,
-        user: a.str("user.id").or(a.str("enduser.id")).map(str::to_string),
+        user: user(a)?,
         trace,
         span: span_id,
         parent,
@@ -450,7 +450,7 @@ fn map_log(
         span,
         parent: parent.clone(),
         agent: agent(a, resource)?,
-        user: a.str("user.id").or(a.str("enduser.id")).map(str::to_string),
+        user: user(a)?,
     };
     let prompt = a.text("gen_ai.input.messages").unwrap_or_default();
     let output = a.text("gen_ai.output.messages").unwrap_or_default();
@@ -484,15 +484,33 @@ fn inference(
 }
 
 fn agent(a: Attrs<'_>, resource: Attrs<'_>) -> Result<String, String> {
-    a.str("gen_ai.agent.id")
+    let agent = a
+        .str("gen_ai.agent.id")
         .or(a.str("gen_ai.agent.name"))
         .or(resource.str("service.name"))
         .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .ok_or_else(|| {
-            "no agent: set gen_ai.agent.id or gen_ai.agent.name, or the resource's service.name"
-                .into()
-        })
+        .ok_or(
+            "no agent: set gen_ai.agent.id or gen_ai.agent.name, or the resource's service.name",
+        )?;
+    checked_id("agent", agent)
+}
+
+fn user(a: Attrs<'_>) -> Result<Option<String>, String> {
+    a.str("user.id")
+        .or(a.str("enduser.id"))
+        .map(|u| checked_id("user.id", u))
+        .transpose()
+}
+
+/// An envelope id as schema v1 takes it: not empty, at most 128 bytes, no control characters.
+fn checked_id(what: &str, id: &str) -> Result<String, String> {
+    let max = custody_schemas::event::MAX_ID_LEN;
+    if id.is_empty() || id.len() > max || id.chars().any(char::is_control) {
+        return Err(format!(
+            "{what} {id:?} is not an id (1 to {max} bytes, no control characters)"
+        ));
+    }
+    Ok(id.to_string())
 }
 
 /// Lowercase hex of an id of `len` bytes that is not all zero.
@@ -790,6 +808,120 @@ mod tests {
         zero.trace_id = vec![0; 16];
         let m = map_traces(&request(vec![zero]), "acme");
         assert!(m.first_reason().unwrap().contains("trace_id"));
+    }
+
+    /// Spans drawn at random (operations, attribute types, ids, times, sizes): every record is
+    /// a valid schema v1 event of the tenant or an unmappable record with a reason; nothing
+    /// panics and nothing is lost.
+    #[test]
+    fn random_spans_map_to_valid_events_or_reasons() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let ops = [
+            "chat",
+            "text_completion",
+            "generate_content",
+            "execute_tool",
+            "invoke_agent",
+            "embeddings",
+            "",
+            "CHAT",
+        ];
+        let keys = [
+            "gen_ai.request.model",
+            "gen_ai.response.model",
+            "gen_ai.tool.name",
+            "gen_ai.agent.name",
+            "gen_ai.usage.input_tokens",
+            "gen_ai.usage.output_tokens",
+            "gen_ai.tool.call.arguments",
+            "gen_ai.input.messages",
+            "gen_ai.output.messages",
+            "error.type",
+            "user.id",
+            "custody.tool.elevated",
+        ];
+        let texts = [
+            "",
+            "gpt-4o",
+            "{\"a\": 1}",
+            "[1, 2",
+            "naïve ✓ \u{0}",
+            "x\ny",
+            "-5",
+            "1e999",
+        ];
+        for round in 0..2000 {
+            let mut attrs = Vec::new();
+            let op = ops[next(ops.len() as u64) as usize];
+            if !op.is_empty() {
+                attrs.push(s("gen_ai.operation.name", op));
+            }
+            for _ in 0..next(8) {
+                let key = keys[next(keys.len() as u64) as usize];
+                let value = match next(6) {
+                    0 => any_value::Value::IntValue(next(1000) as i64 - 100),
+                    1 => any_value::Value::DoubleValue(next(1000) as f64 / 7.0 - 10.0),
+                    2 => any_value::Value::BoolValue(next(2) == 0),
+                    3 => any_value::Value::BytesValue(vec![0xff, 0]),
+                    4 => any_value::Value::ArrayValue(
+                        opentelemetry_proto::tonic::common::v1::ArrayValue {
+                            values: vec![AnyValue {
+                                value: Some(any_value::Value::IntValue(1)),
+                            }],
+                        },
+                    ),
+                    _ => any_value::Value::StringValue(
+                        texts[next(texts.len() as u64) as usize].into(),
+                    ),
+                };
+                attrs.push(kv(key, value));
+            }
+            let mut sp = span(
+                (next(255) + 1) as u8,
+                (next(3) > 0).then(|| (next(255) + 1) as u8),
+                attrs,
+            );
+            match next(10) {
+                0 => sp.trace_id = vec![1; next(20) as usize],
+                1 => sp.start_time_unix_nano = 0,
+                2 => sp.end_time_unix_nano = 1,
+                3 => {
+                    sp.status = Some(Status {
+                        code: StatusCode::Error as i32,
+                        message: "boom".into(),
+                    })
+                }
+                _ => {}
+            }
+            let mut m = map_traces(&request(vec![sp]), "acme");
+            m.cap("acme", 1 << 20);
+            assert!(
+                !m.records.is_empty(),
+                "round {round}: a span left no record"
+            );
+            for r in &m.records {
+                match &r.unmappable {
+                    None => {
+                        let e =
+                            custody_schemas::event::decode_event(&r.bytes).unwrap_or_else(|e| {
+                                panic!("round {round}: {e}: {}", String::from_utf8_lossy(&r.bytes))
+                            });
+                        assert_eq!(e.tenant_id.as_str(), "acme");
+                    }
+                    Some(reason) => {
+                        let v: Value = serde_json::from_slice(&r.bytes).unwrap();
+                        assert_eq!(v[UNMAPPABLE_REASON], reason.as_str());
+                        assert_eq!(v["tenant_id"], "acme");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
