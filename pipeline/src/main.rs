@@ -696,6 +696,15 @@ fn main() -> anyhow::Result<()> {
             // Kafka brokers take records of up to ~1 MB unless told otherwise.
             max_record_bytes: config.pipeline.max_event_bytes.min(1_000_000),
             delivery_timeout: config.otlp.delivery_timeout,
+            metrics_token_sha256: match config.api.metrics_token_sha256.trim() {
+                "" => None,
+                hash => {
+                    let mut digest = [0u8; 32];
+                    hex::decode_to_slice(hash, &mut digest)
+                        .context("api.metrics_token_sha256: expected 64 hex digits")?;
+                    Some(digest)
+                }
+            },
             clients: config.identity.otlp_clients()?,
         }),
         Command::Erase {

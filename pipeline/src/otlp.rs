@@ -20,8 +20,9 @@
 //! - **Limits.** A request larger than `[otlp] max_request_bytes` (after decompression) is
 //!   refused with 413 or `RESOURCE_EXHAUSTED`; a body that does not decode, with 400 or
 //!   `INVALID_ARGUMENT`.
-//! - **Metrics** (`GET /metrics` on the HTTP port): `custody_otlp_requests_total{signal,
-//!   transport, outcome}` and `custody_otlp_records_total{signal, result}`.
+//! - **Metrics** (`GET /metrics` on the HTTP port, behind `[api] metrics_token_sha256` when
+//!   set): `custody_otlp_requests_total{signal, transport, outcome}` and
+//!   `custody_otlp_records_total{signal, result}`.
 
 pub mod genai;
 
@@ -72,6 +73,8 @@ pub struct OtlpOptions {
     /// Largest record produced (the pipeline's `max_event_bytes`, at most what brokers take
     /// by default); a larger one is replaced by an unmappable record naming it.
     pub max_record_bytes: usize,
+    /// SHA-256 of the bearer token `/metrics` asks for (`[api] metrics_token_sha256`).
+    pub metrics_token_sha256: Option<[u8; 32]>,
     /// How long to wait for the brokers to acknowledge a request's records.
     pub delivery_timeout: Duration,
     /// `(token SHA-256, producer id, tenant, key)` of every producer that may send OTLP.
@@ -165,6 +168,7 @@ struct Gateway {
     delivery_timeout: Duration,
     max_request_bytes: usize,
     max_record_bytes: usize,
+    metrics_token: Option<[u8; 32]>,
     requests: IntCounterVec,
     records: IntCounterVec,
     registry: Registry,
@@ -482,7 +486,18 @@ fn http_error(e: &ExportError, encoding: Encoding) -> Response {
     response
 }
 
-async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
+async fn metrics(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    if let Some(expected) = gateway.metrics_token {
+        let token = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        let hash: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
+        if hash != expected {
+            return (StatusCode::UNAUTHORIZED, "metrics token required\n").into_response();
+        }
+    }
     let mut out = String::new();
     match prometheus::TextEncoder::new().encode_utf8(&gateway.registry.gather(), &mut out) {
         Ok(()) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response(),
@@ -595,6 +610,7 @@ pub fn run(opts: OtlpOptions) -> anyhow::Result<()> {
         delivery_timeout: opts.delivery_timeout,
         max_request_bytes: opts.max_request_bytes,
         max_record_bytes: opts.max_record_bytes,
+        metrics_token: opts.metrics_token_sha256,
         requests,
         records,
         registry,

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use custody_tests::{
     CHAIN_COLUMNS, Tansu, assert_chains_link, await_line, custody, custody_command, free_addr,
-    manifest_dir, python, read_columns, rows,
+    http_get, manifest_dir, python, read_columns, rows,
 };
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -28,6 +28,10 @@ const TOPIC: &str = "otel";
 fn config(dir: &std::path::Path) -> std::path::PathBuf {
     let mut toml =
         String::from("[identity]\nmode = \"signed-header\"\n\n[otlp]\ndelivery_timeout = \"4s\"\n");
+    toml.push_str(&format!(
+        "\n[api]\nmetrics_token_sha256 = \"{}\"\n",
+        hex::encode(Sha256::digest("metrics-token"))
+    ));
     for (id, tenant, token) in [
         ("otel-acme", "acme", "acme-otlp-token"),
         ("otel-beta", "beta", "beta-otlp-token"),
@@ -329,6 +333,51 @@ fn otel_sdk_exports_become_chained_events_and_the_rest_is_quarantined() {
             .or_default() += 1;
     }
     assert_eq!(by_tenant, BTreeMap::from([("acme", 4), ("beta", 6)]));
+
+    // The gateway's own metrics count what it took, refused and could not map.
+    assert_eq!(
+        http_get(&http, "/metrics", "").0,
+        401,
+        "behind the metrics token"
+    );
+    let (code, _, body) = http_get(&http, "/metrics", "metrics-token");
+    assert_eq!(code, 200);
+    let text = String::from_utf8_lossy(&body);
+    let metric = |name: &str, labels: &[&str]| -> u64 {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")))
+            .filter(|l| labels.iter().all(|want| l.contains(want)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let records = "custody_otlp_records_total";
+    let requests = "custody_otlp_requests_total";
+    let sessions_sent: u64 = runs.iter().map(|(_, s)| sessions(s) as u64).sum();
+    let unmappable_logs: u64 = runs
+        .iter()
+        .map(|(_, s)| s["unmappable_logs"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        metric(records, &[r#"signal="traces""#, r#"result="mapped""#]),
+        1 + 5 * sessions_sent,
+        "{text}"
+    );
+    assert_eq!(
+        metric(records, &[r#"signal="logs""#, r#"result="mapped""#]),
+        sessions_sent
+    );
+    assert_eq!(
+        metric(records, &[r#"result="unmappable""#]),
+        quarantined as u64,
+        "{text}"
+    );
+    assert_eq!(
+        metric(records, &[r#"signal="logs""#, r#"result="unmappable""#]),
+        unmappable_logs
+    );
+    assert_eq!(metric(requests, &[r#"outcome="unauthenticated""#]), 3);
+    assert_eq!(metric(requests, &[r#"outcome="bad_request""#]), 2);
+    assert!(metric(requests, &[r#"transport="grpc""#, r#"outcome="ok""#]) > 0);
 
     // Not acknowledged unless durable: with the broker gone, the export fails (retryable).
     broker.kill();
