@@ -6,9 +6,25 @@
 
 use std::collections::BTreeSet;
 use std::net::TcpListener;
+use std::path::Path;
 use std::process::Stdio;
 
-use custody_tests::{await_line, custody_command, free_addr, http_get, manifest_dir};
+use custody_tests::{KillOnDrop, await_line, custody_command, free_addr, http_get, manifest_dir};
+
+/// `custody demo --serve EXTRA --listen ADDR --warehouse WH`, once it serves (killed on drop).
+fn serve_demo_with(addr: &str, wh: &Path, extra: &[&str]) -> KillOnDrop {
+    let child = custody_command()
+        .args(["demo", "--serve"])
+        .args(extra)
+        .args(["--listen", addr, "--warehouse"])
+        .arg(wh)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    await_line(child, "serving until interrupted")
+}
 
 /// Every `` `custody SUBCOMMAND `` in the README, the default configuration and the docs
 /// answers `--help` (it once named `custody keys rewrap`, which never existed).
@@ -104,17 +120,11 @@ fn a_busy_port_is_an_error() {
 fn demo_serves_where_asked_and_counts_tenants_once() {
     let dir = tempfile::tempdir().unwrap();
     let addr = free_addr();
-    let child = custody_command()
-        .args(["demo", "--serve", "--events", "300", "--tenants", "3"])
-        .args(["--listen", &addr, "--warehouse"])
-        .arg(dir.path().join("wh"))
-        .env("CUSTODY_SIGNING_KEY", "07".repeat(32))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _server = await_line(child, "serving until interrupted");
+    let _server = serve_demo_with(
+        &addr,
+        &dir.path().join("wh"),
+        &["--events", "300", "--tenants", "3"],
+    );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let (code, _, body) = http_get(&addr, "/metrics", "");
@@ -240,16 +250,11 @@ fn demo_summarises_alerts_and_writes_no_colour_codes_into_pipes() {
 fn export_bundles_keep_their_signature_and_export_works_against_a_server() {
     let dir = tempfile::tempdir().unwrap();
     let addr = free_addr();
-    let child = custody_command()
-        .args(["demo", "--serve", "--events", "600", "--tenants", "2"])
-        .args(["--listen", &addr, "--warehouse"])
-        .arg(dir.path().join("wh"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _server = await_line(child, "serving until interrupted");
+    let _server = serve_demo_with(
+        &addr,
+        &dir.path().join("wh"),
+        &["--events", "600", "--tenants", "2"],
+    );
     let (_, _, body) = http_get(&addr, "/v1/public-key", "");
     let key: serde_json::Value = serde_json::from_slice(&body).unwrap();
     let key = key["public_key"].as_str().unwrap().to_string();
@@ -373,25 +378,11 @@ fn demo_data_is_dated_up_to_now_over_weeks() {
     let wh = dir.path().join("wh");
     let addr = free_addr();
     let started = now_us();
-    let child = custody_command()
-        .args([
-            "demo",
-            "--serve",
-            "--events",
-            "3000",
-            "--tenants",
-            "2",
-            "--span",
-            "3w",
-        ])
-        .args(["--listen", &addr, "--warehouse"])
-        .arg(&wh)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let server = await_line(child, "serving until interrupted");
+    let server = serve_demo_with(
+        &addr,
+        &wh,
+        &["--events", "3000", "--tenants", "2", "--span", "3w"],
+    );
     let (_, _, body) = http_get(&addr, "/v1/checkpoints", "");
     let checkpoints: serde_json::Value = serde_json::from_slice(&body).unwrap();
     let tenant = checkpoints["checkpoints"][0]["tenant_id"]
