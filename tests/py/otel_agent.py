@@ -20,27 +20,13 @@ from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import LogRecordExportResult, SimpleLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.trace import Status, StatusCode
 
 
-class Checked(SpanExporter):
-    """Delegates to the OTLP exporter and remembers every result."""
+class Checked:
+    """Delegates to an OTLP exporter (spans or logs) and remembers every result."""
 
-    def __init__(self, inner):
-        self.inner = inner
-        self.results = []
-
-    def export(self, spans):
-        result = self.inner.export(spans)
-        self.results.append(result)
-        return result
-
-    def shutdown(self):
-        self.inner.shutdown()
-
-
-class CheckedLogs:
     def __init__(self, inner):
         self.inner = inner
         self.results = []
@@ -95,7 +81,7 @@ def main():
     )
     span_exporter, log_exporter = exporters(args.protocol, args.endpoint, args.token, args.gzip)
     spans_out = Checked(span_exporter)
-    logs_out = CheckedLogs(log_exporter)
+    logs_out = Checked(log_exporter)
     provider = TracerProvider(resource=resource)
     provider.add_span_processor(SimpleSpanProcessor(spans_out))
     tracer = provider.get_tracer("custody-test-agent")
